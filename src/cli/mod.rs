@@ -1,0 +1,155 @@
+//! Subcommands: argument parsing and dispatch only; each `cli/<command>.rs` calls the library.
+//! Exit status everywhere: 0 success (warnings allowed), 1 the input has errors (diagnostics
+//! printed), 2 usage or I/O failure (one clear line, no panic, no backtrace).
+
+mod bench;
+mod check;
+mod eval;
+mod explain;
+mod fmt;
+mod infer;
+mod inspect;
+mod lsp;
+mod run;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser, Debug)]
+#[command(name = "geonetc", version, about = "Check, compile, train and run geonet neural-network programs")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Human,
+    Json,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum BackendChoice {
+    Jit,
+    Interp,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Parse and shape-check a .geonet file.
+    Check {
+        file: PathBuf,
+        #[arg(long, value_enum, default_value = "human")]
+        format: Format,
+    },
+    /// Train the model as its `train` block says.
+    Run {
+        file: PathBuf,
+        #[arg(long, value_enum, default_value = "jit")]
+        backend: BackendChoice,
+        /// Worker threads (default: all cores).
+        #[arg(long)]
+        threads: Option<usize>,
+        /// Override the `epochs` of the train block.
+        #[arg(long)]
+        epochs: Option<usize>,
+        /// Directory for weights and metrics (default: beside the .geonet file).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Continue from a checkpoint written by an earlier run.
+        #[arg(long)]
+        resume: Option<PathBuf>,
+    },
+    /// Apply a model to .npy or SEG-Y input of any size.
+    Infer {
+        file: PathBuf,
+        #[arg(long)]
+        weights: Option<PathBuf>,
+        #[arg(long)]
+        input: PathBuf,
+        #[arg(long)]
+        output: PathBuf,
+        #[arg(long)]
+        plot: Option<PathBuf>,
+        #[arg(long, value_enum, default_value = "jit")]
+        backend: BackendChoice,
+        #[arg(long)]
+        threads: Option<usize>,
+    },
+    /// Time compile, forward and training step on random data.
+    Bench {
+        file: PathBuf,
+        #[arg(long, default_value_t = 8)]
+        batch: usize,
+        #[arg(long, default_value_t = 20)]
+        steps: usize,
+        #[arg(long, value_enum, default_value = "jit")]
+        backend: BackendChoice,
+        #[arg(long)]
+        threads: Option<usize>,
+        #[arg(long, value_enum, default_value = "human")]
+        format: Format,
+    },
+    /// Describe a SEG-Y, Seismic Unix or .npy data file.
+    Inspect {
+        file: PathBuf,
+        #[arg(long, value_enum, default_value = "human")]
+        format: Format,
+    },
+    /// SNR of a noisy file and of the model's output against clean data.
+    Eval {
+        file: PathBuf,
+        #[arg(long)]
+        weights: Option<PathBuf>,
+        #[arg(long)]
+        clean: PathBuf,
+        #[arg(long)]
+        noisy: PathBuf,
+        #[arg(long)]
+        plot: Option<PathBuf>,
+        #[arg(long, value_enum, default_value = "jit")]
+        backend: BackendChoice,
+        #[arg(long)]
+        threads: Option<usize>,
+    },
+    /// Rewrite files in the canonical layout.
+    Fmt {
+        files: Vec<PathBuf>,
+        /// Only report files that would change (exit 1).
+        #[arg(long)]
+        check: bool,
+    },
+    /// The long explanation of a diagnostic code.
+    Explain { code: String },
+    /// Run the language server on stdin/stdout.
+    Lsp,
+}
+
+pub fn dispatch(cli: Cli) -> ExitCode {
+    match cli.command {
+        Command::Check { file, format } => check::run(&file, format),
+        Command::Run { file, backend, threads, epochs, out, resume } => {
+            run::run(run::RunArgs { file, backend, threads, epochs, out, resume })
+        }
+        Command::Infer { file, weights, input, output, plot, backend, threads } => {
+            infer::run(infer::InferArgs { file, weights, input, output, plot, backend, threads })
+        }
+        Command::Bench { file, batch, steps, backend, threads, format } => {
+            bench::run(bench::BenchArgs { file, batch, steps, backend, threads, format })
+        }
+        Command::Inspect { file, format } => inspect::run(&file, format),
+        Command::Eval { file, weights, clean, noisy, plot, backend, threads } => {
+            eval::run(eval::EvalArgs { file, weights, clean, noisy, plot, backend, threads })
+        }
+        Command::Fmt { files, check } => fmt::run(&files, check),
+        Command::Explain { code } => explain::run(&code),
+        Command::Lsp => lsp::run(),
+    }
+}
+
+/// The one-line failure of exit status 2.
+pub fn fail(message: impl std::fmt::Display) -> ExitCode {
+    eprintln!("error: {message}");
+    ExitCode::from(2)
+}

@@ -1,0 +1,15 @@
+//! geonetc: a compiler for a small language of convolutional networks for seismic data.
+//!
+//! The pipeline runs in one direction (see ARCHITECTURE.md):
+//! [`syntax`] → [`check`] → [`ir`] → backends [`interp`] and [`jit`] → [`runtime`].
+//! [`ops`] holds what each layer kind is (shape rule, reference math, JIT emitter) and is used
+//! by all of them; [`seismic`] reads and writes data files.
+
+pub mod check;
+pub mod interp;
+pub mod ir;
+pub mod jit;
+pub mod ops;
+pub mod runtime;
+pub mod seismic;
+pub mod syntax;
