@@ -6,6 +6,7 @@
 //! by all of them; [`seismic`] reads and writes data files.
 
 pub mod check;
+pub mod diag;
 pub mod interp;
 pub mod ir;
 pub mod jit;

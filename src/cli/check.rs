@@ -1,8 +1,34 @@
 use super::Format;
+use geonetc::check;
+use geonetc::diag;
+use std::io::IsTerminal;
 use std::path::Path;
 use std::process::ExitCode;
 
 pub fn run(file: &Path, format: Format) -> ExitCode {
-    let _ = (file, format);
-    super::fail("`check` is not built yet")
+    let bytes = match std::fs::read(file) {
+        Ok(b) => b,
+        Err(e) => return super::fail(format_args!("cannot read {}: {e}", file.display())),
+    };
+    let out = check::check_bytes(&bytes);
+    let name = file.display().to_string();
+    match format {
+        Format::Json => {
+            let json = check::to_json(&out, &name);
+            println!("{}", serde_json::to_string_pretty(&json).unwrap_or_else(|_| "{}".into()));
+        }
+        Format::Human => {
+            if !out.diagnostics.is_empty() {
+                let color = std::io::stderr().is_terminal();
+                eprint!("{}", diag::render(&out.diagnostics, &name, &out.source, color));
+            }
+            if out.program.is_some() {
+                print!("{}", check::summary_table(&out));
+            } else {
+                let n = out.diagnostics.iter().filter(|d| d.is_error()).count();
+                eprintln!("{name}: {n} error{}", if n == 1 { "" } else { "s" });
+            }
+        }
+    }
+    if out.has_errors() { ExitCode::from(1) } else { ExitCode::SUCCESS }
 }
