@@ -720,17 +720,28 @@ impl<'a> ModelChecker<'a> {
             ShapeError::AxisTooSmall { axis, formula, min_input, .. } => {
                 let spatial = inputs[0].shape.len() - 1;
                 let axis_name = axis_name(axis, spatial);
-                let n = inputs[0].shape.get(axis + 1).copied().unwrap_or(0);
+                let value = formula.rsplit("= ").next().unwrap_or("");
                 let label_span =
                     if attrs.values.contains_key("kernel") { attrs.span_of("kernel") } else { span.clone() };
+                let kernel = match op {
+                    Op::Conv(c) => Some(&c.kernel),
+                    Op::UpConv(c) => Some(&c.kernel),
+                    Op::Pool(p) => Some(&p.kernel),
+                    _ => None,
+                };
+                let extent = |v: &[usize]| v.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("×");
+                let what = match kernel {
+                    Some(k) => format!("a {} kernel on a {} input", extent(k), fmt_spatial(&inputs[0].shape)),
+                    None => format!("a {} input", fmt_spatial(&inputs[0].shape)),
+                };
                 from(Diagnostic::error(
                     codes::EMPTY_OUTPUT,
-                    format!("`{kind}` output {axis_name} would be {}: N_y = {formula}", formula.rsplit("= ").next().unwrap_or("")),
+                    format!("`{kind}` output would be empty: {what} gives {axis_name} N_y = {formula}"),
                     label_span,
-                    format!("kernel larger than the {n}-sample {axis_name}"),
+                    format!("{axis_name} would be {value}"),
                 ))
                 .with_help(format!(
-                    "N_y = floor((N_x + 2·pad − N_h)/stride) + 1 = {formula}; an input {axis_name} of at least {min_input} would work, or pad the input (e.g. `pad=same`)"
+                    "an input {axis_name} of at least {min_input} would work; or pad the input (e.g. `pad=same`) or use a smaller kernel"
                 ))
             }
             ShapeError::NotFlat { found } => Diagnostic::error(

@@ -569,7 +569,7 @@ fn check_data(
                     "cannot feed this model",
                 ));
             }
-            denoising_fits(diags, &shape);
+            denoising_fits(diags, model_in.as_deref().unwrap_or(&shape));
             let count = match got.get("count") {
                 None => 1024,
                 Some((Value::Int(v), _)) if *v > 0 && *v <= (1 << 24) => *v as usize,

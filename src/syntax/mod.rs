@@ -339,7 +339,7 @@ impl Builder<'_> {
                 let Some(first) = it.next() else { return Expr { kind: ExprKind::Tuple(vec![]), span: sp } };
                 let mut acc = self.expr(first);
                 while let (Some(op), Some(rhs)) = (it.next(), it.next()) {
-                    let op = match op.as_str() {
+                    let op = match op.as_str().trim() {
                         "+" => BinOp::Add,
                         "-" => BinOp::Sub,
                         "*" => BinOp::Mul,
