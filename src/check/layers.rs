@@ -92,10 +92,10 @@ pub fn attribute_alias(name: &str) -> Option<&'static str> {
 /// Splits `conv2d` into (`conv`, Some(2)).
 pub fn split_rank(name: &str) -> (&str, Option<usize>) {
     for (suffix, rank) in [("1d", 1), ("2d", 2)] {
-        if let Some(base) = name.strip_suffix(suffix) {
-            if matches!(base, "conv" | "upconv" | "maxpool" | "avgpool") {
-                return (base, Some(rank));
-            }
+        if let Some(base) = name.strip_suffix(suffix)
+            && matches!(base, "conv" | "upconv" | "maxpool" | "avgpool")
+        {
+            return (base, Some(rank));
         }
     }
     (name, None)

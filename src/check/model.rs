@@ -79,6 +79,10 @@ pub struct CheckedModel {
 }
 
 const MERGES: &[&str] = &["concat", "add", "sub"];
+/// Expansion limits: no real network comes near them, and they keep the checker fast and its
+/// stack bounded on any input (e.g. blocks that call each other twice per level).
+const MAX_LAYERS: usize = 100_000;
+const MAX_BLOCK_DEPTH: usize = 64;
 
 impl<'a> ModelChecker<'a> {
     pub fn new(blocks: HashMap<&'a str, &'a ast::Block>) -> Self {
@@ -611,6 +615,21 @@ impl<'a> ModelChecker<'a> {
         span: &Span,
         scope: &mut Scope,
     ) -> Option<TVal> {
+        if self.layers.len() >= MAX_LAYERS {
+            if !self
+                .diags
+                .iter()
+                .any(|d| d.code == codes::OVERFLOW && d.message.starts_with("the network has more than"))
+            {
+                self.report(Diagnostic::error(
+                    codes::OVERFLOW,
+                    format!("the network has more than {MAX_LAYERS} layers after expanding blocks"),
+                    span.clone(),
+                    "expansion stops here",
+                ));
+            }
+            return None;
+        }
         let shapes: Vec<&[usize]> = inputs.iter().map(|t| t.shape.as_slice()).collect();
         let (shape, warnings) = match op.output_shape(&shapes) {
             Ok(r) => r,
@@ -1034,6 +1053,15 @@ impl<'a> ModelChecker<'a> {
             }
         }
         if !ok {
+            return None;
+        }
+        if self.stack.len() >= MAX_BLOCK_DEPTH {
+            self.report(Diagnostic::error(
+                codes::OVERFLOW,
+                format!("blocks nested more than {MAX_BLOCK_DEPTH} deep"),
+                span.clone(),
+                "too deep",
+            ));
             return None;
         }
         let mut inner_scope = scope.child(&bname);

@@ -1,0 +1,82 @@
+//! `geonetc check` through the binary: exit codes 0/1/2, streams, JSON on errors too.
+
+use std::process::Command;
+
+fn geonetc(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_geonetc"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("run geonetc");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
+#[test]
+fn success_prints_the_table_and_exits_0() {
+    let (code, out, err) = geonetc(&["check", "examples/unet_s.geonet"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("e1.conv0") && out.contains("116,753"), "{out}");
+    assert!(err.is_empty(), "{err}");
+}
+
+#[test]
+fn warnings_still_exit_0() {
+    let (code, _, err) = geonetc(&["check", "examples/classifier.geonet"]);
+    assert_eq!(code, 0);
+    assert!(err.contains("W0001"), "{err}");
+}
+
+#[test]
+fn errors_exit_1_with_diagnostics_on_stderr() {
+    let (code, out, err) = geonetc(&["check", "examples/errors/two_errors.geonet"]);
+    assert_eq!(code, 1);
+    assert!(out.is_empty());
+    assert!(err.contains("E0404") && err.contains("E0201") && err.contains("2 errors"), "{err}");
+}
+
+#[test]
+fn json_is_printed_also_on_errors() {
+    let (code, out, _) = geonetc(&["check", "examples/errors/kernel_too_big.geonet", "--format", "json"]);
+    assert_eq!(code, 1);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["ok"], false);
+    assert_eq!(v["diagnostics"][0]["code"], "E0401");
+    assert_eq!(v["diagnostics"][0]["line"], 4);
+    assert_eq!(v["diagnostics"][0]["column"], 22);
+    let (code, out, _) = geonetc(&["check", "examples/unet_s.geonet", "--format", "json"]);
+    assert_eq!(code, 0);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["params"], 116753);
+    assert_eq!(v["layers"][0]["name"], "e1.conv0");
+    assert_eq!(v["layers"][0]["params"], 160);
+    assert_eq!(v["values"][1]["name"], "e2");
+    assert_eq!(v["values"][1]["shape"], serde_json::json!([32, 64, 64]));
+}
+
+#[test]
+fn missing_file_and_bad_usage_exit_2() {
+    let (code, _, err) = geonetc(&["check", "no/such/file.geonet"]);
+    assert_eq!(code, 2);
+    assert!(err.starts_with("error: cannot read no/such/file.geonet"), "{err}");
+    assert_eq!(err.lines().count(), 1);
+    let (code, _, _) = geonetc(&["check"]);
+    assert_eq!(code, 2);
+    let (code, _, _) = geonetc(&["check", "examples/unet_s.geonet", "--format", "xml"]);
+    assert_eq!(code, 2);
+}
+
+#[test]
+fn binary_input_is_a_diagnostic_not_a_crash() {
+    let dir = std::env::temp_dir().join(format!("geonetc-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let f = dir.join("bin.geonet");
+    std::fs::write(&f, [0u8, 159, 146, 150, 255, 10, 0]).unwrap();
+    let (code, _, err) = geonetc(&["check", f.to_str().unwrap()]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("E0004"), "{err}");
+    std::fs::remove_dir_all(&dir).ok();
+}
