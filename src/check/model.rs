@@ -189,13 +189,15 @@ impl<'a> ModelChecker<'a> {
 
     fn warn_unused(&mut self, env: &Env) {
         for name in &env.order {
-            if let Some(b) = env.values.get(name) {
-                if !b.used && !b.is_input && !name.starts_with('_') {
-                    self.report(
+            if let Some(b) = env.values.get(name)
+                && !b.used
+                && !b.is_input
+                && !name.starts_with('_')
+            {
+                self.report(
                         Diagnostic::warning(codes::UNUSED_BINDING, format!("`{name}` is never used"), b.name_span.clone(), "bound here, never used")
                             .with_help(format!("return it with `output {name}`, use it, or remove it (names starting with `_` are not warned about)")),
                     );
-                }
             }
         }
     }
@@ -292,10 +294,7 @@ impl<'a> ModelChecker<'a> {
                 let mut cur = piped;
                 for (i, t) in terms.iter().enumerate() {
                     let next = self.tensor(t, cur.clone(), env, params, scope);
-                    if next.is_none() {
-                        // Poisoned: later terms cannot be shape-checked.
-                        return None;
-                    }
+                    next.as_ref()?;
                     if i + 1 < terms.len() && next.is_some() {
                         cur = next;
                     } else {
@@ -1143,8 +1142,7 @@ impl<'a> ModelChecker<'a> {
 
     /// The built-in U-Net (language.md, "unet").
     fn unet(&mut self, attrs: &Attrs, input: TVal, scope: &mut Scope) -> Option<TVal> {
-        let read = |this: &mut Self| -> Result<(usize, usize, usize, usize, bool, bool, bool), Diagnostic> {
-            let _ = this;
+        let read = || -> Result<UnetSpec, Diagnostic> {
             let out = attrs.positive("out")?;
             let depth = attrs.positive_or("depth", 4)?;
             let base = attrs.positive_or("base", 64)?;
@@ -1177,9 +1175,9 @@ impl<'a> ModelChecker<'a> {
                 )
                 .with_help(format!("use kernel={} or {}", kernel - 1, kernel + 1)));
             }
-            Ok((out, depth, base, kernel, avg, upsample, batch))
+            Ok(UnetSpec { out, depth, base, kernel, avg, upsample, batch })
         };
-        let (out, depth, base, kernel, avg, upsample, batch) = match read(self) {
+        let UnetSpec { out, depth, base, kernel, avg, upsample, batch } = match read() {
             Ok(r) => r,
             Err(d) => {
                 self.report(d);
@@ -1303,6 +1301,17 @@ impl<'a> ModelChecker<'a> {
         let _ = &mut us;
         Some(y)
     }
+}
+
+/// `unet(...)` attributes, read and validated.
+struct UnetSpec {
+    out: usize,
+    depth: usize,
+    base: usize,
+    kernel: usize,
+    avg: bool,
+    upsample: bool,
+    batch: bool,
 }
 
 fn collect_later(stmts: &[Stmt], env: &mut Env) {

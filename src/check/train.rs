@@ -488,19 +488,19 @@ fn check_data(
         }
     };
     let model_in = model.and_then(|m| m.inputs.first().map(|t| t.shape.clone()));
-    if let Some(m) = model {
-        if m.inputs.len() != 1 || m.outputs.len() != 1 {
-            diags.push(Diagnostic::error(
-                codes::DATA_SHAPE,
-                format!(
-                    "training needs a model with one input and one output; this one has {} and {}",
-                    m.inputs.len(),
-                    m.outputs.len()
-                ),
-                kv.value.span.clone(),
-                "cannot feed this model",
-            ));
-        }
+    if let Some(m) = model
+        && (m.inputs.len() != 1 || m.outputs.len() != 1)
+    {
+        diags.push(Diagnostic::error(
+            codes::DATA_SHAPE,
+            format!(
+                "training needs a model with one input and one output; this one has {} and {}",
+                m.inputs.len(),
+                m.outputs.len()
+            ),
+            kv.value.span.clone(),
+            "cannot feed this model",
+        ));
     }
     let model_out = model.and_then(|m| m.outputs.first().map(|t| t.shape.clone()));
     let denoising_fits = |diags: &mut Vec<Diagnostic>, sample: &[usize]| {
@@ -515,44 +515,44 @@ fn check_data(
                 .with_help("use loss = mse or mae, or npy(...) data with class targets"),
             );
         }
-        if let Some(out) = &model_out {
-            if out.as_slice() != sample {
-                diags.push(
-                    Diagnostic::error(
-                        codes::DATA_SHAPE,
-                        format!(
-                            "the model outputs {} but `{source}` targets are {}",
-                            fmt_shape(out),
-                            fmt_shape(sample)
-                        ),
-                        kv.value.span.clone(),
-                        "targets are the clean input",
-                    )
-                    .with_help("a denoiser's output must have its input's shape"),
-                );
-            }
+        if let Some(out) = &model_out
+            && out.as_slice() != sample
+        {
+            diags.push(
+                Diagnostic::error(
+                    codes::DATA_SHAPE,
+                    format!(
+                        "the model outputs {} but `{source}` targets are {}",
+                        fmt_shape(out),
+                        fmt_shape(sample)
+                    ),
+                    kv.value.span.clone(),
+                    "targets are the clean input",
+                )
+                .with_help("a denoiser's output must have its input's shape"),
+            );
         }
     };
     let spec = match source {
         "synthetic" => {
             let shape = match (int_list("shape", diags), got.get("shape")) {
                 (Some(s), Some((_, span))) => {
-                    if let Some(m) = &model_in {
-                        if *m != s {
-                            diags.push(
-                                Diagnostic::error(
-                                    codes::DATA_SHAPE,
-                                    format!(
-                                        "synthetic samples are {} but the model input is {}",
-                                        fmt_shape(&s),
-                                        fmt_shape(m)
-                                    ),
-                                    span.clone(),
-                                    "does not match the model input",
-                                )
-                                .with_help(format!("use shape = {}", fmt_shape(m))),
-                            );
-                        }
+                    if let Some(m) = &model_in
+                        && *m != s
+                    {
+                        diags.push(
+                            Diagnostic::error(
+                                codes::DATA_SHAPE,
+                                format!(
+                                    "synthetic samples are {} but the model input is {}",
+                                    fmt_shape(&s),
+                                    fmt_shape(m)
+                                ),
+                                span.clone(),
+                                "does not match the model input",
+                            )
+                            .with_help(format!("use shape = {}", fmt_shape(m))),
+                        );
                     }
                     if !(2..=3).contains(&s.len()) {
                         diags.push(bad("shape", "[C, N] (traces) or [C, H, W] (sections)", span));
@@ -561,7 +561,7 @@ fn check_data(
                 }
                 _ => model_in.clone().unwrap_or_default(),
             };
-            if model_in.as_ref().is_some_and(|m| !(2..=3).contains(&m.len())) && got.get("shape").is_none() {
+            if model_in.as_ref().is_some_and(|m| !(2..=3).contains(&m.len())) && !got.contains_key("shape") {
                 diags.push(Diagnostic::error(
                     codes::DATA_SHAPE,
                     "synthetic data makes traces [C, N] or sections [C, H, W]; this model takes a flat input",
@@ -584,15 +584,15 @@ fn check_data(
             let path = string("file", diags);
             let patch = int_list("patch", diags);
             let step = int_list("step", diags);
-            if let (Some(p), Some(m)) = (&patch, &model_in) {
-                if p.as_slice() != &m[1.min(m.len())..] {
-                    diags.push(Diagnostic::error(
-                        codes::DATA_SHAPE,
-                        format!("patches of {} do not fit the model input {}", fmt_shape(p), fmt_shape(m)),
-                        got.get("patch").map_or(kv.value.span.clone(), |(_, s)| s.clone()),
-                        "patch size must be the model input's spatial size",
-                    ));
-                }
+            if let (Some(p), Some(m)) = (&patch, &model_in)
+                && p.as_slice() != &m[1.min(m.len())..]
+            {
+                diags.push(Diagnostic::error(
+                    codes::DATA_SHAPE,
+                    format!("patches of {} do not fit the model input {}", fmt_shape(p), fmt_shape(m)),
+                    got.get("patch").map_or(kv.value.span.clone(), |(_, s)| s.clone()),
+                    "patch size must be the model input's spatial size",
+                ));
             }
             if let Some(m) = &model_in {
                 denoising_fits(diags, m);

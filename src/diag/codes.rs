@@ -355,3 +355,53 @@ Quiet:
 pub fn lookup(code: &str) -> Option<&'static CodeInfo> {
     ALL.iter().find(|c| c.code.eq_ignore_ascii_case(code))
 }
+
+/// docs/diagnostics.md, generated from this table (a test keeps the file in sync).
+pub fn markdown() -> String {
+    let mut s = String::from(
+        "# Diagnostic codes\n\nGenerated from `src/diag/codes.rs` (`geonetc explain CODE` prints the same text).\n\
+         Codes are stable: `E` codes are errors (exit 1), `W` codes warnings.\n\n| code | title |\n|---|---|\n",
+    );
+    for c in ALL {
+        s.push_str(&format!("| [{}](#{}) | {} |\n", c.code, c.code.to_ascii_lowercase(), c.title));
+    }
+    for c in ALL {
+        s.push_str(&format!("\n## {}\n\n**{}**\n\n```text\n{}\n```\n", c.code, c.title, c.explanation));
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_are_unique_and_documented() {
+        let mut seen = std::collections::HashSet::new();
+        for c in ALL {
+            assert!(seen.insert(c.code), "duplicate code {}", c.code);
+            assert!(
+                c.explanation.contains("Wrong:") || c.explanation.contains("Warned:"),
+                "{} lacks an example",
+                c.code
+            );
+            assert!(
+                c.explanation.contains("Fixed:") || c.explanation.contains("Quiet:"),
+                "{} lacks a fix",
+                c.code
+            );
+        }
+    }
+
+    #[test]
+    fn docs_diagnostics_md_is_in_sync() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/diagnostics.md");
+        let on_disk = std::fs::read_to_string(path).unwrap_or_default();
+        if on_disk != markdown() {
+            if std::env::var_os("CI").is_none() {
+                std::fs::write(path, markdown()).expect("write docs/diagnostics.md");
+            }
+            panic!("docs/diagnostics.md was out of date (rewritten locally; commit it)");
+        }
+    }
+}

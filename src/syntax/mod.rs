@@ -276,13 +276,13 @@ impl Builder<'_> {
         let mut inner = inner(p).peekable();
         let name = inner.next().map(ident).unwrap_or(Ident { name: String::new(), span: sp.clone() });
         let mut params = vec![];
-        if inner.peek().map(|p| p.as_rule()) == Some(Rule::params) {
-            if let Some(ps) = inner.next() {
-                for param in ps.into_inner() {
-                    let mut it = param.into_inner();
-                    let Some(n) = it.next() else { continue };
-                    params.push(Param { name: ident(n), default: it.next().map(|d| self.expr(d)) });
-                }
+        if inner.peek().map(|p| p.as_rule()) == Some(Rule::params)
+            && let Some(ps) = inner.next()
+        {
+            for param in ps.into_inner() {
+                let mut it = param.into_inner();
+                let Some(n) = it.next() else { continue };
+                params.push(Param { name: ident(n), default: it.next().map(|d| self.expr(d)) });
             }
         }
         let body = if long {
