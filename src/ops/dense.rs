@@ -34,3 +34,34 @@ impl Dense {
         p
     }
 }
+
+// ---- reference math ----------------------------------------------------------------------
+
+use ndarray::{Array2, ArrayD, Axis, Ix2};
+
+fn flat(x: &ArrayD<f64>) -> Array2<f64> {
+    x.view().into_dimensionality::<Ix2>().expect("dense input is [B, F]").to_owned()
+}
+
+impl Dense {
+    /// `y = x Wᵀ + b` with `W` `[out, in]`.
+    pub fn forward(&self, x: &ArrayD<f64>, w: &ArrayD<f64>, b: Option<&ArrayD<f64>>) -> ArrayD<f64> {
+        let w = flat(w);
+        let mut y = flat(x).dot(&w.t());
+        if let Some(b) = b {
+            y += &b.view().into_dimensionality::<ndarray::Ix1>().expect("bias [out]");
+        }
+        y.into_dyn()
+    }
+
+    /// (dx, dw, db).
+    pub fn backward(
+        &self,
+        x: &ArrayD<f64>,
+        w: &ArrayD<f64>,
+        dy: &ArrayD<f64>,
+    ) -> (ArrayD<f64>, ArrayD<f64>, ArrayD<f64>) {
+        let (x, w, dy) = (flat(x), flat(w), flat(dy));
+        (dy.dot(&w).into_dyn(), dy.t().dot(&x).into_dyn(), dy.sum_axis(Axis(0)).into_dyn())
+    }
+}

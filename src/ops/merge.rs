@@ -42,3 +42,26 @@ pub fn elementwise_shape(inputs: &[&[usize]]) -> Result<Shape, ShapeError> {
         _ => Err(ShapeError::Arity { expected: "exactly two values", found: inputs.len() }),
     }
 }
+
+// ---- reference math ----------------------------------------------------------------------
+
+use ndarray::{ArrayD, Axis};
+
+/// Joins batched values along the channel axis (1).
+pub fn concat(xs: &[&ArrayD<f64>]) -> ArrayD<f64> {
+    let views: Vec<_> = xs.iter().map(|x| x.view()).collect();
+    ndarray::concatenate(Axis(1), &views).expect("shapes checked")
+}
+
+/// Splits a concat's output gradient back into its inputs' channel counts.
+pub fn concat_backward(dy: &ArrayD<f64>, channels: &[usize]) -> Vec<ArrayD<f64>> {
+    let mut start = 0;
+    channels
+        .iter()
+        .map(|&c| {
+            let part = dy.slice_axis(Axis(1), ndarray::Slice::from(start..start + c)).to_owned();
+            start += c;
+            part
+        })
+        .collect()
+}

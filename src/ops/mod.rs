@@ -13,6 +13,7 @@ pub mod batchnorm;
 pub mod conv;
 pub mod dense;
 pub mod dropout;
+pub mod loss;
 pub mod merge;
 pub mod pool;
 pub mod upsample;

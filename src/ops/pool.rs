@@ -54,3 +54,107 @@ impl Pool {
         Ok((shape, warnings))
     }
 }
+
+// ---- reference math ----------------------------------------------------------------------
+
+use super::conv::Window;
+use ndarray::Array4;
+
+impl Pool {
+    pub fn window(&self) -> Window {
+        Window::new(&self.kernel, &self.stride, &self.pad, &vec![1; self.kernel.len()])
+    }
+
+    /// Forward on `[B, C, H, W]` (height 1 for 1-D). Max pooling also returns, per output, the
+    /// flat index `h·W + w` of the input it picked (never a padded position).
+    pub fn forward(&self, x: &Array4<f64>) -> (Array4<f64>, Option<Vec<usize>>) {
+        let g = self.window();
+        let (b, c, h, w) = x.dim();
+        let (ho, wo) = g.out(h, w);
+        let mut y = Array4::zeros((b, c, ho, wo));
+        let mut arg = (self.kind == PoolKind::Max).then(|| vec![0usize; b * c * ho * wo]);
+        let area = (g.k[0] * g.k[1]) as f64;
+        for n in 0..b {
+            for ch in 0..c {
+                for oy in 0..ho {
+                    for ox in 0..wo {
+                        let (mut best, mut best_at, mut sum) = (f64::NEG_INFINITY, 0, 0.0);
+                        for i in 0..g.k[0] {
+                            let yy = (oy * g.s[0] + i) as isize - g.p[0] as isize;
+                            if yy < 0 || yy >= h as isize {
+                                continue;
+                            }
+                            for j in 0..g.k[1] {
+                                let xx = (ox * g.s[1] + j) as isize - g.p[1] as isize;
+                                if xx < 0 || xx >= w as isize {
+                                    continue;
+                                }
+                                let v = x[[n, ch, yy as usize, xx as usize]];
+                                sum += v;
+                                if v > best {
+                                    best = v;
+                                    best_at = yy as usize * w + xx as usize;
+                                }
+                            }
+                        }
+                        let out = ((n * c + ch) * ho + oy) * wo + ox;
+                        y[[n, ch, oy, ox]] = match self.kind {
+                            PoolKind::Max => {
+                                if let Some(a) = arg.as_mut() {
+                                    a[out] = best_at;
+                                }
+                                best
+                            }
+                            // Padded zeros count in the average (count_include_pad).
+                            PoolKind::Avg => sum / area,
+                        };
+                    }
+                }
+            }
+        }
+        (y, arg)
+    }
+
+    pub fn backward(
+        &self,
+        x_dim: (usize, usize, usize, usize),
+        dy: &Array4<f64>,
+        arg: Option<&[usize]>,
+    ) -> Array4<f64> {
+        let g = self.window();
+        let (b, c, h, w) = x_dim;
+        let (_, _, ho, wo) = dy.dim();
+        let mut dx = Array4::zeros(x_dim);
+        let area = (g.k[0] * g.k[1]) as f64;
+        for n in 0..b {
+            for ch in 0..c {
+                for oy in 0..ho {
+                    for ox in 0..wo {
+                        let d = dy[[n, ch, oy, ox]];
+                        match (self.kind, arg) {
+                            (PoolKind::Max, Some(arg)) => {
+                                let at = arg[((n * c + ch) * ho + oy) * wo + ox];
+                                dx[[n, ch, at / w, at % w]] += d;
+                            }
+                            _ => {
+                                for i in 0..g.k[0] {
+                                    let yy = (oy * g.s[0] + i) as isize - g.p[0] as isize;
+                                    if yy < 0 || yy >= h as isize {
+                                        continue;
+                                    }
+                                    for j in 0..g.k[1] {
+                                        let xx = (ox * g.s[1] + j) as isize - g.p[1] as isize;
+                                        if xx >= 0 && xx < w as isize {
+                                            dx[[n, ch, yy as usize, xx as usize]] += d / area;
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        dx
+    }
+}
