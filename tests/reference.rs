@@ -1,0 +1,128 @@
+//! The interpreter against independent numbers: PyTorch (float64) fixtures written by
+//! scripts/make_fixtures.py — forward output, loss and parameter gradients of three small
+//! programs covering every op, then parameters after 3 steps of each optimizer configuration.
+
+use geonetc::check::check_source;
+use geonetc::check::program::{OptimizerKind, OptimizerSpec};
+use geonetc::interp;
+use geonetc::ir::{self, Graph, Params};
+use geonetc::ops::loss::loss;
+use geonetc::runtime::optim::{self, OptState};
+use ndarray::{ArrayD, IxDyn};
+use serde_json::Value;
+
+fn array(v: &Value) -> ArrayD<f64> {
+    let shape: Vec<usize> =
+        v["shape"].as_array().unwrap().iter().map(|d| d.as_u64().unwrap() as usize).collect();
+    let values: Vec<f64> = v["values"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
+    ArrayD::from_shape_vec(IxDyn(&shape), values).unwrap()
+}
+
+fn values(v: &Value) -> Vec<f64> {
+    v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect()
+}
+
+fn assert_close(what: &str, got: &[f64], want: &[f64], rel: f64) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    let scale = want.iter().fold(0.0f64, |m, v| m.max(v.abs())).max(1e-12);
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        assert!((g - w).abs() <= rel * scale.max(w.abs()) + 1e-12, "{what}[{i}]: got {g}, PyTorch {w}");
+    }
+}
+
+fn optimizer(o: &Value) -> OptimizerSpec {
+    let f = |k: &str| o[k].as_f64().unwrap();
+    let kind = match o["kind"].as_str().unwrap() {
+        "sgd" => OptimizerKind::Sgd {
+            lr: f("lr"),
+            momentum: f("momentum"),
+            nesterov: o["nesterov"].as_bool().unwrap(),
+        },
+        "adagrad" => OptimizerKind::Adagrad { lr: f("lr"), eps: f("eps") },
+        "rmsprop" => OptimizerKind::RmsProp { lr: f("lr"), rho: f("rho"), eps: f("eps") },
+        _ => OptimizerKind::Adam { lr: f("lr"), rho1: f("rho1"), rho2: f("rho2"), eps: f("eps") },
+    };
+    OptimizerSpec { kind, weight_decay: o["weight_decay"].as_f64().unwrap_or(0.0), clip: o["clip"].as_f64() }
+}
+
+fn load_params(g: &Graph, fx: &Value) -> Params {
+    g.params
+        .iter()
+        .map(|p| {
+            let a = array(&fx["params"][&p.name]);
+            assert_eq!(a.shape(), p.shape.as_slice(), "{}", p.name);
+            a
+        })
+        .collect()
+}
+
+fn run(file: &str) {
+    let text =
+        std::fs::read_to_string(format!("{}/tests/fixtures/{file}", env!("CARGO_MANIFEST_DIR"))).unwrap();
+    let fx: Value = serde_json::from_str(&text).unwrap();
+    let out = check_source(fx["source"].as_str().unwrap());
+    let program = out.program.unwrap_or_else(|| panic!("{:#?}", out.diagnostics));
+    let g = ir::lower(&program, fx["batch"].as_u64().unwrap() as usize);
+    assert_eq!(g.params.len(), fx["params"].as_object().unwrap().len(), "parameter names");
+    let kind = match fx["loss"].as_str().unwrap() {
+        "mse" => geonetc::check::program::LossKind::Mse,
+        "mae" => geonetc::check::program::LossKind::Mae,
+        _ => geonetc::check::program::LossKind::CrossEntropy,
+    };
+    let x = array(&fx["input"]);
+    let target = array(&fx["target"]);
+    let inputs = vec![x];
+
+    let mut params = load_params(&g, &fx);
+    let tape = interp::forward(&g, &mut params, &inputs, true, 0);
+    let y = interp::outputs(&g, &inputs, &tape).remove(0);
+    assert_close("forward", y.as_slice().unwrap(), array(&fx["forward"]).as_slice().unwrap(), 1e-5);
+    let (l, dy) = loss(kind, &y, &target);
+    assert!((l - fx["loss_value"].as_f64().unwrap()).abs() < 1e-9 * l.abs().max(1.0), "loss {l}");
+    let p0 = load_params(&g, &fx);
+    let grads = interp::backward(&g, &p0, &inputs, &tape, &[dy]);
+    for (p, gr) in g.params.iter().zip(&grads) {
+        if p.trainable() {
+            assert_close(
+                &format!("grad {}", p.name),
+                gr.as_slice().unwrap(),
+                &values(&fx["grads"][&p.name]),
+                1e-5,
+            );
+        }
+    }
+
+    for case in fx["steps"].as_array().unwrap() {
+        let spec = optimizer(&case["optimizer"]);
+        let mut params = load_params(&g, &fx);
+        let trainable: Vec<bool> = g.params.iter().map(|p| p.trainable()).collect();
+        let sizes: Vec<usize> = params.iter().map(|p| p.len()).collect();
+        let mut state = OptState::new(&spec, &sizes);
+        for _ in 0..3 {
+            let tape = interp::forward(&g, &mut params, &inputs, true, 0);
+            let y = interp::outputs(&g, &inputs, &tape).remove(0);
+            let (_, dy) = loss(kind, &y, &target);
+            let grads = interp::backward(&g, &params, &inputs, &tape, &[dy]);
+            optim::step(&spec, &mut state, &mut params, &grads, &trainable);
+        }
+        for (p, v) in g.params.iter().zip(&params) {
+            let want = values(&case["params_after"][&p.name]);
+            assert_close(&format!("{:?}: {}", case["optimizer"], p.name), v.as_slice().unwrap(), &want, 1e-4);
+        }
+    }
+}
+
+#[test]
+fn every_op_in_2d_matches_pytorch() {
+    run("reference_fx2d.json");
+}
+
+#[test]
+fn one_dimensional_ops_match_pytorch() {
+    run("reference_fx1d.json");
+}
+
+#[test]
+fn classifier_with_cross_entropy_matches_pytorch() {
+    run("reference_fxcls.json");
+}
