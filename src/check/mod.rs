@@ -59,6 +59,12 @@ pub fn check_bytes(bytes: &[u8]) -> CheckOutput {
 }
 
 pub fn check_source(source: &str) -> CheckOutput {
+    check_source_with_inputs(source, None)
+}
+
+/// Checks with the model's input shapes replaced (e.g. by the shape of the data `infer` is
+/// given), so a fully convolutional model is re-checked at another size.
+pub fn check_source_with_inputs(source: &str, input_shapes: Option<&[Vec<usize>]>) -> CheckOutput {
     let (file, mut diags) = syntax::parse(source);
     let mut models = vec![];
     let mut blocks: HashMap<&str, &ast::Block> = HashMap::new();
@@ -136,7 +142,7 @@ pub fn check_source(source: &str) -> CheckOutput {
     }
 
     let mut checker = model::ModelChecker::new(blocks.clone());
-    let checked = models.first().and_then(|m| checker.check_model(m));
+    let checked = models.first().and_then(|m| checker.check_model(m, input_shapes));
     let model_name = models.first().map(|m| m.name.name.clone());
     diags.append(&mut checker.diags);
     for (name, b) in &blocks {

@@ -97,7 +97,7 @@ impl<'a> ModelChecker<'a> {
         self.diags.push(d);
     }
 
-    pub fn check_model(&mut self, model: &ast::Model) -> Option<CheckedModel> {
+    pub fn check_model(&mut self, model: &ast::Model, input_overrides: Option<&[Vec<usize>]>) -> Option<CheckedModel> {
         let mut env = Env::default();
         collect_later(&model.stmts, &mut env);
         let mut inputs = vec![];
@@ -108,7 +108,9 @@ impl<'a> ModelChecker<'a> {
         for stmt in &model.stmts {
             match stmt {
                 Stmt::Input { name, shape, span } => {
+                    let overridden = input_overrides.and_then(|o| o.get(inputs.len())).cloned();
                     let shape = match shape {
+                        _ if overridden.is_some() => overridden,
                         Some(e) => self.input_shape(e),
                         None => {
                             self.report(

@@ -1,9 +1,9 @@
-use std::process::ExitCode;
-
-pub use super::*;
+use std::path::Path;
+use super::common::{load_program, note_backend, set_threads};
+use super::*;
+use geonetc::runtime::{checkpoint, data, infer};
 
 #[derive(Debug)]
-#[allow(dead_code)] // filled in by the issue that builds `infer`
 pub struct InferArgs {
     pub file: PathBuf,
     pub weights: Option<PathBuf>,
@@ -15,6 +15,38 @@ pub struct InferArgs {
 }
 
 pub fn run(args: InferArgs) -> ExitCode {
-    let _ = args;
-    fail("`infer` is not built yet")
+    let (program, source) = match load_program(&args.file) {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
+    if let Err(code) = set_threads(args.threads) {
+        return code;
+    }
+    note_backend(args.backend);
+    if args.plot.is_some() {
+        eprintln!("note: --plot is not built yet; no picture written");
+    }
+    let is_npy = |p: &Path| p.extension().is_some_and(|e| e.eq_ignore_ascii_case("npy"));
+    if !is_npy(&args.input) || !is_npy(&args.output) {
+        return fail("only .npy input and output are supported so far (SEG-Y is coming)");
+    }
+    let input = match data::read_npy(&args.input) {
+        Ok(a) => a,
+        Err(e) => return fail(e),
+    };
+    let declared = program.model.inputs[0].shape.clone();
+    let weights = args.weights.clone();
+    let load = move |g: &geonetc::ir::Graph| match &weights {
+        Some(w) => checkpoint::load_weights(w, g).map(|(p, _)| p),
+        None => Err(String::new()),
+    };
+    let loader: Option<&dyn Fn(&geonetc::ir::Graph) -> Result<geonetc::ir::Params, String>> =
+        if args.weights.is_some() { Some(&load) } else { None };
+    match infer::run(&source, loader, &input, &declared) {
+        Ok(y) => match data::write_npy(&args.output, &y) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(e),
+        },
+        Err(e) => fail(e),
+    }
 }

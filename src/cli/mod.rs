@@ -4,6 +4,7 @@
 
 mod bench;
 mod check;
+mod common;
 mod eval;
 mod explain;
 mod fmt;

@@ -1,9 +1,12 @@
-use std::process::ExitCode;
-
-pub use super::*;
+use std::path::Path;
+use super::common::{load_program, note_backend, set_threads};
+use super::*;
+use geonetc::runtime::train::{self, TrainError, TrainOptions};
+use std::io::IsTerminal;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 #[derive(Debug)]
-#[allow(dead_code)] // filled in by the issue that builds `run`
 pub struct RunArgs {
     pub file: PathBuf,
     pub backend: BackendChoice,
@@ -14,6 +17,47 @@ pub struct RunArgs {
 }
 
 pub fn run(args: RunArgs) -> ExitCode {
-    let _ = args;
-    fail("`run` is not built yet")
+    let (program, _) = match load_program(&args.file) {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
+    if program.train.is_none() {
+        eprintln!("error: {} has no `train` block, so there is nothing to train on", args.file.display());
+        eprintln!("  help: add e.g. `train {{ data = synthetic(count = 256, noise = 0.5)  epochs = 10 }}`");
+        return ExitCode::from(1);
+    }
+    if let Err(code) = set_threads(args.threads) {
+        return code;
+    }
+    note_backend(args.backend);
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    // A second Ctrl-C while saving is ignored; the checkpoint write is atomic anyway.
+    let _ = ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst));
+    let base = args.file.parent().map(Path::to_path_buf).unwrap_or_default();
+    let opts = TrainOptions {
+        epochs: args.epochs,
+        out_dir: args.out,
+        resume: args.resume,
+        stop,
+        progress_bar: std::io::stderr().is_terminal(),
+    };
+    let mut log = |line: &str| eprintln!("{line}");
+    match train::train(&program, &base, &opts, &mut log) {
+        Ok(report) => {
+            if let Some(snr) = report.input_snr_db {
+                eprintln!("validation input SNR {snr:.2} dB");
+            }
+            if report.interrupted {
+                eprintln!("interrupted: checkpoint saved to {} (continue with --resume)", report.checkpoint.display());
+            }
+            eprintln!("weights: {}  metrics: {}", report.weights.display(), report.metrics.display());
+            ExitCode::SUCCESS
+        }
+        Err(TrainError::Diverged(m)) => {
+            eprintln!("error: {m}");
+            ExitCode::from(1)
+        }
+        Err(TrainError::Io(m)) => fail(m),
+    }
 }

@@ -1,0 +1,108 @@
+//! Inference on arrays of any size: the model is re-checked at the data's size; sizes it cannot
+//! take (e.g. a U-Net's 2^depth divisibility) are padded by reflection and the output cropped
+//! back.
+
+use crate::check::{self, program::Program};
+use crate::interp;
+use crate::ir::{self, Params};
+use ndarray::{ArrayD, Axis, Slice};
+
+pub struct Prepared {
+    pub program: Program,
+    /// The sample shape the model runs at (after padding).
+    pub padded: Vec<usize>,
+}
+
+/// Finds the smallest padding (to multiples of 1, 2, 4, ... 1024 on every spatial axis) at which
+/// the model checks for samples of `shape`.
+pub fn prepare(source: &str, shape: &[usize]) -> Result<Prepared, String> {
+    let mut first_error = None;
+    for m in (0..=10).map(|k| 1usize << k) {
+        let padded: Vec<usize> =
+            shape.iter().enumerate().map(|(a, &n)| if a == 0 || shape.len() == 1 { n } else { n.div_ceil(m) * m }).collect();
+        let out = check::check_source_with_inputs(source, Some(std::slice::from_ref(&padded)));
+        match out.program {
+            Some(program) => return Ok(Prepared { program, padded }),
+            None => {
+                if first_error.is_none() {
+                    first_error = out.diagnostics.iter().find(|d| d.is_error()).map(|d| d.message.clone());
+                }
+            }
+        }
+        if shape.len() == 1 {
+            break;
+        }
+    }
+    Err(format!("the model cannot take inputs of shape {shape:?}: {}", first_error.unwrap_or_default()))
+}
+
+/// Mirror-pads spatial axes (2.. of a batched array) at their end to `target`.
+fn reflect_pad(x: &ArrayD<f64>, target: &[usize]) -> ArrayD<f64> {
+    let mut y = x.clone();
+    for (a, &t) in target.iter().enumerate().skip(1) {
+        let axis = a + 1;
+        let n = y.shape()[axis];
+        if t == n {
+            continue;
+        }
+        let idx: Vec<usize> = (0..t)
+            .map(|i| {
+                if n == 1 {
+                    return 0;
+                }
+                let period = 2 * (n - 1);
+                let r = i % period;
+                if r < n { r } else { period - r }
+            })
+            .collect();
+        y = y.select(Axis(axis), &idx);
+    }
+    y
+}
+
+/// Runs the model on `input` (`[C, ...]` or `[B, C, ...]`), batch by batch.
+pub fn run(source: &str, params: Option<&dyn Fn(&ir::Graph) -> Result<Params, String>>, input: &ArrayD<f64>, declared: &[usize]) -> Result<ArrayD<f64>, String> {
+    let batched = match input.ndim() {
+        n if n == declared.len() => false,
+        n if n == declared.len() + 1 => true,
+        _ => return Err(format!("input has shape {:?}; the model takes {:?} samples (batch axis optional)", input.shape(), declared)),
+    };
+    let x = if batched { input.clone() } else { input.clone().insert_axis(Axis(0)) };
+    let sample: Vec<usize> = x.shape()[1..].to_vec();
+    if declared.len() > 1 && sample[0] != declared[0] {
+        return Err(format!("input has {} channels; the model takes {}", sample[0], declared[0]));
+    }
+    let prepared = prepare(source, &sample)?;
+    let n = x.shape()[0];
+    let chunk = 8.min(n).max(1);
+    let mut outs = vec![];
+    let mut params_cache: Option<Params> = None;
+    for start in (0..n).step_by(chunk) {
+        let end = (start + chunk).min(n);
+        let xb = reflect_pad(&x.slice_axis(Axis(0), Slice::from(start..end)).to_owned(), &prepared.padded);
+        let g = ir::lower(&prepared.program, end - start);
+        let mut p = match (&params_cache, params) {
+            (Some(p), _) => p.clone(),
+            (None, Some(load)) => load(&g)?,
+            (None, None) => {
+                if !ir::fully_initialised(&g) {
+                    return Err("the model has parameters without `init`: give --weights".into());
+                }
+                ir::init_params(&g, 0)
+            }
+        };
+        params_cache = Some(p.clone());
+        let inputs = vec![xb];
+        let tape = interp::forward(&g, &mut p, &inputs, false, 0);
+        outs.push(interp::outputs(&g, &inputs, &tape).remove(0));
+    }
+    let views: Vec<_> = outs.iter().map(|o| o.view()).collect();
+    let mut y = ndarray::concatenate(Axis(0), &views).map_err(|e| e.to_string())?;
+    // Crop back when the network preserves the (padded) spatial size.
+    if prepared.padded != sample && y.ndim() == x.ndim() && y.shape()[2..] == prepared.padded[1..] {
+        for (a, &orig) in sample.iter().enumerate().skip(1) {
+            y = y.slice_axis(Axis(a + 1), Slice::from(0..orig)).to_owned();
+        }
+    }
+    Ok(if batched { y } else { y.index_axis(Axis(0), 0).to_owned().into_dyn() })
+}
