@@ -97,7 +97,11 @@ impl<'a> ModelChecker<'a> {
         self.diags.push(d);
     }
 
-    pub fn check_model(&mut self, model: &ast::Model, input_overrides: Option<&[Vec<usize>]>) -> Option<CheckedModel> {
+    pub fn check_model(
+        &mut self,
+        model: &ast::Model,
+        input_overrides: Option<&[Vec<usize>]>,
+    ) -> Option<CheckedModel> {
         let mut env = Env::default();
         collect_later(&model.stmts, &mut env);
         let mut inputs = vec![];

@@ -9,7 +9,8 @@ use std::process::ExitCode;
 /// Reads and checks a .geonet file. Warnings are printed; errors are printed and give exit 1;
 /// an unreadable file gives exit 2.
 pub fn load_program(file: &Path) -> Result<(Program, String), ExitCode> {
-    let bytes = std::fs::read(file).map_err(|e| super::fail(format_args!("cannot read {}: {e}", file.display())))?;
+    let bytes =
+        std::fs::read(file).map_err(|e| super::fail(format_args!("cannot read {}: {e}", file.display())))?;
     let out = check::check_bytes(&bytes);
     if !out.diagnostics.is_empty() {
         let color = std::io::stderr().is_terminal();
@@ -34,7 +35,7 @@ pub fn set_threads(threads: Option<usize>) -> Result<(), ExitCode> {
         if n == 0 {
             return Err(super::fail("--threads must be at least 1"));
         }
-        rayon::ThreadPoolBuilder::new().num_threads(n).build_global().map_err(|e| super::fail(e))?;
+        rayon::ThreadPoolBuilder::new().num_threads(n).build_global().map_err(super::fail)?;
     }
     Ok(())
 }

@@ -1,7 +1,7 @@
-use std::path::Path;
 use super::common::{load_program, note_backend, set_threads};
 use super::*;
 use geonetc::runtime::{checkpoint, data, infer};
+use std::path::Path;
 
 #[derive(Debug)]
 pub struct InferArgs {
@@ -40,8 +40,7 @@ pub fn run(args: InferArgs) -> ExitCode {
         Some(w) => checkpoint::load_weights(w, g).map(|(p, _)| p),
         None => Err(String::new()),
     };
-    let loader: Option<&dyn Fn(&geonetc::ir::Graph) -> Result<geonetc::ir::Params, String>> =
-        if args.weights.is_some() { Some(&load) } else { None };
+    let loader: Option<infer::ParamLoader> = if args.weights.is_some() { Some(&load) } else { None };
     match infer::run(&source, loader, &input, &declared) {
         Ok(y) => match data::write_npy(&args.output, &y) {
             Ok(()) => ExitCode::SUCCESS,

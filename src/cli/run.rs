@@ -1,8 +1,8 @@
-use std::path::Path;
 use super::common::{load_program, note_backend, set_threads};
 use super::*;
 use geonetc::runtime::train::{self, TrainError, TrainOptions};
 use std::io::IsTerminal;
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -49,7 +49,10 @@ pub fn run(args: RunArgs) -> ExitCode {
                 eprintln!("validation input SNR {snr:.2} dB");
             }
             if report.interrupted {
-                eprintln!("interrupted: checkpoint saved to {} (continue with --resume)", report.checkpoint.display());
+                eprintln!(
+                    "interrupted: checkpoint saved to {} (continue with --resume)",
+                    report.checkpoint.display()
+                );
             }
             eprintln!("weights: {}  metrics: {}", report.weights.display(), report.metrics.display());
             ExitCode::SUCCESS

@@ -132,10 +132,20 @@ pub fn npy(input: &Path, target: &Path, in_shape: &[usize], out_shape: &[usize])
     }
     let class_targets = targets.ndim() == 1;
     if !class_targets && targets.shape().get(1..) != Some(out_shape) {
-        return Err(format!("{}: targets are {:?} but the model output is {:?}", target.display(), targets.shape().get(1..).unwrap_or(&[]), out_shape));
+        return Err(format!(
+            "{}: targets are {:?} but the model output is {:?}",
+            target.display(),
+            targets.shape().get(1..).unwrap_or(&[]),
+            out_shape
+        ));
     }
     if targets.shape()[0] != inputs.shape()[0] {
-        return Err(format!("{}: {} targets for {} inputs", target.display(), targets.shape()[0], inputs.shape()[0]));
+        return Err(format!(
+            "{}: {} targets for {} inputs",
+            target.display(),
+            targets.shape()[0],
+            inputs.shape()[0]
+        ));
     }
     if class_targets && targets.iter().any(|v| v.fract() != 0.0 || *v < 0.0) {
         return Err(format!("{}: class targets must be whole numbers ≥ 0", target.display()));

@@ -7,6 +7,9 @@ use crate::interp;
 use crate::ir::{self, Params};
 use ndarray::{ArrayD, Axis, Slice};
 
+/// Supplies parameters for a lowered graph (e.g. from a weights file).
+pub type ParamLoader<'a> = &'a dyn Fn(&ir::Graph) -> Result<Params, String>;
+
 pub struct Prepared {
     pub program: Program,
     /// The sample shape the model runs at (after padding).
@@ -18,8 +21,11 @@ pub struct Prepared {
 pub fn prepare(source: &str, shape: &[usize]) -> Result<Prepared, String> {
     let mut first_error = None;
     for m in (0..=10).map(|k| 1usize << k) {
-        let padded: Vec<usize> =
-            shape.iter().enumerate().map(|(a, &n)| if a == 0 || shape.len() == 1 { n } else { n.div_ceil(m) * m }).collect();
+        let padded: Vec<usize> = shape
+            .iter()
+            .enumerate()
+            .map(|(a, &n)| if a == 0 || shape.len() == 1 { n } else { n.div_ceil(m) * m })
+            .collect();
         let out = check::check_source_with_inputs(source, Some(std::slice::from_ref(&padded)));
         match out.program {
             Some(program) => return Ok(Prepared { program, padded }),
@@ -61,11 +67,22 @@ fn reflect_pad(x: &ArrayD<f64>, target: &[usize]) -> ArrayD<f64> {
 }
 
 /// Runs the model on `input` (`[C, ...]` or `[B, C, ...]`), batch by batch.
-pub fn run(source: &str, params: Option<&dyn Fn(&ir::Graph) -> Result<Params, String>>, input: &ArrayD<f64>, declared: &[usize]) -> Result<ArrayD<f64>, String> {
+pub fn run(
+    source: &str,
+    params: Option<ParamLoader>,
+    input: &ArrayD<f64>,
+    declared: &[usize],
+) -> Result<ArrayD<f64>, String> {
     let batched = match input.ndim() {
         n if n == declared.len() => false,
         n if n == declared.len() + 1 => true,
-        _ => return Err(format!("input has shape {:?}; the model takes {:?} samples (batch axis optional)", input.shape(), declared)),
+        _ => {
+            return Err(format!(
+                "input has shape {:?}; the model takes {:?} samples (batch axis optional)",
+                input.shape(),
+                declared
+            ));
+        }
     };
     let x = if batched { input.clone() } else { input.clone().insert_axis(Axis(0)) };
     let sample: Vec<usize> = x.shape()[1..].to_vec();

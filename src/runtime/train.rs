@@ -75,9 +75,12 @@ pub fn load_data(program: &Program, base_dir: &Path) -> Result<Dataset, TrainErr
     let in_shape = &program.model.inputs[0].shape;
     let out_shape = &program.model.outputs[0].shape;
     match &train.data {
-        DataSpec::Synthetic { shape, count, noise, seed } => Ok(data::synthetic(shape, *count, *noise, *seed)),
+        DataSpec::Synthetic { shape, count, noise, seed } => {
+            Ok(data::synthetic(shape, *count, *noise, *seed))
+        }
         DataSpec::Npy { input, target } => {
-            data::npy(&base_dir.join(input), &base_dir.join(target), in_shape, out_shape).map_err(TrainError::Io)
+            data::npy(&base_dir.join(input), &base_dir.join(target), in_shape, out_shape)
+                .map_err(TrainError::Io)
         }
         DataSpec::Segy { path, .. } => Err(TrainError::Io(format!(
             "{}: segy(...) training data is not supported yet; convert the section to .npy and use npy(...)",
@@ -102,23 +105,35 @@ fn mix(seed: u64, a: u64, b: u64) -> u64 {
 }
 
 /// Trains `program` as its `train` block says. `log` receives one line per epoch and notes.
-pub fn train(program: &Program, base_dir: &Path, opts: &TrainOptions, log: &mut dyn FnMut(&str)) -> Result<TrainReport, TrainError> {
+pub fn train(
+    program: &Program,
+    base_dir: &Path,
+    opts: &TrainOptions,
+    log: &mut dyn FnMut(&str),
+) -> Result<TrainReport, TrainError> {
     let spec = program.train.clone().ok_or_else(|| TrainError::Io("no train block".into()))?;
     let dataset = load_data(program, base_dir)?;
     let epochs = opts.epochs.unwrap_or(spec.epochs);
     let n = dataset.len();
-    let n_val = if spec.validate > 0.0 && n > 1 { ((spec.validate * n as f64).floor() as usize).clamp(1, n - 1) } else { 0 };
+    let n_val = if spec.validate > 0.0 && n > 1 {
+        ((spec.validate * n as f64).floor() as usize).clamp(1, n - 1)
+    } else {
+        0
+    };
     let n_train = n - n_val;
     let denoising = spec.loss != LossKind::CrossEntropy && dataset.inputs.shape() == dataset.targets.shape();
 
     let out_dir = opts.out_dir.clone().unwrap_or_else(|| base_dir.to_path_buf());
-    std::fs::create_dir_all(&out_dir).map_err(|e| TrainError::Io(format!("cannot create {}: {e}", out_dir.display())))?;
-    let save_name = Path::new(&spec.save).file_name().map(|s| s.to_owned()).unwrap_or_else(|| "model.safetensors".into());
+    std::fs::create_dir_all(&out_dir)
+        .map_err(|e| TrainError::Io(format!("cannot create {}: {e}", out_dir.display())))?;
+    let save_name =
+        Path::new(&spec.save).file_name().map(|s| s.to_owned()).unwrap_or_else(|| "model.safetensors".into());
     let weights_path = match &opts.out_dir {
         Some(d) => d.join(&save_name),
         None => base_dir.join(&spec.save),
     };
-    let stem = weights_path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "model".into());
+    let stem =
+        weights_path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "model".into());
     let dir = weights_path.parent().map(Path::to_path_buf).unwrap_or(out_dir);
     let ckpt_path = dir.join(format!("{stem}.ckpt.safetensors"));
     let metrics_path = dir.join(format!("{stem}.metrics.jsonl"));
@@ -130,7 +145,8 @@ pub fn train(program: &Program, base_dir: &Path, opts: &TrainOptions, log: &mut 
     let fresh_opt = OptState::new(&program.optimizer, &sizes);
     let (mut params, mut opt, mut pos) = match &opts.resume {
         Some(path) => {
-            let (p, o, pos) = checkpoint::load_checkpoint(path, &template, &fresh_opt).map_err(TrainError::Io)?;
+            let (p, o, pos) =
+                checkpoint::load_checkpoint(path, &template, &fresh_opt).map_err(TrainError::Io)?;
             log(&format!("resuming from {} at epoch {}, batch {}", path.display(), pos.epoch + 1, pos.batch));
             (p, o, pos)
         }
@@ -139,7 +155,12 @@ pub fn train(program: &Program, base_dir: &Path, opts: &TrainOptions, log: &mut 
     let mut history: Vec<EpochMetrics> = std::fs::read_to_string(&metrics_path)
         .ok()
         .filter(|_| opts.resume.is_some())
-        .map(|t| t.lines().filter_map(|l| serde_json::from_str(l).ok()).filter(|m: &EpochMetrics| m.epoch <= pos.epoch).collect())
+        .map(|t| {
+            t.lines()
+                .filter_map(|l| serde_json::from_str(l).ok())
+                .filter(|m: &EpochMetrics| m.epoch <= pos.epoch)
+                .collect()
+        })
         .unwrap_or_default();
 
     let val_idx: Vec<usize> = (n_train..n).collect();
@@ -173,7 +194,13 @@ pub fn train(program: &Program, base_dir: &Path, opts: &TrainOptions, log: &mut 
             let (x, t) = dataset.batch(idx);
             let g = graphs.get(idx.len());
             let inputs = vec![x];
-            let tape = interp::forward(g, &mut params, &inputs, true, mix(spec.seed, epoch as u64 + 1, b as u64 + 1));
+            let tape = interp::forward(
+                g,
+                &mut params,
+                &inputs,
+                true,
+                mix(spec.seed, epoch as u64 + 1, b as u64 + 1),
+            );
             let y = interp::outputs(g, &inputs, &tape).remove(0);
             let (l, dy) = loss(spec.loss, &y, &t);
             if !l.is_finite() {
@@ -194,8 +221,10 @@ pub fn train(program: &Program, base_dir: &Path, opts: &TrainOptions, log: &mut 
             }
             if opts.stop.load(Ordering::SeqCst) {
                 let at = Position { epoch, batch: b + 1 };
-                checkpoint::save_checkpoint(&ckpt_path, &template, &params, &opt, &at).map_err(TrainError::Io)?;
-                checkpoint::save_weights(&weights_path, &template, &params, meta(epoch)).map_err(TrainError::Io)?;
+                checkpoint::save_checkpoint(&ckpt_path, &template, &params, &opt, &at)
+                    .map_err(TrainError::Io)?;
+                checkpoint::save_weights(&weights_path, &template, &params, meta(epoch))
+                    .map_err(TrainError::Io)?;
                 interrupted = true;
                 break;
             }
@@ -203,7 +232,8 @@ pub fn train(program: &Program, base_dir: &Path, opts: &TrainOptions, log: &mut 
         if interrupted {
             break;
         }
-        let (val_loss, val_snr_db) = validate(&mut graphs, &mut params, &dataset, &val_idx, spec.batch, spec.loss, denoising);
+        let (val_loss, val_snr_db) =
+            validate(&mut graphs, &mut params, &dataset, &val_idx, spec.batch, spec.loss, denoising);
         let m = EpochMetrics {
             epoch: epoch + 1,
             train_loss: if seen > 0 { loss_sum / seen as f64 } else { f64::NAN },
@@ -226,15 +256,24 @@ pub fn train(program: &Program, base_dir: &Path, opts: &TrainOptions, log: &mut 
         }
         history.push(m);
         pos = Position { epoch: epoch + 1, batch: 0 };
-        checkpoint::save_weights(&weights_path, &template, &params, meta(epoch + 1)).map_err(TrainError::Io)?;
+        checkpoint::save_weights(&weights_path, &template, &params, meta(epoch + 1))
+            .map_err(TrainError::Io)?;
         checkpoint::save_checkpoint(&ckpt_path, &template, &params, &opt, &pos).map_err(TrainError::Io)?;
-        let lines: String = history.iter().filter_map(|m| serde_json::to_string(m).ok()).map(|l| l + "\n").collect();
+        let lines: String =
+            history.iter().filter_map(|m| serde_json::to_string(m).ok()).map(|l| l + "\n").collect();
         super::write_atomically(&metrics_path, lines.as_bytes()).map_err(TrainError::Io)?;
     }
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
-    Ok(TrainReport { epochs: history, weights: weights_path, checkpoint: ckpt_path, metrics: metrics_path, input_snr_db, interrupted })
+    Ok(TrainReport {
+        epochs: history,
+        weights: weights_path,
+        checkpoint: ckpt_path,
+        metrics: metrics_path,
+        input_snr_db,
+        interrupted,
+    })
 }
 
 /// Validation loss and, for denoising, SNR over the held-out samples, in inference mode.
