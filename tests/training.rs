@@ -224,3 +224,42 @@ fn npy_data_is_validated_with_file_names() {
     assert!(data::npy(&x, &t, &[1, 8], &[1, 8]).unwrap_err().contains("t.npy"));
     let _ = TrainError::Io(String::new());
 }
+
+#[test]
+fn ctrl_c_saves_a_checkpoint_that_resumes() {
+    let d = tmp("sigint");
+    let file = d.join("tiny.geonet");
+    std::fs::write(&file, TINY.replace("count = 40", "count = 20000").replace("epochs = 4", "epochs = 50"))
+        .unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_geonetc"))
+        .args(["run", file.to_str().unwrap(), "--backend", "interp"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until training has started (the data set is built first), then interrupt.
+    let ckpt = d.join("tiny.ckpt.safetensors");
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let killed = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    assert!(killed.success());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains("interrupted: checkpoint saved"), "{err}");
+    assert!(ckpt.exists());
+    // Finish the interrupted epoch and no more.
+    let done = err.lines().filter(|l| l.starts_with("epoch ")).count();
+    let until = (done + 1).to_string();
+    let (code, err) = geonetc(&[
+        "run",
+        file.to_str().unwrap(),
+        "--backend",
+        "interp",
+        "--epochs",
+        &until,
+        "--resume",
+        ckpt.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("resuming from") && err.contains(&format!("epoch {until}/{until}")), "{err}");
+    assert_eq!(err.matches("train loss").count(), 1, "{err}");
+}
