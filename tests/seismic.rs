@@ -238,3 +238,61 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn identity_model_through_infer_keeps_headers_and_values() {
+    let d = tmp("identity");
+    for (rel, model) in [
+        (
+            "field/penobscot_xl1155.sgy",
+            "model id {\n input x: [1, 64, 64]\n y = x -> conv(1, kernel=1, bias=false, init=[[1]])\n output y\n}\n",
+        ),
+        (
+            "field/gom_cdp_nmo.su",
+            "model id {\n input t: [1, 256]\n y = t -> conv(1, kernel=3, pad=1, bias=false, init=[0, 1, 0])\n output y\n}\n",
+        ),
+    ] {
+        let Some(p) = data(rel) else { return };
+        let file = d.join("id.geonet");
+        std::fs::write(&file, model).unwrap();
+        let out = d.join(Path::new(rel).file_name().unwrap());
+        let o = Command::new(env!("CARGO_BIN_EXE_geonetc"))
+            .args([
+                "infer",
+                file.to_str().unwrap(),
+                "--backend",
+                "interp",
+                "--input",
+                p.to_str().unwrap(),
+                "--output",
+                out.to_str().unwrap(),
+            ])
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+        assert_eq!(std::fs::read(&out).unwrap(), std::fs::read(&p).unwrap(), "{rel}");
+    }
+}
+
+#[test]
+fn segy_training_patches() {
+    let Some(p) = data("field/f3.sgy") else { return };
+    // 75 samples × 414 traces; patches 32 × 64 every 16 × 32: rows 0,16,32,43 × cols 0..350.
+    let ds = geonetc::runtime::data::segy(&p, &[1, 32, 64], None, Some(&[16, 32]), 0.0, 1).unwrap();
+    let rows = geonetc::seismic::tile_starts(75, 32, 16).len();
+    let cols = geonetc::seismic::tile_starts(414, 64, 32).len();
+    assert_eq!(ds.len(), rows * cols);
+    assert_eq!(ds.inputs, ds.targets); // noise 0
+    // Normalised to unit RMS over the section: the first patch is the section's corner / rms.
+    let f = SeismicFile::open(&p).unwrap();
+    let s = f.section();
+    let rms = (s.iter().map(|&v| (v as f64).powi(2)).sum::<f64>() / s.len() as f64).sqrt();
+    assert!((ds.targets[[0, 0, 5, 7]] - s[[7, 5]] as f64 / rms).abs() < 1e-9);
+    let traces = geonetc::runtime::data::segy(&p, &[1, 40], None, None, 0.5, 1).unwrap();
+    assert_eq!(traces.len(), 414 * geonetc::seismic::tile_starts(75, 40, 20).len());
+    assert!(
+        geonetc::runtime::data::segy(&p, &[1, 128, 64], None, None, 0.5, 1)
+            .unwrap_err()
+            .contains("smaller than")
+    );
+}

@@ -1,6 +1,7 @@
 use super::common::{load_program, note_backend, set_threads};
 use super::*;
 use geonetc::runtime::{checkpoint, data, infer};
+use geonetc::seismic::segy::SeismicFile;
 use std::path::Path;
 
 #[derive(Debug)]
@@ -27,22 +28,56 @@ pub fn run(args: InferArgs) -> ExitCode {
         eprintln!("note: --plot is not built yet; no picture written");
     }
     let is_npy = |p: &Path| p.extension().is_some_and(|e| e.eq_ignore_ascii_case("npy"));
-    if !is_npy(&args.input) || !is_npy(&args.output) {
-        return fail("only .npy input and output are supported so far (SEG-Y is coming)");
-    }
-    let input = match data::read_npy(&args.input) {
-        Ok(a) => a,
-        Err(e) => return fail(e),
-    };
     let declared = program.model.inputs[0].shape.clone();
+    // Weights are read once; parameter shapes do not depend on the input size.
+    let cache: std::cell::OnceCell<
+        Result<(geonetc::ir::Params, std::collections::HashMap<String, String>), String>,
+    > = std::cell::OnceCell::new();
     let weights = args.weights.clone();
-    let load = move |g: &geonetc::ir::Graph| match &weights {
-        Some(w) => checkpoint::load_weights(w, g).map(|(p, _)| p),
+    let load = |g: &geonetc::ir::Graph| match &weights {
+        Some(w) => cache.get_or_init(|| checkpoint::load_weights(w, g)).clone().map(|(p, _)| p),
         None => Err(String::new()),
     };
     let loader: Option<infer::ParamLoader> = if args.weights.is_some() { Some(&load) } else { None };
-    match infer::run(&source, loader, &input, &declared) {
-        Ok(y) => match data::write_npy(&args.output, &y) {
+    if is_npy(&args.input) {
+        if !is_npy(&args.output) {
+            return fail("a .npy input gives a .npy output: name the output *.npy");
+        }
+        let input = match data::read_npy(&args.input) {
+            Ok(a) => a,
+            Err(e) => return fail(e),
+        };
+        return match infer::run(&source, loader, &input, &declared) {
+            Ok(y) => match data::write_npy(&args.output, &y) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(e),
+            },
+            Err(e) => fail(e),
+        };
+    }
+    // SEG-Y or SU: every header is kept, samples replaced.
+    let file = match SeismicFile::open(&args.input) {
+        Ok(f) => f,
+        Err(e) => return fail(e),
+    };
+    if is_npy(&args.output) {
+        return fail(
+            "a SEG-Y/SU input gives a SEG-Y/SU output (all headers kept): name the output like the input",
+        );
+    }
+    let data_rms = match &args.weights {
+        Some(w) => {
+            let g = geonetc::ir::lower(&program, 1);
+            match cache.get_or_init(|| checkpoint::load_weights(w, &g)) {
+                Ok((_, meta)) => meta.get("data_rms").and_then(|v| v.parse().ok()),
+                Err(e) => return fail(e),
+            }
+        }
+        None => None,
+    };
+    let section = file.section();
+    match infer::run_section(&source, loader, &section, &declared, data_rms) {
+        Ok(y) => match file.write_like(&args.output, &y) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => fail(e),
         },

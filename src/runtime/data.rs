@@ -197,3 +197,83 @@ mod tests {
         assert!(rms(&traces.targets) > 0.0);
     }
 }
+
+/// `segy("file", patch, step, noise, seed)`: training pairs cut from a recorded section.
+/// The section is divided by its RMS (so it has unit RMS); 2-D models take patches of
+/// `patch = [H, W]` (time samples × traces, default the model's input size) every
+/// `step` (default half a patch), the last patch flush with each edge; 1-D models take windows
+/// of `N` samples of every trace. The input adds Gaussian noise of std `noise` (relative to the
+/// section's RMS); the target is the recorded data.
+pub fn segy(
+    path: &Path,
+    model_in: &[usize],
+    patch: Option<&[usize]>,
+    step: Option<&[usize]>,
+    noise: f64,
+    seed: u64,
+) -> Result<Dataset, String> {
+    let f = crate::seismic::segy::SeismicFile::open(path).map_err(|e| e.to_string())?;
+    // [samples (time), traces]
+    let section = f.section().t().mapv(f64::from);
+    let scale = rms(&section.clone().into_dyn());
+    let section = section / if scale > 0.0 { scale } else { 1.0 };
+    if model_in.first() != Some(&1) {
+        return Err(format!(
+            "{}: SEG-Y data has one channel; the model takes {:?}",
+            path.display(),
+            model_in
+        ));
+    }
+    let spatial = &model_in[1..];
+    let patch: Vec<usize> = patch.map_or_else(|| spatial.to_vec(), <[usize]>::to_vec);
+    let step: Vec<usize> =
+        step.map_or_else(|| patch.iter().map(|p| (p / 2).max(1)).collect(), <[usize]>::to_vec);
+    let (rows, cols) = section.dim();
+    let mut clean: Vec<f64> = vec![];
+    let mut count = 0;
+    let starts = crate::seismic::tile_starts;
+    match (patch.as_slice(), step.as_slice()) {
+        ([h, w], [sh, sw]) => {
+            if rows < *h || cols < *w {
+                return Err(format!(
+                    "{}: the section is {rows}×{cols} (samples × traces), smaller than a {h}×{w} patch",
+                    path.display()
+                ));
+            }
+            for r in starts(rows, *h, *sh) {
+                for c in starts(cols, *w, *sw) {
+                    clean.extend(section.slice(ndarray::s![r..r + h, c..c + w]).iter());
+                    count += 1;
+                }
+            }
+        }
+        ([n], [s]) => {
+            if rows < *n {
+                return Err(format!(
+                    "{}: traces have {rows} samples, fewer than the model's {n}",
+                    path.display()
+                ));
+            }
+            for c in 0..cols {
+                for r in starts(rows, *n, *s) {
+                    clean.extend(section.slice(ndarray::s![r..r + n, c]).iter());
+                    count += 1;
+                }
+            }
+        }
+        _ => {
+            return Err(format!(
+                "{}: patch {patch:?} / step {step:?} do not fit the model input {model_in:?}",
+                path.display()
+            ));
+        }
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let normal = Normal::new(0.0, 1.0).expect("unit normal");
+    let noisy: Vec<f64> = clean.iter().map(|v| v + noise * normal.sample(&mut rng)).collect();
+    let full: Vec<usize> = std::iter::once(count).chain(model_in.iter().copied()).collect();
+    Ok(Dataset {
+        inputs: ArrayD::from_shape_vec(IxDyn(&full), noisy).map_err(|e| e.to_string())?,
+        targets: ArrayD::from_shape_vec(IxDyn(&full), clean).map_err(|e| e.to_string())?,
+    })
+}

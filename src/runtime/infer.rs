@@ -123,3 +123,56 @@ pub fn run(
     }
     Ok(if batched { y } else { y.index_axis(Axis(0), 0).to_owned().into_dyn() })
 }
+
+/// Denoises a `[traces, samples]` section. 2-D models see it as one channel of time samples ×
+/// traces, in overlapping tiles of the model's input size blended without seams; 1-D models see
+/// each trace. With `data_rms` (from the weights' metadata) the section is first scaled to the
+/// training data's RMS and the result scaled back.
+pub fn run_section(
+    source: &str,
+    params: Option<ParamLoader>,
+    section: &ndarray::Array2<f32>,
+    declared: &[usize],
+    data_rms: Option<f64>,
+) -> Result<ndarray::Array2<f32>, String> {
+    let x = section.mapv(f64::from);
+    let rms = (x.iter().map(|v| v * v).sum::<f64>() / x.len().max(1) as f64).sqrt();
+    let scale = match data_rms {
+        Some(target) if rms > 0.0 && target > 0.0 => target / rms,
+        _ => 1.0,
+    };
+    let x = x * scale;
+    let y = match declared {
+        [1, _] => {
+            let batch = x.clone().insert_axis(Axis(1)).into_dyn();
+            let out = run(source, params, &batch, declared)?;
+            out.index_axis(Axis(1), 0)
+                .to_owned()
+                .into_dimensionality::<ndarray::Ix2>()
+                .map_err(|e| e.to_string())?
+        }
+        [1, h, w] => {
+            let tile = [*h, *w];
+            let overlap = (h.min(w) / 4).max(1);
+            let t = x.t().to_owned();
+            let y = crate::seismic::apply_tiled(&t, tile, overlap, |patch| {
+                let sample = patch.to_owned().insert_axis(Axis(0)).into_dyn();
+                let out = run(source, params, &sample, declared)?;
+                out.index_axis(Axis(0), 0)
+                    .to_owned()
+                    .into_dimensionality::<ndarray::Ix2>()
+                    .map_err(|e| e.to_string())
+            })?;
+            y.t().to_owned()
+        }
+        _ => {
+            return Err(format!(
+                "a SEG-Y section feeds models with one input channel ([1, N] or [1, H, W]); this one takes {declared:?}"
+            ));
+        }
+    };
+    if y.dim() != section.dim() {
+        return Err(format!("the model turned a {:?} section into {:?}", section.dim(), y.dim()));
+    }
+    Ok(y.mapv(|v| (v / scale) as f32))
+}

@@ -82,10 +82,10 @@ pub fn load_data(program: &Program, base_dir: &Path) -> Result<Dataset, TrainErr
             data::npy(&base_dir.join(input), &base_dir.join(target), in_shape, out_shape)
                 .map_err(TrainError::Io)
         }
-        DataSpec::Segy { path, .. } => Err(TrainError::Io(format!(
-            "{}: segy(...) training data is not supported yet; convert the section to .npy and use npy(...)",
-            base_dir.join(path).display()
-        ))),
+        DataSpec::Segy { path, patch, step, noise, seed } => {
+            data::segy(&base_dir.join(path), in_shape, patch.as_deref(), step.as_deref(), *noise, *seed)
+                .map_err(TrainError::Io)
+        }
     }
 }
 
@@ -168,10 +168,13 @@ pub fn train(
         let (x, t) = dataset.batch(&val_idx);
         data::snr_db(&t, &x)
     });
+    // The training data's RMS travels with the weights: inference scales SEG-Y sections to it.
+    let data_rms = data::rms(if denoising { &dataset.targets } else { &dataset.inputs });
     let meta = |epoch: usize| {
         let mut m = HashMap::new();
         m.insert("model".to_string(), program.model.name.clone());
         m.insert("epochs".to_string(), epoch.to_string());
+        m.insert("data_rms".to_string(), data_rms.to_string());
         m
     };
     let batches_per_epoch = n_train.div_ceil(spec.batch);
