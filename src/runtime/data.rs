@@ -165,39 +165,6 @@ pub fn rms(a: &ArrayD<f64>) -> f64 {
     (a.iter().map(|v| v * v).sum::<f64>() / a.len().max(1) as f64).sqrt()
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ricker_matches_its_formula() {
-        // r(0) = 1; zero crossings at t = ±1/(π f √2); minimum −2e^{−3/2} at t = ±√(3/2)/(π f).
-        let f = 0.1;
-        assert_eq!(ricker(f, 0.0), 1.0);
-        let t0 = 1.0 / (std::f64::consts::PI * f * 2f64.sqrt());
-        assert!(ricker(f, t0).abs() < 1e-12);
-        let tm = (1.5f64).sqrt() / (std::f64::consts::PI * f);
-        assert!((ricker(f, tm) + 2.0 * (-1.5f64).exp()).abs() < 1e-12);
-    }
-
-    #[test]
-    fn synthetic_is_deterministic_and_has_the_requested_noise() {
-        let a = synthetic(&[1, 32, 32], 4, 0.5, 7);
-        let b = synthetic(&[1, 32, 32], 4, 0.5, 7);
-        assert_eq!(a.inputs, b.inputs);
-        let c = synthetic(&[1, 32, 32], 4, 0.5, 8);
-        assert_ne!(a.inputs, c.inputs);
-        // noise std / clean RMS ≈ 0.5 → SNR ≈ −20·log10(0.5) = 6.02 dB.
-        let big = synthetic(&[1, 64, 64], 16, 0.5, 1);
-        let snr = snr_db(&big.targets, &big.inputs);
-        assert!((snr - 6.02).abs() < 0.2, "SNR {snr}");
-        let traces = synthetic(&[1, 256], 64, 0.3, 2);
-        let snr = snr_db(&traces.targets, &traces.inputs);
-        assert!((snr - 10.46).abs() < 0.3, "SNR {snr}");
-        assert!(rms(&traces.targets) > 0.0);
-    }
-}
-
 /// `segy("file", patch, step, noise, seed)`: training pairs cut from a recorded section.
 /// The section is divided by its RMS (so it has unit RMS); 2-D models take patches of
 /// `patch = [H, W]` (time samples × traces, default the model's input size) every
@@ -276,4 +243,37 @@ pub fn segy(
         inputs: ArrayD::from_shape_vec(IxDyn(&full), noisy).map_err(|e| e.to_string())?,
         targets: ArrayD::from_shape_vec(IxDyn(&full), clean).map_err(|e| e.to_string())?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ricker_matches_its_formula() {
+        // r(0) = 1; zero crossings at t = ±1/(π f √2); minimum −2e^{−3/2} at t = ±√(3/2)/(π f).
+        let f = 0.1;
+        assert_eq!(ricker(f, 0.0), 1.0);
+        let t0 = 1.0 / (std::f64::consts::PI * f * 2f64.sqrt());
+        assert!(ricker(f, t0).abs() < 1e-12);
+        let tm = (1.5f64).sqrt() / (std::f64::consts::PI * f);
+        assert!((ricker(f, tm) + 2.0 * (-1.5f64).exp()).abs() < 1e-12);
+    }
+
+    #[test]
+    fn synthetic_is_deterministic_and_has_the_requested_noise() {
+        let a = synthetic(&[1, 32, 32], 4, 0.5, 7);
+        let b = synthetic(&[1, 32, 32], 4, 0.5, 7);
+        assert_eq!(a.inputs, b.inputs);
+        let c = synthetic(&[1, 32, 32], 4, 0.5, 8);
+        assert_ne!(a.inputs, c.inputs);
+        // noise std / clean RMS ≈ 0.5 → SNR ≈ −20·log10(0.5) = 6.02 dB.
+        let big = synthetic(&[1, 64, 64], 16, 0.5, 1);
+        let snr = snr_db(&big.targets, &big.inputs);
+        assert!((snr - 6.02).abs() < 0.2, "SNR {snr}");
+        let traces = synthetic(&[1, 256], 64, 0.3, 2);
+        let snr = snr_db(&traces.targets, &traces.inputs);
+        assert!((snr - 10.46).abs() < 0.3, "SNR {snr}");
+        assert!(rms(&traces.targets) > 0.0);
+    }
 }
