@@ -4,6 +4,9 @@ use geonetc::runtime::{checkpoint, data, infer};
 use geonetc::seismic::segy::SeismicFile;
 use std::path::Path;
 
+/// Parameters and the metadata stored beside them.
+type Weights = (geonetc::ir::Params, std::collections::HashMap<String, String>);
+
 #[derive(Debug)]
 pub struct InferArgs {
     pub file: PathBuf,
@@ -30,9 +33,7 @@ pub fn run(args: InferArgs) -> ExitCode {
     let is_npy = |p: &Path| p.extension().is_some_and(|e| e.eq_ignore_ascii_case("npy"));
     let declared = program.model.inputs[0].shape.clone();
     // Weights are read once; parameter shapes do not depend on the input size.
-    let cache: std::cell::OnceCell<
-        Result<(geonetc::ir::Params, std::collections::HashMap<String, String>), String>,
-    > = std::cell::OnceCell::new();
+    let cache: std::cell::OnceCell<Result<Weights, String>> = std::cell::OnceCell::new();
     let weights = args.weights.clone();
     let load = |g: &geonetc::ir::Graph| match &weights {
         Some(w) => cache.get_or_init(|| checkpoint::load_weights(w, g)).clone().map(|(p, _)| p),
