@@ -277,10 +277,17 @@ pub fn from4(y: Array4<f64>, rank3: bool) -> ArrayD<f64> {
     y.into_shape_with_order(IxDyn(&shape)).expect("same element count")
 }
 
-/// im2col of one sample: `[C·kh·kw, Ho·Wo]`.
-fn im2col(x: &ndarray::ArrayView3<f64>, g: &Window, ho: usize, wo: usize) -> Array2<f64> {
-    let (c, h, w) = x.dim();
-    let mut cols = Array2::zeros((c * g.k[0] * g.k[1], ho * wo));
+/// Visits every (im2col row, output position, input pixel) triple of a window that reads a real
+/// (unpadded) input pixel: the one index walk behind [`im2col`] and its adjoint [`col2im`].
+fn for_each_tap(
+    g: &Window,
+    c: usize,
+    h: usize,
+    w: usize,
+    ho: usize,
+    wo: usize,
+    mut f: impl FnMut(usize, usize, [usize; 3]),
+) {
     for ci in 0..c {
         for i in 0..g.k[0] {
             for j in 0..g.k[1] {
@@ -293,13 +300,20 @@ fn im2col(x: &ndarray::ArrayView3<f64>, g: &Window, ho: usize, wo: usize) -> Arr
                     for ox in 0..wo {
                         let xx = (ox * g.s[1] + j * g.d[1]) as isize - g.p[1] as isize;
                         if xx >= 0 && xx < w as isize {
-                            cols[[row, oy * wo + ox]] = x[[ci, y as usize, xx as usize]];
+                            f(row, oy * wo + ox, [ci, y as usize, xx as usize]);
                         }
                     }
                 }
             }
         }
     }
+}
+
+/// im2col of one sample: `[C·kh·kw, Ho·Wo]`.
+fn im2col(x: &ndarray::ArrayView3<f64>, g: &Window, ho: usize, wo: usize) -> Array2<f64> {
+    let (c, h, w) = x.dim();
+    let mut cols = Array2::zeros((c * g.k[0] * g.k[1], ho * wo));
+    for_each_tap(g, c, h, w, ho, wo, |row, col, at| cols[[row, col]] = x[at]);
     cols
 }
 
@@ -314,25 +328,7 @@ fn col2im(
     wo: usize,
 ) -> ndarray::Array3<f64> {
     let mut x = ndarray::Array3::zeros((c, h, w));
-    for ci in 0..c {
-        for i in 0..g.k[0] {
-            for j in 0..g.k[1] {
-                let row = (ci * g.k[0] + i) * g.k[1] + j;
-                for oy in 0..ho {
-                    let y = (oy * g.s[0] + i * g.d[0]) as isize - g.p[0] as isize;
-                    if y < 0 || y >= h as isize {
-                        continue;
-                    }
-                    for ox in 0..wo {
-                        let xx = (ox * g.s[1] + j * g.d[1]) as isize - g.p[1] as isize;
-                        if xx >= 0 && xx < w as isize {
-                            x[[ci, y as usize, xx as usize]] += cols[[row, oy * wo + ox]];
-                        }
-                    }
-                }
-            }
-        }
-    }
+    for_each_tap(g, c, h, w, ho, wo, |row, col, at| x[at] += cols[[row, col]]);
     x
 }
 

@@ -318,7 +318,6 @@ impl SeismicFile {
         let rev_raw = be_or_le_i16(&bin[300..302], endian) as u16;
         // 0x0100 is rev 1.0; some writers (and byte-swapped copies) store the major number alone.
         let revision = if rev_raw >= 0x0100 { rev_raw >> 8 } else { rev_raw };
-        let fixed = be_or_le_i16(&bin[302..304], endian);
         let ext_raw = be_or_le_i16(&bin[304..306], endian);
         // Extended headers are a rev-1 feature, but rev-0 writers (segyio among them) set the
         // count too; honoured whenever given.
@@ -351,49 +350,35 @@ impl SeismicFile {
         }
         let data = b.len() - data_start;
         let fits = |ns: usize| ns > 0 && data.is_multiple_of(240 + ns * bps);
-        let samples = if data == 0 {
-            ns_bin
+        let fixed_length = |samples: usize| {
+            let trace_len = 240 + samples * bps;
+            (samples, (0..data / trace_len).map(|i| data_start + i * trace_len).collect::<Vec<_>>())
+        };
+        let (samples, trace_offsets) = if data == 0 {
+            (ns_bin, vec![])
         } else if fits(ns_bin) {
             if ns_trace != 0 && ns_trace != ns_bin {
                 warnings.push(format!(
                     "trace headers say {ns_trace} samples but the binary header says {ns_bin}; {ns_bin} fits the file size, so it is used"
                 ));
             }
-            ns_bin
+            fixed_length(ns_bin)
         } else if fits(ns_trace) {
             warnings.push(format!(
                 "binary header says {ns_bin} samples per trace but {ns_trace} (trace headers) fits the file size, so it is used"
             ));
-            ns_trace
+            fixed_length(ns_trace)
         } else if ns_bin == 0 && ns_trace == 0 {
             return Err(err(
                 path,
                 "neither the binary header nor the first trace header gives a sample count",
             ));
         } else {
-            // Variable-length traces (rev1 with fixed-length flag 0) or truncation: walk.
-            let _ = fixed;
-            return Self::walk(path, b, data_start, endian, format, bps).map(|(offsets, samples, mut w)| {
-                warnings.append(&mut w);
-                SeismicFile {
-                    path: path.to_path_buf(),
-                    kind: Kind::Segy,
-                    endian,
-                    format,
-                    revision: Some(revision),
-                    textual_header,
-                    textual_ebcdic,
-                    extended_headers,
-                    samples,
-                    dt_us,
-                    warnings,
-                    trace_offsets: offsets,
-                    map: None,
-                }
-            });
+            // Variable-length traces (rev 1 with fixed-length flag 0) or truncation: walk.
+            let (offsets, samples, mut w) = Self::walk(path, b, data_start, endian, format, bps)?;
+            warnings.append(&mut w);
+            (samples, offsets)
         };
-        let trace_len = 240 + samples * bps;
-        let trace_offsets = (0..data / trace_len.max(1)).map(|i| data_start + i * trace_len).collect();
         if dt_us == 0 {
             warnings.push("no sample interval in the binary or trace headers".into());
         }
