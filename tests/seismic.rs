@@ -296,3 +296,32 @@ fn segy_training_patches() {
             .contains("smaller than")
     );
 }
+
+#[test]
+fn eval_reports_the_published_input_snr() {
+    let (Some(clean), Some(noisy)) =
+        (data("synthetic/patchunet_synthetic_clean.npy"), data("synthetic/patchunet_synthetic_noisy.npy"))
+    else {
+        return;
+    };
+    let d = tmp("eval");
+    let file = d.join("id.geonet");
+    std::fs::write(&file, "model id {\n input x: [1, 64, 64]\n y = x -> conv(1, kernel=1, bias=false, init=[[1]])\n output y\n}\n").unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_geonetc"))
+        .args([
+            "eval",
+            file.to_str().unwrap(),
+            "--backend",
+            "interp",
+            "--clean",
+            clean.to_str().unwrap(),
+            "--noisy",
+            noisy.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    // The data README: SNR(noisy) = −0.298 dB; an identity model changes nothing.
+    assert!(out.contains("SNR noisy      -0.30 dB") && out.contains("SNR denoised   -0.30 dB"), "{out}");
+}
