@@ -44,9 +44,6 @@ pub fn run(args: EvalArgs) -> ExitCode {
         return code;
     }
     note_backend(args.backend);
-    if args.plot.is_some() {
-        eprintln!("note: --plot is not built yet; no picture written");
-    }
     let (clean, noisy) = match (read_section(&args.clean), read_section(&args.noisy)) {
         (Ok(c), Ok(n)) => (c, n),
         (Err(e), _) | (_, Err(e)) => return fail(e),
@@ -81,6 +78,19 @@ pub fn run(args: EvalArgs) -> ExitCode {
                 snr_db(&clean, &denoised),
                 started.elapsed().as_secs_f64()
             );
+            if let Some(png) = &args.plot {
+                let removed = &noisy - &denoised;
+                let dt = SeismicFile::open(&args.noisy).map_or(0, |f| f.dt_us);
+                let panels = [("noisy", &noisy), ("denoised", &denoised), ("removed", &removed)];
+                if let Err(e) = geonetc::seismic::plot::panels(
+                    png,
+                    &panels,
+                    dt,
+                    geonetc::seismic::plot::Palette::RedWhiteBlue,
+                ) {
+                    return fail(e);
+                }
+            }
             ExitCode::SUCCESS
         }
         Err(e) => fail(e),

@@ -27,9 +27,6 @@ pub fn run(args: InferArgs) -> ExitCode {
         return code;
     }
     note_backend(args.backend);
-    if args.plot.is_some() {
-        eprintln!("note: --plot is not built yet; no picture written");
-    }
     let is_npy = |p: &Path| p.extension().is_some_and(|e| e.eq_ignore_ascii_case("npy"));
     let declared = program.model.inputs[0].shape.clone();
     // Weights are read once; parameter shapes do not depend on the input size.
@@ -41,6 +38,9 @@ pub fn run(args: InferArgs) -> ExitCode {
     };
     let loader: Option<infer::ParamLoader> = if args.weights.is_some() { Some(&load) } else { None };
     if is_npy(&args.input) {
+        if args.plot.is_some() {
+            eprintln!("note: --plot draws SEG-Y/SU sections; no picture for .npy input");
+        }
         if !is_npy(&args.output) {
             return fail("a .npy input gives a .npy output: name the output *.npy");
         }
@@ -78,10 +78,24 @@ pub fn run(args: InferArgs) -> ExitCode {
     };
     let section = file.section();
     match infer::run_section(&source, loader, &section, &declared, data_rms) {
-        Ok(y) => match file.write_like(&args.output, &y) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => fail(e),
-        },
+        Ok(y) => {
+            if let Err(e) = file.write_like(&args.output, &y) {
+                return fail(e);
+            }
+            if let Some(png) = &args.plot {
+                let removed = &section - &y;
+                let panels = [("input", &section), ("output", &y), ("difference", &removed)];
+                if let Err(e) = geonetc::seismic::plot::panels(
+                    png,
+                    &panels,
+                    file.dt_us,
+                    geonetc::seismic::plot::Palette::RedWhiteBlue,
+                ) {
+                    return fail(e);
+                }
+            }
+            ExitCode::SUCCESS
+        }
         Err(e) => fail(e),
     }
 }

@@ -1,6 +1,7 @@
 //! Seismic data files: SEG-Y and Seismic Unix ([`segy`]), and a format-independent summary
 //! ([`inspect`]) of those and `.npy` arrays.
 
+pub mod plot;
 pub mod segy;
 
 use serde::Serialize;
