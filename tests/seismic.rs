@@ -318,6 +318,7 @@ fn eval_reports_the_published_input_snr() {
             "--noisy",
             noisy.to_str().unwrap(),
         ])
+        .args(["--plot", d.join("panels.png").to_str().unwrap()])
         .output()
         .unwrap();
     let out = String::from_utf8_lossy(&o.stdout);
