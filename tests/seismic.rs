@@ -184,6 +184,15 @@ fn malformed_files_get_one_clean_error() {
         };
         assert!(e.contains(name) && e.contains(want) && !e.contains('\n'), "{name}: {e}");
     }
+    // Header-only traces (zero samples) are a valid, if empty, section.
+    let mut zero = bytes[..3600].to_vec();
+    zero[3220] = 0;
+    zero[3221] = 0;
+    zero.extend(std::iter::repeat_n(0u8, 240 * 3));
+    std::fs::write(d.join("zero.sgy"), &zero).unwrap();
+    let z = SeismicFile::open(&d.join("zero.sgy")).unwrap();
+    assert_eq!((z.traces(), z.samples), (3, 0));
+    assert_eq!(z.section().dim(), (3, 0));
     let e = SeismicFile::open(&d.join("truncated.sgy")).err().unwrap().to_string();
     assert!(e.contains("byte 14500"), "{e}");
 }

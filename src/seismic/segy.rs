@@ -368,6 +368,9 @@ impl SeismicFile {
                 "binary header says {ns_bin} samples per trace but {ns_trace} (trace headers) fits the file size, so it is used"
             ));
             fixed_length(ns_trace)
+        } else if ns_bin == 0 && ns_trace == 0 && data.is_multiple_of(240) {
+            warnings.push("traces have no samples (headers only)".into());
+            (0, (0..data / 240).map(|i| data_start + i * 240).collect())
         } else if ns_bin == 0 && ns_trace == 0 {
             return Err(err(
                 path,
