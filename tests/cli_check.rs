@@ -80,3 +80,37 @@ fn binary_input_is_a_diagnostic_not_a_crash() {
     assert!(err.contains("E0004"), "{err}");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn bench_reports_the_keys_compare_py_reads() {
+    let (code, out, err) = geonetc(&[
+        "bench",
+        "examples/trace_denoiser.geonet",
+        "--batch",
+        "2",
+        "--steps",
+        "2",
+        "--backend",
+        "interp",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    for key in [
+        "compile_ms",
+        "forward_ms_median",
+        "train_step_ms_median",
+        "batch",
+        "threads",
+        "backend",
+        "gflops_train",
+    ] {
+        assert!(v.get(key).is_some(), "missing {key}: {out}");
+    }
+    assert_eq!(v["batch"], 2);
+    assert_eq!(v["backend"], "interp");
+    // FLOPs per sample are the checker's: 8,028,160 for trace_denoiser.
+    assert_eq!(v["flops_per_sample"], 8028160);
+    assert!(v["train_step_ms_median"].as_f64().unwrap() > 0.0);
+}

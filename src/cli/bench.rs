@@ -1,9 +1,8 @@
-use std::process::ExitCode;
-
-pub use super::*;
+use super::common::{load_program, note_backend, set_threads};
+use super::*;
+use geonetc::runtime::bench;
 
 #[derive(Debug)]
-#[allow(dead_code)] // filled in by the issue that builds `bench`
 pub struct BenchArgs {
     pub file: PathBuf,
     pub batch: usize,
@@ -14,6 +13,35 @@ pub struct BenchArgs {
 }
 
 pub fn run(args: BenchArgs) -> ExitCode {
-    let _ = args;
-    fail("`bench` is not built yet")
+    let (program, _) = match load_program(&args.file) {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
+    if args.batch == 0 {
+        return fail("--batch must be at least 1");
+    }
+    if let Err(code) = set_threads(args.threads) {
+        return code;
+    }
+    note_backend(args.backend);
+    let r = bench::bench(&program, args.batch, args.steps);
+    match args.format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(&r).unwrap_or_else(|_| "{}".into())),
+        Format::Human => {
+            println!(
+                "{} on {} ({} threads), batch {}, {} steps",
+                r.model, r.backend, r.threads, r.batch, r.steps
+            );
+            println!("  compile      {:9.1} ms", r.compile_ms);
+            println!(
+                "  forward      {:9.1} ms median {:9.1} ms min  {:8.1} samples/s  {:6.1} GFLOP/s",
+                r.forward_ms_median, r.forward_ms_min, r.samples_per_s_forward, r.gflops_forward
+            );
+            println!(
+                "  train step   {:9.1} ms median {:9.1} ms min  {:8.1} samples/s  {:6.1} GFLOP/s",
+                r.train_step_ms_median, r.train_step_ms_min, r.samples_per_s_train, r.gflops_train
+            );
+        }
+    }
+    ExitCode::SUCCESS
 }

@@ -1,6 +1,7 @@
 //! Training and inference around a backend: data sources, optimizers, the training loop,
 //! checkpoints and metrics.
 
+pub mod bench;
 pub mod checkpoint;
 pub mod data;
 pub mod infer;

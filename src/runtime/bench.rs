@@ -1,0 +1,103 @@
+//! `geonetc bench`: times a model on random data of its input shape — forward (inference) per
+//! batch and a full training step (forward, backward, the file's optimizer) per batch, median
+//! and minimum over N steps after warm-up. FLOPs follow the peers' `flops.py`: multiply-adds of
+//! conv/upconv/dense count 2, a training step counts 3× the forward.
+
+use super::optim::{self, OptState};
+use crate::check::program::Program;
+use crate::interp;
+use crate::ir;
+use crate::ops::loss::loss;
+use ndarray::{ArrayD, IxDyn};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use std::time::Instant;
+
+#[derive(Debug, serde::Serialize)]
+pub struct BenchReport {
+    pub model: String,
+    pub backend: String,
+    pub batch: usize,
+    pub steps: usize,
+    pub threads: usize,
+    pub compile_ms: f64,
+    pub forward_ms_median: f64,
+    pub forward_ms_min: f64,
+    pub train_step_ms_median: f64,
+    pub train_step_ms_min: f64,
+    pub samples_per_s_forward: f64,
+    pub samples_per_s_train: f64,
+    pub gflops_forward: f64,
+    pub gflops_train: f64,
+    pub flops_per_sample: u64,
+}
+
+fn median_min(mut t: Vec<f64>) -> (f64, f64) {
+    t.sort_by(f64::total_cmp);
+    let n = t.len();
+    let median = if n % 2 == 1 { t[n / 2] } else { 0.5 * (t[n / 2 - 1] + t[n / 2]) };
+    (median, t[0])
+}
+
+pub fn bench(program: &Program, batch: usize, steps: usize) -> BenchReport {
+    let steps = steps.max(1);
+    let started = Instant::now();
+    let g = ir::lower(program, batch);
+    let compile_ms = started.elapsed().as_secs_f64() * 1e3;
+    let mut rng = ChaCha8Rng::seed_from_u64(1);
+    let inputs: Vec<ArrayD<f64>> =
+        g.inputs.iter().map(|s| ArrayD::from_shape_fn(IxDyn(s), |_| rng.random_range(-1.0..1.0))).collect();
+    let out_shape: Vec<usize> = match g.outputs.first() {
+        Some(crate::check::program::ValueRef::Layer(i)) => g.nodes[*i].shape.clone(),
+        Some(crate::check::program::ValueRef::Input(i)) => g.inputs[*i].clone(),
+        None => vec![batch],
+    };
+    let target = ArrayD::from_shape_fn(IxDyn(&out_shape), |_| rng.random_range(-1.0..1.0));
+    let mut params = ir::init_params(&g, 0);
+    let trainable: Vec<bool> = g.params.iter().map(|p| p.trainable()).collect();
+    let sizes: Vec<usize> = params.iter().map(|p| p.len()).collect();
+    let mut opt = OptState::new(&program.optimizer, &sizes);
+    let warmup = 2.min(steps);
+    let mut fwd = vec![];
+    for i in 0..warmup + steps {
+        let t = Instant::now();
+        let tape = interp::forward(&g, &mut params, &inputs, false, 0);
+        std::hint::black_box(interp::outputs(&g, &inputs, &tape));
+        if i >= warmup {
+            fwd.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+    }
+    let mut train = vec![];
+    for i in 0..warmup + steps {
+        let t = Instant::now();
+        let tape = interp::forward(&g, &mut params, &inputs, true, i as u64);
+        let y = interp::outputs(&g, &inputs, &tape).remove(0);
+        let (_, dy) = loss(crate::check::program::LossKind::Mse, &y, &target);
+        let grads = interp::backward(&g, &params, &inputs, &tape, &[dy]);
+        optim::step(&program.optimizer, &mut opt, &mut params, &grads, &trainable);
+        if i >= warmup {
+            train.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+    }
+    let (forward_ms_median, forward_ms_min) = median_min(fwd);
+    let (train_step_ms_median, train_step_ms_min) = median_min(train);
+    let flops = program.total_flops();
+    let per_batch = flops as f64 * batch as f64;
+    BenchReport {
+        model: program.model.name.clone(),
+        backend: "interp".into(),
+        batch,
+        steps,
+        threads: rayon::current_num_threads(),
+        compile_ms,
+        forward_ms_median,
+        forward_ms_min,
+        train_step_ms_median,
+        train_step_ms_min,
+        samples_per_s_forward: batch as f64 / forward_ms_median * 1e3,
+        samples_per_s_train: batch as f64 / train_step_ms_median * 1e3,
+        gflops_forward: per_batch / forward_ms_median / 1e6,
+        gflops_train: 3.0 * per_batch / train_step_ms_median / 1e6,
+        flops_per_sample: flops,
+    }
+}
