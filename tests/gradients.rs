@@ -168,3 +168,24 @@ fn losses() {
         }
     }
 }
+
+/// Every example with a `train`-able shape, at a small input size so finite differences stay
+/// quick: the same layers, blocks and merges as the real programs.
+#[test]
+fn every_example_model() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/examples");
+    for (file, small) in [
+        ("dncnn.geonet", vec![("[1, 64, 64]", "[1, 8, 8]")]),
+        ("trace_denoiser.geonet", vec![("[1, 1024]", "[1, 24]"), ("shape = [1, 1024]", "shape = [1, 24]")]),
+        ("unet_s.geonet", vec![("[1, 128, 128]", "[1, 8, 8]")]),
+        ("unet_builtin.geonet", vec![("[1, 128, 128]", "[1, 8, 8]")]),
+        ("classifier.geonet", vec![("[3, 64, 64]", "[3, 12, 12]")]),
+        ("seed_pad_stride.geonet", vec![]),
+    ] {
+        let mut src = std::fs::read_to_string(format!("{dir}/{file}")).unwrap();
+        for (from, to) in small {
+            src = src.replace(from, to);
+        }
+        grad_check(&src, 2, true);
+    }
+}
