@@ -3,6 +3,7 @@
 //! inputs of sizes the model cannot take directly.
 
 use geonetc::check::check_source;
+use geonetc::runtime::engine::Backend;
 use geonetc::runtime::train::{self, TrainError, TrainOptions};
 use geonetc::runtime::{checkpoint, data, infer};
 use ndarray::{ArrayD, IxDyn};
@@ -50,6 +51,7 @@ fn opts(epochs: Option<usize>, out: &Path, resume: Option<PathBuf>, stop: bool) 
         resume,
         stop: Arc::new(AtomicBool::new(stop)),
         progress_bar: false,
+        backend: Backend::Jit,
     }
 }
 
@@ -197,16 +199,20 @@ fn inputs_of_any_size_are_padded_and_cropped_back() {
     let params = geonetc::ir::init_params(&g, 3);
     let load = move |_: &geonetc::ir::Graph| Ok(params.clone());
     let x = ArrayD::from_shape_fn(IxDyn(&[1, 10, 13]), |i| (i[1] * 13 + i[2]) as f64 / 100.0);
-    let y = infer::run(src, Some(&load), &x, &declared).unwrap();
+    let y = infer::run(src, Some(&load), &x, &declared, Backend::Jit).unwrap();
     assert_eq!(y.shape(), &[1, 10, 13]);
     // The 10×13 input was mirrored to 12×16 (multiples of 4), run, and cropped: equal to
     // running the padded input by hand and cropping.
     let prepared = infer::prepare(src, &[1, 10, 13]).unwrap();
     assert_eq!(prepared.padded, vec![1, 12, 16]);
-    let batched = infer::run(src, Some(&load), &x.clone().insert_axis(ndarray::Axis(0)), &declared).unwrap();
+    let batched =
+        infer::run(src, Some(&load), &x.clone().insert_axis(ndarray::Axis(0)), &declared, Backend::Jit)
+            .unwrap();
     assert_eq!(batched.index_axis(ndarray::Axis(0), 0), y.view());
     assert!(y.iter().all(|v| v.is_finite()));
-    assert!(infer::run(src, Some(&load), &ArrayD::zeros(IxDyn(&[2, 16, 16])), &declared).is_err());
+    assert!(
+        infer::run(src, Some(&load), &ArrayD::zeros(IxDyn(&[2, 16, 16])), &declared, Backend::Jit).is_err()
+    );
 }
 
 #[test]

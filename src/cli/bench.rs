@@ -1,4 +1,4 @@
-use super::common::{load_program, note_backend, set_threads};
+use super::common::{backend, load_program, set_threads};
 use super::*;
 use geonetc::runtime::bench;
 
@@ -23,8 +23,10 @@ pub fn run(args: BenchArgs) -> ExitCode {
     if let Err(code) = set_threads(args.threads) {
         return code;
     }
-    note_backend(args.backend);
-    let r = bench::bench(&program, args.batch, args.steps);
+    let r = match bench::bench(&program, args.batch, args.steps, backend(args.backend)) {
+        Ok(r) => r,
+        Err(e) => return fail(e),
+    };
     match args.format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&r).unwrap_or_else(|_| "{}".into())),
         Format::Human => {

@@ -22,10 +22,11 @@ pub fn load_program(file: &Path) -> Result<(Program, String), ExitCode> {
     }
 }
 
-/// `--backend`: the JIT is not built yet, so both run on the interpreter (said once).
-pub fn note_backend(backend: super::BackendChoice) {
-    if backend == super::BackendChoice::Jit {
-        eprintln!("note: the JIT backend is not built yet; running on the interpreter");
+/// `--backend jit|interp`.
+pub fn backend(choice: super::BackendChoice) -> geonetc::runtime::engine::Backend {
+    match choice {
+        super::BackendChoice::Jit => geonetc::runtime::engine::Backend::Jit,
+        super::BackendChoice::Interp => geonetc::runtime::engine::Backend::Interp,
     }
 }
 

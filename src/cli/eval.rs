@@ -1,4 +1,4 @@
-use super::common::{load_program, note_backend, set_threads};
+use super::common::{backend, load_program, set_threads};
 use super::*;
 use geonetc::runtime::{checkpoint, data, infer};
 use geonetc::seismic::segy::SeismicFile;
@@ -43,7 +43,6 @@ pub fn run(args: EvalArgs) -> ExitCode {
     if let Err(code) = set_threads(args.threads) {
         return code;
     }
-    note_backend(args.backend);
     let (clean, noisy) = match (read_section(&args.clean), read_section(&args.noisy)) {
         (Ok(c), Ok(n)) => (c, n),
         (Err(e), _) | (_, Err(e)) => return fail(e),
@@ -70,7 +69,7 @@ pub fn run(args: EvalArgs) -> ExitCode {
     let loader: Option<infer::ParamLoader> = if weights.is_some() { Some(&load) } else { None };
     let declared = program.model.inputs[0].shape.clone();
     let started = std::time::Instant::now();
-    match infer::run_section(&source, loader, &noisy, &declared, data_rms) {
+    match infer::run_section(&source, loader, &noisy, &declared, data_rms, backend(args.backend)) {
         Ok(denoised) => {
             println!("SNR noisy    {:7.2} dB", snr_db(&clean, &noisy));
             println!(

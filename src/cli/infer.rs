@@ -1,4 +1,4 @@
-use super::common::{load_program, note_backend, set_threads};
+use super::common::{backend, load_program, set_threads};
 use super::*;
 use geonetc::runtime::{checkpoint, data, infer};
 use geonetc::seismic::segy::SeismicFile;
@@ -26,7 +26,6 @@ pub fn run(args: InferArgs) -> ExitCode {
     if let Err(code) = set_threads(args.threads) {
         return code;
     }
-    note_backend(args.backend);
     let is_npy = |p: &Path| p.extension().is_some_and(|e| e.eq_ignore_ascii_case("npy"));
     let declared = program.model.inputs[0].shape.clone();
     // Weights are read once; parameter shapes do not depend on the input size.
@@ -48,7 +47,7 @@ pub fn run(args: InferArgs) -> ExitCode {
             Ok(a) => a,
             Err(e) => return fail(e),
         };
-        return match infer::run(&source, loader, &input, &declared) {
+        return match infer::run(&source, loader, &input, &declared, backend(args.backend)) {
             Ok(y) => match data::write_npy(&args.output, &y) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => fail(e),
@@ -77,7 +76,7 @@ pub fn run(args: InferArgs) -> ExitCode {
         None => None,
     };
     let section = file.section();
-    match infer::run_section(&source, loader, &section, &declared, data_rms) {
+    match infer::run_section(&source, loader, &section, &declared, data_rms, backend(args.backend)) {
         Ok(y) => {
             if let Err(e) = file.write_like(&args.output, &y) {
                 return fail(e);

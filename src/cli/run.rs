@@ -1,4 +1,4 @@
-use super::common::{load_program, note_backend, set_threads};
+use super::common::{backend, load_program, set_threads};
 use super::*;
 use geonetc::runtime::train::{self, TrainError, TrainOptions};
 use std::io::IsTerminal;
@@ -29,7 +29,6 @@ pub fn run(args: RunArgs) -> ExitCode {
     if let Err(code) = set_threads(args.threads) {
         return code;
     }
-    note_backend(args.backend);
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
     // A second Ctrl-C while saving is ignored; the checkpoint write is atomic anyway.
@@ -41,6 +40,7 @@ pub fn run(args: RunArgs) -> ExitCode {
         resume: args.resume,
         stop,
         progress_bar: std::io::stderr().is_terminal(),
+        backend: backend(args.backend),
     };
     let mut log = |line: &str| eprintln!("{line}");
     match train::train(&program, &base, &opts, &mut log) {

@@ -3,7 +3,7 @@
 //! is plain: one array per value, one pass per op, nothing fused.
 
 use crate::check::program::ValueRef;
-use crate::ir::{Graph, Params};
+use crate::ir::{Graph, Node, Params};
 use crate::ops::batchnorm::BatchNormCache;
 use crate::ops::conv::{Window, as4, conv_backward, conv_forward, from4, upconv_backward, upconv_forward};
 use crate::ops::{Op, merge};
@@ -17,7 +17,7 @@ pub struct Tape {
     caches: Vec<Cache>,
 }
 
-enum Cache {
+pub enum Cache {
     None,
     PoolArgmax(Vec<usize>),
     BatchNorm(BatchNormCache),
@@ -49,6 +49,22 @@ pub fn forward(
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     for node in &graph.nodes {
         let xs: Vec<&ArrayD<f64>> = node.inputs.iter().map(|&v| value(inputs, &values, v)).collect();
+        let (y, cache) = forward_node(node, params, &xs, training, &mut rng);
+        values.push(y);
+        caches.push(cache);
+    }
+    Tape { values, caches }
+}
+
+/// One node's forward step (also the JIT backend's path for ops it does not generate code for).
+pub fn forward_node(
+    node: &Node,
+    params: &mut Params,
+    xs: &[&ArrayD<f64>],
+    training: bool,
+    rng: &mut ChaCha8Rng,
+) -> (ArrayD<f64>, Cache) {
+    {
         let p = |i: usize| &params[node.params[i]];
         let mut cache = Cache::None;
         let y = match &node.op {
@@ -103,14 +119,12 @@ pub fn forward(
                     xs[0].clone()
                 }
             }
-            Op::Concat => merge::concat(&xs),
+            Op::Concat => merge::concat(xs),
             Op::Add => xs[0] + xs[1],
             Op::Sub => xs[0] - xs[1],
         };
-        values.push(y);
-        caches.push(cache);
+        (y, cache)
     }
-    Tape { values, caches }
 }
 
 /// The graph's outputs from a tape.
@@ -143,7 +157,26 @@ pub fn backward(
     for (i, node) in graph.nodes.iter().enumerate().rev() {
         let Some(dy) = grads[i].take() else { continue };
         let xs: Vec<&ArrayD<f64>> = node.inputs.iter().map(|&v| value(inputs, &tape.values, v)).collect();
-        let y = &tape.values[i];
+        let dxs = backward_node(node, params, &xs, &tape.values[i], &tape.caches[i], dy, &mut pgrads);
+        for (&v, dx) in node.inputs.iter().zip(dxs) {
+            add(&mut grads, v, dx);
+        }
+    }
+    pgrads
+}
+
+/// One node's backward step: writes its parameter gradients into `pgrads`, returns the
+/// gradients of its inputs.
+pub fn backward_node(
+    node: &Node,
+    params: &Params,
+    xs: &[&ArrayD<f64>],
+    y: &ArrayD<f64>,
+    cache: &Cache,
+    dy: ArrayD<f64>,
+    pgrads: &mut Params,
+) -> Vec<ArrayD<f64>> {
+    {
         let p = |k: usize| &params[node.params[k]];
         let rank3 = xs[0].ndim() == 3;
         let dxs: Vec<ArrayD<f64>> = match &node.op {
@@ -166,7 +199,7 @@ pub fn backward(
                 vec![from4(dx, rank3)]
             }
             Op::Pool(pool) => {
-                let arg = match &tape.caches[i] {
+                let arg = match &cache {
                     Cache::PoolArgmax(a) => Some(a.as_slice()),
                     _ => None,
                 };
@@ -188,7 +221,7 @@ pub fn backward(
                 vec![dx]
             }
             Op::Activation(a) => vec![a.backward(xs[0], y, &dy)],
-            Op::BatchNorm(bn) => match &tape.caches[i] {
+            Op::BatchNorm(bn) => match &cache {
                 Cache::BatchNorm(cache) => {
                     let (dx, dg, db) = bn.backward(cache, &vec1(p(0)), &dy);
                     pgrads[node.params[0]] = dg.into_dyn();
@@ -215,7 +248,7 @@ pub fn backward(
                     vec![&dy * &bcast(&vec1(p(0)) * &inv)]
                 }
             },
-            Op::Dropout(_) => match &tape.caches[i] {
+            Op::Dropout(_) => match &cache {
                 Cache::DropoutMask(m) => vec![&dy * m],
                 _ => vec![dy],
             },
@@ -223,9 +256,6 @@ pub fn backward(
             Op::Add => vec![dy.clone(), dy],
             Op::Sub => vec![dy.clone(), -dy],
         };
-        for (&v, dx) in node.inputs.iter().zip(dxs) {
-            add(&mut grads, v, dx);
-        }
+        dxs
     }
-    pgrads
 }

@@ -1,1 +1,1237 @@
-//! (in progress)
+//! The `jit` backend: an [`ir::Graph`] at one batch size compiled into Cranelift kernels,
+//! specialised on every shape, run on f32 NHWC buffers planned once and reused every step.
+//!
+//! - conv, upconv and dense (forward, input-gradient, weight-gradient) are generated code: two
+//!   kernel families in [`codegen`] (a strided dilated correlation with fused bias + activation,
+//!   and a weight-gradient reduction), register-blocked on f32x4 with FMA;
+//! - `conv/upconv/dense -> relu|leaky_relu` is one kernel forward; backward the activation's
+//!   derivative is applied once to the output gradient before both gradient kernels read it;
+//! - maxpool, concat, add, sub, flatten and standalone relu/leaky_relu are native loops on NHWC;
+//! - the remaining ops (avg pooling, upsample, batchnorm, dropout, sigmoid, tanh, softmax) run the
+//!   interpreter's own per-node step on converted copies — correct, not fast; see ARCHITECTURE.md.
+//!
+//! Layout: `[N, H, W, C]` with the channel stride rounded up to 4 (`[N, C, N]` 1-D values have
+//! H = 1; flat `[N, F]` values are `[N, 1, 1, F]`). Lanes past C hold don't-care values that
+//! nothing reads. Inputs and outputs are converted at the graph's edges.
+
+pub mod codegen;
+
+use crate::check::program::ValueRef;
+use crate::interp::{self, Cache};
+use crate::ir::{Graph, Node, Params};
+use crate::ops::Op;
+use crate::ops::activation::Activation;
+use crate::ops::pool::PoolKind;
+use codegen::{Blocking, Codegen, CorrFn, CorrSpec, Epilogue, GradWFn, GradWSpec};
+use ndarray::{ArrayD, IxDyn};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
+use std::time::Instant;
+
+/// Elements per task of element-wise parallel loops.
+const CHUNK: usize = 1 << 14;
+
+fn add_into(dst: &mut [f32], src: &[f32]) {
+    dst.par_chunks_mut(CHUNK).zip(src.par_chunks(CHUNK)).for_each(|(d, s)| {
+        for (d, s) in d.iter_mut().zip(s) {
+            *d += s;
+        }
+    });
+}
+
+fn round4(c: usize) -> usize {
+    c.div_ceil(4) * 4
+}
+
+/// Shape of a value in NHWC with channel stride `cs`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Layout {
+    pub n: usize,
+    pub h: usize,
+    pub w: usize,
+    pub c: usize,
+    pub cs: usize,
+}
+
+impl Layout {
+    /// From a batched shape `[B, C, H, W]`, `[B, C, N]` or `[B, F]`.
+    fn of(shape: &[usize]) -> Layout {
+        let (n, c, h, w) = match shape.len() {
+            4 => (shape[0], shape[1], shape[2], shape[3]),
+            3 => (shape[0], shape[1], 1, shape[2]),
+            2 => (shape[0], shape[1], 1, 1),
+            _ => (shape[0], 1, 1, 1),
+        };
+        Layout { n, h, w, c, cs: round4(c) }
+    }
+    fn len(&self) -> usize {
+        self.n * self.h * self.w * self.cs
+    }
+    fn rows(&self) -> usize {
+        self.n * self.h
+    }
+}
+
+/// Copies `src` into a zeroed `dst`, sample `o` along each spatial axis landing at `o·s + off`
+/// (positions outside `dst` dropped). Zero padding (s = 1, off = pad) and the zero-interleaving
+/// of transposed convolutions are both this.
+#[derive(Clone, Copy, Debug)]
+struct Scatter {
+    src: Layout,
+    dst: Layout,
+    s: [usize; 2],
+    off: [i64; 2],
+}
+
+impl Scatter {
+    fn run(&self, src: &[f32], dst: &mut [f32]) {
+        let (sl, dl) = (self.src, self.dst);
+        let dst_sample = dl.h * dl.w * dl.cs;
+        dst.par_chunks_mut(dst_sample).enumerate().for_each(|(n, d)| {
+            for oh in 0..sl.h {
+                let jh = oh as i64 * self.s[0] as i64 + self.off[0];
+                if jh < 0 || jh >= dl.h as i64 {
+                    continue;
+                }
+                for ow in 0..sl.w {
+                    let jw = ow as i64 * self.s[1] as i64 + self.off[1];
+                    if jw < 0 || jw >= dl.w as i64 {
+                        continue;
+                    }
+                    let si = ((n * sl.h + oh) * sl.w + ow) * sl.cs;
+                    let di = (jh as usize * dl.w + jw as usize) * dl.cs;
+                    d[di..di + sl.c].copy_from_slice(&src[si..si + sl.c]);
+                }
+            }
+        });
+    }
+}
+
+/// Where a kernel reads its `x` from.
+#[derive(Clone, Copy, Debug)]
+enum Src {
+    /// The node's input value as it is.
+    Value,
+    /// The node's scratch buffer `i`, filled by a scatter first.
+    Scratch(usize),
+}
+
+/// Packing of a `[A, B, k…]` weight into the kernels' `[reduced][tap][lanes rounded to 4]`.
+#[derive(Clone, Copy, Debug)]
+struct Packing {
+    /// Whether the reduced channel is axis 0 (else axis 1).
+    reduce_axis0: bool,
+    /// Taps reversed (for input gradients and transposed convolutions).
+    flip: bool,
+}
+
+struct CorrCall {
+    handle: codegen::FnHandle,
+    f: Option<CorrFn>,
+    spec: CorrSpec,
+    pack: Packing,
+}
+
+struct LinearPlan {
+    a: usize,
+    b: usize,
+    taps: usize,
+    bias: bool,
+    fwd: CorrCall,
+    fwd_src: Src,
+    fwd_scatter: Option<(usize, Scatter)>,
+    bwd_in: CorrCall,
+    bwd_src: Src,
+    bwd_scatter: Option<(usize, Scatter)>,
+    gradw_handle: codegen::FnHandle,
+    gradw: Option<GradWFn>,
+    gradw_spec: GradWSpec,
+    /// Weight gradient: `x` buffer (forward's prepared input for conv/dense, the padded output
+    /// gradient for upconv) and whether the "dy" role is the node's input (upconv).
+    gradw_x: Src,
+    gradw_x_from_dy: bool,
+    gradw_unpack_reduce_axis0: bool,
+    /// Row chunks of the weight-gradient reduction (fixed by the shapes, not the thread count).
+    gradw_chunk_rows: usize,
+    gradw_rows: usize,
+    scratch: Vec<Vec<f32>>,
+    packed_fwd: Vec<f32>,
+    packed_bwd: Vec<f32>,
+    packed_bias: Vec<f32>,
+    partials: Vec<f32>,
+}
+
+enum Step {
+    Linear(Box<LinearPlan>),
+    /// Folded into the linear node that produces its input.
+    FusedActivation,
+    Native,
+    /// The interpreter's per-node step on converted copies.
+    Reference,
+}
+
+/// One model compiled at one batch size.
+pub struct JitModel {
+    graph: Graph,
+    input_layouts: Vec<Layout>,
+    layouts: Vec<Layout>,
+    steps: Vec<Step>,
+    /// For a linear node fused with the activation that follows: that activation's node.
+    fused_into: Vec<Option<usize>>,
+    values: Vec<Vec<f32>>,
+    inputs: Vec<Vec<f32>>,
+    grads: Vec<Vec<f32>>,
+    grad_written: Vec<bool>,
+    argmax: Vec<Vec<u32>>,
+    caches: Vec<Option<Cache>>,
+    tmp: Vec<f32>,
+    _codegen: Codegen,
+    pub compile_ms: f64,
+    pub memory_bytes: usize,
+    profile: Option<Vec<[f64; 2]>>,
+}
+
+impl Drop for JitModel {
+    fn drop(&mut self) {
+        if let Some(p) = &self.profile {
+            for (node, t) in self.graph.nodes.iter().zip(p) {
+                eprintln!(
+                    "{:>24} {:>9} fwd {:8.1} ms  bwd {:8.1} ms",
+                    node.name,
+                    node.op.kind(),
+                    t[0] * 1e3,
+                    t[1] * 1e3
+                );
+            }
+        }
+    }
+}
+
+fn window2(v: &[usize], fill: usize) -> [usize; 2] {
+    if v.len() == 1 { [fill, v[0]] } else { [v[0], v[1]] }
+}
+
+fn fusable(a: &Activation) -> Option<Epilogue> {
+    match *a {
+        Activation::Relu => Some(Epilogue::Relu),
+        Activation::LeakyRelu { slope } if (0.0..=1.0).contains(&slope) => {
+            Some(Epilogue::LeakyRelu(slope as f32))
+        }
+        _ => None,
+    }
+}
+
+impl JitModel {
+    /// Compiles every kernel of `graph` and plans its buffers.
+    pub fn compile(graph: &Graph) -> Result<JitModel, String> {
+        let opt = std::env::var("GEONETC_JIT_OPT").unwrap_or_else(|_| "none".into());
+        Self::compile_with(graph, &opt)
+    }
+
+    pub fn compile_with(graph: &Graph, opt_level: &str) -> Result<JitModel, String> {
+        let started = Instant::now();
+        let mut cg = Codegen::new(opt_level)?;
+        let nn = graph.nodes.len();
+        let input_layouts: Vec<Layout> = graph.inputs.iter().map(|s| Layout::of(s)).collect();
+        let layouts: Vec<Layout> = graph.nodes.iter().map(|n| Layout::of(&n.shape)).collect();
+        let layout_of = |v: ValueRef| match v {
+            ValueRef::Input(i) => input_layouts[i],
+            ValueRef::Layer(i) => layouts[i],
+        };
+        // Consumers of each node's value, to find activations to fuse.
+        let mut consumers = vec![0usize; nn];
+        for node in &graph.nodes {
+            for v in &node.inputs {
+                if let ValueRef::Layer(i) = v {
+                    consumers[*i] += 1;
+                }
+            }
+        }
+        for v in &graph.outputs {
+            if let ValueRef::Layer(i) = v {
+                consumers[*i] += 1;
+            }
+        }
+        let mut fused_into = vec![None; nn];
+        let mut epilogues = vec![Epilogue::None; nn];
+        let mut steps: Vec<Option<Step>> = (0..nn).map(|_| None).collect();
+        for (i, node) in graph.nodes.iter().enumerate() {
+            if let (Op::Activation(a), [ValueRef::Layer(p)]) = (&node.op, node.inputs.as_slice()) {
+                let linear = matches!(graph.nodes[*p].op, Op::Conv(_) | Op::UpConv(_) | Op::Dense(_));
+                if let (true, 1, Some(e)) = (linear, consumers[*p], fusable(a)) {
+                    fused_into[*p] = Some(i);
+                    epilogues[*p] = e;
+                    steps[i] = Some(Step::FusedActivation);
+                }
+            }
+        }
+        for (i, node) in graph.nodes.iter().enumerate() {
+            if steps[i].is_some() {
+                continue;
+            }
+            let step = match &node.op {
+                Op::Conv(_) | Op::UpConv(_) | Op::Dense(_) => {
+                    let x = layout_of(node.inputs[0]);
+                    Step::Linear(Box::new(plan_linear(&mut cg, node, x, layouts[i], epilogues[i])?))
+                }
+                Op::Pool(p) if p.kind == PoolKind::Max => Step::Native,
+                Op::Concat | Op::Add | Op::Sub | Op::Flatten => Step::Native,
+                Op::Activation(a) if fusable(a).is_some() => Step::Native,
+                _ => Step::Reference,
+            };
+            steps[i] = Some(step);
+        }
+        cg.finish()?;
+        let mut steps: Vec<Step> = steps.into_iter().map(|s| s.unwrap_or(Step::Reference)).collect();
+        for s in &mut steps {
+            if let Step::Linear(p) = s {
+                p.fwd.f = Some(cg.corr_fn(p.fwd.handle));
+                p.bwd_in.f = Some(cg.corr_fn(p.bwd_in.handle));
+                p.gradw = Some(cg.gradw_fn(p.gradw_handle));
+            }
+        }
+        let values: Vec<Vec<f32>> = layouts
+            .iter()
+            .enumerate()
+            .map(|(i, l)| if fused_into[i].is_some() { vec![] } else { vec![0.0; l.len()] })
+            .collect();
+        let grads: Vec<Vec<f32>> = layouts.iter().map(|l| vec![0.0; l.len()]).collect();
+        let argmax: Vec<Vec<u32>> = graph
+            .nodes
+            .iter()
+            .zip(&layouts)
+            .map(|(n, l)| match &n.op {
+                Op::Pool(p) if p.kind == PoolKind::Max => vec![0; l.len()],
+                _ => vec![],
+            })
+            .collect();
+        let inputs: Vec<Vec<f32>> = input_layouts.iter().map(|l| vec![0.0; l.len()]).collect();
+        let mut bytes = 4 * (values.iter().chain(&grads).chain(&inputs).map(Vec::len).sum::<usize>());
+        bytes += 4 * argmax.iter().map(Vec::len).sum::<usize>();
+        for s in &steps {
+            if let Step::Linear(p) = s {
+                bytes += 4 * (p.scratch.iter().map(Vec::len).sum::<usize>() + p.partials.len());
+                bytes += 4 * (p.packed_fwd.len() + p.packed_bwd.len() + p.packed_bias.len());
+            }
+        }
+        Ok(JitModel {
+            graph: graph.clone(),
+            input_layouts,
+            layouts,
+            steps,
+            fused_into,
+            values,
+            inputs,
+            grad_written: vec![false; nn],
+            grads,
+            argmax,
+            caches: (0..nn).map(|_| None).collect(),
+            tmp: vec![],
+            _codegen: cg,
+            compile_ms: started.elapsed().as_secs_f64() * 1e3,
+            memory_bytes: bytes,
+            profile: std::env::var_os("GEONETC_PROFILE").map(|_| vec![[0.0; 2]; nn]),
+        })
+    }
+
+    pub fn graph(&self) -> &Graph {
+        &self.graph
+    }
+
+    /// Where value `v`'s data lives (a fused linear node's value is its activation's).
+    fn value_index(&self, v: ValueRef) -> ValueRef {
+        match v {
+            ValueRef::Layer(i) => match self.fused_into[i] {
+                Some(a) => ValueRef::Layer(a),
+                None => v,
+            },
+            other => other,
+        }
+    }
+
+    fn buf(&self, v: ValueRef) -> &[f32] {
+        match self.value_index(v) {
+            ValueRef::Input(i) => &self.inputs[i],
+            ValueRef::Layer(i) => &self.values[i],
+        }
+    }
+
+    fn layout(&self, v: ValueRef) -> Layout {
+        match v {
+            ValueRef::Input(i) => self.input_layouts[i],
+            ValueRef::Layer(i) => self.layouts[i],
+        }
+    }
+
+    /// Runs the graph; returns its outputs. Keeps what the backward pass needs.
+    pub fn forward(
+        &mut self,
+        params: &mut Params,
+        inputs: &[ArrayD<f64>],
+        training: bool,
+        seed: u64,
+    ) -> Vec<ArrayD<f64>> {
+        for (i, x) in inputs.iter().enumerate() {
+            to_nhwc(x, self.input_layouts[i], &mut self.inputs[i]);
+        }
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        for i in 0..self.graph.nodes.len() {
+            let t = Instant::now();
+            self.forward_node(i, params, training, &mut rng);
+            self.profile_add(i, 0, t);
+        }
+        self.graph
+            .outputs
+            .clone()
+            .iter()
+            .map(|&v| {
+                let shape = match v {
+                    ValueRef::Input(i) => self.graph.inputs[i].clone(),
+                    ValueRef::Layer(i) => self.graph.nodes[i].shape.clone(),
+                };
+                from_nhwc(self.buf(v), self.layout(v), &shape)
+            })
+            .collect()
+    }
+
+    fn forward_node(&mut self, i: usize, params: &mut Params, training: bool, rng: &mut ChaCha8Rng) {
+        let node = self.graph.nodes[i].clone();
+        let out_l = self.layouts[i];
+        let mut step = std::mem::replace(&mut self.steps[i], Step::Native);
+        match &mut step {
+            Step::FusedActivation => {}
+            Step::Linear(plan) => {
+                let dst = self.fused_into[i].unwrap_or(i);
+                let mut y = std::mem::take(&mut self.values[dst]);
+                plan.pack(params, &node);
+                let x = self.buf(node.inputs[0]);
+                if let Some((k, sc)) = plan.fwd_scatter {
+                    sc.run(x, &mut plan.scratch[k]);
+                }
+                let xb: &[f32] = match plan.fwd_src {
+                    Src::Value => x,
+                    Src::Scratch(k) => &plan.scratch[k],
+                };
+                let rows = if matches!(node.op, Op::Dense(_)) { 1 } else { out_l.rows() };
+                run_corr(&plan.fwd, xb, &plan.packed_fwd, &plan.packed_bias, &mut y, &[], rows);
+                self.values[dst] = y;
+            }
+            Step::Native => {
+                let mut y = std::mem::take(&mut self.values[i]);
+                match &node.op {
+                    Op::Pool(p) => {
+                        let g = p.window();
+                        let mut arg = std::mem::take(&mut self.argmax[i]);
+                        maxpool_forward(
+                            self.buf(node.inputs[0]),
+                            self.layout(node.inputs[0]),
+                            out_l,
+                            &g,
+                            &mut y,
+                            &mut arg,
+                        );
+                        self.argmax[i] = arg;
+                    }
+                    Op::Concat => {
+                        let mut off = 0;
+                        for &v in &node.inputs {
+                            let l = self.layout(v);
+                            copy_channels(self.buf(v), l, &mut y, out_l, off);
+                            off += l.c;
+                        }
+                    }
+                    Op::Add | Op::Sub => {
+                        let (a, b) = (self.buf(node.inputs[0]), self.buf(node.inputs[1]));
+                        let sub = matches!(node.op, Op::Sub);
+                        y.par_iter_mut().zip(a.par_iter().zip(b.par_iter())).for_each(|(y, (a, b))| {
+                            *y = if sub { a - b } else { a + b };
+                        });
+                    }
+                    Op::Flatten => {
+                        flatten(self.buf(node.inputs[0]), self.layout(node.inputs[0]), &mut y, out_l)
+                    }
+                    Op::Activation(a) => {
+                        let slope = match a {
+                            Activation::LeakyRelu { slope } => *slope as f32,
+                            _ => 0.0,
+                        };
+                        let x = self.buf(node.inputs[0]);
+                        y.par_iter_mut()
+                            .zip(x.par_iter())
+                            .for_each(|(y, &x)| *y = if x > 0.0 { x } else { slope * x });
+                    }
+                    _ => unreachable!("native ops are listed in compile"),
+                }
+                self.values[i] = y;
+            }
+            Step::Reference => {
+                let xs: Vec<ArrayD<f64>> = node.inputs.iter().map(|&v| self.value_f64(v)).collect();
+                let refs: Vec<&ArrayD<f64>> = xs.iter().collect();
+                let (y, cache) = interp::forward_node(&node, params, &refs, training, rng);
+                let mut buf = std::mem::take(&mut self.values[i]);
+                to_nhwc(&y, out_l, &mut buf);
+                self.values[i] = buf;
+                self.caches[i] = Some(cache);
+            }
+        }
+        self.steps[i] = step;
+    }
+
+    fn value_f64(&self, v: ValueRef) -> ArrayD<f64> {
+        let shape = match v {
+            ValueRef::Input(i) => self.graph.inputs[i].clone(),
+            ValueRef::Layer(i) => self.graph.nodes[i].shape.clone(),
+        };
+        from_nhwc(self.buf(v), self.layout(v), &shape)
+    }
+
+    /// Lets `f` produce a gradient contribution for value `v` (overwriting every element of the
+    /// buffer it is given): straight into `v`'s gradient buffer the first time this step,
+    /// otherwise into a scratch buffer that is then added.
+    fn emit_grad(&mut self, v: ValueRef, f: impl FnOnce(&Self, &mut [f32])) {
+        let ValueRef::Layer(i) = v else { return };
+        if !self.grad_written[i] {
+            let mut g = std::mem::take(&mut self.grads[i]);
+            f(self, &mut g);
+            self.grads[i] = g;
+            self.grad_written[i] = true;
+        } else {
+            let mut tmp = std::mem::take(&mut self.tmp);
+            tmp.resize(self.grads[i].len(), 0.0);
+            f(self, &mut tmp);
+            add_into(&mut self.grads[i], &tmp);
+            self.tmp = tmp;
+        }
+    }
+
+    /// Adds (or, first time this step, writes) `g` into the gradient of value `v`.
+    fn accumulate(&mut self, v: ValueRef, g: &[f32]) {
+        if let ValueRef::Layer(i) = v {
+            let dst = &mut self.grads[i];
+            if self.grad_written[i] {
+                add_into(dst, g);
+            } else {
+                dst.copy_from_slice(g);
+                self.grad_written[i] = true;
+            }
+        }
+    }
+
+    /// Gradients of every parameter, given the gradients of the graph's outputs (after
+    /// [`JitModel::forward`] in training mode).
+    pub fn backward(&mut self, params: &Params, d_outputs: &[ArrayD<f64>]) -> Params {
+        self.grad_written.iter_mut().for_each(|w| *w = false);
+        let outputs = self.graph.outputs.clone();
+        for (&v, d) in outputs.iter().zip(d_outputs) {
+            let mut g = vec![0.0; self.layout(v).len()];
+            to_nhwc(d, self.layout(v), &mut g);
+            self.accumulate(v, &g);
+        }
+        let mut pgrads: Params = self.graph.params.iter().map(|p| ArrayD::zeros(IxDyn(&p.shape))).collect();
+        for i in (0..self.graph.nodes.len()).rev() {
+            if !self.grad_written[i] {
+                continue;
+            }
+            let t = Instant::now();
+            let node = self.graph.nodes[i].clone();
+            let mut step = std::mem::replace(&mut self.steps[i], Step::Native);
+            match &mut step {
+                Step::FusedActivation => {
+                    // dy of the linear node = dy · act'(y), from the activation's output.
+                    let ValueRef::Layer(p) = node.inputs[0] else { unreachable!("fused after a layer") };
+                    let slope = match node.op {
+                        Op::Activation(Activation::LeakyRelu { slope }) => slope as f32,
+                        _ => 0.0,
+                    };
+                    let y = &self.values[i];
+                    self.grads[i].par_chunks_mut(CHUNK).zip(y.par_chunks(CHUNK)).for_each(|(g, y)| {
+                        for (g, &y) in g.iter_mut().zip(y) {
+                            *g = if y > 0.0 { *g } else { *g * slope };
+                        }
+                    });
+                    // The linear node is this activation's only consumer: its gradient buffer
+                    // is free, so the two trade places instead of copying.
+                    self.grads.swap(i, p);
+                    self.grad_written[p] = true;
+                }
+                Step::Linear(plan) => self.backward_linear(i, &node, plan, params, &mut pgrads),
+                Step::Native => self.backward_native(i, &node),
+                Step::Reference => {
+                    let xs: Vec<ArrayD<f64>> = node.inputs.iter().map(|&v| self.value_f64(v)).collect();
+                    let refs: Vec<&ArrayD<f64>> = xs.iter().collect();
+                    let y = self.value_f64(ValueRef::Layer(i));
+                    let dy = from_nhwc(&self.grads[i], self.layouts[i], &node.shape);
+                    let cache = self.caches[i].take().unwrap_or(Cache::None);
+                    let dxs = interp::backward_node(&node, params, &refs, &y, &cache, dy, &mut pgrads);
+                    self.caches[i] = Some(cache);
+                    for (&v, dx) in node.inputs.iter().zip(dxs) {
+                        let mut g = vec![0.0; self.layout(v).len()];
+                        to_nhwc(&dx, self.layout(v), &mut g);
+                        self.accumulate(v, &g);
+                    }
+                }
+            }
+            self.steps[i] = step;
+            self.profile_add(i, 1, t);
+        }
+        pgrads
+    }
+
+    /// `GEONETC_PROFILE=1`: time per node and direction, printed when the model is dropped.
+    fn profile_add(&mut self, i: usize, dir: usize, t: Instant) {
+        if let Some(p) = self.profile.as_mut() {
+            p[i][dir] += t.elapsed().as_secs_f64();
+        }
+    }
+
+    fn backward_native(&mut self, i: usize, node: &Node) {
+        let gl = self.layouts[i];
+        let dy = std::mem::take(&mut self.grads[i]);
+        match &node.op {
+            Op::Pool(_) => {
+                let xl = self.layout(node.inputs[0]);
+                self.emit_grad(node.inputs[0], |me, dx| maxpool_backward(&dy, gl, &me.argmax[i], dx, xl));
+            }
+            Op::Concat => {
+                let mut off = 0;
+                for &v in &node.inputs {
+                    let l = self.layout(v);
+                    self.emit_grad(v, |_, dx| take_channels(&dy, gl, dx, l, off));
+                    off += l.c;
+                }
+            }
+            Op::Add => {
+                self.accumulate(node.inputs[0], &dy);
+                self.accumulate(node.inputs[1], &dy);
+            }
+            Op::Sub => {
+                self.accumulate(node.inputs[0], &dy);
+                let neg: Vec<f32> = dy.par_iter().map(|v| -v).collect();
+                self.accumulate(node.inputs[1], &neg);
+            }
+            Op::Flatten => {
+                let xl = self.layout(node.inputs[0]);
+                self.emit_grad(node.inputs[0], |_, dx| unflatten(&dy, gl, dx, xl));
+            }
+            Op::Activation(a) => {
+                let slope = match a {
+                    Activation::LeakyRelu { slope } => *slope as f32,
+                    _ => 0.0,
+                };
+                let xv = node.inputs[0];
+                self.emit_grad(xv, |me, dx| {
+                    let x = me.buf(xv);
+                    dx.par_chunks_mut(CHUNK).zip(dy.par_chunks(CHUNK).zip(x.par_chunks(CHUNK))).for_each(
+                        |(dx, (dy, x))| {
+                            for ((d, &g), &x) in dx.iter_mut().zip(dy).zip(x) {
+                                *d = if x > 0.0 { g } else { slope * g };
+                            }
+                        },
+                    );
+                });
+            }
+            _ => unreachable!("native ops are listed in compile"),
+        }
+        self.grads[i] = dy;
+    }
+
+    fn backward_linear(
+        &mut self,
+        i: usize,
+        node: &Node,
+        plan: &mut LinearPlan,
+        params: &Params,
+        pgrads: &mut Params,
+    ) {
+        let dy = std::mem::take(&mut self.grads[i]);
+        let dense = matches!(node.op, Op::Dense(_));
+        let x_ref = node.inputs[0];
+        let xl = self.layout(x_ref);
+        // Bias gradient: per-channel sums in f64, in position order.
+        if plan.bias {
+            let yl = self.layouts[i];
+            let mut sums = vec![0.0f64; yl.c];
+            for pos in dy.chunks(yl.cs) {
+                for (s, &v) in sums.iter_mut().zip(pos) {
+                    *s += v as f64;
+                }
+            }
+            pgrads[node.params[1]] = ArrayD::from_shape_vec(IxDyn(&[yl.c]), sums).expect("bias shape");
+        }
+        // Input gradient (skipped for graph inputs, which need none).
+        // (upconv's weight gradient reads the scattered dy too.)
+        if let Some((k, sc)) = plan.bwd_scatter {
+            sc.run(&dy, &mut plan.scratch[k]);
+        }
+        if let ValueRef::Layer(_) = x_ref {
+            let src: &[f32] = match plan.bwd_src {
+                Src::Value => &dy,
+                Src::Scratch(k) => &plan.scratch[k],
+            };
+            let rows = if dense { 1 } else { xl.rows() };
+            self.emit_grad(x_ref, |_, dx| run_corr(&plan.bwd_in, src, &plan.packed_bwd, &[], dx, &[], rows));
+        }
+        // Weight gradient over fixed row chunks, summed in chunk order.
+        let gx: &[f32] = match plan.gradw_x {
+            Src::Value => self.buf(x_ref),
+            Src::Scratch(k) => &plan.scratch[k],
+        };
+        let gd: &[f32] = if plan.gradw_x_from_dy { self.buf(x_ref) } else { &dy };
+        let chunk = plan.gradw_chunk_rows;
+        let total = plan.gradw_rows;
+        let len = plan.gradw_spec.ci * plan.taps * plan.gradw_spec.co4;
+        let Some(f) = plan.gradw else { return };
+        let (gxp, gdp) = (gx.as_ptr() as usize, gd.as_ptr() as usize);
+        plan.partials.par_chunks_mut(len).enumerate().for_each(|(c, part)| {
+            let r0 = c * chunk;
+            let r1 = ((c + 1) * chunk).min(total);
+            // SAFETY: buffers are sized by the plan the kernel was specialised for.
+            unsafe { f(gxp as *const f32, gdp as *const f32, part.as_mut_ptr(), r0 as i64, r1 as i64) };
+        });
+        let mut sum = vec![0.0f64; len];
+        for part in plan.partials.chunks(len) {
+            for (s, &v) in sum.iter_mut().zip(part) {
+                *s += v as f64;
+            }
+        }
+        let lanes = plan.gradw_spec.co4;
+        let (a, b, taps) = (plan.a, plan.b, plan.taps);
+        let mut dw = vec![0.0f64; a * b * taps];
+        for ia in 0..a {
+            for ib in 0..b {
+                for t in 0..taps {
+                    let (red, lane) = if plan.gradw_unpack_reduce_axis0 { (ia, ib) } else { (ib, ia) };
+                    dw[(ia * b + ib) * taps + t] = sum[(red * taps + t) * lanes + lane];
+                }
+            }
+        }
+        let shape = &self.graph.params[node.params[0]].shape;
+        pgrads[node.params[0]] = ArrayD::from_shape_vec(IxDyn(shape), dw).expect("weight shape");
+        let _ = params;
+        self.grads[i] = dy;
+    }
+}
+
+fn run_corr(call: &CorrCall, x: &[f32], w: &[f32], b: &[f32], y: &mut [f32], m: &[f32], rows: usize) {
+    let sp = &call.spec;
+    let row_len = sp.wo * sp.csy;
+    let per_task = rows.div_ceil(rayon::current_num_threads() * 4).max(1);
+    let Some(f) = call.f else { return };
+    let (xp, wp, bp, mp) =
+        (x.as_ptr() as usize, w.as_ptr() as usize, b.as_ptr() as usize, m.as_ptr() as usize);
+    let yp = y.as_mut_ptr() as usize;
+    let _ = row_len;
+    (0..rows.div_ceil(per_task)).into_par_iter().for_each(|t| {
+        let r0 = t * per_task;
+        let r1 = ((t + 1) * per_task).min(rows);
+        // SAFETY: every task writes its own rows of `y`; buffers match the kernel's spec.
+        unsafe {
+            f(
+                xp as *const f32,
+                wp as *const f32,
+                bp as *const f32,
+                yp as *mut f32,
+                mp as *const f32,
+                r0 as i64,
+                r1 as i64,
+            )
+        };
+    });
+}
+
+impl LinearPlan {
+    /// Packs the current parameters into the kernels' layouts.
+    fn pack(&mut self, params: &Params, node: &Node) {
+        let w = params[node.params[0]].as_standard_layout();
+        let w = w.as_slice().expect("standard layout");
+        pack_weight(w, self.a, self.b, self.taps, self.fwd.pack, self.fwd.spec.co4, &mut self.packed_fwd);
+        pack_weight(
+            w,
+            self.a,
+            self.b,
+            self.taps,
+            self.bwd_in.pack,
+            self.bwd_in.spec.co4,
+            &mut self.packed_bwd,
+        );
+        if self.bias {
+            let b = &params[node.params[1]];
+            for (d, &s) in self.packed_bias.iter_mut().zip(b.iter()) {
+                *d = s as f32;
+            }
+        }
+    }
+}
+
+fn pack_weight(w: &[f64], a: usize, b: usize, taps: usize, p: Packing, lanes: usize, out: &mut Vec<f32>) {
+    let red = if p.reduce_axis0 { a } else { b };
+    out.clear();
+    out.resize(red * taps * lanes, 0.0);
+    for ia in 0..a {
+        for ib in 0..b {
+            for t in 0..taps {
+                let (r, l) = if p.reduce_axis0 { (ia, ib) } else { (ib, ia) };
+                let tp = if p.flip { taps - 1 - t } else { t };
+                out[(r * taps + tp) * lanes + l] = w[(ia * b + ib) * taps + t] as f32;
+            }
+        }
+    }
+}
+
+fn plan_linear(
+    cg: &mut Codegen,
+    node: &Node,
+    x: Layout,
+    y: Layout,
+    epilogue: Epilogue,
+) -> Result<LinearPlan, String> {
+    let env = |k: &str, d: Blocking| {
+        std::env::var(k)
+            .ok()
+            .and_then(|v| {
+                let (r, v) = v.split_once('x')?;
+                Some(Blocking { r: r.parse().ok()?, v: v.parse().ok()? })
+            })
+            .unwrap_or(d)
+    };
+    let blk = env("GEONETC_CORR_BLOCK", codegen::CORR_BLOCKING);
+    let gblk = env("GEONETC_GRADW_BLOCK", codegen::GRADW_BLOCKING);
+    let mut scratch: Vec<Vec<f32>> = vec![];
+    let new_scratch = |l: Layout, scratch: &mut Vec<Vec<f32>>| {
+        scratch.push(vec![0.0; l.len()]);
+        scratch.len() - 1
+    };
+    let corr = |cg: &mut Codegen, spec: CorrSpec, pack: Packing, blk: Blocking| -> Result<CorrCall, String> {
+        let h = cg.corr(&spec, blk)?;
+        Ok(CorrCall { handle: h, f: None, spec, pack })
+    };
+    let plan = match &node.op {
+        Op::Conv(c) => {
+            let (k, s, p, d) =
+                (window2(&c.kernel, 1), window2(&c.stride, 1), window2(&c.pad, 0), window2(&c.dilation, 1));
+            // forward input: x zero-padded by p
+            let padded = Layout { h: x.h + 2 * p[0], w: x.w + 2 * p[1], ..x };
+            let (fwd_src, fwd_scatter) = if p == [0, 0] {
+                (Src::Value, None)
+            } else {
+                let k0 = new_scratch(padded, &mut scratch);
+                (
+                    Src::Scratch(k0),
+                    Some((k0, Scatter { src: x, dst: padded, s: [1, 1], off: [p[0] as i64, p[1] as i64] })),
+                )
+            };
+            let fwd = corr(
+                cg,
+                CorrSpec {
+                    ho: y.h,
+                    wo: y.w,
+                    hp: padded.h,
+                    wp: padded.w,
+                    k,
+                    s,
+                    d,
+                    ci: x.c,
+                    csx: x.cs,
+                    co4: round4(y.c),
+                    csy: y.cs,
+                    bias: c.bias,
+                    epilogue,
+                },
+                Packing { reduce_axis0: false, flip: false },
+                blk,
+            )?;
+            // input gradient: dy interleaved (stride) and shifted, then a stride-1 correlation
+            let z = Layout { h: x.h + d[0] * (k[0] - 1), w: x.w + d[1] * (k[1] - 1), ..y };
+            let kz = new_scratch(z, &mut scratch);
+            let off = |a: usize| (d[a] * (k[a] - 1)) as i64 - p[a] as i64;
+            let bwd_in = corr(
+                cg,
+                CorrSpec {
+                    ho: x.h,
+                    wo: x.w,
+                    hp: z.h,
+                    wp: z.w,
+                    k,
+                    s: [1, 1],
+                    d,
+                    ci: y.c,
+                    csx: y.cs,
+                    co4: round4(x.c),
+                    csy: x.cs,
+                    bias: false,
+                    epilogue: Epilogue::None,
+                },
+                Packing { reduce_axis0: true, flip: true },
+                blk,
+            )?;
+            let gspec = GradWSpec {
+                ho: y.h,
+                wo: y.w,
+                hp: padded.h,
+                wp: padded.w,
+                k,
+                s,
+                d,
+                ci: x.c,
+                csx: x.cs,
+                co4: round4(y.c),
+                csd: y.cs,
+            };
+            LinearPlan {
+                a: c.out,
+                b: x.c,
+                taps: k[0] * k[1],
+                bias: c.bias,
+                fwd,
+                fwd_src,
+                fwd_scatter,
+                bwd_in,
+                bwd_src: Src::Scratch(kz),
+                bwd_scatter: Some((kz, Scatter { src: y, dst: z, s, off: [off(0), off(1)] })),
+                gradw_handle: cg.gradw(&gspec, gblk)?,
+                gradw: None,
+                gradw_x: fwd_src,
+                gradw_x_from_dy: false,
+                gradw_unpack_reduce_axis0: false,
+                gradw_chunk_rows: chunk_rows(y.w),
+                gradw_rows: y.rows(),
+                gradw_spec: gspec,
+                scratch,
+                packed_fwd: vec![],
+                packed_bwd: vec![],
+                packed_bias: vec![0.0; round4(c.out)],
+                partials: vec![],
+            }
+        }
+        Op::UpConv(c) => {
+            let (k, s, p) = (window2(&c.kernel, 1), window2(&c.stride, 1), window2(&c.pad, 0));
+            // forward: x interleaved by the stride and shifted, then a stride-1 correlation
+            let z = Layout { h: y.h + k[0] - 1, w: y.w + k[1] - 1, ..x };
+            let kz = new_scratch(z, &mut scratch);
+            let off = |a: usize| (k[a] - 1) as i64 - p[a] as i64;
+            let fwd = corr(
+                cg,
+                CorrSpec {
+                    ho: y.h,
+                    wo: y.w,
+                    hp: z.h,
+                    wp: z.w,
+                    k,
+                    s: [1, 1],
+                    d: [1, 1],
+                    ci: x.c,
+                    csx: x.cs,
+                    co4: round4(y.c),
+                    csy: y.cs,
+                    bias: c.bias,
+                    epilogue,
+                },
+                Packing { reduce_axis0: false, flip: true },
+                blk,
+            )?;
+            // input gradient: the strided convolution of dy zero-padded by p
+            let padded = Layout { h: y.h + 2 * p[0], w: y.w + 2 * p[1], ..y };
+            let (bwd_src, bwd_scatter) = if p == [0, 0] {
+                (Src::Value, None)
+            } else {
+                let kp = new_scratch(padded, &mut scratch);
+                (
+                    Src::Scratch(kp),
+                    Some((kp, Scatter { src: y, dst: padded, s: [1, 1], off: [p[0] as i64, p[1] as i64] })),
+                )
+            };
+            let bwd_in = corr(
+                cg,
+                CorrSpec {
+                    ho: x.h,
+                    wo: x.w,
+                    hp: padded.h,
+                    wp: padded.w,
+                    k,
+                    s,
+                    d: [1, 1],
+                    ci: y.c,
+                    csx: y.cs,
+                    co4: round4(x.c),
+                    csy: x.cs,
+                    bias: false,
+                    epilogue: Epilogue::None,
+                },
+                Packing { reduce_axis0: true, flip: false },
+                blk,
+            )?;
+            let gspec = GradWSpec {
+                ho: x.h,
+                wo: x.w,
+                hp: padded.h,
+                wp: padded.w,
+                k,
+                s,
+                d: [1, 1],
+                ci: y.c,
+                csx: y.cs,
+                co4: round4(x.c),
+                csd: x.cs,
+            };
+            // When p = 0 the weight gradient reads dy itself, which lives in the gradient buffer:
+            // give it a scratch copy so the source is uniform.
+            let (gradw_x, bwd_scatter, bwd_src) = match bwd_src {
+                Src::Scratch(kp) => (Src::Scratch(kp), bwd_scatter, bwd_src),
+                Src::Value => {
+                    let kp = new_scratch(padded, &mut scratch);
+                    (
+                        Src::Scratch(kp),
+                        Some((kp, Scatter { src: y, dst: padded, s: [1, 1], off: [0, 0] })),
+                        Src::Scratch(kp),
+                    )
+                }
+            };
+            LinearPlan {
+                a: c.out,
+                b: x.c,
+                taps: k[0] * k[1],
+                bias: c.bias,
+                fwd,
+                fwd_src: Src::Scratch(kz),
+                fwd_scatter: Some((kz, Scatter { src: x, dst: z, s, off: [off(0), off(1)] })),
+                bwd_in,
+                bwd_src,
+                bwd_scatter,
+                gradw_handle: cg.gradw(&gspec, gblk)?,
+                gradw: None,
+                gradw_x,
+                gradw_x_from_dy: true,
+                gradw_unpack_reduce_axis0: true,
+                gradw_chunk_rows: chunk_rows(x.w),
+                gradw_rows: x.rows(),
+                gradw_spec: gspec,
+                scratch,
+                packed_fwd: vec![],
+                packed_bwd: vec![],
+                packed_bias: vec![0.0; round4(c.out)],
+                partials: vec![],
+            }
+        }
+        Op::Dense(dn) => {
+            let n = x.n;
+            let fwd = corr(
+                cg,
+                CorrSpec {
+                    ho: 1,
+                    wo: n,
+                    hp: 1,
+                    wp: n,
+                    k: [1, 1],
+                    s: [1, 1],
+                    d: [1, 1],
+                    ci: x.c,
+                    csx: x.cs,
+                    co4: round4(y.c),
+                    csy: y.cs,
+                    bias: dn.bias,
+                    epilogue,
+                },
+                Packing { reduce_axis0: false, flip: false },
+                blk,
+            )?;
+            let bwd_in = corr(
+                cg,
+                CorrSpec {
+                    ho: 1,
+                    wo: n,
+                    hp: 1,
+                    wp: n,
+                    k: [1, 1],
+                    s: [1, 1],
+                    d: [1, 1],
+                    ci: y.c,
+                    csx: y.cs,
+                    co4: round4(x.c),
+                    csy: x.cs,
+                    bias: false,
+                    epilogue: Epilogue::None,
+                },
+                Packing { reduce_axis0: true, flip: false },
+                blk,
+            )?;
+            let gspec = GradWSpec {
+                ho: 1,
+                wo: n,
+                hp: 1,
+                wp: n,
+                k: [1, 1],
+                s: [1, 1],
+                d: [1, 1],
+                ci: x.c,
+                csx: x.cs,
+                co4: round4(y.c),
+                csd: y.cs,
+            };
+            LinearPlan {
+                a: dn.out,
+                b: x.c,
+                taps: 1,
+                bias: dn.bias,
+                fwd,
+                fwd_src: Src::Value,
+                fwd_scatter: None,
+                bwd_in,
+                bwd_src: Src::Value,
+                bwd_scatter: None,
+                gradw_handle: cg.gradw(&gspec, gblk)?,
+                gradw: None,
+                gradw_x: Src::Value,
+                gradw_x_from_dy: false,
+                gradw_unpack_reduce_axis0: false,
+                gradw_chunk_rows: 1,
+                gradw_rows: 1,
+                gradw_spec: gspec,
+                scratch,
+                packed_fwd: vec![],
+                packed_bwd: vec![],
+                packed_bias: vec![0.0; round4(dn.out)],
+                partials: vec![],
+            }
+        }
+        _ => return Err("not a linear layer".into()),
+    };
+    let mut plan = plan;
+    let chunks = plan.gradw_rows.div_ceil(plan.gradw_chunk_rows);
+    plan.partials = vec![0.0; chunks * plan.gradw_spec.ci * plan.taps * plan.gradw_spec.co4];
+    Ok(plan)
+}
+
+/// Rows per weight-gradient chunk: about 512 output positions (short f32 partial sums), so a chunk's inputs stay in L2.
+fn chunk_rows(width: usize) -> usize {
+    (512 / width.max(1)).max(1)
+}
+
+fn maxpool_forward(
+    x: &[f32],
+    xl: Layout,
+    yl: Layout,
+    g: &crate::ops::conv::Window,
+    y: &mut [f32],
+    arg: &mut [u32],
+) {
+    let per = yl.h * yl.w * yl.cs;
+    y.par_chunks_mut(per).zip(arg.par_chunks_mut(per)).enumerate().for_each(|(n, (y, arg))| {
+        let xs = &x[n * xl.h * xl.w * xl.cs..(n + 1) * xl.h * xl.w * xl.cs];
+        for oy in 0..yl.h {
+            for ox in 0..yl.w {
+                let o = (oy * yl.w + ox) * yl.cs;
+                let (y, arg) = (&mut y[o..o + yl.c], &mut arg[o..o + yl.c]);
+                y.fill(f32::NEG_INFINITY);
+                arg.fill(0);
+                // Window positions in scan order; the first maximum wins, as in the interpreter.
+                for i in 0..g.k[0] {
+                    let yy = (oy * g.s[0] + i) as isize - g.p[0] as isize;
+                    if yy < 0 || yy >= xl.h as isize {
+                        continue;
+                    }
+                    for j in 0..g.k[1] {
+                        let xx = (ox * g.s[1] + j) as isize - g.p[1] as isize;
+                        if xx < 0 || xx >= xl.w as isize {
+                            continue;
+                        }
+                        let idx = yy as usize * xl.w + xx as usize;
+                        let xv = &xs[idx * xl.cs..idx * xl.cs + yl.c];
+                        for ((b, a), &v) in y.iter_mut().zip(arg.iter_mut()).zip(xv) {
+                            let better = v > *b;
+                            *b = if better { v } else { *b };
+                            *a = if better { idx as u32 } else { *a };
+                        }
+                    }
+                }
+            }
+        }
+    });
+}
+
+fn maxpool_backward(dy: &[f32], yl: Layout, arg: &[u32], dx: &mut [f32], xl: Layout) {
+    let per_y = yl.h * yl.w * yl.cs;
+    let per_x = xl.h * xl.w * xl.cs;
+    dx.par_chunks_mut(per_x).enumerate().for_each(|(n, dx)| {
+        dx.fill(0.0);
+        let (dy, arg) = (&dy[n * per_y..(n + 1) * per_y], &arg[n * per_y..(n + 1) * per_y]);
+        for p in 0..yl.h * yl.w {
+            for c in 0..yl.c {
+                let at = arg[p * yl.cs + c] as usize;
+                dx[at * xl.cs + c] += dy[p * yl.cs + c];
+            }
+        }
+    });
+}
+
+/// Pixels per task of the channel copies.
+const PIXELS: usize = 1024;
+
+fn copy_channels(src: &[f32], sl: Layout, dst: &mut [f32], dl: Layout, off: usize) {
+    dst.par_chunks_mut(dl.cs * PIXELS).zip(src.par_chunks(sl.cs * PIXELS)).for_each(|(d, s)| {
+        for (d, s) in d.chunks_mut(dl.cs).zip(s.chunks(sl.cs)) {
+            d[off..off + sl.c].copy_from_slice(&s[..sl.c]);
+        }
+    });
+}
+
+/// Channels `off..off + dl.c` of `src` into `dst` (every element of `dst` written).
+fn take_channels(src: &[f32], sl: Layout, dst: &mut [f32], dl: Layout, off: usize) {
+    dst.par_chunks_mut(dl.cs * PIXELS).zip(src.par_chunks(sl.cs * PIXELS)).for_each(|(d, s)| {
+        for (d, s) in d.chunks_mut(dl.cs).zip(s.chunks(sl.cs)) {
+            d[..dl.c].copy_from_slice(&s[off..off + dl.c]);
+            d[dl.c..].fill(0.0);
+        }
+    });
+}
+
+/// NHWC → PyTorch's flat order `c·H·W + h·W + w`.
+fn flatten(x: &[f32], xl: Layout, y: &mut [f32], yl: Layout) {
+    for n in 0..xl.n {
+        for c in 0..xl.c {
+            for p in 0..xl.h * xl.w {
+                y[n * yl.cs + c * xl.h * xl.w + p] = x[(n * xl.h * xl.w + p) * xl.cs + c];
+            }
+        }
+    }
+}
+
+fn unflatten(dy: &[f32], yl: Layout, dx: &mut [f32], xl: Layout) {
+    dx.fill(0.0);
+    for n in 0..xl.n {
+        for c in 0..xl.c {
+            for p in 0..xl.h * xl.w {
+                dx[(n * xl.h * xl.w + p) * xl.cs + c] = dy[n * yl.cs + c * xl.h * xl.w + p];
+            }
+        }
+    }
+}
+
+/// A batched NCHW (or NCN, NF) array into NHWC with channel stride `l.cs`.
+pub fn to_nhwc(x: &ArrayD<f64>, l: Layout, out: &mut Vec<f32>) {
+    out.resize(l.len(), 0.0);
+    let x = x.as_standard_layout();
+    let xs = x.as_slice().expect("standard layout");
+    let hw = l.h * l.w;
+    out.par_chunks_mut(hw * l.cs).zip(xs.par_chunks(l.c * hw)).for_each(|(o, xs)| {
+        for c in 0..l.c {
+            for p in 0..hw {
+                o[p * l.cs + c] = xs[c * hw + p] as f32;
+            }
+        }
+    });
+}
+
+/// NHWC back to a batched array of `shape`.
+pub fn from_nhwc(buf: &[f32], l: Layout, shape: &[usize]) -> ArrayD<f64> {
+    let hw = l.h * l.w;
+    let mut out = vec![0.0f64; l.n * l.c * hw];
+    out.par_chunks_mut(l.c * hw).zip(buf.par_chunks(hw * l.cs)).for_each(|(o, b)| {
+        for c in 0..l.c {
+            for p in 0..hw {
+                o[c * hw + p] = b[p * l.cs + c] as f64;
+            }
+        }
+    });
+    ArrayD::from_shape_vec(IxDyn(shape), out).expect("layout matches shape")
+}

@@ -3,9 +3,9 @@
 //! and minimum over N steps after warm-up. FLOPs follow the peers' `flops.py`: multiply-adds of
 //! conv/upconv/dense count 2, a training step counts 3× the forward.
 
+use super::engine::{Backend, Engine};
 use super::optim::{self, OptState};
 use crate::check::program::Program;
-use crate::interp;
 use crate::ir;
 use crate::ops::loss::loss;
 use ndarray::{ArrayD, IxDyn};
@@ -30,6 +30,8 @@ pub struct BenchReport {
     pub gflops_forward: f64,
     pub gflops_train: f64,
     pub flops_per_sample: u64,
+    /// Bytes of the JIT's planned buffers (activations, gradients, scratch, packed weights).
+    pub memory_bytes: Option<usize>,
 }
 
 fn median_min(mut t: Vec<f64>) -> (f64, f64) {
@@ -39,10 +41,11 @@ fn median_min(mut t: Vec<f64>) -> (f64, f64) {
     (median, t[0])
 }
 
-pub fn bench(program: &Program, batch: usize, steps: usize) -> BenchReport {
+pub fn bench(program: &Program, batch: usize, steps: usize, backend: Backend) -> Result<BenchReport, String> {
     let steps = steps.max(1);
     let started = Instant::now();
     let g = ir::lower(program, batch);
+    let mut engine = Engine::new(&g, backend)?;
     let compile_ms = started.elapsed().as_secs_f64() * 1e3;
     let mut rng = ChaCha8Rng::seed_from_u64(1);
     let inputs: Vec<ArrayD<f64>> =
@@ -61,8 +64,7 @@ pub fn bench(program: &Program, batch: usize, steps: usize) -> BenchReport {
     let mut fwd = vec![];
     for i in 0..warmup + steps {
         let t = Instant::now();
-        let tape = interp::forward(&g, &mut params, &inputs, false, 0);
-        std::hint::black_box(interp::outputs(&g, &inputs, &tape));
+        std::hint::black_box(engine.forward(&mut params, &inputs, false, 0));
         if i >= warmup {
             fwd.push(t.elapsed().as_secs_f64() * 1e3);
         }
@@ -70,10 +72,9 @@ pub fn bench(program: &Program, batch: usize, steps: usize) -> BenchReport {
     let mut train = vec![];
     for i in 0..warmup + steps {
         let t = Instant::now();
-        let tape = interp::forward(&g, &mut params, &inputs, true, i as u64);
-        let y = interp::outputs(&g, &inputs, &tape).remove(0);
+        let y = engine.forward(&mut params, &inputs, true, i as u64).remove(0);
         let (_, dy) = loss(crate::check::program::LossKind::Mse, &y, &target);
-        let grads = interp::backward(&g, &params, &inputs, &tape, &[dy]);
+        let grads = engine.backward(&params, &[dy]);
         optim::step(&program.optimizer, &mut opt, &mut params, &grads, &trainable);
         if i >= warmup {
             train.push(t.elapsed().as_secs_f64() * 1e3);
@@ -83,9 +84,10 @@ pub fn bench(program: &Program, batch: usize, steps: usize) -> BenchReport {
     let (train_step_ms_median, train_step_ms_min) = median_min(train);
     let flops = program.total_flops();
     let per_batch = flops as f64 * batch as f64;
-    BenchReport {
+    Ok(BenchReport {
         model: program.model.name.clone(),
-        backend: "interp".into(),
+        backend: backend.name().into(),
+        memory_bytes: engine.memory_bytes(),
         batch,
         steps,
         threads: rayon::current_num_threads(),
@@ -99,5 +101,5 @@ pub fn bench(program: &Program, batch: usize, steps: usize) -> BenchReport {
         gflops_forward: per_batch / forward_ms_median / 1e6,
         gflops_train: 3.0 * per_batch / train_step_ms_median / 1e6,
         flops_per_sample: flops,
-    }
+    })
 }

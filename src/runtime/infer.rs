@@ -2,10 +2,11 @@
 //! take (e.g. a U-Net's 2^depth divisibility) are padded by reflection and the output cropped
 //! back.
 
+use super::engine::{Backend, Engine};
 use crate::check::{self, program::Program};
-use crate::interp;
 use crate::ir::{self, Params};
 use ndarray::{ArrayD, Axis, Slice};
+use std::collections::HashMap;
 
 /// Supplies parameters for a lowered graph (e.g. from a weights file).
 pub type ParamLoader<'a> = &'a dyn Fn(&ir::Graph) -> Result<Params, String>;
@@ -66,62 +67,102 @@ fn reflect_pad(x: &ArrayD<f64>, target: &[usize]) -> ArrayD<f64> {
     y
 }
 
-/// Runs the model on `input` (`[C, ...]` or `[B, C, ...]`), batch by batch.
+/// Runs a model on inputs of any size, keeping what it prepared (the re-checked program per
+/// sample shape, the compiled engine per batch size, the parameters) for the next call — tiled
+/// section inference calls it once per tile.
+pub struct Runner<'a> {
+    source: &'a str,
+    params: Option<ParamLoader<'a>>,
+    backend: Backend,
+    prepared: HashMap<Vec<usize>, Prepared>,
+    engines: HashMap<(Vec<usize>, usize), Engine>,
+    params_cache: Option<Params>,
+}
+
+impl<'a> Runner<'a> {
+    pub fn new(source: &'a str, params: Option<ParamLoader<'a>>, backend: Backend) -> Runner<'a> {
+        Runner {
+            source,
+            params,
+            backend,
+            prepared: HashMap::new(),
+            engines: HashMap::new(),
+            params_cache: None,
+        }
+    }
+
+    /// Runs the model on `input` (`[C, ...]` or `[B, C, ...]`), batch by batch.
+    pub fn run(&mut self, input: &ArrayD<f64>, declared: &[usize]) -> Result<ArrayD<f64>, String> {
+        let batched = match input.ndim() {
+            n if n == declared.len() => false,
+            n if n == declared.len() + 1 => true,
+            _ => {
+                return Err(format!(
+                    "input has shape {:?}; the model takes {:?} samples (batch axis optional)",
+                    input.shape(),
+                    declared
+                ));
+            }
+        };
+        let x = if batched { input.clone() } else { input.clone().insert_axis(Axis(0)) };
+        let sample: Vec<usize> = x.shape()[1..].to_vec();
+        if declared.len() > 1 && sample[0] != declared[0] {
+            return Err(format!("input has {} channels; the model takes {}", sample[0], declared[0]));
+        }
+        if !self.prepared.contains_key(&sample) {
+            let p = prepare(self.source, &sample)?;
+            self.prepared.insert(sample.clone(), p);
+        }
+        let prepared = &self.prepared[&sample];
+        let n = x.shape()[0];
+        let chunk = 8.min(n).max(1);
+        let mut outs = vec![];
+        for start in (0..n).step_by(chunk) {
+            let end = (start + chunk).min(n);
+            let xb =
+                reflect_pad(&x.slice_axis(Axis(0), Slice::from(start..end)).to_owned(), &prepared.padded);
+            let key = (sample.clone(), end - start);
+            if !self.engines.contains_key(&key) {
+                let g = ir::lower(&prepared.program, end - start);
+                self.engines.insert(key.clone(), Engine::new(&g, self.backend)?);
+            }
+            let engine = self.engines.get_mut(&key).ok_or("engine")?;
+            let mut p = match (&self.params_cache, self.params) {
+                (Some(p), _) => p.clone(),
+                (None, Some(load)) => load(engine.graph())?,
+                (None, None) => {
+                    if !ir::fully_initialised(engine.graph()) {
+                        return Err("the model has parameters without `init`: give --weights".into());
+                    }
+                    ir::init_params(engine.graph(), 0)
+                }
+            };
+            if self.params_cache.is_none() {
+                self.params_cache = Some(p.clone());
+            }
+            outs.push(engine.forward(&mut p, &[xb], false, 0).remove(0));
+        }
+        let views: Vec<_> = outs.iter().map(|o| o.view()).collect();
+        let mut y = ndarray::concatenate(Axis(0), &views).map_err(|e| e.to_string())?;
+        // Crop back when the network preserves the (padded) spatial size.
+        if prepared.padded != sample && y.ndim() == x.ndim() && y.shape()[2..] == prepared.padded[1..] {
+            for (a, &orig) in sample.iter().enumerate().skip(1) {
+                y = y.slice_axis(Axis(a + 1), Slice::from(0..orig)).to_owned();
+            }
+        }
+        Ok(if batched { y } else { y.index_axis(Axis(0), 0).to_owned().into_dyn() })
+    }
+}
+
+/// Runs the model on `input` (`[C, ...]` or `[B, C, ...]`) once.
 pub fn run(
     source: &str,
     params: Option<ParamLoader>,
     input: &ArrayD<f64>,
     declared: &[usize],
+    backend: Backend,
 ) -> Result<ArrayD<f64>, String> {
-    let batched = match input.ndim() {
-        n if n == declared.len() => false,
-        n if n == declared.len() + 1 => true,
-        _ => {
-            return Err(format!(
-                "input has shape {:?}; the model takes {:?} samples (batch axis optional)",
-                input.shape(),
-                declared
-            ));
-        }
-    };
-    let x = if batched { input.clone() } else { input.clone().insert_axis(Axis(0)) };
-    let sample: Vec<usize> = x.shape()[1..].to_vec();
-    if declared.len() > 1 && sample[0] != declared[0] {
-        return Err(format!("input has {} channels; the model takes {}", sample[0], declared[0]));
-    }
-    let prepared = prepare(source, &sample)?;
-    let n = x.shape()[0];
-    let chunk = 8.min(n).max(1);
-    let mut outs = vec![];
-    let mut params_cache: Option<Params> = None;
-    for start in (0..n).step_by(chunk) {
-        let end = (start + chunk).min(n);
-        let xb = reflect_pad(&x.slice_axis(Axis(0), Slice::from(start..end)).to_owned(), &prepared.padded);
-        let g = ir::lower(&prepared.program, end - start);
-        let mut p = match (&params_cache, params) {
-            (Some(p), _) => p.clone(),
-            (None, Some(load)) => load(&g)?,
-            (None, None) => {
-                if !ir::fully_initialised(&g) {
-                    return Err("the model has parameters without `init`: give --weights".into());
-                }
-                ir::init_params(&g, 0)
-            }
-        };
-        params_cache = Some(p.clone());
-        let inputs = vec![xb];
-        let tape = interp::forward(&g, &mut p, &inputs, false, 0);
-        outs.push(interp::outputs(&g, &inputs, &tape).remove(0));
-    }
-    let views: Vec<_> = outs.iter().map(|o| o.view()).collect();
-    let mut y = ndarray::concatenate(Axis(0), &views).map_err(|e| e.to_string())?;
-    // Crop back when the network preserves the (padded) spatial size.
-    if prepared.padded != sample && y.ndim() == x.ndim() && y.shape()[2..] == prepared.padded[1..] {
-        for (a, &orig) in sample.iter().enumerate().skip(1) {
-            y = y.slice_axis(Axis(a + 1), Slice::from(0..orig)).to_owned();
-        }
-    }
-    Ok(if batched { y } else { y.index_axis(Axis(0), 0).to_owned().into_dyn() })
+    Runner::new(source, params, backend).run(input, declared)
 }
 
 /// Denoises a `[traces, samples]` section. 2-D models see it as one channel of time samples ×
@@ -134,7 +175,9 @@ pub fn run_section(
     section: &ndarray::Array2<f32>,
     declared: &[usize],
     data_rms: Option<f64>,
+    backend: Backend,
 ) -> Result<ndarray::Array2<f32>, String> {
+    let mut runner = Runner::new(source, params, backend);
     let x = section.mapv(f64::from);
     let rms = (x.iter().map(|v| v * v).sum::<f64>() / x.len().max(1) as f64).sqrt();
     let scale = match data_rms {
@@ -145,7 +188,7 @@ pub fn run_section(
     let y = match declared {
         [1, _] => {
             let batch = x.clone().insert_axis(Axis(1)).into_dyn();
-            let out = run(source, params, &batch, declared)?;
+            let out = runner.run(&batch, declared)?;
             out.index_axis(Axis(1), 0)
                 .to_owned()
                 .into_dimensionality::<ndarray::Ix2>()
@@ -157,7 +200,7 @@ pub fn run_section(
             let t = x.t().to_owned();
             let y = crate::seismic::apply_tiled(&t, tile, overlap, |patch| {
                 let sample = patch.to_owned().insert_axis(Axis(0)).into_dyn();
-                let out = run(source, params, &sample, declared)?;
+                let out = runner.run(&sample, declared)?;
                 out.index_axis(Axis(0), 0)
                     .to_owned()
                     .into_dimensionality::<ndarray::Ix2>()

@@ -4,6 +4,7 @@
 pub mod bench;
 pub mod checkpoint;
 pub mod data;
+pub mod engine;
 pub mod infer;
 pub mod optim;
 pub mod train;

@@ -7,10 +7,10 @@
 
 use super::checkpoint::{self, Position};
 use super::data::{self, Dataset};
+use super::engine::{Backend, Engine};
 use super::optim::{self, OptState};
 use crate::check::program::{DataSpec, LossKind, Program};
-use crate::interp;
-use crate::ir::{self, Graph, Params};
+use crate::ir::{self, Params};
 use crate::ops::loss::loss;
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
@@ -30,6 +30,7 @@ pub struct TrainOptions {
     pub stop: Arc<AtomicBool>,
     /// Draw an indicatif progress bar (on a terminal).
     pub progress_bar: bool,
+    pub backend: Backend,
 }
 
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -89,14 +90,21 @@ pub fn load_data(program: &Program, base_dir: &Path) -> Result<Dataset, TrainErr
     }
 }
 
-struct Graphs<'a> {
+/// The compiled model per batch size (the last batch of an epoch may be smaller).
+struct Engines<'a> {
     program: &'a Program,
-    by_batch: HashMap<usize, Graph>,
+    backend: Backend,
+    by_batch: HashMap<usize, Engine>,
 }
 
-impl Graphs<'_> {
-    fn get(&mut self, batch: usize) -> &Graph {
-        self.by_batch.entry(batch).or_insert_with(|| ir::lower(self.program, batch))
+impl Engines<'_> {
+    fn get(&mut self, batch: usize) -> Result<&mut Engine, TrainError> {
+        if !self.by_batch.contains_key(&batch) {
+            let e = Engine::new(&ir::lower(self.program, batch), self.backend)
+                .map_err(|e| TrainError::Io(format!("cannot compile the model: {e}")))?;
+            self.by_batch.insert(batch, e);
+        }
+        self.by_batch.get_mut(&batch).ok_or_else(|| TrainError::Io("engine".into()))
     }
 }
 
@@ -138,8 +146,8 @@ pub fn train(
     let ckpt_path = dir.join(format!("{stem}.ckpt.safetensors"));
     let metrics_path = dir.join(format!("{stem}.metrics.jsonl"));
 
-    let mut graphs = Graphs { program, by_batch: HashMap::new() };
-    let template = graphs.get(spec.batch.min(n_train.max(1))).clone();
+    let mut graphs = Engines { program, backend: opts.backend, by_batch: HashMap::new() };
+    let template = ir::lower(program, spec.batch.min(n_train.max(1)));
     let trainable: Vec<bool> = template.params.iter().map(|p| p.trainable()).collect();
     let sizes: Vec<usize> = template.params.iter().map(|p| p.shape.iter().product()).collect();
     let fresh_opt = OptState::new(&program.optimizer, &sizes);
@@ -195,16 +203,10 @@ pub fn train(
         let (mut loss_sum, mut seen) = (0.0, 0usize);
         for (b, idx) in order.chunks(spec.batch).enumerate().skip(pos.batch) {
             let (x, t) = dataset.batch(idx);
-            let g = graphs.get(idx.len());
-            let inputs = vec![x];
-            let tape = interp::forward(
-                g,
-                &mut params,
-                &inputs,
-                true,
-                mix(spec.seed, epoch as u64 + 1, b as u64 + 1),
-            );
-            let y = interp::outputs(g, &inputs, &tape).remove(0);
+            let engine = graphs.get(idx.len())?;
+            let y = engine
+                .forward(&mut params, &[x], true, mix(spec.seed, epoch as u64 + 1, b as u64 + 1))
+                .remove(0);
             let (l, dy) = loss(spec.loss, &y, &t);
             if !l.is_finite() {
                 return Err(TrainError::Diverged(format!(
@@ -214,7 +216,7 @@ pub fn train(
                     weights_path.display()
                 )));
             }
-            let grads = interp::backward(g, &params, &inputs, &tape, &[dy]);
+            let grads = engine.backward(&params, &[dy]);
             optim::step(&program.optimizer, &mut opt, &mut params, &grads, &trainable);
             loss_sum += l * idx.len() as f64;
             seen += idx.len();
@@ -236,7 +238,7 @@ pub fn train(
             break;
         }
         let (val_loss, val_snr_db) =
-            validate(&mut graphs, &mut params, &dataset, &val_idx, spec.batch, spec.loss, denoising);
+            validate(&mut graphs, &mut params, &dataset, &val_idx, spec.batch, spec.loss, denoising)?;
         let m = EpochMetrics {
             epoch: epoch + 1,
             train_loss: if seen > 0 { loss_sum / seen as f64 } else { f64::NAN },
@@ -281,29 +283,26 @@ pub fn train(
 
 /// Validation loss and, for denoising, SNR over the held-out samples, in inference mode.
 fn validate(
-    graphs: &mut Graphs,
+    graphs: &mut Engines,
     params: &mut Params,
     dataset: &Dataset,
     idx: &[usize],
     batch: usize,
     kind: LossKind,
     denoising: bool,
-) -> (Option<f64>, Option<f64>) {
+) -> Result<(Option<f64>, Option<f64>), TrainError> {
     if idx.is_empty() {
-        return (None, None);
+        return Ok((None, None));
     }
     let (mut loss_sum, mut s2, mut e2) = (0.0, 0.0, 0.0);
     for chunk in idx.chunks(batch) {
         let (x, t) = dataset.batch(chunk);
-        let g = graphs.get(chunk.len());
-        let inputs = vec![x];
-        let tape = interp::forward(g, params, &inputs, false, 0);
-        let y = interp::outputs(g, &inputs, &tape).remove(0);
+        let y = graphs.get(chunk.len())?.forward(params, &[x], false, 0).remove(0);
         loss_sum += loss(kind, &y, &t).0 * chunk.len() as f64;
         if denoising {
             s2 += t.iter().map(|v| v * v).sum::<f64>();
             e2 += t.iter().zip(y.iter()).map(|(a, b)| (a - b) * (a - b)).sum::<f64>();
         }
     }
-    (Some(loss_sum / idx.len() as f64), denoising.then(|| 10.0 * (s2 / e2.max(1e-300)).log10()))
+    Ok((Some(loss_sum / idx.len() as f64), denoising.then(|| 10.0 * (s2 / e2.max(1e-300)).log10())))
 }

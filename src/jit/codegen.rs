@@ -1,0 +1,504 @@
+//! Cranelift code generation: the two kernel families every linear layer (conv, upconv, dense,
+//! their gradients) is lowered to, specialised on every size as a constant.
+//!
+//! Both work on NHWC f32 buffers (`[N, H, W, C]`, channels innermost with a channel stride ≥ C,
+//! a multiple of 4 for outputs) that the caller has already prepared (zero-padded), so the
+//! generated loops never test bounds:
+//!
+//! - [`CorrSpec`] — a strided, dilated cross-correlation with bias and a fused epilogue:
+//!   `y[n,oh,ow,co] = act(b[co] + Σ_{ci,kh,kw} x[n, oh·s₀+kh·d₀, ow·s₁+kw·d₁, ci] · w[ci,kh,kw,co])`.
+//!   The forward pass of conv and dense, the input-gradient of conv and dense, and upconv are all
+//!   this with different buffers and weight packings.
+//! - [`GradWSpec`] — the weight gradient `dw[ci,kh,kw,co] = Σ_{n,oh,ow} x[…, ci] · dy[n,oh,ow,co]`
+//!   over a range of output rows (the caller reduces fixed row chunks in a fixed order, so results
+//!   do not depend on the thread count).
+//!
+//! The micro-kernel is register-blocked: `R` output positions × `V` vectors of 4 output channels
+//! held in f32x4 accumulators, one scalar broadcast per position and one weight vector per block
+//! per tap, fused multiply-adds. Taps are unrolled; every address offset inside the reduction
+//! loop is a constant displacement from two pointers.
+
+use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
+use cranelift_codegen::ir::{AbiParam, InstBuilder, MemFlagsData, Type, Value, types};
+use cranelift_codegen::settings::{self, Configurable};
+use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext, Variable};
+use cranelift_jit::{JITBuilder, JITModule};
+use cranelift_module::{FuncId, Linkage, Module, default_libcall_names};
+
+/// What happens to each accumulator before it is stored.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Epilogue {
+    None,
+    Relu,
+    LeakyRelu(f32),
+    /// Multiply by the derivative of a relu whose output is the buffer passed as `m`
+    /// (same layout as `y`): the backward pass of `conv -> relu` folded into the grad-input loop.
+    ReluMask,
+    /// Same for leaky_relu with slope `a`.
+    LeakyMask(f32),
+}
+
+/// A cross-correlation kernel, fully specialised.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CorrSpec {
+    /// Output height and width.
+    pub ho: usize,
+    pub wo: usize,
+    /// Input buffer height and width (already padded).
+    pub hp: usize,
+    pub wp: usize,
+    pub k: [usize; 2],
+    pub s: [usize; 2],
+    pub d: [usize; 2],
+    /// Input channels reduced over, and the input buffer's channel stride.
+    pub ci: usize,
+    pub csx: usize,
+    /// Output channels rounded up to 4, and the output buffer's channel stride (≥ co4).
+    pub co4: usize,
+    pub csy: usize,
+    pub bias: bool,
+    pub epilogue: Epilogue,
+}
+
+/// A weight-gradient kernel, fully specialised.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GradWSpec {
+    pub ho: usize,
+    pub wo: usize,
+    pub hp: usize,
+    pub wp: usize,
+    pub k: [usize; 2],
+    pub s: [usize; 2],
+    pub d: [usize; 2],
+    /// Channels of the input buffer (the `ci` of the weight), its channel stride.
+    pub ci: usize,
+    pub csx: usize,
+    /// Output-gradient channels rounded up to 4, and its channel stride.
+    pub co4: usize,
+    pub csd: usize,
+}
+
+/// `fn(x, w, b, y, m, row0, row1)`: rows are `n·ho + oh`.
+pub type CorrFn = unsafe extern "C" fn(*const f32, *const f32, *const f32, *mut f32, *const f32, i64, i64);
+/// `fn(x, dy, dw, row0, row1)`: writes (not adds) the partial sum over rows `row0..row1`.
+pub type GradWFn = unsafe extern "C" fn(*const f32, *const f32, *mut f32, i64, i64);
+
+/// Register blocking: positions × 4-channel vectors held in accumulators.
+#[derive(Clone, Copy, Debug)]
+pub struct Blocking {
+    pub r: usize,
+    pub v: usize,
+}
+
+pub const CORR_BLOCKING: Blocking = Blocking { r: 4, v: 2 };
+pub const GRADW_BLOCKING: Blocking = Blocking { r: 4, v: 2 };
+
+/// Owns the JIT module (and so the machine code) of one compiled model.
+pub struct Codegen {
+    module: JITModule,
+    ctx: cranelift_codegen::Context,
+    fctx: FunctionBuilderContext,
+    has_fma: bool,
+    pending: Vec<(FuncId, usize)>,
+    count: usize,
+}
+
+// The JIT module is only used behind `&mut` while compiling; finished code is immutable.
+unsafe impl Send for Codegen {}
+unsafe impl Sync for Codegen {}
+
+/// Handle of a function that becomes callable after [`Codegen::finish`].
+#[derive(Clone, Copy, Debug)]
+pub struct FnHandle(FuncId);
+
+const PTR: Type = types::I64;
+const F32X4: Type = types::F32X4;
+
+fn flags() -> MemFlagsData {
+    MemFlagsData::new().with_notrap()
+}
+
+impl Codegen {
+    /// `opt`: Cranelift's `opt_level` (`none`, `speed`). Measured on our kernels: see
+    /// ARCHITECTURE.md.
+    pub fn new(opt: &str) -> Result<Codegen, String> {
+        let mut fb = settings::builder();
+        fb.set("opt_level", opt).map_err(|e| e.to_string())?;
+        fb.set("is_pic", "false").map_err(|e| e.to_string())?;
+        fb.set("use_colocated_libcalls", "false").map_err(|e| e.to_string())?;
+        let isa_builder = cranelift_native::builder().map_err(|e| format!("unsupported host: {e}"))?;
+        let isa = isa_builder.finish(settings::Flags::new(fb)).map_err(|e| e.to_string())?;
+        let has_fma = isa.isa_flags().iter().any(|f| f.name == "has_fma" && f.as_bool() == Some(true));
+        let module = JITModule::new(JITBuilder::with_isa(isa, default_libcall_names()));
+        let ctx = module.make_context();
+        Ok(Codegen { module, ctx, fctx: FunctionBuilderContext::new(), has_fma, pending: vec![], count: 0 })
+    }
+
+    fn declare(&mut self, n_ptrs: usize) -> Result<(FuncId, cranelift_codegen::ir::Signature), String> {
+        let mut sig = self.module.make_signature();
+        for _ in 0..n_ptrs + 2 {
+            sig.params.push(AbiParam::new(PTR));
+        }
+        let name = format!("k{}", self.count);
+        self.count += 1;
+        let id = self.module.declare_function(&name, Linkage::Local, &sig).map_err(|e| e.to_string())?;
+        Ok((id, sig))
+    }
+
+    fn define(&mut self, id: FuncId) -> Result<FnHandle, String> {
+        self.module.define_function(id, &mut self.ctx).map_err(|e| format!("cranelift: {e:?}"))?;
+        self.module.clear_context(&mut self.ctx);
+        self.pending.push((id, 0));
+        Ok(FnHandle(id))
+    }
+
+    /// Makes every defined function callable.
+    pub fn finish(&mut self) -> Result<(), String> {
+        self.module.finalize_definitions().map_err(|e| e.to_string())
+    }
+
+    pub fn corr_fn(&self, h: FnHandle) -> CorrFn {
+        let p = self.module.get_finalized_function(h.0);
+        // SAFETY: the function was generated with exactly this signature.
+        unsafe { std::mem::transmute::<*const u8, CorrFn>(p) }
+    }
+
+    pub fn gradw_fn(&self, h: FnHandle) -> GradWFn {
+        let p = self.module.get_finalized_function(h.0);
+        // SAFETY: the function was generated with exactly this signature.
+        unsafe { std::mem::transmute::<*const u8, GradWFn>(p) }
+    }
+
+    /// Generates a cross-correlation kernel.
+    pub fn corr(&mut self, spec: &CorrSpec, blk: Blocking) -> Result<FnHandle, String> {
+        let (id, sig) = self.declare(5)?;
+        self.ctx.func.signature = sig;
+        let has_fma = self.has_fma;
+        let target = self.module.target_config();
+        let mut b = FunctionBuilder::new(&mut self.ctx.func, &mut self.fctx);
+        emit_corr(&mut b, spec, blk, has_fma);
+        b.seal_all_blocks();
+        b.finalize(target);
+        self.define(id)
+    }
+
+    /// Generates a weight-gradient kernel.
+    pub fn gradw(&mut self, spec: &GradWSpec, blk: Blocking) -> Result<FnHandle, String> {
+        let (id, sig) = self.declare(3)?;
+        self.ctx.func.signature = sig;
+        let has_fma = self.has_fma;
+        let target = self.module.target_config();
+        let mut b = FunctionBuilder::new(&mut self.ctx.func, &mut self.fctx);
+        emit_gradw(&mut b, spec, blk, has_fma);
+        b.seal_all_blocks();
+        b.finalize(target);
+        self.define(id)
+    }
+}
+
+/// A counted loop `for i in start..end` (i64 values) with the body emitted by `body`.
+/// Returns after switching to the exit block.
+fn counted_loop(
+    b: &mut FunctionBuilder,
+    start: Value,
+    end: Value,
+    step: i64,
+    mut body: impl FnMut(&mut FunctionBuilder, Value),
+) {
+    let i = b.declare_var(PTR);
+    b.def_var(i, start);
+    let header = b.create_block();
+    let body_block = b.create_block();
+    let exit = b.create_block();
+    b.ins().jump(header, &[]);
+    b.switch_to_block(header);
+    let iv = b.use_var(i);
+    let more = b.ins().icmp(IntCC::SignedLessThan, iv, end);
+    b.ins().brif(more, body_block, &[], exit, &[]);
+    b.switch_to_block(body_block);
+    let iv = b.use_var(i);
+    body(b, iv);
+    let iv = b.use_var(i);
+    let next = b.ins().iadd_imm_s(iv, step);
+    b.def_var(i, next);
+    b.ins().jump(header, &[]);
+    b.switch_to_block(exit);
+}
+
+fn fmadd(b: &mut FunctionBuilder, has_fma: bool, x: Value, y: Value, acc: Value) -> Value {
+    if has_fma {
+        b.ins().fma(x, y, acc)
+    } else {
+        let p = b.ins().fmul(x, y);
+        b.ins().fadd(p, acc)
+    }
+}
+
+fn bcast(b: &mut FunctionBuilder, ptr: Value, off: i64) -> Value {
+    let s = b.ins().load(types::F32, flags(), ptr, off as i32);
+    b.ins().splat(F32X4, s)
+}
+
+/// Emits the correlation kernel body into a fresh function.
+fn emit_corr(b: &mut FunctionBuilder, sp: &CorrSpec, blk: Blocking, has_fma: bool) {
+    let entry = b.create_block();
+    b.append_block_params_for_function_params(entry);
+    b.switch_to_block(entry);
+    let p = b.block_params(entry).to_vec();
+    let (x, w, bias, y, m, row0, row1) = (p[0], p[1], p[2], p[3], p[4], p[5], p[6]);
+    let ktaps = sp.k[0] * sp.k[1];
+    let w_ci_stride = (ktaps * sp.co4 * 4) as i64;
+    let vb = blk.v.min(sp.co4 / 4).max(1);
+    let co_full = sp.co4 / (4 * vb);
+    let co_tail = (sp.co4 / 4) % vb;
+    let r_full = sp.wo / blk.r;
+    let r_tail = sp.wo % blk.r;
+    let x_row_bytes = (sp.wp * sp.csx * 4) as i64;
+    let y_row_bytes = (sp.wo * sp.csy * 4) as i64;
+    counted_loop(b, row0, row1, 1, |b, row| {
+        let n = b.ins().udiv_imm_s(row, sp.ho as i64);
+        let nho = b.ins().imul_imm_s(n, sp.ho as i64);
+        let oh = b.ins().isub(row, nho);
+        // input row of tap (0, ·): n·hp + oh·s₀
+        let nhp = b.ins().imul_imm_s(n, sp.hp as i64);
+        let ohs = b.ins().imul_imm_s(oh, sp.s[0] as i64);
+        let xr = b.ins().iadd(nhp, ohs);
+        let xoff = b.ins().imul_imm_s(xr, x_row_bytes);
+        let xrow = b.ins().iadd(x, xoff);
+        let yoff = b.ins().imul_imm_s(row, y_row_bytes);
+        let yrow = b.ins().iadd(y, yoff);
+        let mrow = b.ins().iadd(m, yoff);
+        // One tile: positions [ow0, ow0 + r) × vectors [co0, co0 + v).
+        let tile = |b: &mut FunctionBuilder,
+                    ow_bytes_x: Value,
+                    ow_bytes_y: Value,
+                    co_bytes: Value,
+                    r: usize,
+                    v: usize| {
+            let xb = b.ins().iadd(xrow, ow_bytes_x);
+            let yb = b.ins().iadd(yrow, ow_bytes_y);
+            let yb = b.ins().iadd(yb, co_bytes);
+            let mb = b.ins().iadd(mrow, ow_bytes_y);
+            let mb = b.ins().iadd(mb, co_bytes);
+            let wb = b.ins().iadd(w, co_bytes);
+            let bb = b.ins().iadd(bias, co_bytes);
+            let accs: Vec<Variable> = (0..r * v).map(|_| b.declare_var(F32X4)).collect();
+            for j in 0..v {
+                let init = if sp.bias {
+                    b.ins().load(F32X4, flags(), bb, (16 * j) as i32)
+                } else {
+                    let z = b.ins().f32const(0.0);
+                    b.ins().splat(F32X4, z)
+                };
+                for i in 0..r {
+                    b.def_var(accs[i * v + j], init);
+                }
+            }
+            let xp = b.declare_var(PTR);
+            let wp = b.declare_var(PTR);
+            b.def_var(xp, xb);
+            b.def_var(wp, wb);
+            let zero = b.ins().iconst(PTR, 0);
+            let end = b.ins().iconst(PTR, sp.ci as i64);
+            counted_loop(b, zero, end, 1, |b, _ci| {
+                let xpv = b.use_var(xp);
+                let wpv = b.use_var(wp);
+                for kh in 0..sp.k[0] {
+                    for kw in 0..sp.k[1] {
+                        let tap = kh * sp.k[1] + kw;
+                        let wv: Vec<Value> = (0..v)
+                            .map(|j| b.ins().load(F32X4, flags(), wpv, ((tap * sp.co4 + 4 * j) * 4) as i32))
+                            .collect();
+                        for i in 0..r {
+                            let off =
+                                ((kh * sp.d[0] * sp.wp + kw * sp.d[1] + i * sp.s[1]) * sp.csx * 4) as i64;
+                            let xs = bcast(b, xpv, off);
+                            for j in 0..v {
+                                let a = b.use_var(accs[i * v + j]);
+                                let a = fmadd(b, has_fma, xs, wv[j], a);
+                                b.def_var(accs[i * v + j], a);
+                            }
+                        }
+                    }
+                }
+                let xn = b.ins().iadd_imm_s(xpv, 4);
+                let wn = b.ins().iadd_imm_s(wpv, w_ci_stride);
+                b.def_var(xp, xn);
+                b.def_var(wp, wn);
+            });
+            let zero_v = {
+                let z = b.ins().f32const(0.0);
+                b.ins().splat(F32X4, z)
+            };
+            for i in 0..r {
+                for j in 0..v {
+                    let a = b.use_var(accs[i * v + j]);
+                    let off = ((i * sp.csy + 4 * j) * 4) as i32;
+                    let out = match sp.epilogue {
+                        Epilogue::None => a,
+                        Epilogue::Relu => b.ins().fmax(a, zero_v),
+                        Epilogue::LeakyRelu(s) => {
+                            let sv = b.ins().f32const(s);
+                            let sv = b.ins().splat(F32X4, sv);
+                            let sa = b.ins().fmul(a, sv);
+                            if s <= 1.0 { b.ins().fmax(a, sa) } else { b.ins().fmin(a, sa) }
+                        }
+                        Epilogue::ReluMask | Epilogue::LeakyMask(_) => {
+                            let mv = b.ins().load(F32X4, flags(), mb, off);
+                            let pos = b.ins().fcmp(FloatCC::GreaterThan, mv, zero_v);
+                            let pos = b.ins().bitcast(
+                                F32X4,
+                                MemFlagsData::new()
+                                    .with_endianness(cranelift_codegen::ir::Endianness::Little),
+                                pos,
+                            );
+                            let other = match sp.epilogue {
+                                Epilogue::LeakyMask(s) => {
+                                    let sv = b.ins().f32const(s);
+                                    let sv = b.ins().splat(F32X4, sv);
+                                    b.ins().fmul(a, sv)
+                                }
+                                _ => zero_v,
+                            };
+                            b.ins().bitselect(pos, a, other)
+                        }
+                    };
+                    b.ins().store(flags(), out, yb, off);
+                }
+            }
+        };
+        // Full and tail blocks along the width, each over full and tail channel blocks.
+        let width_part = |b: &mut FunctionBuilder, ow_x: Value, ow_y: Value, r: usize| {
+            if co_full > 0 {
+                let zero = b.ins().iconst(PTR, 0);
+                let end = b.ins().iconst(PTR, (co_full * 16 * vb) as i64);
+                counted_loop(b, zero, end, (16 * vb) as i64, |b, co_bytes| {
+                    tile(b, ow_x, ow_y, co_bytes, r, vb)
+                });
+            }
+            if co_tail > 0 {
+                let co_bytes = b.ins().iconst(PTR, (co_full * 16 * vb) as i64);
+                tile(b, ow_x, ow_y, co_bytes, r, co_tail);
+            }
+        };
+        if r_full > 0 {
+            let zero = b.ins().iconst(PTR, 0);
+            let end = b.ins().iconst(PTR, r_full as i64);
+            counted_loop(b, zero, end, 1, |b, ob| {
+                let ow_x = b.ins().imul_imm_s(ob, (blk.r * sp.s[1] * sp.csx * 4) as i64);
+                let ow_y = b.ins().imul_imm_s(ob, (blk.r * sp.csy * 4) as i64);
+                width_part(b, ow_x, ow_y, blk.r);
+            });
+        }
+        if r_tail > 0 {
+            let ow_x = b.ins().iconst(PTR, (r_full * blk.r * sp.s[1] * sp.csx * 4) as i64);
+            let ow_y = b.ins().iconst(PTR, (r_full * blk.r * sp.csy * 4) as i64);
+            width_part(b, ow_x, ow_y, r_tail);
+        }
+    });
+    b.ins().return_(&[]);
+}
+
+/// Emits the weight-gradient kernel body into a fresh function.
+fn emit_gradw(b: &mut FunctionBuilder, sp: &GradWSpec, blk: Blocking, has_fma: bool) {
+    let entry = b.create_block();
+    b.append_block_params_for_function_params(entry);
+    b.switch_to_block(entry);
+    let p = b.block_params(entry).to_vec();
+    let (x, dy, dw, row0, row1) = (p[0], p[1], p[2], p[3], p[4]);
+    let ktaps = sp.k[0] * sp.k[1];
+    let vb = blk.v.min(sp.co4 / 4).max(1);
+    let co_full = sp.co4 / (4 * vb);
+    let co_tail = (sp.co4 / 4) % vb;
+    let rb = blk.r.min(sp.ci).max(1);
+    let ci_full = sp.ci / rb;
+    let ci_tail = sp.ci % rb;
+    let x_row_bytes = (sp.wp * sp.csx * 4) as i64;
+    let d_row_bytes = (sp.wo * sp.csd * 4) as i64;
+    // tile: channels [ci0, ci0 + r) of tap (kh, kw) × vectors [co0, co0 + v).
+    let tile = |b: &mut FunctionBuilder, ci_bytes: Value, tap: usize, co_bytes: Value, r: usize, v: usize| {
+        let (kh, kw) = (tap / sp.k[1], tap % sp.k[1]);
+        let accs: Vec<Variable> = (0..r * v).map(|_| b.declare_var(F32X4)).collect();
+        let z = b.ins().f32const(0.0);
+        let z = b.ins().splat(F32X4, z);
+        for a in &accs {
+            b.def_var(*a, z);
+        }
+        let tap_bytes = ((kh * sp.d[0] * sp.wp + kw * sp.d[1]) * sp.csx * 4) as i64;
+        counted_loop(b, row0, row1, 1, |b, row| {
+            let n = b.ins().udiv_imm_s(row, sp.ho as i64);
+            let nho = b.ins().imul_imm_s(n, sp.ho as i64);
+            let oh = b.ins().isub(row, nho);
+            let nhp = b.ins().imul_imm_s(n, sp.hp as i64);
+            let ohs = b.ins().imul_imm_s(oh, sp.s[0] as i64);
+            let xr = b.ins().iadd(nhp, ohs);
+            let xoff = b.ins().imul_imm_s(xr, x_row_bytes);
+            let xrow = b.ins().iadd(x, xoff);
+            let xrow = b.ins().iadd(xrow, ci_bytes);
+            let xrow = b.ins().iadd_imm_s(xrow, tap_bytes);
+            let doff = b.ins().imul_imm_s(row, d_row_bytes);
+            let drow = b.ins().iadd(dy, doff);
+            let drow = b.ins().iadd(drow, co_bytes);
+            let xp = b.declare_var(PTR);
+            let dp = b.declare_var(PTR);
+            b.def_var(xp, xrow);
+            b.def_var(dp, drow);
+            let zero = b.ins().iconst(PTR, 0);
+            let end = b.ins().iconst(PTR, sp.wo as i64);
+            counted_loop(b, zero, end, 1, |b, _ow| {
+                let xpv = b.use_var(xp);
+                let dpv = b.use_var(dp);
+                let dv: Vec<Value> =
+                    (0..v).map(|j| b.ins().load(F32X4, flags(), dpv, (16 * j) as i32)).collect();
+                for i in 0..r {
+                    let xs = bcast(b, xpv, (4 * i) as i64);
+                    for j in 0..v {
+                        let a = b.use_var(accs[i * v + j]);
+                        let a = fmadd(b, has_fma, xs, dv[j], a);
+                        b.def_var(accs[i * v + j], a);
+                    }
+                }
+                let xn = b.ins().iadd_imm_s(xpv, (sp.s[1] * sp.csx * 4) as i64);
+                let dn = b.ins().iadd_imm_s(dpv, (sp.csd * 4) as i64);
+                b.def_var(xp, xn);
+                b.def_var(dp, dn);
+            });
+        });
+        // dw layout [ci][tap][co4]
+        for i in 0..r {
+            for j in 0..v {
+                let ci_off = b.ins().imul_imm_s(ci_bytes, (ktaps * sp.co4) as i64);
+                let base = b.ins().iadd(dw, ci_off);
+                let base = b.ins().iadd(base, co_bytes);
+                let a = b.use_var(accs[i * v + j]);
+                let off = (((i * ktaps + tap) * sp.co4 + 4 * j) * 4) as i32;
+                b.ins().store(flags(), a, base, off);
+            }
+        }
+    };
+    let per_ci = |b: &mut FunctionBuilder, ci_bytes: Value, r: usize| {
+        for tap in 0..ktaps {
+            if co_full > 0 {
+                let zero = b.ins().iconst(PTR, 0);
+                let end = b.ins().iconst(PTR, (co_full * 16 * vb) as i64);
+                counted_loop(b, zero, end, (16 * vb) as i64, |b, co_bytes| {
+                    tile(b, ci_bytes, tap, co_bytes, r, vb)
+                });
+            }
+            if co_tail > 0 {
+                let co_bytes = b.ins().iconst(PTR, (co_full * 16 * vb) as i64);
+                tile(b, ci_bytes, tap, co_bytes, r, co_tail);
+            }
+        }
+    };
+    if ci_full > 0 {
+        let zero = b.ins().iconst(PTR, 0);
+        let end = b.ins().iconst(PTR, (ci_full * rb * 4) as i64);
+        counted_loop(b, zero, end, (rb * 4) as i64, |b, ci_bytes| per_ci(b, ci_bytes, rb));
+    }
+    if ci_tail > 0 {
+        let ci_bytes = b.ins().iconst(PTR, (ci_full * rb * 4) as i64);
+        per_ci(b, ci_bytes, ci_tail);
+    }
+    b.ins().return_(&[]);
+}

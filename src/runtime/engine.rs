@@ -1,0 +1,94 @@
+//! One interface over the two backends, so the training loop, inference and `bench` do not care
+//! which one runs: forward (keeping what backward needs), then backward.
+
+use crate::interp::{self, Tape};
+use crate::ir::{Graph, Params};
+use crate::jit::JitModel;
+use ndarray::ArrayD;
+
+/// Which backend runs the graph.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    Jit,
+    Interp,
+}
+
+impl Backend {
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Jit => "jit",
+            Backend::Interp => "interp",
+        }
+    }
+}
+
+/// A graph ready to run on one backend at one batch size.
+pub enum Engine {
+    Interp { graph: Graph, last: Option<(Vec<ArrayD<f64>>, Tape)> },
+    Jit(Box<JitModel>),
+}
+
+impl Engine {
+    /// Compiles (JIT) or just keeps (interpreter) the graph.
+    pub fn new(graph: &Graph, backend: Backend) -> Result<Engine, String> {
+        Ok(match backend {
+            Backend::Interp => Engine::Interp { graph: graph.clone(), last: None },
+            Backend::Jit => Engine::Jit(Box::new(JitModel::compile(graph)?)),
+        })
+    }
+
+    pub fn graph(&self) -> &Graph {
+        match self {
+            Engine::Interp { graph, .. } => graph,
+            Engine::Jit(j) => j.graph(),
+        }
+    }
+
+    /// JIT compile time in milliseconds (0 for the interpreter).
+    pub fn compile_ms(&self) -> f64 {
+        match self {
+            Engine::Interp { .. } => 0.0,
+            Engine::Jit(j) => j.compile_ms,
+        }
+    }
+
+    /// Bytes of planned buffers (JIT) or None.
+    pub fn memory_bytes(&self) -> Option<usize> {
+        match self {
+            Engine::Interp { .. } => None,
+            Engine::Jit(j) => Some(j.memory_bytes),
+        }
+    }
+
+    /// The graph's outputs. In training mode batchnorm updates its running statistics in
+    /// `params` and dropout draws masks from `seed`.
+    pub fn forward(
+        &mut self,
+        params: &mut Params,
+        inputs: &[ArrayD<f64>],
+        training: bool,
+        seed: u64,
+    ) -> Vec<ArrayD<f64>> {
+        match self {
+            Engine::Interp { graph, last } => {
+                let tape = interp::forward(graph, params, inputs, training, seed);
+                let outs = interp::outputs(graph, inputs, &tape);
+                *last = Some((inputs.to_vec(), tape));
+                outs
+            }
+            Engine::Jit(j) => j.forward(params, inputs, training, seed),
+        }
+    }
+
+    /// Parameter gradients of the last forward pass, given the gradients of its outputs.
+    pub fn backward(&mut self, params: &Params, d_outputs: &[ArrayD<f64>]) -> Params {
+        match self {
+            Engine::Interp { graph, last } => {
+                let (inputs, tape) = last.as_ref().expect("forward before backward");
+                interp::backward(graph, params, inputs, tape, d_outputs)
+            }
+            Engine::Jit(j) => j.backward(params, d_outputs),
+        }
+    }
+}

@@ -1,0 +1,236 @@
+//! Differential tests: the Cranelift backend against the f64 interpreter (the oracle) on every
+//! example model and on property-generated layers — forward outputs, parameter gradients, and
+//! parameters after three optimizer steps. Tolerance: 1e-4 relative to the largest magnitude of
+//! the reference tensor (the JIT computes in f32).
+
+use geonetc::check::check_source;
+use geonetc::check::program::{LossKind, Program};
+use geonetc::interp;
+use geonetc::ir::{self, Params};
+use geonetc::jit::JitModel;
+use geonetc::ops::loss::loss;
+use geonetc::runtime::optim::{self, OptState};
+use ndarray::{ArrayD, IxDyn};
+use proptest::prelude::*;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+fn random(shape: &[usize], rng: &mut ChaCha8Rng) -> ArrayD<f64> {
+    ArrayD::from_shape_fn(IxDyn(shape), |_| rng.random_range(-1.0..1.0))
+}
+
+fn max_abs(a: &ArrayD<f64>) -> f64 {
+    a.iter().fold(0.0f64, |m, v| m.max(v.abs()))
+}
+
+/// `floor`: a magnitude below which a tensor counts as zero — a gradient that is zero in exact
+/// arithmetic (a conv bias before batchnorm) is f32 round-off in the JIT, ~1e-7 of the model's
+/// gradients, and must not be compared relative to its own ~1e-14 size.
+fn close(what: &str, jit: &ArrayD<f64>, reference: &ArrayD<f64>, tol: f64, floor: f64) -> Result<(), String> {
+    if jit.shape() != reference.shape() {
+        return Err(format!("{what}: shape {:?} vs {:?}", jit.shape(), reference.shape()));
+    }
+    let scale = max_abs(reference).max(floor).max(1e-6);
+    for (i, (a, b)) in jit.iter().zip(reference).enumerate() {
+        if (a - b).abs() > tol * scale {
+            return Err(format!("{what}[{i}]: jit {a}, interp {b} (scale {scale})"));
+        }
+    }
+    Ok(())
+}
+
+fn program(src: &str) -> Program {
+    let out = check_source(src);
+    out.program.unwrap_or_else(|| panic!("{src}\n{:#?}", out.diagnostics))
+}
+
+/// Forward and gradients of `program` at `batch` on both backends.
+fn compare(program: &Program, batch: usize, training: bool) -> Result<(), String> {
+    let g = ir::lower(program, batch);
+    let mut rng = ChaCha8Rng::seed_from_u64(3);
+    let mut params = ir::init_params(&g, 1);
+    for (p, info) in params.iter_mut().zip(&g.params) {
+        if info.trainable() {
+            *p += &(random(&info.shape, &mut rng) * 0.1);
+        }
+    }
+    let inputs: Vec<ArrayD<f64>> = g.inputs.iter().map(|s| random(s, &mut rng)).collect();
+    let mut p_ref = params.clone();
+    let tape = interp::forward(&g, &mut p_ref, &inputs, training, 9);
+    let outs = interp::outputs(&g, &inputs, &tape);
+    let mut jit = JitModel::compile(&g)?;
+    let mut p_jit = params.clone();
+    let jouts = jit.forward(&mut p_jit, &inputs, training, 9);
+    for (k, (a, b)) in jouts.iter().zip(&outs).enumerate() {
+        close(&format!("output {k}"), a, b, 1e-4, 0.0)?;
+    }
+    for (k, (a, b)) in p_jit.iter().zip(&p_ref).enumerate() {
+        close(&format!("state {}", g.params[k].name), a, b, 1e-4, 0.0)?;
+    }
+    if training {
+        let r: Vec<ArrayD<f64>> = outs.iter().map(|o| random(o.shape(), &mut rng)).collect();
+        let gref = interp::backward(&g, &p_ref, &inputs, &tape, &r);
+        let gjit = jit.backward(&p_jit, &r);
+        let global = gref.iter().map(max_abs).fold(0.0, f64::max);
+        for (k, info) in g.params.iter().enumerate() {
+            if info.trainable() {
+                close(&format!("grad {}", info.name), &gjit[k], &gref[k], 1e-4, 1e-2 * global)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Three optimizer steps of the program's own optimizer and loss on both backends.
+fn three_steps(program: &Program, batch: usize) -> Result<(), String> {
+    let g = ir::lower(program, batch);
+    let mut rng = ChaCha8Rng::seed_from_u64(4);
+    let inputs: Vec<ArrayD<f64>> = g.inputs.iter().map(|s| random(s, &mut rng)).collect();
+    let target_shape = match g.outputs[0] {
+        geonetc::check::program::ValueRef::Layer(i) => g.nodes[i].shape.clone(),
+        geonetc::check::program::ValueRef::Input(i) => g.inputs[i].clone(),
+    };
+    let kind = program.train.as_ref().map(|t| t.loss).unwrap_or(LossKind::Mse);
+    let target = match kind {
+        LossKind::CrossEntropy => {
+            let mut t = ArrayD::zeros(IxDyn(&target_shape));
+            for n in 0..batch {
+                let c = rng.random_range(0..target_shape[1]);
+                t[[n, c]] = 1.0;
+            }
+            t
+        }
+        _ => random(&target_shape, &mut rng),
+    };
+    let trainable: Vec<bool> = g.params.iter().map(|p| p.trainable()).collect();
+    let sizes: Vec<usize> = g.params.iter().map(|p| p.shape.iter().product()).collect();
+    let run = |use_jit: bool| -> Result<Params, String> {
+        let mut params = ir::init_params(&g, 2);
+        let mut opt = OptState::new(&program.optimizer, &sizes);
+        let mut jit = if use_jit { Some(JitModel::compile(&g)?) } else { None };
+        for step in 0..3 {
+            let grads = match jit.as_mut() {
+                Some(j) => {
+                    let y = j.forward(&mut params, &inputs, true, step).remove(0);
+                    let (_, dy) = loss(kind, &y, &target);
+                    j.backward(&params, &[dy])
+                }
+                None => {
+                    let tape = interp::forward(&g, &mut params, &inputs, true, step);
+                    let y = interp::outputs(&g, &inputs, &tape).remove(0);
+                    let (_, dy) = loss(kind, &y, &target);
+                    interp::backward(&g, &params, &inputs, &tape, &[dy])
+                }
+            };
+            optim::step(&program.optimizer, &mut opt, &mut params, &grads, &trainable);
+        }
+        Ok(params)
+    };
+    let (pj, pr) = (run(true)?, run(false)?);
+    // Relative to the model's largest parameter: Adam turns round-off gradients of a parameter
+    // with no effect on the loss into full-size steps.
+    let global = pr.iter().map(max_abs).fold(0.0, f64::max);
+    for (k, info) in g.params.iter().enumerate() {
+        close(&format!("after 3 steps {}", info.name), &pj[k], &pr[k], 1e-4, global)?;
+    }
+    Ok(())
+}
+
+fn examples() -> Vec<(String, Program)> {
+    let mut out = vec![];
+    for entry in std::fs::read_dir("examples").expect("examples/") {
+        let path = entry.expect("entry").path();
+        if path.extension().is_some_and(|e| e == "geonet") {
+            let src = std::fs::read_to_string(&path).expect("read");
+            out.push((path.display().to_string(), program(&src)));
+        }
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+#[test]
+fn every_example_forward_and_gradients_match_the_interpreter() {
+    for (name, p) in examples() {
+        for training in [false, true] {
+            compare(&p, 2, training).unwrap_or_else(|e| panic!("{name} (training {training}): {e}"));
+        }
+    }
+}
+
+#[test]
+fn every_example_after_three_optimizer_steps_matches_the_interpreter() {
+    for (name, p) in examples() {
+        three_steps(&p, 2).unwrap_or_else(|e| panic!("{name}: {e}"));
+    }
+}
+
+#[test]
+fn every_op_matches_the_interpreter() {
+    let bodies = [
+        "y = x -> maxpool(2)",
+        "y = x -> maxpool(3, stride=2, pad=1)",
+        "y = x -> avgpool(2)",
+        "y = x -> upsample(2)",
+        "y = x -> upsample(2, mode=linear)",
+        "y = x -> conv(4, kernel=3, pad=1) -> batchnorm",
+        "y = x -> conv(4, kernel=3, pad=1) -> sigmoid",
+        "y = x -> conv(4, kernel=3, pad=1) -> tanh",
+        "y = x -> conv(4, kernel=3, pad=1) -> leaky_relu(0.1)",
+        "y = x -> relu -> conv(5, kernel=3)",
+        "a = x -> conv(3, kernel=1)\n    y = concat(a, x) -> conv(2, kernel=3, pad=1)",
+        "a = x -> conv(3, kernel=1)\n    y = add(a, x) -> conv(2, kernel=1)",
+        "a = x -> conv(3, kernel=1)\n    y = sub(a, x) -> conv(2, kernel=1)",
+        "y = x -> flatten -> dense(7) -> relu -> dense(3) -> softmax",
+        "y = x -> upconv(5, kernel=3, stride=2, pad=1)",
+        "y = x -> upconv(2, kernel=2, stride=2) -> relu",
+    ];
+    for body in bodies {
+        let src = format!("model m {{\n    input x: [3, 9, 10]\n    {body}\n    output y\n}}\n");
+        let p = program(&src);
+        for training in [false, true] {
+            compare(&p, 3, training).unwrap_or_else(|e| panic!("{body} (training {training}): {e}"));
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, .. ProptestConfig::default() })]
+
+    /// conv and upconv of random geometry: kernel 1–7, stride 1–3, pad, dilation, odd sizes,
+    /// 1-D and 2-D, channel counts 1–33 (every remainder of the 4-lane and register blocks).
+    #[test]
+    fn random_conv_layers_match_the_interpreter(
+        two_d in any::<bool>(),
+        cin in 1usize..34, cout in 1usize..34,
+        k in 1usize..8, s in 1usize..4, dil in 1usize..3,
+        extra_h in 0usize..6, extra_w in 0usize..9,
+        pad_frac in 0usize..3, up in any::<bool>(), act in 0usize..3,
+    ) {
+        let span = dil * (k - 1) + 1;
+        let pad = (pad_frac * (k - 1)) / 2;
+        let (h, w) = (span + extra_h, span + extra_w);
+        let act = ["", " -> relu", " -> leaky_relu(0.2)"][act];
+        let (shape, layer) = if up {
+            let upad = pad.min(k - 1);
+            (
+                if two_d { format!("[{cin}, {}, {}]", 1 + extra_h, 1 + extra_w) } else { format!("[{cin}, {}]", 1 + extra_w) },
+                format!("upconv({cout}, kernel={k}, stride={s}, pad={upad})"),
+            )
+        } else {
+            (
+                if two_d { format!("[{cin}, {h}, {w}]") } else { format!("[{cin}, {w}]") },
+                format!("conv({cout}, kernel={k}, stride={s}, pad={pad}, dilation={dil})"),
+            )
+        };
+        // A 1×1 conv in front makes the tested layer's input gradient visible.
+        let src = format!(
+            "model m {{\n    input x: {shape}\n    y = x -> conv({cin}, kernel=1) -> {layer}{act}\n    output y\n}}\n"
+        );
+        let out = check_source(&src);
+        prop_assume!(out.program.is_some());
+        let p = out.program.unwrap();
+        let batch = 1 + (cin + k) % 3;
+        prop_assert!(compare(&p, batch, true).is_ok(), "{}: {:?}", src, compare(&p, batch, true));
+    }
+}
