@@ -11,14 +11,8 @@ pub fn summary_table(out: &CheckOutput) -> String {
     let Some(p) = &out.program else { return String::new() };
     let m = &p.model;
     let sizes = analyze(m);
-    let mut rows: Vec<[String; 6]> = vec![[
-        "layer".into(),
-        "kind".into(),
-        "output".into(),
-        "params".into(),
-        "FLOPs".into(),
-        "RF".into(),
-    ]];
+    let mut rows: Vec<[String; 6]> =
+        vec![["layer".into(), "kind".into(), "output".into(), "params".into(), "FLOPs".into(), "RF".into()]];
     for (l, rf) in m.layers.iter().zip(&sizes.layers) {
         rows.push([
             l.name.clone(),
@@ -68,12 +62,8 @@ pub fn summary_table(out: &CheckOutput) -> String {
         s.push_str(&line);
         s.push('\n');
     }
-    let fields: Vec<String> = m
-        .outputs
-        .iter()
-        .zip(&sizes.outputs)
-        .map(|(o, f)| format!("{} {}", o.name, f.describe()))
-        .collect();
+    let fields: Vec<String> =
+        m.outputs.iter().zip(&sizes.outputs).map(|(o, f)| format!("{} {}", o.name, f.describe())).collect();
     s.push_str(&format!("receptive  {} (input samples per axis)\n", fields.join(", ")));
     let warnings = out.diagnostics.len();
     s.push_str(&format!("warnings   {warnings}\n"));

@@ -57,7 +57,7 @@ impl SizeRule {
     /// Whether `n` is in the set.
     pub fn contains(&self, n: usize) -> bool {
         match self {
-            SizeRule::Periodic { min, modulus } => n >= *min && (n - min) % modulus == 0,
+            SizeRule::Periodic { min, modulus } => n >= *min && (n - min).is_multiple_of(*modulus),
             SizeRule::Ranges(r) => r.iter().any(|&(a, b)| a <= n && n <= b),
         }
     }
@@ -182,7 +182,9 @@ fn run_shapes(model: &Model, inputs: &[Shape], axis: usize) -> Option<bool> {
             }
         }
         let (shape, warnings) = layer.op.output_shape(&ins).ok()?;
-        drops |= warnings.iter().any(|w| matches!(w, ShapeWarning::StrideDropsSamples { axis: a, .. } if *a == axis));
+        drops |= warnings
+            .iter()
+            .any(|w| matches!(w, ShapeWarning::StrideDropsSamples { axis: a, .. } if *a == axis));
         shapes.push(shape);
     }
     Some(drops)
@@ -388,7 +390,9 @@ mod tests {
     #[test]
     fn valid_convs_need_a_minimum_size() {
         // Two 5-tap valid convs on a trace: N − 4 − 4 ≥ 1 → N ≥ 9; RF 1 + 4 + 4 = 9.
-        let s = sizes("model m {\n input t: [1, 64]\n y = t -> conv(2, kernel=5) -> conv(1, kernel=5)\n output y\n}\n");
+        let s = sizes(
+            "model m {\n input t: [1, 64]\n y = t -> conv(2, kernel=5) -> conv(1, kernel=5)\n output y\n}\n",
+        );
         assert_eq!(s.inputs.len(), 1);
         assert_eq!(s.inputs[0].axis, "length");
         assert_eq!(s.inputs[0].accepted, SizeRule::Periodic { min: 9, modulus: 1 });
