@@ -11,6 +11,7 @@
 
 pub mod check;
 pub mod diag;
+pub mod fmt;
 pub mod interp;
 pub mod ir;
 pub mod jit;
