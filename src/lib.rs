@@ -15,6 +15,7 @@ pub mod fmt;
 pub mod interp;
 pub mod ir;
 pub mod jit;
+pub mod lsp;
 pub mod ops;
 pub mod runtime;
 pub mod seismic;
