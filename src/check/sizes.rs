@@ -127,6 +127,8 @@ pub struct Sizes {
 
 /// Largest size probed along one axis; keeps the analysis fast on any model.
 const MAX_PROBE: usize = 4096;
+/// Layer evaluations allowed per axis: very deep models probe fewer sizes.
+const BUDGET: usize = 1 << 21;
 
 pub fn analyze(model: &Model) -> Sizes {
     let mut inputs = vec![];
@@ -232,7 +234,8 @@ fn probe_axis(model: &Model, input: usize, axis: usize, declared: usize) -> (Siz
         }
         // Probe a few periods past the first accepted size (and past the declared one).
         let end = first.map_or(declared, |f| f.max(declared.min(f + 8 * p))) + 4 * p + 16;
-        if n >= end.min(MAX_PROBE) {
+        let limit = (BUDGET / model.layers.len().max(1)).clamp(16, MAX_PROBE);
+        if n >= end.min(limit) {
             break;
         }
         n += 1;
