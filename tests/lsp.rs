@@ -371,3 +371,76 @@ fn unknown_requests_and_bad_input_do_not_crash() {
     assert!(r.get("result").is_some());
     c.shutdown();
 }
+
+mod analysis_never_panics {
+    use geonetc::lsp::analysis::{Analysis, completions, definition, hover, inlay_hints};
+    use proptest::prelude::*;
+
+    fn soup() -> impl Strategy<Value = String> {
+        let tokens = prop::sample::select(vec![
+            "model",
+            "block",
+            "input",
+            "output",
+            "optimizer",
+            "train",
+            "m",
+            "x",
+            "y",
+            "b",
+            "conv",
+            "relu",
+            "unet",
+            "kernel",
+            "=",
+            "->",
+            "(",
+            ")",
+            "[",
+            "]",
+            "{",
+            "}",
+            ",",
+            ":",
+            "1",
+            "16",
+            "-",
+            "é",
+            "𝄞",
+            "\"s",
+            " ",
+            "\n",
+            "# c\n",
+            "sgd",
+            "data",
+            "synthetic(",
+            "concat",
+        ]);
+        prop::collection::vec(tokens, 0..50).prop_map(|v| v.concat())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 300, .. ProptestConfig::default() })]
+        #[test]
+        fn on_any_text_and_offset(text in soup(), at in 0usize..400) {
+            let a = Analysis::new(&text);
+            let _ = hover(&a, at);
+            let _ = definition(&a, at);
+            let _ = completions(&a, at);
+            let _ = inlay_hints(&a);
+        }
+    }
+
+    #[test]
+    fn on_a_checked_file_every_offset() {
+        let text = super::GOOD;
+        let a = Analysis::new(text);
+        for at in 0..=text.len() + 2 {
+            let _ = hover(&a, at);
+            let _ = completions(&a, at);
+            if let Some(span) = definition(&a, at) {
+                assert!(span.end <= text.len());
+            }
+        }
+    }
+}

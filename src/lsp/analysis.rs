@@ -511,8 +511,11 @@ fn open_call(before: &str) -> Option<&str> {
             b'(' => {
                 if depth == 0 {
                     let head = before[..i].trim_end();
-                    let start =
-                        head.rfind(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).map_or(0, |j| j + 1);
+                    let start = head
+                        .char_indices()
+                        .rev()
+                        .find(|(_, c)| !(c.is_ascii_alphanumeric() || *c == '_'))
+                        .map_or(0, |(j, c)| j + c.len_utf8());
                     let name = &head[start..];
                     return (!name.is_empty()).then_some(name);
                 }
