@@ -266,3 +266,97 @@ fn cli_rewrites_checks_and_refuses() {
     assert_eq!(geonetc(&["fmt", &p(&dir.join("nope.geonet"))]).status.code(), Some(2));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Token soup in the language's alphabet: any text either is refused with diagnostics or
+/// formats (never an internal error) to a fixed point.
+fn soup() -> impl Strategy<Value = String> {
+    let tokens = prop::sample::select(vec![
+        "model",
+        "block",
+        "input",
+        "output",
+        "optimizer",
+        "train",
+        "m",
+        "x",
+        "y",
+        "b",
+        "c",
+        "conv",
+        "relu",
+        "kernel",
+        "=",
+        "->",
+        "(",
+        ")",
+        "[",
+        "]",
+        "{",
+        "}",
+        ",",
+        ":",
+        "1",
+        "16",
+        "-",
+        "*",
+        "/",
+        "+",
+        "1e-3",
+        "\"s\"",
+        "true",
+        " ",
+        "  ",
+        "\n",
+        "\n\n",
+        "# c\n",
+        "\t",
+    ]);
+    prop::collection::vec(tokens, 0..60).prop_map(|v| v.concat())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 400, .. ProptestConfig::default() })]
+
+    #[test]
+    fn any_text_is_refused_or_formatted_to_a_fixed_point(src in soup()) {
+        match format_source(&src) {
+            Err(FmtError::Syntax(d)) => prop_assert!(!d.is_empty()),
+            Err(FmtError::Internal(why)) => prop_assert!(false, "internal: {} for {:?}", why, src),
+            Ok(out) => {
+                let again = format_source(&out);
+                prop_assert!(matches!(&again, Ok(o) if *o == out), "{:?} → {:?} → {:?}", src, out, again);
+            }
+        }
+    }
+
+    /// Valid programs built from pieces, with comments and line breaks in awkward places.
+    #[test]
+    fn awkward_valid_programs(pieces in prop::collection::vec(0usize..8, 1..8), comment in any::<bool>()) {
+        let c = if comment { "  # note\n" } else { "\n" };
+        let mut body = String::from("    input x: [1, 16, 16]\n");
+        let mut last = "x".to_string();
+        for (i, p) in pieces.iter().enumerate() {
+            let name = format!("v{i}");
+            let rhs = match p {
+                0 => format!("{last} -> conv(4, kernel=3, pad=1){c}"),
+                1 => format!("{last}{c}        -> relu\n"),
+                2 => format!("{last} -> conv(4,{c} kernel=(3, 3),{c} pad=same){c}"),
+                3 => format!("({last}) -> relu{c}"),
+                4 => format!("{last} -> leaky_relu(slope=-0.5*2){c}"),
+                5 => format!("{last} ->{c}    relu{c}"),
+                6 => format!("{last} -> conv(4, kernel=[3, 3,], pad=[1,1]){c}"),
+                _ => format!("add({last}, {last}){c}"),
+            };
+            body.push_str(&format!("{name} ={rhs}"));
+            last = name;
+        }
+        let src = format!("model m {{\n{body}    output {last}\n}}\n");
+        let out = match format_source(&src) {
+            Ok(o) => o,
+            Err(e) => return Err(TestCaseError::fail(format!("{e:?}\n{src}"))),
+        };
+        prop_assert_eq!(&fmt(&out), &out);
+        prop_assert_eq!(summary(&check::check_source(&src)), summary(&check::check_source(&out)));
+        prop_assert_eq!(comments(&src), comments(&out));
+    }
+}
