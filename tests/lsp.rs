@@ -349,6 +349,48 @@ fn inlay_hints_give_binding_shapes() {
 }
 
 #[test]
+fn formatting_and_unet_hover() {
+    let mut c = Client::start();
+    let uri = "file:///tmp/messy.geonet";
+    let messy = "model m {\n  input x:[1,32,32]\n  y=x->unet(1,depth=4,base=4)\n  output y\n}\n";
+    c.open(uri, messy);
+    let r = c.request(
+        "textDocument/formatting",
+        json!({"textDocument": {"uri": uri}, "options": {"tabSize": 4, "insertSpaces": true}}),
+    );
+    let edits = r["result"].as_array().expect("edits");
+    assert_eq!(edits.len(), 1, "{r}");
+    assert_eq!(
+        edits[0]["newText"],
+        "model m {\n    input x: [1, 32, 32]\n    y = x -> unet(1, depth=4, base=4)\n    output y\n}\n"
+    );
+    // The whole document: from 0:0 to the end (line 5, column 0).
+    assert_eq!(
+        edits[0]["range"],
+        json!({"start": {"line": 0, "character": 0}, "end": {"line": 5, "character": 0}})
+    );
+    // Hover on `unet` (line 2, `  y=x->unet(`, column 7): 4 encoder levels of 5 layers, a
+    // bottleneck of 4, 4 decoder levels of 6, the head: 49 layers; sizes multiples of 2^4.
+    let h = c.at("textDocument/hover", uri, 2, 8);
+    let text = h["result"]["contents"]["value"].as_str().unwrap_or("").to_string();
+    assert!(text.contains("built-in `unet`") && text.contains("49 layers"), "{text}");
+    assert!(text.contains("output `[1, 32, 32]`"), "{text}");
+    assert!(text.contains("input `x` height accepts: multiples of 16"), "{text}");
+    // A document that does not parse: no edits.
+    c.notify(
+        "textDocument/didChange",
+        json!({"textDocument": {"uri": uri, "version": 2}, "contentChanges": [{"text": "model m {\n y = = x\n}\n"}]}),
+    );
+    c.diagnostics();
+    let r = c.request(
+        "textDocument/formatting",
+        json!({"textDocument": {"uri": uri}, "options": {"tabSize": 4, "insertSpaces": true}}),
+    );
+    assert_eq!(r["result"], Value::Null, "{r}");
+    c.shutdown();
+}
+
+#[test]
 fn unknown_requests_and_bad_input_do_not_crash() {
     let mut c = Client::start();
     let r = c.request("textDocument/frobnicate", json!({}));

@@ -4,7 +4,7 @@
 //! on bindings, layers and block calls (shape, parameters, size arithmetic, receptive field,
 //! accepted sizes); go to definition of bindings, inputs, block parameters and blocks;
 //! completion of layers, attributes, optimizer and train keys from the checker's own tables;
-//! inlay hints with the shape of every model binding. Unknown requests get MethodNotFound; a
+//! inlay hints with the shape of every model binding; whole-document formatting with `fmt`. Unknown requests get MethodNotFound; a
 //! request that fails for any reason gets an error response, never a crash.
 
 pub mod analysis;
@@ -35,6 +35,7 @@ pub fn capabilities() -> lt::ServerCapabilities {
             ..Default::default()
         }),
         inlay_hint_provider: Some(lt::OneOf::Left(true)),
+        document_formatting_provider: Some(lt::OneOf::Left(true)),
         ..Default::default()
     }
 }
@@ -186,6 +187,28 @@ impl Server {
                                 .collect(),
                         };
                         serde_json::to_value(hints).map_err(|e| (ErrorCode::InternalError, e.to_string()))
+                    }
+                }
+            }
+            lt::request::Formatting::METHOD => {
+                match serde_json::from_value::<lt::DocumentFormattingParams>(req.params) {
+                    Err(e) => Err((ErrorCode::InvalidParams, e.to_string())),
+                    Ok(p) => {
+                        // One edit replacing the whole text; nothing when the file does not
+                        // parse (its diagnostics say why) or is already formatted.
+                        let edits: Option<Vec<lt::TextEdit>> =
+                            self.docs.get(&p.text_document.uri).and_then(|doc| {
+                                let formatted = crate::fmt::format_source(&doc.text).ok()?;
+                                Some(if formatted == doc.text {
+                                    vec![]
+                                } else {
+                                    vec![lt::TextEdit {
+                                        range: range(&doc.text, &(0..doc.text.len())),
+                                        new_text: formatted,
+                                    }]
+                                })
+                            });
+                        serde_json::to_value(edits).map_err(|e| (ErrorCode::InternalError, e.to_string()))
                     }
                 }
             }
