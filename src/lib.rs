@@ -11,9 +11,11 @@
 
 pub mod check;
 pub mod diag;
+pub mod fmt;
 pub mod interp;
 pub mod ir;
 pub mod jit;
+pub mod lsp;
 pub mod ops;
 pub mod runtime;
 pub mod seismic;

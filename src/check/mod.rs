@@ -5,15 +5,16 @@
 //! stops at the first error: independent mistakes are all reported, and a value whose
 //! definition failed is poisoned so that it causes no further errors.
 
-mod layers;
+pub mod layers;
 mod model;
 pub mod program;
 mod report;
-mod train;
+pub mod sizes;
+pub mod train;
 mod values;
 
-pub use model::fmt_shape;
-pub use report::{summary_table, to_json};
+pub use model::{axis_name, fmt_shape};
+pub use report::{describe_axis, summary_table, to_json};
 
 use crate::diag::{Diagnostic, codes};
 use crate::syntax::{self, ast};

@@ -22,7 +22,8 @@ pub fn default_optimizer() -> OptimizerSpec {
     }
 }
 
-fn keys_of(kind: &str) -> &'static [&'static str] {
+/// The keys an optimizer takes (used by the checker and by editor completion).
+pub fn keys_of(kind: &str) -> &'static [&'static str] {
     match kind {
         "sgd" => &["lr", "momentum", "nesterov", "weight_decay", "clip"],
         "adagrad" => &["lr", "eps", "weight_decay", "clip"],
@@ -328,6 +329,16 @@ pub fn check_train(
     Some(TrainSpec { data: data?, loss, batch, epochs, validate, seed, save })
 }
 
+/// The keys a data source takes, or `None` for an unknown source.
+pub fn source_keys(source: &str) -> Option<&'static [&'static str]> {
+    Some(match source {
+        "synthetic" => &["shape", "count", "noise", "seed"],
+        "segy" => &["file", "patch", "step", "noise", "seed"],
+        "npy" => &["input", "target"],
+        _ => return None,
+    })
+}
+
 fn check_data(
     kv: &KeyValue,
     model: Option<&CheckedModel>,
@@ -347,11 +358,9 @@ fn check_data(
         return None;
     };
     let source = name.name.as_str();
-    let allowed: &[&str] = match source {
-        "synthetic" => &["shape", "count", "noise", "seed"],
-        "segy" => &["file", "patch", "step", "noise", "seed"],
-        "npy" => &["input", "target"],
-        _ => {
+    let allowed: &[&str] = match source_keys(source) {
+        Some(keys) => keys,
+        None => {
             let mut d = Diagnostic::error(
                 codes::BAD_DATA,
                 format!("unknown data source `{source}`"),

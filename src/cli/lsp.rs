@@ -1,5 +1,8 @@
 use std::process::ExitCode;
 
 pub fn run() -> ExitCode {
-    super::fail("`lsp` is not built yet")
+    match geonetc::lsp::run_stdio() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => super::fail(format_args!("language server: {e}")),
+    }
 }
