@@ -16,7 +16,7 @@
 
 pub mod codegen;
 
-use crate::check::program::ValueRef;
+use crate::check::program::{LossKind, ValueRef};
 use crate::interp::{self, Cache};
 use crate::ir::{Graph, Node, Params};
 use crate::ops::Op;
@@ -155,6 +155,8 @@ struct LinearPlan {
     /// Row chunks of the weight-gradient reduction (fixed by the shapes, not the thread count).
     gradw_chunk_rows: usize,
     gradw_rows: usize,
+    /// Output rows per bias-gradient chunk.
+    gradw_chunk_rows_out: usize,
     scratch: Vec<Vec<f32>>,
     packed_fwd: Vec<f32>,
     packed_bwd: Vec<f32>,
@@ -186,6 +188,7 @@ pub struct JitModel {
     argmax: Vec<Vec<u32>>,
     caches: Vec<Option<Cache>>,
     tmp: Vec<f32>,
+    target: Vec<f32>,
     _codegen: Codegen,
     pub compile_ms: f64,
     pub memory_bytes: usize,
@@ -328,6 +331,7 @@ impl JitModel {
             argmax,
             caches: (0..nn).map(|_| None).collect(),
             tmp: vec![],
+            target: vec![],
             _codegen: cg,
             compile_ms: started.elapsed().as_secs_f64() * 1e3,
             memory_bytes: bytes,
@@ -372,27 +376,102 @@ impl JitModel {
         training: bool,
         seed: u64,
     ) -> Vec<ArrayD<f64>> {
+        self.load_inputs(inputs);
+        self.forward_loaded(params, training, seed);
+        (0..self.graph.outputs.len()).map(|k| self.output(k)).collect()
+    }
+
+    /// Converts a batch into the input buffers.
+    pub fn load_inputs(&mut self, inputs: &[ArrayD<f64>]) {
         for (i, x) in inputs.iter().enumerate() {
             to_nhwc(x, self.input_layouts[i], &mut self.inputs[i]);
         }
+    }
+
+    /// Converts a target for the first output (same shape) into the target buffer.
+    pub fn load_target(&mut self, target: &ArrayD<f64>) {
+        let v = self.graph.outputs[0];
+        let l = self.layout(v);
+        let mut t = std::mem::take(&mut self.target);
+        to_nhwc(target, l, &mut t);
+        self.target = t;
+    }
+
+    /// Runs the graph on the loaded inputs, leaving the outputs in their buffers.
+    pub fn forward_loaded(&mut self, params: &mut Params, training: bool, seed: u64) {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         for i in 0..self.graph.nodes.len() {
             let t = Instant::now();
             self.forward_node(i, params, training, &mut rng);
             self.profile_add(i, 0, t);
         }
-        self.graph
-            .outputs
-            .clone()
-            .iter()
-            .map(|&v| {
-                let shape = match v {
-                    ValueRef::Input(i) => self.graph.inputs[i].clone(),
-                    ValueRef::Layer(i) => self.graph.nodes[i].shape.clone(),
-                };
-                from_nhwc(self.buf(v), self.layout(v), &shape)
+    }
+
+    /// Shape of output `k`, with the batch axis.
+    pub fn output_shape(&self, k: usize) -> &[usize] {
+        match self.graph.outputs[k] {
+            ValueRef::Input(i) => &self.graph.inputs[i],
+            ValueRef::Layer(i) => &self.graph.nodes[i].shape,
+        }
+    }
+
+    /// Output `k` of the last forward pass.
+    pub fn output(&self, k: usize) -> ArrayD<f64> {
+        let v = self.graph.outputs[k];
+        let shape = match v {
+            ValueRef::Input(i) => self.graph.inputs[i].clone(),
+            ValueRef::Layer(i) => self.graph.nodes[i].shape.clone(),
+        };
+        from_nhwc(self.buf(v), self.layout(v), &shape)
+    }
+
+    /// Loss of the first output against the loaded target and the parameter gradients, after
+    /// [`JitModel::forward_loaded`] in training mode. mse and mae are computed on the buffers
+    /// (sums in f64, in a fixed chunk order); cross_entropy on the converted logits.
+    pub fn loss_backward(&mut self, params: &Params, kind: LossKind, target: &ArrayD<f64>) -> (f64, Params) {
+        let v = self.graph.outputs[0];
+        let single = self.graph.outputs.len() == 1;
+        let loaded = self.target.len() == self.layout(v).len();
+        let (ValueRef::Layer(o), true, true, LossKind::Mse | LossKind::Mae) = (v, single, loaded, kind) else {
+            let y = self.output(0);
+            let (l, dy) = crate::ops::loss::loss(kind, &y, target);
+            return (l, self.backward(params, &[dy]));
+        };
+        let l = self.layout(v);
+        let count = (l.n * l.h * l.w * l.c) as f64;
+        let mut g = std::mem::take(&mut self.grads[o]);
+        let y = self.buf(v);
+        let t = &self.target;
+        let per = l.cs * PIXELS;
+        let partials: Vec<f64> = g
+            .par_chunks_mut(per)
+            .zip(y.par_chunks(per).zip(t.par_chunks(per)))
+            .map(|(g, (y, t))| {
+                let mut sum = 0.0f64;
+                for ((g, y), t) in g.chunks_mut(l.cs).zip(y.chunks(l.cs)).zip(t.chunks(l.cs)) {
+                    for c in 0..l.c {
+                        let d = (y[c] - t[c]) as f64;
+                        match kind {
+                            LossKind::Mse => {
+                                sum += d * d;
+                                g[c] = (2.0 * d / count) as f32;
+                            }
+                            _ => {
+                                sum += d.abs();
+                                g[c] = (d.signum() * f64::from(d != 0.0) / count) as f32;
+                            }
+                        }
+                    }
+                    g[l.c..].fill(0.0);
+                }
+                sum
             })
-            .collect()
+            .collect();
+        self.grads[o] = g;
+        self.grad_written.iter_mut().for_each(|w| *w = false);
+        self.grad_written[o] = true;
+        let loss = partials.iter().sum::<f64>() / count;
+        (loss, self.backward_seeded(params))
     }
 
     fn forward_node(&mut self, i: usize, params: &mut Params, training: bool, rng: &mut ChaCha8Rng) {
@@ -528,6 +607,11 @@ impl JitModel {
             to_nhwc(d, self.layout(v), &mut g);
             self.accumulate(v, &g);
         }
+        self.backward_seeded(params)
+    }
+
+    /// The backward pass from the output gradients already in place.
+    fn backward_seeded(&mut self, params: &Params) -> Params {
         let mut pgrads: Params = self.graph.params.iter().map(|p| ArrayD::zeros(IxDyn(&p.shape))).collect();
         for i in (0..self.graph.nodes.len()).rev() {
             if !self.grad_written[i] {
@@ -648,13 +732,26 @@ impl JitModel {
         let dense = matches!(node.op, Op::Dense(_));
         let x_ref = node.inputs[0];
         let xl = self.layout(x_ref);
-        // Bias gradient: per-channel sums in f64, in position order.
+        // Bias gradient: per-channel sums over fixed row chunks (f64), added in chunk order.
         if plan.bias {
             let yl = self.layouts[i];
+            let per = plan.gradw_chunk_rows_out * yl.w * yl.cs;
+            let parts: Vec<Vec<f64>> = dy
+                .par_chunks(per.max(1))
+                .map(|rows| {
+                    let mut sums = vec![0.0f64; yl.c];
+                    for pos in rows.chunks(yl.cs) {
+                        for (s, &v) in sums.iter_mut().zip(pos) {
+                            *s += v as f64;
+                        }
+                    }
+                    sums
+                })
+                .collect();
             let mut sums = vec![0.0f64; yl.c];
-            for pos in dy.chunks(yl.cs) {
-                for (s, &v) in sums.iter_mut().zip(pos) {
-                    *s += v as f64;
+            for p in parts {
+                for (s, v) in sums.iter_mut().zip(p) {
+                    *s += v;
                 }
             }
             pgrads[node.params[1]] = ArrayD::from_shape_vec(IxDyn(&[yl.c]), sums).expect("bias shape");
@@ -896,6 +993,7 @@ fn plan_linear(
                 gradw_unpack_reduce_axis0: false,
                 gradw_chunk_rows: chunk_rows(y.w),
                 gradw_rows: y.rows(),
+                gradw_chunk_rows_out: chunk_rows(y.w),
                 gradw_spec: gspec,
                 scratch,
                 packed_fwd: vec![],
@@ -1005,6 +1103,7 @@ fn plan_linear(
                 gradw_unpack_reduce_axis0: true,
                 gradw_chunk_rows: chunk_rows(x.w),
                 gradw_rows: x.rows(),
+                gradw_chunk_rows_out: chunk_rows(y.w),
                 gradw_spec: gspec,
                 scratch,
                 packed_fwd: vec![],
@@ -1086,6 +1185,7 @@ fn plan_linear(
                 gradw_unpack_reduce_axis0: false,
                 gradw_chunk_rows: 1,
                 gradw_rows: 1,
+                gradw_chunk_rows_out: 1,
                 gradw_spec: gspec,
                 scratch,
                 packed_fwd: vec![],

@@ -3,7 +3,9 @@
 
 use crate::interp::{self, Tape};
 use crate::ir::{Graph, Params};
+use crate::check::program::LossKind;
 use crate::jit::JitModel;
+use crate::ops::loss::loss;
 use ndarray::ArrayD;
 
 /// Which backend runs the graph.
@@ -78,6 +80,33 @@ impl Engine {
                 outs
             }
             Engine::Jit(j) => j.forward(params, inputs, training, seed),
+        }
+    }
+
+    /// One training step's loss and parameter gradients on a batch (forward in training mode,
+    /// the loss of the first output against `target`, backward).
+    pub fn train_step(
+        &mut self,
+        params: &mut Params,
+        inputs: &[ArrayD<f64>],
+        target: &ArrayD<f64>,
+        kind: LossKind,
+        seed: u64,
+    ) -> (f64, Params) {
+        match self {
+            Engine::Interp { .. } => {
+                let y = self.forward(params, inputs, true, seed).remove(0);
+                let (l, dy) = loss(kind, &y, target);
+                (l, self.backward(params, &[dy]))
+            }
+            Engine::Jit(j) => {
+                j.load_inputs(inputs);
+                if kind != LossKind::CrossEntropy && target.shape() == j.output_shape(0) {
+                    j.load_target(target);
+                }
+                j.forward_loaded(params, true, seed);
+                j.loss_backward(params, kind, target)
+            }
         }
     }
 

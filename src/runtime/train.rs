@@ -204,10 +204,8 @@ pub fn train(
         for (b, idx) in order.chunks(spec.batch).enumerate().skip(pos.batch) {
             let (x, t) = dataset.batch(idx);
             let engine = graphs.get(idx.len())?;
-            let y = engine
-                .forward(&mut params, &[x], true, mix(spec.seed, epoch as u64 + 1, b as u64 + 1))
-                .remove(0);
-            let (l, dy) = loss(spec.loss, &y, &t);
+            let seed = mix(spec.seed, epoch as u64 + 1, b as u64 + 1);
+            let (l, grads) = engine.train_step(&mut params, &[x], &t, spec.loss, seed);
             if !l.is_finite() {
                 return Err(TrainError::Diverged(format!(
                     "the loss became {l} at epoch {}, batch {}; stopped. The last good weights are in {} (lower the learning rate, or add `clip`)",
@@ -216,7 +214,6 @@ pub fn train(
                     weights_path.display()
                 )));
             }
-            let grads = engine.backward(&params, &[dy]);
             optim::step(&program.optimizer, &mut opt, &mut params, &grads, &trainable);
             loss_sum += l * idx.len() as f64;
             seen += idx.len();
