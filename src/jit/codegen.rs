@@ -80,7 +80,7 @@ pub struct GradWSpec {
 
 /// `fn(x, w, b, y, m, row0, row1)`: rows are `n·ho + oh`.
 pub type CorrFn = unsafe extern "C" fn(*const f32, *const f32, *const f32, *mut f32, *const f32, i64, i64);
-/// `fn(x, dy, dw, row0, row1)`: writes (not adds) the partial sum over rows `row0..row1`.
+/// `fn(x, dy, dw, row0, row1)`: adds the sum over rows `row0..row1` into `dw`.
 pub type GradWFn = unsafe extern "C" fn(*const f32, *const f32, *mut f32, i64, i64);
 
 /// Register blocking: positions × 4-channel vectors held in accumulators.
@@ -399,7 +399,9 @@ fn emit_corr(b: &mut FunctionBuilder, sp: &CorrSpec, blk: Blocking, has_fma: boo
     b.ins().return_(&[]);
 }
 
-/// Emits the weight-gradient kernel body into a fresh function.
+/// Emits the weight-gradient kernel body into a fresh function. Rows are the outer loop, so the
+/// few input rows a tile reads stay in L1 while every tile passes over them; each tile's
+/// accumulators are loaded from and stored back to `dw` per row (the caller zeroes `dw`).
 fn emit_gradw(b: &mut FunctionBuilder, sp: &GradWSpec, blk: Blocking, has_fma: bool) {
     let entry = b.create_block();
     b.append_block_params_for_function_params(entry);
@@ -415,90 +417,113 @@ fn emit_gradw(b: &mut FunctionBuilder, sp: &GradWSpec, blk: Blocking, has_fma: b
     let ci_tail = sp.ci % rb;
     let x_row_bytes = (sp.wp * sp.csx * 4) as i64;
     let d_row_bytes = (sp.wo * sp.csd * 4) as i64;
-    // tile: channels [ci0, ci0 + r) of tap (kh, kw) × vectors [co0, co0 + v).
-    let tile = |b: &mut FunctionBuilder, ci_bytes: Value, tap: usize, co_bytes: Value, r: usize, v: usize| {
-        let (kh, kw) = (tap / sp.k[1], tap % sp.k[1]);
-        let accs: Vec<Variable> = (0..r * v).map(|_| b.declare_var(F32X4)).collect();
-        let z = b.ins().f32const(0.0);
-        let z = b.ins().splat(F32X4, z);
-        for a in &accs {
-            b.def_var(*a, z);
-        }
-        let tap_bytes = ((kh * sp.d[0] * sp.wp + kw * sp.d[1]) * sp.csx * 4) as i64;
-        counted_loop(b, row0, row1, 1, |b, row| {
-            let n = b.ins().udiv_imm_s(row, sp.ho as i64);
-            let nho = b.ins().imul_imm_s(n, sp.ho as i64);
-            let oh = b.ins().isub(row, nho);
-            let nhp = b.ins().imul_imm_s(n, sp.hp as i64);
-            let ohs = b.ins().imul_imm_s(oh, sp.s[0] as i64);
-            let xr = b.ins().iadd(nhp, ohs);
-            let xoff = b.ins().imul_imm_s(xr, x_row_bytes);
-            let xrow = b.ins().iadd(x, xoff);
-            let xrow = b.ins().iadd(xrow, ci_bytes);
-            let xrow = b.ins().iadd_imm_s(xrow, tap_bytes);
-            let doff = b.ins().imul_imm_s(row, d_row_bytes);
-            let drow = b.ins().iadd(dy, doff);
-            let drow = b.ins().iadd(drow, co_bytes);
-            let xp = b.declare_var(PTR);
-            let dp = b.declare_var(PTR);
-            b.def_var(xp, xrow);
-            b.def_var(dp, drow);
-            let zero = b.ins().iconst(PTR, 0);
-            let end = b.ins().iconst(PTR, sp.wo as i64);
-            counted_loop(b, zero, end, 1, |b, _ow| {
-                let xpv = b.use_var(xp);
-                let dpv = b.use_var(dp);
-                let dv: Vec<Value> =
-                    (0..v).map(|j| b.ins().load(F32X4, flags(), dpv, (16 * j) as i32)).collect();
+    counted_loop(b, row0, row1, 1, |b, row| {
+        let n = b.ins().udiv_imm_s(row, sp.ho as i64);
+        let nho = b.ins().imul_imm_s(n, sp.ho as i64);
+        let oh = b.ins().isub(row, nho);
+        let nhp = b.ins().imul_imm_s(n, sp.hp as i64);
+        let ohs = b.ins().imul_imm_s(oh, sp.s[0] as i64);
+        let xr = b.ins().iadd(nhp, ohs);
+        let xoff = b.ins().imul_imm_s(xr, x_row_bytes);
+        let xrow = b.ins().iadd(x, xoff);
+        let doff = b.ins().imul_imm_s(row, d_row_bytes);
+        let drow = b.ins().iadd(dy, doff);
+        // tile: channels [ci0, ci0 + r) of tap (kh, kw) × vectors [co0, co0 + v).
+        // tile: reduction rows `rows[i] = (channel offset, tap)` relative to channel `ci0` ×
+        // vectors [co0, co0 + v). Rows are consecutive channels at one tap, or — for inputs with
+        // fewer channels than the block — consecutive taps of one channel.
+        let tile =
+            |b: &mut FunctionBuilder, ci_bytes: Value, rows: &[(usize, usize)], co_bytes: Value, v: usize| {
+                let r = rows.len();
+                let ci_off = b.ins().imul_imm_s(ci_bytes, (ktaps * sp.co4) as i64);
+                let wbase = b.ins().iadd(dw, ci_off);
+                let wbase = b.ins().iadd(wbase, co_bytes);
+                let woff =
+                    |i: usize, j: usize| (((rows[i].0 * ktaps + rows[i].1) * sp.co4 + 4 * j) * 4) as i32;
+                let x_off = |i: usize| {
+                    let (c, tap) = rows[i];
+                    let (kh, kw) = (tap / sp.k[1], tap % sp.k[1]);
+                    (((kh * sp.d[0] * sp.wp + kw * sp.d[1]) * sp.csx + c) * 4) as i64
+                };
+                let accs: Vec<Variable> = (0..r * v).map(|_| b.declare_var(F32X4)).collect();
                 for i in 0..r {
-                    let xs = bcast(b, xpv, (4 * i) as i64);
                     for j in 0..v {
-                        let a = b.use_var(accs[i * v + j]);
-                        let a = fmadd(b, has_fma, xs, dv[j], a);
+                        let a = b.ins().load(F32X4, flags(), wbase, woff(i, j));
                         b.def_var(accs[i * v + j], a);
                     }
                 }
-                let xn = b.ins().iadd_imm_s(xpv, (sp.s[1] * sp.csx * 4) as i64);
-                let dn = b.ins().iadd_imm_s(dpv, (sp.csd * 4) as i64);
-                b.def_var(xp, xn);
-                b.def_var(dp, dn);
-            });
-        });
-        // dw layout [ci][tap][co4]
-        for i in 0..r {
-            for j in 0..v {
-                let ci_off = b.ins().imul_imm_s(ci_bytes, (ktaps * sp.co4) as i64);
-                let base = b.ins().iadd(dw, ci_off);
-                let base = b.ins().iadd(base, co_bytes);
-                let a = b.use_var(accs[i * v + j]);
-                let off = (((i * ktaps + tap) * sp.co4 + 4 * j) * 4) as i32;
-                b.ins().store(flags(), a, base, off);
-            }
-        }
-    };
-    let per_ci = |b: &mut FunctionBuilder, ci_bytes: Value, r: usize| {
-        for tap in 0..ktaps {
+                let xstart = b.ins().iadd(xrow, ci_bytes);
+                let dstart = b.ins().iadd(drow, co_bytes);
+                let xp = b.declare_var(PTR);
+                let dp = b.declare_var(PTR);
+                b.def_var(xp, xstart);
+                b.def_var(dp, dstart);
+                let zero = b.ins().iconst(PTR, 0);
+                let end = b.ins().iconst(PTR, sp.wo as i64);
+                counted_loop(b, zero, end, 1, |b, _ow| {
+                    let xpv = b.use_var(xp);
+                    let dpv = b.use_var(dp);
+                    let dv: Vec<Value> =
+                        (0..v).map(|j| b.ins().load(F32X4, flags(), dpv, (16 * j) as i32)).collect();
+                    for i in 0..r {
+                        let xs = bcast(b, xpv, x_off(i));
+                        for j in 0..v {
+                            let a = b.use_var(accs[i * v + j]);
+                            let a = fmadd(b, has_fma, xs, dv[j], a);
+                            b.def_var(accs[i * v + j], a);
+                        }
+                    }
+                    let xn = b.ins().iadd_imm_s(xpv, (sp.s[1] * sp.csx * 4) as i64);
+                    let dn = b.ins().iadd_imm_s(dpv, (sp.csd * 4) as i64);
+                    b.def_var(xp, xn);
+                    b.def_var(dp, dn);
+                });
+                for i in 0..r {
+                    for j in 0..v {
+                        let a = b.use_var(accs[i * v + j]);
+                        b.ins().store(flags(), a, wbase, woff(i, j));
+                    }
+                }
+            };
+        let over_co = |b: &mut FunctionBuilder, ci_bytes: Value, rows: &[(usize, usize)]| {
             if co_full > 0 {
                 let zero = b.ins().iconst(PTR, 0);
                 let end = b.ins().iconst(PTR, (co_full * 16 * vb) as i64);
                 counted_loop(b, zero, end, (16 * vb) as i64, |b, co_bytes| {
-                    tile(b, ci_bytes, tap, co_bytes, r, vb)
+                    tile(b, ci_bytes, rows, co_bytes, vb)
                 });
             }
             if co_tail > 0 {
                 let co_bytes = b.ins().iconst(PTR, (co_full * 16 * vb) as i64);
-                tile(b, ci_bytes, tap, co_bytes, r, co_tail);
+                tile(b, ci_bytes, rows, co_bytes, co_tail);
             }
+        };
+        let per_ci = |b: &mut FunctionBuilder, ci_bytes: Value, r: usize| {
+            if r < blk.r && ktaps > 1 {
+                // Few channels: block over taps instead, one channel at a time.
+                for c in 0..r {
+                    let taps: Vec<usize> = (0..ktaps).collect();
+                    for group in taps.chunks(blk.r) {
+                        let rows: Vec<(usize, usize)> = group.iter().map(|&t| (c, t)).collect();
+                        over_co(b, ci_bytes, &rows);
+                    }
+                }
+            } else {
+                for tap in 0..ktaps {
+                    let rows: Vec<(usize, usize)> = (0..r).map(|c| (c, tap)).collect();
+                    over_co(b, ci_bytes, &rows);
+                }
+            }
+        };
+        if ci_full > 0 {
+            let zero = b.ins().iconst(PTR, 0);
+            let end = b.ins().iconst(PTR, (ci_full * rb * 4) as i64);
+            counted_loop(b, zero, end, (rb * 4) as i64, |b, ci_bytes| per_ci(b, ci_bytes, rb));
         }
-    };
-    if ci_full > 0 {
-        let zero = b.ins().iconst(PTR, 0);
-        let end = b.ins().iconst(PTR, (ci_full * rb * 4) as i64);
-        counted_loop(b, zero, end, (rb * 4) as i64, |b, ci_bytes| per_ci(b, ci_bytes, rb));
-    }
-    if ci_tail > 0 {
-        let ci_bytes = b.ins().iconst(PTR, (ci_full * rb * 4) as i64);
-        per_ci(b, ci_bytes, ci_tail);
-    }
+        if ci_tail > 0 {
+            let ci_bytes = b.ins().iconst(PTR, (ci_full * rb * 4) as i64);
+            per_ci(b, ci_bytes, ci_tail);
+        }
+    });
     b.ins().return_(&[]);
 }

@@ -94,6 +94,17 @@ impl Scatter {
                 if jh < 0 || jh >= dl.h as i64 {
                     continue;
                 }
+                if self.s[1] == 1 && sl.cs == dl.cs {
+                    // Whole rows: the part of the source row that lands inside the destination.
+                    let lo = (-self.off[1]).max(0) as usize;
+                    let hi = (sl.w as i64).min(dl.w as i64 - self.off[1]).max(lo as i64) as usize;
+                    if hi > lo {
+                        let si = ((n * sl.h + oh) * sl.w + lo) * sl.cs;
+                        let di = (jh as usize * dl.w + (lo as i64 + self.off[1]) as usize) * dl.cs;
+                        d[di..di + (hi - lo) * dl.cs].copy_from_slice(&src[si..si + (hi - lo) * sl.cs]);
+                    }
+                    continue;
+                }
                 for ow in 0..sl.w {
                     let jw = ow as i64 * self.s[1] as i64 + self.off[1];
                     if jw < 0 || jw >= dl.w as i64 {
@@ -131,6 +142,68 @@ struct CorrCall {
     f: Option<CorrFn>,
     spec: CorrSpec,
     pack: Packing,
+    /// Lanes per (reduced channel, tap) row of the packed weights (`spec.co4` except for
+    /// pixel-shuffle upconvs, whose output lanes are taps × channels).
+    pack_lanes: usize,
+}
+
+/// An upconv whose kernel equals its stride and has no padding writes each input pixel's
+/// `k₀×k₁` output block independently: a 1×1 correlation to taps × channels lanes, then a
+/// depth-to-space copy (and the reverse backward). No multiply touches an interleaved zero.
+#[derive(Clone, Copy, Debug)]
+struct Pixel {
+    x: Layout,
+    y: Layout,
+    k: [usize; 2],
+    /// Output channels rounded to 4 (lanes per tap in the forward).
+    co4: usize,
+    t_fwd: usize,
+    t_bwd: usize,
+    /// Channel stride of the space-to-depth dy: round4(out · taps).
+    cs_bwd: usize,
+}
+
+impl Pixel {
+    /// `t[n,h,w,(tap,co)]` → `y[n, h·k₀+kh, w·k₁+kw, co]`.
+    fn depth_to_space(&self, t: &[f32], y: &mut [f32]) {
+        let (x, yl, k, co4) = (self.x, self.y, self.k, self.co4);
+        let taps = k[0] * k[1];
+        y.par_chunks_mut(yl.h * yl.w * yl.cs).zip(t.par_chunks(x.h * x.w * taps * co4)).for_each(|(y, t)| {
+            for h in 0..x.h {
+                for w in 0..x.w {
+                    for kh in 0..k[0] {
+                        for kw in 0..k[1] {
+                            let src = ((h * x.w + w) * taps + kh * k[1] + kw) * co4;
+                            let dst = ((h * k[0] + kh) * yl.w + w * k[1] + kw) * yl.cs;
+                            y[dst..dst + co4].copy_from_slice(&t[src..src + co4]);
+                        }
+                    }
+                }
+            }
+        });
+    }
+
+    /// `dy[n, h·k₀+kh, w·k₁+kw, co]` → `t[n,h,w, co·taps + tap]` (lanes past out·taps zero).
+    fn space_to_depth(&self, dy: &[f32], t: &mut [f32]) {
+        let (x, yl, k, cs) = (self.x, self.y, self.k, self.cs_bwd);
+        let taps = k[0] * k[1];
+        t.par_chunks_mut(x.h * x.w * cs).zip(dy.par_chunks(yl.h * yl.w * yl.cs)).for_each(|(t, dy)| {
+            for h in 0..x.h {
+                for w in 0..x.w {
+                    let o = (h * x.w + w) * cs;
+                    for kh in 0..k[0] {
+                        for kw in 0..k[1] {
+                            let src = ((h * k[0] + kh) * yl.w + w * k[1] + kw) * yl.cs;
+                            for co in 0..yl.c {
+                                t[o + co * taps + kh * k[1] + kw] = dy[src + co];
+                            }
+                        }
+                    }
+                    t[o + yl.c * taps..o + cs].fill(0.0);
+                }
+            }
+        });
+    }
 }
 
 struct LinearPlan {
@@ -152,6 +225,7 @@ struct LinearPlan {
     gradw_x: Src,
     gradw_x_from_dy: bool,
     gradw_unpack_reduce_axis0: bool,
+    pixel: Option<Pixel>,
     /// Row chunks of the weight-gradient reduction (fixed by the shapes, not the thread count).
     gradw_chunk_rows: usize,
     gradw_rows: usize,
@@ -181,6 +255,8 @@ pub struct JitModel {
     steps: Vec<Step>,
     /// For a linear node fused with the activation that follows: that activation's node.
     fused_into: Vec<Option<usize>>,
+    /// Fused activations whose derivative the consumer's input-gradient kernel applies.
+    mask_folded: Vec<bool>,
     values: Vec<Vec<f32>>,
     inputs: Vec<Vec<f32>>,
     grads: Vec<Vec<f32>>,
@@ -269,6 +345,23 @@ impl JitModel {
                 }
             }
         }
+        // A fused activation whose only consumer is a linear layer: that layer's input-gradient
+        // kernel applies the activation's derivative as it stores (no separate pass).
+        let mut mask_folded = vec![false; nn];
+        let mut bwd_epilogues = vec![Epilogue::None; nn];
+        for (i, node) in graph.nodes.iter().enumerate() {
+            let linear = matches!(node.op, Op::Conv(_) | Op::UpConv(_) | Op::Dense(_));
+            if let (true, ValueRef::Layer(a)) = (linear, node.inputs[0]) {
+                let p = graph.nodes[a].inputs[0];
+                if let (Some(Step::FusedActivation), 1, ValueRef::Layer(p)) = (&steps[a], consumers[a], p) {
+                    bwd_epilogues[i] = match epilogues[p] {
+                        Epilogue::LeakyRelu(s) => Epilogue::LeakyMask(s),
+                        _ => Epilogue::ReluMask,
+                    };
+                    mask_folded[a] = true;
+                }
+            }
+        }
         for (i, node) in graph.nodes.iter().enumerate() {
             if steps[i].is_some() {
                 continue;
@@ -276,7 +369,8 @@ impl JitModel {
             let step = match &node.op {
                 Op::Conv(_) | Op::UpConv(_) | Op::Dense(_) => {
                     let x = layout_of(node.inputs[0]);
-                    Step::Linear(Box::new(plan_linear(&mut cg, node, x, layouts[i], epilogues[i])?))
+                    let (e, be) = (epilogues[i], bwd_epilogues[i]);
+                    Step::Linear(Box::new(plan_linear(&mut cg, node, x, layouts[i], e, be)?))
                 }
                 Op::Pool(p) if p.kind == PoolKind::Max => Step::Native,
                 Op::Concat | Op::Add | Op::Sub | Op::Flatten => Step::Native,
@@ -324,6 +418,7 @@ impl JitModel {
             layouts,
             steps,
             fused_into,
+            mask_folded,
             values,
             inputs,
             grad_written: vec![false; nn],
@@ -432,7 +527,8 @@ impl JitModel {
         let v = self.graph.outputs[0];
         let single = self.graph.outputs.len() == 1;
         let loaded = self.target.len() == self.layout(v).len();
-        let (ValueRef::Layer(o), true, true, LossKind::Mse | LossKind::Mae) = (v, single, loaded, kind) else {
+        let (ValueRef::Layer(o), true, true, LossKind::Mse | LossKind::Mae) = (v, single, loaded, kind)
+        else {
             let y = self.output(0);
             let (l, dy) = crate::ops::loss::loss(kind, &y, target);
             return (l, self.backward(params, &[dy]));
@@ -443,28 +539,39 @@ impl JitModel {
         let y = self.buf(v);
         let t = &self.target;
         let per = l.cs * PIXELS;
+        // Per-lane f32 partial sums within a fixed chunk (vectorised), f64 across chunks in order.
+        let scale = if kind == LossKind::Mse { (2.0 / count) as f32 } else { (1.0 / count) as f32 };
+        let mse = kind == LossKind::Mse;
         let partials: Vec<f64> = g
             .par_chunks_mut(per)
             .zip(y.par_chunks(per).zip(t.par_chunks(per)))
             .map(|(g, (y, t))| {
-                let mut sum = 0.0f64;
-                for ((g, y), t) in g.chunks_mut(l.cs).zip(y.chunks(l.cs)).zip(t.chunks(l.cs)) {
-                    for c in 0..l.c {
-                        let d = (y[c] - t[c]) as f64;
-                        match kind {
-                            LossKind::Mse => {
-                                sum += d * d;
-                                g[c] = (2.0 * d / count) as f32;
-                            }
-                            _ => {
-                                sum += d.abs();
-                                g[c] = (d.signum() * f64::from(d != 0.0) / count) as f32;
-                            }
+                let mut lanes = vec![0.0f32; l.cs];
+                for ((g, y), t) in
+                    g.chunks_exact_mut(l.cs).zip(y.chunks_exact(l.cs)).zip(t.chunks_exact(l.cs))
+                {
+                    let (g, y, t, lanes) = (&mut g[..l.c], &y[..l.c], &t[..l.c], &mut lanes[..l.c]);
+                    if mse {
+                        for c in 0..l.c {
+                            let d = y[c] - t[c];
+                            lanes[c] += d * d;
+                            g[c] = d * scale;
+                        }
+                    } else {
+                        for c in 0..l.c {
+                            let d = y[c] - t[c];
+                            lanes[c] += d.abs();
+                            g[c] = if d > 0.0 {
+                                scale
+                            } else if d < 0.0 {
+                                -scale
+                            } else {
+                                0.0
+                            };
                         }
                     }
-                    g[l.c..].fill(0.0);
                 }
-                sum
+                lanes.iter().map(|&v| v as f64).sum::<f64>()
             })
             .collect();
         self.grads[o] = g;
@@ -492,8 +599,15 @@ impl JitModel {
                     Src::Value => x,
                     Src::Scratch(k) => &plan.scratch[k],
                 };
-                let rows = if matches!(node.op, Op::Dense(_)) { 1 } else { out_l.rows() };
-                run_corr(&plan.fwd, xb, &plan.packed_fwd, &plan.packed_bias, &mut y, &[], rows);
+                if let Some(px) = plan.pixel {
+                    let mut t = std::mem::take(&mut plan.scratch[px.t_fwd]);
+                    run_corr(&plan.fwd, x, &plan.packed_fwd, &plan.packed_bias, &mut t, &[], px.x.rows());
+                    px.depth_to_space(&t, &mut y);
+                    plan.scratch[px.t_fwd] = t;
+                } else {
+                    let rows = if matches!(node.op, Op::Dense(_)) { 1 } else { out_l.rows() };
+                    run_corr(&plan.fwd, xb, &plan.packed_fwd, &plan.packed_bias, &mut y, &[], rows);
+                }
                 self.values[dst] = y;
             }
             Step::Native => {
@@ -629,11 +743,14 @@ impl JitModel {
                         _ => 0.0,
                     };
                     let y = &self.values[i];
-                    self.grads[i].par_chunks_mut(CHUNK).zip(y.par_chunks(CHUNK)).for_each(|(g, y)| {
-                        for (g, &y) in g.iter_mut().zip(y) {
-                            *g = if y > 0.0 { *g } else { *g * slope };
-                        }
-                    });
+                    let folded = self.mask_folded[i];
+                    if !folded {
+                        self.grads[i].par_chunks_mut(CHUNK).zip(y.par_chunks(CHUNK)).for_each(|(g, y)| {
+                            for (g, &y) in g.iter_mut().zip(y) {
+                                *g = if y > 0.0 { *g } else { *g * slope };
+                            }
+                        });
+                    }
                     // The linear node is this activation's only consumer: its gradient buffer
                     // is free, so the two trade places instead of copying.
                     self.grads.swap(i, p);
@@ -739,12 +856,14 @@ impl JitModel {
             let parts: Vec<Vec<f64>> = dy
                 .par_chunks(per.max(1))
                 .map(|rows| {
-                    let mut sums = vec![0.0f64; yl.c];
-                    for pos in rows.chunks(yl.cs) {
+                    // f64 lanes over whole pixels (vectorised); pad lanes dropped at the end.
+                    let mut sums = vec![0.0f64; yl.cs];
+                    for pos in rows.chunks_exact(yl.cs) {
                         for (s, &v) in sums.iter_mut().zip(pos) {
-                            *s += v as f64;
+                            *s += f64::from(v);
                         }
                     }
+                    sums.truncate(yl.c);
                     sums
                 })
                 .collect();
@@ -759,7 +878,14 @@ impl JitModel {
         // Input gradient (skipped for graph inputs, which need none).
         // (upconv's weight gradient reads the scattered dy too.)
         if let Some((k, sc)) = plan.bwd_scatter {
-            sc.run(&dy, &mut plan.scratch[k]);
+            let needed =
+                matches!(x_ref, ValueRef::Layer(_)) || matches!(plan.gradw_x, Src::Scratch(j) if j == k);
+            if needed {
+                sc.run(&dy, &mut plan.scratch[k]);
+            }
+        }
+        if let Some(px) = plan.pixel {
+            px.space_to_depth(&dy, &mut plan.scratch[px.t_bwd]);
         }
         if let ValueRef::Layer(_) = x_ref {
             let src: &[f32] = match plan.bwd_src {
@@ -767,22 +893,31 @@ impl JitModel {
                 Src::Scratch(k) => &plan.scratch[k],
             };
             let rows = if dense { 1 } else { xl.rows() };
-            self.emit_grad(x_ref, |_, dx| run_corr(&plan.bwd_in, src, &plan.packed_bwd, &[], dx, &[], rows));
+            self.emit_grad(x_ref, |me, dx| {
+                // With a folded activation derivative, the mask is that activation's output.
+                let m = if plan.bwd_in.spec.epilogue == Epilogue::None { &[][..] } else { me.buf(x_ref) };
+                run_corr(&plan.bwd_in, src, &plan.packed_bwd, &[], dx, m, rows)
+            });
         }
         // Weight gradient over fixed row chunks, summed in chunk order.
         let gx: &[f32] = match plan.gradw_x {
             Src::Value => self.buf(x_ref),
             Src::Scratch(k) => &plan.scratch[k],
         };
-        let gd: &[f32] = if plan.gradw_x_from_dy { self.buf(x_ref) } else { &dy };
+        let gd: &[f32] = match plan.pixel {
+            Some(px) => &plan.scratch[px.t_bwd],
+            None if plan.gradw_x_from_dy => self.buf(x_ref),
+            None => &dy,
+        };
         let chunk = plan.gradw_chunk_rows;
         let total = plan.gradw_rows;
-        let len = plan.gradw_spec.ci * plan.taps * plan.gradw_spec.co4;
+        let len = plan.gradw_spec.ci * plan.gradw_spec.k[0] * plan.gradw_spec.k[1] * plan.gradw_spec.co4;
         let Some(f) = plan.gradw else { return };
         let (gxp, gdp) = (gx.as_ptr() as usize, gd.as_ptr() as usize);
         plan.partials.par_chunks_mut(len).enumerate().for_each(|(c, part)| {
             let r0 = c * chunk;
             let r1 = ((c + 1) * chunk).min(total);
+            part.fill(0.0);
             // SAFETY: buffers are sized by the plan the kernel was specialised for.
             unsafe { f(gxp as *const f32, gdp as *const f32, part.as_mut_ptr(), r0 as i64, r1 as i64) };
         });
@@ -798,8 +933,15 @@ impl JitModel {
         for ia in 0..a {
             for ib in 0..b {
                 for t in 0..taps {
-                    let (red, lane) = if plan.gradw_unpack_reduce_axis0 { (ia, ib) } else { (ib, ia) };
-                    dw[(ia * b + ib) * taps + t] = sum[(red * taps + t) * lanes + lane];
+                    dw[(ia * b + ib) * taps + t] = match plan.pixel {
+                        // sum[in][out·taps + t]
+                        Some(_) => sum[ib * lanes + ia * taps + t],
+                        None => {
+                            let (red, lane) =
+                                if plan.gradw_unpack_reduce_axis0 { (ia, ib) } else { (ib, ia) };
+                            sum[(red * taps + t) * lanes + lane]
+                        }
+                    };
                 }
             }
         }
@@ -842,20 +984,25 @@ impl LinearPlan {
     fn pack(&mut self, params: &Params, node: &Node) {
         let w = params[node.params[0]].as_standard_layout();
         let w = w.as_slice().expect("standard layout");
-        pack_weight(w, self.a, self.b, self.taps, self.fwd.pack, self.fwd.spec.co4, &mut self.packed_fwd);
+        pack_weight(w, self.a, self.b, self.taps, self.fwd.pack, self.fwd.pack_lanes, &mut self.packed_fwd);
         pack_weight(
             w,
             self.a,
             self.b,
             self.taps,
             self.bwd_in.pack,
-            self.bwd_in.spec.co4,
+            self.bwd_in.pack_lanes,
             &mut self.packed_bwd,
         );
         if self.bias {
             let b = &params[node.params[1]];
-            for (d, &s) in self.packed_bias.iter_mut().zip(b.iter()) {
-                *d = s as f32;
+            // Pixel-shuffle upconvs repeat the bias for every tap's lanes.
+            let lanes = self.fwd.pack_lanes;
+            for (t, part) in self.packed_bias.chunks_mut(lanes).enumerate() {
+                let _ = t;
+                for (d, &s) in part.iter_mut().zip(b.iter()) {
+                    *d = s as f32;
+                }
             }
         }
     }
@@ -882,6 +1029,7 @@ fn plan_linear(
     x: Layout,
     y: Layout,
     epilogue: Epilogue,
+    bwd_epilogue: Epilogue,
 ) -> Result<LinearPlan, String> {
     let env = |k: &str, d: Blocking| {
         std::env::var(k)
@@ -901,7 +1049,8 @@ fn plan_linear(
     };
     let corr = |cg: &mut Codegen, spec: CorrSpec, pack: Packing, blk: Blocking| -> Result<CorrCall, String> {
         let h = cg.corr(&spec, blk)?;
-        Ok(CorrCall { handle: h, f: None, spec, pack })
+        let pack_lanes = spec.co4;
+        Ok(CorrCall { handle: h, f: None, spec, pack, pack_lanes })
     };
     let plan = match &node.op {
         Op::Conv(c) => {
@@ -957,7 +1106,7 @@ fn plan_linear(
                     co4: round4(x.c),
                     csy: x.cs,
                     bias: false,
-                    epilogue: Epilogue::None,
+                    epilogue: bwd_epilogue,
                 },
                 Packing { reduce_axis0: true, flip: true },
                 blk,
@@ -991,6 +1140,7 @@ fn plan_linear(
                 gradw_x: fwd_src,
                 gradw_x_from_dy: false,
                 gradw_unpack_reduce_axis0: false,
+                pixel: None,
                 gradw_chunk_rows: chunk_rows(y.w),
                 gradw_rows: y.rows(),
                 gradw_chunk_rows_out: chunk_rows(y.w),
@@ -999,6 +1149,82 @@ fn plan_linear(
                 packed_fwd: vec![],
                 packed_bwd: vec![],
                 packed_bias: vec![0.0; round4(c.out)],
+                partials: vec![],
+            }
+        }
+        Op::UpConv(c) if window2(&c.kernel, 1) == window2(&c.stride, 1) && window2(&c.pad, 0) == [0, 0] => {
+            let k = window2(&c.kernel, 1);
+            let taps = k[0] * k[1];
+            let co4 = round4(y.c);
+            let t_fwd = new_scratch(Layout { c: taps * co4, cs: taps * co4, ..x }, &mut scratch);
+            let cs_bwd = round4(y.c * taps);
+            let t_bwd = new_scratch(Layout { c: y.c * taps, cs: cs_bwd, ..x }, &mut scratch);
+            let one = |ci, csx, co4, csy, bias, epilogue| CorrSpec {
+                ho: x.h,
+                wo: x.w,
+                hp: x.h,
+                wp: x.w,
+                k: [1, 1],
+                s: [1, 1],
+                d: [1, 1],
+                ci,
+                csx,
+                co4,
+                csy,
+                bias,
+                epilogue,
+            };
+            let mut fwd = corr(
+                cg,
+                one(x.c, x.cs, taps * co4, taps * co4, c.bias, epilogue),
+                Packing { reduce_axis0: false, flip: false },
+                blk,
+            )?;
+            fwd.pack_lanes = co4;
+            let bwd_in = corr(
+                cg,
+                one(y.c * taps, cs_bwd, round4(x.c), x.cs, false, bwd_epilogue),
+                Packing { reduce_axis0: true, flip: false },
+                blk,
+            )?;
+            let gspec = GradWSpec {
+                ho: x.h,
+                wo: x.w,
+                hp: x.h,
+                wp: x.w,
+                k: [1, 1],
+                s: [1, 1],
+                d: [1, 1],
+                ci: x.c,
+                csx: x.cs,
+                co4: cs_bwd,
+                csd: cs_bwd,
+            };
+            LinearPlan {
+                a: c.out,
+                b: x.c,
+                taps,
+                bias: c.bias,
+                fwd,
+                fwd_src: Src::Value,
+                fwd_scatter: None,
+                bwd_in,
+                bwd_src: Src::Scratch(t_bwd),
+                bwd_scatter: None,
+                gradw_handle: cg.gradw(&gspec, gblk)?,
+                gradw: None,
+                gradw_x: Src::Value,
+                gradw_x_from_dy: false,
+                gradw_unpack_reduce_axis0: false,
+                pixel: Some(Pixel { x, y, k, co4, t_fwd, t_bwd, cs_bwd }),
+                gradw_chunk_rows: chunk_rows(x.w),
+                gradw_rows: x.rows(),
+                gradw_chunk_rows_out: chunk_rows(y.w),
+                gradw_spec: gspec,
+                scratch,
+                packed_fwd: vec![],
+                packed_bwd: vec![],
+                packed_bias: vec![0.0; taps * co4],
                 partials: vec![],
             }
         }
@@ -1054,7 +1280,7 @@ fn plan_linear(
                     co4: round4(x.c),
                     csy: x.cs,
                     bias: false,
-                    epilogue: Epilogue::None,
+                    epilogue: bwd_epilogue,
                 },
                 Packing { reduce_axis0: true, flip: false },
                 blk,
@@ -1101,6 +1327,7 @@ fn plan_linear(
                 gradw_x,
                 gradw_x_from_dy: true,
                 gradw_unpack_reduce_axis0: true,
+                pixel: None,
                 gradw_chunk_rows: chunk_rows(x.w),
                 gradw_rows: x.rows(),
                 gradw_chunk_rows_out: chunk_rows(y.w),
@@ -1149,7 +1376,7 @@ fn plan_linear(
                     co4: round4(x.c),
                     csy: x.cs,
                     bias: false,
-                    epilogue: Epilogue::None,
+                    epilogue: bwd_epilogue,
                 },
                 Packing { reduce_axis0: true, flip: false },
                 blk,
@@ -1183,6 +1410,7 @@ fn plan_linear(
                 gradw_x: Src::Value,
                 gradw_x_from_dy: false,
                 gradw_unpack_reduce_axis0: false,
+                pixel: None,
                 gradw_chunk_rows: 1,
                 gradw_rows: 1,
                 gradw_chunk_rows_out: 1,
@@ -1198,7 +1426,8 @@ fn plan_linear(
     };
     let mut plan = plan;
     let chunks = plan.gradw_rows.div_ceil(plan.gradw_chunk_rows);
-    plan.partials = vec![0.0; chunks * plan.gradw_spec.ci * plan.taps * plan.gradw_spec.co4];
+    let gw = &plan.gradw_spec;
+    plan.partials = vec![0.0; chunks * gw.ci * gw.k[0] * gw.k[1] * gw.co4];
     Ok(plan)
 }
 

@@ -5,9 +5,9 @@
 
 use super::engine::{Backend, Engine};
 use super::optim::{self, OptState};
+use crate::check::program::LossKind;
 use crate::check::program::Program;
 use crate::ir;
-use crate::check::program::LossKind;
 use ndarray::{ArrayD, IxDyn};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;

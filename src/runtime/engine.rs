@@ -1,9 +1,9 @@
 //! One interface over the two backends, so the training loop, inference and `bench` do not care
 //! which one runs: forward (keeping what backward needs), then backward.
 
+use crate::check::program::LossKind;
 use crate::interp::{self, Tape};
 use crate::ir::{Graph, Params};
-use crate::check::program::LossKind;
 use crate::jit::JitModel;
 use crate::ops::loss::loss;
 use ndarray::ArrayD;
