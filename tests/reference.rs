@@ -4,9 +4,9 @@
 
 use geonetc::check::check_source;
 use geonetc::check::program::{OptimizerKind, OptimizerSpec};
-use geonetc::interp;
 use geonetc::ir::{self, Graph, Params};
 use geonetc::ops::loss::loss;
+use geonetc::runtime::engine::{Backend, Engine};
 use geonetc::runtime::optim::{self, OptState};
 use ndarray::{ArrayD, IxDyn};
 use serde_json::Value;
@@ -23,8 +23,15 @@ fn values(v: &Value) -> Vec<f64> {
 }
 
 fn assert_close(what: &str, got: &[f64], want: &[f64], rel: f64) {
+    assert_close_floor(what, got, want, rel, 0.0)
+}
+
+/// `floor`: the magnitude below which a tensor counts as zero. A gradient that is zero in exact
+/// arithmetic (a conv bias right before batchnorm) is round-off in f32 and is compared against
+/// the model's gradient scale, not its own ~1e-17.
+fn assert_close_floor(what: &str, got: &[f64], want: &[f64], rel: f64, floor: f64) {
     assert_eq!(got.len(), want.len(), "{what}: length");
-    let scale = want.iter().fold(0.0f64, |m, v| m.max(v.abs())).max(1e-12);
+    let scale = want.iter().fold(0.0f64, |m, v| m.max(v.abs())).max(1e-12).max(floor);
     for (i, (g, w)) in got.iter().zip(want).enumerate() {
         assert!((g - w).abs() <= rel * scale.max(w.abs()) + 1e-12, "{what}[{i}]: got {g}, PyTorch {w}");
     }
@@ -56,7 +63,7 @@ fn load_params(g: &Graph, fx: &Value) -> Params {
         .collect()
 }
 
-fn run(file: &str) {
+fn run(file: &str, backend: Backend) {
     let text =
         std::fs::read_to_string(format!("{}/tests/fixtures/{file}", env!("CARGO_MANIFEST_DIR"))).unwrap();
     let fx: Value = serde_json::from_str(&text).unwrap();
@@ -74,20 +81,29 @@ fn run(file: &str) {
     let inputs = vec![x];
 
     let mut params = load_params(&g, &fx);
-    let tape = interp::forward(&g, &mut params, &inputs, true, 0);
-    let y = interp::outputs(&g, &inputs, &tape).remove(0);
+    let mut engine = Engine::new(&g, backend).unwrap();
+    let y = engine.forward(&mut params, &inputs, true, 0).remove(0);
     assert_close("forward", y.as_slice().unwrap(), array(&fx["forward"]).as_slice().unwrap(), 1e-5);
     let (l, dy) = loss(kind, &y, &target);
-    assert!((l - fx["loss_value"].as_f64().unwrap()).abs() < 1e-9 * l.abs().max(1.0), "loss {l}");
+    // f64 on the interpreter; the JIT computes in f32, so its loss is good to ~1e-6.
+    let loss_tol = if backend == Backend::Jit { 1e-5 } else { 1e-9 };
+    assert!((l - fx["loss_value"].as_f64().unwrap()).abs() < loss_tol * l.abs().max(1.0), "loss {l}");
     let p0 = load_params(&g, &fx);
-    let grads = interp::backward(&g, &p0, &inputs, &tape, &[dy]);
+    let grads = engine.backward(&p0, &[dy]);
+    let global = g
+        .params
+        .iter()
+        .filter(|p| p.trainable())
+        .flat_map(|p| values(&fx["grads"][&p.name]))
+        .fold(0.0f64, |m, v| m.max(v.abs()));
     for (p, gr) in g.params.iter().zip(&grads) {
         if p.trainable() {
-            assert_close(
+            assert_close_floor(
                 &format!("grad {}", p.name),
                 gr.as_slice().unwrap(),
                 &values(&fx["grads"][&p.name]),
                 1e-5,
+                1e-2 * global,
             );
         }
     }
@@ -99,30 +115,50 @@ fn run(file: &str) {
         let sizes: Vec<usize> = params.iter().map(|p| p.len()).collect();
         let mut state = OptState::new(&spec, &sizes);
         for _ in 0..3 {
-            let tape = interp::forward(&g, &mut params, &inputs, true, 0);
-            let y = interp::outputs(&g, &inputs, &tape).remove(0);
+            let y = engine.forward(&mut params, &inputs, true, 0).remove(0);
             let (_, dy) = loss(kind, &y, &target);
-            let grads = interp::backward(&g, &params, &inputs, &tape, &[dy]);
+            let grads = engine.backward(&params, &[dy]);
             optim::step(&spec, &mut state, &mut params, &grads, &trainable);
         }
+        // Parameters whose exact gradient is zero (a bias right before batchnorm: PyTorch's
+        // float64 gradient is ~1e-17) have no effect on the loss; adagrad/adam turn round-off of
+        // either sign into full-size steps, so their values are noise on both sides. On the JIT
+        // (f32) they are left out, and the rest (batchnorm statistics downstream of such a bias
+        // included) is compared at 1e-4 of the model's largest parameter.
+        let floor = if backend == Backend::Jit {
+            g.params
+                .iter()
+                .flat_map(|p| values(&case["params_after"][&p.name]))
+                .fold(0.0f64, |m, v| m.max(v.abs()))
+        } else {
+            0.0
+        };
+        let zero_grad = |name: &str| values(&fx["grads"][name]).iter().all(|v| v.abs() < 1e-9 * global);
         for (p, v) in g.params.iter().zip(&params) {
+            if backend == Backend::Jit && p.trainable() && zero_grad(&p.name) {
+                continue;
+            }
             let want = values(&case["params_after"][&p.name]);
-            assert_close(&format!("{:?}: {}", case["optimizer"], p.name), v.as_slice().unwrap(), &want, 1e-4);
+            let what = format!("{:?}: {}", case["optimizer"], p.name);
+            assert_close_floor(&what, v.as_slice().unwrap(), &want, 1e-4, floor);
         }
     }
 }
 
 #[test]
 fn every_op_in_2d_matches_pytorch() {
-    run("reference_fx2d.json");
+    run("reference_fx2d.json", Backend::Interp);
+    run("reference_fx2d.json", Backend::Jit);
 }
 
 #[test]
 fn one_dimensional_ops_match_pytorch() {
-    run("reference_fx1d.json");
+    run("reference_fx1d.json", Backend::Interp);
+    run("reference_fx1d.json", Backend::Jit);
 }
 
 #[test]
 fn classifier_with_cross_entropy_matches_pytorch() {
-    run("reference_fxcls.json");
+    run("reference_fxcls.json", Backend::Interp);
+    run("reference_fxcls.json", Backend::Jit);
 }
