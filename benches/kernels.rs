@@ -55,7 +55,7 @@ fn kernels(c: &mut Criterion) {
         let (fwd, bwd, gw) = (cg.corr_fn(fwd), cg.corr_fn(bwd), cg.gradw_fn(gw));
         let x: Vec<f32> = (0..N * (H + 2) * (H + 2) * C).map(|i| ((i % 17) as f32 - 8.0) * 0.01).collect();
         let w: Vec<f32> = (0..C * 9 * C).map(|i| ((i % 7) as f32 - 3.0) * 0.1).collect();
-        let b = vec![0.1f32; C];
+        let b = [0.1f32; C];
         let mut y = vec![0.0f32; N * H * H * C];
         let m = vec![1.0f32; N * H * H * C];
         let dy: Vec<f32> = (0..N * H * H * C).map(|i| ((i % 13) as f32 - 6.0) * 0.01).collect();
@@ -97,7 +97,7 @@ fn unet_step(c: &mut Criterion) {
     let x = ndarray::ArrayD::from_shape_fn(ndarray::IxDyn(&graph.inputs[0]), |i| {
         ((i[2] * 7 + i[3]) % 11) as f64 * 0.1
     });
-    jit.load_inputs(&[x.clone()]);
+    jit.load_inputs(std::slice::from_ref(&x));
     jit.load_target(&x);
     let mut g = c.benchmark_group("unet_s");
     g.sample_size(10);

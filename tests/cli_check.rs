@@ -114,3 +114,27 @@ fn bench_reports_the_keys_compare_py_reads() {
     assert_eq!(v["flops_per_sample"], 8028160);
     assert!(v["train_step_ms_median"].as_f64().unwrap() > 0.0);
 }
+
+#[test]
+fn check_json_memory_bytes_is_the_jit_plan_that_bench_uses() {
+    let (code, out, err) = geonetc(&["check", "examples/trace_denoiser.geonet", "--format", "json"]);
+    assert_eq!(code, 0, "{err}");
+    let j: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(j["memory_batch"], 32, "the train block's batch");
+    let planned = j["memory_bytes"].as_u64().expect("memory_bytes");
+    // At least the input and the output, [32, 1, 1024] in f32 with 4 lanes per channel.
+    assert!(planned > 2 * 32 * 1024 * 4 * 4, "{planned}");
+    let (code, out, err) = geonetc(&[
+        "bench",
+        "examples/trace_denoiser.geonet",
+        "--batch",
+        "32",
+        "--steps",
+        "1",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let b: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(b["memory_bytes"].as_u64(), Some(planned));
+}

@@ -14,7 +14,15 @@ pub fn run(file: &Path, format: Format) -> ExitCode {
     let name = file.display().to_string();
     match format {
         Format::Json => {
-            let json = check::to_json(&out, &name);
+            let mut json = check::to_json(&out, &name);
+            // The JIT's planned buffers for one training step at the train block's batch size
+            // (1 without one): what `bench` reports as `memory_bytes`.
+            if let (Some(p), Some(obj)) = (&out.program, json.as_object_mut()) {
+                let batch = p.train.as_ref().map_or(1, |t| t.batch);
+                let bytes = geonetc::jit::JitModel::plan_bytes(&geonetc::ir::lower(p, batch)).ok();
+                obj.insert("memory_bytes".into(), serde_json::json!(bytes));
+                obj.insert("memory_batch".into(), serde_json::json!(batch));
+            }
             println!("{}", serde_json::to_string_pretty(&json).unwrap_or_else(|_| "{}".into()));
         }
         Format::Human => {

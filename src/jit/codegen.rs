@@ -101,6 +101,8 @@ pub struct Codegen {
     has_fma: bool,
     pending: Vec<(FuncId, usize)>,
     count: usize,
+    /// Plan only: no code is generated (for sizing buffers, e.g. `check`'s `memory_bytes`).
+    dry: bool,
 }
 
 // The JIT module is only used behind `&mut` while compiling; finished code is immutable.
@@ -131,7 +133,22 @@ impl Codegen {
         let has_fma = isa.isa_flags().iter().any(|f| f.name == "has_fma" && f.as_bool() == Some(true));
         let module = JITModule::new(JITBuilder::with_isa(isa, default_libcall_names()));
         let ctx = module.make_context();
-        Ok(Codegen { module, ctx, fctx: FunctionBuilderContext::new(), has_fma, pending: vec![], count: 0 })
+        Ok(Codegen {
+            module,
+            ctx,
+            fctx: FunctionBuilderContext::new(),
+            has_fma,
+            pending: vec![],
+            count: 0,
+            dry: false,
+        })
+    }
+
+    /// A code generator that plans but emits nothing; its functions must not be called.
+    pub fn dry() -> Result<Codegen, String> {
+        let mut cg = Codegen::new("none")?;
+        cg.dry = true;
+        Ok(cg)
     }
 
     fn declare(&mut self, n_ptrs: usize) -> Result<(FuncId, cranelift_codegen::ir::Signature), String> {
@@ -152,8 +169,15 @@ impl Codegen {
         Ok(FnHandle(id))
     }
 
+    pub fn is_dry(&self) -> bool {
+        self.dry
+    }
+
     /// Makes every defined function callable.
     pub fn finish(&mut self) -> Result<(), String> {
+        if self.dry {
+            return Ok(());
+        }
         self.module.finalize_definitions().map_err(|e| e.to_string())
     }
 
@@ -171,6 +195,9 @@ impl Codegen {
 
     /// Generates a cross-correlation kernel.
     pub fn corr(&mut self, spec: &CorrSpec, blk: Blocking) -> Result<FnHandle, String> {
+        if self.dry {
+            return Ok(FnHandle(FuncId::from_u32(0)));
+        }
         let (id, sig) = self.declare(5)?;
         self.ctx.func.signature = sig;
         let has_fma = self.has_fma;
@@ -184,6 +211,9 @@ impl Codegen {
 
     /// Generates a weight-gradient kernel.
     pub fn gradw(&mut self, spec: &GradWSpec, blk: Blocking) -> Result<FnHandle, String> {
+        if self.dry {
+            return Ok(FnHandle(FuncId::from_u32(0)));
+        }
         let (id, sig) = self.declare(3)?;
         self.ctx.func.signature = sig;
         let has_fma = self.has_fma;

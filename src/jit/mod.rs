@@ -29,6 +29,64 @@ use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 use std::time::Instant;
 
+/// Assigns gradient buffers by liveness. In the backward pass (nodes in decreasing order) the
+/// gradient of node `j` is first written by its last consumer (or, for an output, at the
+/// start) and last read by node `j` itself; two gradients whose intervals do not overlap share a
+/// buffer. A linear node fused with the activation after it inherits that activation's buffer
+/// (the derivative is applied in place). Greedy in order of first write: a buffer is reused once
+/// its previous owner's node has run.
+fn plan_gradient_buffers(graph: &Graph, layouts: &[Layout], fused_into: &[Option<usize>]) -> Vec<usize> {
+    let nn = graph.nodes.len();
+    let mut first_write = vec![0usize; nn];
+    for (c, node) in graph.nodes.iter().enumerate() {
+        for v in &node.inputs {
+            if let ValueRef::Layer(j) = *v {
+                first_write[j] = first_write[j].max(c);
+            }
+        }
+    }
+    for v in &graph.outputs {
+        if let ValueRef::Layer(j) = *v {
+            first_write[j] = nn;
+        }
+    }
+    // (buffer length, node whose gradient last used it)
+    let mut buffers: Vec<(usize, usize)> = vec![];
+    let mut slot = vec![usize::MAX; nn];
+    let mut order: Vec<usize> = (0..nn).collect();
+    order.sort_by(|a, b| first_write[*b].cmp(&first_write[*a]).then(b.cmp(a)));
+    for j in order {
+        if fused_into[j].is_some() {
+            // Assigned with its activation (whose gradient is written earlier in backward time).
+            continue;
+        }
+        let len = layouts[j].len();
+        let last = fused_owner(j, fused_into);
+        let free = buffers.iter().position(|&(l, owner)| l == len && owner > first_write[j]);
+        let k = match free {
+            Some(k) => k,
+            None => {
+                buffers.push((len, 0));
+                buffers.len() - 1
+            }
+        };
+        buffers[k].1 = last;
+        slot[j] = k;
+        for (p, a) in fused_into.iter().enumerate() {
+            if *a == Some(j) {
+                slot[p] = k;
+            }
+        }
+    }
+    slot
+}
+
+/// The node after whose backward step a gradient buffer is free: the activation's linear
+/// producer when the activation is fused (it reads the same buffer), else the node itself.
+fn fused_owner(j: usize, fused_into: &[Option<usize>]) -> usize {
+    fused_into.iter().position(|a| *a == Some(j)).unwrap_or(j)
+}
+
 /// Elements per task of element-wise parallel loops.
 const CHUNK: usize = 1 << 14;
 
@@ -235,7 +293,51 @@ struct LinearPlan {
     packed_fwd: Vec<f32>,
     packed_bwd: Vec<f32>,
     packed_bias: Vec<f32>,
+    /// Weight-gradient partial sums: borrowed from the pool during the backward step.
     partials: Vec<f32>,
+    partials_len: usize,
+    scratch_len: Vec<usize>,
+    scratch_persistent: Vec<bool>,
+}
+
+impl LinearPlan {
+    /// Borrows transient scratch `k` (zeroed) from the pool, unless it is persistent.
+    fn lend(&mut self, k: usize, pool: &mut Vec<Vec<f32>>) {
+        if self.scratch_persistent[k] {
+            return;
+        }
+        let mut b = pool.pop().unwrap_or_default();
+        b.clear();
+        b.resize(self.scratch_len[k], 0.0);
+        self.scratch[k] = b;
+    }
+
+    /// Returns every borrowed buffer to the pool.
+    /// Borrows the weight-gradient partial sums from the pool.
+    fn lend_partials(&mut self, pool: &mut Vec<Vec<f32>>) {
+        let mut b = pool.pop().unwrap_or_default();
+        b.resize(self.partials_len, 0.0);
+        self.partials = b;
+    }
+
+    /// Bytes this plan borrows at most at once: (buffers, largest).
+    fn transient(&self) -> (usize, usize) {
+        let lens =
+            self.scratch_len.iter().zip(&self.scratch_persistent).filter(|(_, p)| !**p).map(|(l, _)| *l);
+        (lens.clone().count() + 1, lens.chain([self.partials_len]).max().unwrap_or(0))
+    }
+
+    fn give_back(&mut self, pool: &mut Vec<Vec<f32>>) {
+        let persistent = &self.scratch_persistent;
+        for (k, b) in self.scratch.iter_mut().enumerate() {
+            if !persistent[k] && !b.is_empty() {
+                pool.push(std::mem::take(b));
+            }
+        }
+        if !self.partials.is_empty() {
+            pool.push(std::mem::take(&mut self.partials));
+        }
+    }
 }
 
 enum Step {
@@ -259,12 +361,17 @@ pub struct JitModel {
     mask_folded: Vec<bool>,
     values: Vec<Vec<f32>>,
     inputs: Vec<Vec<f32>>,
-    grads: Vec<Vec<f32>>,
+    /// Gradient buffers, shared by values whose gradients are never live at once
+    /// ([`plan_gradient_buffers`]), and each node's buffer.
+    grad_bufs: Vec<Vec<f32>>,
+    grad_slot: Vec<usize>,
     grad_written: Vec<bool>,
     argmax: Vec<Vec<u32>>,
     caches: Vec<Option<Cache>>,
     tmp: Vec<f32>,
     target: Vec<f32>,
+    /// Transient buffers lent to one node's step at a time.
+    pool: Vec<Vec<f32>>,
     _codegen: Codegen,
     pub compile_ms: f64,
     pub memory_bytes: usize,
@@ -308,9 +415,18 @@ impl JitModel {
         Self::compile_with(graph, &opt)
     }
 
+    /// Bytes of the buffers [`JitModel::compile`] would plan for `graph` (activations, gradients
+    /// shared by liveness, scratch, packed weights), without generating code.
+    pub fn plan_bytes(graph: &Graph) -> Result<usize, String> {
+        Ok(Self::build(graph, Codegen::dry()?)?.memory_bytes)
+    }
+
     pub fn compile_with(graph: &Graph, opt_level: &str) -> Result<JitModel, String> {
+        Self::build(graph, Codegen::new(opt_level)?)
+    }
+
+    fn build(graph: &Graph, mut cg: Codegen) -> Result<JitModel, String> {
         let started = Instant::now();
-        let mut cg = Codegen::new(opt_level)?;
         let nn = graph.nodes.len();
         let input_layouts: Vec<Layout> = graph.inputs.iter().map(|s| Layout::of(s)).collect();
         let layouts: Vec<Layout> = graph.nodes.iter().map(|n| Layout::of(&n.shape)).collect();
@@ -380,8 +496,9 @@ impl JitModel {
             steps[i] = Some(step);
         }
         cg.finish()?;
+        let dry = cg.is_dry();
         let mut steps: Vec<Step> = steps.into_iter().map(|s| s.unwrap_or(Step::Reference)).collect();
-        for s in &mut steps {
+        for s in steps.iter_mut().filter(|_| !dry) {
             if let Step::Linear(p) = s {
                 p.fwd.f = Some(cg.corr_fn(p.fwd.handle));
                 p.bwd_in.f = Some(cg.corr_fn(p.bwd_in.handle));
@@ -393,7 +510,16 @@ impl JitModel {
             .enumerate()
             .map(|(i, l)| if fused_into[i].is_some() { vec![] } else { vec![0.0; l.len()] })
             .collect();
-        let grads: Vec<Vec<f32>> = layouts.iter().map(|l| vec![0.0; l.len()]).collect();
+        let grad_slot = plan_gradient_buffers(graph, &layouts, &fused_into);
+        let mut grad_bufs: Vec<Vec<f32>> = vec![];
+        for (i, &slot) in grad_slot.iter().enumerate() {
+            if slot >= grad_bufs.len() {
+                grad_bufs.resize(slot + 1, vec![]);
+            }
+            let len = layouts[i].len().max(grad_bufs[slot].len());
+            grad_bufs[slot].resize(len, 0.0);
+        }
+        let tmp_len = layouts.iter().map(Layout::len).max().unwrap_or(0);
         let argmax: Vec<Vec<u32>> = graph
             .nodes
             .iter()
@@ -404,14 +530,21 @@ impl JitModel {
             })
             .collect();
         let inputs: Vec<Vec<f32>> = input_layouts.iter().map(|l| vec![0.0; l.len()]).collect();
-        let mut bytes = 4 * (values.iter().chain(&grads).chain(&inputs).map(Vec::len).sum::<usize>());
+        let mut bytes = 4 * (values.iter().chain(&grad_bufs).chain(&inputs).map(Vec::len).sum::<usize>());
+        // the accumulation scratch and the loss target
+        bytes += 4 * (tmp_len + graph.outputs.first().map_or(0, |&v| layout_of(v).len()));
         bytes += 4 * argmax.iter().map(Vec::len).sum::<usize>();
+        let (mut pool_buffers, mut pool_len) = (0, 0);
         for s in &steps {
             if let Step::Linear(p) = s {
-                bytes += 4 * (p.scratch.iter().map(Vec::len).sum::<usize>() + p.partials.len());
+                bytes += 4 * p.scratch.iter().map(Vec::len).sum::<usize>();
                 bytes += 4 * (p.packed_fwd.len() + p.packed_bwd.len() + p.packed_bias.len());
+                let (n, len) = p.transient();
+                pool_buffers = pool_buffers.max(n);
+                pool_len = pool_len.max(len);
             }
         }
+        bytes += 4 * pool_buffers * pool_len;
         Ok(JitModel {
             graph: graph.clone(),
             input_layouts,
@@ -422,11 +555,13 @@ impl JitModel {
             values,
             inputs,
             grad_written: vec![false; nn],
-            grads,
+            grad_bufs,
+            grad_slot,
             argmax,
             caches: (0..nn).map(|_| None).collect(),
             tmp: vec![],
             target: vec![],
+            pool: vec![],
             _codegen: cg,
             compile_ms: started.elapsed().as_secs_f64() * 1e3,
             memory_bytes: bytes,
@@ -535,7 +670,7 @@ impl JitModel {
         };
         let l = self.layout(v);
         let count = (l.n * l.h * l.w * l.c) as f64;
-        let mut g = std::mem::take(&mut self.grads[o]);
+        let mut g = std::mem::take(&mut self.grad_bufs[self.grad_slot[o]]);
         let y = self.buf(v);
         let t = &self.target;
         let per = l.cs * PIXELS;
@@ -574,7 +709,7 @@ impl JitModel {
                 lanes.iter().map(|&v| v as f64).sum::<f64>()
             })
             .collect();
-        self.grads[o] = g;
+        self.grad_bufs[self.grad_slot[o]] = g;
         self.grad_written.iter_mut().for_each(|w| *w = false);
         self.grad_written[o] = true;
         let loss = partials.iter().sum::<f64>() / count;
@@ -591,6 +726,12 @@ impl JitModel {
                 let dst = self.fused_into[i].unwrap_or(i);
                 let mut y = std::mem::take(&mut self.values[dst]);
                 plan.pack(params, &node);
+                if let Some((k, _)) = plan.fwd_scatter {
+                    plan.lend(k, &mut self.pool);
+                }
+                if let Some(px) = plan.pixel {
+                    plan.lend(px.t_fwd, &mut self.pool);
+                }
                 let x = self.buf(node.inputs[0]);
                 if let Some((k, sc)) = plan.fwd_scatter {
                     sc.run(x, &mut plan.scratch[k]);
@@ -609,6 +750,7 @@ impl JitModel {
                     run_corr(&plan.fwd, xb, &plan.packed_fwd, &plan.packed_bias, &mut y, &[], rows);
                 }
                 self.values[dst] = y;
+                plan.give_back(&mut self.pool);
             }
             Step::Native => {
                 let mut y = std::mem::take(&mut self.values[i]);
@@ -685,15 +827,15 @@ impl JitModel {
     fn emit_grad(&mut self, v: ValueRef, f: impl FnOnce(&Self, &mut [f32])) {
         let ValueRef::Layer(i) = v else { return };
         if !self.grad_written[i] {
-            let mut g = std::mem::take(&mut self.grads[i]);
+            let mut g = std::mem::take(&mut self.grad_bufs[self.grad_slot[i]]);
             f(self, &mut g);
-            self.grads[i] = g;
+            self.grad_bufs[self.grad_slot[i]] = g;
             self.grad_written[i] = true;
         } else {
             let mut tmp = std::mem::take(&mut self.tmp);
-            tmp.resize(self.grads[i].len(), 0.0);
+            tmp.resize(self.grad_bufs[self.grad_slot[i]].len(), 0.0);
             f(self, &mut tmp);
-            add_into(&mut self.grads[i], &tmp);
+            add_into(&mut self.grad_bufs[self.grad_slot[i]], &tmp);
             self.tmp = tmp;
         }
     }
@@ -701,7 +843,7 @@ impl JitModel {
     /// Adds (or, first time this step, writes) `g` into the gradient of value `v`.
     fn accumulate(&mut self, v: ValueRef, g: &[f32]) {
         if let ValueRef::Layer(i) = v {
-            let dst = &mut self.grads[i];
+            let dst = &mut self.grad_bufs[self.grad_slot[i]];
             if self.grad_written[i] {
                 add_into(dst, g);
             } else {
@@ -745,15 +887,17 @@ impl JitModel {
                     let y = &self.values[i];
                     let folded = self.mask_folded[i];
                     if !folded {
-                        self.grads[i].par_chunks_mut(CHUNK).zip(y.par_chunks(CHUNK)).for_each(|(g, y)| {
-                            for (g, &y) in g.iter_mut().zip(y) {
-                                *g = if y > 0.0 { *g } else { *g * slope };
-                            }
-                        });
+                        self.grad_bufs[self.grad_slot[i]]
+                            .par_chunks_mut(CHUNK)
+                            .zip(y.par_chunks(CHUNK))
+                            .for_each(|(g, y)| {
+                                for (g, &y) in g.iter_mut().zip(y) {
+                                    *g = if y > 0.0 { *g } else { *g * slope };
+                                }
+                            });
                     }
-                    // The linear node is this activation's only consumer: its gradient buffer
-                    // is free, so the two trade places instead of copying.
-                    self.grads.swap(i, p);
+                    // The memory plan gave the linear node this activation's gradient buffer.
+                    debug_assert_eq!(self.grad_slot[i], self.grad_slot[p]);
                     self.grad_written[p] = true;
                 }
                 Step::Linear(plan) => self.backward_linear(i, &node, plan, params, &mut pgrads),
@@ -762,7 +906,7 @@ impl JitModel {
                     let xs: Vec<ArrayD<f64>> = node.inputs.iter().map(|&v| self.value_f64(v)).collect();
                     let refs: Vec<&ArrayD<f64>> = xs.iter().collect();
                     let y = self.value_f64(ValueRef::Layer(i));
-                    let dy = from_nhwc(&self.grads[i], self.layouts[i], &node.shape);
+                    let dy = from_nhwc(&self.grad_bufs[self.grad_slot[i]], self.layouts[i], &node.shape);
                     let cache = self.caches[i].take().unwrap_or(Cache::None);
                     let dxs = interp::backward_node(&node, params, &refs, &y, &cache, dy, &mut pgrads);
                     self.caches[i] = Some(cache);
@@ -788,7 +932,7 @@ impl JitModel {
 
     fn backward_native(&mut self, i: usize, node: &Node) {
         let gl = self.layouts[i];
-        let dy = std::mem::take(&mut self.grads[i]);
+        let dy = std::mem::take(&mut self.grad_bufs[self.grad_slot[i]]);
         match &node.op {
             Op::Pool(_) => {
                 let xl = self.layout(node.inputs[0]);
@@ -834,7 +978,7 @@ impl JitModel {
             }
             _ => unreachable!("native ops are listed in compile"),
         }
-        self.grads[i] = dy;
+        self.grad_bufs[self.grad_slot[i]] = dy;
     }
 
     fn backward_linear(
@@ -845,7 +989,7 @@ impl JitModel {
         params: &Params,
         pgrads: &mut Params,
     ) {
-        let dy = std::mem::take(&mut self.grads[i]);
+        let dy = std::mem::take(&mut self.grad_bufs[self.grad_slot[i]]);
         let dense = matches!(node.op, Op::Dense(_));
         let x_ref = node.inputs[0];
         let xl = self.layout(x_ref);
@@ -881,12 +1025,15 @@ impl JitModel {
             let needed =
                 matches!(x_ref, ValueRef::Layer(_)) || matches!(plan.gradw_x, Src::Scratch(j) if j == k);
             if needed {
+                plan.lend(k, &mut self.pool);
                 sc.run(&dy, &mut plan.scratch[k]);
             }
         }
         if let Some(px) = plan.pixel {
+            plan.lend(px.t_bwd, &mut self.pool);
             px.space_to_depth(&dy, &mut plan.scratch[px.t_bwd]);
         }
+        plan.lend_partials(&mut self.pool);
         if let ValueRef::Layer(_) = x_ref {
             let src: &[f32] = match plan.bwd_src {
                 Src::Value => &dy,
@@ -948,7 +1095,8 @@ impl JitModel {
         let shape = &self.graph.params[node.params[0]].shape;
         pgrads[node.params[0]] = ArrayD::from_shape_vec(IxDyn(shape), dw).expect("weight shape");
         let _ = params;
-        self.grads[i] = dy;
+        plan.give_back(&mut self.pool);
+        self.grad_bufs[self.grad_slot[i]] = dy;
     }
 }
 
@@ -998,8 +1146,7 @@ impl LinearPlan {
             let b = &params[node.params[1]];
             // Pixel-shuffle upconvs repeat the bias for every tap's lanes.
             let lanes = self.fwd.pack_lanes;
-            for (t, part) in self.packed_bias.chunks_mut(lanes).enumerate() {
-                let _ = t;
+            for part in self.packed_bias.chunks_mut(lanes) {
                 for (d, &s) in part.iter_mut().zip(b.iter()) {
                     *d = s as f32;
                 }
@@ -1043,8 +1190,15 @@ fn plan_linear(
     let blk = env("GEONETC_CORR_BLOCK", codegen::CORR_BLOCKING);
     let gblk = env("GEONETC_GRADW_BLOCK", codegen::GRADW_BLOCKING);
     let mut scratch: Vec<Vec<f32>> = vec![];
-    let new_scratch = |l: Layout, scratch: &mut Vec<Vec<f32>>| {
-        scratch.push(vec![0.0; l.len()]);
+    // Scratch buffers: the padded forward input of a conv lives until the backward pass reads
+    // it; every other scratch (interleaved or padded gradients, pixel shuffles) is transient —
+    // borrowed from a pool shared by all nodes for the one step that uses it.
+    let mut scratch_len: Vec<usize> = vec![];
+    let mut scratch_persistent: Vec<bool> = vec![];
+    let mut new_scratch = |l: Layout, persistent: bool, scratch: &mut Vec<Vec<f32>>| {
+        scratch.push(if persistent { vec![0.0; l.len()] } else { vec![] });
+        scratch_len.push(l.len());
+        scratch_persistent.push(persistent);
         scratch.len() - 1
     };
     let corr = |cg: &mut Codegen, spec: CorrSpec, pack: Packing, blk: Blocking| -> Result<CorrCall, String> {
@@ -1061,7 +1215,7 @@ fn plan_linear(
             let (fwd_src, fwd_scatter) = if p == [0, 0] {
                 (Src::Value, None)
             } else {
-                let k0 = new_scratch(padded, &mut scratch);
+                let k0 = new_scratch(padded, true, &mut scratch);
                 (
                     Src::Scratch(k0),
                     Some((k0, Scatter { src: x, dst: padded, s: [1, 1], off: [p[0] as i64, p[1] as i64] })),
@@ -1089,7 +1243,7 @@ fn plan_linear(
             )?;
             // input gradient: dy interleaved (stride) and shifted, then a stride-1 correlation
             let z = Layout { h: x.h + d[0] * (k[0] - 1), w: x.w + d[1] * (k[1] - 1), ..y };
-            let kz = new_scratch(z, &mut scratch);
+            let kz = new_scratch(z, false, &mut scratch);
             let off = |a: usize| (d[a] * (k[a] - 1)) as i64 - p[a] as i64;
             let bwd_in = corr(
                 cg,
@@ -1150,15 +1304,18 @@ fn plan_linear(
                 packed_bwd: vec![],
                 packed_bias: vec![0.0; round4(c.out)],
                 partials: vec![],
+                partials_len: 0,
+                scratch_len: vec![],
+                scratch_persistent: vec![],
             }
         }
         Op::UpConv(c) if window2(&c.kernel, 1) == window2(&c.stride, 1) && window2(&c.pad, 0) == [0, 0] => {
             let k = window2(&c.kernel, 1);
             let taps = k[0] * k[1];
             let co4 = round4(y.c);
-            let t_fwd = new_scratch(Layout { c: taps * co4, cs: taps * co4, ..x }, &mut scratch);
+            let t_fwd = new_scratch(Layout { c: taps * co4, cs: taps * co4, ..x }, false, &mut scratch);
             let cs_bwd = round4(y.c * taps);
-            let t_bwd = new_scratch(Layout { c: y.c * taps, cs: cs_bwd, ..x }, &mut scratch);
+            let t_bwd = new_scratch(Layout { c: y.c * taps, cs: cs_bwd, ..x }, false, &mut scratch);
             let one = |ci, csx, co4, csy, bias, epilogue| CorrSpec {
                 ho: x.h,
                 wo: x.w,
@@ -1226,13 +1383,16 @@ fn plan_linear(
                 packed_bwd: vec![],
                 packed_bias: vec![0.0; taps * co4],
                 partials: vec![],
+                partials_len: 0,
+                scratch_len: vec![],
+                scratch_persistent: vec![],
             }
         }
         Op::UpConv(c) => {
             let (k, s, p) = (window2(&c.kernel, 1), window2(&c.stride, 1), window2(&c.pad, 0));
             // forward: x interleaved by the stride and shifted, then a stride-1 correlation
             let z = Layout { h: y.h + k[0] - 1, w: y.w + k[1] - 1, ..x };
-            let kz = new_scratch(z, &mut scratch);
+            let kz = new_scratch(z, false, &mut scratch);
             let off = |a: usize| (k[a] - 1) as i64 - p[a] as i64;
             let fwd = corr(
                 cg,
@@ -1259,7 +1419,7 @@ fn plan_linear(
             let (bwd_src, bwd_scatter) = if p == [0, 0] {
                 (Src::Value, None)
             } else {
-                let kp = new_scratch(padded, &mut scratch);
+                let kp = new_scratch(padded, false, &mut scratch);
                 (
                     Src::Scratch(kp),
                     Some((kp, Scatter { src: y, dst: padded, s: [1, 1], off: [p[0] as i64, p[1] as i64] })),
@@ -1303,7 +1463,7 @@ fn plan_linear(
             let (gradw_x, bwd_scatter, bwd_src) = match bwd_src {
                 Src::Scratch(kp) => (Src::Scratch(kp), bwd_scatter, bwd_src),
                 Src::Value => {
-                    let kp = new_scratch(padded, &mut scratch);
+                    let kp = new_scratch(padded, false, &mut scratch);
                     (
                         Src::Scratch(kp),
                         Some((kp, Scatter { src: y, dst: padded, s: [1, 1], off: [0, 0] })),
@@ -1337,6 +1497,9 @@ fn plan_linear(
                 packed_bwd: vec![],
                 packed_bias: vec![0.0; round4(c.out)],
                 partials: vec![],
+                partials_len: 0,
+                scratch_len: vec![],
+                scratch_persistent: vec![],
             }
         }
         Op::Dense(dn) => {
@@ -1420,6 +1583,9 @@ fn plan_linear(
                 packed_bwd: vec![],
                 packed_bias: vec![0.0; round4(dn.out)],
                 partials: vec![],
+                partials_len: 0,
+                scratch_len: vec![],
+                scratch_persistent: vec![],
             }
         }
         _ => return Err("not a linear layer".into()),
@@ -1427,7 +1593,9 @@ fn plan_linear(
     let mut plan = plan;
     let chunks = plan.gradw_rows.div_ceil(plan.gradw_chunk_rows);
     let gw = &plan.gradw_spec;
-    plan.partials = vec![0.0; chunks * gw.ci * gw.k[0] * gw.k[1] * gw.co4];
+    plan.partials_len = chunks * gw.ci * gw.k[0] * gw.k[1] * gw.co4;
+    plan.scratch_len = scratch_len;
+    plan.scratch_persistent = scratch_persistent;
     Ok(plan)
 }
 
