@@ -265,22 +265,46 @@ fn identity_model_through_infer_keeps_headers_and_values() {
         let file = d.join("id.geonet");
         std::fs::write(&file, model).unwrap();
         let out = d.join(Path::new(rel).file_name().unwrap());
-        let o = Command::new(env!("CARGO_BIN_EXE_geonetc"))
-            .args([
-                "infer",
-                file.to_str().unwrap(),
-                "--backend",
-                "interp",
-                "--input",
-                p.to_str().unwrap(),
-                "--output",
-                out.to_str().unwrap(),
-            ])
-            .output()
-            .unwrap();
-        assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
-        assert_eq!(std::fs::read(&out).unwrap(), std::fs::read(&p).unwrap(), "{rel}");
+        for backend in ["interp", "jit"] {
+            let o = Command::new(env!("CARGO_BIN_EXE_geonetc"))
+                .args([
+                    "infer",
+                    file.to_str().unwrap(),
+                    "--backend",
+                    backend,
+                    "--input",
+                    p.to_str().unwrap(),
+                    "--output",
+                    out.to_str().unwrap(),
+                ])
+                .output()
+                .unwrap();
+            assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+            assert_eq!(std::fs::read(&out).unwrap(), std::fs::read(&p).unwrap(), "{rel} on {backend}");
+        }
     }
+}
+
+#[test]
+fn a_two_dimensional_npy_is_a_section_for_infer_with_a_picture() {
+    let Some(noisy) = data("synthetic/patchunet_synthetic_noisy.npy") else { return };
+    let d = tmp("npy-section");
+    let file = d.join("id.geonet");
+    let model = "model id {\n input x: [1, 64, 64]\n y = x -> conv(1, kernel=1, bias=false, init=[[1]])\n output y\n}\n";
+    std::fs::write(&file, model).unwrap();
+    let (out, png) = (d.join("out.npy"), d.join("panels.png"));
+    let o = Command::new(env!("CARGO_BIN_EXE_geonetc"))
+        .args(["infer", file.to_str().unwrap(), "--input", noisy.to_str().unwrap()])
+        .args(["--output", out.to_str().unwrap(), "--plot", png.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    // [time, traces] in, the same array out (601 × 76 is no multiple of the 64 × 64 tile).
+    let a = geonetc::runtime::data::read_npy(&noisy).unwrap();
+    let b = geonetc::runtime::data::read_npy(&out).unwrap();
+    assert_eq!(a.shape(), &[601, 76]);
+    assert_eq!(a, b);
+    assert_eq!(&std::fs::read(&png).unwrap()[1..4], b"PNG");
 }
 
 #[test]

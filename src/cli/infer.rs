@@ -37,9 +37,6 @@ pub fn run(args: InferArgs) -> ExitCode {
     };
     let loader: Option<infer::ParamLoader> = if args.weights.is_some() { Some(&load) } else { None };
     if is_npy(&args.input) {
-        if args.plot.is_some() {
-            eprintln!("note: --plot draws SEG-Y/SU sections; no picture for .npy input");
-        }
         if !is_npy(&args.output) {
             return fail("a .npy input gives a .npy output: name the output *.npy");
         }
@@ -47,6 +44,37 @@ pub fn run(args: InferArgs) -> ExitCode {
             Ok(a) => a,
             Err(e) => return fail(e),
         };
+        // A 2-D array for a one-channel model is a section [time, traces], as `eval` reads it:
+        // denoised in blended tiles (2-D models) or trace by trace (1-D models).
+        let one_channel = matches!(declared.as_slice(), [1, _] | [1, _, _]);
+        if input.ndim() == 2 && one_channel && declared.len() != 1 {
+            let section = input.t().mapv(|v| v as f32).into_dimensionality::<ndarray::Ix2>();
+            let Ok(section) = section else { return fail("expected a 2-D array") };
+            return match infer::run_section(&source, loader, &section, &declared, None, backend(args.backend))
+            {
+                Ok(y) => {
+                    let out = y.t().mapv(f64::from).into_dyn();
+                    if let Err(e) = data::write_npy(&args.output, &out) {
+                        return fail(e);
+                    }
+                    if let Some(png) = &args.plot {
+                        let removed = &section - &y;
+                        let panels = [("input", &section), ("output", &y), ("difference", &removed)];
+                        let palette = geonetc::seismic::plot::Palette::RedWhiteBlue;
+                        if let Err(e) = geonetc::seismic::plot::panels(png, &panels, 0, palette) {
+                            return fail(e);
+                        }
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(e),
+            };
+        }
+        if args.plot.is_some() {
+            eprintln!(
+                "note: --plot draws sections (SEG-Y/SU or a 2-D [time, traces] .npy); none for this input"
+            );
+        }
         return match infer::run(&source, loader, &input, &declared, backend(args.backend)) {
             Ok(y) => match data::write_npy(&args.output, &y) {
                 Ok(()) => ExitCode::SUCCESS,

@@ -45,7 +45,7 @@ fn clean_panel(rows: usize, cols: usize, rng: &mut ChaCha8Rng) -> Vec<f64> {
         let amp = rng.random_range(0.3..1.0) * if rng.random_bool(0.5) { 1.0 } else { -1.0 };
         let t0 = rng.random_range(0.0..rows as f64);
         let hyperbolic = rng.random_bool(0.5);
-        let dip = rng.random_range(-2.0..2.0); // samples per trace
+        let dip = rng.random_range(-6.0..6.0); // samples per trace: steep events too
         let x0 = rng.random_range(0.0..cols as f64);
         let v = rng.random_range(0.5..3.0) * cols as f64 / rows as f64;
         let half = (2.0 / f).ceil() as isize;
