@@ -300,6 +300,60 @@ struct LinearPlan {
     scratch_persistent: Vec<bool>,
 }
 
+/// What every linear plan needs; the rest starts at "read the value as it is, no scatter".
+struct LinearParts {
+    /// Weight `[a, b, taps]` and whether there is a bias.
+    a: usize,
+    b: usize,
+    taps: usize,
+    bias: bool,
+    fwd: CorrCall,
+    bwd_in: CorrCall,
+    gradw_handle: codegen::FnHandle,
+    gradw_spec: GradWSpec,
+    /// Output-row width of the weight-gradient pass and of the bias sums.
+    gradw_width: usize,
+    bias_width: usize,
+    scratch: Vec<Vec<f32>>,
+    /// Lanes of the packed bias.
+    bias_lanes: usize,
+}
+
+impl LinearParts {
+    fn plan(self) -> LinearPlan {
+        LinearPlan {
+            a: self.a,
+            b: self.b,
+            taps: self.taps,
+            bias: self.bias,
+            fwd: self.fwd,
+            fwd_src: Src::Value,
+            fwd_scatter: None,
+            bwd_in: self.bwd_in,
+            bwd_src: Src::Value,
+            bwd_scatter: None,
+            gradw_handle: self.gradw_handle,
+            gradw: None,
+            gradw_x: Src::Value,
+            gradw_x_from_dy: false,
+            gradw_unpack_reduce_axis0: false,
+            pixel: None,
+            gradw_chunk_rows: chunk_rows(self.gradw_width),
+            gradw_rows: 1,
+            gradw_chunk_rows_out: chunk_rows(self.bias_width),
+            gradw_spec: self.gradw_spec,
+            scratch: self.scratch,
+            packed_fwd: vec![],
+            packed_bwd: vec![],
+            packed_bias: vec![0.0; self.bias_lanes],
+            partials: vec![],
+            partials_len: 0,
+            scratch_len: vec![],
+            scratch_persistent: vec![],
+        }
+    }
+}
+
 impl LinearPlan {
     /// Borrows transient scratch `k` (zeroed) from the pool, unless it is persistent.
     fn lend(&mut self, k: usize, pool: &mut Vec<Vec<f32>>) {
@@ -1279,34 +1333,27 @@ fn plan_linear(
                 csd: y.cs,
             };
             LinearPlan {
-                a: c.out,
-                b: x.c,
-                taps: k[0] * k[1],
-                bias: c.bias,
-                fwd,
                 fwd_src,
                 fwd_scatter,
-                bwd_in,
                 bwd_src: Src::Scratch(kz),
                 bwd_scatter: Some((kz, Scatter { src: y, dst: z, s, off: [off(0), off(1)] })),
-                gradw_handle: cg.gradw(&gspec, gblk)?,
-                gradw: None,
                 gradw_x: fwd_src,
-                gradw_x_from_dy: false,
-                gradw_unpack_reduce_axis0: false,
-                pixel: None,
-                gradw_chunk_rows: chunk_rows(y.w),
                 gradw_rows: y.rows(),
-                gradw_chunk_rows_out: chunk_rows(y.w),
-                gradw_spec: gspec,
-                scratch,
-                packed_fwd: vec![],
-                packed_bwd: vec![],
-                packed_bias: vec![0.0; round4(c.out)],
-                partials: vec![],
-                partials_len: 0,
-                scratch_len: vec![],
-                scratch_persistent: vec![],
+                ..LinearParts {
+                    a: c.out,
+                    b: x.c,
+                    taps: k[0] * k[1],
+                    bias: c.bias,
+                    fwd,
+                    bwd_in,
+                    gradw_handle: cg.gradw(&gspec, gblk)?,
+                    gradw_spec: gspec,
+                    gradw_width: y.w,
+                    bias_width: y.w,
+                    scratch,
+                    bias_lanes: round4(c.out),
+                }
+                .plan()
             }
         }
         Op::UpConv(c) if window2(&c.kernel, 1) == window2(&c.stride, 1) && window2(&c.pad, 0) == [0, 0] => {
@@ -1358,34 +1405,24 @@ fn plan_linear(
                 csd: cs_bwd,
             };
             LinearPlan {
-                a: c.out,
-                b: x.c,
-                taps,
-                bias: c.bias,
-                fwd,
-                fwd_src: Src::Value,
-                fwd_scatter: None,
-                bwd_in,
                 bwd_src: Src::Scratch(t_bwd),
-                bwd_scatter: None,
-                gradw_handle: cg.gradw(&gspec, gblk)?,
-                gradw: None,
-                gradw_x: Src::Value,
-                gradw_x_from_dy: false,
-                gradw_unpack_reduce_axis0: false,
                 pixel: Some(Pixel { x, y, k, co4, t_fwd, t_bwd, cs_bwd }),
-                gradw_chunk_rows: chunk_rows(x.w),
                 gradw_rows: x.rows(),
-                gradw_chunk_rows_out: chunk_rows(y.w),
-                gradw_spec: gspec,
-                scratch,
-                packed_fwd: vec![],
-                packed_bwd: vec![],
-                packed_bias: vec![0.0; taps * co4],
-                partials: vec![],
-                partials_len: 0,
-                scratch_len: vec![],
-                scratch_persistent: vec![],
+                ..LinearParts {
+                    a: c.out,
+                    b: x.c,
+                    taps,
+                    bias: c.bias,
+                    fwd,
+                    bwd_in,
+                    gradw_handle: cg.gradw(&gspec, gblk)?,
+                    gradw_spec: gspec,
+                    gradw_width: x.w,
+                    bias_width: y.w,
+                    scratch,
+                    bias_lanes: taps * co4,
+                }
+                .plan()
             }
         }
         Op::UpConv(c) => {
@@ -1472,34 +1509,29 @@ fn plan_linear(
                 }
             };
             LinearPlan {
-                a: c.out,
-                b: x.c,
-                taps: k[0] * k[1],
-                bias: c.bias,
-                fwd,
                 fwd_src: Src::Scratch(kz),
                 fwd_scatter: Some((kz, Scatter { src: x, dst: z, s, off: [off(0), off(1)] })),
-                bwd_in,
                 bwd_src,
                 bwd_scatter,
-                gradw_handle: cg.gradw(&gspec, gblk)?,
-                gradw: None,
                 gradw_x,
                 gradw_x_from_dy: true,
                 gradw_unpack_reduce_axis0: true,
-                pixel: None,
-                gradw_chunk_rows: chunk_rows(x.w),
                 gradw_rows: x.rows(),
-                gradw_chunk_rows_out: chunk_rows(y.w),
-                gradw_spec: gspec,
-                scratch,
-                packed_fwd: vec![],
-                packed_bwd: vec![],
-                packed_bias: vec![0.0; round4(c.out)],
-                partials: vec![],
-                partials_len: 0,
-                scratch_len: vec![],
-                scratch_persistent: vec![],
+                ..LinearParts {
+                    a: c.out,
+                    b: x.c,
+                    taps: k[0] * k[1],
+                    bias: c.bias,
+                    fwd,
+                    bwd_in,
+                    gradw_handle: cg.gradw(&gspec, gblk)?,
+                    gradw_spec: gspec,
+                    gradw_width: x.w,
+                    bias_width: y.w,
+                    scratch,
+                    bias_lanes: round4(c.out),
+                }
+                .plan()
             }
         }
         Op::Dense(dn) => {
@@ -1558,34 +1590,24 @@ fn plan_linear(
                 csd: y.cs,
             };
             LinearPlan {
-                a: dn.out,
-                b: x.c,
-                taps: 1,
-                bias: dn.bias,
-                fwd,
-                fwd_src: Src::Value,
-                fwd_scatter: None,
-                bwd_in,
-                bwd_src: Src::Value,
-                bwd_scatter: None,
-                gradw_handle: cg.gradw(&gspec, gblk)?,
-                gradw: None,
-                gradw_x: Src::Value,
-                gradw_x_from_dy: false,
-                gradw_unpack_reduce_axis0: false,
-                pixel: None,
                 gradw_chunk_rows: 1,
                 gradw_rows: 1,
                 gradw_chunk_rows_out: 1,
-                gradw_spec: gspec,
-                scratch,
-                packed_fwd: vec![],
-                packed_bwd: vec![],
-                packed_bias: vec![0.0; round4(dn.out)],
-                partials: vec![],
-                partials_len: 0,
-                scratch_len: vec![],
-                scratch_persistent: vec![],
+                ..LinearParts {
+                    a: dn.out,
+                    b: x.c,
+                    taps: 1,
+                    bias: dn.bias,
+                    fwd,
+                    bwd_in,
+                    gradw_handle: cg.gradw(&gspec, gblk)?,
+                    gradw_spec: gspec,
+                    gradw_width: n,
+                    bias_width: n,
+                    scratch,
+                    bias_lanes: round4(dn.out),
+                }
+                .plan()
             }
         }
         _ => return Err("not a linear layer".into()),
