@@ -138,3 +138,13 @@ fn check_json_memory_bytes_is_the_jit_plan_that_bench_uses() {
     let b: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(b["memory_bytes"].as_u64(), Some(planned));
 }
+
+#[test]
+fn the_readme_experiments_check_without_errors_or_warnings() {
+    for entry in std::fs::read_dir("experiments").unwrap() {
+        let path = entry.unwrap().path();
+        let src = std::fs::read_to_string(&path).unwrap();
+        let out = geonetc::check::check_source(&src);
+        assert!(out.program.is_some() && out.diagnostics.is_empty(), "{}: {:#?}", path.display(), out.diagnostics);
+    }
+}

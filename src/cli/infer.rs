@@ -36,6 +36,17 @@ pub fn run(args: InferArgs) -> ExitCode {
         None => Err(String::new()),
     };
     let loader: Option<infer::ParamLoader> = if args.weights.is_some() { Some(&load) } else { None };
+    // Sections are scaled to the training data's RMS, stored with the weights.
+    let data_rms = match &args.weights {
+        Some(w) => {
+            let g = geonetc::ir::lower(&program, 1);
+            match cache.get_or_init(|| checkpoint::load_weights(w, &g)) {
+                Ok((_, meta)) => meta.get("data_rms").and_then(|v| v.parse().ok()),
+                Err(e) => return fail(e),
+            }
+        }
+        None => None,
+    };
     if is_npy(&args.input) {
         if !is_npy(&args.output) {
             return fail("a .npy input gives a .npy output: name the output *.npy");
@@ -50,7 +61,7 @@ pub fn run(args: InferArgs) -> ExitCode {
         if input.ndim() == 2 && one_channel && declared.len() != 1 {
             let section = input.t().mapv(|v| v as f32).into_dimensionality::<ndarray::Ix2>();
             let Ok(section) = section else { return fail("expected a 2-D array") };
-            return match infer::run_section(&source, loader, &section, &declared, None, backend(args.backend))
+            return match infer::run_section(&source, loader, &section, &declared, data_rms, backend(args.backend))
             {
                 Ok(y) => {
                     let out = y.t().mapv(f64::from).into_dyn();
@@ -93,16 +104,6 @@ pub fn run(args: InferArgs) -> ExitCode {
             "a SEG-Y/SU input gives a SEG-Y/SU output (all headers kept): name the output like the input",
         );
     }
-    let data_rms = match &args.weights {
-        Some(w) => {
-            let g = geonetc::ir::lower(&program, 1);
-            match cache.get_or_init(|| checkpoint::load_weights(w, &g)) {
-                Ok((_, meta)) => meta.get("data_rms").and_then(|v| v.parse().ok()),
-                Err(e) => return fail(e),
-            }
-        }
-        None => None,
-    };
     let section = file.section();
     match infer::run_section(&source, loader, &section, &declared, data_rms, backend(args.backend)) {
         Ok(y) => {
