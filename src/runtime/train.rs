@@ -148,6 +148,10 @@ pub fn train(
 
     let mut graphs = Engines { program, backend: opts.backend, by_batch: HashMap::new() };
     let template = ir::lower(program, spec.batch.min(n_train.max(1)));
+    let first = graphs.get(spec.batch.min(n_train.max(1)))?;
+    if opts.backend == Backend::Jit {
+        log(&format!("compiled for batch {} in {:.0} ms", spec.batch.min(n_train.max(1)), first.compile_ms()));
+    }
     let trainable: Vec<bool> = template.params.iter().map(|p| p.trainable()).collect();
     let sizes: Vec<usize> = template.params.iter().map(|p| p.shape.iter().product()).collect();
     let fresh_opt = OptState::new(&program.optimizer, &sizes);
