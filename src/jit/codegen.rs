@@ -90,7 +90,7 @@ pub struct Blocking {
     pub v: usize,
 }
 
-pub const CORR_BLOCKING: Blocking = Blocking { r: 4, v: 2 };
+pub const CORR_BLOCKING: Blocking = Blocking { r: 5, v: 2 };
 pub const GRADW_BLOCKING: Blocking = Blocking { r: 4, v: 2 };
 
 /// Owns the JIT module (and so the machine code) of one compiled model.
