@@ -59,7 +59,7 @@ fn kernels(c: &mut Criterion) {
         let mut y = vec![0.0f32; N * H * H * C];
         let m = vec![1.0f32; N * H * H * C];
         let dy: Vec<f32> = (0..N * H * H * C).map(|i| ((i % 13) as f32 - 6.0) * 0.01).collect();
-        let mut dw = vec![0.0f32; C * 9 * C];
+        let mut dw = vec![0.0f32; C * 9 * C + 2 * C];
         let rows = (N * H) as i64;
         g.bench_function(format!("forward_opt_{opt}"), |bch| {
             // SAFETY: buffers sized for the spec.

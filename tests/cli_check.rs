@@ -145,6 +145,11 @@ fn the_readme_experiments_check_without_errors_or_warnings() {
         let path = entry.unwrap().path();
         let src = std::fs::read_to_string(&path).unwrap();
         let out = geonetc::check::check_source(&src);
-        assert!(out.program.is_some() && out.diagnostics.is_empty(), "{}: {:#?}", path.display(), out.diagnostics);
+        assert!(
+            out.program.is_some() && out.diagnostics.is_empty(),
+            "{}: {:#?}",
+            path.display(),
+            out.diagnostics
+        );
     }
 }

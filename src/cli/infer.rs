@@ -61,8 +61,14 @@ pub fn run(args: InferArgs) -> ExitCode {
         if input.ndim() == 2 && one_channel && declared.len() != 1 {
             let section = input.t().mapv(|v| v as f32).into_dimensionality::<ndarray::Ix2>();
             let Ok(section) = section else { return fail("expected a 2-D array") };
-            return match infer::run_section(&source, loader, &section, &declared, data_rms, backend(args.backend))
-            {
+            return match infer::run_section(
+                &source,
+                loader,
+                &section,
+                &declared,
+                data_rms,
+                backend(args.backend),
+            ) {
                 Ok(y) => {
                     let out = y.t().mapv(f64::from).into_dyn();
                     if let Err(e) = data::write_npy(&args.output, &out) {

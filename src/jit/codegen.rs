@@ -76,6 +76,9 @@ pub struct GradWSpec {
     /// Output-gradient channels rounded up to 4, and its channel stride.
     pub co4: usize,
     pub csd: usize,
+    /// Also sum `dy` per channel (the bias gradient) into `co4` f64 values stored from
+    /// `dw[ci·taps·co4]` on (2·co4 f32 slots), in the same pass over the rows.
+    pub bias: bool,
 }
 
 /// `fn(x, w, b, y, m, row0, row1)`: rows are `n·ho + oh`.
@@ -553,6 +556,55 @@ fn emit_gradw(b: &mut FunctionBuilder, sp: &GradWSpec, blk: Blocking, has_fma: b
         if ci_tail > 0 {
             let ci_bytes = b.ins().iconst(PTR, (ci_full * rb * 4) as i64);
             per_ci(b, ci_bytes, ci_tail);
+        }
+        if sp.bias {
+            // Σ dy per channel over this row in f32x4 while the row is in cache, then added to
+            // f64 sums (two f64x2 per 4 channels) in `dw[ci·taps·co4 ..]`.
+            let base = b.ins().iadd_imm_s(dw, (sp.ci * ktaps * sp.co4 * 4) as i64);
+            let co4 = sp.co4 / 4;
+            let le = MemFlagsData::new().with_endianness(cranelift_codegen::ir::Endianness::Little);
+            let high_half = b.func.dfg.immediates.push(cranelift_codegen::ir::ConstantData::from(vec![
+                8u8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7,
+            ]));
+            for j0 in (0..co4).step_by(4) {
+                let v = (co4 - j0).min(4);
+                let accs: Vec<Variable> = (0..v).map(|_| b.declare_var(F32X4)).collect();
+                let z = b.ins().f32const(0.0);
+                let z = b.ins().splat(F32X4, z);
+                for a in &accs {
+                    b.def_var(*a, z);
+                }
+                let dp = b.declare_var(PTR);
+                b.def_var(dp, drow);
+                let zero = b.ins().iconst(PTR, 0);
+                let end = b.ins().iconst(PTR, sp.wo as i64);
+                counted_loop(b, zero, end, 1, |b, _ow| {
+                    let dpv = b.use_var(dp);
+                    for (j, a) in accs.iter().enumerate() {
+                        let d = b.ins().load(F32X4, flags(), dpv, (16 * (j0 + j)) as i32);
+                        let av = b.use_var(*a);
+                        let sum = b.ins().fadd(av, d);
+                        b.def_var(*a, sum);
+                    }
+                    let dn = b.ins().iadd_imm_s(dpv, (sp.csd * 4) as i64);
+                    b.def_var(dp, dn);
+                });
+                for (j, a) in accs.iter().enumerate() {
+                    let av = b.use_var(*a);
+                    let lo = b.ins().fvpromote_low(av);
+                    let bytes = b.ins().bitcast(types::I8X16, le, av);
+                    let swapped = b.ins().shuffle(bytes, bytes, high_half);
+                    let hi4 = b.ins().bitcast(F32X4, le, swapped);
+                    let hi = b.ins().fvpromote_low(hi4);
+                    let off = (32 * (j0 + j)) as i32;
+                    let s_lo = b.ins().load(types::F64X2, flags(), base, off);
+                    let s_hi = b.ins().load(types::F64X2, flags(), base, off + 16);
+                    let s_lo = b.ins().fadd(s_lo, lo);
+                    let s_hi = b.ins().fadd(s_hi, hi);
+                    b.ins().store(flags(), s_lo, base, off);
+                    b.ins().store(flags(), s_hi, base, off + 16);
+                }
+            }
         }
     });
     b.ins().return_(&[]);

@@ -1047,8 +1047,9 @@ impl JitModel {
         let dense = matches!(node.op, Op::Dense(_));
         let x_ref = node.inputs[0];
         let xl = self.layout(x_ref);
-        // Bias gradient: per-channel sums over fixed row chunks (f64), added in chunk order.
-        if plan.bias {
+        // Bias gradient: per-channel sums over fixed row chunks (f64), added in chunk order —
+        // unless the weight-gradient kernel sums dy in its own pass.
+        if plan.bias && !plan.gradw_spec.bias {
             let yl = self.layouts[i];
             let per = plan.gradw_chunk_rows_out * yl.w * yl.cs;
             let parts: Vec<Vec<f64>> = dy
@@ -1112,7 +1113,9 @@ impl JitModel {
         };
         let chunk = plan.gradw_chunk_rows;
         let total = plan.gradw_rows;
-        let len = plan.gradw_spec.ci * plan.gradw_spec.k[0] * plan.gradw_spec.k[1] * plan.gradw_spec.co4;
+        let gs = &plan.gradw_spec;
+        let wlen = gs.ci * gs.k[0] * gs.k[1] * gs.co4;
+        let len = wlen + if gs.bias { 2 * gs.co4 } else { 0 };
         let Some(f) = plan.gradw else { return };
         let (gxp, gdp) = (gx.as_ptr() as usize, gd.as_ptr() as usize);
         plan.partials.par_chunks_mut(len).enumerate().for_each(|(c, part)| {
@@ -1122,10 +1125,15 @@ impl JitModel {
             // SAFETY: buffers are sized by the plan the kernel was specialised for.
             unsafe { f(gxp as *const f32, gdp as *const f32, part.as_mut_ptr(), r0 as i64, r1 as i64) };
         });
-        let mut sum = vec![0.0f64; len];
+        let mut sum = vec![0.0f64; wlen + if gs.bias { gs.co4 } else { 0 }];
         for part in plan.partials.chunks(len) {
-            for (s, &v) in sum.iter_mut().zip(part) {
+            for (s, &v) in sum.iter_mut().zip(&part[..wlen]) {
                 *s += v as f64;
+            }
+            // The bias sums are f64, stored as pairs of f32 slots (little-endian).
+            for (c, s) in sum[wlen..].iter_mut().enumerate() {
+                let (lo, hi) = (part[wlen + 2 * c].to_bits() as u64, part[wlen + 2 * c + 1].to_bits() as u64);
+                *s += f64::from_bits(hi << 32 | lo);
             }
         }
         let lanes = plan.gradw_spec.co4;
@@ -1148,6 +1156,14 @@ impl JitModel {
         }
         let shape = &self.graph.params[node.params[0]].shape;
         pgrads[node.params[0]] = ArrayD::from_shape_vec(IxDyn(shape), dw).expect("weight shape");
+        if plan.gradw_spec.bias {
+            let db: Vec<f64> = match plan.pixel {
+                // lanes out·taps + t
+                Some(_) => (0..a).map(|o| (0..taps).map(|t| sum[wlen + o * taps + t]).sum()).collect(),
+                None => sum[wlen..wlen + a].to_vec(),
+            };
+            pgrads[node.params[1]] = ArrayD::from_shape_vec(IxDyn(&[a]), db).expect("bias shape");
+        }
         let _ = params;
         plan.give_back(&mut self.pool);
         self.grad_bufs[self.grad_slot[i]] = dy;
@@ -1331,6 +1347,7 @@ fn plan_linear(
                 csx: x.cs,
                 co4: round4(y.c),
                 csd: y.cs,
+                bias: c.bias,
             };
             LinearPlan {
                 fwd_src,
@@ -1403,6 +1420,7 @@ fn plan_linear(
                 csx: x.cs,
                 co4: cs_bwd,
                 csd: cs_bwd,
+                bias: c.bias,
             };
             LinearPlan {
                 bwd_src: Src::Scratch(t_bwd),
@@ -1494,6 +1512,7 @@ fn plan_linear(
                 csx: y.cs,
                 co4: round4(x.c),
                 csd: x.cs,
+                bias: false,
             };
             // When p = 0 the weight gradient reads dy itself, which lives in the gradient buffer:
             // give it a scratch copy so the source is uniform.
@@ -1588,6 +1607,7 @@ fn plan_linear(
                 csx: x.cs,
                 co4: round4(y.c),
                 csd: y.cs,
+                bias: dn.bias,
             };
             LinearPlan {
                 gradw_chunk_rows: 1,
@@ -1615,7 +1635,7 @@ fn plan_linear(
     let mut plan = plan;
     let chunks = plan.gradw_rows.div_ceil(plan.gradw_chunk_rows);
     let gw = &plan.gradw_spec;
-    plan.partials_len = chunks * gw.ci * gw.k[0] * gw.k[1] * gw.co4;
+    plan.partials_len = chunks * (gw.ci * gw.k[0] * gw.k[1] * gw.co4 + if gw.bias { 2 * gw.co4 } else { 0 });
     plan.scratch_len = scratch_len;
     plan.scratch_persistent = scratch_persistent;
     Ok(plan)

@@ -150,7 +150,11 @@ pub fn train(
     let template = ir::lower(program, spec.batch.min(n_train.max(1)));
     let first = graphs.get(spec.batch.min(n_train.max(1)))?;
     if opts.backend == Backend::Jit {
-        log(&format!("compiled for batch {} in {:.0} ms", spec.batch.min(n_train.max(1)), first.compile_ms()));
+        log(&format!(
+            "compiled for batch {} in {:.0} ms",
+            spec.batch.min(n_train.max(1)),
+            first.compile_ms()
+        ));
     }
     let trainable: Vec<bool> = template.params.iter().map(|p| p.trainable()).collect();
     let sizes: Vec<usize> = template.params.iter().map(|p| p.shape.iter().product()).collect();
