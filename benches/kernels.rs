@@ -49,6 +49,7 @@ fn kernels(c: &mut Criterion) {
             csx: C,
             co4: C,
             csd: C,
+            bias: true,
         };
         let gw = cg.gradw(&gw_spec, geonetc::jit::codegen::GRADW_BLOCKING).expect("codegen");
         cg.finish().expect("finalize");
