@@ -244,3 +244,45 @@ proptest! {
         prop_assert!(compare(&p, batch, true).is_ok(), "{}: {:?}", src, compare(&p, batch, true));
     }
 }
+
+/// The JIT's loss on its own buffers (mse and mae; written over an unfused linear output in
+/// place, or into the gradient buffer) against the interpreter's f64 loss and backward.
+#[test]
+fn training_steps_with_the_loss_on_buffers_match_the_interpreter() {
+    use geonetc::runtime::engine::{Backend, Engine};
+    let bodies = [
+        "y = x -> conv(4, kernel=3, pad=1) -> relu -> conv(3, kernel=3, pad=1)",
+        "y = x -> conv(3, kernel=3, pad=1) -> relu",
+        "y = x -> conv(3, kernel=3, pad=1) -> sigmoid",
+    ];
+    for body in bodies {
+        for loss_name in ["mse", "mae"] {
+            let src = format!(
+                "model m {{\n    input x: [3, 8, 10]\n    {body}\n    output y\n}}\ntrain {{\n    data = synthetic(count = 8)\n    loss = {loss_name}\n}}\n"
+            );
+            let p = program(&src);
+            let g = ir::lower(&p, 2);
+            let mut rng = ChaCha8Rng::seed_from_u64(8);
+            let x = random(&g.inputs[0], &mut rng);
+            let shape = match g.outputs[0] {
+                geonetc::check::program::ValueRef::Layer(i) => g.nodes[i].shape.clone(),
+                geonetc::check::program::ValueRef::Input(i) => g.inputs[i].clone(),
+            };
+            let t = random(&shape, &mut rng);
+            let kind = p.train.as_ref().unwrap().loss;
+            let mut results = vec![];
+            for backend in [Backend::Interp, Backend::Jit] {
+                let mut params = ir::init_params(&g, 3);
+                let mut e = Engine::new(&g, backend).unwrap();
+                results.push(e.train_step(&mut params, std::slice::from_ref(&x), &t, kind, 0));
+            }
+            let ((li, gi), (lj, gj)) = (&results[0], &results[1]);
+            assert!((li - lj).abs() <= 1e-5 * li.abs(), "{body} {loss_name}: loss {lj} vs {li}");
+            let global = gi.iter().map(max_abs).fold(0.0, f64::max);
+            for (k, info) in g.params.iter().enumerate() {
+                close(&format!("{body} {loss_name}: {}", info.name), &gj[k], &gi[k], 1e-4, 1e-2 * global)
+                    .unwrap();
+            }
+        }
+    }
+}

@@ -724,46 +724,68 @@ impl JitModel {
         };
         let l = self.layout(v);
         let count = (l.n * l.h * l.w * l.c) as f64;
-        let mut g = std::mem::take(&mut self.grad_bufs[self.grad_slot[o]]);
-        let y = self.buf(v);
+        // An unfused linear output's value is not read by the backward pass: the gradient is
+        // written over it in place (one buffer streamed instead of two), and the buffers trade.
+        let in_place = matches!(self.steps[o], Step::Linear(_)) && self.fused_into[o].is_none();
+        let mut g = if in_place {
+            std::mem::take(&mut self.values[o])
+        } else {
+            std::mem::take(&mut self.grad_bufs[self.grad_slot[o]])
+        };
+        let y: &[f32] = if in_place { &[] } else { self.buf(v) };
         let t = &self.target;
         let per = l.cs * PIXELS;
         // Per-lane f32 partial sums within a fixed chunk (vectorised), f64 across chunks in order.
         let scale = if kind == LossKind::Mse { (2.0 / count) as f32 } else { (1.0 / count) as f32 };
         let mse = kind == LossKind::Mse;
-        let partials: Vec<f64> = g
-            .par_chunks_mut(per)
-            .zip(y.par_chunks(per).zip(t.par_chunks(per)))
-            .map(|(g, (y, t))| {
-                let mut lanes = vec![0.0f32; l.cs];
-                for ((g, y), t) in
-                    g.chunks_exact_mut(l.cs).zip(y.chunks_exact(l.cs)).zip(t.chunks_exact(l.cs))
-                {
-                    let (g, y, t, lanes) = (&mut g[..l.c], &y[..l.c], &t[..l.c], &mut lanes[..l.c]);
-                    if mse {
-                        for c in 0..l.c {
-                            let d = y[c] - t[c];
-                            lanes[c] += d * d;
-                            g[c] = d * scale;
-                        }
-                    } else {
-                        for c in 0..l.c {
-                            let d = y[c] - t[c];
-                            lanes[c] += d.abs();
-                            g[c] = if d > 0.0 {
-                                scale
-                            } else if d < 0.0 {
-                                -scale
-                            } else {
-                                0.0
-                            };
-                        }
-                    }
+        // One pixel: d = y − t over the real channels; the gradient goes to `g` (which may be
+        // `y` itself), the loss terms to `lanes`. Written without branches on the element so it
+        // vectorises.
+        let pixel = |g: &mut [f32], y: &[f32], t: &[f32], lanes: &mut [f32]| {
+            for c in 0..g.len() {
+                let d = y[c] - t[c];
+                if mse {
+                    lanes[c] += d * d;
+                    g[c] = d * scale;
+                } else {
+                    lanes[c] += d.abs();
+                    g[c] = scale * d.signum() * f32::from(u8::from(d != 0.0));
                 }
-                lanes.iter().map(|&v| v as f64).sum::<f64>()
-            })
-            .collect();
-        self.grad_bufs[self.grad_slot[o]] = g;
+            }
+        };
+        let partials: Vec<f64> = if in_place {
+            g.par_chunks_mut(per)
+                .zip(t.par_chunks(per))
+                .map(|(g, t)| {
+                    let mut lanes = vec![0.0f32; l.c];
+                    let mut y = vec![0.0f32; l.c];
+                    for (g, t) in g.chunks_exact_mut(l.cs).zip(t.chunks_exact(l.cs)) {
+                        y.copy_from_slice(&g[..l.c]);
+                        pixel(&mut g[..l.c], &y, &t[..l.c], &mut lanes);
+                    }
+                    lanes.iter().map(|&v| v as f64).sum::<f64>()
+                })
+                .collect()
+        } else {
+            g.par_chunks_mut(per)
+                .zip(y.par_chunks(per).zip(t.par_chunks(per)))
+                .map(|(g, (y, t))| {
+                    let mut lanes = vec![0.0f32; l.c];
+                    for ((g, y), t) in
+                        g.chunks_exact_mut(l.cs).zip(y.chunks_exact(l.cs)).zip(t.chunks_exact(l.cs))
+                    {
+                        pixel(&mut g[..l.c], &y[..l.c], &t[..l.c], &mut lanes);
+                    }
+                    lanes.iter().map(|&v| v as f64).sum::<f64>()
+                })
+                .collect()
+        };
+        if in_place {
+            let old = std::mem::replace(&mut self.grad_bufs[self.grad_slot[o]], g);
+            self.values[o] = old;
+        } else {
+            self.grad_bufs[self.grad_slot[o]] = g;
+        }
         self.grad_written.iter_mut().for_each(|w| *w = false);
         self.grad_written[o] = true;
         let loss = partials.iter().sum::<f64>() / count;
