@@ -143,24 +143,36 @@ struct Scatter {
 }
 
 impl Scatter {
+    /// Also zeroes every destination element it does not write, so `dst` may hold anything
+    /// (transient buffers are lent dirty).
     fn run(&self, src: &[f32], dst: &mut [f32]) {
         let (sl, dl) = (self.src, self.dst);
         let dst_sample = dl.h * dl.w * dl.cs;
+        let rows_only = self.s == [1, 1] && sl.cs == dl.cs;
         dst.par_chunks_mut(dst_sample).enumerate().for_each(|(n, d)| {
+            if rows_only {
+                // Each destination row: the source row that lands there (if any), zeros around.
+                let lo = (-self.off[1]).max(0) as usize;
+                let hi = (sl.w as i64).min(dl.w as i64 - self.off[1]).max(lo as i64) as usize;
+                for jh in 0..dl.h {
+                    let row = &mut d[jh * dl.w * dl.cs..(jh + 1) * dl.w * dl.cs];
+                    let oh = jh as i64 - self.off[0];
+                    if oh < 0 || oh >= sl.h as i64 || hi <= lo {
+                        row.fill(0.0);
+                        continue;
+                    }
+                    let (jl, jr) = ((lo as i64 + self.off[1]) as usize, (hi as i64 + self.off[1]) as usize);
+                    let si = ((n * sl.h + oh as usize) * sl.w + lo) * sl.cs;
+                    row[..jl * dl.cs].fill(0.0);
+                    row[jl * dl.cs..jr * dl.cs].copy_from_slice(&src[si..si + (hi - lo) * sl.cs]);
+                    row[jr * dl.cs..].fill(0.0);
+                }
+                return;
+            }
+            d.fill(0.0);
             for oh in 0..sl.h {
                 let jh = oh as i64 * self.s[0] as i64 + self.off[0];
                 if jh < 0 || jh >= dl.h as i64 {
-                    continue;
-                }
-                if self.s[1] == 1 && sl.cs == dl.cs {
-                    // Whole rows: the part of the source row that lands inside the destination.
-                    let lo = (-self.off[1]).max(0) as usize;
-                    let hi = (sl.w as i64).min(dl.w as i64 - self.off[1]).max(lo as i64) as usize;
-                    if hi > lo {
-                        let si = ((n * sl.h + oh) * sl.w + lo) * sl.cs;
-                        let di = (jh as usize * dl.w + (lo as i64 + self.off[1]) as usize) * dl.cs;
-                        d[di..di + (hi - lo) * dl.cs].copy_from_slice(&src[si..si + (hi - lo) * sl.cs]);
-                    }
                     continue;
                 }
                 for ow in 0..sl.w {
@@ -360,8 +372,8 @@ impl LinearPlan {
         if self.scratch_persistent[k] {
             return;
         }
+        // Not zeroed: every user overwrites it whole (scatters zero what they do not copy).
         let mut b = pool.pop().unwrap_or_default();
-        b.clear();
         b.resize(self.scratch_len[k], 0.0);
         self.scratch[k] = b;
     }
@@ -1147,17 +1159,25 @@ impl JitModel {
             // SAFETY: buffers are sized by the plan the kernel was specialised for.
             unsafe { f(gxp as *const f32, gdp as *const f32, part.as_mut_ptr(), r0 as i64, r1 as i64) };
         });
+        // Chunk partial sums added in chunk order, element blocks in parallel.
         let mut sum = vec![0.0f64; wlen + if gs.bias { gs.co4 } else { 0 }];
-        for part in plan.partials.chunks(len) {
-            for (s, &v) in sum.iter_mut().zip(&part[..wlen]) {
-                *s += v as f64;
+        let partials = &plan.partials;
+        sum.par_chunks_mut(256).enumerate().for_each(|(blk, s)| {
+            for part in partials.chunks(len) {
+                for (k, sv) in s.iter_mut().enumerate() {
+                    let e = blk * 256 + k;
+                    *sv += if e < wlen {
+                        part[e] as f64
+                    } else {
+                        // The bias sums are f64, stored as pairs of f32 slots (little-endian).
+                        let c = e - wlen;
+                        let (lo, hi) =
+                            (part[wlen + 2 * c].to_bits() as u64, part[wlen + 2 * c + 1].to_bits() as u64);
+                        f64::from_bits(hi << 32 | lo)
+                    };
+                }
             }
-            // The bias sums are f64, stored as pairs of f32 slots (little-endian).
-            for (c, s) in sum[wlen..].iter_mut().enumerate() {
-                let (lo, hi) = (part[wlen + 2 * c].to_bits() as u64, part[wlen + 2 * c + 1].to_bits() as u64);
-                *s += f64::from_bits(hi << 32 | lo);
-            }
-        }
+        });
         let lanes = plan.gradw_spec.co4;
         let (a, b, taps) = (plan.a, plan.b, plan.taps);
         let mut dw = vec![0.0f64; a * b * taps];
