@@ -525,7 +525,7 @@ fn emit_gradw(b: &mut FunctionBuilder, sp: &GradWSpec, blk: Blocking, has_fma: b
                     let end = b.ins().iconst(PTR, full as i64);
                     counted_loop(b, zero, end, 1, |b, _| body(b, UNROLL));
                 }
-                if sp.wo % UNROLL > 0 {
+                if !sp.wo.is_multiple_of(UNROLL) {
                     body(b, sp.wo % UNROLL);
                 }
                 for i in 0..r {
