@@ -8,6 +8,7 @@ use geonetc::check::program::{LossKind, Program};
 use geonetc::interp;
 use geonetc::ir::{self, Params};
 use geonetc::jit::JitModel;
+use geonetc::ops::ParamRole;
 use geonetc::ops::loss::loss;
 use geonetc::runtime::optim::{self, OptState};
 use ndarray::{ArrayD, IxDyn};
@@ -50,8 +51,12 @@ fn compare(program: &Program, batch: usize, training: bool) -> Result<(), String
     let mut rng = ChaCha8Rng::seed_from_u64(3);
     let mut params = ir::init_params(&g, 1);
     for (p, info) in params.iter_mut().zip(&g.params) {
-        if info.trainable() {
-            *p += &(random(&info.shape, &mut rng) * 0.1);
+        match info.role {
+            // Running statistics away from 0 and 1, so inference-mode batchnorm (folded into
+            // the conv before it by the JIT) is tested with real numbers.
+            ParamRole::RunningMean => *p = random(&info.shape, &mut rng) * 0.5,
+            ParamRole::RunningVar => *p = random(&info.shape, &mut rng).mapv(|v| 1.0 + 0.5 * v),
+            _ => *p += &(random(&info.shape, &mut rng) * 0.1),
         }
     }
     let inputs: Vec<ArrayD<f64>> = g.inputs.iter().map(|s| random(s, &mut rng)).collect();

@@ -367,6 +367,22 @@ impl LinearParts {
 }
 
 impl LinearPlan {
+    /// Folds an inference-mode batchnorm after this conv/dense into the packed forward weights
+    /// and bias: y = γ·(x − μ)/√(σ² + ε) + β per output channel.
+    fn fold_batchnorm(&mut self, params: &Params, bn_node: &Node) {
+        let Op::BatchNorm(bn) = &bn_node.op else { return };
+        let p = |k: usize| &params[bn_node.params[k]];
+        let lanes = self.fwd.pack_lanes;
+        for c in 0..self.a {
+            let scale = p(0)[c] / (p(3)[c] + bn.eps).sqrt();
+            let b = f64::from(self.packed_bias[c]);
+            self.packed_bias[c] = ((b - p(2)[c]) * scale + p(1)[c]) as f32;
+            for row in self.packed_fwd.chunks_mut(lanes) {
+                row[c] = (f64::from(row[c]) * scale) as f32;
+            }
+        }
+    }
+
     /// Borrows transient scratch `k` (zeroed) from the pool, unless it is persistent.
     fn lend(&mut self, k: usize, pool: &mut Vec<Vec<f32>>) {
         if self.scratch_persistent[k] {
@@ -425,6 +441,9 @@ pub struct JitModel {
     fused_into: Vec<Option<usize>>,
     /// Fused activations whose derivative the consumer's input-gradient kernel applies.
     mask_folded: Vec<bool>,
+    /// conv/dense → its batchnorm folded in at inference, and the reverse link.
+    bn_fold: Vec<Option<usize>>,
+    bn_folded_from: Vec<Option<usize>>,
     values: Vec<Vec<f32>>,
     inputs: Vec<Vec<f32>>,
     /// Gradient buffers, shared by values whose gradients are never live at once
@@ -527,6 +546,19 @@ impl JitModel {
                 }
             }
         }
+        // conv/dense → batchnorm: at inference the normalisation is folded into the layer's
+        // packed weights and bias, and the layer writes the batchnorm's value directly.
+        let mut bn_fold: Vec<Option<usize>> = vec![None; nn];
+        let mut bn_folded_from: Vec<Option<usize>> = vec![None; nn];
+        for (i, node) in graph.nodes.iter().enumerate() {
+            if let (Op::BatchNorm(_), [ValueRef::Layer(p)]) = (&node.op, node.inputs.as_slice()) {
+                let foldable = matches!(graph.nodes[*p].op, Op::Conv(_) | Op::Dense(_));
+                if foldable && consumers[*p] == 1 && fused_into[*p].is_none() {
+                    bn_fold[*p] = Some(i);
+                    bn_folded_from[i] = Some(*p);
+                }
+            }
+        }
         // A fused activation whose only consumer is a linear layer: that layer's input-gradient
         // kernel applies the activation's derivative as it stores (no separate pass).
         let mut mask_folded = vec![false; nn];
@@ -551,8 +583,8 @@ impl JitModel {
             let step = match &node.op {
                 Op::Conv(_) | Op::UpConv(_) | Op::Dense(_) => {
                     let x = layout_of(node.inputs[0]);
-                    let (e, be) = (epilogues[i], bwd_epilogues[i]);
-                    Step::Linear(Box::new(plan_linear(&mut cg, node, x, layouts[i], e, be)?))
+                    let (e, be, bn) = (epilogues[i], bwd_epilogues[i], bn_fold[i].is_some());
+                    Step::Linear(Box::new(plan_linear(&mut cg, node, x, layouts[i], e, be, bn)?))
                 }
                 Op::Pool(p) if p.kind == PoolKind::Max => Step::Native,
                 Op::Concat | Op::Add | Op::Sub | Op::Flatten => Step::Native,
@@ -618,6 +650,8 @@ impl JitModel {
             steps,
             fused_into,
             mask_folded,
+            bn_fold,
+            bn_folded_from,
             values,
             inputs,
             grad_written: vec![false; nn],
@@ -811,9 +845,13 @@ impl JitModel {
         match &mut step {
             Step::FusedActivation => {}
             Step::Linear(plan) => {
-                let dst = self.fused_into[i].unwrap_or(i);
+                let fold_bn = if training { None } else { self.bn_fold[i] };
+                let dst = fold_bn.or(self.fused_into[i]).unwrap_or(i);
                 let mut y = std::mem::take(&mut self.values[dst]);
                 plan.pack(params, &node);
+                if let Some(bn) = fold_bn {
+                    plan.fold_batchnorm(params, &self.graph.nodes[bn]);
+                }
                 if let Some((k, _)) = plan.fwd_scatter {
                     plan.lend(k, &mut self.pool);
                 }
@@ -887,6 +925,9 @@ impl JitModel {
                     _ => unreachable!("native ops are listed in compile"),
                 }
                 self.values[i] = y;
+            }
+            Step::Reference if !training && self.bn_folded_from[i].is_some() => {
+                // Computed by the layer before, with this batchnorm folded into its weights.
             }
             Step::Reference => {
                 let xs: Vec<ArrayD<f64>> = node.inputs.iter().map(|&v| self.value_f64(v)).collect();
@@ -1254,6 +1295,9 @@ impl LinearPlan {
             self.bwd_in.pack_lanes,
             &mut self.packed_bwd,
         );
+        if !self.bias {
+            self.packed_bias.fill(0.0);
+        }
         if self.bias {
             let b = &params[node.params[1]];
             // Pixel-shuffle upconvs repeat the bias for every tap's lanes.
@@ -1289,6 +1333,7 @@ fn plan_linear(
     y: Layout,
     epilogue: Epilogue,
     bwd_epilogue: Epilogue,
+    bn_follows: bool,
 ) -> Result<LinearPlan, String> {
     let env = |k: &str, d: Blocking| {
         std::env::var(k)
@@ -1347,7 +1392,7 @@ fn plan_linear(
                     csx: x.cs,
                     co4: round4(y.c),
                     csy: y.cs,
-                    bias: c.bias,
+                    bias: c.bias || bn_follows,
                     epilogue,
                 },
                 Packing { reduce_axis0: false, flip: false },
@@ -1611,7 +1656,7 @@ fn plan_linear(
                     csx: x.cs,
                     co4: round4(y.c),
                     csy: y.cs,
-                    bias: dn.bias,
+                    bias: dn.bias || bn_follows,
                     epilogue,
                 },
                 Packing { reduce_axis0: false, flip: false },
