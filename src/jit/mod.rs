@@ -87,6 +87,12 @@ fn fused_owner(j: usize, fused_into: &[Option<usize>]) -> usize {
     fused_into.iter().position(|a| *a == Some(j)).unwrap_or(j)
 }
 
+/// Whether an upconv writes disjoint `kernel`-sized blocks (kernel = stride, no padding), so it
+/// runs as a 1×1 correlation plus a depth-to-space copy.
+fn is_pixel(c: &crate::ops::conv::UpConv) -> bool {
+    window2(&c.kernel, 1) == window2(&c.stride, 1) && window2(&c.pad, 0) == [0, 0]
+}
+
 /// Elements per task of element-wise parallel loops.
 const CHUNK: usize = 1 << 14;
 
@@ -235,8 +241,9 @@ struct Pixel {
 
 impl Pixel {
     /// `t[n,h,w,(tap,co)]` → `y[n, h·k₀+kh, w·k₁+kw, co]`.
-    fn depth_to_space(&self, t: &[f32], y: &mut [f32]) {
-        let (x, yl, k, co4) = (self.x, self.y, self.k, self.co4);
+    /// Into `y` of layout `yl` (this upconv's own value, or the concat it feeds) at channel `off`.
+    fn depth_to_space(&self, t: &[f32], y: &mut [f32], yl: Layout, off: usize) {
+        let (x, k, co4) = (self.x, self.k, self.co4);
         let taps = k[0] * k[1];
         y.par_chunks_mut(yl.h * yl.w * yl.cs).zip(t.par_chunks(x.h * x.w * taps * co4)).for_each(|(y, t)| {
             for h in 0..x.h {
@@ -244,7 +251,7 @@ impl Pixel {
                     for kh in 0..k[0] {
                         for kw in 0..k[1] {
                             let src = ((h * x.w + w) * taps + kh * k[1] + kw) * co4;
-                            let dst = ((h * k[0] + kh) * yl.w + w * k[1] + kw) * yl.cs;
+                            let dst = ((h * k[0] + kh) * yl.w + w * k[1] + kw) * yl.cs + off;
                             y[dst..dst + co4].copy_from_slice(&t[src..src + co4]);
                         }
                     }
@@ -441,6 +448,8 @@ pub struct JitModel {
     fused_into: Vec<Option<usize>>,
     /// Fused activations whose derivative the consumer's input-gradient kernel applies.
     mask_folded: Vec<bool>,
+    /// A pixel-shuffle upconv writing into the concat that consumes it: (concat node, channel).
+    concat_in_place: Vec<Option<(usize, usize)>>,
     /// conv/dense → its batchnorm folded in at inference, and the reverse link.
     bn_fold: Vec<Option<usize>>,
     bn_folded_from: Vec<Option<usize>>,
@@ -544,6 +553,25 @@ impl JitModel {
                     epilogues[*p] = e;
                     steps[i] = Some(Step::FusedActivation);
                 }
+            }
+        }
+        // A pixel-shuffle upconv whose only consumer is a concat writes its output straight into
+        // the concat's buffer (when its channel count fills whole 4-lane vectors).
+        let mut concat_in_place: Vec<Option<(usize, usize)>> = vec![None; nn];
+        for (c, node) in graph.nodes.iter().enumerate() {
+            if !matches!(node.op, Op::Concat) {
+                continue;
+            }
+            let mut off = 0;
+            for v in &node.inputs {
+                let l = layout_of(*v);
+                if let ValueRef::Layer(u) = *v {
+                    let pixel = matches!(&graph.nodes[u].op, Op::UpConv(uc) if is_pixel(uc));
+                    if pixel && consumers[u] == 1 && fused_into[u].is_none() && l.c % 4 == 0 {
+                        concat_in_place[u] = Some((c, off));
+                    }
+                }
+                off += l.c;
             }
         }
         // conv/dense → batchnorm: at inference the normalisation is folded into the layer's
@@ -650,6 +678,7 @@ impl JitModel {
             steps,
             fused_into,
             mask_folded,
+            concat_in_place,
             bn_fold,
             bn_folded_from,
             values,
@@ -869,7 +898,14 @@ impl JitModel {
                 if let Some(px) = plan.pixel {
                     let mut t = std::mem::take(&mut plan.scratch[px.t_fwd]);
                     run_corr(&plan.fwd, x, &plan.packed_fwd, &plan.packed_bias, &mut t, &[], px.x.rows());
-                    px.depth_to_space(&t, &mut y);
+                    match self.concat_in_place[i] {
+                        Some((cn, off)) => {
+                            let mut cy = std::mem::take(&mut self.values[cn]);
+                            px.depth_to_space(&t, &mut cy, self.layouts[cn], off);
+                            self.values[cn] = cy;
+                        }
+                        None => px.depth_to_space(&t, &mut y, out_l, 0),
+                    }
                     plan.scratch[px.t_fwd] = t;
                 } else {
                     let rows = if matches!(node.op, Op::Dense(_)) { 1 } else { out_l.rows() };
@@ -898,7 +934,12 @@ impl JitModel {
                         let mut off = 0;
                         for &v in &node.inputs {
                             let l = self.layout(v);
-                            copy_channels(self.buf(v), l, &mut y, out_l, off);
+                            // Inputs written straight into this buffer by their producer.
+                            let in_place =
+                                matches!(v, ValueRef::Layer(u) if self.concat_in_place[u] == Some((i, off)));
+                            if !in_place {
+                                copy_channels(self.buf(v), l, &mut y, out_l, off);
+                            }
                             off += l.c;
                         }
                     }
@@ -1460,7 +1501,7 @@ fn plan_linear(
                 .plan()
             }
         }
-        Op::UpConv(c) if window2(&c.kernel, 1) == window2(&c.stride, 1) && window2(&c.pad, 0) == [0, 0] => {
+        Op::UpConv(c) if is_pixel(c) => {
             let k = window2(&c.kernel, 1);
             let taps = k[0] * k[1];
             let co4 = round4(y.c);
