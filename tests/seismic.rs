@@ -364,3 +364,24 @@ fn eval_reports_the_published_input_snr() {
     let dim = |at: usize| u32::from_be_bytes([png[at], png[at + 1], png[at + 2], png[at + 3]]);
     assert_eq!((dim(16), dim(20)), (1080, 520));
 }
+
+#[test]
+fn a_two_dimensional_npy_for_a_one_dimensional_model_is_one_sample() {
+    let d = tmp("npy-1d-sample");
+    let file = d.join("shift.geonet");
+    // Output sample i is input sample i−1 (zero at the left edge).
+    let model = "model shift {\n input t: [1, 8]\n y = t -> conv(1, kernel=3, pad=1, bias=false, init=[1, 0, 0])\n output y\n}\n";
+    std::fs::write(&file, model).unwrap();
+    let (input, out) = (d.join("in.npy"), d.join("out.npy"));
+    let x = ndarray::Array2::from_shape_fn((1, 8), |(_, i)| i as f64 + 1.0).into_dyn();
+    geonetc::runtime::data::write_npy(&input, &x).unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_geonetc"))
+        .args(["infer", file.to_str().unwrap(), "--input", input.to_str().unwrap()])
+        .args(["--output", out.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    let y = geonetc::runtime::data::read_npy(&out).unwrap();
+    assert_eq!(y.shape(), &[1, 8]);
+    assert_eq!(y.iter().copied().collect::<Vec<f64>>(), vec![0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0]);
+}

@@ -55,10 +55,9 @@ pub fn run(args: InferArgs) -> ExitCode {
             Ok(a) => a,
             Err(e) => return fail(e),
         };
-        // A 2-D array for a one-channel model is a section [time, traces], as `eval` reads it:
-        // denoised in blended tiles (2-D models) or trace by trace (1-D models).
-        let one_channel = matches!(declared.as_slice(), [1, _] | [1, _, _]);
-        if input.ndim() == 2 && one_channel && declared.len() != 1 {
+        // A 2-D array for a one-channel 2-D model is a section [time, traces], as `eval` reads
+        // it, denoised in blended tiles. (For a 1-D model a 2-D array stays one sample [C, N].)
+        if input.ndim() == 2 && matches!(declared.as_slice(), [1, _, _]) {
             let section = input.t().mapv(|v| v as f32).into_dimensionality::<ndarray::Ix2>();
             let Ok(section) = section else { return fail("expected a 2-D array") };
             return match infer::run_section(

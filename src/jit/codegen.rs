@@ -104,7 +104,6 @@ pub struct Codegen {
     ctx: cranelift_codegen::Context,
     fctx: FunctionBuilderContext,
     has_fma: bool,
-    pending: Vec<(FuncId, usize)>,
     count: usize,
     /// Plan only: no code is generated (for sizing buffers, e.g. `check`'s `memory_bytes`).
     dry: bool,
@@ -138,15 +137,7 @@ impl Codegen {
         let has_fma = isa.isa_flags().iter().any(|f| f.name == "has_fma" && f.as_bool() == Some(true));
         let module = JITModule::new(JITBuilder::with_isa(isa, default_libcall_names()));
         let ctx = module.make_context();
-        Ok(Codegen {
-            module,
-            ctx,
-            fctx: FunctionBuilderContext::new(),
-            has_fma,
-            pending: vec![],
-            count: 0,
-            dry: false,
-        })
+        Ok(Codegen { module, ctx, fctx: FunctionBuilderContext::new(), has_fma, count: 0, dry: false })
     }
 
     /// A code generator that plans but emits nothing; its functions must not be called.
@@ -170,7 +161,6 @@ impl Codegen {
     fn define(&mut self, id: FuncId) -> Result<FnHandle, String> {
         self.module.define_function(id, &mut self.ctx).map_err(|e| format!("cranelift: {e:?}"))?;
         self.module.clear_context(&mut self.ctx);
-        self.pending.push((id, 0));
         Ok(FnHandle(id))
     }
 

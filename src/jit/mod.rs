@@ -93,6 +93,14 @@ fn is_pixel(c: &crate::ops::conv::UpConv) -> bool {
     window2(&c.kernel, 1) == window2(&c.stride, 1) && window2(&c.pad, 0) == [0, 0]
 }
 
+/// `MemAvailable` of /proc/meminfo in bytes, where there is one.
+fn available_memory() -> Option<usize> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kb: usize = line.split_whitespace().nth(1)?.parse().ok()?;
+    kb.checked_mul(1024)
+}
+
 /// Elements per task of element-wise parallel loops.
 const CHUNK: usize = 1 << 14;
 
@@ -409,6 +417,26 @@ impl LinearPlan {
         self.partials = b;
     }
 
+    /// Floats of the persistent scratch (the padded forward inputs).
+    fn persistent_len(&self) -> usize {
+        self.scratch_len.iter().zip(&self.scratch_persistent).filter(|(_, p)| **p).map(|(l, _)| l).sum()
+    }
+
+    fn allocate_persistent(&mut self) {
+        for (k, b) in self.scratch.iter_mut().enumerate() {
+            if self.scratch_persistent[k] {
+                *b = vec![0.0; self.scratch_len[k]];
+            }
+        }
+    }
+
+    /// Floats of the packed weights (forward and input-gradient layouts) and bias.
+    fn packed_len(&self) -> usize {
+        let rows = |c: &CorrCall| if c.pack.reduce_axis0 { self.a } else { self.b };
+        (rows(&self.fwd) * self.fwd.pack_lanes + rows(&self.bwd_in) * self.bwd_in.pack_lanes) * self.taps
+            + self.packed_bias.len()
+    }
+
     /// Bytes this plan borrows at most at once: (buffers, largest).
     fn transient(&self) -> (usize, usize) {
         let lens =
@@ -440,7 +468,8 @@ enum Step {
 
 /// One model compiled at one batch size.
 pub struct JitModel {
-    graph: Graph,
+    /// Shared so that a step can hold a node while mutating the model (no per-step clones).
+    graph: std::sync::Arc<Graph>,
     input_layouts: Vec<Layout>,
     layouts: Vec<Layout>,
     steps: Vec<Step>,
@@ -631,48 +660,68 @@ impl JitModel {
                 p.gradw = Some(cg.gradw_fn(p.gradw_handle));
             }
         }
-        let values: Vec<Vec<f32>> = layouts
+        // Buffer sizes first (a dry plan, e.g. `check`'s `memory_bytes`, allocates nothing);
+        // then a model whose buffers cannot fit gets an error instead of an allocation abort.
+        let value_len: Vec<usize> = layouts
             .iter()
             .enumerate()
-            .map(|(i, l)| if fused_into[i].is_some() { vec![] } else { vec![0.0; l.len()] })
+            .map(|(i, l)| if fused_into[i].is_some() { 0 } else { l.len() })
             .collect();
         let grad_slot = plan_gradient_buffers(graph, &layouts, &fused_into);
-        let mut grad_bufs: Vec<Vec<f32>> = vec![];
+        let mut grad_len: Vec<usize> = vec![0; grad_slot.iter().map(|s| s + 1).max().unwrap_or(0)];
         for (i, &slot) in grad_slot.iter().enumerate() {
-            if slot >= grad_bufs.len() {
-                grad_bufs.resize(slot + 1, vec![]);
-            }
-            let len = layouts[i].len().max(grad_bufs[slot].len());
-            grad_bufs[slot].resize(len, 0.0);
+            grad_len[slot] = grad_len[slot].max(layouts[i].len());
         }
         let tmp_len = layouts.iter().map(Layout::len).max().unwrap_or(0);
-        let argmax: Vec<Vec<u32>> = graph
+        let argmax_len: Vec<usize> = graph
             .nodes
             .iter()
             .zip(&layouts)
             .map(|(n, l)| match &n.op {
-                Op::Pool(p) if p.kind == PoolKind::Max => vec![0; l.len()],
-                _ => vec![],
+                Op::Pool(p) if p.kind == PoolKind::Max => l.len(),
+                _ => 0,
             })
             .collect();
-        let inputs: Vec<Vec<f32>> = input_layouts.iter().map(|l| vec![0.0; l.len()]).collect();
-        let mut bytes = 4 * (values.iter().chain(&grad_bufs).chain(&inputs).map(Vec::len).sum::<usize>());
-        // the accumulation scratch and the loss target
-        bytes += 4 * (tmp_len + graph.outputs.first().map_or(0, |&v| layout_of(v).len()));
-        bytes += 4 * argmax.iter().map(Vec::len).sum::<usize>();
+        let input_len: Vec<usize> = input_layouts.iter().map(Layout::len).collect();
+        let target_len = graph.outputs.first().map_or(0, |&v| layout_of(v).len());
+        let mut floats: usize = value_len.iter().chain(&grad_len).chain(&input_len).chain(&argmax_len).sum();
+        floats += tmp_len + target_len;
         let (mut pool_buffers, mut pool_len) = (0, 0);
         for s in &steps {
             if let Step::Linear(p) = s {
-                bytes += 4 * p.scratch.iter().map(Vec::len).sum::<usize>();
-                bytes += 4 * (p.packed_fwd.len() + p.packed_bwd.len() + p.packed_bias.len());
+                floats += p.persistent_len() + p.packed_len();
                 let (n, len) = p.transient();
                 pool_buffers = pool_buffers.max(n);
                 pool_len = pool_len.max(len);
             }
         }
-        bytes += 4 * pool_buffers * pool_len;
+        floats += pool_buffers * pool_len;
+        let bytes = 4 * floats;
+        if !dry {
+            if let Some(avail) = available_memory() {
+                if bytes > avail {
+                    return Err(format!(
+                        "the model needs {} MB of buffers at batch {} and the machine has {} MB available; use a smaller batch or input",
+                        bytes >> 20,
+                        graph.batch,
+                        avail >> 20
+                    ));
+                }
+            }
+            for s in &mut steps {
+                if let Step::Linear(p) = s {
+                    p.allocate_persistent();
+                }
+            }
+        }
+        let zeros = |len: usize| if dry { vec![] } else { vec![0.0f32; len] };
+        let values: Vec<Vec<f32>> = value_len.iter().map(|&l| zeros(l)).collect();
+        let grad_bufs: Vec<Vec<f32>> = grad_len.iter().map(|&l| zeros(l)).collect();
+        let inputs: Vec<Vec<f32>> = input_len.iter().map(|&l| zeros(l)).collect();
+        let argmax: Vec<Vec<u32>> =
+            argmax_len.iter().map(|&l| if dry { vec![] } else { vec![0; l] }).collect();
         Ok(JitModel {
-            graph: graph.clone(),
+            graph: std::sync::Arc::new(graph.clone()),
             input_layouts,
             layouts,
             steps,
@@ -749,6 +798,11 @@ impl JitModel {
 
     /// Converts a target for the first output (same shape) into the target buffer.
     pub fn load_target(&mut self, target: &ArrayD<f64>) {
+        if target.shape() != self.output_shape(0) {
+            // Not a target for this output: `loss_backward` takes the converted path.
+            self.target.clear();
+            return;
+        }
         let v = self.graph.outputs[0];
         let l = self.layout(v);
         let mut t = std::mem::take(&mut self.target);
@@ -868,7 +922,8 @@ impl JitModel {
     }
 
     fn forward_node(&mut self, i: usize, params: &mut Params, training: bool, rng: &mut ChaCha8Rng) {
-        let node = self.graph.nodes[i].clone();
+        let graph = std::sync::Arc::clone(&self.graph);
+        let node = &graph.nodes[i];
         let out_l = self.layouts[i];
         let mut step = std::mem::replace(&mut self.steps[i], Step::Native);
         match &mut step {
@@ -1027,8 +1082,8 @@ impl JitModel {
     /// [`JitModel::forward`] in training mode).
     pub fn backward(&mut self, params: &Params, d_outputs: &[ArrayD<f64>]) -> Params {
         self.grad_written.iter_mut().for_each(|w| *w = false);
-        let outputs = self.graph.outputs.clone();
-        for (&v, d) in outputs.iter().zip(d_outputs) {
+        let graph = std::sync::Arc::clone(&self.graph);
+        for (&v, d) in graph.outputs.iter().zip(d_outputs) {
             let mut g = vec![0.0; self.layout(v).len()];
             to_nhwc(d, self.layout(v), &mut g);
             self.accumulate(v, &g);
@@ -1044,7 +1099,8 @@ impl JitModel {
                 continue;
             }
             let t = Instant::now();
-            let node = self.graph.nodes[i].clone();
+            let graph = std::sync::Arc::clone(&self.graph);
+            let node = &graph.nodes[i];
             let mut step = std::mem::replace(&mut self.steps[i], Step::Native);
             match &mut step {
                 Step::FusedActivation => {
@@ -1070,7 +1126,7 @@ impl JitModel {
                     debug_assert_eq!(self.grad_slot[i], self.grad_slot[p]);
                     self.grad_written[p] = true;
                 }
-                Step::Linear(plan) => self.backward_linear(i, &node, plan, params, &mut pgrads),
+                Step::Linear(plan) => self.backward_linear(i, node, plan, &mut pgrads),
                 Step::Native => self.backward_native(i, &node),
                 Step::Reference => {
                     let xs: Vec<ArrayD<f64>> = node.inputs.iter().map(|&v| self.value_f64(v)).collect();
@@ -1151,14 +1207,7 @@ impl JitModel {
         self.grad_bufs[self.grad_slot[i]] = dy;
     }
 
-    fn backward_linear(
-        &mut self,
-        i: usize,
-        node: &Node,
-        plan: &mut LinearPlan,
-        params: &Params,
-        pgrads: &mut Params,
-    ) {
+    fn backward_linear(&mut self, i: usize, node: &Node, plan: &mut LinearPlan, pgrads: &mut Params) {
         let dy = std::mem::take(&mut self.grad_bufs[self.grad_slot[i]]);
         let dense = matches!(node.op, Op::Dense(_));
         let x_ref = node.inputs[0];
@@ -1288,21 +1337,17 @@ impl JitModel {
             };
             pgrads[node.params[1]] = ArrayD::from_shape_vec(IxDyn(&[a]), db).expect("bias shape");
         }
-        let _ = params;
         plan.give_back(&mut self.pool);
         self.grad_bufs[self.grad_slot[i]] = dy;
     }
 }
 
 fn run_corr(call: &CorrCall, x: &[f32], w: &[f32], b: &[f32], y: &mut [f32], m: &[f32], rows: usize) {
-    let sp = &call.spec;
-    let row_len = sp.wo * sp.csy;
     let per_task = rows.div_ceil(rayon::current_num_threads() * 4).max(1);
     let Some(f) = call.f else { return };
     let (xp, wp, bp, mp) =
         (x.as_ptr() as usize, w.as_ptr() as usize, b.as_ptr() as usize, m.as_ptr() as usize);
     let yp = y.as_mut_ptr() as usize;
-    let _ = row_len;
     (0..rows.div_ceil(per_task)).into_par_iter().for_each(|t| {
         let r0 = t * per_task;
         let r1 = ((t + 1) * per_task).min(rows);
@@ -1394,7 +1439,8 @@ fn plan_linear(
     let mut scratch_len: Vec<usize> = vec![];
     let mut scratch_persistent: Vec<bool> = vec![];
     let mut new_scratch = |l: Layout, persistent: bool, scratch: &mut Vec<Vec<f32>>| {
-        scratch.push(if persistent { vec![0.0; l.len()] } else { vec![] });
+        // Persistent scratch is allocated by `allocate_persistent` once sizes are known to fit.
+        scratch.push(vec![]);
         scratch_len.push(l.len());
         scratch_persistent.push(persistent);
         scratch.len() - 1

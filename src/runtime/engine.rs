@@ -101,9 +101,9 @@ impl Engine {
             }
             Engine::Jit(j) => {
                 j.load_inputs(inputs);
-                if kind != LossKind::CrossEntropy && target.shape() == j.output_shape(0) {
-                    j.load_target(target);
-                }
+                // Every step loads its own target (or clears the last one), so a loss is never
+                // taken against an earlier batch's target.
+                j.load_target(target);
                 j.forward_loaded(params, true, seed);
                 j.loss_backward(params, kind, target)
             }

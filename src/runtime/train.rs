@@ -147,15 +147,12 @@ pub fn train(
     let metrics_path = dir.join(format!("{stem}.metrics.jsonl"));
 
     let mut graphs = Engines { program, backend: opts.backend, by_batch: HashMap::new() };
-    let template = ir::lower(program, spec.batch.min(n_train.max(1)));
-    let first = graphs.get(spec.batch.min(n_train.max(1)))?;
+    let first_batch = spec.batch.min(n_train.max(1));
+    let first = graphs.get(first_batch)?;
     if opts.backend == Backend::Jit {
-        log(&format!(
-            "compiled for batch {} in {:.0} ms",
-            spec.batch.min(n_train.max(1)),
-            first.compile_ms()
-        ));
+        log(&format!("compiled for batch {first_batch} in {:.0} ms", first.compile_ms()));
     }
+    let template = first.graph().clone();
     let trainable: Vec<bool> = template.params.iter().map(|p| p.trainable()).collect();
     let sizes: Vec<usize> = template.params.iter().map(|p| p.shape.iter().product()).collect();
     let fresh_opt = OptState::new(&program.optimizer, &sizes);
