@@ -698,15 +698,15 @@ impl JitModel {
         floats += pool_buffers * pool_len;
         let bytes = 4 * floats;
         if !dry {
-            if let Some(avail) = available_memory() {
-                if bytes > avail {
-                    return Err(format!(
-                        "the model needs {} MB of buffers at batch {} and the machine has {} MB available; use a smaller batch or input",
-                        bytes >> 20,
-                        graph.batch,
-                        avail >> 20
-                    ));
-                }
+            if let Some(avail) = available_memory()
+                && bytes > avail
+            {
+                return Err(format!(
+                    "the model needs {} MB of buffers at batch {} and the machine has {} MB available; use a smaller batch or input",
+                    bytes >> 20,
+                    graph.batch,
+                    avail >> 20
+                ));
             }
             for s in &mut steps {
                 if let Step::Linear(p) = s {
@@ -932,7 +932,7 @@ impl JitModel {
                 let fold_bn = if training { None } else { self.bn_fold[i] };
                 let dst = fold_bn.or(self.fused_into[i]).unwrap_or(i);
                 let mut y = std::mem::take(&mut self.values[dst]);
-                plan.pack(params, &node);
+                plan.pack(params, node);
                 if let Some(bn) = fold_bn {
                     plan.fold_batchnorm(params, &self.graph.nodes[bn]);
                 }
@@ -1028,7 +1028,7 @@ impl JitModel {
             Step::Reference => {
                 let xs: Vec<ArrayD<f64>> = node.inputs.iter().map(|&v| self.value_f64(v)).collect();
                 let refs: Vec<&ArrayD<f64>> = xs.iter().collect();
-                let (y, cache) = interp::forward_node(&node, params, &refs, training, rng);
+                let (y, cache) = interp::forward_node(node, params, &refs, training, rng);
                 let mut buf = std::mem::take(&mut self.values[i]);
                 to_nhwc(&y, out_l, &mut buf);
                 self.values[i] = buf;
@@ -1127,14 +1127,14 @@ impl JitModel {
                     self.grad_written[p] = true;
                 }
                 Step::Linear(plan) => self.backward_linear(i, node, plan, &mut pgrads),
-                Step::Native => self.backward_native(i, &node),
+                Step::Native => self.backward_native(i, node),
                 Step::Reference => {
                     let xs: Vec<ArrayD<f64>> = node.inputs.iter().map(|&v| self.value_f64(v)).collect();
                     let refs: Vec<&ArrayD<f64>> = xs.iter().collect();
                     let y = self.value_f64(ValueRef::Layer(i));
                     let dy = from_nhwc(&self.grad_bufs[self.grad_slot[i]], self.layouts[i], &node.shape);
                     let cache = self.caches[i].take().unwrap_or(Cache::None);
-                    let dxs = interp::backward_node(&node, params, &refs, &y, &cache, dy, &mut pgrads);
+                    let dxs = interp::backward_node(node, params, &refs, &y, &cache, dy, &mut pgrads);
                     self.caches[i] = Some(cache);
                     for (&v, dx) in node.inputs.iter().zip(dxs) {
                         let mut g = vec![0.0; self.layout(v).len()];
