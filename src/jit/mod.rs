@@ -19,9 +19,9 @@ pub mod codegen;
 use crate::check::program::{LossKind, ValueRef};
 use crate::interp::{self, Cache};
 use crate::ir::{Graph, Node, Params};
-use crate::ops::Op;
 use crate::ops::activation::Activation;
 use crate::ops::pool::PoolKind;
+use crate::ops::{Lowering, Op};
 use codegen::{Blocking, Codegen, CorrFn, CorrSpec, Epilogue, GradWFn, GradWSpec};
 use ndarray::{ArrayD, IxDyn};
 use rand::SeedableRng;
@@ -637,16 +637,14 @@ impl JitModel {
             if steps[i].is_some() {
                 continue;
             }
-            let step = match &node.op {
-                Op::Conv(_) | Op::UpConv(_) | Op::Dense(_) => {
+            let step = match node.op.lowering() {
+                Lowering::Linear => {
                     let x = layout_of(node.inputs[0]);
                     let (e, be, bn) = (epilogues[i], bwd_epilogues[i], bn_fold[i].is_some());
                     Step::Linear(Box::new(plan_linear(&mut cg, node, x, layouts[i], e, be, bn)?))
                 }
-                Op::Pool(p) if p.kind == PoolKind::Max => Step::Native,
-                Op::Concat | Op::Add | Op::Sub | Op::Flatten => Step::Native,
-                Op::Activation(a) if fusable(a).is_some() => Step::Native,
-                _ => Step::Reference,
+                Lowering::Native => Step::Native,
+                Lowering::Reference => Step::Reference,
             };
             steps[i] = Some(step);
         }

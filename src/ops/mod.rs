@@ -41,6 +41,20 @@ pub enum Op {
     Sub,
 }
 
+/// What the JIT backend does with an op. The op decides — it knows which of its attributes the
+/// generated kernels support — and the JIT obeys; it never routes an op by its variant alone, so
+/// an attribute the kernels ignore cannot be silently miscompiled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum Lowering {
+    /// The correlation and weight-gradient kernel families (conv, upconv, dense).
+    Linear,
+    /// A native NHWC loop of the JIT.
+    Native,
+    /// The interpreter's per-node reference code on converted f64 copies: correct, slow, and
+    /// reported as such by the JIT's profile.
+    Reference,
+}
+
 /// What a parameter tensor is for. Its file name in a checkpoint is `{layer}.{suffix}`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub enum ParamRole {
@@ -146,6 +160,23 @@ impl Op {
             Op::Concat => "concat",
             Op::Add => "add",
             Op::Sub => "sub",
+        }
+    }
+
+    /// What the JIT does with this op (see [`Lowering`]).
+    pub fn lowering(&self) -> Lowering {
+        match self {
+            // Every attribute of these three is honoured by the kernel families (stride, pad,
+            // dilation, bias; upconv's stride and pad through interleaving).
+            Op::Conv(_) | Op::UpConv(_) | Op::Dense(_) => Lowering::Linear,
+            Op::Pool(p) if p.kind == pool::PoolKind::Max => Lowering::Native,
+            Op::Concat | Op::Add | Op::Sub | Op::Flatten => Lowering::Native,
+            Op::Activation(activation::Activation::Relu) => Lowering::Native,
+            // The native loop computes leaky relu as a max, which needs 0 ≤ slope ≤ 1.
+            Op::Activation(activation::Activation::LeakyRelu { slope }) if (0.0..=1.0).contains(slope) => {
+                Lowering::Native
+            }
+            _ => Lowering::Reference,
         }
     }
 
