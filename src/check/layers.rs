@@ -154,12 +154,20 @@ impl Attrs {
             Some((v, s)) => (v.describe(), s.clone()),
             None => ("nothing".into(), self.call.clone()),
         };
-        Diagnostic::error(
+        let d = Diagnostic::error(
             codes::BAD_VALUE,
             format!("`{name}` must be {expected}, found {found}"),
             span,
             format!("expected {expected}"),
-        )
+        );
+        // `pad="same"`, `kernel="3"`: words and numbers are written without quotes, and a
+        // user coming from Python writes them with.
+        match self.values.get(name) {
+            Some((Value::Str(s), _)) if is_bare_word_or_number(s) => {
+                d.with_help(format!("drop the quotes: `{name}={s}`"))
+            }
+            _ => d,
+        }
     }
 
     /// A positive integer (sizes, channel counts).
@@ -405,6 +413,7 @@ fn pad(
             closest(w, ["same", "valid"])
                 .map_or("use `same` or `valid`".into(), |s| format!("did you mean `{s}`?")),
         )),
+        Some((Value::Str(_), _)) => Err(attrs.bad("pad", "an integer, a tuple, `same` or `valid`")),
         _ => attrs.per_axis("pad", 0, spatial, 0),
     }
 }
@@ -469,4 +478,15 @@ pub fn fit_init(given: &[usize], weight: &[usize]) -> bool {
 
 pub fn weight_shape(op: &Op, input: &[usize]) -> Option<Vec<usize>> {
     op.params(&[input]).into_iter().find(|p| p.role == ParamRole::Weight).map(|p| p.shape)
+}
+
+/// Whether `s` would be read as a word or a number if written without quotes.
+fn is_bare_word_or_number(s: &str) -> bool {
+    let word = s.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    let digits = s.strip_prefix('-').unwrap_or(s);
+    let number = digits.chars().next().is_some_and(|c| c.is_ascii_digit())
+        && digits.chars().all(|c| c.is_ascii_digit() || c == '.')
+        && digits.matches('.').count() <= 1;
+    word || number
 }

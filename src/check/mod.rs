@@ -41,8 +41,15 @@ impl CheckOutput {
 
 /// Checks raw file contents: non-UTF-8 input is one located error.
 pub fn check_bytes(bytes: &[u8]) -> CheckOutput {
+    check_bytes_in(bytes, None)
+}
+
+/// Checks the contents of a program file that lives in `base_dir`: besides everything
+/// [`check_bytes`] checks, the data files its `train` block names (relative to `base_dir`) must
+/// exist, so a typo in a path is found by `check`, not hours later by `run`.
+pub fn check_bytes_in(bytes: &[u8], base_dir: Option<&std::path::Path>) -> CheckOutput {
     match std::str::from_utf8(bytes) {
-        Ok(s) => check_source(s),
+        Ok(s) => check_program(s, None, base_dir),
         Err(e) => {
             let at = e.valid_up_to();
             let source = String::from_utf8_lossy(bytes).into_owned();
@@ -66,6 +73,14 @@ pub fn check_source(source: &str) -> CheckOutput {
 /// Checks with the model's input shapes replaced (e.g. by the shape of the data `infer` is
 /// given), so a fully convolutional model is re-checked at another size.
 pub fn check_source_with_inputs(source: &str, input_shapes: Option<&[Vec<usize>]>) -> CheckOutput {
+    check_program(source, input_shapes, None)
+}
+
+fn check_program(
+    source: &str,
+    input_shapes: Option<&[Vec<usize>]>,
+    base_dir: Option<&std::path::Path>,
+) -> CheckOutput {
     let (file, mut diags) = syntax::parse(source);
     let mut models = vec![];
     let mut blocks: HashMap<&str, &ast::Block> = HashMap::new();
@@ -146,8 +161,9 @@ pub fn check_source_with_inputs(source: &str, input_shapes: Option<&[Vec<usize>]
     let checked = models.first().and_then(|m| checker.check_model(m, input_shapes));
     let model_name = models.first().map(|m| m.name.name.clone());
     diags.append(&mut checker.diags);
+    let mentioned = mentioned_blocks(models.first().copied(), &blocks);
     for (name, b) in &blocks {
-        if !checker.used_blocks.contains(*name) {
+        if !checker.used_blocks.contains(*name) && !mentioned.contains(*name) {
             diags.push(
                 Diagnostic::warning(
                     codes::UNUSED_BLOCK,
@@ -161,7 +177,8 @@ pub fn check_source_with_inputs(source: &str, input_shapes: Option<&[Vec<usize>]
     }
     let optimizer = optimizers.first().and_then(|o| train::check_optimizer(o, &mut diags));
     let train_spec = trains.first().and_then(|t| {
-        train::check_train(t, checked.as_ref(), model_name.as_deref().unwrap_or("model"), &mut diags)
+        let name = model_name.as_deref().unwrap_or("model");
+        train::check_train(t, checked.as_ref(), name, base_dir, &mut diags)
     });
 
     // The same mistake inside a block called twice is one mistake.
@@ -186,6 +203,62 @@ pub fn check_source_with_inputs(source: &str, input_shapes: Option<&[Vec<usize>]
         _ => None,
     };
     CheckOutput { source: source.to_string(), program, diagnostics: diags, model_name }
+}
+
+/// The blocks the model mentions by name, directly or through blocks it mentions. Read from the
+/// syntax rather than from block expansion, so that a block whose call was never reached (an
+/// earlier error in the same pipeline poisoned its input) is not also called unused.
+fn mentioned_blocks<'a>(
+    model: Option<&ast::Model>,
+    blocks: &HashMap<&'a str, &'a ast::Block>,
+) -> std::collections::HashSet<&'a str> {
+    fn from_stmts<'e>(stmts: &'e [ast::Stmt], pending: &mut Vec<&'e ast::Expr>) {
+        for stmt in stmts {
+            match stmt {
+                ast::Stmt::Input { .. } => {}
+                ast::Stmt::Bind { value, .. } => pending.push(value),
+                ast::Stmt::Output { values, .. } => pending.extend(values),
+            }
+        }
+    }
+    let mut mentioned = std::collections::HashSet::new();
+    let mut pending: Vec<&ast::Expr> = vec![];
+    if let Some(m) = model {
+        from_stmts(&m.stmts, &mut pending);
+    }
+    while let Some(e) = pending.pop() {
+        let name = match &e.kind {
+            ast::ExprKind::Ident(n) => Some(n.as_str()),
+            ast::ExprKind::Call { name, args } => {
+                pending.extend(args.iter().map(|a| &a.value));
+                Some(name.name.as_str())
+            }
+            ast::ExprKind::List(items) | ast::ExprKind::Tuple(items) | ast::ExprKind::Pipe(items) => {
+                pending.extend(items);
+                None
+            }
+            ast::ExprKind::Binary { lhs, rhs, .. } => {
+                pending.push(lhs);
+                pending.push(rhs);
+                None
+            }
+            ast::ExprKind::Neg(inner) | ast::ExprKind::Group(inner) => {
+                pending.push(inner);
+                None
+            }
+            _ => None,
+        };
+        if let Some((&key, block)) = name.and_then(|n| blocks.get_key_value(n))
+            && mentioned.insert(key)
+        {
+            pending.extend(block.params.iter().filter_map(|p| p.default.as_ref()));
+            match &block.body {
+                ast::BlockBody::Short(body) => pending.push(body),
+                ast::BlockBody::Long(stmts) => from_stmts(stmts, &mut pending),
+            }
+        }
+    }
+    mentioned
 }
 
 impl Program {

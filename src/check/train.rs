@@ -7,6 +7,7 @@ use super::values::{self, Params, Value};
 use crate::diag::{Diagnostic, closest, codes};
 use crate::syntax::ast::{self, ExprKind, KeyValue, Span};
 use std::collections::HashMap;
+use std::path::Path;
 
 pub const OPTIMIZERS: &[&str] = &["sgd", "adagrad", "rmsprop", "adam"];
 pub const TRAIN_KEYS: &[&str] = &["data", "loss", "batch", "epochs", "validate", "seed", "save"];
@@ -236,6 +237,7 @@ pub fn check_train(
     train: &ast::Train,
     model: Option<&CheckedModel>,
     model_name: &str,
+    base_dir: Option<&Path>,
     diags: &mut Vec<Diagnostic>,
 ) -> Option<TrainSpec> {
     let before = diags.len();
@@ -321,8 +323,31 @@ pub fn check_train(
             );
             None
         }
-        Some(kv) => check_data(kv, model, loss, diags),
+        Some(kv) => check_data(kv, model, loss, base_dir, diags),
     };
+    // Class scores come from a flat output; a section-shaped output has no class axis to
+    // normalise over, and the runtime would otherwise have to guess one. (Denoising sources
+    // already say that cross_entropy cannot use them.)
+    let npy_data = e
+        .get("data")
+        .is_some_and(|kv| matches!(&kv.value.kind, ExprKind::Call { name, .. } if name.name == "npy"));
+    if let (LossKind::CrossEntropy, true, Some(kv), Some(out)) =
+        (loss, npy_data, e.get("loss"), model.and_then(|m| m.outputs.first()))
+        && out.shape.len() != 1
+    {
+        diags.push(
+            Diagnostic::error(
+                codes::BAD_DATA,
+                format!(
+                    "cross_entropy needs a flat output of class scores, but the model outputs {}",
+                    fmt_shape(&out.shape)
+                ),
+                kv.value.span.clone(),
+                "needs a flat output [K]",
+            )
+            .with_help("end the model with `flatten -> dense(K)` for K classes, or use loss = mse or mae"),
+        );
+    }
     if diags.len() != before {
         return None;
     }
@@ -343,6 +368,7 @@ fn check_data(
     kv: &KeyValue,
     model: Option<&CheckedModel>,
     loss: LossKind,
+    base_dir: Option<&Path>,
     diags: &mut Vec<Diagnostic>,
 ) -> Option<DataSpec> {
     let ExprKind::Call { name, args } = &kv.value.kind else {
@@ -438,7 +464,12 @@ fn check_data(
     };
     let string = |key: &str, diags: &mut Vec<Diagnostic>| -> Option<String> {
         match got.get(key) {
-            Some((Value::Str(s), _)) if !s.is_empty() => Some(s.clone()),
+            Some((Value::Str(s), span)) if !s.is_empty() => {
+                if let Some(d) = base_dir.and_then(|dir| missing_file(dir, s, span)) {
+                    diags.push(d);
+                }
+                Some(s.clone())
+            }
             Some((_, span)) => {
                 diags.push(bad(key, "a file name in quotes", span));
                 None
@@ -620,4 +651,25 @@ fn check_data(
         },
     };
     (diags.len() == before).then_some(spec)
+}
+
+/// A data file named in the train block that cannot be read as a file, relative to the
+/// program's folder: a located error (a directory or a dangling name is the usual typo).
+fn missing_file(base_dir: &Path, name: &str, span: &Span) -> Option<Diagnostic> {
+    let path = base_dir.join(name);
+    let problem = match std::fs::metadata(&path) {
+        Ok(m) if m.is_dir() => "is a directory, not a data file",
+        Ok(_) => return None,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => "does not exist",
+        Err(_) => "cannot be read",
+    };
+    Some(
+        Diagnostic::error(
+            codes::BAD_DATA,
+            format!("data file `{name}` {problem}"),
+            span.clone(),
+            format!("looked for {}", path.display()),
+        )
+        .with_help("paths in the train block are relative to the .geonet file"),
+    )
 }

@@ -10,7 +10,7 @@ pub fn run(file: &Path, format: Format) -> ExitCode {
         Ok(b) => b,
         Err(e) => return super::fail(format_args!("cannot read {}: {e}", file.display())),
     };
-    let out = check::check_bytes(&bytes);
+    let out = check::check_bytes_in(&bytes, Some(super::program_dir(file)));
     let name = file.display().to_string();
     match format {
         Format::Json => {

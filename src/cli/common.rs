@@ -11,7 +11,7 @@ use std::process::ExitCode;
 pub fn load_program(file: &Path) -> Result<(Program, String), ExitCode> {
     let bytes =
         std::fs::read(file).map_err(|e| super::fail(format_args!("cannot read {}: {e}", file.display())))?;
-    let out = check::check_bytes(&bytes);
+    let out = check::check_bytes_in(&bytes, Some(super::program_dir(file)));
     if !out.diagnostics.is_empty() {
         let color = std::io::stderr().is_terminal();
         eprint!("{}", diag::render(&out.diagnostics, &file.display().to_string(), &out.source, color));

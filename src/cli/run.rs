@@ -23,7 +23,11 @@ pub fn run(args: RunArgs) -> ExitCode {
     };
     if program.train.is_none() {
         eprintln!("error: {} has no `train` block, so there is nothing to train on", args.file.display());
-        eprintln!("  help: add e.g. `train {{ data = synthetic(count = 256, noise = 0.5)  epochs = 10 }}`");
+        eprintln!("  help: add a train block, e.g.");
+        eprintln!("        train {{");
+        eprintln!("            data   = synthetic(count = 256, noise = 0.5)");
+        eprintln!("            epochs = 10");
+        eprintln!("        }}");
         return ExitCode::from(1);
     }
     if let Err(code) = set_threads(args.threads) {
