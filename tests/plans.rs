@@ -29,7 +29,19 @@ fn ir_and_jit_plan_of_every_example() {
 #[test]
 fn clif_of_a_small_correlation_kernel() {
     let spec = CorrSpec {
-        geo: Geometry { ho: 2, wo: 3, hp: 4, wp: 5, k: [3, 3], s: [1, 1], d: [1, 1], ci: 2, csx: 4, co4: 4, cso: 4 },
+        geo: Geometry {
+            ho: 2,
+            wo: 3,
+            hp: 4,
+            wp: 5,
+            k: [3, 3],
+            s: [1, 1],
+            d: [1, 1],
+            ci: 2,
+            csx: 4,
+            co4: 4,
+            cso: 4,
+        },
         bias: true,
         epilogue: Epilogue::Relu,
     };

@@ -15,7 +15,8 @@ pub struct Tuning {
 impl Tuning {
     fn options(&self) -> Result<JitOptions, String> {
         let defaults = JitOptions::default();
-        let blocking = |arg: &Option<String>, default: Blocking| arg.as_deref().map_or(Ok(default), Blocking::parse);
+        let blocking =
+            |arg: &Option<String>, default: Blocking| arg.as_deref().map_or(Ok(default), Blocking::parse);
         Ok(JitOptions {
             opt_level: OptLevel::parse(&self.jit_opt)?,
             corr_blocking: blocking(&self.corr_block, defaults.corr_blocking)?,

@@ -149,7 +149,18 @@ pub fn dispatch(cli: Cli) -> ExitCode {
         Command::Infer { file, weights, input, output, plot, backend, threads } => {
             infer::run(infer::InferArgs { file, weights, input, output, plot, backend, threads })
         }
-        Command::Bench { file, batch, steps, backend, threads, format, profile, jit_opt, corr_block, gradw_block } => {
+        Command::Bench {
+            file,
+            batch,
+            steps,
+            backend,
+            threads,
+            format,
+            profile,
+            jit_opt,
+            corr_block,
+            gradw_block,
+        } => {
             let tuning = bench::Tuning { profile, jit_opt, corr_block, gradw_block };
             bench::run(bench::BenchArgs { file, batch, steps, backend, threads, format, tuning })
         }

@@ -170,8 +170,10 @@ pub struct Codegen {
     dry: bool,
 }
 
-// The JIT module is only used behind `&mut` while compiling; finished code is immutable.
+// SAFETY: the JIT module is only used behind `&mut` while compiling; once finished, the code
+// it owns is immutable and only read (called) through plain function pointers.
 unsafe impl Send for Codegen {}
+// SAFETY: as for `Send`: a `&Codegen` gives no way to mutate the module.
 unsafe impl Sync for Codegen {}
 
 /// Handle of a function that becomes callable after [`Codegen::finish`].

@@ -145,7 +145,9 @@ impl JitModel {
                     _ => 0.0,
                 };
                 let x = self.buf(node.inputs[0]);
-                y.par_iter_mut().zip(x.par_iter()).for_each(|(y, &x)| *y = if x > 0.0 { x } else { slope * x });
+                y.par_iter_mut()
+                    .zip(x.par_iter())
+                    .for_each(|(y, &x)| *y = if x > 0.0 { x } else { slope * x });
             }
             other => unreachable!("`{}` has no native loop but its lowering says Native", other.kind()),
         }
@@ -204,7 +206,11 @@ impl JitModel {
                     let xs: Vec<ArrayD<f64>> = node.inputs.iter().map(|&v| self.value_f64(v)).collect();
                     let refs: Vec<&ArrayD<f64>> = xs.iter().collect();
                     let y = self.value_f64(Value::Node(id));
-                    let dy = from_nhwc(&self.grad_bufs[self.nodes[i].grad_slot], self.nodes[i].layout, &node.shape);
+                    let dy = from_nhwc(
+                        &self.grad_bufs[self.nodes[i].grad_slot],
+                        self.nodes[i].layout,
+                        &node.shape,
+                    );
                     let cache = self.nodes[i].cache.take().unwrap_or(Cache::None);
                     let dxs = interp::backward_node(node, params, &refs, &y, &cache, dy, &mut pgrads);
                     self.nodes[i].cache = Some(cache);
@@ -233,13 +239,14 @@ impl JitModel {
         };
         let state = &self.nodes[i];
         if !state.fusion.mask_folded {
-            self.grad_bufs[state.grad_slot].par_chunks_mut(CHUNK).zip(state.value.par_chunks(CHUNK)).for_each(
-                |(g, y)| {
+            self.grad_bufs[state.grad_slot]
+                .par_chunks_mut(CHUNK)
+                .zip(state.value.par_chunks(CHUNK))
+                .for_each(|(g, y)| {
                     for (g, &y) in g.iter_mut().zip(y) {
                         *g = if y > 0.0 { *g } else { *g * slope };
                     }
-                },
-            );
+                });
         }
         // The memory plan gave the linear node this activation's gradient buffer.
         debug_assert_eq!(self.nodes[i].grad_slot, self.nodes[p.index()].grad_slot);

@@ -17,8 +17,7 @@ impl JitModel {
         let v = self.graph.outputs()[0];
         let single = self.graph.outputs().len() == 1;
         let loaded = self.target.len() == self.layout(v).len();
-        let (Value::Node(o), true, true, LossKind::Mse | LossKind::Mae) = (v, single, loaded, kind)
-        else {
+        let (Value::Node(o), true, true, LossKind::Mse | LossKind::Mae) = (v, single, loaded, kind) else {
             let y = self.output(0);
             let (l, dy) = crate::ops::loss::loss(kind, &y, target);
             return (l, self.backward(params, &[dy]));

@@ -122,13 +122,17 @@ pub(crate) fn plan_linear(
             // forward: x zero-padded by p (kept for the weight gradient)
             let (padded, fwd_src, fwd_scatter) = padded_source(x, p, true, &mut scratch);
             let geo = geometry(padded, y, k, s, d);
-            let fwd = corr(CorrSpec { geo: geo.clone(), bias: c.bias || bn_follows, epilogue }, pack(false, false))?;
+            let fwd = corr(
+                CorrSpec { geo: geo.clone(), bias: c.bias || bn_follows, epilogue },
+                pack(false, false),
+            )?;
             // input gradient: dy interleaved (stride) and shifted, then a stride-1 correlation
             let z = Layout { h: x.h + d[0] * (k[0] - 1), w: x.w + d[1] * (k[1] - 1), ..y };
             let kz = scratch.add(z, false);
             let off = |a: usize| (d[a] * (k[a] - 1)) as i64 - p[a] as i64;
             let bwd_geo = geometry(z, x, k, [1, 1], d);
-            let bwd_in = corr(CorrSpec { geo: bwd_geo, bias: false, epilogue: bwd_epilogue }, pack(true, true))?;
+            let bwd_in =
+                corr(CorrSpec { geo: bwd_geo, bias: false, epilogue: bwd_epilogue }, pack(true, true))?;
             Family {
                 kind: LinearKind::Direct,
                 out: c.out,
@@ -168,7 +172,8 @@ pub(crate) fn plan_linear(
             )?;
             fwd.pack_lanes = co4;
             let bwd_geo = geometry(t_bwd_layout, x, one, one, one);
-            let bwd_in = corr(CorrSpec { geo: bwd_geo, bias: false, epilogue: bwd_epilogue }, pack(true, false))?;
+            let bwd_in =
+                corr(CorrSpec { geo: bwd_geo, bias: false, epilogue: bwd_epilogue }, pack(true, false))?;
             Family {
                 kind: LinearKind::PixelShuffle(Pixel { x, y, k, co4, t_fwd, t_bwd, cs_bwd }),
                 out: c.out,
@@ -196,7 +201,10 @@ pub(crate) fn plan_linear(
             let z = Layout { h: y.h + k[0] - 1, w: y.w + k[1] - 1, ..x };
             let kz = scratch.add(z, false);
             let off = |a: usize| (k[a] - 1) as i64 - p[a] as i64;
-            let fwd = corr(CorrSpec { geo: geometry(z, y, k, [1, 1], [1, 1]), bias: c.bias, epilogue }, pack(false, true))?;
+            let fwd = corr(
+                CorrSpec { geo: geometry(z, y, k, [1, 1], [1, 1]), bias: c.bias, epilogue },
+                pack(false, true),
+            )?;
             // input gradient: the strided convolution of dy zero-padded by p; the weight
             // gradient reads the same padded dy, so it is a scratch copy even when p = 0 (dy
             // itself lives in the gradient buffer)
@@ -204,8 +212,10 @@ pub(crate) fn plan_linear(
             let kp = scratch.add(padded, false);
             let pad = Scatter { src: y, dst: padded, s: [1, 1], off: [p[0] as i64, p[1] as i64] };
             let bwd_geo = geometry(padded, x, k, s, [1, 1]);
-            let bwd_in =
-                corr(CorrSpec { geo: bwd_geo.clone(), bias: false, epilogue: bwd_epilogue }, pack(true, false))?;
+            let bwd_in = corr(
+                CorrSpec { geo: bwd_geo.clone(), bias: false, epilogue: bwd_epilogue },
+                pack(true, false),
+            )?;
             Family {
                 kind: LinearKind::Transposed,
                 out: c.out,
@@ -232,9 +242,13 @@ pub(crate) fn plan_linear(
             let (xr, yr) = (Layout { n: 1, h: 1, w: x.n, ..x }, Layout { n: 1, h: 1, w: x.n, ..y });
             let one = [1, 1];
             let geo = geometry(xr, yr, one, one, one);
-            let fwd = corr(CorrSpec { geo: geo.clone(), bias: dn.bias || bn_follows, epilogue }, pack(false, false))?;
+            let fwd = corr(
+                CorrSpec { geo: geo.clone(), bias: dn.bias || bn_follows, epilogue },
+                pack(false, false),
+            )?;
             let bwd_geo = geometry(yr, xr, one, one, one);
-            let bwd_in = corr(CorrSpec { geo: bwd_geo, bias: false, epilogue: bwd_epilogue }, pack(true, false))?;
+            let bwd_in =
+                corr(CorrSpec { geo: bwd_geo, bias: false, epilogue: bwd_epilogue }, pack(true, false))?;
             Family {
                 kind: LinearKind::Direct,
                 out: dn.out,

@@ -174,7 +174,8 @@ impl JitModel {
                 Lowering::Linear => {
                     let (x, y) = (layout_of(node.inputs[0]), layouts[node.id.index()]);
                     let bn = f.bn_fold.is_some();
-                    let plan = lower::plan_linear(&mut cg, options, node, x, y, f.epilogue, f.bwd_epilogue, bn)?;
+                    let plan =
+                        lower::plan_linear(&mut cg, options, node, x, y, f.epilogue, f.bwd_epilogue, bn)?;
                     Step::Linear(Box::new(plan))
                 }
                 Lowering::Native => Step::Native,

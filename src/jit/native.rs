@@ -235,4 +235,3 @@ pub(crate) fn unflatten(dy: &[f32], yl: Layout, dx: &mut [f32], xl: Layout) {
         }
     }
 }
-

@@ -73,7 +73,11 @@ impl fmt::Display for Profile {
         let per = |s: f64, passes: usize| if passes == 0 { 0.0 } else { s * 1e3 / passes as f64 };
         let (nf, nb) = (self.forward_passes, self.backward_passes);
         writeln!(f, "per node, mean ms over {nf} forward and {nb} backward passes:")?;
-        writeln!(f, "{:>28} {:>10} {:>9} {:>9} {:>9} {:>10}", "node", "op", "step", "fwd ms", "bwd ms", "in kernels")?;
+        writeln!(
+            f,
+            "{:>28} {:>10} {:>9} {:>9} {:>9} {:>10}",
+            "node", "op", "step", "fwd ms", "bwd ms", "in kernels"
+        )?;
         for n in &self.nodes {
             let total = n.forward_s + n.backward_s;
             let kernels = n.kernel_forward_s + n.kernel_backward_s;
@@ -90,19 +94,9 @@ impl fmt::Display for Profile {
                 share
             )?;
         }
-        let (fwd, bwd): (f64, f64) = (
-            self.nodes.iter().map(|n| n.forward_s).sum(),
-            self.nodes.iter().map(|n| n.backward_s).sum(),
-        );
-        writeln!(
-            f,
-            "{:>28} {:>10} {:>9} {:>9.2} {:>9.2}",
-            "all nodes",
-            "",
-            "",
-            per(fwd, nf),
-            per(bwd, nb)
-        )?;
+        let (fwd, bwd): (f64, f64) =
+            (self.nodes.iter().map(|n| n.forward_s).sum(), self.nodes.iter().map(|n| n.backward_s).sum());
+        writeln!(f, "{:>28} {:>10} {:>9} {:>9.2} {:>9.2}", "all nodes", "", "", per(fwd, nf), per(bwd, nb))?;
         write!(f, "{:.1} % of the time outside generated kernels", 100.0 * self.outside_kernels())
     }
 }
