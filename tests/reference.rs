@@ -91,7 +91,7 @@ fn run(file: &str, backend: Backend) {
     let p0 = load_params(&g, &fx);
     let grads = engine.backward(&p0, &[dy]);
     let global = g
-        .params
+        .params()
         .iter()
         .filter(|p| p.trainable())
         .flat_map(|p| values(&fx["grads"][&p.name]))

@@ -98,7 +98,7 @@ pub(crate) fn decide(graph: &Graph, layout_of: impl Fn(Value) -> Layout) -> Vec<
             if let Value::Node(u) = v {
                 let f = &fusion[u.index()];
                 let pixel = linear(u) && matches!(&graph.node(u).op, Op::UpConv(uc) if is_pixel(uc));
-                if pixel && consumers[u.index()] == 1 && f.activation.is_none() && l.c % 4 == 0 {
+                if pixel && consumers[u.index()] == 1 && f.activation.is_none() && l.c.is_multiple_of(4) {
                     fusion[u.index()].concat_in_place = Some((node.id, off));
                 }
             }

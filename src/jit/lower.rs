@@ -4,8 +4,8 @@
 //! weight-gradient kernel of a layer reuses the geometry of the correlation it differentiates.
 
 use super::JitOptions;
-use super::codegen::{Codegen, CorrSpec, Epilogue, Geometry, GradWSpec};
-use super::fusion::is_pixel;
+use super::codegen::{Codegen, CorrSpec, Geometry, GradWSpec};
+use super::fusion::{Fusion, is_pixel};
 use super::layout::{Layout, round4, window2};
 use super::linear::{CorrCall, LinearKind, LinearPlan, Packing, Src};
 use super::native::{Pixel, Scatter};
@@ -69,20 +69,19 @@ fn padded_source(
     (padded, Src::Scratch(k), Some((k, scatter)))
 }
 
-/// The kernels and buffers of a linear node with input layout `x` and output layout `y`.
-/// `epilogue`: the fused activation after it; `bwd_epilogue`: the derivative of the fused
-/// activation before it; `bn_follows`: an inference-mode batchnorm is folded into it (so the
-/// forward kernel always adds a bias).
+/// The kernels and buffers of a linear node with input layout `x` and output layout `y`, given
+/// its fusions: the activation after it (the forward epilogue), the derivative of the fused
+/// activation before it (the input-gradient epilogue), a batchnorm folded into it at inference
+/// (so the forward kernel always adds a bias).
 pub(crate) fn plan_linear(
     cg: &mut Codegen,
     options: &JitOptions,
     node: &Node,
-    x: Layout,
-    y: Layout,
-    epilogue: Epilogue,
-    bwd_epilogue: Epilogue,
-    bn_follows: bool,
+    (x, y): (Layout, Layout),
+    fusion: &Fusion,
 ) -> Result<LinearPlan, String> {
+    let (epilogue, bwd_epilogue) = (fusion.epilogue, fusion.bwd_epilogue);
+    let bn_follows = fusion.bn_fold.is_some();
     let mut scratch = Scratch::default();
     let mut corr = |spec: CorrSpec, pack: Packing| -> Result<CorrCall, String> {
         let handle = cg.corr(&spec, options.corr_blocking)?;

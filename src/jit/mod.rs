@@ -172,11 +172,8 @@ impl JitModel {
             let step = match node.op.lowering() {
                 _ if f.into_linear.is_some() => Step::FusedActivation,
                 Lowering::Linear => {
-                    let (x, y) = (layout_of(node.inputs[0]), layouts[node.id.index()]);
-                    let bn = f.bn_fold.is_some();
-                    let plan =
-                        lower::plan_linear(&mut cg, options, node, x, y, f.epilogue, f.bwd_epilogue, bn)?;
-                    Step::Linear(Box::new(plan))
+                    let layouts = (layout_of(node.inputs[0]), layouts[node.id.index()]);
+                    Step::Linear(Box::new(lower::plan_linear(&mut cg, options, node, layouts, f)?))
                 }
                 Lowering::Native => Step::Native,
                 Lowering::Reference => Step::Reference,
