@@ -4,7 +4,7 @@
 //! rayon decides). Throughput is reported in FLOP/s (a multiply-add counts 2).
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use geonetc::jit::codegen::{Codegen, CorrSpec, Epilogue, GradWSpec};
+use geonetc::jit::codegen::{Codegen, CorrSpec, Epilogue, Geometry, GradWSpec, OptLevel};
 
 const N: usize = 8;
 const H: usize = 128;
@@ -15,9 +15,10 @@ fn kernels(c: &mut Criterion) {
     let mut g = c.benchmark_group("conv3x3_16to16_128x128_b8_1thread");
     g.throughput(Throughput::Elements(flops));
     g.sample_size(10);
-    for opt in ["none", "speed"] {
+    for opt in [OptLevel::None, OptLevel::Speed] {
         let mut cg = Codegen::new(opt).expect("host ISA");
-        let spec = |epilogue| CorrSpec {
+        let opt = opt.name();
+        let geo = Geometry {
             ho: H,
             wo: H,
             hp: H + 2,
@@ -28,29 +29,15 @@ fn kernels(c: &mut Criterion) {
             ci: C,
             csx: C,
             co4: C,
-            csy: C,
-            bias: true,
-            epilogue,
+            cso: C,
         };
+        let spec = |epilogue| CorrSpec { geo: geo.clone(), bias: true, epilogue };
         let fwd = cg.corr(&spec(Epilogue::Relu), geonetc::jit::codegen::CORR_BLOCKING).expect("codegen");
         // The input gradient is the same correlation (flipped weights, no bias), masked by relu.
         let bwd = cg
             .corr(&CorrSpec { bias: false, ..spec(Epilogue::ReluMask) }, geonetc::jit::codegen::CORR_BLOCKING)
             .expect("codegen");
-        let gw_spec = GradWSpec {
-            ho: H,
-            wo: H,
-            hp: H + 2,
-            wp: H + 2,
-            k: [3, 3],
-            s: [1, 1],
-            d: [1, 1],
-            ci: C,
-            csx: C,
-            co4: C,
-            csd: C,
-            bias: true,
-        };
+        let gw_spec = GradWSpec { geo: geo.clone(), bias: true };
         let gw = cg.gradw(&gw_spec, geonetc::jit::codegen::GRADW_BLOCKING).expect("codegen");
         cg.finish().expect("finalize");
         let (fwd, bwd, gw) = (cg.corr_fn(fwd), cg.corr_fn(bwd), cg.gradw_fn(gw));
@@ -95,7 +82,7 @@ fn unet_step(c: &mut Criterion) {
     let graph = geonetc::ir::lower(&program, 8);
     let mut jit = geonetc::jit::JitModel::compile(&graph).expect("compiles");
     let mut params = geonetc::ir::init_params(&graph, 0);
-    let x = ndarray::ArrayD::from_shape_fn(ndarray::IxDyn(&graph.inputs[0]), |i| {
+    let x = ndarray::ArrayD::from_shape_fn(ndarray::IxDyn(&graph.inputs()[0]), |i| {
         ((i[2] * 7 + i[3]) % 11) as f64 * 0.1
     });
     jit.load_inputs(std::slice::from_ref(&x));

@@ -22,12 +22,12 @@ fn grad_check(src: &str, batch: usize, training: bool) {
     let g = ir::lower(&program, batch);
     let mut rng = ChaCha8Rng::seed_from_u64(11);
     let mut params = ir::init_params(&g, 1);
-    for (p, info) in params.iter_mut().zip(&g.params) {
+    for (p, info) in params.iter_mut().zip(g.params()) {
         if info.trainable() {
             *p += &(random(&info.shape, &mut rng) * 0.3);
         }
     }
-    let inputs: Vec<ArrayD<f64>> = g.inputs.iter().map(|s| random(s, &mut rng)).collect();
+    let inputs: Vec<ArrayD<f64>> = g.inputs().iter().map(|s| random(s, &mut rng)).collect();
     let mut p0 = params.clone();
     let tape = interp::forward(&g, &mut p0, &inputs, training, 5);
     let outs = interp::outputs(&g, &inputs, &tape);
@@ -40,7 +40,7 @@ fn grad_check(src: &str, batch: usize, training: bool) {
     };
     let eps = 1e-6;
     let mut checked = 0;
-    for (k, info) in g.params.iter().enumerate() {
+    for (k, info) in g.params().iter().enumerate() {
         if !info.trainable() {
             continue;
         }

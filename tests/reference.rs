@@ -53,7 +53,7 @@ fn optimizer(o: &Value) -> OptimizerSpec {
 }
 
 fn load_params(g: &Graph, fx: &Value) -> Params {
-    g.params
+    g.params()
         .iter()
         .map(|p| {
             let a = array(&fx["params"][&p.name]);
@@ -70,7 +70,7 @@ fn run(file: &str, backend: Backend) {
     let out = check_source(fx["source"].as_str().unwrap());
     let program = out.program.unwrap_or_else(|| panic!("{:#?}", out.diagnostics));
     let g = ir::lower(&program, fx["batch"].as_u64().unwrap() as usize);
-    assert_eq!(g.params.len(), fx["params"].as_object().unwrap().len(), "parameter names");
+    assert_eq!(g.params().len(), fx["params"].as_object().unwrap().len(), "parameter names");
     let kind = match fx["loss"].as_str().unwrap() {
         "mse" => geonetc::check::program::LossKind::Mse,
         "mae" => geonetc::check::program::LossKind::Mae,
@@ -91,12 +91,12 @@ fn run(file: &str, backend: Backend) {
     let p0 = load_params(&g, &fx);
     let grads = engine.backward(&p0, &[dy]);
     let global = g
-        .params
+        .params()
         .iter()
         .filter(|p| p.trainable())
         .flat_map(|p| values(&fx["grads"][&p.name]))
         .fold(0.0f64, |m, v| m.max(v.abs()));
-    for (p, gr) in g.params.iter().zip(&grads) {
+    for (p, gr) in g.params().iter().zip(&grads) {
         if p.trainable() {
             assert_close_floor(
                 &format!("grad {}", p.name),
@@ -111,7 +111,7 @@ fn run(file: &str, backend: Backend) {
     for case in fx["steps"].as_array().unwrap() {
         let spec = optimizer(&case["optimizer"]);
         let mut params = load_params(&g, &fx);
-        let trainable: Vec<bool> = g.params.iter().map(|p| p.trainable()).collect();
+        let trainable: Vec<bool> = g.params().iter().map(|p| p.trainable()).collect();
         let sizes: Vec<usize> = params.iter().map(|p| p.len()).collect();
         let mut state = OptState::new(&spec, &sizes);
         for _ in 0..3 {
@@ -126,7 +126,7 @@ fn run(file: &str, backend: Backend) {
         // (f32) they are left out, and the rest (batchnorm statistics downstream of such a bias
         // included) is compared at 1e-4 of the model's largest parameter.
         let floor = if backend == Backend::Jit {
-            g.params
+            g.params()
                 .iter()
                 .flat_map(|p| values(&case["params_after"][&p.name]))
                 .fold(0.0f64, |m, v| m.max(v.abs()))
@@ -134,7 +134,7 @@ fn run(file: &str, backend: Backend) {
             0.0
         };
         let zero_grad = |name: &str| values(&fx["grads"][name]).iter().all(|v| v.abs() < 1e-9 * global);
-        for (p, v) in g.params.iter().zip(&params) {
+        for (p, v) in g.params().iter().zip(&params) {
             if backend == Backend::Jit && p.trainable() && zero_grad(&p.name) {
                 continue;
             }

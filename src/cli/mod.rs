@@ -91,6 +91,19 @@ pub enum Command {
         threads: Option<usize>,
         #[arg(long, value_enum, default_value = "human")]
         format: Format,
+        /// Also print the time of every layer's forward and backward step (JIT), which layers
+        /// run on the reference code, and the share of time outside generated kernels.
+        #[arg(long)]
+        profile: bool,
+        /// JIT tuning: Cranelift opt level (none, speed, speed_and_size).
+        #[arg(long, value_name = "LEVEL", default_value = "none", hide = true)]
+        jit_opt: String,
+        /// JIT tuning: register blocking RxV of the correlation kernels.
+        #[arg(long, value_name = "RxV", hide = true)]
+        corr_block: Option<String>,
+        /// JIT tuning: register blocking RxV of the weight-gradient kernels.
+        #[arg(long, value_name = "RxV", hide = true)]
+        gradw_block: Option<String>,
     },
     /// Describe a SEG-Y, Seismic Unix or .npy data file.
     Inspect {
@@ -136,8 +149,20 @@ pub fn dispatch(cli: Cli) -> ExitCode {
         Command::Infer { file, weights, input, output, plot, backend, threads } => {
             infer::run(infer::InferArgs { file, weights, input, output, plot, backend, threads })
         }
-        Command::Bench { file, batch, steps, backend, threads, format } => {
-            bench::run(bench::BenchArgs { file, batch, steps, backend, threads, format })
+        Command::Bench {
+            file,
+            batch,
+            steps,
+            backend,
+            threads,
+            format,
+            profile,
+            jit_opt,
+            corr_block,
+            gradw_block,
+        } => {
+            let tuning = bench::Tuning { profile, jit_opt, corr_block, gradw_block };
+            bench::run(bench::BenchArgs { file, batch, steps, backend, threads, format, tuning })
         }
         Command::Inspect { file, format } => inspect::run(&file, format),
         Command::Eval { file, weights, clean, noisy, plot, backend, threads } => {

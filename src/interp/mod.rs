@@ -2,8 +2,7 @@
 //! the math of each op from `ops`. It is the oracle every other backend is tested against, so it
 //! is plain: one array per value, one pass per op, nothing fused.
 
-use crate::check::program::ValueRef;
-use crate::ir::{Graph, Node, Params};
+use crate::ir::{Graph, Node, Params, Value};
 use crate::ops::batchnorm::BatchNormCache;
 use crate::ops::conv::{Window, as4, conv_backward, conv_forward, from4, upconv_backward, upconv_forward};
 use crate::ops::{Op, merge};
@@ -28,10 +27,10 @@ fn vec1(a: &ArrayD<f64>) -> Array1<f64> {
     a.view().into_dimensionality::<Ix1>().expect("[C]").to_owned()
 }
 
-fn value<'a>(inputs: &'a [ArrayD<f64>], values: &'a [ArrayD<f64>], v: ValueRef) -> &'a ArrayD<f64> {
+fn value<'a>(inputs: &'a [ArrayD<f64>], values: &'a [ArrayD<f64>], v: Value) -> &'a ArrayD<f64> {
     match v {
-        ValueRef::Input(i) => &inputs[i],
-        ValueRef::Layer(i) => &values[i],
+        Value::Input(i) => &inputs[i],
+        Value::Node(n) => &values[n.index()],
     }
 }
 
@@ -44,10 +43,10 @@ pub fn forward(
     training: bool,
     seed: u64,
 ) -> Tape {
-    let mut values: Vec<ArrayD<f64>> = Vec::with_capacity(graph.nodes.len());
-    let mut caches = Vec::with_capacity(graph.nodes.len());
+    let mut values: Vec<ArrayD<f64>> = Vec::with_capacity(graph.nodes().len());
+    let mut caches = Vec::with_capacity(graph.nodes().len());
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    for node in &graph.nodes {
+    for node in graph.nodes() {
         let xs: Vec<&ArrayD<f64>> = node.inputs.iter().map(|&v| value(inputs, &values, v)).collect();
         let (y, cache) = forward_node(node, params, &xs, training, &mut rng);
         values.push(y);
@@ -129,7 +128,7 @@ pub fn forward_node(
 
 /// The graph's outputs from a tape.
 pub fn outputs(graph: &Graph, inputs: &[ArrayD<f64>], tape: &Tape) -> Vec<ArrayD<f64>> {
-    graph.outputs.iter().map(|&v| value(inputs, &tape.values, v).clone()).collect()
+    graph.outputs().iter().map(|&v| value(inputs, &tape.values, v).clone()).collect()
 }
 
 /// Gradients of a scalar with respect to every parameter (zeros for state tensors), given the
@@ -141,20 +140,20 @@ pub fn backward(
     tape: &Tape,
     d_outputs: &[ArrayD<f64>],
 ) -> Params {
-    let mut grads: Vec<Option<ArrayD<f64>>> = vec![None; graph.nodes.len()];
-    let add = |grads: &mut Vec<Option<ArrayD<f64>>>, v: ValueRef, g: ArrayD<f64>| {
-        if let ValueRef::Layer(i) = v {
-            match &mut grads[i] {
+    let mut grads: Vec<Option<ArrayD<f64>>> = vec![None; graph.nodes().len()];
+    let add = |grads: &mut Vec<Option<ArrayD<f64>>>, v: Value, g: ArrayD<f64>| {
+        if let Value::Node(n) = v {
+            match &mut grads[n.index()] {
                 Some(acc) => *acc += &g,
                 slot => *slot = Some(g),
             }
         }
     };
-    for (&v, d) in graph.outputs.iter().zip(d_outputs) {
+    for (&v, d) in graph.outputs().iter().zip(d_outputs) {
         add(&mut grads, v, d.clone());
     }
-    let mut pgrads: Params = graph.params.iter().map(|p| ArrayD::zeros(IxDyn(&p.shape))).collect();
-    for (i, node) in graph.nodes.iter().enumerate().rev() {
+    let mut pgrads: Params = graph.params().iter().map(|p| ArrayD::zeros(IxDyn(&p.shape))).collect();
+    for (i, node) in graph.nodes().iter().enumerate().rev() {
         let Some(dy) = grads[i].take() else { continue };
         let xs: Vec<&ArrayD<f64>> = node.inputs.iter().map(|&v| value(inputs, &tape.values, v)).collect();
         let dxs = backward_node(node, params, &xs, &tape.values[i], &tape.caches[i], dy, &mut pgrads);

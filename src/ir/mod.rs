@@ -6,26 +6,80 @@ use crate::ops::{Op, ParamRole};
 use ndarray::{ArrayD, IxDyn};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use std::fmt;
 
+/// A node of one [`Graph`]: its position in [`Graph::nodes`] (topological order). Only `ir`
+/// makes them, so an id always names a node of the graph it came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct NodeId(usize);
+
+/// A parameter or state tensor of one [`Graph`]: its position in [`Graph::params`] and in
+/// [`Params`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ParamId(usize);
+
+impl NodeId {
+    pub fn index(self) -> usize {
+        self.0
+    }
+}
+
+impl ParamId {
+    pub fn index(self) -> usize {
+        self.0
+    }
+}
+
+impl fmt::Display for NodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "n{}", self.0)
+    }
+}
+
+impl fmt::Display for ParamId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "p{}", self.0)
+    }
+}
+
+/// A value a node reads or the graph returns: a graph input or a node's output.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Value {
+    /// `Graph::inputs()[i]`
+    Input(usize),
+    Node(NodeId),
+}
+
+impl fmt::Display for Value {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Value::Input(i) => write!(f, "in{i}"),
+            Value::Node(n) => n.fmt(f),
+        }
+    }
+}
+
+/// The checked program at one batch size. Built only by [`lower`]; read through accessors.
 #[derive(Clone, Debug)]
 pub struct Graph {
-    pub batch: usize,
+    batch: usize,
     /// Input shapes with the batch axis.
-    pub inputs: Vec<Vec<usize>>,
-    pub nodes: Vec<Node>,
-    pub outputs: Vec<ValueRef>,
-    pub params: Vec<ParamInfo>,
+    inputs: Vec<Vec<usize>>,
+    nodes: Vec<Node>,
+    outputs: Vec<Value>,
+    params: Vec<ParamInfo>,
 }
 
 #[derive(Clone, Debug)]
 pub struct Node {
+    pub id: NodeId,
     pub name: String,
     pub op: Op,
-    pub inputs: Vec<ValueRef>,
+    pub inputs: Vec<Value>,
     /// Output shape with the batch axis.
     pub shape: Vec<usize>,
-    /// Indices into [`Graph::params`], in the order of `Op::params`.
-    pub params: Vec<usize>,
+    /// This node's tensors in [`Graph::params`], in the order of `Op::params`.
+    pub params: Vec<ParamId>,
     pub init: Option<Init>,
 }
 
@@ -34,12 +88,80 @@ pub struct ParamInfo {
     pub name: String,
     pub role: ParamRole,
     pub shape: Vec<usize>,
-    pub node: usize,
+    pub node: NodeId,
 }
 
 impl ParamInfo {
     pub fn trainable(&self) -> bool {
         self.role.trainable()
+    }
+}
+
+impl Graph {
+    pub fn batch(&self) -> usize {
+        self.batch
+    }
+
+    /// Input shapes, with the batch axis.
+    pub fn inputs(&self) -> &[Vec<usize>] {
+        &self.inputs
+    }
+
+    /// Every node, in topological order (a node's inputs come before it).
+    pub fn nodes(&self) -> &[Node] {
+        &self.nodes
+    }
+
+    pub fn node(&self, id: NodeId) -> &Node {
+        &self.nodes[id.0]
+    }
+
+    /// The ids of [`Graph::nodes`], in order.
+    pub fn node_ids(&self) -> impl DoubleEndedIterator<Item = NodeId> + ExactSizeIterator + use<> {
+        (0..self.nodes.len()).map(NodeId)
+    }
+
+    pub fn outputs(&self) -> &[Value] {
+        &self.outputs
+    }
+
+    /// Every parameter and state tensor, in checkpoint order.
+    pub fn params(&self) -> &[ParamInfo] {
+        &self.params
+    }
+
+    pub fn param(&self, id: ParamId) -> &ParamInfo {
+        &self.params[id.0]
+    }
+
+    /// The shape of a value, with the batch axis.
+    pub fn shape(&self, v: Value) -> &[usize] {
+        match v {
+            Value::Input(i) => &self.inputs[i],
+            Value::Node(n) => &self.nodes[n.0].shape,
+        }
+    }
+}
+
+/// One line per input, node (with its parameters) and output: what the IR snapshot tests read.
+impl fmt::Display for Graph {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let shape = |s: &[usize]| s.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("×");
+        writeln!(f, "batch {}", self.batch)?;
+        for (i, s) in self.inputs.iter().enumerate() {
+            writeln!(f, "in{i}: {}", shape(s))?;
+        }
+        for n in &self.nodes {
+            let ins: Vec<String> = n.inputs.iter().map(Value::to_string).collect();
+            writeln!(f, "{} {} = {:?}({}) -> {}", n.id, n.name, n.op, ins.join(", "), shape(&n.shape))?;
+            for &p in &n.params {
+                let info = &self.params[p.0];
+                let init = if n.init.is_some() && info.role == ParamRole::Weight { " (init)" } else { "" };
+                writeln!(f, "    {p} {} {:?} {}{init}", info.name, info.role, shape(&info.shape))?;
+            }
+        }
+        let outs: Vec<String> = self.outputs.iter().map(Value::to_string).collect();
+        writeln!(f, "outputs: {}", outs.join(", "))
     }
 }
 
@@ -53,6 +175,11 @@ pub fn lower(program: &Program, batch: usize) -> Graph {
             ValueRef::Layer(i) => m.layers[i].shape.clone(),
         }
     };
+    // The checked program's layers become the nodes one for one, in the same order.
+    let value = |v: &ValueRef| match *v {
+        ValueRef::Input(i) => Value::Input(i),
+        ValueRef::Layer(i) => Value::Node(NodeId(i)),
+    };
     let mut params = vec![];
     let mut nodes = vec![];
     for (i, l) in m.layers.iter().enumerate() {
@@ -60,18 +187,19 @@ pub fn lower(program: &Program, batch: usize) -> Graph {
         let refs: Vec<&[usize]> = in_shapes.iter().map(Vec::as_slice).collect();
         let mut ids = vec![];
         for spec in l.op.params(&refs) {
-            ids.push(params.len());
+            ids.push(ParamId(params.len()));
             params.push(ParamInfo {
                 name: format!("{}.{}", l.name, spec.role.suffix()),
                 role: spec.role,
                 shape: spec.shape,
-                node: i,
+                node: NodeId(i),
             });
         }
         nodes.push(Node {
+            id: NodeId(i),
             name: l.name.clone(),
             op: l.op.clone(),
-            inputs: l.inputs.clone(),
+            inputs: l.inputs.iter().map(value).collect(),
             shape: with_batch(&l.shape),
             params: ids,
             init: l.init.clone(),
@@ -81,13 +209,27 @@ pub fn lower(program: &Program, batch: usize) -> Graph {
         batch,
         inputs: m.inputs.iter().map(|t| with_batch(&t.shape)).collect(),
         nodes,
-        outputs: m.outputs.iter().map(|o| o.value).collect(),
+        outputs: m.outputs.iter().map(|o| value(&o.value)).collect(),
         params,
     }
 }
 
 /// Parameter values, in [`Graph::params`] order.
 pub type Params = Vec<ArrayD<f64>>;
+
+/// `params[id]`: a parameter's value by its id.
+impl std::ops::Index<ParamId> for Params {
+    type Output = ArrayD<f64>;
+    fn index(&self, id: ParamId) -> &ArrayD<f64> {
+        &self[id.0]
+    }
+}
+
+impl std::ops::IndexMut<ParamId> for Params {
+    fn index_mut(&mut self, id: ParamId) -> &mut ArrayD<f64> {
+        &mut self[id.0]
+    }
+}
 
 /// Starting values: `init` where given; otherwise He-uniform weights, U(−b, b) with
 /// b = √(6/fan_in), fan_in = in·∏kernel, drawn from a ChaCha8 stream seeded with `seed` in
@@ -98,7 +240,7 @@ pub fn init_params(graph: &Graph, seed: u64) -> Params {
         .params
         .iter()
         .map(|p| {
-            let node = &graph.nodes[p.node];
+            let node = graph.node(p.node);
             let is_bn = matches!(node.op, Op::BatchNorm(_));
             let n: usize = p.shape.iter().product();
             let values: Vec<f64> = match p.role {
@@ -122,7 +264,7 @@ pub fn init_params(graph: &Graph, seed: u64) -> Params {
 /// Whether every weight has an `init`, so the model runs without a weights file.
 pub fn fully_initialised(graph: &Graph) -> bool {
     graph.params.iter().all(|p| {
-        let node = &graph.nodes[p.node];
+        let node = graph.node(p.node);
         p.role != ParamRole::Weight || matches!(node.op, Op::BatchNorm(_)) || node.init.is_some()
     })
 }

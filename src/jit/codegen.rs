@@ -38,9 +38,12 @@ pub enum Epilogue {
     LeakyMask(f32),
 }
 
-/// A cross-correlation kernel, fully specialised.
+/// The geometry both kernel families share: a window of `k` taps at stride `s` and dilation
+/// `d` slid over an already padded NHWC buffer of `hp × wp` positions with `ci` channels (stride
+/// `csx`), one result per output position `ho × wo` and per output lane (`co4` lanes, stride
+/// `cso` in the buffer indexed by output position).
 #[derive(Clone, Debug, PartialEq)]
-pub struct CorrSpec {
+pub struct Geometry {
     /// Output height and width.
     pub ho: usize,
     pub wo: usize,
@@ -53,9 +56,23 @@ pub struct CorrSpec {
     /// Input channels reduced over, and the input buffer's channel stride.
     pub ci: usize,
     pub csx: usize,
-    /// Output channels rounded up to 4, and the output buffer's channel stride (≥ co4).
+    /// Output channels rounded up to 4, and the channel stride (≥ co4) of the buffer indexed by
+    /// output position: `y` of a correlation, `dy` of a weight gradient.
     pub co4: usize,
-    pub csy: usize,
+    pub cso: usize,
+}
+
+impl Geometry {
+    /// Floats of a weight (or weight gradient) packed as `[ci][tap][co4]`.
+    pub fn weight_len(&self) -> usize {
+        self.ci * self.k[0] * self.k[1] * self.co4
+    }
+}
+
+/// A cross-correlation kernel, fully specialised.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CorrSpec {
+    pub geo: Geometry,
     pub bias: bool,
     pub epilogue: Epilogue,
 }
@@ -63,22 +80,17 @@ pub struct CorrSpec {
 /// A weight-gradient kernel, fully specialised.
 #[derive(Clone, Debug, PartialEq)]
 pub struct GradWSpec {
-    pub ho: usize,
-    pub wo: usize,
-    pub hp: usize,
-    pub wp: usize,
-    pub k: [usize; 2],
-    pub s: [usize; 2],
-    pub d: [usize; 2],
-    /// Channels of the input buffer (the `ci` of the weight), its channel stride.
-    pub ci: usize,
-    pub csx: usize,
-    /// Output-gradient channels rounded up to 4, and its channel stride.
-    pub co4: usize,
-    pub csd: usize,
+    pub geo: Geometry,
     /// Also sum `dy` per channel (the bias gradient) into `co4` f64 values stored from
     /// `dw[ci·taps·co4]` on (2·co4 f32 slots), in the same pass over the rows.
     pub bias: bool,
+}
+
+impl GradWSpec {
+    /// Floats the kernel accumulates into per row chunk: the weight, then the f64 bias sums.
+    pub fn partial_len(&self) -> usize {
+        self.geo.weight_len() + if self.bias { 2 * self.geo.co4 } else { 0 }
+    }
 }
 
 /// `fn(x, w, b, y, m, row0, row1)`: rows are `n·ho + oh`.
@@ -87,10 +99,59 @@ pub type CorrFn = unsafe extern "C" fn(*const f32, *const f32, *const f32, *mut 
 pub type GradWFn = unsafe extern "C" fn(*const f32, *const f32, *mut f32, i64, i64);
 
 /// Register blocking: positions × 4-channel vectors held in accumulators.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Blocking {
     pub r: usize,
     pub v: usize,
+}
+
+impl Blocking {
+    /// Largest accepted `r` and `v`: past these the unrolled tiles only spill registers and the
+    /// generated code grows without bound.
+    pub const MAX: usize = 16;
+
+    /// A blocking of `r` positions × `v` vectors, each in `1..=MAX`.
+    pub fn new(r: usize, v: usize) -> Result<Blocking, String> {
+        if !(1..=Self::MAX).contains(&r) || !(1..=Self::MAX).contains(&v) {
+            return Err(format!("register blocking {r}x{v}: each factor must be 1 to {}", Self::MAX));
+        }
+        Ok(Blocking { r, v })
+    }
+
+    /// Parses `RxV` (e.g. `5x2`).
+    pub fn parse(text: &str) -> Result<Blocking, String> {
+        let bad = || format!("register blocking `{text}`: expected RxV, e.g. 5x2");
+        let (r, v) = text.split_once('x').ok_or_else(bad)?;
+        Blocking::new(r.trim().parse().map_err(|_| bad())?, v.trim().parse().map_err(|_| bad())?)
+    }
+}
+
+/// Cranelift's `opt_level`. `None` is the default: on our kernels it is faster than `Speed`
+/// (measured in ARCHITECTURE.md), whose register allocation spills the accumulators.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum OptLevel {
+    #[default]
+    None,
+    Speed,
+    SpeedAndSize,
+}
+
+impl OptLevel {
+    /// Cranelift's name of the level.
+    pub fn name(self) -> &'static str {
+        match self {
+            OptLevel::None => "none",
+            OptLevel::Speed => "speed",
+            OptLevel::SpeedAndSize => "speed_and_size",
+        }
+    }
+
+    pub fn parse(text: &str) -> Result<OptLevel, String> {
+        [OptLevel::None, OptLevel::Speed, OptLevel::SpeedAndSize]
+            .into_iter()
+            .find(|l| l.name() == text)
+            .ok_or_else(|| format!("opt level `{text}`: expected none, speed or speed_and_size"))
+    }
 }
 
 pub const CORR_BLOCKING: Blocking = Blocking { r: 5, v: 2 };
@@ -109,8 +170,10 @@ pub struct Codegen {
     dry: bool,
 }
 
-// The JIT module is only used behind `&mut` while compiling; finished code is immutable.
+// SAFETY: the JIT module is only used behind `&mut` while compiling; once finished, the code
+// it owns is immutable and only read (called) through plain function pointers.
 unsafe impl Send for Codegen {}
+// SAFETY: as for `Send`: a `&Codegen` gives no way to mutate the module.
 unsafe impl Sync for Codegen {}
 
 /// Handle of a function that becomes callable after [`Codegen::finish`].
@@ -125,11 +188,10 @@ fn flags() -> MemFlagsData {
 }
 
 impl Codegen {
-    /// `opt`: Cranelift's `opt_level` (`none`, `speed`). Measured on our kernels: see
-    /// ARCHITECTURE.md.
-    pub fn new(opt: &str) -> Result<Codegen, String> {
+    /// A code generator for this machine at Cranelift's `opt_level` `opt`.
+    pub fn new(opt: OptLevel) -> Result<Codegen, String> {
         let mut fb = settings::builder();
-        fb.set("opt_level", opt).map_err(|e| e.to_string())?;
+        fb.set("opt_level", opt.name()).map_err(|e| e.to_string())?;
         fb.set("is_pic", "false").map_err(|e| e.to_string())?;
         fb.set("use_colocated_libcalls", "false").map_err(|e| e.to_string())?;
         let isa_builder = cranelift_native::builder().map_err(|e| format!("unsupported host: {e}"))?;
@@ -142,7 +204,7 @@ impl Codegen {
 
     /// A code generator that plans but emits nothing; its functions must not be called.
     pub fn dry() -> Result<Codegen, String> {
-        let mut cg = Codegen::new("none")?;
+        let mut cg = Codegen::new(OptLevel::None)?;
         cg.dry = true;
         Ok(cg)
     }
@@ -202,6 +264,23 @@ impl Codegen {
         b.seal_all_blocks();
         b.finalize(target);
         self.define(id)
+    }
+
+    /// The Cranelift IR (CLIF) text of the correlation kernel of `spec` as it is handed to the
+    /// code generator on a host with FMA (so the text does not depend on the machine); nothing
+    /// is compiled or defined.
+    pub fn corr_clif(&mut self, spec: &CorrSpec, blk: Blocking) -> String {
+        let mut sig = self.module.make_signature();
+        sig.params.extend((0..7).map(|_| AbiParam::new(PTR)));
+        self.ctx.func.signature = sig;
+        let target = self.module.target_config();
+        let mut b = FunctionBuilder::new(&mut self.ctx.func, &mut self.fctx);
+        emit_corr(&mut b, spec, blk, true);
+        b.seal_all_blocks();
+        b.finalize(target);
+        let text = self.ctx.func.display().to_string();
+        self.module.clear_context(&mut self.ctx);
+        text
     }
 
     /// Generates a weight-gradient kernel.
@@ -265,7 +344,8 @@ fn bcast(b: &mut FunctionBuilder, ptr: Value, off: i64) -> Value {
 }
 
 /// Emits the correlation kernel body into a fresh function.
-fn emit_corr(b: &mut FunctionBuilder, sp: &CorrSpec, blk: Blocking, has_fma: bool) {
+fn emit_corr(b: &mut FunctionBuilder, spec: &CorrSpec, blk: Blocking, has_fma: bool) {
+    let sp = &spec.geo;
     let entry = b.create_block();
     b.append_block_params_for_function_params(entry);
     b.switch_to_block(entry);
@@ -279,7 +359,7 @@ fn emit_corr(b: &mut FunctionBuilder, sp: &CorrSpec, blk: Blocking, has_fma: boo
     let r_full = sp.wo / blk.r;
     let r_tail = sp.wo % blk.r;
     let x_row_bytes = (sp.wp * sp.csx * 4) as i64;
-    let y_row_bytes = (sp.wo * sp.csy * 4) as i64;
+    let y_row_bytes = (sp.wo * sp.cso * 4) as i64;
     counted_loop(b, row0, row1, 1, |b, row| {
         let n = b.ins().udiv_imm_s(row, sp.ho as i64);
         let nho = b.ins().imul_imm_s(n, sp.ho as i64);
@@ -309,7 +389,7 @@ fn emit_corr(b: &mut FunctionBuilder, sp: &CorrSpec, blk: Blocking, has_fma: boo
             let bb = b.ins().iadd(bias, co_bytes);
             let accs: Vec<Variable> = (0..r * v).map(|_| b.declare_var(F32X4)).collect();
             for j in 0..v {
-                let init = if sp.bias {
+                let init = if spec.bias {
                     b.ins().load(F32X4, flags(), bb, (16 * j) as i32)
                 } else {
                     let z = b.ins().f32const(0.0);
@@ -358,8 +438,8 @@ fn emit_corr(b: &mut FunctionBuilder, sp: &CorrSpec, blk: Blocking, has_fma: boo
             for i in 0..r {
                 for j in 0..v {
                     let a = b.use_var(accs[i * v + j]);
-                    let off = ((i * sp.csy + 4 * j) * 4) as i32;
-                    let out = match sp.epilogue {
+                    let off = ((i * sp.cso + 4 * j) * 4) as i32;
+                    let out = match spec.epilogue {
                         Epilogue::None => a,
                         Epilogue::Relu => b.ins().fmax(a, zero_v),
                         Epilogue::LeakyRelu(s) => {
@@ -377,7 +457,7 @@ fn emit_corr(b: &mut FunctionBuilder, sp: &CorrSpec, blk: Blocking, has_fma: boo
                                     .with_endianness(cranelift_codegen::ir::Endianness::Little),
                                 pos,
                             );
-                            let other = match sp.epilogue {
+                            let other = match spec.epilogue {
                                 Epilogue::LeakyMask(s) => {
                                     let sv = b.ins().f32const(s);
                                     let sv = b.ins().splat(F32X4, sv);
@@ -411,13 +491,13 @@ fn emit_corr(b: &mut FunctionBuilder, sp: &CorrSpec, blk: Blocking, has_fma: boo
             let end = b.ins().iconst(PTR, r_full as i64);
             counted_loop(b, zero, end, 1, |b, ob| {
                 let ow_x = b.ins().imul_imm_s(ob, (blk.r * sp.s[1] * sp.csx * 4) as i64);
-                let ow_y = b.ins().imul_imm_s(ob, (blk.r * sp.csy * 4) as i64);
+                let ow_y = b.ins().imul_imm_s(ob, (blk.r * sp.cso * 4) as i64);
                 width_part(b, ow_x, ow_y, blk.r);
             });
         }
         if r_tail > 0 {
             let ow_x = b.ins().iconst(PTR, (r_full * blk.r * sp.s[1] * sp.csx * 4) as i64);
-            let ow_y = b.ins().iconst(PTR, (r_full * blk.r * sp.csy * 4) as i64);
+            let ow_y = b.ins().iconst(PTR, (r_full * blk.r * sp.cso * 4) as i64);
             width_part(b, ow_x, ow_y, r_tail);
         }
     });
@@ -427,7 +507,8 @@ fn emit_corr(b: &mut FunctionBuilder, sp: &CorrSpec, blk: Blocking, has_fma: boo
 /// Emits the weight-gradient kernel body into a fresh function. Rows are the outer loop, so the
 /// few input rows a tile reads stay in L1 while every tile passes over them; each tile's
 /// accumulators are loaded from and stored back to `dw` per row (the caller zeroes `dw`).
-fn emit_gradw(b: &mut FunctionBuilder, sp: &GradWSpec, blk: Blocking, has_fma: bool) {
+fn emit_gradw(b: &mut FunctionBuilder, spec: &GradWSpec, blk: Blocking, has_fma: bool) {
+    let sp = &spec.geo;
     let entry = b.create_block();
     b.append_block_params_for_function_params(entry);
     b.switch_to_block(entry);
@@ -441,7 +522,7 @@ fn emit_gradw(b: &mut FunctionBuilder, sp: &GradWSpec, blk: Blocking, has_fma: b
     let ci_full = sp.ci / rb;
     let ci_tail = sp.ci % rb;
     let x_row_bytes = (sp.wp * sp.csx * 4) as i64;
-    let d_row_bytes = (sp.wo * sp.csd * 4) as i64;
+    let d_row_bytes = (sp.wo * sp.cso * 4) as i64;
     counted_loop(b, row0, row1, 1, |b, row| {
         let n = b.ins().udiv_imm_s(row, sp.ho as i64);
         let nho = b.ins().imul_imm_s(n, sp.ho as i64);
@@ -485,7 +566,7 @@ fn emit_gradw(b: &mut FunctionBuilder, sp: &GradWSpec, blk: Blocking, has_fma: b
                 b.def_var(dp, dstart);
                 // Positions unrolled by UNROLL (fewer loop instructions per FMA), then the rest.
                 let x_step = (sp.s[1] * sp.csx * 4) as i64;
-                let d_step = (sp.csd * 4) as i64;
+                let d_step = (sp.cso * 4) as i64;
                 let body = |b: &mut FunctionBuilder, u: usize| {
                     let xpv = b.use_var(xp);
                     let dpv = b.use_var(dp);
@@ -564,7 +645,7 @@ fn emit_gradw(b: &mut FunctionBuilder, sp: &GradWSpec, blk: Blocking, has_fma: b
             let ci_bytes = b.ins().iconst(PTR, (ci_full * rb * 4) as i64);
             per_ci(b, ci_bytes, ci_tail);
         }
-        if sp.bias {
+        if spec.bias {
             // Σ dy per channel over this row in f32x4 while the row is in cache, then added to
             // f64 sums (two f64x2 per 4 channels) in `dw[ci·taps·co4 ..]`.
             let base = b.ins().iadd_imm_s(dw, (sp.ci * ktaps * sp.co4 * 4) as i64);
@@ -593,7 +674,7 @@ fn emit_gradw(b: &mut FunctionBuilder, sp: &GradWSpec, blk: Blocking, has_fma: b
                         let sum = b.ins().fadd(av, d);
                         b.def_var(*a, sum);
                     }
-                    let dn = b.ins().iadd_imm_s(dpv, (sp.csd * 4) as i64);
+                    let dn = b.ins().iadd_imm_s(dpv, (sp.cso * 4) as i64);
                     b.def_var(dp, dn);
                 });
                 for (j, a) in accs.iter().enumerate() {

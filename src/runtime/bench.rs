@@ -8,6 +8,7 @@ use super::optim::{self, OptState};
 use crate::check::program::LossKind;
 use crate::check::program::Program;
 use crate::ir;
+use crate::jit::JitOptions;
 use ndarray::{ArrayD, IxDyn};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -32,6 +33,9 @@ pub struct BenchReport {
     pub flops_per_sample: u64,
     /// Bytes of the JIT's planned buffers (activations, gradients, scratch, packed weights).
     pub memory_bytes: Option<usize>,
+    /// Per-node times over every pass of the run (warm-up included), with `JitOptions::profile`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub profile: Option<crate::jit::Profile>,
 }
 
 fn median_min(mut t: Vec<f64>) -> (f64, f64) {
@@ -41,23 +45,29 @@ fn median_min(mut t: Vec<f64>) -> (f64, f64) {
     (median, t[0])
 }
 
-pub fn bench(program: &Program, batch: usize, steps: usize, backend: Backend) -> Result<BenchReport, String> {
+/// Times `program` at `batch` over `steps` steps; the JIT is compiled with `jit`'s options.
+pub fn bench(
+    program: &Program,
+    batch: usize,
+    steps: usize,
+    backend: Backend,
+    jit: &JitOptions,
+) -> Result<BenchReport, String> {
     let steps = steps.max(1);
     let started = Instant::now();
     let g = ir::lower(program, batch);
-    let mut engine = Engine::new(&g, backend)?;
+    let mut engine = Engine::with_options(&g, backend, jit)?;
     let compile_ms = started.elapsed().as_secs_f64() * 1e3;
     let mut rng = ChaCha8Rng::seed_from_u64(1);
     let inputs: Vec<ArrayD<f64>> =
-        g.inputs.iter().map(|s| ArrayD::from_shape_fn(IxDyn(s), |_| rng.random_range(-1.0..1.0))).collect();
-    let out_shape: Vec<usize> = match g.outputs.first() {
-        Some(crate::check::program::ValueRef::Layer(i)) => g.nodes[*i].shape.clone(),
-        Some(crate::check::program::ValueRef::Input(i)) => g.inputs[*i].clone(),
+        g.inputs().iter().map(|s| ArrayD::from_shape_fn(IxDyn(s), |_| rng.random_range(-1.0..1.0))).collect();
+    let out_shape: Vec<usize> = match g.outputs().first() {
+        Some(&v) => g.shape(v).to_vec(),
         None => vec![batch],
     };
     let target = ArrayD::from_shape_fn(IxDyn(&out_shape), |_| rng.random_range(-1.0..1.0));
     let mut params = ir::init_params(&g, 0);
-    let trainable: Vec<bool> = g.params.iter().map(|p| p.trainable()).collect();
+    let trainable: Vec<bool> = g.params().iter().map(|p| p.trainable()).collect();
     let sizes: Vec<usize> = params.iter().map(|p| p.len()).collect();
     let mut opt = OptState::new(&program.optimizer, &sizes);
     let warmup = 2.min(steps);
@@ -103,6 +113,7 @@ pub fn bench(program: &Program, batch: usize, steps: usize, backend: Backend) ->
         model: program.model.name.clone(),
         backend: backend.name().into(),
         memory_bytes: engine.memory_bytes(),
+        profile: engine.profile().cloned(),
         batch,
         steps,
         threads: rayon::current_num_threads(),

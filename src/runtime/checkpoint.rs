@@ -40,7 +40,7 @@ pub fn save_weights(
     meta: HashMap<String, String>,
 ) -> Result<(), String> {
     let entries = graph
-        .params
+        .params()
         .iter()
         .zip(params)
         .map(|(p, a)| (p.name.clone(), Dtype::F32, p.shape.clone(), bytes_f32(a)))
@@ -72,7 +72,7 @@ pub fn load_weights(path: &Path, graph: &Graph) -> Result<(Params, HashMap<Strin
 fn load_from(st: &SafeTensors, graph: &Graph, prefix: &str, path: &Path) -> Result<Params, String> {
     let mut problems = vec![];
     let mut out = vec![];
-    for p in &graph.params {
+    for p in graph.params() {
         match st.tensor(&format!("{prefix}{}", p.name)) {
             Err(_) => problems.push(format!("missing `{}`", p.name)),
             Ok(view) if view.shape() != p.shape.as_slice() => {
@@ -85,7 +85,7 @@ fn load_from(st: &SafeTensors, graph: &Graph, prefix: &str, path: &Path) -> Resu
         }
     }
     let known: std::collections::HashSet<String> =
-        graph.params.iter().map(|p| format!("{prefix}{}", p.name)).collect();
+        graph.params().iter().map(|p| format!("{prefix}{}", p.name)).collect();
     let mut extra: Vec<&str> =
         st.names().into_iter().filter(|n| n.starts_with(prefix) && !known.contains(*n)).collect();
     extra.sort();
@@ -114,7 +114,7 @@ pub fn save_checkpoint(
     pos: &Position,
 ) -> Result<(), String> {
     let mut entries = vec![];
-    for (p, a) in graph.params.iter().zip(params) {
+    for (p, a) in graph.params().iter().zip(params) {
         entries.push((
             format!("param/{}", p.name),
             Dtype::F64,
@@ -122,7 +122,7 @@ pub fn save_checkpoint(
             bytes_f64(&a.iter().copied().collect::<Vec<_>>()),
         ));
     }
-    for (p, slots) in graph.params.iter().zip(&opt.slots) {
+    for (p, slots) in graph.params().iter().zip(&opt.slots) {
         for (k, s) in slots.iter().enumerate() {
             entries.push((format!("opt/{}/{k}", p.name), Dtype::F64, vec![s.len()], bytes_f64(s)));
         }
@@ -145,7 +145,7 @@ pub fn load_checkpoint(
         SafeTensors::read_metadata(&bytes).ok().and_then(|(_, m)| m.metadata().clone()).unwrap_or_default();
     let params = load_from(&st, graph, "param/", path)?;
     let mut opt = opt_template.clone();
-    for (p, slots) in graph.params.iter().zip(opt.slots.iter_mut()) {
+    for (p, slots) in graph.params().iter().zip(opt.slots.iter_mut()) {
         for (k, s) in slots.iter_mut().enumerate() {
             let name = format!("opt/{}/{k}", p.name);
             let view = st.tensor(&name).map_err(|_| {

@@ -4,7 +4,7 @@
 use crate::check::program::LossKind;
 use crate::interp::{self, Tape};
 use crate::ir::{Graph, Params};
-use crate::jit::JitModel;
+use crate::jit::{JitModel, JitOptions, Profile};
 use crate::ops::loss::loss;
 use ndarray::ArrayD;
 
@@ -32,12 +32,25 @@ pub enum Engine {
 }
 
 impl Engine {
-    /// Compiles (JIT) or just keeps (interpreter) the graph.
+    /// Compiles (JIT, default options) or just keeps (interpreter) the graph.
     pub fn new(graph: &Graph, backend: Backend) -> Result<Engine, String> {
+        Self::with_options(graph, backend, &JitOptions::default())
+    }
+
+    /// Compiles (JIT, with `jit`'s options) or just keeps (interpreter) the graph.
+    pub fn with_options(graph: &Graph, backend: Backend, jit: &JitOptions) -> Result<Engine, String> {
         Ok(match backend {
             Backend::Interp => Engine::Interp { graph: graph.clone(), last: None },
-            Backend::Jit => Engine::Jit(Box::new(JitModel::compile(graph)?)),
+            Backend::Jit => Engine::Jit(Box::new(JitModel::compile_with(graph, jit)?)),
         })
+    }
+
+    /// The JIT's per-node times, when it was compiled with `JitOptions::profile`.
+    pub fn profile(&self) -> Option<&Profile> {
+        match self {
+            Engine::Interp { .. } => None,
+            Engine::Jit(j) => j.profile(),
+        }
     }
 
     pub fn graph(&self) -> &Graph {

@@ -153,8 +153,8 @@ pub fn train(
         log(&format!("compiled for batch {first_batch} in {:.0} ms", first.compile_ms()));
     }
     let template = first.graph().clone();
-    let trainable: Vec<bool> = template.params.iter().map(|p| p.trainable()).collect();
-    let sizes: Vec<usize> = template.params.iter().map(|p| p.shape.iter().product()).collect();
+    let trainable: Vec<bool> = template.params().iter().map(|p| p.trainable()).collect();
+    let sizes: Vec<usize> = template.params().iter().map(|p| p.shape.iter().product()).collect();
     let fresh_opt = OptState::new(&program.optimizer, &sizes);
     let (mut params, mut opt, mut pos) = match &opts.resume {
         Some(path) => {

@@ -1,0 +1,140 @@
+//! The compiled plan in words, one block per node: what the JIT will do, without running it.
+//! The plan snapshot tests read this, so a change in kernels, fusions or buffer sizes shows up
+//! as a reviewed diff.
+
+use super::codegen::{Epilogue, Geometry};
+use super::linear::{LinearKind, Src};
+use super::{JitModel, Step};
+use std::fmt::Write;
+
+fn geometry(g: &Geometry) -> String {
+    format!(
+        "{}x{} from {}x{}, k {}x{} s {}x{} d {}x{}, ci {} (cs {}) -> co4 {} (cs {})",
+        g.ho, g.wo, g.hp, g.wp, g.k[0], g.k[1], g.s[0], g.s[1], g.d[0], g.d[1], g.ci, g.csx, g.co4, g.cso
+    )
+}
+
+fn epilogue(e: Epilogue) -> String {
+    match e {
+        Epilogue::None => String::new(),
+        Epilogue::Relu => ", then relu".into(),
+        Epilogue::LeakyRelu(s) => format!(", then leaky_relu {s}"),
+        Epilogue::ReluMask => ", times relu' of the mask".into(),
+        Epilogue::LeakyMask(s) => format!(", times leaky_relu' {s} of the mask"),
+    }
+}
+
+fn source(s: Src) -> String {
+    match s {
+        Src::Value => "the value".into(),
+        Src::Scratch(k) => format!("scratch {k}"),
+    }
+}
+
+impl JitModel {
+    pub(crate) fn describe(&self) -> String {
+        let mut out = String::new();
+        for ((node, state), value_len) in
+            self.graph.nodes().iter().zip(&self.nodes).zip(&self.buffers.value_len)
+        {
+            let l = state.layout;
+            let _ = writeln!(
+                out,
+                "{} {} ({}): {}; layout {}x{}x{}x{} (cs {}), value {} floats, gradient buffer {}",
+                node.id,
+                node.name,
+                node.op.kind(),
+                state.step.label(),
+                l.n,
+                l.h,
+                l.w,
+                l.c,
+                l.cs,
+                value_len,
+                state.grad_slot
+            );
+            let f = &state.fusion;
+            let mut notes = vec![];
+            if let Some(a) = f.activation {
+                notes.push(format!("computes {a} in its kernel"));
+            }
+            if let Some(p) = f.into_linear {
+                notes.push(format!("computed by {p}"));
+            }
+            if f.mask_folded {
+                notes.push("derivative applied by its consumer's input-gradient kernel".into());
+            }
+            if let Some((c, off)) = f.concat_in_place {
+                notes.push(format!("writes into {c} at channel {off}"));
+            }
+            if let Some(b) = f.bn_fold {
+                notes.push(format!("folds {b} at inference"));
+            }
+            if let Some(p) = f.bn_folded_from {
+                notes.push(format!("folded into {p} at inference"));
+            }
+            if !notes.is_empty() {
+                let _ = writeln!(out, "    {}", notes.join("; "));
+            }
+            let Step::Linear(p) = &state.step else { continue };
+            let kind = match p.kind {
+                LinearKind::Direct => "direct",
+                LinearKind::Transposed => "transposed (interleaved)",
+                LinearKind::PixelShuffle(_) => "pixel shuffle",
+            };
+            let _ = writeln!(out, "    {kind}, weight {}x{}x{} taps, bias {}", p.a, p.b, p.taps, p.bias);
+            let scatter = |s: Option<(usize, super::native::Scatter)>| match s {
+                Some((k, sc)) => format!(
+                    ", scattered into scratch {k} at stride {}x{} offset {}x{}",
+                    sc.s[0], sc.s[1], sc.off[0], sc.off[1]
+                ),
+                None => String::new(),
+            };
+            let _ = writeln!(
+                out,
+                "    forward: corr {}{}{}; reads {}{}; {} rows",
+                geometry(&p.fwd.spec.geo),
+                if p.fwd.spec.bias { ", bias" } else { "" },
+                epilogue(p.fwd.spec.epilogue),
+                source(p.fwd_src),
+                scatter(p.fwd_scatter),
+                p.fwd_rows
+            );
+            let _ = writeln!(
+                out,
+                "    input gradient: corr {}{}; reads {}{}; {} rows",
+                geometry(&p.bwd_in.spec.geo),
+                epilogue(p.bwd_in.spec.epilogue),
+                source(p.bwd_src),
+                scatter(p.bwd_scatter),
+                p.bwd_rows
+            );
+            let _ = writeln!(
+                out,
+                "    weight gradient: {}{}; x from {}; {} rows in chunks of {}",
+                geometry(&p.gradw_spec.geo),
+                if p.gradw_spec.bias { ", bias sums" } else { "" },
+                source(p.gradw_x),
+                p.gradw_rows,
+                p.gradw_chunk_rows
+            );
+            let scratch: Vec<String> = p
+                .scratch_len
+                .iter()
+                .zip(&p.scratch_persistent)
+                .map(|(l, &keep)| format!("{l}{}", if keep { " kept" } else { "" }))
+                .collect();
+            let _ = writeln!(
+                out,
+                "    scratch [{}], partial sums {}, packed weights and bias {} floats",
+                scratch.join(", "),
+                p.partials_len,
+                p.packed_len()
+            );
+        }
+        let grads: Vec<String> = self.buffers.grad_len.iter().map(|l| l.to_string()).collect();
+        let _ = writeln!(out, "gradient buffers: [{}]", grads.join(", "));
+        let _ = writeln!(out, "memory_bytes: {}", self.memory_bytes);
+        out
+    }
+}

@@ -1,0 +1,503 @@
+//! The executors: one node's forward and backward step on the planned buffers. This is the only
+//! module that calls generated code ([`run_corr`], [`run_gradw`]); each call checks every buffer
+//! length against the kernel's spec first (in debug builds) and says why it is sound.
+
+use super::codegen::{Epilogue, GradWFn, GradWSpec};
+use super::linear::{CorrCall, LinearKind, LinearPlan, Src};
+use super::native::{
+    CHUNK, add_into, copy_channels, flatten, maxpool_backward, maxpool_forward, take_channels, unflatten,
+};
+use super::{JitModel, Step, from_nhwc, to_nhwc};
+use crate::interp::{self, Cache};
+use crate::ir::{Node, NodeId, Params, Value};
+use crate::ops::Op;
+use crate::ops::activation::Activation;
+use ndarray::{ArrayD, IxDyn};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Forward and backward, as the profile indexes them.
+pub(crate) const FORWARD: usize = 0;
+pub(crate) const BACKWARD: usize = 1;
+
+impl JitModel {
+    /// Runs the graph on the loaded inputs, leaving the outputs in their buffers.
+    pub fn forward_loaded(&mut self, params: &mut Params, training: bool, seed: u64) {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let graph = Arc::clone(&self.graph);
+        for id in graph.node_ids() {
+            let t = Instant::now();
+            self.forward_node(id, params, training, &mut rng);
+            self.profile_step(id, FORWARD, t);
+        }
+        self.profile_pass(FORWARD);
+    }
+
+    fn forward_node(&mut self, id: NodeId, params: &mut Params, training: bool, rng: &mut ChaCha8Rng) {
+        let i = id.index();
+        let graph = Arc::clone(&self.graph);
+        let node = graph.node(id);
+        let out_l = self.nodes[i].layout;
+        let fusion = self.nodes[i].fusion;
+        let mut step = std::mem::replace(&mut self.nodes[i].step, Step::Native);
+        match &mut step {
+            Step::FusedActivation => {}
+            Step::Linear(plan) => {
+                let fold_bn = if training { None } else { fusion.bn_fold };
+                let dst = fold_bn.or(fusion.activation).unwrap_or(id).index();
+                let mut y = std::mem::take(&mut self.nodes[dst].value);
+                plan.pack(params, node);
+                if let Some(bn) = fold_bn {
+                    plan.fold_batchnorm(params, graph.node(bn));
+                }
+                if let Some((k, _)) = plan.fwd_scatter {
+                    plan.lend(k, &mut self.pool);
+                }
+                if let Some(px) = plan.pixel() {
+                    plan.lend(px.t_fwd, &mut self.pool);
+                }
+                let x = self.buf(node.inputs[0]);
+                if let Some((k, sc)) = plan.fwd_scatter {
+                    sc.run(x, &mut plan.scratch[k]);
+                }
+                let xb: &[f32] = match plan.fwd_src {
+                    Src::Value => x,
+                    Src::Scratch(k) => &plan.scratch[k],
+                };
+                let kernel = Instant::now();
+                if let Some(px) = plan.pixel() {
+                    let mut t = std::mem::take(&mut plan.scratch[px.t_fwd]);
+                    run_corr(&plan.fwd, x, &plan.packed_fwd, &plan.packed_bias, &mut t, &[], plan.fwd_rows);
+                    let kernel_s = kernel.elapsed().as_secs_f64();
+                    match fusion.concat_in_place {
+                        Some((cn, off)) => {
+                            let cl = self.nodes[cn.index()].layout;
+                            px.depth_to_space(&t, &mut self.nodes[cn.index()].value, cl, off);
+                        }
+                        None => px.depth_to_space(&t, &mut y, out_l, 0),
+                    }
+                    plan.scratch[px.t_fwd] = t;
+                    self.profile_kernel(id, FORWARD, kernel_s);
+                } else {
+                    run_corr(&plan.fwd, xb, &plan.packed_fwd, &plan.packed_bias, &mut y, &[], plan.fwd_rows);
+                    self.profile_kernel(id, FORWARD, kernel.elapsed().as_secs_f64());
+                }
+                self.nodes[dst].value = y;
+                plan.give_back(&mut self.pool);
+            }
+            Step::Native => {
+                let mut y = std::mem::take(&mut self.nodes[i].value);
+                self.forward_native(id, node, &mut y);
+                self.nodes[i].value = y;
+            }
+            Step::Reference if !training && fusion.bn_folded_from.is_some() => {
+                // Computed by the layer before, with this batchnorm folded into its weights.
+            }
+            Step::Reference => {
+                let xs: Vec<ArrayD<f64>> = node.inputs.iter().map(|&v| self.value_f64(v)).collect();
+                let refs: Vec<&ArrayD<f64>> = xs.iter().collect();
+                let (y, cache) = interp::forward_node(node, params, &refs, training, rng);
+                to_nhwc(&y, out_l, &mut self.nodes[i].value);
+                self.nodes[i].cache = Some(cache);
+            }
+        }
+        self.nodes[i].step = step;
+    }
+
+    /// The forward loop of a `Lowering::Native` op into its value `y`.
+    fn forward_native(&mut self, id: NodeId, node: &Node, y: &mut [f32]) {
+        let out_l = self.nodes[id.index()].layout;
+        match &node.op {
+            Op::Pool(p) => {
+                let g = p.window();
+                let mut arg = std::mem::take(&mut self.nodes[id.index()].argmax);
+                let (x, xl) = (self.buf(node.inputs[0]), self.layout(node.inputs[0]));
+                maxpool_forward(x, xl, out_l, &g, y, &mut arg);
+                self.nodes[id.index()].argmax = arg;
+            }
+            Op::Concat => {
+                let mut off = 0;
+                for &v in &node.inputs {
+                    let l = self.layout(v);
+                    // Inputs written straight into this buffer by their producer.
+                    let in_place = matches!(v, Value::Node(u)
+                        if self.nodes[u.index()].fusion.concat_in_place == Some((id, off)));
+                    if !in_place {
+                        copy_channels(self.buf(v), l, y, out_l, off);
+                    }
+                    off += l.c;
+                }
+            }
+            Op::Add | Op::Sub => {
+                let (a, b) = (self.buf(node.inputs[0]), self.buf(node.inputs[1]));
+                let sub = matches!(node.op, Op::Sub);
+                y.par_iter_mut().zip(a.par_iter().zip(b.par_iter())).for_each(|(y, (a, b))| {
+                    *y = if sub { a - b } else { a + b };
+                });
+            }
+            Op::Flatten => flatten(self.buf(node.inputs[0]), self.layout(node.inputs[0]), y, out_l),
+            Op::Activation(a) => {
+                let slope = match a {
+                    Activation::LeakyRelu { slope } => *slope as f32,
+                    _ => 0.0,
+                };
+                let x = self.buf(node.inputs[0]);
+                y.par_iter_mut()
+                    .zip(x.par_iter())
+                    .for_each(|(y, &x)| *y = if x > 0.0 { x } else { slope * x });
+            }
+            other => unreachable!("`{}` has no native loop but its lowering says Native", other.kind()),
+        }
+    }
+
+    /// Lets `f` produce a gradient contribution for value `v` (overwriting every element of the
+    /// buffer it is given): straight into `v`'s gradient buffer the first time this step,
+    /// otherwise into a scratch buffer that is then added.
+    fn emit_grad(&mut self, v: Value, f: impl FnOnce(&Self, &mut [f32])) {
+        let Value::Node(n) = v else { return };
+        if !self.nodes[n.index()].grad_written {
+            let mut g = std::mem::take(self.grad_buf(n));
+            f(self, &mut g);
+            *self.grad_buf(n) = g;
+            self.nodes[n.index()].grad_written = true;
+        } else {
+            let mut tmp = std::mem::take(&mut self.tmp);
+            tmp.resize(self.grad_buf(n).len(), 0.0);
+            f(self, &mut tmp);
+            add_into(self.grad_buf(n), &tmp);
+            self.tmp = tmp;
+        }
+    }
+
+    /// Adds (or, first time this step, writes) `g` into the gradient of value `v`.
+    pub(crate) fn accumulate(&mut self, v: Value, g: &[f32]) {
+        if let Value::Node(n) = v {
+            let written = self.nodes[n.index()].grad_written;
+            let dst = self.grad_buf(n);
+            if written {
+                add_into(dst, g);
+            } else {
+                dst.copy_from_slice(g);
+                self.nodes[n.index()].grad_written = true;
+            }
+        }
+    }
+
+    /// The backward pass from the output gradients already in place.
+    pub(crate) fn backward_seeded(&mut self, params: &Params) -> Params {
+        let graph = Arc::clone(&self.graph);
+        let mut pgrads: Params = graph.params().iter().map(|p| ArrayD::zeros(IxDyn(&p.shape))).collect();
+        for id in graph.node_ids().rev() {
+            let i = id.index();
+            if !self.nodes[i].grad_written {
+                continue;
+            }
+            let t = Instant::now();
+            let node = graph.node(id);
+            let mut step = std::mem::replace(&mut self.nodes[i].step, Step::Native);
+            match &mut step {
+                Step::FusedActivation => self.backward_fused_activation(id, node),
+                Step::Linear(plan) => self.backward_linear(id, node, plan, &mut pgrads),
+                Step::Native => self.backward_native(id, node),
+                Step::Reference => {
+                    let xs: Vec<ArrayD<f64>> = node.inputs.iter().map(|&v| self.value_f64(v)).collect();
+                    let refs: Vec<&ArrayD<f64>> = xs.iter().collect();
+                    let y = self.value_f64(Value::Node(id));
+                    let dy = from_nhwc(
+                        &self.grad_bufs[self.nodes[i].grad_slot],
+                        self.nodes[i].layout,
+                        &node.shape,
+                    );
+                    let cache = self.nodes[i].cache.take().unwrap_or(Cache::None);
+                    let dxs = interp::backward_node(node, params, &refs, &y, &cache, dy, &mut pgrads);
+                    self.nodes[i].cache = Some(cache);
+                    for (&v, dx) in node.inputs.iter().zip(dxs) {
+                        let mut g = vec![0.0; self.layout(v).len()];
+                        to_nhwc(&dx, self.layout(v), &mut g);
+                        self.accumulate(v, &g);
+                    }
+                }
+            }
+            self.nodes[i].step = step;
+            self.profile_step(id, BACKWARD, t);
+        }
+        self.profile_pass(BACKWARD);
+        pgrads
+    }
+
+    /// dy of the linear node = dy · act'(y), from the activation's output, in place in the
+    /// gradient buffer the two share — unless the consumer's input-gradient kernel applied it.
+    fn backward_fused_activation(&mut self, id: NodeId, node: &Node) {
+        let i = id.index();
+        let Value::Node(p) = node.inputs[0] else { unreachable!("fused after a layer") };
+        let slope = match node.op {
+            Op::Activation(Activation::LeakyRelu { slope }) => slope as f32,
+            _ => 0.0,
+        };
+        let state = &self.nodes[i];
+        if !state.fusion.mask_folded {
+            self.grad_bufs[state.grad_slot]
+                .par_chunks_mut(CHUNK)
+                .zip(state.value.par_chunks(CHUNK))
+                .for_each(|(g, y)| {
+                    for (g, &y) in g.iter_mut().zip(y) {
+                        *g = if y > 0.0 { *g } else { *g * slope };
+                    }
+                });
+        }
+        // The memory plan gave the linear node this activation's gradient buffer.
+        debug_assert_eq!(self.nodes[i].grad_slot, self.nodes[p.index()].grad_slot);
+        self.nodes[p.index()].grad_written = true;
+    }
+
+    fn backward_native(&mut self, id: NodeId, node: &Node) {
+        let gl = self.nodes[id.index()].layout;
+        let dy = std::mem::take(self.grad_buf(id));
+        match &node.op {
+            Op::Pool(_) => {
+                let xl = self.layout(node.inputs[0]);
+                self.emit_grad(node.inputs[0], |me, dx| {
+                    maxpool_backward(&dy, gl, &me.nodes[id.index()].argmax, dx, xl)
+                });
+            }
+            Op::Concat => {
+                let mut off = 0;
+                for &v in &node.inputs {
+                    let l = self.layout(v);
+                    self.emit_grad(v, |_, dx| take_channels(&dy, gl, dx, l, off));
+                    off += l.c;
+                }
+            }
+            Op::Add => {
+                self.accumulate(node.inputs[0], &dy);
+                self.accumulate(node.inputs[1], &dy);
+            }
+            Op::Sub => {
+                self.accumulate(node.inputs[0], &dy);
+                let neg: Vec<f32> = dy.par_iter().map(|v| -v).collect();
+                self.accumulate(node.inputs[1], &neg);
+            }
+            Op::Flatten => {
+                let xl = self.layout(node.inputs[0]);
+                self.emit_grad(node.inputs[0], |_, dx| unflatten(&dy, gl, dx, xl));
+            }
+            Op::Activation(a) => {
+                let slope = match a {
+                    Activation::LeakyRelu { slope } => *slope as f32,
+                    _ => 0.0,
+                };
+                let xv = node.inputs[0];
+                self.emit_grad(xv, |me, dx| {
+                    let x = me.buf(xv);
+                    dx.par_chunks_mut(CHUNK).zip(dy.par_chunks(CHUNK).zip(x.par_chunks(CHUNK))).for_each(
+                        |(dx, (dy, x))| {
+                            for ((d, &g), &x) in dx.iter_mut().zip(dy).zip(x) {
+                                *d = if x > 0.0 { g } else { slope * g };
+                            }
+                        },
+                    );
+                });
+            }
+            other => unreachable!("`{}` has no native loop but its lowering says Native", other.kind()),
+        }
+        *self.grad_buf(id) = dy;
+    }
+
+    fn backward_linear(&mut self, id: NodeId, node: &Node, plan: &mut LinearPlan, pgrads: &mut Params) {
+        let dy = std::mem::take(self.grad_buf(id));
+        let x_ref = node.inputs[0];
+        // Bias gradient: per-channel sums over fixed row chunks (f64), added in chunk order —
+        // unless the weight-gradient kernel sums dy in its own pass.
+        if plan.bias && !plan.gradw_spec.bias {
+            let yl = self.nodes[id.index()].layout;
+            let per = plan.bias_chunk_rows * yl.w * yl.cs;
+            let parts: Vec<Vec<f64>> = dy
+                .par_chunks(per.max(1))
+                .map(|rows| {
+                    // f64 lanes over whole pixels (vectorised); pad lanes dropped at the end.
+                    let mut sums = vec![0.0f64; yl.cs];
+                    for pos in rows.chunks_exact(yl.cs) {
+                        for (s, &v) in sums.iter_mut().zip(pos) {
+                            *s += f64::from(v);
+                        }
+                    }
+                    sums.truncate(yl.c);
+                    sums
+                })
+                .collect();
+            let mut sums = vec![0.0f64; yl.c];
+            for p in parts {
+                for (s, v) in sums.iter_mut().zip(p) {
+                    *s += v;
+                }
+            }
+            pgrads[node.params[1]] = ArrayD::from_shape_vec(IxDyn(&[yl.c]), sums).expect("bias shape");
+        }
+        // Input gradient (skipped for graph inputs, which need none).
+        // (upconv's weight gradient reads the scattered dy too.)
+        if let Some((k, sc)) = plan.bwd_scatter {
+            let needed = matches!(x_ref, Value::Node(_)) || plan.gradw_x == Src::Scratch(k);
+            if needed {
+                plan.lend(k, &mut self.pool);
+                sc.run(&dy, &mut plan.scratch[k]);
+            }
+        }
+        if let Some(px) = plan.pixel() {
+            plan.lend(px.t_bwd, &mut self.pool);
+            px.space_to_depth(&dy, &mut plan.scratch[px.t_bwd]);
+        }
+        plan.lend_partials(&mut self.pool);
+        let mut kernel_s = 0.0;
+        if let Value::Node(_) = x_ref {
+            let src: &[f32] = match plan.bwd_src {
+                Src::Value => &dy,
+                Src::Scratch(k) => &plan.scratch[k],
+            };
+            self.emit_grad(x_ref, |me, dx| {
+                // With a folded activation derivative, the mask is that activation's output.
+                let m = if plan.bwd_in.spec.epilogue == Epilogue::None { &[][..] } else { me.buf(x_ref) };
+                let t = Instant::now();
+                run_corr(&plan.bwd_in, src, &plan.packed_bwd, &[], dx, m, plan.bwd_rows);
+                kernel_s += t.elapsed().as_secs_f64();
+            });
+        }
+        // Weight gradient over fixed row chunks, summed in chunk order. Its operands: `gx`
+        // reduced over, `gd` the per-position lanes (see `LinearKind`).
+        let gx: &[f32] = match plan.gradw_x {
+            Src::Value => self.buf(x_ref),
+            Src::Scratch(k) => &plan.scratch[k],
+        };
+        let gd: &[f32] = match plan.kind {
+            LinearKind::PixelShuffle(px) => &plan.scratch[px.t_bwd],
+            LinearKind::Transposed => self.buf(x_ref),
+            LinearKind::Direct => &dy,
+        };
+        let Some(f) = plan.gradw else { return };
+        let t = Instant::now();
+        let rows = (plan.gradw_chunk_rows, plan.gradw_rows);
+        run_gradw(f, &plan.gradw_spec, rows, &mut plan.partials, gx, gd);
+        kernel_s += t.elapsed().as_secs_f64();
+        let gs = &plan.gradw_spec;
+        let wlen = gs.geo.weight_len();
+        let len = gs.partial_len();
+        // Chunk partial sums added in chunk order, element blocks in parallel.
+        let mut sum = vec![0.0f64; wlen + if gs.bias { gs.geo.co4 } else { 0 }];
+        let partials = &plan.partials;
+        sum.par_chunks_mut(256).enumerate().for_each(|(blk, s)| {
+            for part in partials.chunks(len) {
+                for (k, sv) in s.iter_mut().enumerate() {
+                    let e = blk * 256 + k;
+                    *sv += if e < wlen {
+                        part[e] as f64
+                    } else {
+                        // The bias sums are f64, stored as pairs of f32 slots (little-endian).
+                        let c = e - wlen;
+                        let (lo, hi) =
+                            (part[wlen + 2 * c].to_bits() as u64, part[wlen + 2 * c + 1].to_bits() as u64);
+                        f64::from_bits(hi << 32 | lo)
+                    };
+                }
+            }
+        });
+        let lanes = gs.geo.co4;
+        let (a, b, taps) = (plan.a, plan.b, plan.taps);
+        let mut dw = vec![0.0f64; a * b * taps];
+        for ia in 0..a {
+            for ib in 0..b {
+                for t in 0..taps {
+                    dw[(ia * b + ib) * taps + t] = match plan.kind {
+                        // sum[in][out·taps + t]
+                        LinearKind::PixelShuffle(_) => sum[ib * lanes + ia * taps + t],
+                        // sum[out][tap][in]: upconv's dy role is its input
+                        LinearKind::Transposed => sum[(ia * taps + t) * lanes + ib],
+                        // sum[in][tap][out]
+                        LinearKind::Direct => sum[(ib * taps + t) * lanes + ia],
+                    };
+                }
+            }
+        }
+        let shape = &self.graph.param(node.params[0]).shape;
+        pgrads[node.params[0]] = ArrayD::from_shape_vec(IxDyn(shape), dw).expect("weight shape");
+        if gs.bias {
+            let db: Vec<f64> = match plan.kind {
+                // lanes out·taps + t
+                LinearKind::PixelShuffle(_) => {
+                    (0..a).map(|o| (0..taps).map(|t| sum[wlen + o * taps + t]).sum()).collect()
+                }
+                _ => sum[wlen..wlen + a].to_vec(),
+            };
+            pgrads[node.params[1]] = ArrayD::from_shape_vec(IxDyn(&[a]), db).expect("bias shape");
+        }
+        plan.give_back(&mut self.pool);
+        *self.grad_buf(id) = dy;
+        self.profile_kernel(id, BACKWARD, kernel_s);
+    }
+}
+
+/// Runs a correlation kernel over output rows `0..rows`, in parallel tasks of whole rows.
+fn run_corr(call: &CorrCall, x: &[f32], w: &[f32], b: &[f32], y: &mut [f32], m: &[f32], rows: usize) {
+    let per_task = rows.div_ceil(rayon::current_num_threads() * 4).max(1);
+    let Some(f) = call.f else { return };
+    let g = &call.spec.geo;
+    // Rows `n·ho + oh` read the padded rows of samples `0..⌈rows/ho⌉` of x, the packed weights
+    // `[ci][tap][co4]`, `co4` bias lanes, and write (and read the mask at) `wo` positions of
+    // `cso` floats per row.
+    debug_assert!(x.len() >= rows.div_ceil(g.ho) * g.hp * g.wp * g.csx, "x too short");
+    debug_assert!(w.len() >= g.weight_len(), "packed weights too short");
+    debug_assert!(!call.spec.bias || b.len() >= g.co4, "bias too short");
+    debug_assert!(y.len() >= rows * g.wo * g.cso, "y too short");
+    let masked = matches!(call.spec.epilogue, Epilogue::ReluMask | Epilogue::LeakyMask(_));
+    debug_assert!(!masked || m.len() >= rows * g.wo * g.cso, "mask too short");
+    let (xp, wp, bp, mp) =
+        (x.as_ptr() as usize, w.as_ptr() as usize, b.as_ptr() as usize, m.as_ptr() as usize);
+    let yp = y.as_mut_ptr() as usize;
+    (0..rows.div_ceil(per_task)).into_par_iter().for_each(|t| {
+        let r0 = t * per_task;
+        let r1 = ((t + 1) * per_task).min(rows);
+        // SAFETY: the kernel was generated for `call.spec`, whose sizes are constants in it; the
+        // buffers are at least as long as that spec reads and writes over rows `0..rows` (the
+        // assertions above); every task writes only its own rows `r0..r1` of `y`, so no two
+        // tasks write the same element, and nothing else touches `y` meanwhile (`&mut`).
+        unsafe {
+            f(
+                xp as *const f32,
+                wp as *const f32,
+                bp as *const f32,
+                yp as *mut f32,
+                mp as *const f32,
+                r0 as i64,
+                r1 as i64,
+            )
+        };
+    });
+}
+
+/// Runs the weight-gradient kernel of `spec` over rows `0..total` in fixed chunks of `chunk`
+/// rows, one chunk's partial sums per `spec.partial_len()` floats of `partials`.
+fn run_gradw(
+    f: GradWFn,
+    spec: &GradWSpec,
+    (chunk, total): (usize, usize),
+    partials: &mut [f32],
+    gx: &[f32],
+    gd: &[f32],
+) {
+    let len = spec.partial_len();
+    let g = &spec.geo;
+    debug_assert!(gx.len() >= total.div_ceil(g.ho) * g.hp * g.wp * g.csx, "gradw x too short");
+    debug_assert!(gd.len() >= total * g.wo * g.cso, "gradw dy too short");
+    debug_assert!(partials.len() >= total.div_ceil(chunk) * len, "gradw partials too short");
+    let (gxp, gdp) = (gx.as_ptr() as usize, gd.as_ptr() as usize);
+    partials.par_chunks_mut(len).enumerate().for_each(|(c, part)| {
+        let r0 = c * chunk;
+        let r1 = ((c + 1) * chunk).min(total);
+        part.fill(0.0);
+        // SAFETY: the kernel was generated for `spec`; `gx` and `gd` cover rows
+        // `0..total` of that spec and `part` is one chunk's `partial_len` floats (the assertions
+        // above); the kernel only reads `gx`/`gd` and writes `part`, which no other task touches.
+        unsafe { f(gxp as *const f32, gdp as *const f32, part.as_mut_ptr(), r0 as i64, r1 as i64) };
+    });
+}

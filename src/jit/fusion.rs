@@ -1,0 +1,131 @@
+//! Fusion decisions: which nodes the JIT merges into a neighbour's work, decided once per graph
+//! from its structure, one [`Fusion`] per node. The lowering, the memory plan and the executors
+//! read these decisions; none of them re-derives them.
+
+use super::codegen::Epilogue;
+use super::layout::Layout;
+use crate::ir::{Graph, NodeId, Value};
+use crate::ops::activation::Activation;
+use crate::ops::{Lowering, Op};
+
+/// What was fused into or out of one node. All `None`/`false` means the node runs on its own.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct Fusion {
+    /// A linear node: the activation that follows it, applied by its forward kernel as it stores.
+    /// Its value and its gradient buffer are that activation's.
+    pub activation: Option<NodeId>,
+    /// An activation computed by the kernel of the linear node that produces its input.
+    pub into_linear: Option<NodeId>,
+    /// A linear node's forward kernel epilogue (its fused activation).
+    pub epilogue: Epilogue,
+    /// A linear node's input-gradient kernel epilogue: the derivative of the fused activation
+    /// before it, applied as the gradient is stored.
+    pub bwd_epilogue: Epilogue,
+    /// A fused activation whose derivative its consumer's input-gradient kernel applies (so its
+    /// own backward step does nothing).
+    pub mask_folded: bool,
+    /// A pixel-shuffle upconv writing straight into the concat that consumes it:
+    /// (the concat, the first channel it writes).
+    pub concat_in_place: Option<(NodeId, usize)>,
+    /// A conv/dense: the inference-mode batchnorm after it, folded into its packed weights.
+    pub bn_fold: Option<NodeId>,
+    /// A batchnorm folded into the layer before it at inference.
+    pub bn_folded_from: Option<NodeId>,
+}
+
+impl Default for Fusion {
+    fn default() -> Fusion {
+        Fusion {
+            activation: None,
+            into_linear: None,
+            epilogue: Epilogue::None,
+            bwd_epilogue: Epilogue::None,
+            mask_folded: false,
+            concat_in_place: None,
+            bn_fold: None,
+            bn_folded_from: None,
+        }
+    }
+}
+
+/// The activations a correlation kernel can apply as it stores.
+fn fusable(a: &Activation) -> Option<Epilogue> {
+    match *a {
+        Activation::Relu => Some(Epilogue::Relu),
+        Activation::LeakyRelu { slope } if (0.0..=1.0).contains(&slope) => {
+            Some(Epilogue::LeakyRelu(slope as f32))
+        }
+        _ => None,
+    }
+}
+
+/// Whether an upconv writes disjoint `kernel`-sized blocks (kernel = stride, no padding), so it
+/// runs as a 1×1 correlation plus a depth-to-space copy.
+pub(crate) fn is_pixel(c: &crate::ops::conv::UpConv) -> bool {
+    use super::layout::window2;
+    window2(&c.kernel, 1) == window2(&c.stride, 1) && window2(&c.pad, 0) == [0, 0]
+}
+
+/// Decides every fusion of `graph`; `layout_of` gives each value's layout.
+pub(crate) fn decide(graph: &Graph, layout_of: impl Fn(Value) -> Layout) -> Vec<Fusion> {
+    let nn = graph.nodes().len();
+    let linear = |n: NodeId| graph.node(n).op.lowering() == Lowering::Linear;
+    // Consumers of each node's value: only a value read once can be fused away.
+    let mut consumers = vec![0usize; nn];
+    let reads = graph.nodes().iter().flat_map(|n| n.inputs.iter()).chain(graph.outputs());
+    for v in reads {
+        if let Value::Node(n) = v {
+            consumers[n.index()] += 1;
+        }
+    }
+    let mut fusion = vec![Fusion::default(); nn];
+    // linear → relu|leaky_relu: one kernel forward.
+    for node in graph.nodes() {
+        if let (Op::Activation(a), [Value::Node(p)]) = (&node.op, node.inputs.as_slice())
+            && let (true, 1, Some(e)) = (linear(*p), consumers[p.index()], fusable(a))
+        {
+            fusion[p.index()].activation = Some(node.id);
+            fusion[p.index()].epilogue = e;
+            fusion[node.id.index()].into_linear = Some(*p);
+        }
+    }
+    // A pixel-shuffle upconv whose only consumer is a concat writes its output straight into
+    // the concat's buffer (when its channel count fills whole 4-lane vectors).
+    for node in graph.nodes().iter().filter(|n| matches!(n.op, Op::Concat)) {
+        let mut off = 0;
+        for &v in &node.inputs {
+            let l = layout_of(v);
+            if let Value::Node(u) = v {
+                let f = &fusion[u.index()];
+                let pixel = linear(u) && matches!(&graph.node(u).op, Op::UpConv(uc) if is_pixel(uc));
+                if pixel && consumers[u.index()] == 1 && f.activation.is_none() && l.c.is_multiple_of(4) {
+                    fusion[u.index()].concat_in_place = Some((node.id, off));
+                }
+            }
+            off += l.c;
+        }
+    }
+    // conv/dense → batchnorm: at inference the normalisation is folded into the layer's packed
+    // weights and bias, and the layer writes the batchnorm's value directly.
+    for node in graph.nodes() {
+        if let (Op::BatchNorm(_), [Value::Node(p)]) = (&node.op, node.inputs.as_slice()) {
+            let foldable = linear(*p) && matches!(graph.node(*p).op, Op::Conv(_) | Op::Dense(_));
+            if foldable && consumers[p.index()] == 1 && fusion[p.index()].activation.is_none() {
+                fusion[p.index()].bn_fold = Some(node.id);
+                fusion[node.id.index()].bn_folded_from = Some(*p);
+            }
+        }
+    }
+    // A fused activation whose only consumer is a linear layer: that layer's input-gradient
+    // kernel applies the activation's derivative as it stores (no separate pass).
+    for node in graph.nodes().iter().filter(|n| linear(n.id)) {
+        let Value::Node(a) = node.inputs[0] else { continue };
+        let (Some(p), 1) = (fusion[a.index()].into_linear, consumers[a.index()]) else { continue };
+        fusion[node.id.index()].bwd_epilogue = match fusion[p.index()].epilogue {
+            Epilogue::LeakyRelu(s) => Epilogue::LeakyMask(s),
+            _ => Epilogue::ReluMask,
+        };
+        fusion[a.index()].mask_folded = true;
+    }
+    fusion
+}

@@ -1,0 +1,221 @@
+//! The plan of one linear node (conv, upconv, dense): its three generated kernels (forward,
+//! input gradient, weight gradient), where each reads its input from, its scratch buffers, and
+//! its weights packed into the kernels' layouts. Built by [`super::lower`], run by
+//! [`super::exec`].
+
+use super::codegen::{self, CorrFn, CorrSpec, GradWFn, GradWSpec};
+use super::native::{Pixel, Scatter};
+use crate::ir::{Node, Params};
+use crate::ops::Op;
+
+/// Where a kernel reads its `x` from.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) enum Src {
+    /// The node's input value as it is.
+    Value,
+    /// The node's scratch buffer `i`, filled by a scatter first.
+    Scratch(usize),
+}
+
+/// Packing of a `[A, B, k…]` weight into the kernels' `[reduced][tap][lanes rounded to 4]`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Packing {
+    /// Whether the reduced channel is axis 0 (else axis 1).
+    pub reduce_axis0: bool,
+    /// Taps reversed (for input gradients and transposed convolutions).
+    pub flip: bool,
+}
+
+/// One correlation kernel and the weight packing it reads.
+pub(crate) struct CorrCall {
+    pub handle: codegen::FnHandle,
+    pub f: Option<CorrFn>,
+    pub spec: CorrSpec,
+    pub pack: Packing,
+    /// Lanes per (reduced channel, tap) row of the packed weights (`spec.geo.co4` except for
+    /// pixel-shuffle upconvs, whose output lanes are taps × channels).
+    pub pack_lanes: usize,
+}
+
+/// How a linear layer maps onto the kernels, which decides where the weight-gradient kernel
+/// reads its two operands and how its sums unpack into the weight's `[a, b, taps]`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum LinearKind {
+    /// conv and dense (weight `[out, in, taps]`): the weight gradient correlates the forward's
+    /// (padded) input with the output gradient.
+    Direct,
+    /// upconv through zero-interleaving (weight `[in, out, taps]`): the weight gradient
+    /// correlates the (padded) output gradient with the layer's input, which plays `dy`.
+    Transposed,
+    /// upconv with kernel = stride and no padding: a 1×1 correlation to taps × channels lanes
+    /// and a depth-to-space copy (see [`Pixel`]).
+    PixelShuffle(Pixel),
+}
+
+pub(crate) struct LinearPlan {
+    pub kind: LinearKind,
+    /// Weight `[a, b, taps]` and whether there is a bias.
+    pub a: usize,
+    pub b: usize,
+    pub taps: usize,
+    pub bias: bool,
+    pub fwd: CorrCall,
+    pub fwd_src: Src,
+    pub fwd_scatter: Option<(usize, Scatter)>,
+    /// Rows the forward kernel is called on (`n·ho + oh`).
+    pub fwd_rows: usize,
+    pub bwd_in: CorrCall,
+    pub bwd_src: Src,
+    pub bwd_scatter: Option<(usize, Scatter)>,
+    pub bwd_rows: usize,
+    pub gradw_handle: codegen::FnHandle,
+    pub gradw: Option<GradWFn>,
+    pub gradw_spec: GradWSpec,
+    /// Weight gradient: the `x` operand (the forward's prepared input for conv/dense, the
+    /// padded output gradient for upconv).
+    pub gradw_x: Src,
+    /// Row chunks of the weight-gradient reduction (fixed by the shapes, not the thread count).
+    pub gradw_chunk_rows: usize,
+    pub gradw_rows: usize,
+    /// Output rows per bias-gradient chunk.
+    pub bias_chunk_rows: usize,
+    pub scratch: Vec<Vec<f32>>,
+    pub scratch_len: Vec<usize>,
+    /// The padded forward input of a conv lives until the backward pass reads it; every other
+    /// scratch is transient, borrowed from a pool shared by all nodes for one step.
+    pub scratch_persistent: Vec<bool>,
+    pub packed_fwd: Vec<f32>,
+    pub packed_bwd: Vec<f32>,
+    pub packed_bias: Vec<f32>,
+    /// Weight-gradient partial sums: borrowed from the pool during the backward step.
+    pub partials: Vec<f32>,
+    pub partials_len: usize,
+}
+
+impl LinearPlan {
+    /// The pixel shuffle of a pixel-shuffle upconv.
+    pub fn pixel(&self) -> Option<Pixel> {
+        match self.kind {
+            LinearKind::PixelShuffle(px) => Some(px),
+            _ => None,
+        }
+    }
+
+    /// Packs the current parameters into the kernels' layouts.
+    pub fn pack(&mut self, params: &Params, node: &Node) {
+        let w = params[node.params[0]].as_standard_layout();
+        let w = w.as_slice().expect("standard layout");
+        pack_weight(w, self.a, self.b, self.taps, self.fwd.pack, self.fwd.pack_lanes, &mut self.packed_fwd);
+        pack_weight(
+            w,
+            self.a,
+            self.b,
+            self.taps,
+            self.bwd_in.pack,
+            self.bwd_in.pack_lanes,
+            &mut self.packed_bwd,
+        );
+        if !self.bias {
+            self.packed_bias.fill(0.0);
+        }
+        if self.bias {
+            let b = &params[node.params[1]];
+            // Pixel-shuffle upconvs repeat the bias for every tap's lanes.
+            let lanes = self.fwd.pack_lanes;
+            for part in self.packed_bias.chunks_mut(lanes) {
+                for (d, &s) in part.iter_mut().zip(b.iter()) {
+                    *d = s as f32;
+                }
+            }
+        }
+    }
+
+    /// Folds an inference-mode batchnorm after this conv/dense into the packed forward weights
+    /// and bias: y = γ·(x − μ)/√(σ² + ε) + β per output channel.
+    pub fn fold_batchnorm(&mut self, params: &Params, bn_node: &Node) {
+        let Op::BatchNorm(bn) = &bn_node.op else { return };
+        let p = |k: usize| &params[bn_node.params[k]];
+        let lanes = self.fwd.pack_lanes;
+        for c in 0..self.a {
+            let scale = p(0)[c] / (p(3)[c] + bn.eps).sqrt();
+            let b = f64::from(self.packed_bias[c]);
+            self.packed_bias[c] = ((b - p(2)[c]) * scale + p(1)[c]) as f32;
+            for row in self.packed_fwd.chunks_mut(lanes) {
+                row[c] = (f64::from(row[c]) * scale) as f32;
+            }
+        }
+    }
+
+    /// Borrows transient scratch `k` from the pool, unless it is persistent.
+    pub fn lend(&mut self, k: usize, pool: &mut Vec<Vec<f32>>) {
+        if self.scratch_persistent[k] {
+            return;
+        }
+        // Not zeroed: every user overwrites it whole (scatters zero what they do not copy).
+        let mut b = pool.pop().unwrap_or_default();
+        b.resize(self.scratch_len[k], 0.0);
+        self.scratch[k] = b;
+    }
+
+    /// Borrows the weight-gradient partial sums from the pool.
+    pub fn lend_partials(&mut self, pool: &mut Vec<Vec<f32>>) {
+        let mut b = pool.pop().unwrap_or_default();
+        b.resize(self.partials_len, 0.0);
+        self.partials = b;
+    }
+
+    /// Returns every borrowed buffer to the pool.
+    pub fn give_back(&mut self, pool: &mut Vec<Vec<f32>>) {
+        let persistent = &self.scratch_persistent;
+        for (k, b) in self.scratch.iter_mut().enumerate() {
+            if !persistent[k] && !b.is_empty() {
+                pool.push(std::mem::take(b));
+            }
+        }
+        if !self.partials.is_empty() {
+            pool.push(std::mem::take(&mut self.partials));
+        }
+    }
+
+    /// Floats of the persistent scratch (the padded forward inputs).
+    pub fn persistent_len(&self) -> usize {
+        self.scratch_len.iter().zip(&self.scratch_persistent).filter(|(_, p)| **p).map(|(l, _)| l).sum()
+    }
+
+    pub fn allocate_persistent(&mut self) {
+        for (k, b) in self.scratch.iter_mut().enumerate() {
+            if self.scratch_persistent[k] {
+                *b = vec![0.0; self.scratch_len[k]];
+            }
+        }
+    }
+
+    /// Floats of the packed weights (forward and input-gradient layouts) and bias.
+    pub fn packed_len(&self) -> usize {
+        let rows = |c: &CorrCall| if c.pack.reduce_axis0 { self.a } else { self.b };
+        (rows(&self.fwd) * self.fwd.pack_lanes + rows(&self.bwd_in) * self.bwd_in.pack_lanes) * self.taps
+            + self.packed_bias.len()
+    }
+
+    /// Floats this plan borrows at most at once: (buffers, largest).
+    pub fn transient(&self) -> (usize, usize) {
+        let lens =
+            self.scratch_len.iter().zip(&self.scratch_persistent).filter(|(_, p)| !**p).map(|(l, _)| *l);
+        (lens.clone().count() + 1, lens.chain([self.partials_len]).max().unwrap_or(0))
+    }
+}
+
+fn pack_weight(w: &[f64], a: usize, b: usize, taps: usize, p: Packing, lanes: usize, out: &mut Vec<f32>) {
+    let red = if p.reduce_axis0 { a } else { b };
+    out.clear();
+    out.resize(red * taps * lanes, 0.0);
+    for ia in 0..a {
+        for ib in 0..b {
+            for t in 0..taps {
+                let (r, l) = if p.reduce_axis0 { (ia, ib) } else { (ib, ia) };
+                let tp = if p.flip { taps - 1 - t } else { t };
+                out[(r * taps + tp) * lanes + l] = w[(ia * b + ib) * taps + t] as f32;
+            }
+        }
+    }
+}

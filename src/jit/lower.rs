@@ -1,0 +1,307 @@
+//! Lowering of the linear op family (`Lowering::Linear`: conv, upconv, dense) onto the two
+//! kernel families. Every kernel is described by one [`Geometry`] — which buffer it reads
+//! (already padded or interleaved), which it writes, taps, stride, dilation — and the
+//! weight-gradient kernel of a layer reuses the geometry of the correlation it differentiates.
+
+use super::JitOptions;
+use super::codegen::{Codegen, CorrSpec, Geometry, GradWSpec};
+use super::fusion::{Fusion, is_pixel};
+use super::layout::{Layout, round4, window2};
+use super::linear::{CorrCall, LinearKind, LinearPlan, Packing, Src};
+use super::native::{Pixel, Scatter};
+use crate::ir::Node;
+use crate::ops::Op;
+
+/// The geometry of a kernel that reads `src` (its height and width are the padded sizes) and
+/// writes one result per position and channel of `out`.
+fn geometry(src: Layout, out: Layout, k: [usize; 2], s: [usize; 2], d: [usize; 2]) -> Geometry {
+    Geometry {
+        ho: out.h,
+        wo: out.w,
+        hp: src.h,
+        wp: src.w,
+        k,
+        s,
+        d,
+        ci: src.c,
+        csx: src.cs,
+        co4: round4(out.c),
+        cso: out.cs,
+    }
+}
+
+/// Rows per weight-gradient chunk: about 512 output positions (short f32 partial sums), so a
+/// chunk's inputs stay in L2.
+fn chunk_rows(width: usize) -> usize {
+    (512 / width.max(1)).max(1)
+}
+
+/// The scratch buffers of one plan, sized now and allocated later (persistent ones once the
+/// whole model is known to fit, transient ones lent from the pool per step).
+#[derive(Default)]
+struct Scratch {
+    len: Vec<usize>,
+    persistent: Vec<bool>,
+}
+
+impl Scratch {
+    fn add(&mut self, l: Layout, persistent: bool) -> usize {
+        self.len.push(l.len());
+        self.persistent.push(persistent);
+        self.len.len() - 1
+    }
+}
+
+/// A zero-padding scatter of `src` by `p` into scratch (persistent or not), or the value itself
+/// when there is no padding.
+fn padded_source(
+    src: Layout,
+    p: [usize; 2],
+    persistent: bool,
+    scratch: &mut Scratch,
+) -> (Layout, Src, Option<(usize, Scatter)>) {
+    let padded = Layout { h: src.h + 2 * p[0], w: src.w + 2 * p[1], ..src };
+    if p == [0, 0] {
+        return (padded, Src::Value, None);
+    }
+    let k = scratch.add(padded, persistent);
+    let scatter = Scatter { src, dst: padded, s: [1, 1], off: [p[0] as i64, p[1] as i64] };
+    (padded, Src::Scratch(k), Some((k, scatter)))
+}
+
+/// The kernels and buffers of a linear node with input layout `x` and output layout `y`, given
+/// its fusions: the activation after it (the forward epilogue), the derivative of the fused
+/// activation before it (the input-gradient epilogue), a batchnorm folded into it at inference
+/// (so the forward kernel always adds a bias).
+pub(crate) fn plan_linear(
+    cg: &mut Codegen,
+    options: &JitOptions,
+    node: &Node,
+    (x, y): (Layout, Layout),
+    fusion: &Fusion,
+) -> Result<LinearPlan, String> {
+    let (epilogue, bwd_epilogue) = (fusion.epilogue, fusion.bwd_epilogue);
+    let bn_follows = fusion.bn_fold.is_some();
+    let mut scratch = Scratch::default();
+    let mut corr = |spec: CorrSpec, pack: Packing| -> Result<CorrCall, String> {
+        let handle = cg.corr(&spec, options.corr_blocking)?;
+        let pack_lanes = spec.geo.co4;
+        Ok(CorrCall { handle, f: None, spec, pack, pack_lanes })
+    };
+    // Weights `[a, b, taps]` read as `[b][tap][a]` (forward of conv and dense), or as
+    // `[a][tap][b]` (their input gradients; upconv's weight is `[in, out, taps]`), taps reversed
+    // where the correlation runs the other way.
+    let pack = |reduce_axis0: bool, flip: bool| Packing { reduce_axis0, flip };
+    // What differs per family; the rest of the plan is assembled below.
+    struct Family {
+        kind: LinearKind,
+        out: usize,
+        bias: bool,
+        taps: usize,
+        fwd: CorrCall,
+        fwd_src: Src,
+        fwd_scatter: Option<(usize, Scatter)>,
+        fwd_rows: usize,
+        bwd_in: CorrCall,
+        bwd_src: Src,
+        bwd_scatter: Option<(usize, Scatter)>,
+        bwd_rows: usize,
+        gradw_spec: GradWSpec,
+        gradw_x: Src,
+        gradw_rows: usize,
+        /// Rows per chunk of the weight-gradient pass and of the bias sums.
+        gradw_chunk_rows: usize,
+        bias_chunk_rows: usize,
+        bias_lanes: usize,
+    }
+    let f = match &node.op {
+        Op::Conv(c) => {
+            let (k, s, p, d) =
+                (window2(&c.kernel, 1), window2(&c.stride, 1), window2(&c.pad, 0), window2(&c.dilation, 1));
+            // forward: x zero-padded by p (kept for the weight gradient)
+            let (padded, fwd_src, fwd_scatter) = padded_source(x, p, true, &mut scratch);
+            let geo = geometry(padded, y, k, s, d);
+            let fwd = corr(
+                CorrSpec { geo: geo.clone(), bias: c.bias || bn_follows, epilogue },
+                pack(false, false),
+            )?;
+            // input gradient: dy interleaved (stride) and shifted, then a stride-1 correlation
+            let z = Layout { h: x.h + d[0] * (k[0] - 1), w: x.w + d[1] * (k[1] - 1), ..y };
+            let kz = scratch.add(z, false);
+            let off = |a: usize| (d[a] * (k[a] - 1)) as i64 - p[a] as i64;
+            let bwd_geo = geometry(z, x, k, [1, 1], d);
+            let bwd_in =
+                corr(CorrSpec { geo: bwd_geo, bias: false, epilogue: bwd_epilogue }, pack(true, true))?;
+            Family {
+                kind: LinearKind::Direct,
+                out: c.out,
+                bias: c.bias,
+                taps: k[0] * k[1],
+                fwd,
+                fwd_src,
+                fwd_scatter,
+                fwd_rows: y.rows(),
+                bwd_in,
+                bwd_src: Src::Scratch(kz),
+                bwd_scatter: Some((kz, Scatter { src: y, dst: z, s, off: [off(0), off(1)] })),
+                bwd_rows: x.rows(),
+                gradw_spec: GradWSpec { geo, bias: c.bias },
+                gradw_x: fwd_src,
+                gradw_rows: y.rows(),
+                gradw_chunk_rows: chunk_rows(y.w),
+                bias_chunk_rows: chunk_rows(y.w),
+                bias_lanes: round4(c.out),
+            }
+        }
+        Op::UpConv(c) if is_pixel(c) => {
+            let k = window2(&c.kernel, 1);
+            let taps = k[0] * k[1];
+            let co4 = round4(y.c);
+            // forward: a 1×1 correlation to taps × channels lanes, then depth-to-space
+            let t_fwd_layout = Layout { c: taps * co4, cs: taps * co4, ..x };
+            let t_fwd = scratch.add(t_fwd_layout, false);
+            // backward: dy space-to-depth, then 1×1 correlations
+            let cs_bwd = round4(y.c * taps);
+            let t_bwd_layout = Layout { c: y.c * taps, cs: cs_bwd, ..x };
+            let t_bwd = scratch.add(t_bwd_layout, false);
+            let one = [1, 1];
+            let mut fwd = corr(
+                CorrSpec { geo: geometry(x, t_fwd_layout, one, one, one), bias: c.bias, epilogue },
+                pack(false, false),
+            )?;
+            fwd.pack_lanes = co4;
+            let bwd_geo = geometry(t_bwd_layout, x, one, one, one);
+            let bwd_in =
+                corr(CorrSpec { geo: bwd_geo, bias: false, epilogue: bwd_epilogue }, pack(true, false))?;
+            Family {
+                kind: LinearKind::PixelShuffle(Pixel { x, y, k, co4, t_fwd, t_bwd, cs_bwd }),
+                out: c.out,
+                bias: c.bias,
+                taps,
+                fwd,
+                fwd_src: Src::Value,
+                fwd_scatter: None,
+                fwd_rows: x.rows(),
+                bwd_in,
+                bwd_src: Src::Scratch(t_bwd),
+                bwd_scatter: None,
+                bwd_rows: x.rows(),
+                gradw_spec: GradWSpec { geo: geometry(x, t_bwd_layout, one, one, one), bias: c.bias },
+                gradw_x: Src::Value,
+                gradw_rows: x.rows(),
+                gradw_chunk_rows: chunk_rows(x.w),
+                bias_chunk_rows: chunk_rows(y.w),
+                bias_lanes: taps * co4,
+            }
+        }
+        Op::UpConv(c) => {
+            let (k, s, p) = (window2(&c.kernel, 1), window2(&c.stride, 1), window2(&c.pad, 0));
+            // forward: x interleaved by the stride and shifted, then a stride-1 correlation
+            let z = Layout { h: y.h + k[0] - 1, w: y.w + k[1] - 1, ..x };
+            let kz = scratch.add(z, false);
+            let off = |a: usize| (k[a] - 1) as i64 - p[a] as i64;
+            let fwd = corr(
+                CorrSpec { geo: geometry(z, y, k, [1, 1], [1, 1]), bias: c.bias, epilogue },
+                pack(false, true),
+            )?;
+            // input gradient: the strided convolution of dy zero-padded by p; the weight
+            // gradient reads the same padded dy, so it is a scratch copy even when p = 0 (dy
+            // itself lives in the gradient buffer)
+            let padded = Layout { h: y.h + 2 * p[0], w: y.w + 2 * p[1], ..y };
+            let kp = scratch.add(padded, false);
+            let pad = Scatter { src: y, dst: padded, s: [1, 1], off: [p[0] as i64, p[1] as i64] };
+            let bwd_geo = geometry(padded, x, k, s, [1, 1]);
+            let bwd_in = corr(
+                CorrSpec { geo: bwd_geo.clone(), bias: false, epilogue: bwd_epilogue },
+                pack(true, false),
+            )?;
+            Family {
+                kind: LinearKind::Transposed,
+                out: c.out,
+                bias: c.bias,
+                taps: k[0] * k[1],
+                fwd,
+                fwd_src: Src::Scratch(kz),
+                fwd_scatter: Some((kz, Scatter { src: x, dst: z, s, off: [off(0), off(1)] })),
+                fwd_rows: y.rows(),
+                bwd_in,
+                bwd_src: Src::Scratch(kp),
+                bwd_scatter: Some((kp, pad)),
+                bwd_rows: x.rows(),
+                gradw_spec: GradWSpec { geo: bwd_geo, bias: false },
+                gradw_x: Src::Scratch(kp),
+                gradw_rows: x.rows(),
+                gradw_chunk_rows: chunk_rows(x.w),
+                bias_chunk_rows: chunk_rows(y.w),
+                bias_lanes: round4(c.out),
+            }
+        }
+        Op::Dense(dn) => {
+            // The batch is the row of positions: [N, 1, 1, F] as one row of N pixels.
+            let (xr, yr) = (Layout { n: 1, h: 1, w: x.n, ..x }, Layout { n: 1, h: 1, w: x.n, ..y });
+            let one = [1, 1];
+            let geo = geometry(xr, yr, one, one, one);
+            let fwd = corr(
+                CorrSpec { geo: geo.clone(), bias: dn.bias || bn_follows, epilogue },
+                pack(false, false),
+            )?;
+            let bwd_geo = geometry(yr, xr, one, one, one);
+            let bwd_in =
+                corr(CorrSpec { geo: bwd_geo, bias: false, epilogue: bwd_epilogue }, pack(true, false))?;
+            Family {
+                kind: LinearKind::Direct,
+                out: dn.out,
+                bias: dn.bias,
+                taps: 1,
+                fwd,
+                fwd_src: Src::Value,
+                fwd_scatter: None,
+                fwd_rows: 1,
+                bwd_in,
+                bwd_src: Src::Value,
+                bwd_scatter: None,
+                bwd_rows: 1,
+                gradw_spec: GradWSpec { geo, bias: dn.bias },
+                gradw_x: Src::Value,
+                gradw_rows: 1,
+                // One row of N positions: one chunk.
+                gradw_chunk_rows: 1,
+                bias_chunk_rows: 1,
+                bias_lanes: round4(dn.out),
+            }
+        }
+        other => return Err(format!("`{}` is not a linear layer", other.kind())),
+    };
+    let gradw_handle = cg.gradw(&f.gradw_spec, options.gradw_blocking)?;
+    let chunks = f.gradw_rows.div_ceil(f.gradw_chunk_rows);
+    Ok(LinearPlan {
+        kind: f.kind,
+        a: f.out,
+        b: x.c,
+        taps: f.taps,
+        bias: f.bias,
+        fwd: f.fwd,
+        fwd_src: f.fwd_src,
+        fwd_scatter: f.fwd_scatter,
+        fwd_rows: f.fwd_rows,
+        bwd_in: f.bwd_in,
+        bwd_src: f.bwd_src,
+        bwd_scatter: f.bwd_scatter,
+        bwd_rows: f.bwd_rows,
+        gradw_handle,
+        gradw: None,
+        partials_len: chunks * f.gradw_spec.partial_len(),
+        gradw_spec: f.gradw_spec,
+        gradw_x: f.gradw_x,
+        gradw_chunk_rows: f.gradw_chunk_rows,
+        gradw_rows: f.gradw_rows,
+        bias_chunk_rows: f.bias_chunk_rows,
+        scratch: vec![vec![]; scratch.len.len()],
+        scratch_len: scratch.len,
+        scratch_persistent: scratch.persistent,
+        packed_fwd: vec![],
+        packed_bwd: vec![],
+        packed_bias: vec![0.0; f.bias_lanes],
+        partials: vec![],
+    })
+}

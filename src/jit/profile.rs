@@ -1,0 +1,131 @@
+//! Where the time goes: per node and direction, and how much of it is inside generated kernels
+//! (the rest is native loops, data movement around the kernels, and the reference code). On
+//! when the model is compiled with `JitOptions::profile` (`geonetc bench --profile`).
+
+use super::exec::{BACKWARD, FORWARD};
+use super::{JitModel, NodeState};
+use crate::ir::{Graph, NodeId};
+use serde::Serialize;
+use std::fmt;
+use std::time::Instant;
+
+/// One node's times, in seconds summed over every pass since compiling.
+#[derive(Clone, Debug, Serialize)]
+pub struct NodeProfile {
+    pub name: String,
+    /// The op's name in the language.
+    pub op: &'static str,
+    /// `kernels` (generated code), `fused` (inside the kernels of the node before it),
+    /// `native` (a native loop) or `reference` (the interpreter's code on converted copies).
+    pub step: &'static str,
+    pub forward_s: f64,
+    pub backward_s: f64,
+    /// The part of `forward_s` / `backward_s` spent in generated kernels.
+    pub kernel_forward_s: f64,
+    pub kernel_backward_s: f64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Profile {
+    pub nodes: Vec<NodeProfile>,
+    pub forward_passes: usize,
+    pub backward_passes: usize,
+}
+
+impl Profile {
+    pub(crate) fn new(graph: &Graph, nodes: &[NodeState]) -> Profile {
+        let nodes = graph
+            .nodes()
+            .iter()
+            .zip(nodes)
+            .map(|(n, s)| NodeProfile {
+                name: n.name.clone(),
+                op: n.op.kind(),
+                step: s.step.label(),
+                forward_s: 0.0,
+                backward_s: 0.0,
+                kernel_forward_s: 0.0,
+                kernel_backward_s: 0.0,
+            })
+            .collect();
+        Profile { nodes, forward_passes: 0, backward_passes: 0 }
+    }
+
+    /// Seconds of every step, and of those inside generated kernels.
+    pub fn total_s(&self) -> f64 {
+        self.nodes.iter().map(|n| n.forward_s + n.backward_s).sum()
+    }
+
+    pub fn kernel_s(&self) -> f64 {
+        self.nodes.iter().map(|n| n.kernel_forward_s + n.kernel_backward_s).sum()
+    }
+
+    /// The share of the time spent outside generated kernels (0 to 1).
+    pub fn outside_kernels(&self) -> f64 {
+        let total = self.total_s();
+        if total > 0.0 { 1.0 - self.kernel_s() / total } else { 0.0 }
+    }
+}
+
+/// A table of the mean milliseconds per pass of every node, reference steps marked.
+impl fmt::Display for Profile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let per = |s: f64, passes: usize| if passes == 0 { 0.0 } else { s * 1e3 / passes as f64 };
+        let (nf, nb) = (self.forward_passes, self.backward_passes);
+        writeln!(f, "per node, mean ms over {nf} forward and {nb} backward passes:")?;
+        writeln!(
+            f,
+            "{:>28} {:>10} {:>9} {:>9} {:>9} {:>10}",
+            "node", "op", "step", "fwd ms", "bwd ms", "in kernels"
+        )?;
+        for n in &self.nodes {
+            let total = n.forward_s + n.backward_s;
+            let kernels = n.kernel_forward_s + n.kernel_backward_s;
+            let share = if total > 0.0 { format!("{:.0} %", 100.0 * kernels / total) } else { "-".into() };
+            let mark = if n.step == "reference" { "  <- reference code" } else { "" };
+            writeln!(
+                f,
+                "{:>28} {:>10} {:>9} {:>9.2} {:>9.2} {:>10}{mark}",
+                n.name,
+                n.op,
+                n.step,
+                per(n.forward_s, nf),
+                per(n.backward_s, nb),
+                share
+            )?;
+        }
+        let (fwd, bwd): (f64, f64) =
+            (self.nodes.iter().map(|n| n.forward_s).sum(), self.nodes.iter().map(|n| n.backward_s).sum());
+        writeln!(f, "{:>28} {:>10} {:>9} {:>9.2} {:>9.2}", "all nodes", "", "", per(fwd, nf), per(bwd, nb))?;
+        write!(f, "{:.1} % of the time outside generated kernels", 100.0 * self.outside_kernels())
+    }
+}
+
+impl JitModel {
+    /// Adds the time since `started` to node `id`'s step in direction `dir`.
+    pub(crate) fn profile_step(&mut self, id: NodeId, dir: usize, started: Instant) {
+        if let Some(p) = self.profile.as_mut() {
+            let n = &mut p.nodes[id.index()];
+            let s = started.elapsed().as_secs_f64();
+            if dir == FORWARD { n.forward_s += s } else { n.backward_s += s }
+        }
+    }
+
+    /// Adds `seconds` of generated-kernel time to node `id` in direction `dir`.
+    pub(crate) fn profile_kernel(&mut self, id: NodeId, dir: usize, seconds: f64) {
+        if let Some(p) = self.profile.as_mut() {
+            let n = &mut p.nodes[id.index()];
+            if dir == FORWARD { n.kernel_forward_s += seconds } else { n.kernel_backward_s += seconds }
+        }
+    }
+
+    /// Counts one finished pass in direction `dir`.
+    pub(crate) fn profile_pass(&mut self, dir: usize) {
+        if let Some(p) = self.profile.as_mut() {
+            match dir {
+                BACKWARD => p.backward_passes += 1,
+                _ => p.forward_passes += 1,
+            }
+        }
+    }
+}

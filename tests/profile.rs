@@ -1,0 +1,54 @@
+//! `geonetc bench --profile`: every layer's forward and backward time, the layers that run on the
+//! reference code marked, the share of time outside generated kernels; and the JIT tuning flags
+//! refused with one line when malformed.
+
+use std::process::Command;
+
+fn geonetc(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_geonetc")).args(args).output().expect("runs geonetc");
+    let text = |b: Vec<u8>| String::from_utf8(b).expect("utf-8");
+    (out.status.code().unwrap_or(-1), text(out.stdout), text(out.stderr))
+}
+
+#[test]
+fn bench_profile_lists_every_layer_and_marks_the_reference_code() {
+    let dir = std::env::temp_dir().join(format!("geonetc-profile-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let file = dir.join("m.geonet");
+    // conv → relu (one kernel), avgpool (reference code), flatten (native), dense.
+    let src = "model m {\n    input x: [2, 8, 8]\n    y = x -> conv(4, kernel=3, pad=1) -> relu -> avgpool(2) -> flatten -> dense(3)\n    output y\n}\n";
+    std::fs::write(&file, src).expect("write model");
+    let (code, out, err) =
+        geonetc(&["bench", file.to_str().expect("path"), "--batch", "2", "--steps", "1", "--profile"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let line =
+        |name: &str| out.lines().find(|l| l.contains(name)).unwrap_or_else(|| panic!("no {name} in\n{out}"));
+    assert!(line("y.conv0").contains("kernels"), "{out}");
+    assert!(line("y.relu0").contains("fused"), "{out}");
+    assert!(line("y.flatten0").contains("native"), "{out}");
+    assert!(
+        line("y.avgpool0").contains("reference") && line("y.avgpool0").contains("<- reference code"),
+        "{out}"
+    );
+    assert!(!line("y.conv0").contains("<- reference code"), "{out}");
+    // One warm-up and one timed step of each kind (`bench` warms up min(2, steps) times):
+    // 2 inference passes + 2 training steps = 4 forward passes, 2 backward passes.
+    assert!(out.contains("over 4 forward and 2 backward passes"), "{out}");
+    assert!(out.contains("% of the time outside generated kernels"), "{out}");
+    // Without --profile there is no table.
+    let (code, out, _) = geonetc(&["bench", file.to_str().expect("path"), "--batch", "2", "--steps", "1"]);
+    assert_eq!(code, 0);
+    assert!(!out.contains("outside generated kernels"), "{out}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn malformed_tuning_flags_are_one_line_errors() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/seed_edge_filter.geonet");
+    for args in [["--corr-block", "5"], ["--gradw-block", "0x2"], ["--jit-opt", "fast"]] {
+        let (code, out, err) = geonetc(&["bench", example, "--steps", "1", args[0], args[1]]);
+        assert_eq!(code, 2, "{args:?}: {out}\n{err}");
+        assert_eq!(err.trim().lines().count(), 1, "{args:?}: {err}");
+        assert!(err.starts_with("error: "), "{args:?}: {err}");
+    }
+}
