@@ -63,9 +63,21 @@ pub fn check_source(source: &str) -> CheckOutput {
     check_source_with_inputs(source, None)
 }
 
-/// Checks with the model's input shapes replaced (e.g. by the shape of the data `infer` is
-/// given), so a fully convolutional model is re-checked at another size.
+/// Checks with the model's input shapes replaced, so a fully convolutional model is re-checked
+/// at another size.
 pub fn check_source_with_inputs(source: &str, input_shapes: Option<&[Vec<usize>]>) -> CheckOutput {
+    check_items(source, input_shapes, true)
+}
+
+/// Checks the model alone (for inference, e.g. at the size of the data `infer` is given): the
+/// `optimizer` and `train` items are parsed but not checked, so what the train block says about
+/// training data (its sizes, its files) cannot change or stop inference. `program.train` is
+/// None.
+pub fn check_model(source: &str, input_shapes: Option<&[Vec<usize>]>) -> CheckOutput {
+    check_items(source, input_shapes, false)
+}
+
+fn check_items(source: &str, input_shapes: Option<&[Vec<usize>]>, with_training: bool) -> CheckOutput {
     let (file, mut diags) = syntax::parse(source);
     let mut models = vec![];
     let mut blocks: HashMap<&str, &ast::Block> = HashMap::new();
@@ -158,6 +170,10 @@ pub fn check_source_with_inputs(source: &str, input_shapes: Option<&[Vec<usize>]
                 .with_help("call it from the model or remove it; an unused block's shapes are never checked"),
             );
         }
+    }
+    if !with_training {
+        optimizers.clear();
+        trains.clear();
     }
     let optimizer = optimizers.first().and_then(|o| train::check_optimizer(o, &mut diags));
     let train_spec = trains.first().and_then(|t| {
