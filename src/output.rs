@@ -73,9 +73,7 @@ pub fn check_target(path: &Path) -> Result<PathBuf, String> {
     match std::fs::metadata(&target) {
         Ok(m) if m.is_dir() => return Err(format!("cannot write {shown}: it is a directory")),
         Ok(m) if !m.is_file() => {
-            return Err(format!(
-                "refusing to write {shown}: not a regular file (a device, fifo or socket)"
-            ));
+            return Err(format!("refusing to write {shown}: not a regular file (a device, fifo or socket)"));
         }
         Ok(m) => {
             let links = hard_links(&m);
@@ -244,7 +242,11 @@ impl DirLock {
             let mut other = String::new();
             let _ = std::io::Read::read_to_string(&mut file, &mut other);
             let other = other.trim();
-            let who = if other.is_empty() { "another run".to_string() } else { format!("another run (pid {other})") };
+            let who = if other.is_empty() {
+                "another run".to_string()
+            } else {
+                format!("another run (pid {other})")
+            };
             return Err(format!(
                 "{} is in use by {who}; wait for it to finish or choose another --out",
                 dir.display()

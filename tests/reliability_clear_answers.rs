@@ -79,7 +79,7 @@ fn divergence_says_what_this_run_saved() {
     assert!(err.contains("the loss became") && err.contains("e"), "{err}");
     // Never "last good weights" that belong to the earlier run.
     assert!(!err.contains("last good weights"), "{err}");
-    assert!(err.contains("this run saved no weights"), "{err}");
+    assert!(err.contains("This run saved no weights"), "{err}");
     assert!(err.contains("all finite"), "{err}");
     assert_eq!(std::fs::read(d.join("tiny.safetensors")).unwrap(), earlier);
     // Losses far from 1 are printed in scientific notation.
@@ -185,14 +185,24 @@ fn vague_messages_are_precise() {
     assert!(!y.exists());
     // A plot that works is a PNG.
     let png = d.join("p.png");
-    let (code, _, err) = geonetc(&["infer", s(&prog), "--input", s(&x), "--output", s(&y), "--plot", s(&png)]);
+    let (code, _, err) =
+        geonetc(&["infer", s(&prog), "--input", s(&x), "--output", s(&y), "--plot", s(&png)]);
     assert_eq!(code, 0, "{err}");
     assert_eq!(&std::fs::read(&png).unwrap()[1..4], b"PNG");
     // A model that shrinks its input: which layer, and what to do.
-    let (code, _, err) =
-        geonetc(&["infer", "examples/seed_edge_filter.geonet", "--input", s(&x), "--output", s(&d.join("z.npy"))]);
+    let (code, _, err) = geonetc(&[
+        "infer",
+        "examples/seed_edge_filter.geonet",
+        "--input",
+        s(&x),
+        "--output",
+        s(&d.join("z.npy")),
+    ]);
     assert_eq!(code, 2, "{err}");
-    assert!(err.contains("size-preserving") && err.contains("s.conv0 (6×6 → 4×4)") && err.contains("pad=same"), "{err}");
+    assert!(
+        err.contains("size-preserving") && err.contains("s.conv0 (6×6 → 4×4)") && err.contains("pad=same"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -208,7 +218,11 @@ fn check_json_reports_io_errors_as_json() {
 fn the_help_for_a_missing_train_block_is_valid_syntax() {
     let d = tmp("help");
     let prog = d.join("m.geonet");
-    std::fs::write(&prog, "model m {\n    input x: [1, 16]\n    y = x -> conv(1, kernel=3, pad=same)\n    output y\n}\n").unwrap();
+    std::fs::write(
+        &prog,
+        "model m {\n    input x: [1, 16]\n    y = x -> conv(1, kernel=3, pad=same)\n    output y\n}\n",
+    )
+    .unwrap();
     let (code, _, err) = geonetc(&["run", s(&prog)]);
     assert_eq!(code, 1, "{err}");
     let block: String = err.lines().skip_while(|l| !l.contains("train {")).collect::<Vec<_>>().join("\n");

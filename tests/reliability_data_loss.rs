@@ -37,8 +37,7 @@ fn s(p: &Path) -> &str {
 }
 
 /// A 2-D model that passes its input through unchanged (weights from `init`, no file needed).
-const IDENTITY_2D: &str =
-    "model id {\n    input x: [1, 8, 8]\n    y = x -> conv(1, kernel=1, bias=false, init=[[1]])\n    output y\n}\n";
+const IDENTITY_2D: &str = "model id {\n    input x: [1, 8, 8]\n    y = x -> conv(1, kernel=1, bias=false, init=[[1]])\n    output y\n}\n";
 
 /// A little-endian Seismic Unix file of `traces` traces of `samples` IEEE samples, dt 4 ms.
 fn write_su(path: &Path, traces: usize, samples: usize) -> Vec<f32> {
@@ -287,7 +286,7 @@ fn sigterm_saves_a_checkpoint_exits_130_and_out_is_locked() {
     let prog = d.join("m.geonet");
     std::fs::write(&prog, LONG_RUN).unwrap();
     let out = d.join("out");
-    let mut child = spawn_run(&prog, &out);
+    let child = spawn_run(&prog, &out);
     wait_for(&out.join("m.ckpt.safetensors"));
     // A second run into the same folder fails at once, naming the first one.
     let (code, _, err) = geonetc(&["run", s(&prog), "--out", s(&out), "--backend", "interp"]);
@@ -300,8 +299,11 @@ fn sigterm_saves_a_checkpoint_exits_130_and_out_is_locked() {
     let err = String::from_utf8_lossy(&done.stderr);
     assert_eq!(done.status.code(), Some(130), "{err}");
     assert!(err.contains("interrupted: checkpoint saved"), "{err}");
-    let listing: Vec<String> =
-        std::fs::read_dir(&out).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+    let listing: Vec<String> = std::fs::read_dir(&out)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
     assert!(!listing.iter().any(|n| n.ends_with(".tmp")), "{listing:?}");
     // The checkpoint resumes (the lock was released with the process).
     let stdout = String::from_utf8_lossy(&done.stdout);

@@ -69,7 +69,8 @@ fn inference_does_not_depend_on_the_train_block() {
     npy(&x, &[1, 1751], |i| ((i * 37) % 101) as f32 / 50.0 - 1.0);
     let (ya, yb) = (d.join("a.npy"), d.join("b.npy"));
     for (prog, y) in [(&with, &ya), (&without, &yb)] {
-        let (code, _, err) = geonetc(&["infer", s(prog), "--weights", s(&w), "--input", s(&x), "--output", s(y)]);
+        let (code, _, err) =
+            geonetc(&["infer", s(prog), "--weights", s(&w), "--input", s(&x), "--output", s(y)]);
         assert_eq!(code, 0, "{}: {err}", prog.display());
     }
     let a = std::fs::read(&ya).unwrap();
@@ -248,17 +249,20 @@ fn resume_refuses_a_checkpoint_of_another_run() {
     let saved = std::fs::read(&ckpt).unwrap();
     // RMSProp also has one slot per parameter of the same size: only the fingerprint tells.
     write("rmsprop { lr = 0.01 }", "1");
-    let (code, _, err) = geonetc(&["run", s(&prog), "--backend", "interp", "--epochs", "2", "--resume", s(&ckpt)]);
+    let (code, _, err) =
+        geonetc(&["run", s(&prog), "--backend", "interp", "--epochs", "2", "--resume", s(&ckpt)]);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("different run") && err.contains("optimizer"), "{err}");
     assert_eq!(std::fs::read(&ckpt).unwrap(), saved);
     write("sgd { lr = 0.01, momentum = 0.9 }", "2");
-    let (code, _, err) = geonetc(&["run", s(&prog), "--backend", "interp", "--epochs", "2", "--resume", s(&ckpt)]);
+    let (code, _, err) =
+        geonetc(&["run", s(&prog), "--backend", "interp", "--epochs", "2", "--resume", s(&ckpt)]);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("seed (checkpoint 1, now 2)") && !err.contains("optimizer"), "{err}");
     // The same run resumes.
     write("sgd { lr = 0.01, momentum = 0.9 }", "1");
-    let (code, _, err) = geonetc(&["run", s(&prog), "--backend", "interp", "--epochs", "2", "--resume", s(&ckpt)]);
+    let (code, _, err) =
+        geonetc(&["run", s(&prog), "--backend", "interp", "--epochs", "2", "--resume", s(&ckpt)]);
     assert_eq!(code, 0, "{err}");
 }
 
@@ -275,15 +279,19 @@ fn identity_weights(path: &Path, data_rms: &str) {
 fn damaged_data_rms_is_an_error_not_nan_output() {
     let d = tmp("rms");
     let prog = d.join("id.geonet");
-    std::fs::write(&prog, "model id {\n    input x: [1, 8, 8]\n    y = x -> conv(1, kernel=1, bias=false)\n    output y\n}\n")
-        .unwrap();
+    std::fs::write(
+        &prog,
+        "model id {\n    input x: [1, 8, 8]\n    y = x -> conv(1, kernel=1, bias=false)\n    output y\n}\n",
+    )
+    .unwrap();
     let x = d.join("x.npy");
     npy(&x, &[12, 9], |i| (i % 5) as f32 - 2.0);
     for bad in ["inf", "NaN", "-1", "0", "1e300", "abc"] {
         let w = d.join("w.safetensors");
         identity_weights(&w, bad);
         let y = d.join("y.npy");
-        let (code, _, err) = geonetc(&["infer", s(&prog), "--weights", s(&w), "--input", s(&x), "--output", s(&y)]);
+        let (code, _, err) =
+            geonetc(&["infer", s(&prog), "--weights", s(&w), "--input", s(&x), "--output", s(&y)]);
         assert_eq!(code, 2, "{bad}: {err}");
         assert!(err.contains("data_rms") && err.contains("w.safetensors"), "{err}");
         assert!(!y.exists());
@@ -292,7 +300,8 @@ fn damaged_data_rms_is_an_error_not_nan_output() {
     let w = d.join("w.safetensors");
     identity_weights(&w, "0.7");
     let y = d.join("y.npy");
-    let (code, _, err) = geonetc(&["infer", s(&prog), "--weights", s(&w), "--input", s(&x), "--output", s(&y)]);
+    let (code, _, err) =
+        geonetc(&["infer", s(&prog), "--weights", s(&w), "--input", s(&x), "--output", s(&y)]);
     assert_eq!(code, 0, "{err}");
     let a: ArrayD<f32> = ndarray_npy::read_npy(&y).unwrap();
     let b: ArrayD<f32> = ndarray_npy::read_npy(&x).unwrap();
@@ -326,7 +335,7 @@ fn oversized_data_and_options_are_refused_before_allocating() {
     let prog = d.join("big.geonet");
     std::fs::write(
         &prog,
-        "model b {\n    input x: [1, 64]\n    y = x -> conv(1, kernel=3, pad=same)\n    output y\n}\ntrain {\n    data = synthetic(count = 1000000000000, noise = 0.1)\n}\n",
+        "model b {\n    input x: [1, 4096, 4096]\n    y = x -> conv(1, kernel=3, pad=same)\n    output y\n}\ntrain {\n    data = synthetic(count = 16777216, noise = 0.1)\n}\n",
     )
     .unwrap();
     let started = std::time::Instant::now();
@@ -341,8 +350,74 @@ fn oversized_data_and_options_are_refused_before_allocating() {
         assert_eq!(code, 2, "{err}");
         assert!(err.contains("1..=1024") || err.contains("1024"), "{err}");
     }
-    let (code, _, err) = geonetc(&["bench", "examples/trace_denoiser.geonet", "--batch", "18446744073709551615"]);
+    let (code, _, err) =
+        geonetc(&["bench", "examples/trace_denoiser.geonet", "--batch", "18446744073709551615"]);
     assert_eq!(code, 2, "{err}");
     let (code, _, err) = geonetc(&["bench", "examples/trace_denoiser.geonet", "--steps", "0"]);
     assert_eq!(code, 2, "{err}");
+}
+
+#[test]
+fn the_interpreter_checks_memory_before_allocating() {
+    let src = "model big {\n    input x: [1, 4096, 4096]\n    y = x -> conv(4096, kernel=3, pad=same) -> conv(1, kernel=3, pad=same)\n    output y\n}\n";
+    let program = geonetc::check::check_source(src).program.unwrap();
+    let graph = geonetc::ir::lower(&program, 64);
+    // 64 × 4096 channels × 4096² values in f64 is about 35 TB: refused, nothing allocated.
+    let err = match geonetc::runtime::engine::Engine::new(&graph, geonetc::runtime::engine::Backend::Interp) {
+        Ok(_) => panic!("a 35 TB model was accepted"),
+        Err(e) => e,
+    };
+    assert!(err.contains("MB") && err.contains("batch 64"), "{err}");
+}
+
+/// A big-endian SEG-Y rev 1 file of int32 samples (format 2).
+fn write_int32_segy(path: &Path, traces: &[Vec<i32>]) {
+    let ns = traces[0].len();
+    let mut bytes = vec![b' '; 3200];
+    let mut bin = [0u8; 400];
+    bin[16..18].copy_from_slice(&4000u16.to_be_bytes());
+    bin[20..22].copy_from_slice(&(ns as u16).to_be_bytes());
+    bin[24..26].copy_from_slice(&2u16.to_be_bytes());
+    bin[300..302].copy_from_slice(&0x0100u16.to_be_bytes());
+    bin[302..304].copy_from_slice(&1u16.to_be_bytes());
+    bytes.extend_from_slice(&bin);
+    for (i, t) in traces.iter().enumerate() {
+        let mut h = [0u8; 240];
+        h[0..4].copy_from_slice(&(i as i32 + 1).to_be_bytes());
+        h[114..116].copy_from_slice(&(ns as u16).to_be_bytes());
+        h[116..118].copy_from_slice(&4000u16.to_be_bytes());
+        bytes.extend_from_slice(&h);
+        for v in t {
+            bytes.extend_from_slice(&v.to_be_bytes());
+        }
+    }
+    std::fs::write(path, bytes).unwrap();
+}
+
+#[test]
+fn int32_samples_beyond_2_pow_24_are_noted() {
+    let d = tmp("int32");
+    let prog = d.join("id.geonet");
+    std::fs::write(
+        &prog,
+        "model id {\n    input x: [1, 8, 8]\n    y = x -> conv(1, kernel=1, bias=false, init=[[1]])\n    output y\n}\n",
+    )
+    .unwrap();
+    let small: Vec<Vec<i32>> = (0..9).map(|t| (0..10).map(|k| t * 100 + k).collect()).collect();
+    let input = d.join("small.sgy");
+    write_int32_segy(&input, &small);
+    let out = d.join("out.sgy");
+    let (code, _, err) = geonetc(&["infer", s(&prog), "--input", s(&input), "--output", s(&out)]);
+    assert_eq!(code, 0, "{err}");
+    assert!(!err.contains("2^24"), "{err}");
+    // Small integers pass through the identity model exactly.
+    let f = geonetc::seismic::segy::SeismicFile::open(&out).unwrap();
+    let want: Vec<f32> = small.iter().flatten().map(|&v| v as f32).collect();
+    assert_eq!(f.section().iter().copied().collect::<Vec<f32>>(), want);
+    // Beyond ±2^24, 32-bit floats cannot hold every integer: said, not silent.
+    let big: Vec<Vec<i32>> = (0..9).map(|t| (0..10).map(|k| (1 << 25) + 1 + t + k).collect()).collect();
+    write_int32_segy(&input, &big);
+    let (code, _, err) = geonetc(&["infer", s(&prog), "--input", s(&input), "--output", s(&out)]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("2^24") && err.contains("small.sgy"), "{err}");
 }

@@ -148,7 +148,7 @@ fn a_diverging_run_stops_and_leaves_the_earlier_weights_alone() {
     let (code, err) = geonetc(&["run", file.to_str().unwrap(), "--backend", "interp"]);
     assert_eq!(code, 1, "{err}");
     // The weights in the folder are an earlier run's: the message must not call them this run's.
-    assert!(err.contains("the loss became") && err.contains("this run saved no weights"), "{err}");
+    assert!(err.contains("the loss became") && err.contains("This run saved no weights"), "{err}");
     assert_eq!(std::fs::read(d.join("tiny.safetensors")).unwrap(), good);
 }
 

@@ -88,7 +88,10 @@ pub fn check_outputs(outputs: &[(&str, &Path)], inputs: &[(&str, &Path)]) -> Res
 }
 
 /// `data_rms` of a weights file's metadata, checked (see `checkpoint::data_rms`).
-pub fn data_rms(meta: &std::collections::HashMap<String, String>, weights: &Path) -> Result<Option<f64>, ExitCode> {
+pub fn data_rms(
+    meta: &std::collections::HashMap<String, String>,
+    weights: &Path,
+) -> Result<Option<f64>, ExitCode> {
     geonetc::runtime::checkpoint::data_rms(meta, weights).map_err(super::fail)
 }
 

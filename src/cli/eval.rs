@@ -33,7 +33,10 @@ fn read_section(path: &Path) -> Result<Array2<f32>, String> {
     };
     let (traces, samples) = section.dim();
     if traces == 0 || samples == 0 {
-        return Err(format!("{}: the section is empty ({traces} traces of {samples} samples)", path.display()));
+        return Err(format!(
+            "{}: the section is empty ({traces} traces of {samples} samples)",
+            path.display()
+        ));
     }
     Ok(section)
 }

@@ -125,7 +125,11 @@ pub fn run(args: InferArgs) -> ExitCode {
         Err(e) => return fail(e),
     };
     if file.traces() == 0 || file.samples == 0 {
-        return on_input(format!("the section is empty ({} traces of {} samples)", file.traces(), file.samples));
+        return on_input(format!(
+            "the section is empty ({} traces of {} samples)",
+            file.traces(),
+            file.samples
+        ));
     }
     let section = file.section();
     note_inexact_integers(&file, &section);
@@ -146,7 +150,12 @@ pub fn run(args: InferArgs) -> ExitCode {
     }
 }
 
-fn plot(png: Option<&Path>, section: &ndarray::Array2<f32>, y: &ndarray::Array2<f32>, dt_us: u32) -> ExitCode {
+fn plot(
+    png: Option<&Path>,
+    section: &ndarray::Array2<f32>,
+    y: &ndarray::Array2<f32>,
+    dt_us: u32,
+) -> ExitCode {
     let Some(png) = png else { return ExitCode::SUCCESS };
     let removed = section - y;
     let panels = [("input", section), ("output", y), ("difference", &removed)];

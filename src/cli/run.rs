@@ -75,7 +75,8 @@ pub fn run(args: RunArgs) -> ExitCode {
                 println!("validation input SNR {}", train::fmt_snr(snr));
             }
             if let Some(last) = report.epochs.last() {
-                let mut line = format!("final epoch {}: train loss {}", last.epoch, train::fmt_loss(last.train_loss));
+                let mut line =
+                    format!("final epoch {}: train loss {}", last.epoch, train::fmt_loss(last.train_loss));
                 if let Some(v) = last.val_loss {
                     line += &format!(", val loss {}", train::fmt_loss(v));
                 }

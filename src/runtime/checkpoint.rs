@@ -198,7 +198,8 @@ pub fn load_checkpoint(
     let fingerprint: Option<Fingerprint> = match meta.get("fingerprint") {
         None => None,
         Some(f) => Some(
-            serde_json::from_str(f).map_err(|_| format!("{}: its run fingerprint is damaged", path.display()))?,
+            serde_json::from_str(f)
+                .map_err(|_| format!("{}: its run fingerprint is damaged", path.display()))?,
         ),
     };
     // Compare the runs first: another optimizer's slots may well have the same sizes.

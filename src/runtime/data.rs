@@ -137,14 +137,23 @@ pub fn check_values(a: &ArrayD<f64>, file: &Path) -> Result<(), String> {
 /// Checks targets against the loss: for `cross_entropy`, `[N]` class indices must be whole
 /// numbers in `0..K` (K = the output's size), else `[N, K]` probabilities; for `mse`/`mae` the
 /// targets must have the output's shape. Names the file and the first bad value.
-pub fn check_targets(targets: &ArrayD<f64>, loss: LossKind, out_shape: &[usize], file: &Path) -> Result<(), String> {
+pub fn check_targets(
+    targets: &ArrayD<f64>,
+    loss: LossKind,
+    out_shape: &[usize],
+    file: &Path,
+) -> Result<(), String> {
     check_values(targets, file)?;
     let name = file.display();
     let sample = targets.shape().get(1..).unwrap_or(&[]);
     match loss {
         LossKind::CrossEntropy if targets.ndim() == 1 => {
             let classes: usize = out_shape.iter().product();
-            if let Some((i, v)) = targets.iter().enumerate().find(|(_, v)| v.fract() != 0.0 || **v < 0.0 || **v >= classes as f64) {
+            if let Some((i, v)) = targets
+                .iter()
+                .enumerate()
+                .find(|(_, v)| v.fract() != 0.0 || **v < 0.0 || **v >= classes as f64)
+            {
                 let v = if v.abs() >= 1e6 { format!("{v:e}") } else { v.to_string() };
                 return Err(format!(
                     "{name}: target {i} is {v}, not a class index: class targets are whole numbers 0 to {} for the model's {classes} classes",

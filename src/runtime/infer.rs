@@ -117,7 +117,10 @@ impl<'a> Runner<'a> {
         };
         let bad = input.iter().filter(|v| !v.is_finite()).count();
         if bad > 0 {
-            return Err(format!("the input holds {bad} NaN or infinite values of {}; the model needs finite data", input.len()));
+            return Err(format!(
+                "the input holds {bad} NaN or infinite values of {}; the model needs finite data",
+                input.len()
+            ));
         }
         let x = if batched { input.clone() } else { input.clone().insert_axis(Axis(0)) };
         let sample: Vec<usize> = x.shape()[1..].to_vec();
@@ -252,7 +255,12 @@ pub fn run_section(
 fn check_size_preserving(source: &str) -> Result<(), String> {
     let out = check::check_model(source, None);
     let Some(program) = out.program else {
-        return Err(out.diagnostics.iter().find(|d| d.is_error()).map(|d| d.message.clone()).unwrap_or_default());
+        return Err(out
+            .diagnostics
+            .iter()
+            .find(|d| d.is_error())
+            .map(|d| d.message.clone())
+            .unwrap_or_default());
     };
     let m = &program.model;
     let (Some(input), Some(output)) = (m.inputs.first(), m.outputs.first()) else { return Ok(()) };
@@ -273,11 +281,15 @@ fn check_size_preserving(source: &str) -> Result<(), String> {
         })
         .collect();
     Err(format!(
-        "section inference needs a size-preserving model (output as large as its input), but {} turns {} into {}{}; use `pad=same` on convolutions, or run it on a .npy array",
+        "section inference needs a size-preserving model (output as large as its input), but {} turns {} into {}{}; use `pad=same` on its convolutions",
         m.name,
         fmt_spatial(&input.shape),
         fmt_spatial(&output.shape),
-        if culprits.is_empty() { String::new() } else { format!(": the sizes change at {}", culprits.join(", ")) }
+        if culprits.is_empty() {
+            String::new()
+        } else {
+            format!(": the sizes change at {}", culprits.join(", "))
+        }
     ))
 }
 

@@ -71,7 +71,11 @@ pub struct OutputPaths {
 
 /// The output paths of a run: `save =` relative to `base_dir`, or its file name inside
 /// `out_dir`.
-pub fn output_paths(program: &Program, base_dir: &Path, out_dir: Option<&Path>) -> Result<OutputPaths, TrainError> {
+pub fn output_paths(
+    program: &Program,
+    base_dir: &Path,
+    out_dir: Option<&Path>,
+) -> Result<OutputPaths, TrainError> {
     let spec = program.train.as_ref().ok_or_else(|| TrainError::Io("no train block".into()))?;
     let save_name =
         Path::new(&spec.save).file_name().map(|s| s.to_owned()).unwrap_or_else(|| "model.safetensors".into());
@@ -79,15 +83,16 @@ pub fn output_paths(program: &Program, base_dir: &Path, out_dir: Option<&Path>) 
         Some(d) => d.join(&save_name),
         None => base_dir.join(&spec.save),
     };
-    let stem = weights.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "model".into());
+    let stem =
+        weights.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "model".into());
     let dir = weights
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
         .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from("."));
     Ok(OutputPaths {
-        checkpoint: dir.join(format!("{stem}.ckpt.safetensors")),
-        metrics: dir.join(format!("{stem}.metrics.jsonl")),
+        checkpoint: weights.with_file_name(format!("{stem}.ckpt.safetensors")),
+        metrics: weights.with_file_name(format!("{stem}.metrics.jsonl")),
         weights,
         dir,
     })
@@ -107,7 +112,11 @@ pub fn data_files(program: &Program, base_dir: &Path) -> Vec<(&'static str, Path
 /// Losses as humans read them: fixed point in the usual range, scientific notation for
 /// diverging or vanishing values (`5.0e21`, not 22 digits).
 pub fn fmt_loss(v: f64) -> String {
-    if v != 0.0 && v.is_finite() && !(1e-4..1e4).contains(&v.abs()) { format!("{v:.3e}") } else { format!("{v:.6}") }
+    if v != 0.0 && v.is_finite() && !(1e-4..1e4).contains(&v.abs()) {
+        format!("{v:.3e}")
+    } else {
+        format!("{v:.6}")
+    }
 }
 
 #[derive(Debug)]
@@ -140,9 +149,10 @@ pub fn load_data(program: &Program, base_dir: &Path) -> Result<Dataset, TrainErr
     let in_shape = &program.model.inputs[0].shape;
     let out_shape = &program.model.outputs[0].shape;
     let (dataset, what) = match &train.data {
-        DataSpec::Synthetic { shape, count, noise, seed } => {
-            (data::synthetic(shape, *count, *noise, *seed).map_err(TrainError::Io)?, "the synthetic data".to_string())
-        }
+        DataSpec::Synthetic { shape, count, noise, seed } => (
+            data::synthetic(shape, *count, *noise, *seed).map_err(TrainError::Io)?,
+            "the synthetic data".to_string(),
+        ),
         DataSpec::Npy { input, target } => {
             let (x, t) = (base_dir.join(input), base_dir.join(target));
             let ds = data::npy(&x, &t, in_shape, out_shape).map_err(TrainError::Io)?;
@@ -255,8 +265,11 @@ pub fn train(
     let spec = program.train.clone().ok_or_else(|| TrainError::Io("no train block".into()))?;
     let paths = output_paths(program, base_dir, opts.out_dir.as_deref())?;
     let inputs = data_files(program, base_dir);
-    let outputs =
-        [("the weights file", &paths.weights), ("the checkpoint", &paths.checkpoint), ("the metrics file", &paths.metrics)];
+    let outputs = [
+        ("the weights file", &paths.weights),
+        ("the checkpoint", &paths.checkpoint),
+        ("the metrics file", &paths.metrics),
+    ];
     let ins: Vec<(&str, &Path)> = inputs.iter().map(|(w, p)| (*w, p.as_path())).collect();
     let outs: Vec<(&str, &Path)> = outputs.iter().map(|(w, p)| (*w, p.as_path())).collect();
     crate::output::refuse_overwriting(&outs, &ins).map_err(TrainError::Io)?;
@@ -374,7 +387,15 @@ pub fn train(
                 if let Some(bar) = &bar {
                     bar.finish_and_clear();
                 }
-                return Err(TrainError::Diverged(divergence_message(l, epoch, b, &x, &t, saved, &weights_path)));
+                return Err(TrainError::Diverged(divergence_message(
+                    l,
+                    epoch,
+                    b,
+                    &x,
+                    &t,
+                    saved,
+                    &weights_path,
+                )));
             }
             optim::step(&program.optimizer, &mut opt, &mut params, &grads, &trainable);
             loss_sum += l * idx.len() as f64;
@@ -423,7 +444,8 @@ pub fn train(
         let train_loss = m.train_loss;
         history.push(m);
         pos = Position { epoch: epoch + 1, batch: 0 };
-        checkpoint::save_weights(&weights_path, &template, &params, meta(epoch + 1)).map_err(TrainError::Io)?;
+        checkpoint::save_weights(&weights_path, &template, &params, meta(epoch + 1))
+            .map_err(TrainError::Io)?;
         note_written(&mut report, &weights_path);
         saved = Some((epoch + 1, train_loss));
         report.trained_epochs += 1;
@@ -487,17 +509,19 @@ fn divergence_message(
     let bad = |a: &ndarray::ArrayD<f64>| a.iter().filter(|v| !v.is_finite()).count();
     let (bx, bt) = (bad(x), bad(t));
     let data = if bx + bt > 0 {
-        format!("the batch itself holds NaN/Inf ({bx} input and {bt} target values): fix the data")
+        format!("The batch itself holds NaN/Inf ({bx} input and {bt} target values): fix the data")
     } else {
-        "the batch's inputs and targets are all finite, so the model diverged (lower the learning rate, or add `clip`)".into()
+        "The batch's inputs and targets are all finite, so the model diverged (lower the learning rate, or add `clip`)".into()
     };
     let kept = match saved {
         Some((e, l)) => format!(
-            "this run saved the weights of epoch {e} (train loss {}) in {}",
+            "This run saved the weights of epoch {e} (train loss {}) in {}",
             fmt_loss(l),
             weights.display()
         ),
-        None => format!("this run saved no weights (no epoch finished); {} was not written", weights.display()),
+        None => {
+            format!("This run saved no weights (no epoch finished); {} was not written", weights.display())
+        }
     };
     format!("the loss became {loss:e} at epoch {}, batch {}; stopped. {data}. {kept}", epoch + 1, batch + 1)
 }

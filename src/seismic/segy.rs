@@ -584,11 +584,25 @@ impl SeismicFile {
             return self.write_like(out, section);
         }
         if section.dim() != (self.traces(), self.samples) {
-            return Err(err(out, format!("section is {:?} but the input has {} traces of {} samples", section.dim(), self.traces(), self.samples)));
+            return Err(err(
+                out,
+                format!(
+                    "section is {:?} but the input has {} traces of {} samples",
+                    section.dim(),
+                    self.traces(),
+                    self.samples
+                ),
+            ));
         }
         let e = self.endian;
         let ns = u16::try_from(self.samples).map_err(|_| {
-            err(out, format!("traces of {} samples do not fit a trace header's sample count (at most 65535)", self.samples))
+            err(
+                out,
+                format!(
+                    "traces of {} samples do not fit a trace header's sample count (at most 65535)",
+                    self.samples
+                ),
+            )
         })?;
         let dt = u16::try_from(self.dt_us).unwrap_or(0);
         let put16 = |v: u16, to: &mut [u8]| {
@@ -608,8 +622,13 @@ impl SeismicFile {
             ];
             let mut text = String::new();
             for i in 0..40 {
-                let body = if i == 39 { "END TEXTUAL HEADER".to_string() } else { lines.get(i).cloned().unwrap_or_default() };
-                let line: String = format!("C{:>2} {body}", i + 1).chars().filter(char::is_ascii).take(80).collect();
+                let body = if i == 39 {
+                    "END TEXTUAL HEADER".to_string()
+                } else {
+                    lines.get(i).cloned().unwrap_or_default()
+                };
+                let line: String =
+                    format!("C{:>2} {body}", i + 1).chars().filter(char::is_ascii).take(80).collect();
                 text.push_str(&format!("{line:<80}"));
             }
             bytes.extend_from_slice(text.as_bytes());
@@ -629,7 +648,9 @@ impl SeismicFile {
         }
         for (i, &at) in self.trace_offsets.iter().enumerate() {
             let mut header = [0u8; 240];
-            header[..180].copy_from_slice(self.bytes().get(at..at + 180).ok_or_else(|| err(&self.path, "truncated trace header"))?);
+            header[..180].copy_from_slice(
+                self.bytes().get(at..at + 180).ok_or_else(|| err(&self.path, "truncated trace header"))?,
+            );
             put16(ns, &mut header[114..116]);
             put16(dt, &mut header[116..118]);
             bytes.extend_from_slice(&header);
