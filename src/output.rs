@@ -93,7 +93,26 @@ pub fn check_target(path: &Path) -> Result<PathBuf, String> {
         }
         Err(e) => return Err(format!("cannot write {shown}: {e}")),
     }
+    // Replacing a file creates a temporary one beside it and renames it: the folder itself
+    // must be writable, whether or not the file exists.
+    let dir = parent_dir(&target);
+    if !folder_is_writable(dir) {
+        return Err(format!("cannot write {shown}: the folder {} is not writable", dir.display()));
+    }
     Ok(target)
+}
+
+#[cfg(unix)]
+fn folder_is_writable(dir: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else { return false };
+    // SAFETY: access() only reads the NUL-terminated path.
+    unsafe { libc::access(c.as_ptr(), libc::W_OK) == 0 }
+}
+
+#[cfg(not(unix))]
+fn folder_is_writable(_: &Path) -> bool {
+    true
 }
 
 #[cfg(unix)]
