@@ -158,7 +158,7 @@ pub fn load_data(program: &Program, base_dir: &Path) -> Result<Dataset, TrainErr
             let ds = data::npy(&x, &t, in_shape, out_shape).map_err(TrainError::Io)?;
             data::check_values(&ds.inputs, &x).map_err(TrainError::Io)?;
             data::check_targets(&ds.targets, train.loss, out_shape, &t).map_err(TrainError::Io)?;
-            (ds, x.display().to_string())
+            (ds, t.display().to_string())
         }
         DataSpec::Segy { path, patch, step, noise, seed } => {
             let p = base_dir.join(path);
@@ -171,6 +171,9 @@ pub fn load_data(program: &Program, base_dir: &Path) -> Result<Dataset, TrainErr
     if dataset.is_empty() {
         return Err(TrainError::Io(format!("{what} holds no samples: nothing to train on")));
     }
+    // Every source's targets must fit the loss and the model's output (a recorded section's
+    // patches for a classifier would not), or the loss would index out of its arrays.
+    data::check_targets(&dataset.targets, train.loss, out_shape, Path::new(&what)).map_err(TrainError::Io)?;
     Ok(dataset)
 }
 
