@@ -95,17 +95,22 @@ pub fn data_rms(
     geonetc::runtime::checkpoint::data_rms(meta, weights).map_err(super::fail)
 }
 
-/// Notes integer SEG-Y samples that 32-bit floats cannot hold exactly (beyond ±2^24): the
-/// network computes in f32, so they come back rounded to 24 significant bits.
-pub fn note_inexact_integers(file: &geonetc::seismic::segy::SeismicFile, section: &ndarray::Array2<f32>) {
+/// Notes int32 SEG-Y samples that 32-bit floats cannot hold exactly (beyond ±2^24) when the
+/// JIT (f32) runs the model: they come back rounded to 24 significant bits. The interpreter
+/// computes in f64 and keeps them.
+pub fn note_inexact_integers(
+    file: &geonetc::seismic::segy::SeismicFile,
+    section: &ndarray::Array2<f64>,
+    backend: geonetc::runtime::engine::Backend,
+) {
     use geonetc::seismic::segy::SampleFormat;
-    if file.format != SampleFormat::Int32 {
+    if file.format != SampleFormat::Int32 || backend != geonetc::runtime::engine::Backend::Jit {
         return;
     }
-    let max = section.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let max = section.iter().fold(0f64, |m, v| m.max(v.abs()));
     if max > 16_777_216.0 {
         eprintln!(
-            "note: {} holds int32 samples up to {max:.0}, beyond ±2^24 = 16777216; geonetc computes in 32-bit floats, so they are rounded to 24 significant bits (relative error < 6e-8)",
+            "note: {} holds int32 samples up to {max:.0}, beyond ±2^24 = 16777216: the JIT computes in 32-bit floats, so they are rounded to 24 significant bits (relative error < 6e-8); --backend interp keeps them exact",
             file.path.display()
         );
     }

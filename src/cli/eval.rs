@@ -18,17 +18,17 @@ pub struct EvalArgs {
 
 /// A section `[traces, samples]` from SEG-Y/SU, or a 2-D `.npy` read as `[time, traces]`;
 /// never empty.
-fn read_section(path: &Path) -> Result<Array2<f32>, String> {
+fn read_section(path: &Path, be: geonetc::runtime::engine::Backend) -> Result<Array2<f64>, String> {
     let section = if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("npy")) {
         let a: ArrayD<f64> = data::read_npy(path)?;
         let a = a
             .into_dimensionality::<Ix2>()
             .map_err(|_| format!("{}: expected a 2-D [time, traces] array", path.display()))?;
-        a.t().mapv(|v| v as f32)
+        a.t().to_owned()
     } else {
         let f = SeismicFile::open(path).map_err(|e| e.to_string())?;
-        let section = f.section();
-        note_inexact_integers(&f, &section);
+        let section = f.section_f64();
+        note_inexact_integers(&f, &section, be);
         section
     };
     let (traces, samples) = section.dim();
@@ -41,9 +41,9 @@ fn read_section(path: &Path) -> Result<Array2<f32>, String> {
     Ok(section)
 }
 
-fn snr_db(clean: &Array2<f32>, estimate: &Array2<f32>) -> f64 {
-    let s: f64 = clean.iter().map(|&v| (v as f64).powi(2)).sum();
-    let e: f64 = clean.iter().zip(estimate).map(|(&a, &b)| (a as f64 - b as f64).powi(2)).sum();
+fn snr_db(clean: &Array2<f64>, estimate: &Array2<f64>) -> f64 {
+    let s: f64 = clean.iter().map(|&v| v * v).sum();
+    let e: f64 = clean.iter().zip(estimate).map(|(&a, &b)| (a - b) * (a - b)).sum();
     geonetc::runtime::data::snr_from_energies(s, e)
 }
 
@@ -72,7 +72,10 @@ pub fn run(args: EvalArgs) -> ExitCode {
             return code;
         }
     }
-    let (clean, noisy) = match (read_section(&args.clean), read_section(&args.noisy)) {
+    let (clean, noisy) = match (
+        read_section(&args.clean, backend(args.backend)),
+        read_section(&args.noisy, backend(args.backend)),
+    ) {
         (Ok(c), Ok(n)) => (c, n),
         (Err(e), _) | (_, Err(e)) => return fail(e),
     };
@@ -113,6 +116,7 @@ pub fn run(args: EvalArgs) -> ExitCode {
                 started.elapsed().as_secs_f64()
             );
             if let Some(png) = &args.plot {
+                let (noisy, denoised) = (noisy.mapv(|v| v as f32), denoised.mapv(|v| v as f32));
                 let removed = &noisy - &denoised;
                 let dt = SeismicFile::open(&args.noisy).map_or(0, |f| f.dt_us);
                 let panels = [("noisy", &noisy), ("denoised", &denoised), ("removed", &removed)];

@@ -93,11 +93,11 @@ pub fn run(args: InferArgs) -> ExitCode {
         // A 2-D array for a one-channel 2-D model is a section [time, traces], as `eval` reads
         // it, denoised in blended tiles. (For a 1-D model a 2-D array stays one sample [C, N].)
         if input.ndim() == 2 && matches!(declared.as_slice(), [1, _, _]) {
-            let section = input.t().mapv(|v| v as f32).into_dimensionality::<ndarray::Ix2>();
+            let section = input.t().to_owned().into_dimensionality::<ndarray::Ix2>();
             let Ok(section) = section else { return fail("expected a 2-D array") };
             return match infer::run_section(&source, loader, &section, &declared, rms, be) {
                 Ok(y) => {
-                    let out = y.t().mapv(f64::from).into_dyn();
+                    let out = y.t().to_owned().into_dyn();
                     if let Err(e) = data::write_npy(&args.output, &out) {
                         return fail(e);
                     }
@@ -131,15 +131,15 @@ pub fn run(args: InferArgs) -> ExitCode {
             file.samples
         ));
     }
-    let section = file.section();
-    note_inexact_integers(&file, &section);
+    let section = file.section_f64();
+    note_inexact_integers(&file, &section, be);
     match infer::run_section(&source, loader, &section, &declared, rms, be) {
         Ok(y) => {
             let written = match out_format {
                 // Every header kept (SEG-Y → SEG-Y, SU → SU), or converted between the two.
                 DataFormat::Seismic(kind) => file.write_as(&args.output, kind, &y).map_err(|e| e.to_string()),
                 // The section as a 2-D [time, traces] array, as `eval` and `infer` read one.
-                DataFormat::Npy => data::write_npy(&args.output, &y.t().mapv(f64::from).into_dyn()),
+                DataFormat::Npy => data::write_npy(&args.output, &y.t().to_owned().into_dyn()),
             };
             if let Err(e) = written {
                 return fail(e);
@@ -152,13 +152,14 @@ pub fn run(args: InferArgs) -> ExitCode {
 
 fn plot(
     png: Option<&Path>,
-    section: &ndarray::Array2<f32>,
-    y: &ndarray::Array2<f32>,
+    section: &ndarray::Array2<f64>,
+    y: &ndarray::Array2<f64>,
     dt_us: u32,
 ) -> ExitCode {
     let Some(png) = png else { return ExitCode::SUCCESS };
-    let removed = section - y;
-    let panels = [("input", section), ("output", y), ("difference", &removed)];
+    let (section, y) = (section.mapv(|v| v as f32), y.mapv(|v| v as f32));
+    let removed = &section - &y;
+    let panels = [("input", &section), ("output", &y), ("difference", &removed)];
     match geonetc::seismic::plot::panels(png, &panels, dt_us, geonetc::seismic::plot::Palette::RedWhiteBlue) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(e),

@@ -193,22 +193,23 @@ pub fn run(
 /// Denoises a `[traces, samples]` section. 2-D models see it as one channel of time samples ×
 /// traces, in overlapping tiles of the model's input size blended without seams; 1-D models see
 /// each trace. With `data_rms` (from the weights' metadata) the section is first scaled to the
-/// training data's RMS and the result scaled back.
+/// training data's RMS and the result scaled back. f64 in and out, so the interpreter keeps
+/// int32 samples exact.
 pub fn run_section(
     source: &str,
     params: Option<ParamLoader>,
-    section: &ndarray::Array2<f32>,
+    section: &ndarray::Array2<f64>,
     declared: &[usize],
     data_rms: Option<f64>,
     backend: Backend,
-) -> Result<ndarray::Array2<f32>, String> {
+) -> Result<ndarray::Array2<f64>, String> {
     let (traces, samples) = section.dim();
     if traces == 0 || samples == 0 {
         return Err(format!("the section is empty ({traces} traces of {samples} samples)"));
     }
     check_size_preserving(source)?;
     let mut runner = Runner::new(source, params, backend);
-    let x = section.mapv(f64::from);
+    let x = section.clone();
     let rms = (x.iter().map(|v| v * v).sum::<f64>() / x.len().max(1) as f64).sqrt();
     let scale = match data_rms {
         Some(target) if rms > 0.0 && target > 0.0 && (target / rms).is_normal() => target / rms,
@@ -247,7 +248,7 @@ pub fn run_section(
     if y.dim() != section.dim() {
         return Err(format!("the model turned a {:?} section into {:?}", section.dim(), y.dim()));
     }
-    Ok(y.mapv(|v| (v / scale) as f32))
+    Ok(if scale == 1.0 { y } else { y.mapv(|v| v / scale) })
 }
 
 /// Section inference blends tiles, which needs a model whose output has its input's size.

@@ -528,6 +528,25 @@ impl SeismicFile {
         Some(())
     }
 
+    /// The whole file as a `[traces, samples]` section in f64: int32 samples exactly (f32
+    /// holds integers only up to ±2^24), every other format as [`section`](Self::section).
+    pub fn section_f64(&self) -> ndarray::Array2<f64> {
+        let bps = self.format.bytes();
+        let mut a = ndarray::Array2::zeros((self.traces(), self.samples));
+        for (i, mut row) in a.rows_mut().into_iter().enumerate() {
+            let at = self.trace_offsets[i] + 240;
+            if let Some(raw) = self.bytes().get(at..at + self.samples * bps) {
+                for (o, c) in row.iter_mut().zip(raw.chunks_exact(bps)) {
+                    *o = match self.format {
+                        SampleFormat::Int32 => be_or_le_i32(c, self.endian) as f64,
+                        f => decode(c, f, self.endian) as f64,
+                    };
+                }
+            }
+        }
+        a
+    }
+
     /// The whole file as a `[traces, samples]` section.
     pub fn section(&self) -> ndarray::Array2<f32> {
         let mut a = ndarray::Array2::zeros((self.traces(), self.samples));
@@ -542,7 +561,11 @@ impl SeismicFile {
     /// Writes a copy of this file with every header byte kept and the samples replaced by
     /// `section` (`[traces, samples]`, same geometry), in the same format and byte order.
     /// Integer formats are rounded and clamped. Written atomically.
-    pub fn write_like(&self, out: &Path, section: &ndarray::Array2<f32>) -> Result<(), Error> {
+    pub fn write_like<A: Copy + Into<f64>>(
+        &self,
+        out: &Path,
+        section: &ndarray::Array2<A>,
+    ) -> Result<(), Error> {
         if section.dim() != (self.traces(), self.samples) {
             return Err(err(
                 out,
@@ -560,7 +583,7 @@ impl SeismicFile {
         for (i, &at) in self.trace_offsets.iter().enumerate() {
             for (j, &v) in section.row(i).iter().enumerate() {
                 let p = at + 240 + j * bps;
-                encode(v, self.format, self.endian, &mut bytes[p..p + bps]);
+                encode(v.into(), self.format, self.endian, &mut bytes[p..p + bps]);
             }
         }
         crate::output::write_atomically(out, &bytes).map_err(|e| err(out, e))
@@ -579,7 +602,12 @@ impl SeismicFile {
     /// Both ways each trace header keeps its bytes 1–180 (the fields SEG-Y and SU share, in
     /// the same positions), with the sample count and interval set; bytes 181–240 mean different
     /// things in the two formats and are zeroed.
-    pub fn write_as(&self, out: &Path, kind: Kind, section: &ndarray::Array2<f32>) -> Result<(), Error> {
+    pub fn write_as<A: Copy + Into<f64>>(
+        &self,
+        out: &Path,
+        kind: Kind,
+        section: &ndarray::Array2<A>,
+    ) -> Result<(), Error> {
         if kind == self.kind {
             return self.write_like(out, section);
         }
@@ -656,7 +684,7 @@ impl SeismicFile {
             bytes.extend_from_slice(&header);
             let mut sample = [0u8; 4];
             for &v in section.row(i) {
-                encode(v, SampleFormat::Ieee, e, &mut sample);
+                encode(v.into(), SampleFormat::Ieee, e, &mut sample);
                 bytes.extend_from_slice(&sample);
             }
         }
@@ -681,7 +709,9 @@ fn decode(c: &[u8], f: SampleFormat, e: Endian) -> f32 {
     }
 }
 
-fn encode(v: f32, f: SampleFormat, e: Endian, out: &mut [u8]) {
+/// Encodes one sample from f64 (integers rounded and clamped to the format's range; int32
+/// exactly, which f32 could not do beyond ±2^24).
+fn encode(v: f64, f: SampleFormat, e: Endian, out: &mut [u8]) {
     let put = |bits: u32, out: &mut [u8]| {
         let b = match e {
             Endian::Big => bits.to_be_bytes(),
@@ -690,11 +720,11 @@ fn encode(v: f32, f: SampleFormat, e: Endian, out: &mut [u8]) {
         out.copy_from_slice(&b);
     };
     match f {
-        SampleFormat::Ibm => put(f32_to_ibm(v), out),
-        SampleFormat::Ieee => put(v.to_bits(), out),
-        SampleFormat::Int32 => put(v.round().clamp(i32::MIN as f32, i32::MAX as f32) as i32 as u32, out),
+        SampleFormat::Ibm => put(f32_to_ibm(v as f32), out),
+        SampleFormat::Ieee => put((v as f32).to_bits(), out),
+        SampleFormat::Int32 => put(v.round().clamp(i32::MIN as f64, i32::MAX as f64) as i32 as u32, out),
         SampleFormat::Int16 => {
-            let x = v.round().clamp(i16::MIN as f32, i16::MAX as f32) as i16;
+            let x = v.round().clamp(i16::MIN as f64, i16::MAX as f64) as i16;
             out.copy_from_slice(&match e {
                 Endian::Big => x.to_be_bytes(),
                 Endian::Little => x.to_le_bytes(),
