@@ -49,7 +49,7 @@ pub fn check_bytes(bytes: &[u8]) -> CheckOutput {
 /// exist, so a typo in a path is found by `check`, not hours later by `run`.
 pub fn check_bytes_in(bytes: &[u8], base_dir: Option<&std::path::Path>) -> CheckOutput {
     match std::str::from_utf8(bytes) {
-        Ok(s) => check_program(s, None, base_dir),
+        Ok(s) => check_items(s, None, true, base_dir),
         Err(e) => {
             let at = e.valid_up_to();
             let source = String::from_utf8_lossy(bytes).into_owned();
@@ -70,15 +70,24 @@ pub fn check_source(source: &str) -> CheckOutput {
     check_source_with_inputs(source, None)
 }
 
-/// Checks with the model's input shapes replaced (e.g. by the shape of the data `infer` is
-/// given), so a fully convolutional model is re-checked at another size.
+/// Checks with the model's input shapes replaced, so a fully convolutional model is re-checked
+/// at another size.
 pub fn check_source_with_inputs(source: &str, input_shapes: Option<&[Vec<usize>]>) -> CheckOutput {
-    check_program(source, input_shapes, None)
+    check_items(source, input_shapes, true, None)
 }
 
-fn check_program(
+/// Checks the model alone (for inference, e.g. at the size of the data `infer` is given): the
+/// `optimizer` and `train` items are parsed but not checked, so what the train block says about
+/// training data (its sizes, its files) cannot change or stop inference. `program.train` is
+/// None.
+pub fn check_model(source: &str, input_shapes: Option<&[Vec<usize>]>) -> CheckOutput {
+    check_items(source, input_shapes, false, None)
+}
+
+fn check_items(
     source: &str,
     input_shapes: Option<&[Vec<usize>]>,
+    with_training: bool,
     base_dir: Option<&std::path::Path>,
 ) -> CheckOutput {
     let (file, mut diags) = syntax::parse(source);
@@ -174,6 +183,10 @@ fn check_program(
                 .with_help("call it from the model or remove it; an unused block's shapes are never checked"),
             );
         }
+    }
+    if !with_training {
+        optimizers.clear();
+        trains.clear();
     }
     let optimizer = optimizers.first().and_then(|o| train::check_optimizer(o, &mut diags));
     let train_spec = trains.first().and_then(|t| {

@@ -6,8 +6,22 @@ use std::path::Path;
 use std::process::ExitCode;
 
 pub fn run(file: &Path, format: Format) -> ExitCode {
-    let bytes = match std::fs::read(file) {
+    let read = if file.is_dir() {
+        Err("is a directory".to_string())
+    } else {
+        std::fs::read(file).map_err(|e| e.to_string())
+    };
+    let bytes = match read {
         Ok(b) => b,
+        // Tools reading `--format json` get JSON on every path: an error object, exit 2.
+        Err(e) if format == Format::Json => {
+            let json = serde_json::json!({
+                "file": file.display().to_string(),
+                "error": { "kind": "io", "message": format!("cannot read {}: {e}", file.display()) },
+            });
+            println!("{}", serde_json::to_string_pretty(&json).unwrap_or_else(|_| "{}".into()));
+            return ExitCode::from(2);
+        }
         Err(e) => return super::fail(format_args!("cannot read {}: {e}", file.display())),
     };
     let out = check::check_bytes_in(&bytes, Some(super::program_dir(file)));

@@ -1,4 +1,4 @@
-use super::common::{backend, load_program, set_threads};
+use super::common::{backend, check_outputs, data_rms, load_model, note_inexact_integers, set_threads};
 use super::*;
 use geonetc::runtime::{checkpoint, data, infer};
 use geonetc::seismic::segy::SeismicFile;
@@ -16,34 +16,66 @@ pub struct EvalArgs {
     pub threads: Option<usize>,
 }
 
-/// A section `[traces, samples]` from SEG-Y/SU, or a 2-D `.npy` read as `[time, traces]`.
-fn read_section(path: &Path) -> Result<Array2<f32>, String> {
-    if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("npy")) {
+/// A section `[traces, samples]` from SEG-Y/SU, or a 2-D `.npy` read as `[time, traces]`;
+/// never empty.
+fn read_section(path: &Path, be: geonetc::runtime::engine::Backend) -> Result<Array2<f64>, String> {
+    let section = if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("npy")) {
         let a: ArrayD<f64> = data::read_npy(path)?;
         let a = a
             .into_dimensionality::<Ix2>()
             .map_err(|_| format!("{}: expected a 2-D [time, traces] array", path.display()))?;
-        Ok(a.t().mapv(|v| v as f32))
+        a.t().to_owned()
     } else {
-        SeismicFile::open(path).map(|f| f.section()).map_err(|e| e.to_string())
+        let f = SeismicFile::open(path).map_err(|e| e.to_string())?;
+        let section = f.section_f64();
+        note_inexact_integers(&f, &section, be);
+        section
+    };
+    let (traces, samples) = section.dim();
+    if traces == 0 || samples == 0 {
+        return Err(format!(
+            "{}: the section is empty ({traces} traces of {samples} samples)",
+            path.display()
+        ));
     }
+    Ok(section)
 }
 
-fn snr_db(clean: &Array2<f32>, estimate: &Array2<f32>) -> f64 {
-    let s: f64 = clean.iter().map(|&v| (v as f64).powi(2)).sum();
-    let e: f64 = clean.iter().zip(estimate).map(|(&a, &b)| (a as f64 - b as f64).powi(2)).sum();
-    10.0 * (s / e.max(1e-300)).log10()
+fn snr_db(clean: &Array2<f64>, estimate: &Array2<f64>) -> f64 {
+    let s: f64 = clean.iter().map(|&v| v * v).sum();
+    let e: f64 = clean.iter().zip(estimate).map(|(&a, &b)| (a - b) * (a - b)).sum();
+    geonetc::runtime::data::snr_from_energies(s, e)
+}
+
+/// `  12.34 dB`, `    inf dB` (the estimate equals the clean data), `    NaN dB`.
+fn fmt_db(db: f64) -> String {
+    format!("{db:7.2} dB")
 }
 
 pub fn run(args: EvalArgs) -> ExitCode {
-    let (program, source) = match load_program(&args.file) {
+    let (program, source) = match load_model(&args.file) {
         Ok(p) => p,
         Err(code) => return code,
     };
     if let Err(code) = set_threads(args.threads) {
         return code;
     }
-    let (clean, noisy) = match (read_section(&args.clean), read_section(&args.noisy)) {
+    if let Some(png) = &args.plot {
+        if let Err(e) = geonetc::seismic::plot::image_format(png) {
+            return fail(e);
+        }
+        let mut inputs =
+            vec![("the clean data", args.clean.as_path()), ("the noisy data", args.noisy.as_path())];
+        inputs.push(("the program", args.file.as_path()));
+        inputs.extend(args.weights.as_deref().map(|w| ("the weights", w)));
+        if let Err(code) = check_outputs(&[("--plot", png)], &inputs) {
+            return code;
+        }
+    }
+    let (clean, noisy) = match (
+        read_section(&args.clean, backend(args.backend)),
+        read_section(&args.noisy, backend(args.backend)),
+    ) {
         (Ok(c), Ok(n)) => (c, n),
         (Err(e), _) | (_, Err(e)) => return fail(e),
     };
@@ -64,20 +96,27 @@ pub fn run(args: EvalArgs) -> ExitCode {
         },
         None => None,
     };
-    let data_rms = weights.as_ref().and_then(|(_, m)| m.get("data_rms")).and_then(|v| v.parse().ok());
+    let data_rms = match (&weights, &args.weights) {
+        (Some((_, meta)), Some(w)) => match data_rms(meta, w) {
+            Ok(r) => r,
+            Err(code) => return code,
+        },
+        _ => None,
+    };
     let load = |_: &geonetc::ir::Graph| weights.as_ref().map(|(p, _)| p.clone()).ok_or_else(String::new);
     let loader: Option<infer::ParamLoader> = if weights.is_some() { Some(&load) } else { None };
     let declared = program.model.inputs[0].shape.clone();
     let started = std::time::Instant::now();
     match infer::run_section(&source, loader, &noisy, &declared, data_rms, backend(args.backend)) {
         Ok(denoised) => {
-            println!("SNR noisy    {:7.2} dB", snr_db(&clean, &noisy));
+            println!("SNR noisy    {}", fmt_db(snr_db(&clean, &noisy)));
             println!(
-                "SNR denoised {:7.2} dB   ({:.1} s)",
-                snr_db(&clean, &denoised),
+                "SNR denoised {}   ({:.1} s)",
+                fmt_db(snr_db(&clean, &denoised)),
                 started.elapsed().as_secs_f64()
             );
             if let Some(png) = &args.plot {
+                let (noisy, denoised) = (noisy.mapv(|v| v as f32), denoised.mapv(|v| v as f32));
                 let removed = &noisy - &denoised;
                 let dt = SeismicFile::open(&args.noisy).map_or(0, |f| f.dt_us);
                 let panels = [("noisy", &noisy), ("denoised", &denoised), ("removed", &removed)];
@@ -92,6 +131,6 @@ pub fn run(args: EvalArgs) -> ExitCode {
             }
             ExitCode::SUCCESS
         }
-        Err(e) => fail(e),
+        Err(e) => fail(format_args!("{}: {e}", args.noisy.display())),
     }
 }

@@ -1,4 +1,6 @@
-use super::common::{backend, load_program, set_threads};
+use super::common::{
+    DataFormat, backend, check_outputs, data_format, data_rms, load_model, note_inexact_integers, set_threads,
+};
 use super::*;
 use geonetc::runtime::{checkpoint, data, infer};
 use geonetc::seismic::segy::SeismicFile;
@@ -18,72 +20,90 @@ pub struct InferArgs {
     pub threads: Option<usize>,
 }
 
+/// Everything is checked before the model runs (output format, plot format, outputs that would
+/// replace an input, unwritable locations), and nothing is written when anything fails.
 pub fn run(args: InferArgs) -> ExitCode {
-    let (program, source) = match load_program(&args.file) {
+    let (program, source) = match load_model(&args.file) {
         Ok(p) => p,
         Err(code) => return code,
     };
     if let Err(code) = set_threads(args.threads) {
         return code;
     }
-    let is_npy = |p: &Path| p.extension().is_some_and(|e| e.eq_ignore_ascii_case("npy"));
+    let out_format = match data_format(&args.output) {
+        Ok(f) => f,
+        Err(e) => return fail(e),
+    };
+    if let Some(png) = &args.plot
+        && let Err(e) = geonetc::seismic::plot::image_format(png)
+    {
+        return fail(e);
+    }
+    let mut outputs = vec![("--output", args.output.as_path())];
+    outputs.extend(args.plot.as_deref().map(|p| ("--plot", p)));
+    let mut inputs = vec![("the input", args.input.as_path()), ("the program", args.file.as_path())];
+    inputs.extend(args.weights.as_deref().map(|w| ("the weights", w)));
+    if let Err(code) = check_outputs(&outputs, &inputs) {
+        return code;
+    }
+    if program.model.inputs.len() != 1 {
+        return fail(format_args!(
+            "{}: the model has {} inputs; infer feeds one input file, so it runs models with one input",
+            args.file.display(),
+            program.model.inputs.len()
+        ));
+    }
     let declared = program.model.inputs[0].shape.clone();
     // Weights are read once; parameter shapes do not depend on the input size.
-    let cache: std::cell::OnceCell<Result<Weights, String>> = std::cell::OnceCell::new();
-    let weights = args.weights.clone();
-    let load = |g: &geonetc::ir::Graph| match &weights {
-        Some(w) => cache.get_or_init(|| checkpoint::load_weights(w, g)).clone().map(|(p, _)| p),
-        None => Err(String::new()),
-    };
-    let loader: Option<infer::ParamLoader> = if args.weights.is_some() { Some(&load) } else { None };
-    // Sections are scaled to the training data's RMS, stored with the weights.
-    let data_rms = match &args.weights {
-        Some(w) => {
-            let g = geonetc::ir::lower(&program, 1);
-            match cache.get_or_init(|| checkpoint::load_weights(w, &g)) {
-                Ok((_, meta)) => meta.get("data_rms").and_then(|v| v.parse().ok()),
-                Err(e) => return fail(e),
-            }
-        }
+    let weights: Option<Weights> = match &args.weights {
+        Some(w) => match checkpoint::load_weights(w, &geonetc::ir::lower(&program, 1)) {
+            Ok(loaded) => Some(loaded),
+            Err(e) => return fail(e),
+        },
         None => None,
     };
-    if is_npy(&args.input) {
-        if !is_npy(&args.output) {
-            return fail("a .npy input gives a .npy output: name the output *.npy");
-        }
+    // Sections are scaled to the training data's RMS, stored with the weights.
+    let rms = match (&weights, &args.weights) {
+        (Some((_, meta)), Some(w)) => match data_rms(meta, w) {
+            Ok(r) => r,
+            Err(code) => return code,
+        },
+        _ => None,
+    };
+    let load = |_: &geonetc::ir::Graph| weights.as_ref().map(|(p, _)| p.clone()).ok_or_else(String::new);
+    let loader: Option<infer::ParamLoader> = if weights.is_some() { Some(&load) } else { None };
+    let be = backend(args.backend);
+    let on_input = |e: String| fail(format_args!("{}: {e}", args.input.display()));
+    let is_npy = args.input.extension().is_some_and(|e| e.eq_ignore_ascii_case("npy"));
+
+    if is_npy {
         let input = match data::read_npy(&args.input) {
             Ok(a) => a,
             Err(e) => return fail(e),
         };
+        if input.is_empty() {
+            return on_input(format!("the array is empty (shape {:?})", input.shape()));
+        }
+        if out_format != DataFormat::Npy {
+            return fail(format_args!(
+                "{}: a .npy input has no SEG-Y/SU headers to write; name the output *.npy",
+                args.output.display()
+            ));
+        }
         // A 2-D array for a one-channel 2-D model is a section [time, traces], as `eval` reads
         // it, denoised in blended tiles. (For a 1-D model a 2-D array stays one sample [C, N].)
         if input.ndim() == 2 && matches!(declared.as_slice(), [1, _, _]) {
-            let section = input.t().mapv(|v| v as f32).into_dimensionality::<ndarray::Ix2>();
+            let section = input.t().to_owned().into_dimensionality::<ndarray::Ix2>();
             let Ok(section) = section else { return fail("expected a 2-D array") };
-            return match infer::run_section(
-                &source,
-                loader,
-                &section,
-                &declared,
-                data_rms,
-                backend(args.backend),
-            ) {
+            return match infer::run_section(&source, loader, &section, &declared, rms, be) {
                 Ok(y) => {
-                    let out = y.t().mapv(f64::from).into_dyn();
+                    let out = y.t().to_owned().into_dyn();
                     if let Err(e) = data::write_npy(&args.output, &out) {
                         return fail(e);
                     }
-                    if let Some(png) = &args.plot {
-                        let removed = &section - &y;
-                        let panels = [("input", &section), ("output", &y), ("difference", &removed)];
-                        let palette = geonetc::seismic::plot::Palette::RedWhiteBlue;
-                        if let Err(e) = geonetc::seismic::plot::panels(png, &panels, 0, palette) {
-                            return fail(e);
-                        }
-                    }
-                    ExitCode::SUCCESS
+                    plot(args.plot.as_deref(), &section, &y, 0)
                 }
-                Err(e) => fail(e),
+                Err(e) => on_input(e),
             };
         }
         if args.plot.is_some() {
@@ -91,44 +111,57 @@ pub fn run(args: InferArgs) -> ExitCode {
                 "note: --plot draws sections (SEG-Y/SU or a 2-D [time, traces] .npy); none for this input"
             );
         }
-        return match infer::run(&source, loader, &input, &declared, backend(args.backend)) {
+        return match infer::run(&source, loader, &input, &declared, be) {
             Ok(y) => match data::write_npy(&args.output, &y) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => fail(e),
             },
-            Err(e) => fail(e),
+            Err(e) => on_input(e),
         };
     }
-    // SEG-Y or SU: every header is kept, samples replaced.
+    // SEG-Y or SU.
     let file = match SeismicFile::open(&args.input) {
         Ok(f) => f,
         Err(e) => return fail(e),
     };
-    if is_npy(&args.output) {
-        return fail(
-            "a SEG-Y/SU input gives a SEG-Y/SU output (all headers kept): name the output like the input",
-        );
+    if file.traces() == 0 || file.samples == 0 {
+        return on_input(format!(
+            "the section is empty ({} traces of {} samples)",
+            file.traces(),
+            file.samples
+        ));
     }
-    let section = file.section();
-    match infer::run_section(&source, loader, &section, &declared, data_rms, backend(args.backend)) {
+    let section = file.section_f64();
+    note_inexact_integers(&file, &section, be);
+    match infer::run_section(&source, loader, &section, &declared, rms, be) {
         Ok(y) => {
-            if let Err(e) = file.write_like(&args.output, &y) {
+            let written = match out_format {
+                // Every header kept (SEG-Y → SEG-Y, SU → SU), or converted between the two.
+                DataFormat::Seismic(kind) => file.write_as(&args.output, kind, &y).map_err(|e| e.to_string()),
+                // The section as a 2-D [time, traces] array, as `eval` and `infer` read one.
+                DataFormat::Npy => data::write_npy(&args.output, &y.t().to_owned().into_dyn()),
+            };
+            if let Err(e) = written {
                 return fail(e);
             }
-            if let Some(png) = &args.plot {
-                let removed = &section - &y;
-                let panels = [("input", &section), ("output", &y), ("difference", &removed)];
-                if let Err(e) = geonetc::seismic::plot::panels(
-                    png,
-                    &panels,
-                    file.dt_us,
-                    geonetc::seismic::plot::Palette::RedWhiteBlue,
-                ) {
-                    return fail(e);
-                }
-            }
-            ExitCode::SUCCESS
+            plot(args.plot.as_deref(), &section, &y, file.dt_us)
         }
+        Err(e) => on_input(e),
+    }
+}
+
+fn plot(
+    png: Option<&Path>,
+    section: &ndarray::Array2<f64>,
+    y: &ndarray::Array2<f64>,
+    dt_us: u32,
+) -> ExitCode {
+    let Some(png) = png else { return ExitCode::SUCCESS };
+    let (section, y) = (section.mapv(|v| v as f32), y.mapv(|v| v as f32));
+    let removed = &section - &y;
+    let panels = [("input", &section), ("output", &y), ("difference", &removed)];
+    match geonetc::seismic::plot::panels(png, &panels, dt_us, geonetc::seismic::plot::Palette::RedWhiteBlue) {
+        Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(e),
     }
 }

@@ -49,11 +49,11 @@ pub enum Command {
         file: PathBuf,
         #[arg(long, value_enum, default_value = "jit")]
         backend: BackendChoice,
-        /// Worker threads (default: all cores).
-        #[arg(long)]
+        /// Worker threads, 1 to 1024 (default: all cores).
+        #[arg(long, value_parser = threads_parser())]
         threads: Option<usize>,
-        /// Override the `epochs` of the train block.
-        #[arg(long)]
+        /// Override the `epochs` of the train block (0 to 1,000,000).
+        #[arg(long, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(0..=1_000_000))]
         epochs: Option<usize>,
         /// Directory for weights and metrics (default: beside the .geonet file).
         #[arg(long)]
@@ -75,19 +75,19 @@ pub enum Command {
         plot: Option<PathBuf>,
         #[arg(long, value_enum, default_value = "jit")]
         backend: BackendChoice,
-        #[arg(long)]
+        #[arg(long, value_parser = threads_parser())]
         threads: Option<usize>,
     },
     /// Time compile, forward and training step on random data.
     Bench {
         file: PathBuf,
-        #[arg(long, default_value_t = 8)]
+        #[arg(long, default_value_t = 8, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=65_536))]
         batch: usize,
-        #[arg(long, default_value_t = 20)]
+        #[arg(long, default_value_t = 20, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1_000_000))]
         steps: usize,
         #[arg(long, value_enum, default_value = "jit")]
         backend: BackendChoice,
-        #[arg(long)]
+        #[arg(long, value_parser = threads_parser())]
         threads: Option<usize>,
         #[arg(long, value_enum, default_value = "human")]
         format: Format,
@@ -124,7 +124,7 @@ pub enum Command {
         plot: Option<PathBuf>,
         #[arg(long, value_enum, default_value = "jit")]
         backend: BackendChoice,
-        #[arg(long)]
+        #[arg(long, value_parser = threads_parser())]
         threads: Option<usize>,
     },
     /// Rewrite files in the canonical layout.
@@ -172,6 +172,11 @@ pub fn dispatch(cli: Cli) -> ExitCode {
         Command::Explain { code } => explain::run(&code),
         Command::Lsp => lsp::run(),
     }
+}
+
+/// `--threads`: 1 to 1024 worker threads.
+fn threads_parser() -> clap::builder::RangedU64ValueParser<usize> {
+    clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1024)
 }
 
 /// The one-line failure of exit status 2.

@@ -23,21 +23,36 @@ pub fn run(args: RunArgs) -> ExitCode {
     };
     if program.train.is_none() {
         eprintln!("error: {} has no `train` block, so there is nothing to train on", args.file.display());
-        eprintln!("  help: add a train block, e.g.");
-        eprintln!("        train {{");
-        eprintln!("            data   = synthetic(count = 256, noise = 0.5)");
-        eprintln!("            epochs = 10");
-        eprintln!("        }}");
+        eprintln!(
+            "  help: add a train block, e.g.\n\n    train {{\n        data   = synthetic(count = 256, noise = 0.5)\n        epochs = 10\n    }}"
+        );
         return ExitCode::from(1);
     }
     if let Err(code) = set_threads(args.threads) {
         return code;
     }
+    let base = args.file.parent().map(Path::to_path_buf).unwrap_or_default();
+    // The program is an input too: `save =` must not name it.
+    match train::output_paths(&program, &base, args.out.as_deref()) {
+        Ok(paths) => {
+            let outputs = [
+                ("the weights file (`save =`)", paths.weights.as_path()),
+                ("the checkpoint", paths.checkpoint.as_path()),
+                ("the metrics file", paths.metrics.as_path()),
+            ];
+            let inputs = [("the program", args.file.as_path())];
+            // `--resume` usually names the checkpoint this run rewrites: it is read whole first.
+            if let Err(e) = geonetc::output::refuse_overwriting(&outputs, &inputs) {
+                return fail(e);
+            }
+        }
+        Err(e) => return fail(e),
+    }
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
-    // A second Ctrl-C while saving is ignored; the checkpoint write is atomic anyway.
+    // Ctrl-C and SIGTERM (what batch schedulers send) stop after the current step with a
+    // checkpoint; a second signal while saving is ignored, the writes are atomic anyway.
     let _ = ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst));
-    let base = args.file.parent().map(Path::to_path_buf).unwrap_or_default();
     let opts = TrainOptions {
         epochs: args.epochs,
         out_dir: args.out,
@@ -46,19 +61,42 @@ pub fn run(args: RunArgs) -> ExitCode {
         progress_bar: std::io::stderr().is_terminal(),
         backend: backend(args.backend),
     };
+    // Progress on stderr; the summary (what was written, final numbers) on stdout.
     let mut log = |line: &str| eprintln!("{line}");
     match train::train(&program, &base, &opts, &mut log) {
         Ok(report) => {
+            if report.trained_epochs == 0 && !report.interrupted {
+                let asked = opts.epochs.or(program.train.as_ref().map(|t| t.epochs)).unwrap_or(0);
+                let done = if opts.resume.is_some() { report.epochs.len().max(asked) } else { 0 };
+                println!("nothing trained: {asked} epochs asked, {done} already done; no file written");
+                return ExitCode::SUCCESS;
+            }
             if let Some(snr) = report.input_snr_db {
-                eprintln!("validation input SNR {snr:.2} dB");
+                println!("validation input SNR {}", train::fmt_snr(snr));
+            }
+            if let Some(last) = report.epochs.last() {
+                let mut line =
+                    format!("final epoch {}: train loss {}", last.epoch, train::fmt_loss(last.train_loss));
+                if let Some(v) = last.val_loss {
+                    line += &format!(", val loss {}", train::fmt_loss(v));
+                }
+                if let Some(snr) = last.val_snr_db {
+                    line += &format!(", val SNR {}", train::fmt_snr(snr));
+                }
+                println!("{line}");
+            }
+            for p in &report.written {
+                println!("wrote {}", p.display());
             }
             if report.interrupted {
                 eprintln!(
                     "interrupted: checkpoint saved to {} (continue with --resume)",
                     report.checkpoint.display()
                 );
+                // Like other tools stopped by SIGINT, so `geonetc run … && geonetc infer …`
+                // does not go on with half-trained weights.
+                return ExitCode::from(130);
             }
-            eprintln!("weights: {}  metrics: {}", report.weights.display(), report.metrics.display());
             ExitCode::SUCCESS
         }
         Err(TrainError::Diverged(m)) => {

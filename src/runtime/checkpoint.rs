@@ -6,6 +6,7 @@
 //!   the training position in the metadata, so `--resume` continues bit-exactly.
 
 use super::optim::OptState;
+use super::train::Fingerprint;
 use super::write_atomically;
 use crate::ir::{Graph, Params};
 use ndarray::{ArrayD, IxDyn};
@@ -21,23 +22,66 @@ fn bytes_f64(v: &[f64]) -> Vec<u8> {
     v.iter().flat_map(|x| x.to_le_bytes()).collect()
 }
 
+/// The safetensors layout, written by hand so that it is byte-for-byte reproducible (the
+/// crate's serializer takes the metadata as a `HashMap`, whose order changes from run to
+/// run): an 8-byte little-endian header length, the JSON header (`__metadata__` first with its
+/// keys sorted, then the tensors sorted by name, each with dtype, shape and data offsets),
+/// padded with spaces to a multiple of 8, then the tensors' bytes in the same order.
 fn serialize(
-    entries: Vec<(String, Dtype, Vec<usize>, Vec<u8>)>,
-    meta: HashMap<String, String>,
+    mut entries: Vec<(String, Dtype, Vec<usize>, Vec<u8>)>,
+    meta: Vec<(String, String)>,
 ) -> Result<Vec<u8>, String> {
-    let views: Vec<(String, TensorView)> = entries
-        .iter()
-        .map(|(n, d, s, b)| TensorView::new(*d, s.clone(), b).map(|v| (n.clone(), v)))
-        .collect::<Result<_, _>>()
-        .map_err(|e| e.to_string())?;
-    safetensors::serialize(views, Some(meta)).map_err(|e| e.to_string())
+    entries.sort_by(|a, b| a.0.cmp(&b.0));
+    let meta: std::collections::BTreeMap<String, String> = meta.into_iter().collect();
+    let mut header = serde_json::Map::new();
+    header.insert("__metadata__".into(), serde_json::json!(meta));
+    let mut offset = 0usize;
+    for (name, dtype, shape, bytes) in &entries {
+        let want = shape.iter().product::<usize>() * dtype.bitsize() / 8;
+        if bytes.len() != want {
+            return Err(format!("tensor `{name}` has {} bytes, its shape needs {want}", bytes.len()));
+        }
+        let dtype = match dtype {
+            Dtype::F32 => "F32",
+            Dtype::F64 => "F64",
+            other => return Err(format!("tensor `{name}`: cannot write {other:?}")),
+        };
+        header.insert(
+            name.clone(),
+            serde_json::json!({ "dtype": dtype, "shape": shape, "data_offsets": [offset, offset + bytes.len()] }),
+        );
+        offset += bytes.len();
+    }
+    let mut json = serde_json::to_vec(&header).map_err(|e| e.to_string())?;
+    json.resize(json.len().next_multiple_of(8), b' ');
+    let mut out = Vec::with_capacity(8 + json.len() + offset);
+    out.extend_from_slice(&(json.len() as u64).to_le_bytes());
+    out.extend_from_slice(&json);
+    for (_, _, _, bytes) in &entries {
+        out.extend_from_slice(bytes);
+    }
+    Ok(out)
+}
+
+/// The training data's RMS stored with the weights (`data_rms`), which inference scales
+/// sections to: None when absent; an error when it is not a positive, finite, plausible number
+/// (it would turn every output into NaN, Inf or garbage).
+pub fn data_rms(meta: &HashMap<String, String>, path: &Path) -> Result<Option<f64>, String> {
+    let Some(text) = meta.get("data_rms") else { return Ok(None) };
+    match text.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 1e-30 && v < 1e30 => Ok(Some(v)),
+        _ => Err(format!(
+            "{}: its metadata data_rms = {text:?} is not a usable RMS (a positive finite number); the file is damaged or was not written by geonetc run",
+            path.display()
+        )),
+    }
 }
 
 pub fn save_weights(
     path: &Path,
     graph: &Graph,
     params: &Params,
-    meta: HashMap<String, String>,
+    meta: Vec<(String, String)>,
 ) -> Result<(), String> {
     let entries = graph
         .params()
@@ -112,6 +156,7 @@ pub fn save_checkpoint(
     params: &Params,
     opt: &OptState,
     pos: &Position,
+    fingerprint: &Fingerprint,
 ) -> Result<(), String> {
     let mut entries = vec![];
     for (p, a) in graph.params().iter().zip(params) {
@@ -127,22 +172,47 @@ pub fn save_checkpoint(
             entries.push((format!("opt/{}/{k}", p.name), Dtype::F64, vec![s.len()], bytes_f64(s)));
         }
     }
-    let mut meta = HashMap::new();
-    meta.insert("position".to_string(), serde_json::to_string(pos).map_err(|e| e.to_string())?);
-    meta.insert("optimizer_t".to_string(), opt.t.to_string());
+    let meta = vec![
+        ("position".to_string(), serde_json::to_string(pos).map_err(|e| e.to_string())?),
+        ("optimizer_t".to_string(), opt.t.to_string()),
+        ("fingerprint".to_string(), serde_json::to_string(fingerprint).map_err(|e| e.to_string())?),
+    ];
     write_atomically(path, &serialize(entries, meta)?)
 }
 
+/// Parameters, optimizer state and position, after checking that the checkpoint was written by
+/// a run with the same fingerprint as `expected` (optimizer and its hyper-parameters, loss,
+/// seed, batch, data, model): a mismatch is an error naming what differs. The flag is false
+/// for checkpoints of older versions, which have no fingerprint to check.
 pub fn load_checkpoint(
     path: &Path,
     graph: &Graph,
     opt_template: &OptState,
-) -> Result<(Params, OptState, Position), String> {
+    expected: &Fingerprint,
+) -> Result<(Params, OptState, Position, bool), String> {
     let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     let st = SafeTensors::deserialize(&bytes)
         .map_err(|e| format!("{}: not a safetensors checkpoint ({e})", path.display()))?;
     let meta =
         SafeTensors::read_metadata(&bytes).ok().and_then(|(_, m)| m.metadata().clone()).unwrap_or_default();
+    let fingerprint: Option<Fingerprint> = match meta.get("fingerprint") {
+        None => None,
+        Some(f) => Some(
+            serde_json::from_str(f)
+                .map_err(|_| format!("{}: its run fingerprint is damaged", path.display()))?,
+        ),
+    };
+    // Compare the runs first: another optimizer's slots may well have the same sizes.
+    if let Some(stored) = &fingerprint {
+        let diff = stored.differences(expected);
+        if !diff.is_empty() {
+            return Err(format!(
+                "{} was written by a different run; resuming would mix them. It differs in: {}",
+                path.display(),
+                diff.join("; ")
+            ));
+        }
+    }
     let params = load_from(&st, graph, "param/", path)?;
     let mut opt = opt_template.clone();
     for (p, slots) in graph.params().iter().zip(opt.slots.iter_mut()) {
@@ -166,5 +236,5 @@ pub fn load_checkpoint(
         .get("position")
         .and_then(|p| serde_json::from_str(p).ok())
         .ok_or_else(|| format!("{}: no training position (not a geonetc checkpoint?)", path.display()))?;
-    Ok((params, opt, pos))
+    Ok((params, opt, pos, fingerprint.is_some()))
 }

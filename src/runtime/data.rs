@@ -1,6 +1,7 @@
 //! Training data: seismic-like synthetic sections and traces, and `.npy` arrays.
 //! A [`Dataset`] holds inputs and targets with the sample axis first, in f64.
 
+use crate::check::program::LossKind;
 use ndarray::{ArrayD, Axis, IxDyn};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -61,11 +62,40 @@ fn clean_panel(rows: usize, cols: usize, rng: &mut ChaCha8Rng) -> Vec<f64> {
     out
 }
 
+/// Memory still available to this process (Linux `MemAvailable`), if known.
+pub(crate) fn available_memory() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    kb.checked_mul(1024)
+}
+
+/// Refuses a dataset of `count` samples of `per` values (inputs and targets, f64) that cannot
+/// fit in memory, before anything is allocated.
+fn check_dataset_size(what: &str, count: usize, per: usize) -> Result<(), String> {
+    let bytes = count.checked_mul(per).and_then(|v| v.checked_mul(16)).and_then(|b| u64::try_from(b).ok());
+    let fits = match (bytes, available_memory()) {
+        (None, _) => false,
+        (Some(b), Some(avail)) => b <= avail,
+        (Some(b), None) => b <= 1 << 40,
+    };
+    if fits {
+        Ok(())
+    } else {
+        let gb = count as f64 * per as f64 * 16.0 / 1e9;
+        Err(format!(
+            "{what}: {count} samples of {per} values need {gb:.3e} GB of memory (inputs and targets in f64), more than is available; use fewer or smaller samples"
+        ))
+    }
+}
+
 /// `synthetic(shape, count, noise, seed)`: `[C, H, W]` sections or `[C, N]` traces; input =
-/// clean + noise·RMS(clean)·N(0, 1), target = clean. Deterministic from `seed`.
-pub fn synthetic(shape: &[usize], count: usize, noise: f64, seed: u64) -> Dataset {
+/// clean + noise·RMS(clean)·N(0, 1), target = clean. Deterministic from `seed`. Refused before
+/// allocating when it would not fit in memory.
+pub fn synthetic(shape: &[usize], count: usize, noise: f64, seed: u64) -> Result<Dataset, String> {
+    let per = shape.iter().try_fold(1usize, |a, &n| a.checked_mul(n)).unwrap_or(usize::MAX);
+    check_dataset_size("synthetic data", count, per)?;
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let per: usize = shape.iter().product();
     let (c, rows, cols) = match shape {
         [c, n] => (*c, *n, 1),
         [c, h, w] => (*c, *h, *w),
@@ -84,15 +114,68 @@ pub fn synthetic(shape: &[usize], count: usize, noise: f64, seed: u64) -> Datase
         clean.extend(sample);
     }
     let full: Vec<usize> = std::iter::once(count).chain(shape.iter().copied()).collect();
-    Dataset {
-        inputs: ArrayD::from_shape_vec(IxDyn(&full), noisy).expect("sizes"),
-        targets: ArrayD::from_shape_vec(IxDyn(&full), clean).expect("sizes"),
+    Ok(Dataset {
+        inputs: ArrayD::from_shape_vec(IxDyn(&full), noisy).map_err(|e| e.to_string())?,
+        targets: ArrayD::from_shape_vec(IxDyn(&full), clean).map_err(|e| e.to_string())?,
+    })
+}
+
+/// Refuses NaN or infinite values in a data file, naming the first.
+pub fn check_values(a: &ArrayD<f64>, file: &Path) -> Result<(), String> {
+    use ndarray::Dimension;
+    match a.indexed_iter().find(|(_, v)| !v.is_finite()) {
+        None => Ok(()),
+        Some((at, v)) => Err(format!(
+            "{}: holds {v} at index {:?} ({} non-finite values in all); training needs finite data",
+            file.display(),
+            at.slice(),
+            a.iter().filter(|v| !v.is_finite()).count()
+        )),
+    }
+}
+
+/// Checks targets against the loss: for `cross_entropy`, `[N]` class indices must be whole
+/// numbers in `0..K` (K = the output's size), else `[N, K]` probabilities; for `mse`/`mae` the
+/// targets must have the output's shape. Names the file and the first bad value.
+pub fn check_targets(
+    targets: &ArrayD<f64>,
+    loss: LossKind,
+    out_shape: &[usize],
+    file: &Path,
+) -> Result<(), String> {
+    check_values(targets, file)?;
+    let name = file.display();
+    let sample = targets.shape().get(1..).unwrap_or(&[]);
+    match loss {
+        LossKind::CrossEntropy if targets.ndim() == 1 => {
+            let classes: usize = out_shape.iter().product();
+            if let Some((i, v)) = targets
+                .iter()
+                .enumerate()
+                .find(|(_, v)| v.fract() != 0.0 || **v < 0.0 || **v >= classes as f64)
+            {
+                let v = if v.abs() >= 1e6 { format!("{v:e}") } else { v.to_string() };
+                return Err(format!(
+                    "{name}: target {i} is {v}, not a class index: class targets are whole numbers 0 to {} for the model's {classes} classes",
+                    classes.saturating_sub(1)
+                ));
+            }
+            Ok(())
+        }
+        _ if sample != out_shape => Err(format!(
+            "{name}: targets are {sample:?} per sample but the model output is {out_shape:?}{}",
+            if targets.ndim() == 1 { " (a 1-D array is class indices, for cross_entropy only)" } else { "" }
+        )),
+        _ => Ok(()),
     }
 }
 
 /// Reads a float32 or float64 `.npy` (integers too, for class targets) as f64.
 pub fn read_npy(path: &Path) -> Result<ArrayD<f64>, String> {
     use ndarray_npy::ReadNpyExt;
+    if path.is_dir() {
+        return Err(format!("{}: is a directory, not a .npy file", path.display()));
+    }
     let open = || std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()));
     if let Ok(a) = ArrayD::<f32>::read_npy(open()?) {
         return Ok(a.mapv(f64::from));
@@ -147,9 +230,6 @@ pub fn npy(input: &Path, target: &Path, in_shape: &[usize], out_shape: &[usize])
             inputs.shape()[0]
         ));
     }
-    if class_targets && targets.iter().any(|v| v.fract() != 0.0 || *v < 0.0) {
-        return Err(format!("{}: class targets must be whole numbers ≥ 0", target.display()));
-    }
     Ok(Dataset { inputs, targets })
 }
 
@@ -157,7 +237,19 @@ pub fn npy(input: &Path, target: &Path, in_shape: &[usize], out_shape: &[usize])
 pub fn snr_db(clean: &ArrayD<f64>, estimate: &ArrayD<f64>) -> f64 {
     let s: f64 = clean.iter().map(|v| v * v).sum();
     let e: f64 = clean.iter().zip(estimate.iter()).map(|(a, b)| (a - b) * (a - b)).sum();
-    10.0 * (s / e.max(1e-300)).log10()
+    snr_from_energies(s, e)
+}
+
+/// 10·log10(signal / error): `inf` for an exact estimate (error 0), NaN when either energy is
+/// NaN (a NaN output must never read as a great SNR; `f64::max` would drop the NaN).
+pub fn snr_from_energies(signal: f64, error: f64) -> f64 {
+    if signal.is_nan() || error.is_nan() {
+        f64::NAN
+    } else if error == 0.0 {
+        f64::INFINITY
+    } else {
+        10.0 * (signal / error).log10()
+    }
 }
 
 /// Per-sample RMS, for tests and reports.
@@ -199,6 +291,7 @@ pub fn segy(
     let mut clean: Vec<f64> = vec![];
     let mut count = 0;
     let starts = crate::seismic::tile_starts;
+    let what = path.display().to_string();
     match (patch.as_slice(), step.as_slice()) {
         ([h, w], [sh, sw]) => {
             if rows < *h || cols < *w {
@@ -207,6 +300,8 @@ pub fn segy(
                     path.display()
                 ));
             }
+            let n = starts(rows, *h, *sh).len().saturating_mul(starts(cols, *w, *sw).len());
+            check_dataset_size(&what, n, h.saturating_mul(*w))?;
             for r in starts(rows, *h, *sh) {
                 for c in starts(cols, *w, *sw) {
                     clean.extend(section.slice(ndarray::s![r..r + h, c..c + w]).iter());
@@ -221,6 +316,7 @@ pub fn segy(
                     path.display()
                 ));
             }
+            check_dataset_size(&what, starts(rows, *n, *s).len().saturating_mul(cols), *n)?;
             for c in 0..cols {
                 for r in starts(rows, *n, *s) {
                     clean.extend(section.slice(ndarray::s![r..r + n, c]).iter());
@@ -262,16 +358,16 @@ mod tests {
 
     #[test]
     fn synthetic_is_deterministic_and_has_the_requested_noise() {
-        let a = synthetic(&[1, 32, 32], 4, 0.5, 7);
-        let b = synthetic(&[1, 32, 32], 4, 0.5, 7);
+        let a = synthetic(&[1, 32, 32], 4, 0.5, 7).unwrap();
+        let b = synthetic(&[1, 32, 32], 4, 0.5, 7).unwrap();
         assert_eq!(a.inputs, b.inputs);
-        let c = synthetic(&[1, 32, 32], 4, 0.5, 8);
+        let c = synthetic(&[1, 32, 32], 4, 0.5, 8).unwrap();
         assert_ne!(a.inputs, c.inputs);
         // noise std / clean RMS ≈ 0.5 → SNR ≈ −20·log10(0.5) = 6.02 dB.
-        let big = synthetic(&[1, 64, 64], 16, 0.5, 1);
+        let big = synthetic(&[1, 64, 64], 16, 0.5, 1).unwrap();
         let snr = snr_db(&big.targets, &big.inputs);
         assert!((snr - 6.02).abs() < 0.2, "SNR {snr}");
-        let traces = synthetic(&[1, 256], 64, 0.3, 2);
+        let traces = synthetic(&[1, 256], 64, 0.3, 2).unwrap();
         let snr = snr_db(&traces.targets, &traces.inputs);
         assert!((snr - 10.46).abs() < 0.3, "SNR {snr}");
         assert!(rms(&traces.targets) > 0.0);

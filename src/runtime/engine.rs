@@ -40,7 +40,10 @@ impl Engine {
     /// Compiles (JIT, with `jit`'s options) or just keeps (interpreter) the graph.
     pub fn with_options(graph: &Graph, backend: Backend, jit: &JitOptions) -> Result<Engine, String> {
         Ok(match backend {
-            Backend::Interp => Engine::Interp { graph: graph.clone(), last: None },
+            Backend::Interp => {
+                interp_fits_in_memory(graph)?;
+                Engine::Interp { graph: graph.clone(), last: None }
+            }
             Backend::Jit => Engine::Jit(Box::new(JitModel::compile_with(graph, jit)?)),
         })
     }
@@ -132,5 +135,27 @@ impl Engine {
             }
             Engine::Jit(j) => j.backward(params, d_outputs),
         }
+    }
+}
+
+/// The interpreter keeps every node's f64 output on its tape and, in backward, a gradient of
+/// the same size: refuse a model that cannot fit before anything is allocated (the JIT checks
+/// its own buffer plan).
+fn interp_fits_in_memory(graph: &Graph) -> Result<(), String> {
+    let elements = |shape: &[usize]| shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
+    let values = graph.nodes().iter().map(|n| elements(&n.shape));
+    let params = graph.params().iter().map(|p| elements(&p.shape));
+    let total = values.chain(params).try_fold(0usize, |acc, n| acc.checked_add(n?));
+    let bytes = total.and_then(|n| n.checked_mul(16)).and_then(|b| u64::try_from(b).ok());
+    let avail = super::data::available_memory();
+    match (bytes, avail) {
+        (Some(b), Some(a)) if b <= a => Ok(()),
+        (Some(b), None) if b <= 1 << 40 => Ok(()),
+        _ => Err(format!(
+            "the model needs {} for the interpreter's values and gradients at batch {} ({} MB available); use a smaller batch or input",
+            bytes.map_or("more than 2^64 bytes".into(), |b| format!("about {} MB", b >> 20)),
+            graph.batch(),
+            avail.map_or("?".into(), |a| (a >> 20).to_string())
+        )),
     }
 }

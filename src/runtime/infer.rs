@@ -1,5 +1,5 @@
-//! Inference on arrays of any size: the model is re-checked at the data's size; sizes it cannot
-//! take (e.g. a U-Net's 2^depth divisibility) are padded by reflection and the output cropped
+//! Inference on arrays of any size: the model (alone: not the `train` block, which describes
+//! training data) is re-checked at the data's size; sizes it cannot take (e.g. a U-Net's 2^depth divisibility) are padded by reflection and the output cropped
 //! back.
 
 use super::engine::{Backend, Engine};
@@ -20,6 +20,9 @@ pub struct Prepared {
 /// Finds the smallest padding (to multiples of 1, 2, 4, ... 1024 on every spatial axis) at which
 /// the model checks for samples of `shape`.
 pub fn prepare(source: &str, shape: &[usize]) -> Result<Prepared, String> {
+    if shape.contains(&0) {
+        return Err(format!("the input is empty (shape {shape:?})"));
+    }
     let mut first_error = None;
     for m in (0..=10).map(|k| 1usize << k) {
         let padded: Vec<usize> = shape
@@ -27,8 +30,16 @@ pub fn prepare(source: &str, shape: &[usize]) -> Result<Prepared, String> {
             .enumerate()
             .map(|(a, &n)| if a == 0 || shape.len() == 1 { n } else { n.div_ceil(m) * m })
             .collect();
-        let out = check::check_source_with_inputs(source, Some(std::slice::from_ref(&padded)));
+        let out = check::check_model(source, Some(std::slice::from_ref(&padded)));
         match out.program {
+            Some(program) if program.model.inputs.len() != 1 => {
+                let names: Vec<&str> = program.model.inputs.iter().map(|t| t.name.as_str()).collect();
+                return Err(format!(
+                    "the model has {} inputs ({}); inference feeds one input file, so it runs models with one input",
+                    names.len(),
+                    names.join(", ")
+                ));
+            }
             Some(program) => return Ok(Prepared { program, padded }),
             None => {
                 if first_error.is_none() {
@@ -104,6 +115,13 @@ impl<'a> Runner<'a> {
                 ));
             }
         };
+        let bad = input.iter().filter(|v| !v.is_finite()).count();
+        if bad > 0 {
+            return Err(format!(
+                "the input holds {bad} NaN or infinite values of {}; the model needs finite data",
+                input.len()
+            ));
+        }
         let x = if batched { input.clone() } else { input.clone().insert_axis(Axis(0)) };
         let sample: Vec<usize> = x.shape()[1..].to_vec();
         if declared.len() > 1 && sample[0] != declared[0] {
@@ -144,6 +162,13 @@ impl<'a> Runner<'a> {
         }
         let views: Vec<_> = outs.iter().map(|o| o.view()).collect();
         let mut y = ndarray::concatenate(Axis(0), &views).map_err(|e| e.to_string())?;
+        let bad = y.iter().filter(|v| !v.is_finite()).count();
+        if bad > 0 {
+            return Err(format!(
+                "the model's output holds {bad} NaN or infinite values of {}; nothing written (check the weights and the input's range)",
+                y.len()
+            ));
+        }
         // Crop back when the network preserves the (padded) spatial size.
         if prepared.padded != sample && y.ndim() == x.ndim() && y.shape()[2..] == prepared.padded[1..] {
             for (a, &orig) in sample.iter().enumerate().skip(1) {
@@ -168,20 +193,26 @@ pub fn run(
 /// Denoises a `[traces, samples]` section. 2-D models see it as one channel of time samples ×
 /// traces, in overlapping tiles of the model's input size blended without seams; 1-D models see
 /// each trace. With `data_rms` (from the weights' metadata) the section is first scaled to the
-/// training data's RMS and the result scaled back.
+/// training data's RMS and the result scaled back. f64 in and out, so the interpreter keeps
+/// int32 samples exact.
 pub fn run_section(
     source: &str,
     params: Option<ParamLoader>,
-    section: &ndarray::Array2<f32>,
+    section: &ndarray::Array2<f64>,
     declared: &[usize],
     data_rms: Option<f64>,
     backend: Backend,
-) -> Result<ndarray::Array2<f32>, String> {
+) -> Result<ndarray::Array2<f64>, String> {
+    let (traces, samples) = section.dim();
+    if traces == 0 || samples == 0 {
+        return Err(format!("the section is empty ({traces} traces of {samples} samples)"));
+    }
+    check_size_preserving(source)?;
     let mut runner = Runner::new(source, params, backend);
-    let x = section.mapv(f64::from);
+    let x = section.clone();
     let rms = (x.iter().map(|v| v * v).sum::<f64>() / x.len().max(1) as f64).sqrt();
     let scale = match data_rms {
-        Some(target) if rms > 0.0 && target > 0.0 => target / rms,
+        Some(target) if rms > 0.0 && target > 0.0 && (target / rms).is_normal() => target / rms,
         _ => 1.0,
     };
     let x = x * scale;
@@ -217,5 +248,54 @@ pub fn run_section(
     if y.dim() != section.dim() {
         return Err(format!("the model turned a {:?} section into {:?}", section.dim(), y.dim()));
     }
-    Ok(y.mapv(|v| (v / scale) as f32))
+    Ok(if scale == 1.0 { y } else { y.mapv(|v| v / scale) })
+}
+
+/// Section inference blends tiles, which needs a model whose output has its input's size.
+/// Otherwise: which layers shrink (or grow) it, so the user knows what to change.
+fn check_size_preserving(source: &str) -> Result<(), String> {
+    let out = check::check_model(source, None);
+    let Some(program) = out.program else {
+        return Err(out
+            .diagnostics
+            .iter()
+            .find(|d| d.is_error())
+            .map(|d| d.message.clone())
+            .unwrap_or_default());
+    };
+    let m = &program.model;
+    let (Some(input), Some(output)) = (m.inputs.first(), m.outputs.first()) else { return Ok(()) };
+    if input.shape[1..] == output.shape.get(1..).unwrap_or(&[])[..] {
+        return Ok(());
+    }
+    let shape_of = |v: &crate::check::program::ValueRef| match *v {
+        crate::check::program::ValueRef::Input(i) => m.inputs[i].shape.clone(),
+        crate::check::program::ValueRef::Layer(i) => m.layers[i].shape.clone(),
+    };
+    let culprits: Vec<String> = m
+        .layers
+        .iter()
+        .filter_map(|l| {
+            let before = shape_of(l.inputs.first()?);
+            let changed = before.len() == l.shape.len() && before.len() > 1 && before[1..] != l.shape[1..];
+            changed.then(|| format!("{} ({} → {})", l.name, fmt_spatial(&before), fmt_spatial(&l.shape)))
+        })
+        .collect();
+    Err(format!(
+        "section inference needs a size-preserving model (output as large as its input), but {} turns {} into {}{}; use `pad=same` on its convolutions",
+        m.name,
+        fmt_spatial(&input.shape),
+        fmt_spatial(&output.shape),
+        if culprits.is_empty() {
+            String::new()
+        } else {
+            format!(": the sizes change at {}", culprits.join(", "))
+        }
+    ))
+}
+
+/// `6×6` for the spatial axes of a `[C, H, W]` shape.
+fn fmt_spatial(shape: &[usize]) -> String {
+    let spatial = shape.get(1..).filter(|s| !s.is_empty()).unwrap_or(shape);
+    spatial.iter().map(usize::to_string).collect::<Vec<_>>().join("×")
 }

@@ -9,7 +9,7 @@ use super::checkpoint::{self, Position};
 use super::data::{self, Dataset};
 use super::engine::{Backend, Engine};
 use super::optim::{self, OptState};
-use crate::check::program::{DataSpec, LossKind, Program};
+use crate::check::program::{DataSpec, LossKind, Program, TrainSpec};
 use crate::ir::{self, Params};
 use crate::ops::loss::loss;
 use rand::SeedableRng;
@@ -44,14 +44,79 @@ pub struct EpochMetrics {
 
 #[derive(Debug)]
 pub struct TrainReport {
+    /// Every epoch's metrics (on resume, also the earlier run's).
     pub epochs: Vec<EpochMetrics>,
+    /// Epochs trained by this call (0 with `--epochs 0` or when resuming past the last epoch).
+    pub trained_epochs: usize,
     pub weights: PathBuf,
     pub checkpoint: PathBuf,
     pub metrics: PathBuf,
+    /// The files this call wrote, in the order first written (empty when nothing was trained).
+    pub written: Vec<PathBuf>,
     /// SNR of the noisy validation inputs, for denoising data.
     pub input_snr_db: Option<f64>,
-    /// Set when training stopped before the last epoch (Ctrl-C).
+    /// Set when training stopped before the last epoch (Ctrl-C, SIGTERM).
     pub interrupted: bool,
+}
+
+/// Where a run writes: the weights (`save =`), the checkpoint and metrics beside them.
+#[derive(Clone, Debug)]
+pub struct OutputPaths {
+    /// The folder holding all three (locked while training).
+    pub dir: PathBuf,
+    pub weights: PathBuf,
+    pub checkpoint: PathBuf,
+    pub metrics: PathBuf,
+}
+
+/// The output paths of a run: `save =` relative to `base_dir`, or its file name inside
+/// `out_dir`.
+pub fn output_paths(
+    program: &Program,
+    base_dir: &Path,
+    out_dir: Option<&Path>,
+) -> Result<OutputPaths, TrainError> {
+    let spec = program.train.as_ref().ok_or_else(|| TrainError::Io("no train block".into()))?;
+    let save_name =
+        Path::new(&spec.save).file_name().map(|s| s.to_owned()).unwrap_or_else(|| "model.safetensors".into());
+    let weights = match out_dir {
+        Some(d) => d.join(&save_name),
+        None => base_dir.join(&spec.save),
+    };
+    let stem =
+        weights.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "model".into());
+    let dir = weights
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."));
+    Ok(OutputPaths {
+        checkpoint: weights.with_file_name(format!("{stem}.ckpt.safetensors")),
+        metrics: weights.with_file_name(format!("{stem}.metrics.jsonl")),
+        weights,
+        dir,
+    })
+}
+
+/// The data files the train block reads (none for synthetic data), relative to `base_dir`.
+pub fn data_files(program: &Program, base_dir: &Path) -> Vec<(&'static str, PathBuf)> {
+    match program.train.as_ref().map(|t| &t.data) {
+        Some(DataSpec::Npy { input, target }) => {
+            vec![("the training input", base_dir.join(input)), ("the training target", base_dir.join(target))]
+        }
+        Some(DataSpec::Segy { path, .. }) => vec![("the training data", base_dir.join(path))],
+        _ => vec![],
+    }
+}
+
+/// Losses as humans read them: fixed point in the usual range, scientific notation for
+/// diverging or vanishing values (`5.0e21`, not 22 digits).
+pub fn fmt_loss(v: f64) -> String {
+    if v != 0.0 && v.is_finite() && !(1e-4..1e4).contains(&v.abs()) {
+        format!("{v:.3e}")
+    } else {
+        format!("{v:.6}")
+    }
 }
 
 #[derive(Debug)]
@@ -70,24 +135,100 @@ impl std::fmt::Display for TrainError {
     }
 }
 
-/// Loads the train block's data, paths relative to `base_dir`.
+/// Loads the train block's data, paths relative to `base_dir`, and checks it: at least one
+/// sample, every value finite, targets that fit the loss (class indices below the class
+/// count for cross_entropy, the output's shape otherwise).
 pub fn load_data(program: &Program, base_dir: &Path) -> Result<Dataset, TrainError> {
     let train = program.train.as_ref().ok_or_else(|| TrainError::Io("no train block".into()))?;
+    if program.model.inputs.len() != 1 {
+        return Err(TrainError::Io(format!(
+            "the model has {} inputs; training data feeds models with one input",
+            program.model.inputs.len()
+        )));
+    }
     let in_shape = &program.model.inputs[0].shape;
     let out_shape = &program.model.outputs[0].shape;
-    match &train.data {
-        DataSpec::Synthetic { shape, count, noise, seed } => {
-            Ok(data::synthetic(shape, *count, *noise, *seed))
-        }
+    let (dataset, what) = match &train.data {
+        DataSpec::Synthetic { shape, count, noise, seed } => (
+            data::synthetic(shape, *count, *noise, *seed).map_err(TrainError::Io)?,
+            "the synthetic data".to_string(),
+        ),
         DataSpec::Npy { input, target } => {
-            data::npy(&base_dir.join(input), &base_dir.join(target), in_shape, out_shape)
-                .map_err(TrainError::Io)
+            let (x, t) = (base_dir.join(input), base_dir.join(target));
+            let ds = data::npy(&x, &t, in_shape, out_shape).map_err(TrainError::Io)?;
+            data::check_values(&ds.inputs, &x).map_err(TrainError::Io)?;
+            data::check_targets(&ds.targets, train.loss, out_shape, &t).map_err(TrainError::Io)?;
+            (ds, t.display().to_string())
         }
         DataSpec::Segy { path, patch, step, noise, seed } => {
-            data::segy(&base_dir.join(path), in_shape, patch.as_deref(), step.as_deref(), *noise, *seed)
-                .map_err(TrainError::Io)
+            let p = base_dir.join(path);
+            let ds = data::segy(&p, in_shape, patch.as_deref(), step.as_deref(), *noise, *seed)
+                .map_err(TrainError::Io)?;
+            data::check_values(&ds.targets, &p).map_err(TrainError::Io)?;
+            (ds, p.display().to_string())
         }
+    };
+    if dataset.is_empty() {
+        return Err(TrainError::Io(format!("{what} holds no samples: nothing to train on")));
     }
+    // Every source's targets must fit the loss and the model's output (a recorded section's
+    // patches for a classifier would not), or the loss would index out of its arrays.
+    data::check_targets(&dataset.targets, train.loss, out_shape, Path::new(&what)).map_err(TrainError::Io)?;
+    Ok(dataset)
+}
+
+/// What a checkpoint must agree on with the run resuming from it.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Fingerprint {
+    pub optimizer: String,
+    pub loss: String,
+    pub seed: u64,
+    pub batch: usize,
+    pub data: String,
+    /// FNV-1a of the checked model (layers, attributes, shapes, `init` values).
+    pub model: String,
+}
+
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3))
+}
+
+impl Fingerprint {
+    pub fn of(program: &Program) -> Option<Fingerprint> {
+        let t = program.train.as_ref()?;
+        Some(Fingerprint {
+            optimizer: json(&program.optimizer),
+            loss: json(&t.loss),
+            seed: t.seed,
+            batch: t.batch,
+            data: json(&t.data),
+            model: format!("{:016x}", fnv1a(json(&program.model).as_bytes())),
+        })
+    }
+
+    /// The fields that differ, each with its two values: empty when they agree.
+    pub fn differences(&self, now: &Fingerprint) -> Vec<String> {
+        let mut out = vec![];
+        let mut cmp = |name: &str, a: String, b: String| {
+            if a != b {
+                out.push(format!("{name} (checkpoint {a}, now {b})"));
+            }
+        };
+        cmp("optimizer", self.optimizer.clone(), now.optimizer.clone());
+        cmp("loss", self.loss.clone(), now.loss.clone());
+        cmp("seed", self.seed.to_string(), now.seed.to_string());
+        cmp("batch", self.batch.to_string(), now.batch.to_string());
+        cmp("data", self.data.clone(), now.data.clone());
+        if self.model != now.model {
+            out.push("the model's layers".into());
+        }
+        out
+    }
+}
+
+/// Compact JSON of a checked item, for fingerprints and provenance.
+fn json<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_string(v).unwrap_or_default()
 }
 
 /// The compiled model per batch size (the last batch of an epoch may be smaller).
@@ -113,6 +254,11 @@ fn mix(seed: u64, a: u64, b: u64) -> u64 {
 }
 
 /// Trains `program` as its `train` block says. `log` receives one line per epoch and notes.
+///
+/// Before the first step: the output folder is created and locked (one run per folder), every
+/// output path is checked writable and none may be a data file, the data is loaded and
+/// checked, and a resumed checkpoint must match this run's fingerprint. Nothing is written when
+/// no epoch is left to train.
 pub fn train(
     program: &Program,
     base_dir: &Path,
@@ -120,8 +266,37 @@ pub fn train(
     log: &mut dyn FnMut(&str),
 ) -> Result<TrainReport, TrainError> {
     let spec = program.train.clone().ok_or_else(|| TrainError::Io("no train block".into()))?;
-    let dataset = load_data(program, base_dir)?;
+    let paths = output_paths(program, base_dir, opts.out_dir.as_deref())?;
+    let inputs = data_files(program, base_dir);
+    let outputs = [
+        ("the weights file", &paths.weights),
+        ("the checkpoint", &paths.checkpoint),
+        ("the metrics file", &paths.metrics),
+    ];
+    let ins: Vec<(&str, &Path)> = inputs.iter().map(|(w, p)| (*w, p.as_path())).collect();
+    let outs: Vec<(&str, &Path)> = outputs.iter().map(|(w, p)| (*w, p.as_path())).collect();
+    crate::output::refuse_overwriting(&outs, &ins).map_err(TrainError::Io)?;
     let epochs = opts.epochs.unwrap_or(spec.epochs);
+    let nothing_to_do = || TrainReport {
+        epochs: vec![],
+        trained_epochs: 0,
+        weights: paths.weights.clone(),
+        checkpoint: paths.checkpoint.clone(),
+        metrics: paths.metrics.clone(),
+        written: vec![],
+        input_snr_db: None,
+        interrupted: false,
+    };
+    if epochs == 0 && opts.resume.is_none() {
+        return Ok(nothing_to_do());
+    }
+    std::fs::create_dir_all(&paths.dir)
+        .map_err(|e| TrainError::Io(format!("cannot create {}: {e}", paths.dir.display())))?;
+    let _lock = crate::output::DirLock::acquire(&paths.dir).map_err(TrainError::Io)?;
+    for (_, p) in &outputs {
+        crate::output::check_target(p).map_err(TrainError::Io)?;
+    }
+    let dataset = load_data(program, base_dir)?;
     let n = dataset.len();
     let n_val = if spec.validate > 0.0 && n > 1 {
         ((spec.validate * n as f64).floor() as usize).clamp(1, n - 1)
@@ -130,21 +305,8 @@ pub fn train(
     };
     let n_train = n - n_val;
     let denoising = spec.loss != LossKind::CrossEntropy && dataset.inputs.shape() == dataset.targets.shape();
-
-    let out_dir = opts.out_dir.clone().unwrap_or_else(|| base_dir.to_path_buf());
-    std::fs::create_dir_all(&out_dir)
-        .map_err(|e| TrainError::Io(format!("cannot create {}: {e}", out_dir.display())))?;
-    let save_name =
-        Path::new(&spec.save).file_name().map(|s| s.to_owned()).unwrap_or_else(|| "model.safetensors".into());
-    let weights_path = match &opts.out_dir {
-        Some(d) => d.join(&save_name),
-        None => base_dir.join(&spec.save),
-    };
-    let stem =
-        weights_path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "model".into());
-    let dir = weights_path.parent().map(Path::to_path_buf).unwrap_or(out_dir);
-    let ckpt_path = dir.join(format!("{stem}.ckpt.safetensors"));
-    let metrics_path = dir.join(format!("{stem}.metrics.jsonl"));
+    let (weights_path, ckpt_path, metrics_path) =
+        (paths.weights.clone(), paths.checkpoint.clone(), paths.metrics.clone());
 
     let mut graphs = Engines { program, backend: opts.backend, by_batch: HashMap::new() };
     let first_batch = spec.batch.min(n_train.max(1));
@@ -156,10 +318,17 @@ pub fn train(
     let trainable: Vec<bool> = template.params().iter().map(|p| p.trainable()).collect();
     let sizes: Vec<usize> = template.params().iter().map(|p| p.shape.iter().product()).collect();
     let fresh_opt = OptState::new(&program.optimizer, &sizes);
+    let fingerprint = Fingerprint::of(program).ok_or_else(|| TrainError::Io("no train block".into()))?;
     let (mut params, mut opt, mut pos) = match &opts.resume {
         Some(path) => {
-            let (p, o, pos) =
-                checkpoint::load_checkpoint(path, &template, &fresh_opt).map_err(TrainError::Io)?;
+            let (p, o, pos, checked) = checkpoint::load_checkpoint(path, &template, &fresh_opt, &fingerprint)
+                .map_err(TrainError::Io)?;
+            if !checked {
+                log(&format!(
+                    "note: {} has no run fingerprint (an older geonetc); its optimizer, seed, batch and data cannot be checked",
+                    path.display()
+                ));
+            }
             log(&format!("resuming from {} at epoch {}, batch {}", path.display(), pos.epoch + 1, pos.batch));
             (p, o, pos)
         }
@@ -181,25 +350,31 @@ pub fn train(
         let (x, t) = dataset.batch(&val_idx);
         data::snr_db(&t, &x)
     });
+    let mut report = TrainReport { input_snr_db, ..nothing_to_do() };
+    if pos.epoch >= epochs {
+        report.epochs = history;
+        return Ok(report);
+    }
     // The training data's RMS travels with the weights: inference scales SEG-Y sections to it.
     let data_rms = data::rms(if denoising { &dataset.targets } else { &dataset.inputs });
-    let meta = |epoch: usize| {
-        let mut m = HashMap::new();
-        m.insert("model".to_string(), program.model.name.clone());
-        m.insert("epochs".to_string(), epoch.to_string());
-        m.insert("data_rms".to_string(), data_rms.to_string());
-        m
-    };
+    let meta = |epoch: usize| provenance(program, &spec, epoch, data_rms);
+    fn note_written(report: &mut TrainReport, p: &Path) {
+        if !report.written.iter().any(|w| w == p) {
+            report.written.push(p.to_path_buf());
+        }
+    }
+    // The last weights this call saved: (epoch, its train loss).
+    let mut saved: Option<(usize, f64)> = None;
     let batches_per_epoch = n_train.div_ceil(spec.batch);
     let bar = opts.progress_bar.then(|| {
-        let b = indicatif::ProgressBar::new(((epochs.saturating_sub(pos.epoch)) * batches_per_epoch) as u64);
+        let steps = epochs.saturating_sub(pos.epoch).saturating_mul(batches_per_epoch);
+        let b = indicatif::ProgressBar::new(steps as u64);
         b.set_style(
             indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} steps  {msg}  [{elapsed} < {eta}]")
                 .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
         );
         b
     });
-    let mut interrupted = false;
     while pos.epoch < epochs {
         let started = Instant::now();
         let epoch = pos.epoch;
@@ -210,13 +385,19 @@ pub fn train(
             let (x, t) = dataset.batch(idx);
             let engine = graphs.get(idx.len())?;
             let seed = mix(spec.seed, epoch as u64 + 1, b as u64 + 1);
-            let (l, grads) = engine.train_step(&mut params, &[x], &t, spec.loss, seed);
+            let (l, grads) = engine.train_step(&mut params, std::slice::from_ref(&x), &t, spec.loss, seed);
             if !l.is_finite() {
-                return Err(TrainError::Diverged(format!(
-                    "the loss became {l} at epoch {}, batch {}; stopped. The last good weights are in {} (lower the learning rate, or add `clip`)",
-                    epoch + 1,
-                    b + 1,
-                    weights_path.display()
+                if let Some(bar) = &bar {
+                    bar.finish_and_clear();
+                }
+                return Err(TrainError::Diverged(divergence_message(
+                    l,
+                    epoch,
+                    b,
+                    &x,
+                    &t,
+                    saved,
+                    &weights_path,
                 )));
             }
             optim::step(&program.optimizer, &mut opt, &mut params, &grads, &trainable);
@@ -224,19 +405,21 @@ pub fn train(
             seen += idx.len();
             if let Some(bar) = &bar {
                 bar.inc(1);
-                bar.set_message(format!("epoch {}  loss {:.5}", epoch + 1, loss_sum / seen as f64));
+                bar.set_message(format!("epoch {}  loss {}", epoch + 1, fmt_loss(loss_sum / seen as f64)));
             }
             if opts.stop.load(Ordering::SeqCst) {
                 let at = Position { epoch, batch: b + 1 };
-                checkpoint::save_checkpoint(&ckpt_path, &template, &params, &opt, &at)
+                checkpoint::save_checkpoint(&ckpt_path, &template, &params, &opt, &at, &fingerprint)
                     .map_err(TrainError::Io)?;
+                note_written(&mut report, &ckpt_path);
                 checkpoint::save_weights(&weights_path, &template, &params, meta(epoch))
                     .map_err(TrainError::Io)?;
-                interrupted = true;
+                note_written(&mut report, &weights_path);
+                report.interrupted = true;
                 break;
             }
         }
-        if interrupted {
+        if report.interrupted {
             break;
         }
         let (val_loss, val_snr_db) =
@@ -249,38 +432,101 @@ pub fn train(
             seconds: started.elapsed().as_secs_f64(),
         };
         let line = format!(
-            "epoch {}/{}  train loss {:.6}{}{}  ({:.1} s)",
+            "epoch {}/{}  train loss {}{}{}  ({:.1} s)",
             m.epoch,
             epochs,
-            m.train_loss,
-            m.val_loss.map_or(String::new(), |v| format!("  val loss {v:.6}")),
-            m.val_snr_db.map_or(String::new(), |v| format!("  val SNR {v:.2} dB")),
+            fmt_loss(m.train_loss),
+            m.val_loss.map_or(String::new(), |v| format!("  val loss {}", fmt_loss(v))),
+            m.val_snr_db.map_or(String::new(), |v| format!("  val SNR {}", fmt_snr(v))),
             m.seconds
         );
         match &bar {
             Some(bar) => bar.println(line),
             None => log(&line),
         }
+        let train_loss = m.train_loss;
         history.push(m);
         pos = Position { epoch: epoch + 1, batch: 0 };
         checkpoint::save_weights(&weights_path, &template, &params, meta(epoch + 1))
             .map_err(TrainError::Io)?;
-        checkpoint::save_checkpoint(&ckpt_path, &template, &params, &opt, &pos).map_err(TrainError::Io)?;
+        note_written(&mut report, &weights_path);
+        saved = Some((epoch + 1, train_loss));
+        report.trained_epochs += 1;
+        checkpoint::save_checkpoint(&ckpt_path, &template, &params, &opt, &pos, &fingerprint)
+            .map_err(TrainError::Io)?;
+        note_written(&mut report, &ckpt_path);
         let lines: String =
             history.iter().filter_map(|m| serde_json::to_string(m).ok()).map(|l| l + "\n").collect();
         super::write_atomically(&metrics_path, lines.as_bytes()).map_err(TrainError::Io)?;
+        note_written(&mut report, &metrics_path);
     }
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
-    Ok(TrainReport {
-        epochs: history,
-        weights: weights_path,
-        checkpoint: ckpt_path,
-        metrics: metrics_path,
-        input_snr_db,
-        interrupted,
-    })
+    report.epochs = history;
+    Ok(report)
+}
+
+/// SNR in dB as printed: `inf` for a perfect estimate, `NaN` when the output holds NaN.
+pub fn fmt_snr(db: f64) -> String {
+    if db.is_nan() { "NaN dB (the output holds NaN or Inf)".into() } else { format!("{db:.2} dB") }
+}
+
+/// The weights file's metadata: what inference needs (`data_rms`) and where the weights come
+/// from. Keys are written sorted, so identical runs give identical files.
+fn provenance(program: &Program, spec: &TrainSpec, epochs: usize, data_rms: f64) -> Vec<(String, String)> {
+    let mut m = vec![
+        ("model".to_string(), program.model.name.clone()),
+        ("epochs".to_string(), epochs.to_string()),
+        ("data_rms".to_string(), data_rms.to_string()),
+        ("geonetc_version".to_string(), env!("CARGO_PKG_VERSION").to_string()),
+        ("seed".to_string(), spec.seed.to_string()),
+        ("data".to_string(), json(&spec.data)),
+    ];
+    match &spec.data {
+        DataSpec::Synthetic { noise, shape, .. } => {
+            m.push(("noise".into(), noise.to_string()));
+            m.push(("patch".into(), json(shape)));
+        }
+        DataSpec::Segy { noise, patch, .. } => {
+            m.push(("noise".into(), noise.to_string()));
+            let patch = patch.clone().unwrap_or_else(|| program.model.inputs[0].shape[1..].to_vec());
+            m.push(("patch".into(), json(&patch)));
+        }
+        DataSpec::Npy { .. } => {}
+    }
+    m
+}
+
+/// What to tell a user whose loss became NaN or infinite: where it happened, what this run
+/// really saved (never weights of an earlier run), and whether the batch itself held NaN/Inf.
+fn divergence_message(
+    loss: f64,
+    epoch: usize,
+    batch: usize,
+    x: &ndarray::ArrayD<f64>,
+    t: &ndarray::ArrayD<f64>,
+    saved: Option<(usize, f64)>,
+    weights: &Path,
+) -> String {
+    let bad = |a: &ndarray::ArrayD<f64>| a.iter().filter(|v| !v.is_finite()).count();
+    let (bx, bt) = (bad(x), bad(t));
+    let data = if bx + bt > 0 {
+        format!("The batch itself holds NaN/Inf ({bx} input and {bt} target values): fix the data")
+    } else {
+        "The batch's inputs and targets are all finite, so the model diverged (lower the learning rate, or add `clip`)".into()
+    };
+    let kept = match saved {
+        Some((e, l)) => format!(
+            "This run saved the weights of epoch {e} (train loss {}) in {}",
+            fmt_loss(l),
+            weights.display()
+        ),
+        None => {
+            format!("This run saved no weights (no epoch finished); {} was not written", weights.display())
+        }
+    };
+    format!("the loss became {loss:e} at epoch {}, batch {}; stopped. {data}. {kept}", epoch + 1, batch + 1)
 }
 
 /// Validation loss and, for denoising, SNR over the held-out samples, in inference mode.
@@ -306,5 +552,5 @@ fn validate(
             e2 += t.iter().zip(y.iter()).map(|(a, b)| (a - b) * (a - b)).sum::<f64>();
         }
     }
-    Ok((Some(loss_sum / idx.len() as f64), denoising.then(|| 10.0 * (s2 / e2.max(1e-300)).log10())))
+    Ok((Some(loss_sum / idx.len() as f64), denoising.then(|| data::snr_from_energies(s2, e2))))
 }

@@ -42,23 +42,64 @@ pub fn abs_percentile(values: &Array2<f32>, q: f64) -> f32 {
     if *v > 0.0 { *v } else { 1.0 }
 }
 
-/// Draws `panels` (title, `[traces, samples]` section) side by side into a PNG.
+/// The image format a plot path names: `.png`, `.jpg`/`.jpeg` or `.bmp`. Commands call this
+/// before any work, so a misspelt extension fails before any output is written.
+pub fn image_format(path: &Path) -> Result<image::ImageOutputFormat, String> {
+    let ext = path.extension().map(|e| e.to_string_lossy().to_ascii_lowercase());
+    match ext.as_deref() {
+        Some("png") => Ok(image::ImageOutputFormat::Png),
+        Some("jpg" | "jpeg") => Ok(image::ImageOutputFormat::Jpeg(90)),
+        Some("bmp") => Ok(image::ImageOutputFormat::Bmp),
+        _ => Err(format!(
+            "cannot draw {}: plots are .png, .jpg or .bmp files (the name's extension chooses)",
+            path.display()
+        )),
+    }
+}
+
+/// Draws `panels` (title, `[traces, samples]` section) side by side into an image file (the
+/// format named by the extension, see [`image_format`]), written atomically.
 pub fn panels(
     path: &Path,
     panels: &[(&str, &Array2<f32>)],
     dt_us: u32,
     palette: Palette,
 ) -> Result<(), String> {
+    let format = image_format(path)?;
     let fail = |e: &dyn std::fmt::Display| format!("cannot draw {}: {e}", path.display());
     plotters::style::register_font("sans-serif", FontStyle::Normal, FONT)
         .map_err(|_| fail(&"the bundled font"))?;
     let Some((_, first)) = panels.first() else { return Err(fail(&"nothing to draw")) };
     let clip = abs_percentile(first, 0.99);
+    if first.is_empty() {
+        return Err(fail(&"the section is empty"));
+    }
+    let (pw, ph) = (360u32, 520u32);
+    let size = (pw * panels.len() as u32, ph);
+    let mut rgb = vec![0u8; size.0 as usize * size.1 as usize * 3];
+    draw(&mut rgb, size, panels, dt_us, palette, clip).map_err(|e| fail(&e))?;
+    let img = image::RgbImage::from_raw(size.0, size.1, rgb).ok_or_else(|| fail(&"image size"))?;
+    let mut bytes = std::io::Cursor::new(vec![]);
+    img.write_to(&mut bytes, format).map_err(|e| fail(&e))?;
+    crate::output::write_atomically(path, bytes.get_ref())
+}
+
+/// Renders the panels into an RGB buffer of `size`.
+fn draw(
+    rgb: &mut [u8],
+    size: (u32, u32),
+    panels: &[(&str, &Array2<f32>)],
+    dt_us: u32,
+    palette: Palette,
+    clip: f32,
+) -> Result<(), String> {
+    let fail = |e: &dyn std::fmt::Display| e.to_string();
+    let Some((_, first)) = panels.first() else { return Err("nothing to draw".into()) };
     let (traces, samples) = first.dim();
     let dt = if dt_us > 0 { dt_us as f64 * 1e-6 } else { 1.0 };
     let t_max = samples as f64 * dt;
-    let (pw, ph) = (360u32, 520u32);
-    let root = BitMapBackend::new(path, (pw * panels.len() as u32, ph)).into_drawing_area();
+    let (pw, ph) = (size.0 / panels.len().max(1) as u32, size.1);
+    let root = BitMapBackend::with_buffer(rgb, size).into_drawing_area();
     root.fill(&WHITE).map_err(|e| fail(&e))?;
     for (area, (title, data)) in root.split_evenly((1, panels.len())).iter().zip(panels) {
         let mut chart = ChartBuilder::on(area)

@@ -11,6 +11,10 @@
 //! walked by their own counts. Disagreements are warnings; a file that ends inside a trace is an
 //! error naming the byte offset.
 
+// The writers (`write_like`, `write_as`) live beside the reader, with access to its fields.
+#[path = "segy_write.rs"]
+mod write;
+
 use memmap2::Mmap;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -272,6 +276,9 @@ fn textual(bytes: &[u8]) -> (String, bool) {
 impl SeismicFile {
     /// Opens a SEG-Y file, or an SU file when the name ends in `.su`.
     pub fn open(path: &Path) -> Result<SeismicFile, Error> {
+        if path.is_dir() {
+            return Err(err(path, "is a directory, not a SEG-Y or SU file"));
+        }
         let file = std::fs::File::open(path).map_err(|e| err(path, format!("cannot open: {e}")))?;
         let len = file.metadata().map_err(|e| err(path, e.to_string()))?.len() as usize;
         if len == 0 {
@@ -525,6 +532,25 @@ impl SeismicFile {
         Some(())
     }
 
+    /// The whole file as a `[traces, samples]` section in f64: int32 samples exactly (f32
+    /// holds integers only up to ±2^24), every other format as [`section`](Self::section).
+    pub fn section_f64(&self) -> ndarray::Array2<f64> {
+        let bps = self.format.bytes();
+        let mut a = ndarray::Array2::zeros((self.traces(), self.samples));
+        for (i, mut row) in a.rows_mut().into_iter().enumerate() {
+            let at = self.trace_offsets[i] + 240;
+            if let Some(raw) = self.bytes().get(at..at + self.samples * bps) {
+                for (o, c) in row.iter_mut().zip(raw.chunks_exact(bps)) {
+                    *o = match self.format {
+                        SampleFormat::Int32 => be_or_le_i32(c, self.endian) as f64,
+                        f => decode(c, f, self.endian) as f64,
+                    };
+                }
+            }
+        }
+        a
+    }
+
     /// The whole file as a `[traces, samples]` section.
     pub fn section(&self) -> ndarray::Array2<f32> {
         let mut a = ndarray::Array2::zeros((self.traces(), self.samples));
@@ -534,33 +560,6 @@ impl SeismicFile {
             }
         }
         a
-    }
-
-    /// Writes a copy of this file with every header byte kept and the samples replaced by
-    /// `section` (`[traces, samples]`, same geometry), in the same format and byte order.
-    /// Integer formats are rounded and clamped. Written atomically.
-    pub fn write_like(&self, out: &Path, section: &ndarray::Array2<f32>) -> Result<(), Error> {
-        if section.dim() != (self.traces(), self.samples) {
-            return Err(err(
-                out,
-                format!(
-                    "section is {:?} but {} has {} traces of {} samples",
-                    section.dim(),
-                    self.path.display(),
-                    self.traces(),
-                    self.samples
-                ),
-            ));
-        }
-        let mut bytes = self.bytes().to_vec();
-        let bps = self.format.bytes();
-        for (i, &at) in self.trace_offsets.iter().enumerate() {
-            for (j, &v) in section.row(i).iter().enumerate() {
-                let p = at + 240 + j * bps;
-                encode(v, self.format, self.endian, &mut bytes[p..p + bps]);
-            }
-        }
-        crate::runtime::write_atomically(out, &bytes).map_err(|e| err(out, e))
     }
 }
 
@@ -578,29 +577,6 @@ fn decode(c: &[u8], f: SampleFormat, e: Endian) -> f32 {
         SampleFormat::Int32 => u32_of(c) as i32 as f32,
         SampleFormat::Int16 => be_or_le_i16(c, e) as f32,
         SampleFormat::Int8 => c[0] as i8 as f32,
-    }
-}
-
-fn encode(v: f32, f: SampleFormat, e: Endian, out: &mut [u8]) {
-    let put = |bits: u32, out: &mut [u8]| {
-        let b = match e {
-            Endian::Big => bits.to_be_bytes(),
-            Endian::Little => bits.to_le_bytes(),
-        };
-        out.copy_from_slice(&b);
-    };
-    match f {
-        SampleFormat::Ibm => put(f32_to_ibm(v), out),
-        SampleFormat::Ieee => put(v.to_bits(), out),
-        SampleFormat::Int32 => put(v.round().clamp(i32::MIN as f32, i32::MAX as f32) as i32 as u32, out),
-        SampleFormat::Int16 => {
-            let x = v.round().clamp(i16::MIN as f32, i16::MAX as f32) as i16;
-            out.copy_from_slice(&match e {
-                Endian::Big => x.to_be_bytes(),
-                Endian::Little => x.to_le_bytes(),
-            });
-        }
-        SampleFormat::Int8 => out[0] = v.round().clamp(-128.0, 127.0) as i8 as u8,
     }
 }
 
