@@ -143,11 +143,15 @@ pub fn check_source_with_inputs(source: &str, input_shapes: Option<&[Vec<usize>]
     }
 
     let mut checker = model::ModelChecker::new(blocks.clone());
+    checker.poisoned = file.unparsed.bound.iter().map(|i| i.name.clone()).collect();
+    let mentioned: std::collections::HashSet<&str> =
+        file.unparsed.mentioned.iter().map(String::as_str).collect();
     let checked = models.first().and_then(|m| checker.check_model(m, input_shapes));
     let model_name = models.first().map(|m| m.name.name.clone());
     diags.append(&mut checker.diags);
     for (name, b) in &blocks {
-        if !checker.used_blocks.contains(*name) {
+        // A call in a line that failed to parse still counts as a use.
+        if !checker.used_blocks.contains(*name) && !mentioned.contains(name) {
             diags.push(
                 Diagnostic::warning(
                     codes::UNUSED_BLOCK,

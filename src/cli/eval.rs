@@ -25,7 +25,7 @@ fn read_section(path: &Path) -> Result<Array2<f32>, String> {
             .map_err(|_| format!("{}: expected a 2-D [time, traces] array", path.display()))?;
         Ok(a.t().mapv(|v| v as f32))
     } else {
-        SeismicFile::open(path).map(|f| f.section()).map_err(|e| e.to_string())
+        SeismicFile::open(path).and_then(|f| f.section()).map_err(|e| e.to_string())
     }
 }
 

@@ -109,7 +109,10 @@ pub fn run(args: InferArgs) -> ExitCode {
             "a SEG-Y/SU input gives a SEG-Y/SU output (all headers kept): name the output like the input",
         );
     }
-    let section = file.section();
+    let section = match file.section() {
+        Ok(s) => s,
+        Err(e) => return fail(e),
+    };
     match infer::run_section(&source, loader, &section, &declared, data_rms, backend(args.backend)) {
         Ok(y) => {
             if let Err(e) = file.write_like(&args.output, &y) {
