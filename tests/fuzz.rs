@@ -60,9 +60,8 @@ fn examples() -> Vec<String> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
     let mut out = vec![];
     for dir in [root.clone(), root.join("errors")] {
-        let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-            .map(|rd| rd.flatten().map(|e| e.path()).collect())
-            .unwrap_or_default();
+        let mut files: Vec<PathBuf> =
+            std::fs::read_dir(&dir).map(|rd| rd.flatten().map(|e| e.path()).collect()).unwrap_or_default();
         files.sort();
         for p in files.into_iter().filter(|p| p.extension().is_some_and(|x| x == "geonet")) {
             out.push(std::fs::read_to_string(p).expect("example"));
@@ -93,10 +92,48 @@ fn token_spans(s: &[u8]) -> Vec<(usize, usize)> {
 }
 
 const INSERTS: &[&str] = &[
-    "->", "(", ")", "[", "]", "{", "}", ",", "\n", "=", "\"", "#", "-", "*", "/",
-    "99999999999999999999999", "18446744073709551616", "4294967296", "1e308", "1e-320", "0", "-1",
-    "é", "𝄞", "\u{200b}", "\u{feff}", "ß", "\r", "\t", "model", "block", "train", "input", "output",
-    "conv(", "unet(", "concat(", "pad=same", "kernel=", "x ->", "= ", "\\",
+    "->",
+    "(",
+    ")",
+    "[",
+    "]",
+    "{",
+    "}",
+    ",",
+    "\n",
+    "=",
+    "\"",
+    "#",
+    "-",
+    "*",
+    "/",
+    "99999999999999999999999",
+    "18446744073709551616",
+    "4294967296",
+    "1e308",
+    "1e-320",
+    "0",
+    "-1",
+    "é",
+    "𝄞",
+    "\u{200b}",
+    "\u{feff}",
+    "ß",
+    "\r",
+    "\t",
+    "model",
+    "block",
+    "train",
+    "input",
+    "output",
+    "conv(",
+    "unet(",
+    "concat(",
+    "pad=same",
+    "kernel=",
+    "x ->",
+    "= ",
+    "\\",
 ];
 
 /// One mutated program from the examples.
@@ -239,13 +276,14 @@ fn mutated_programs_through_the_binary() {
             1 => &["check", "--format", "json"],
             _ => &["fmt", "--check"],
         };
-        let out = Command::new(env!("CARGO_BIN_EXE_geonetc"))
-            .args(args)
-            .arg(&path)
-            .output()
-            .expect("run geonetc");
+        let out =
+            Command::new(env!("CARGO_BIN_EXE_geonetc")).args(args).arg(&path).output().expect("run geonetc");
         let code = out.status.code();
-        assert!(matches!(code, Some(0..=2)), "case {case} {args:?}: exit {code:?}\n{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            matches!(code, Some(0..=2)),
+            "case {case} {args:?}: exit {code:?}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         assert!(!String::from_utf8_lossy(&out.stderr).contains("panicked"), "case {case}");
         assert!(t.elapsed() < Duration::from_secs(5), "case {case} took {:?}", t.elapsed());
         if args.contains(&"json") {
@@ -265,7 +303,8 @@ fn put16(b: &mut [u8], at: usize, v: u16, big: bool) {
 /// A small well-formed SEG-Y (or, `su`, Seismic Unix) file of random geometry and format.
 fn seismic_file(rng: &mut ChaCha8Rng, su: bool) -> Vec<u8> {
     let big = rng.random_bool(0.5);
-    let (code, bps) = if su { (5, 4) } else { [(1, 4), (2, 4), (3, 2), (5, 4), (8, 1)][rng.random_range(0..5)] };
+    let (code, bps) =
+        if su { (5, 4) } else { [(1, 4), (2, 4), (3, 2), (5, 4), (8, 1)][rng.random_range(0..5)] };
     let ns = rng.random_range(1..64usize);
     let traces = rng.random_range(0..10usize);
     let mut b = vec![];
@@ -295,8 +334,12 @@ fn npy_file(rng: &mut ChaCha8Rng) -> Vec<u8> {
     let shape: Vec<usize> = (0..rng.random_range(1..4)).map(|_| rng.random_range(1..9)).collect();
     let n: usize = shape.iter().product();
     let dims: Vec<String> = shape.iter().map(usize::to_string).collect();
-    let shape_text = if shape.len() == 1 { format!("({},)", dims[0]) } else { format!("({})", dims.join(", ")) };
-    let mut dict = format!("{{'descr': '{descr}', 'fortran_order': {}, 'shape': {shape_text}, }}", if rng.random_bool(0.2) { "True" } else { "False" });
+    let shape_text =
+        if shape.len() == 1 { format!("({},)", dims[0]) } else { format!("({})", dims.join(", ")) };
+    let mut dict = format!(
+        "{{'descr': '{descr}', 'fortran_order': {}, 'shape': {shape_text}, }}",
+        if rng.random_bool(0.2) { "True" } else { "False" }
+    );
     while (10 + dict.len() + 1) % 64 != 0 {
         dict.push(' ');
     }
@@ -309,7 +352,8 @@ fn npy_file(rng: &mut ChaCha8Rng) -> Vec<u8> {
 }
 
 /// The tiny model whose weights the safetensors cases are read against.
-const TINY: &str = "model tiny {\n  input x: [1, 8, 8]\n  y = x -> conv(2, kernel=3) -> relu\n  output y\n}\n";
+const TINY: &str =
+    "model tiny {\n  input x: [1, 8, 8]\n  y = x -> conv(2, kernel=3) -> relu\n  output y\n}\n";
 
 fn safetensors_file(rng: &mut ChaCha8Rng) -> Vec<u8> {
     let mut entries: Vec<(String, Vec<usize>)> =
@@ -318,14 +362,14 @@ fn safetensors_file(rng: &mut ChaCha8Rng) -> Vec<u8> {
         entries.push(("extra".into(), vec![rng.random_range(1..5)]));
     }
     let dtype = if rng.random_bool(0.5) { safetensors::Dtype::F32 } else { safetensors::Dtype::F64 };
-    let bytes: Vec<Vec<u8>> = entries
-        .iter()
-        .map(|(_, s)| vec![0x3f; s.iter().product::<usize>() * dtype.bitsize() / 8])
-        .collect();
+    let bytes: Vec<Vec<u8>> =
+        entries.iter().map(|(_, s)| vec![0x3f; s.iter().product::<usize>() * dtype.bitsize() / 8]).collect();
     let views: Vec<(String, safetensors::tensor::TensorView)> = entries
         .iter()
         .zip(&bytes)
-        .map(|((n, s), b)| (n.clone(), safetensors::tensor::TensorView::new(dtype, s.clone(), b).expect("view")))
+        .map(|((n, s), b)| {
+            (n.clone(), safetensors::tensor::TensorView::new(dtype, s.clone(), b).expect("view"))
+        })
         .collect();
     safetensors::serialize(views, None).expect("serialize")
 }
@@ -435,7 +479,11 @@ fn data_cases(kind: &str, seed: u64, count: usize) {
                 }
             }
         });
-        assert!(largest <= bound, "case {case} ({kind}, {} bytes): allocated {largest} bytes at once", bytes.len());
+        assert!(
+            largest <= bound,
+            "case {case} ({kind}, {} bytes): allocated {largest} bytes at once",
+            bytes.len()
+        );
         assert!(t.elapsed() < Duration::from_secs(5), "case {case} took {:?}", t.elapsed());
     }
     let _ = std::fs::remove_dir_all(dir);
@@ -470,13 +518,17 @@ fn malformed_files_through_inspect() {
         };
         let bytes = damage(&mut rng, base, fields);
         std::fs::write(&path, &bytes).expect("write");
-        let out = Command::new(env!("CARGO_BIN_EXE_geonetc")).arg("inspect").arg(&path).output().expect("run");
+        let out =
+            Command::new(env!("CARGO_BIN_EXE_geonetc")).arg("inspect").arg(&path).output().expect("run");
         let stderr = String::from_utf8_lossy(&out.stderr);
         match out.status.code() {
             Some(0) => {}
             Some(2) => {
                 assert_eq!(stderr.lines().count(), 1, "case {case}: {stderr}");
-                assert!(stderr.contains(path.file_name().and_then(|n| n.to_str()).unwrap_or("")), "case {case}: {stderr}");
+                assert!(
+                    stderr.contains(path.file_name().and_then(|n| n.to_str()).unwrap_or("")),
+                    "case {case}: {stderr}"
+                );
             }
             other => panic!("case {case}: exit {other:?}: {stderr}"),
         }

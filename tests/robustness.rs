@@ -211,7 +211,11 @@ fn twenty_thousand_unknown_names_are_linear_and_capped() {
     assert_eq!(text.matches("is not bound").count(), shown);
     // The unused bindings' warnings come after the errors in the count of what is not shown.
     let not_shown = out.diagnostics.len() - shown;
-    assert!(text.contains(&format!("… and {not_shown} more diagnostics not shown")), "{}", &text[text.len() - 300..]);
+    assert!(
+        text.contains(&format!("… and {not_shown} more diagnostics not shown")),
+        "{}",
+        &text[text.len() - 300..]
+    );
     assert_eq!(json["diagnostics"].as_array().map(Vec::len), Some(shown));
     assert_eq!(json["diagnostics_not_shown"], not_shown);
     // The last shown diagnostic is located exactly: `u499` on line 3 + 499, column 9.
@@ -260,7 +264,11 @@ fn missing_tokens_get_direct_messages_without_a_cascade() {
 #[test]
 fn items_share_no_line() {
     let out = geonetc::check::check_source("model m { input x: [1, 8]\n output x } train { batch = 2 }\n");
-    assert!(out.diagnostics.iter().any(|d| d.message == "each item starts on its own line"), "{:#?}", out.diagnostics);
+    assert!(
+        out.diagnostics.iter().any(|d| d.message == "each item starts on its own line"),
+        "{:#?}",
+        out.diagnostics
+    );
 }
 
 // ---- the language server's framing ------------------------------------------------------------

@@ -353,7 +353,8 @@ pub fn render(diags: &[Diagnostic], file_name: &str, source: &str, color: bool) 
     }
     let more = diags.len() - shown.len();
     if more > 0 {
-        let errors = diags.iter().filter(|d| d.is_error()).count() - shown.iter().filter(|d| d.is_error()).count();
+        let errors =
+            diags.iter().filter(|d| d.is_error()).count() - shown.iter().filter(|d| d.is_error()).count();
         out.push_str(&format!(
             "… and {more} more diagnostics not shown ({errors} errors, {} warnings)\n",
             more - errors

@@ -500,7 +500,7 @@ impl<'s> Printer<'s> {
                 // `e1 = x  -> ...`: head names are padded to the widest head of the run (up to
                 // the width of the bound names) so that the arrows of a run line up.
                 if let Some((h, terms)) = self.pipe_head(value) {
-                    self.write(&crate::diag::pad_end(&h, head_width));
+                    self.write(&crate::diag::pad_end(h, head_width));
                     self.pipe_rest(terms, self.indent() + 1);
                     return;
                 }

@@ -179,20 +179,20 @@ impl Server {
                             Some(doc) => {
                                 let lines = LineIndex::new(&doc.text);
                                 analysis::inlay_hints(doc)
-                                .into_iter()
-                                .map(|(offset, label)| (position_in(&lines, offset), label))
-                                .filter(|(pos, _)| *pos >= p.range.start && *pos <= p.range.end)
-                                .map(|(pos, label)| lt::InlayHint {
-                                    position: pos,
-                                    label: lt::InlayHintLabel::String(label),
-                                    kind: Some(lt::InlayHintKind::TYPE),
-                                    text_edits: None,
-                                    tooltip: None,
-                                    padding_left: Some(false),
-                                    padding_right: Some(true),
-                                    data: None,
-                                })
-                                .collect()
+                                    .into_iter()
+                                    .map(|(offset, label)| (position_in(&lines, offset), label))
+                                    .filter(|(pos, _)| *pos >= p.range.start && *pos <= p.range.end)
+                                    .map(|(pos, label)| lt::InlayHint {
+                                        position: pos,
+                                        label: lt::InlayHintLabel::String(label),
+                                        kind: Some(lt::InlayHintKind::TYPE),
+                                        text_edits: None,
+                                        tooltip: None,
+                                        padding_left: Some(false),
+                                        padding_right: Some(true),
+                                        data: None,
+                                    })
+                                    .collect()
                             }
                         };
                         serde_json::to_value(hints).map_err(|e| (ErrorCode::InternalError, e.to_string()))

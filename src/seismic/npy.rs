@@ -83,7 +83,9 @@ fn parse(bytes: &[u8]) -> Result<ArrayD<f64>, String> {
     }
     let data = &data[..needed];
     let values: Vec<f64> = match h.element {
-        Element::F32 => data.chunks_exact(4).map(|c| f32::from_bits(word4(c, h.little_endian)) as f64).collect(),
+        Element::F32 => {
+            data.chunks_exact(4).map(|c| f32::from_bits(word4(c, h.little_endian)) as f64).collect()
+        }
         Element::F64 => data.chunks_exact(8).map(|c| f64::from_bits(word8(c, h.little_endian))).collect(),
         Element::I32 => data.chunks_exact(4).map(|c| word4(c, h.little_endian) as i32 as f64).collect(),
         Element::I64 => data.chunks_exact(8).map(|c| word8(c, h.little_endian) as i64 as f64).collect(),
@@ -177,7 +179,9 @@ fn header(bytes: &[u8]) -> Result<Header, String> {
 /// The text of `'key': value` in a Python dict literal whose values are strings, booleans or
 /// tuples (up to the next top-level comma or the closing brace).
 fn dict_value<'a>(text: &'a str, key: &str) -> Option<&'a str> {
-    let at = [format!("'{key}'"), format!("\"{key}\"")].iter().find_map(|k| text.find(k.as_str()).map(|i| i + k.len()))?;
+    let at = [format!("'{key}'"), format!("\"{key}\"")]
+        .iter()
+        .find_map(|k| text.find(k.as_str()).map(|i| i + k.len()))?;
     let rest = text[at..].trim_start().strip_prefix(':')?;
     let mut depth = 0usize;
     for (i, c) in rest.char_indices() {

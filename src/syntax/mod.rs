@@ -33,7 +33,9 @@ pub fn parse(source: &str) -> (File, Vec<Diagnostic>) {
     pest::set_call_limit(std::num::NonZeroUsize::new(20_000_000));
     let pairs = match GeonetParser::parse(Rule::file, source) {
         Ok(p) => p,
-        Err(e) => return (File { items: vec![], unparsed: Unparsed::default() }, vec![pest_error(e, 0, source)]),
+        Err(e) => {
+            return (File { items: vec![], unparsed: Unparsed::default() }, vec![pest_error(e, 0, source)]);
+        }
     };
     let mut items = vec![];
     let mut unparsed = Unparsed::default();
@@ -47,8 +49,13 @@ pub fn parse(source: &str) -> (File, Vec<Diagnostic>) {
         {
             let at = pair.as_span().start();
             diags.push(
-                Diagnostic::error(codes::SYNTAX, "each item starts on its own line", at..at + 1, "on the same line")
-                    .with_help("put a line break before it"),
+                Diagnostic::error(
+                    codes::SYNTAX,
+                    "each item starts on its own line",
+                    at..at + 1,
+                    "on the same line",
+                )
+                .with_help("put a line break before it"),
             );
         }
         let mut b = Builder { diags: &mut diags, unparsed: &mut unparsed, unclosed: false };
@@ -325,15 +332,21 @@ impl Builder<'_> {
             (end.start, "the next item starts here")
         };
         self.diags.push(
-            Diagnostic::error(codes::SYNTAX, format!("missing `}}` to close {what}"), open, "this `{` is never closed")
-                .with_label(at..at, next)
-                .with_help("add `}` on a line of its own after the last line of the body"),
+            Diagnostic::error(
+                codes::SYNTAX,
+                format!("missing `}}` to close {what}"),
+                open,
+                "this `{` is never closed",
+            )
+            .with_label(at..at, next)
+            .with_help("add `}` on a line of its own after the last line of the body"),
         );
     }
 
     fn model(&mut self, p: Pair<Rule>) -> Model {
         let sp = span(&p);
-        let name = p.clone().into_inner().find(|q| q.as_rule() == Rule::ident).map(|q| q.as_str().to_string());
+        let name =
+            p.clone().into_inner().find(|q| q.as_rule() == Rule::ident).map(|q| q.as_str().to_string());
         self.check_closed(&p, &format!("model `{}`", name.unwrap_or_default()));
         let mut inner = inner(p);
         let name = inner.next().map(ident).unwrap_or(Ident { name: String::new(), span: sp.clone() });
@@ -375,7 +388,8 @@ impl Builder<'_> {
     fn block(&mut self, p: Pair<Rule>) -> Block {
         let sp = span(&p);
         let long = p.as_rule() == Rule::block_long;
-        let name = p.clone().into_inner().find(|q| q.as_rule() == Rule::ident).map(|q| q.as_str().to_string());
+        let name =
+            p.clone().into_inner().find(|q| q.as_rule() == Rule::ident).map(|q| q.as_str().to_string());
         self.check_closed(&p, &format!("block `{}`", name.unwrap_or_default()));
         let mut inner = inner(p).peekable();
         let name = inner.next().map(ident).unwrap_or(Ident { name: String::new(), span: sp.clone() });
