@@ -1,5 +1,7 @@
-//! No input makes the checker panic or hang: random mutations of every example, plus
-//! pathological inputs. (The time bound is a hang guard, not a benchmark.)
+//! No input makes the checker panic or hang: random mutations of every example, pathological
+//! inputs, names and lines past 65,535 characters, 20,000 errors (linear and capped); the
+//! language server's framing; direct messages without a cascade for a missing `)`, `->` or `}`.
+//! (Time bounds are hang guards, not benchmarks.) The large seeded suite is `tests/fuzz.rs`.
 
 use proptest::prelude::*;
 use std::time::{Duration, Instant};

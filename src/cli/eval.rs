@@ -1,6 +1,6 @@
 use super::common::{backend, load_program, set_threads};
 use super::*;
-use geonetc::runtime::{checkpoint, data, infer};
+use geonetc::runtime::{checkpoint, infer};
 use geonetc::seismic::segy::SeismicFile;
 use ndarray::{Array2, ArrayD, Ix2};
 use std::path::Path;
@@ -19,7 +19,7 @@ pub struct EvalArgs {
 /// A section `[traces, samples]` from SEG-Y/SU, or a 2-D `.npy` read as `[time, traces]`.
 fn read_section(path: &Path) -> Result<Array2<f32>, String> {
     if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("npy")) {
-        let a: ArrayD<f64> = data::read_npy(path)?;
+        let a: ArrayD<f64> = geonetc::seismic::npy::read_nonempty(path)?;
         let a = a
             .into_dimensionality::<Ix2>()
             .map_err(|_| format!("{}: expected a 2-D [time, traces] array", path.display()))?;

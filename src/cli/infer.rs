@@ -51,7 +51,7 @@ pub fn run(args: InferArgs) -> ExitCode {
         if !is_npy(&args.output) {
             return fail("a .npy input gives a .npy output: name the output *.npy");
         }
-        let input = match data::read_npy(&args.input) {
+        let input = match geonetc::seismic::npy::read_nonempty(&args.input) {
             Ok(a) => a,
             Err(e) => return fail(e),
         };

@@ -59,6 +59,16 @@ pub fn read(path: &Path) -> Result<ArrayD<f64>, String> {
     parse(&bytes).map_err(fail)
 }
 
+/// Reads a `.npy` that must hold values (a section or samples to run a model on): an array with
+/// a zero-length axis is an error naming the file and its shape.
+pub fn read_nonempty(path: &Path) -> Result<ArrayD<f64>, String> {
+    let a = read(path)?;
+    if a.is_empty() {
+        return Err(format!("{}: empty array of shape {:?}, nothing to read", path.display(), a.shape()));
+    }
+    Ok(a)
+}
+
 /// Parses a whole `.npy` file held in memory.
 fn parse(bytes: &[u8]) -> Result<ArrayD<f64>, String> {
     let h = header(bytes)?;
@@ -247,6 +257,18 @@ mod tests {
         assert_eq!(e, "truncated: header declares 12 values, file holds 10");
         let e = parse(&npy("<f4", "(2,)", &[0; 12])).unwrap_err();
         assert!(e.contains("4 more bytes"), "{e}");
+    }
+
+    #[test]
+    fn empty_arrays_are_an_error_where_values_are_needed() {
+        let dir = std::env::temp_dir().join(format!("geonetc-npy-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("empty.npy");
+        std::fs::write(&p, npy("<f4", "(0, 100)", &[])).unwrap();
+        assert_eq!(read(&p).unwrap().shape(), &[0, 100]);
+        assert!(read_nonempty(&p).unwrap_err().ends_with("empty.npy: empty array of shape [0, 100], nothing to read"));
+        let e = read(&dir).unwrap_err();
+        assert!(e.ends_with(": is a directory, not a data file"), "{e}");
     }
 
     #[test]

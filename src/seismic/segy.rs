@@ -4,12 +4,16 @@
 //! Layout: 3200-byte textual header (EBCDIC or ASCII), 400-byte binary header, optional
 //! 3200-byte extended textual headers, then traces of a 240-byte header and `ns` samples.
 //! Seismic Unix files are traces only. Byte order is detected from the binary header's
-//! sample-format code (SEG-Y) or from the trace length that fits the file (SU).
+//! sample-format code (SEG-Y) or from the trace headers that walk the file exactly (SU).
 //!
-//! The sample count comes from the binary header when it makes the file a whole number of
-//! traces (fixed-length data); otherwise from the first trace header; otherwise traces are
-//! walked by their own counts. Disagreements are warnings; a file that ends inside a trace is an
-//! error naming the byte offset.
+//! SEG-Y: the sample count comes from the binary header when it makes the file a whole number
+//! of traces (fixed-length data); otherwise from the first trace header; otherwise traces are
+//! walked by their own counts (0 meaning the binary header's). SU: traces are always walked by
+//! their own counts. Traces of differing counts are an error naming both; a file that ends
+//! inside a trace is an error naming the trace, its byte offset and the count it was read with
+//! (never a count read from sample bytes). Every size is checked against the file's length
+//! before it is used. A file without traces or samples opens (`inspect` describes it) but is no
+//! [`SeismicFile::section`].
 
 use memmap2::Mmap;
 use std::fmt;
