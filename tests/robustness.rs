@@ -181,6 +181,7 @@ fn identifiers_and_lines_longer_than_65535_characters() {
                 assert!(!out.has_errors(), "{text}");
                 let formatted = geonetc::fmt::format_source(src).expect("formats");
                 assert!(formatted.contains(&long));
+                assert!(geonetc::check::summary_table(&out).contains(&long));
             }
             _ => {
                 assert_eq!(out.diagnostics.len(), 1, "{text}");

@@ -266,7 +266,11 @@ mod tests {
         let p = dir.join("empty.npy");
         std::fs::write(&p, npy("<f4", "(0, 100)", &[])).unwrap();
         assert_eq!(read(&p).unwrap().shape(), &[0, 100]);
-        assert!(read_nonempty(&p).unwrap_err().ends_with("empty.npy: empty array of shape [0, 100], nothing to read"));
+        assert!(
+            read_nonempty(&p)
+                .unwrap_err()
+                .ends_with("empty.npy: empty array of shape [0, 100], nothing to read")
+        );
         let e = read(&dir).unwrap_err();
         assert!(e.ends_with(": is a directory, not a data file"), "{e}");
     }
