@@ -386,3 +386,87 @@ fn a_two_dimensional_npy_for_a_one_dimensional_model_is_one_sample() {
     assert_eq!(y.shape(), &[1, 8]);
     assert_eq!(y.iter().copied().collect::<Vec<f64>>(), vec![0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0]);
 }
+
+// ---- the readers on hand-made files (issue 15) ------------------------------------------------
+
+/// Big-endian trace of `ns` IEEE samples `value`, header saying `header_ns`.
+fn trace(header_ns: u16, ns: usize, value: f32) -> Vec<u8> {
+    let mut t = vec![0u8; 240];
+    t[114..116].copy_from_slice(&header_ns.to_be_bytes());
+    t.extend(std::iter::repeat_n(value.to_be_bytes(), ns).flatten());
+    t
+}
+
+fn open_bytes(name: &str, bytes: &[u8]) -> Result<SeismicFile, geonetc::seismic::segy::Error> {
+    let dir = std::env::temp_dir().join(format!("geonetc-segy-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let p = dir.join(name);
+    std::fs::write(&p, bytes).unwrap();
+    SeismicFile::open(&p)
+}
+
+#[test]
+fn su_traces_of_different_lengths_are_an_error_not_misread() {
+    // 50, 25 and 75 samples: the sizes add up to a whole file, which the old reader read as
+    // three traces of 50 with header bytes as samples.
+    let bytes = [trace(50, 50, 1.0), trace(25, 25, 2.0), trace(75, 75, 3.0)].concat();
+    let e = open_bytes("mixed.su", &bytes).err().unwrap().to_string();
+    assert!(e.contains("mixed.su"), "{e}");
+    assert!(e.contains("trace 2 at byte 440 has 25 samples but trace 1 has 50"), "{e}");
+    // The same three traces at 50 read back exactly.
+    let bytes = [trace(50, 50, 1.0), trace(50, 50, 2.0), trace(50, 50, 3.0)].concat();
+    let f = open_bytes("even.su", &bytes).unwrap();
+    let s = f.section().unwrap();
+    assert_eq!(s.dim(), (3, 50));
+    assert_eq!((s[[0, 0]], s[[1, 49]], s[[2, 10]]), (1.0, 2.0, 3.0));
+}
+
+#[test]
+fn su_truncation_names_trace_and_byte() {
+    let mut bytes = [trace(50, 50, 1.0), trace(50, 50, 2.0)].concat();
+    bytes.truncate(440 + 300);
+    let e = open_bytes("cut.su", &bytes).err().unwrap().to_string();
+    assert!(e.contains("cut.su: truncated: trace 2 at byte 440 needs 440 bytes"), "{e}");
+    assert!(e.contains("300 bytes into it; 1 whole traces before it"), "{e}");
+}
+
+/// A big-endian SEG-Y header block: IEEE samples, `ns` in the binary header.
+fn segy_header(ns: u16) -> Vec<u8> {
+    let mut b = vec![0x40u8; 3200];
+    b.resize(3600, 0);
+    b[3216..3218].copy_from_slice(&4000u16.to_be_bytes());
+    b[3220..3222].copy_from_slice(&ns.to_be_bytes());
+    b[3224..3226].copy_from_slice(&5u16.to_be_bytes());
+    b
+}
+
+#[test]
+fn segy_truncated_inside_samples_is_not_a_zero_sample_trace() {
+    // Binary header 50 samples, trace headers 0 (common), file cut after the first trace
+    // header: once read as one trace of zero samples.
+    let mut bytes = segy_header(50);
+    bytes.extend(trace(0, 50, 1.0));
+    bytes.extend(trace(0, 50, 2.0));
+    bytes.truncate(3600 + 440 + 240 + 17);
+    let e = open_bytes("cut.sgy", &bytes).err().unwrap().to_string();
+    assert!(
+        e.contains("cut.sgy: truncated: trace 2 at byte 4040 needs 440 bytes (50 samples of IEEE float (5), from the binary header)"),
+        "{e}"
+    );
+    // Samples that look like a huge count are never quoted as a trace header.
+    let mut bytes = segy_header(50);
+    bytes.extend(trace(0, 50, f32::from_bits(0x7fff_7fff)));
+    bytes.extend(trace(0, 10, 0.5));
+    let e = open_bytes("cut2.sgy", &bytes).err().unwrap().to_string();
+    assert!(e.contains("trace 2 at byte 4040") && !e.contains("32767"), "{e}");
+}
+
+#[test]
+fn empty_sections_and_directories() {
+    let e = open_bytes("none.sgy", &segy_header(50)).unwrap().section().unwrap_err().to_string();
+    assert!(e.contains("none.sgy: empty section: 0 traces of 50 samples"), "{e}");
+    let dir = std::env::temp_dir().join(format!("geonetc-segy-dir-{}.sgy", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let e = SeismicFile::open(&dir).err().unwrap().to_string();
+    assert!(e.ends_with(": is a directory, not a data file"), "{e}");
+}
