@@ -352,3 +352,24 @@ fn lsp_answers_hover_on_a_file_with_twenty_thousand_errors() {
     let published = stdout.matches(r#""code":"E0201""#).count();
     assert!(published > 0 && published <= geonetc::diag::SHOWN, "published {published}");
 }
+
+/// A secondary label 3,000 lines from its primary one is left out of the snippet, not drawn at
+/// the wrong place; one 30 lines away is drawn where it belongs.
+#[test]
+fn far_apart_labels_are_drawn_right_or_not_at_all() {
+    for gap in [30, 3000] {
+        let src = format!(
+            "model m {{\n input x: [1, 8]\n y = x -> relu\n{} y = x -> relu\n output y\n}}\n",
+            " # filler\n".repeat(gap)
+        );
+        let out = geonetc::check::check_source(&src);
+        let text = geonetc::diag::render(&out.diagnostics, "f.geonet", &src, false);
+        assert!(text.contains("`y` is bound twice"), "{text}");
+        assert_eq!(text.contains("first bound here"), gap == 30, "{text}");
+        if gap == 30 {
+            // Drawn under line 3, the first binding.
+            let at = text.find(" 3 │  y = x -> relu").expect("line 3 shown");
+            assert!(text[at..].contains("first bound here"), "{text}");
+        }
+    }
+}

@@ -210,6 +210,9 @@ pub fn shown(diags: &[Diagnostic]) -> Vec<&Diagnostic> {
 /// `file:line:column` and its message (a 16 MiB line is no use in a terminal).
 const MAX_SNIPPET_LINE: usize = 4096;
 
+/// Labels further apart than this many lines are not drawn in one snippet.
+const MAX_WINDOW_LINES: usize = 2000;
+
 /// The part of the source a diagnostic's snippet can show: whole lines around its labels.
 /// miette finds lines by scanning from the start of the text it is given, so it is given only
 /// this window (offsets and line numbers are shifted back), which keeps rendering linear.
@@ -288,10 +291,15 @@ impl miette::Diagnostic for Report<'_> {
             let (o, l) = clamp(&self.diag.primary.span);
             miette::LabeledSpan::new_primary_with_span(Some(self.diag.primary.message.clone()), (o, l))
         };
-        let secondary = self.diag.secondary.iter().map(move |lab| {
-            let (o, l) = clamp(&lab.span);
-            miette::LabeledSpan::new_with_span(Some(lab.message.clone()), (o, l))
-        });
+        // A secondary label outside the window (far from the primary one) is left out rather
+        // than drawn at the window's edge, where it would point at the wrong text.
+        let secondary =
+            self.diag.secondary.iter().filter(move |lab| lab.span.start >= lo && lab.span.end <= hi).map(
+                move |lab| {
+                    let (o, l) = clamp(&lab.span);
+                    miette::LabeledSpan::new_with_span(Some(lab.message.clone()), (o, l))
+                },
+            );
         Some(Box::new(std::iter::once(primary).chain(secondary)))
     }
 }
@@ -303,8 +311,8 @@ fn window<'a>(diag: &Diagnostic, name: &'a str, lines: &LineIndex<'a>) -> Option
     let (lo, hi) = spans.fold((usize::MAX, 0), |(lo, hi), s| (lo.min(s.start), hi.max(s.end.max(s.start))));
     let (lo, hi) = (lines.clamp(lo), lines.clamp(hi));
     // Labels far apart (a use and a definition 10,000 lines up) would make a long window: only
-    // the primary label's surroundings are shown then.
-    let (lo, hi) = if lines.line(hi) - lines.line(lo) > 50 {
+    // the primary label's surroundings are shown then (the others are left out, see `labels`).
+    let (lo, hi) = if lines.line(hi) - lines.line(lo) > MAX_WINDOW_LINES {
         (lines.clamp(diag.primary.span.start), lines.clamp(diag.primary.span.end))
     } else {
         (lo, hi)
