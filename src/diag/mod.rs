@@ -207,7 +207,8 @@ pub fn shown(diags: &[Diagnostic]) -> Vec<&Diagnostic> {
 }
 
 /// Snippets are drawn from lines up to this long; a diagnostic on a longer line is printed as
-/// `file:line:column` and its message (a 16 MiB line is no use in a terminal).
+/// `file:line:column` and its message: a 16 MiB line is no use in a terminal, and miette pads
+/// label columns with `{:width$}`, which panics past 65,535.
 const MAX_SNIPPET_LINE: usize = 4096;
 
 /// Labels further apart than this many lines are not drawn in one snippet.
