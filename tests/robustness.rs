@@ -373,3 +373,13 @@ fn far_apart_labels_are_drawn_right_or_not_at_all() {
         }
     }
 }
+
+/// A statement that starts with an item keyword but is no item (`train = ...`) is one bad
+/// statement, not the end of a model left open.
+#[test]
+fn a_keyword_statement_does_not_close_the_model() {
+    let src = "model m {\n  input x: [1, 8]\n  train = x -> relu\n  output x\n}\n";
+    let out = geonetc::check::check_source(src);
+    assert_eq!(out.diagnostics.len(), 1, "{:#?}", out.diagnostics);
+    assert!(!out.diagnostics[0].message.contains("missing `}`"), "{:#?}", out.diagnostics);
+}
