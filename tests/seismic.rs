@@ -53,7 +53,7 @@ fn every_file_matches_segyio() {
         assert_eq!(f.traces() as u64, fx["traces"].as_u64().unwrap(), "{name} traces");
         assert_eq!(f.samples as u64, fx["samples"].as_u64().unwrap(), "{name} samples");
         assert_eq!(f.dt_us as u64, fx["dt_us"].as_u64().unwrap(), "{name} dt");
-        let s = f.section();
+        let s = f.section().unwrap();
         let close = |a: f64, b: f64| (a - b).abs() <= 1e-6 * b.abs().max(1e-6);
         let min = s.iter().fold(f32::INFINITY, |m, &v| m.min(v)) as f64;
         let max = s.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v)) as f64;
@@ -108,7 +108,7 @@ fn readme_geometry_and_pitfalls() {
     let f3 = SeismicFile::open(&data("field/f3.sgy").unwrap()).unwrap();
     let lsb = SeismicFile::open(&data("fixtures/f3-lsb.sgy").unwrap()).unwrap();
     assert_eq!((f3.format, f3.samples, lsb.endian), (SampleFormat::Int16, 75, Endian::Little));
-    assert_eq!(f3.section(), lsb.section());
+    assert_eq!(f3.section().unwrap(), lsb.section().unwrap());
     let h = f3.trace_header(0).unwrap();
     assert_eq!((h.inline, h.crossline, h.delay_ms), (111, 875, 4));
     let h = f3.trace_header(413).unwrap();
@@ -120,8 +120,8 @@ fn readme_geometry_and_pitfalls() {
     assert_eq!((small.samples, small.dt_us, small.trace_header(0).unwrap().ns), (50, 4000, 0));
     let small_lsb = SeismicFile::open(&data("fixtures/small-lsb.sgy").unwrap()).unwrap();
     let small_su = SeismicFile::open(&data("fixtures/small.su").unwrap()).unwrap();
-    assert_eq!(small.section(), small_lsb.section());
-    assert_eq!(small.section(), small_su.section());
+    assert_eq!(small.section().unwrap(), small_lsb.section().unwrap());
+    assert_eq!(small.section().unwrap(), small_su.section().unwrap());
     assert_eq!(small_su.kind, segy::Kind::Su);
 
     // 4 extended textual headers, 1 trace of 1 sample.
@@ -144,16 +144,16 @@ fn write_read_round_trips_keep_every_header_byte() {
         let Some(p) = data(rel) else { return };
         let f = SeismicFile::open(&p).unwrap();
         let out = d.join(Path::new(rel).file_name().unwrap());
-        f.write_like(&out, &f.section()).unwrap();
+        f.write_like(&out, &f.section().unwrap()).unwrap();
         assert_eq!(
             std::fs::read(&out).unwrap(),
             std::fs::read(&p).unwrap(),
             "{rel}: identity write changed bytes"
         );
         // Halved values come back halved (exactly for IEEE, IBM within its precision, int16 rounded).
-        let half = f.section().mapv(|v| v / 2.0);
+        let half = f.section().unwrap().mapv(|v| v / 2.0);
         f.write_like(&out, &half).unwrap();
-        let back = SeismicFile::open(&out).unwrap().section();
+        let back = SeismicFile::open(&out).unwrap().section().unwrap();
         for (a, b) in back.iter().zip(half.iter()) {
             let tol = if f.format == SampleFormat::Int16 { 0.5 } else { 1e-6 * b.abs() };
             assert!((a - b).abs() <= tol, "{rel}: {a} vs {b}");
@@ -184,7 +184,7 @@ fn malformed_files_get_one_clean_error() {
         };
         assert!(e.contains(name) && e.contains(want) && !e.contains('\n'), "{name}: {e}");
     }
-    // Header-only traces (zero samples) are a valid, if empty, section.
+    // Header-only traces (zero samples) open (inspect describes them) but are no section.
     let mut zero = bytes[..3600].to_vec();
     zero[3220] = 0;
     zero[3221] = 0;
@@ -192,7 +192,8 @@ fn malformed_files_get_one_clean_error() {
     std::fs::write(d.join("zero.sgy"), &zero).unwrap();
     let z = SeismicFile::open(&d.join("zero.sgy")).unwrap();
     assert_eq!((z.traces(), z.samples), (3, 0));
-    assert_eq!(z.section().dim(), (3, 0));
+    let e = z.section().unwrap_err().to_string();
+    assert!(e.contains("zero.sgy") && e.contains("empty section: 3 traces of 0 samples"), "{e}");
     let e = SeismicFile::open(&d.join("truncated.sgy")).err().unwrap().to_string();
     assert!(e.contains("byte 14500"), "{e}");
 }
@@ -318,7 +319,7 @@ fn segy_training_patches() {
     assert_eq!(ds.inputs, ds.targets); // noise 0
     // Normalised to unit RMS over the section: the first patch is the section's corner / rms.
     let f = SeismicFile::open(&p).unwrap();
-    let s = f.section();
+    let s = f.section().unwrap();
     let rms = (s.iter().map(|&v| (v as f64).powi(2)).sum::<f64>() / s.len() as f64).sqrt();
     assert!((ds.targets[[0, 0, 5, 7]] - s[[7, 5]] as f64 / rms).abs() < 1e-9);
     let traces = geonetc::runtime::data::segy(&p, &[1, 40], None, None, 0.5, 1).unwrap();
@@ -384,4 +385,88 @@ fn a_two_dimensional_npy_for_a_one_dimensional_model_is_one_sample() {
     let y = geonetc::runtime::data::read_npy(&out).unwrap();
     assert_eq!(y.shape(), &[1, 8]);
     assert_eq!(y.iter().copied().collect::<Vec<f64>>(), vec![0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0]);
+}
+
+// ---- the readers on hand-made files (issue 15) ------------------------------------------------
+
+/// Big-endian trace of `ns` IEEE samples `value`, header saying `header_ns`.
+fn trace(header_ns: u16, ns: usize, value: f32) -> Vec<u8> {
+    let mut t = vec![0u8; 240];
+    t[114..116].copy_from_slice(&header_ns.to_be_bytes());
+    t.extend(std::iter::repeat_n(value.to_be_bytes(), ns).flatten());
+    t
+}
+
+fn open_bytes(name: &str, bytes: &[u8]) -> Result<SeismicFile, geonetc::seismic::segy::Error> {
+    let dir = std::env::temp_dir().join(format!("geonetc-segy-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let p = dir.join(name);
+    std::fs::write(&p, bytes).unwrap();
+    SeismicFile::open(&p)
+}
+
+#[test]
+fn su_traces_of_different_lengths_are_an_error_not_misread() {
+    // 50, 25 and 75 samples: the sizes add up to a whole file, which the old reader read as
+    // three traces of 50 with header bytes as samples.
+    let bytes = [trace(50, 50, 1.0), trace(25, 25, 2.0), trace(75, 75, 3.0)].concat();
+    let e = open_bytes("mixed.su", &bytes).err().unwrap().to_string();
+    assert!(e.contains("mixed.su"), "{e}");
+    assert!(e.contains("trace 2 at byte 440 has 25 samples but trace 1 has 50"), "{e}");
+    // The same three traces at 50 read back exactly.
+    let bytes = [trace(50, 50, 1.0), trace(50, 50, 2.0), trace(50, 50, 3.0)].concat();
+    let f = open_bytes("even.su", &bytes).unwrap();
+    let s = f.section().unwrap();
+    assert_eq!(s.dim(), (3, 50));
+    assert_eq!((s[[0, 0]], s[[1, 49]], s[[2, 10]]), (1.0, 2.0, 3.0));
+}
+
+#[test]
+fn su_truncation_names_trace_and_byte() {
+    let mut bytes = [trace(50, 50, 1.0), trace(50, 50, 2.0)].concat();
+    bytes.truncate(440 + 300);
+    let e = open_bytes("cut.su", &bytes).err().unwrap().to_string();
+    assert!(e.contains("cut.su: truncated: trace 2 at byte 440 needs 440 bytes"), "{e}");
+    assert!(e.contains("300 bytes into it; 1 whole traces before it"), "{e}");
+}
+
+/// A big-endian SEG-Y header block: IEEE samples, `ns` in the binary header.
+fn segy_header(ns: u16) -> Vec<u8> {
+    let mut b = vec![0x40u8; 3200];
+    b.resize(3600, 0);
+    b[3216..3218].copy_from_slice(&4000u16.to_be_bytes());
+    b[3220..3222].copy_from_slice(&ns.to_be_bytes());
+    b[3224..3226].copy_from_slice(&5u16.to_be_bytes());
+    b
+}
+
+#[test]
+fn segy_truncated_inside_samples_is_not_a_zero_sample_trace() {
+    // Binary header 50 samples, trace headers 0 (common), file cut after the first trace
+    // header: once read as one trace of zero samples.
+    let mut bytes = segy_header(50);
+    bytes.extend(trace(0, 50, 1.0));
+    bytes.extend(trace(0, 50, 2.0));
+    bytes.truncate(3600 + 440 + 240 + 17);
+    let e = open_bytes("cut.sgy", &bytes).err().unwrap().to_string();
+    assert!(
+        e.contains("cut.sgy: truncated: trace 2 at byte 4040 needs 440 bytes (50 samples of IEEE float (5), from the binary header)"),
+        "{e}"
+    );
+    // Samples that look like a huge count are never quoted as a trace header.
+    let mut bytes = segy_header(50);
+    bytes.extend(trace(0, 50, f32::from_bits(0x7fff_7fff)));
+    bytes.extend(trace(0, 10, 0.5));
+    let e = open_bytes("cut2.sgy", &bytes).err().unwrap().to_string();
+    assert!(e.contains("trace 2 at byte 4040") && !e.contains("32767"), "{e}");
+}
+
+#[test]
+fn empty_sections_and_directories() {
+    let e = open_bytes("none.sgy", &segy_header(50)).unwrap().section().unwrap_err().to_string();
+    assert!(e.contains("none.sgy: empty section: 0 traces of 50 samples"), "{e}");
+    let dir = std::env::temp_dir().join(format!("geonetc-segy-dir-{}.sgy", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let e = SeismicFile::open(&dir).err().unwrap().to_string();
+    assert!(e.ends_with(": is a directory, not a data file"), "{e}");
 }

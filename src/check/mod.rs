@@ -167,12 +167,16 @@ fn check_items(
     }
 
     let mut checker = model::ModelChecker::new(blocks.clone());
+    checker.poisoned = file.unparsed.bound.iter().map(|i| i.name.clone()).collect();
+    let mentioned_unparsed: std::collections::HashSet<&str> =
+        file.unparsed.mentioned.iter().map(String::as_str).collect();
     let checked = models.first().and_then(|m| checker.check_model(m, input_shapes));
     let model_name = models.first().map(|m| m.name.name.clone());
     diags.append(&mut checker.diags);
     let mentioned = mentioned_blocks(models.first().copied(), &blocks);
     for (name, b) in &blocks {
-        if !checker.used_blocks.contains(*name) && !mentioned.contains(*name) {
+        // A call in a line that failed to parse still counts as a use.
+        if !checker.used_blocks.contains(*name) && !mentioned.contains(*name) && !mentioned_unparsed.contains(name) {
             diags.push(
                 Diagnostic::warning(
                     codes::UNUSED_BLOCK,

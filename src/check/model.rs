@@ -70,6 +70,10 @@ pub struct ModelChecker<'a> {
     pub used_blocks: HashSet<String>,
     /// Blocks being expanded (recursion detection) with their call sites.
     stack: Vec<(String, Span)>,
+    /// Names defined by lines that failed to parse: known but poisoned, never "not bound".
+    pub poisoned: HashSet<String>,
+    /// How many more name comparisons did-you-mean searches for unbound names may make.
+    suggestion_budget: usize,
 }
 
 pub struct CheckedModel {
@@ -86,7 +90,15 @@ const MAX_BLOCK_DEPTH: usize = 64;
 
 impl<'a> ModelChecker<'a> {
     pub fn new(blocks: HashMap<&'a str, &'a ast::Block>) -> Self {
-        ModelChecker { diags: vec![], layers: vec![], blocks, used_blocks: HashSet::new(), stack: vec![] }
+        ModelChecker {
+            diags: vec![],
+            layers: vec![],
+            blocks,
+            used_blocks: HashSet::new(),
+            stack: vec![],
+            poisoned: HashSet::new(),
+            suggestion_budget: 1_000_000,
+        }
     }
 
     /// Reports a diagnostic, noting the block call sites it was reached through.
@@ -177,7 +189,8 @@ impl<'a> ModelChecker<'a> {
                 }
             }
         }
-        if !saw_output {
+        // (A model whose `output` line failed to parse has its syntax error already.)
+        if !saw_output && !self.poisoned.contains("output") {
             self.report(
                 Diagnostic::error(
                     codes::MISSING_OUTPUT,
@@ -195,9 +208,11 @@ impl<'a> ModelChecker<'a> {
 
     fn warn_unused(&mut self, env: &Env) {
         for name in &env.order {
+            // A poisoned binding (its definition failed) has its error already.
             if let Some(b) = env.values.get(name)
                 && !b.used
                 && !b.is_input
+                && b.val.is_some()
                 && !name.starts_with('_')
             {
                 self.report(
@@ -381,6 +396,10 @@ impl<'a> ModelChecker<'a> {
             );
             return None;
         }
+        if self.poisoned.contains(name) {
+            // Its line has a syntax error already.
+            return None;
+        }
         let base = split_rank(name).0;
         if LAYERS.contains(&name) || self.blocks.contains_key(name) || layers::signature(base).is_some() {
             self.report(
@@ -400,7 +419,16 @@ impl<'a> ModelChecker<'a> {
             span.clone(),
             "not bound in this model",
         );
-        if let Some(s) = closest(name, env.order.iter().map(String::as_str)) {
+        // Each search compares with every bound name: a file of thousands of unbound names and
+        // thousands of bindings would be quadratic, so the comparisons have a fixed budget
+        // (only the first few hundred diagnostics are shown anyway).
+        let suggestion = if self.suggestion_budget >= env.order.len() {
+            self.suggestion_budget -= env.order.len();
+            closest(name, env.order.iter().map(String::as_str))
+        } else {
+            None
+        };
+        if let Some(s) = suggestion {
             d = d.with_help(format!("did you mean `{s}`?"));
         } else {
             d = d.with_help(format!("bind it first, e.g. `{name} = x -> conv(8, kernel=3)`"));
@@ -429,6 +457,10 @@ impl<'a> ModelChecker<'a> {
         }
         let (base, rank) = split_rank(n);
         let Some(sig) = layers::signature(base) else {
+            if self.poisoned.contains(n) {
+                // A block whose definition has a syntax error already.
+                return None;
+            }
             let mut d = Diagnostic::error(
                 codes::UNKNOWN_LAYER,
                 format!("unknown layer or block `{n}`"),

@@ -30,21 +30,17 @@ pub fn summary_table(out: &CheckOutput) -> String {
         m.inputs.iter().map(|t| format!("{} {}", t.name, fmt_shape(&t.shape))).collect();
     s.push_str(&format!("model {}  (input {})\n\n", m.name, inputs.join(", ")));
     for (i, r) in rows.iter().enumerate() {
-        let line = format!(
-            "{:<w0$}  {:<w1$}  {:<w2$}  {:>w3$}  {:>w4$}  {:>w5$}",
-            r[0],
-            r[1],
-            r[2],
-            r[3],
-            r[4],
-            r[5],
-            w0 = widths[0],
-            w1 = widths[1],
-            w2 = widths[2],
-            w3 = widths[3],
-            w4 = widths[4],
-            w5 = widths[5]
-        );
+        // Padded by hand: `{:<w$}` panics on widths past 65,535 (a long layer or value name).
+        use crate::diag::{pad_end, pad_start};
+        let line = [
+            pad_end(&r[0], widths[0]),
+            pad_end(&r[1], widths[1]),
+            pad_end(&r[2], widths[2]),
+            pad_start(&r[3], widths[3]),
+            pad_start(&r[4], widths[4]),
+            pad_start(&r[5], widths[5]),
+        ]
+        .join("  ");
         s.push_str(line.trim_end());
         s.push('\n');
         if i == 0 {
@@ -119,6 +115,9 @@ struct Json<'a> {
     accepted_sizes: Vec<JsonAxis<'a>>,
     receptive_field: Vec<JsonField<'a>>,
     diagnostics: Vec<JsonDiagnostic<'a>>,
+    /// Diagnostics past the first `diag::SHOWN`, counted but not listed (absent when none).
+    #[serde(skip_serializing_if = "is_zero")]
+    diagnostics_not_shown: usize,
 }
 
 #[derive(Serialize)]
@@ -168,6 +167,10 @@ fn field_json(f: &Field) -> serde_json::Value {
         Field::Axes(a) => serde_json::json!(a),
         Field::Whole => serde_json::json!("whole"),
     }
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 /// The `--format json` object (cli.md), also when there are errors.
@@ -234,7 +237,11 @@ pub fn to_json(out: &CheckOutput, file: &str) -> serde_json::Value {
                 .collect(),
             _ => vec![],
         },
-        diagnostics: out.diagnostics.iter().map(|d| d.to_json(&out.source)).collect(),
+        diagnostics: {
+            let lines = crate::diag::LineIndex::new(&out.source);
+            crate::diag::shown(&out.diagnostics).into_iter().map(|d| d.to_json(&lines)).collect()
+        },
+        diagnostics_not_shown: out.diagnostics.len().saturating_sub(crate::diag::SHOWN),
     };
     serde_json::to_value(j).unwrap_or(serde_json::Value::Null)
 }

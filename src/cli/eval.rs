@@ -1,6 +1,6 @@
 use super::common::{backend, check_outputs, data_rms, load_model, note_inexact_integers, set_threads};
 use super::*;
-use geonetc::runtime::{checkpoint, data, infer};
+use geonetc::runtime::{checkpoint, infer};
 use geonetc::seismic::segy::SeismicFile;
 use ndarray::{Array2, ArrayD, Ix2};
 use std::path::Path;
@@ -20,7 +20,7 @@ pub struct EvalArgs {
 /// never empty.
 fn read_section(path: &Path, be: geonetc::runtime::engine::Backend) -> Result<Array2<f64>, String> {
     let section = if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("npy")) {
-        let a: ArrayD<f64> = data::read_npy(path)?;
+        let a: ArrayD<f64> = geonetc::seismic::npy::read_nonempty(path)?;
         let a = a
             .into_dimensionality::<Ix2>()
             .map_err(|_| format!("{}: expected a 2-D [time, traces] array", path.display()))?;

@@ -77,7 +77,7 @@ pub fn run(args: InferArgs) -> ExitCode {
     let is_npy = args.input.extension().is_some_and(|e| e.eq_ignore_ascii_case("npy"));
 
     if is_npy {
-        let input = match data::read_npy(&args.input) {
+        let input = match geonetc::seismic::npy::read_nonempty(&args.input) {
             Ok(a) => a,
             Err(e) => return fail(e),
         };

@@ -368,7 +368,8 @@ impl<'s> Printer<'s> {
                 self.blank_line();
             }
             self.open_line(base + 1);
-            self.write(&format!("{:<w$} = ", kv.key.name));
+            // (Padded by hand: `{:<w$}` panics on widths past 65,535.)
+            self.write(&format!("{} = ", crate::diag::pad_end(&kv.key.name, w)));
             self.expr(&kv.value, Style::Spaced);
         }
         self.flush(close, base + 1, true);
@@ -494,12 +495,12 @@ impl<'s> Printer<'s> {
                 }
             }
             Stmt::Bind { name, value, .. } => {
-                self.write(&format!("{:<width$} = ", name.name));
+                self.write(&format!("{} = ", crate::diag::pad_end(&name.name, width)));
                 self.flush(value.span.start, self.indent() + 1, false);
                 // `e1 = x  -> ...`: head names are padded to the widest head of the run (up to
                 // the width of the bound names) so that the arrows of a run line up.
                 if let Some((h, terms)) = self.pipe_head(value) {
-                    self.write(&format!("{h:<head_width$}"));
+                    self.write(&crate::diag::pad_end(h, head_width));
                     self.pipe_rest(terms, self.indent() + 1);
                     return;
                 }

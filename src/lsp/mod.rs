@@ -8,19 +8,20 @@
 //! request that fails for any reason gets an error response, never a crash.
 
 pub mod analysis;
+pub mod transport;
 
-use crate::diag::{Diagnostic as GDiag, Severity};
+use crate::diag::{Diagnostic as GDiag, LineIndex, Severity};
 use analysis::{Analysis, CandidateKind};
 use lsp_server::{Connection, ErrorCode, Message, Notification, Request, Response};
 use lsp_types as lt;
 use std::collections::HashMap;
 
-/// Runs the server on stdin/stdout until `exit`.
+/// Runs the server on stdin/stdout until `exit` (framing: [`transport`]).
 pub fn run_stdio() -> Result<(), String> {
-    let (connection, io_threads) = Connection::stdio();
+    let (connection, io_threads) = transport::stdio();
     let result = serve(&connection);
     drop(connection);
-    io_threads.join().map_err(|e| e.to_string())?;
+    io_threads.join()?;
     result
 }
 
@@ -115,8 +116,13 @@ impl Server {
             _ => return vec![],
         };
         let Some(doc) = self.docs.get(&uri) else { return vec![] };
-        let diagnostics =
-            doc.check.diagnostics.iter().map(|d| to_lsp_diagnostic(d, &doc.text, &uri)).collect();
+        // Capped like `check`'s output; one line index serves them all (linear, not one scan of
+        // the text per diagnostic).
+        let lines = LineIndex::new(&doc.text);
+        let diagnostics = crate::diag::shown(&doc.check.diagnostics)
+            .into_iter()
+            .map(|d| to_lsp_diagnostic_in(d, &lines, &uri))
+            .collect();
         let params = lt::PublishDiagnosticsParams { uri, diagnostics, version: None };
         vec![Notification::new(lt::notification::PublishDiagnostics::METHOD.into(), params)]
     }
@@ -170,21 +176,24 @@ impl Server {
                     Ok(p) => {
                         let hints: Vec<lt::InlayHint> = match self.docs.get(&p.text_document.uri) {
                             None => vec![],
-                            Some(doc) => analysis::inlay_hints(doc)
-                                .into_iter()
-                                .map(|(offset, label)| (position(&doc.text, offset), label))
-                                .filter(|(pos, _)| *pos >= p.range.start && *pos <= p.range.end)
-                                .map(|(pos, label)| lt::InlayHint {
-                                    position: pos,
-                                    label: lt::InlayHintLabel::String(label),
-                                    kind: Some(lt::InlayHintKind::TYPE),
-                                    text_edits: None,
-                                    tooltip: None,
-                                    padding_left: Some(false),
-                                    padding_right: Some(true),
-                                    data: None,
-                                })
-                                .collect(),
+                            Some(doc) => {
+                                let lines = LineIndex::new(&doc.text);
+                                analysis::inlay_hints(doc)
+                                    .into_iter()
+                                    .map(|(offset, label)| (position_in(&lines, offset), label))
+                                    .filter(|(pos, _)| *pos >= p.range.start && *pos <= p.range.end)
+                                    .map(|(pos, label)| lt::InlayHint {
+                                        position: pos,
+                                        label: lt::InlayHintLabel::String(label),
+                                        kind: Some(lt::InlayHintKind::TYPE),
+                                        text_edits: None,
+                                        tooltip: None,
+                                        padding_left: Some(false),
+                                        padding_right: Some(true),
+                                        data: None,
+                                    })
+                                    .collect()
+                            }
                         };
                         serde_json::to_value(hints).map_err(|e| (ErrorCode::InternalError, e.to_string()))
                     }
@@ -250,6 +259,10 @@ fn position_uri(params: &serde_json::Value) -> Option<lt::Uri> {
 /// `check`'s diagnostic as an LSP diagnostic; the help line is appended to the message and
 /// the secondary labels become related information.
 pub fn to_lsp_diagnostic(d: &GDiag, text: &str, uri: &lt::Uri) -> lt::Diagnostic {
+    to_lsp_diagnostic_in(d, &LineIndex::new(text), uri)
+}
+
+fn to_lsp_diagnostic_in(d: &GDiag, lines: &LineIndex, uri: &lt::Uri) -> lt::Diagnostic {
     let mut message = d.message.clone();
     if let Some(h) = &d.help {
         message.push_str("\nhelp: ");
@@ -259,12 +272,12 @@ pub fn to_lsp_diagnostic(d: &GDiag, text: &str, uri: &lt::Uri) -> lt::Diagnostic
         .secondary
         .iter()
         .map(|l| lt::DiagnosticRelatedInformation {
-            location: lt::Location { uri: uri.clone(), range: range(text, &l.span) },
+            location: lt::Location { uri: uri.clone(), range: range_in(lines, &l.span) },
             message: l.message.clone(),
         })
         .collect();
     lt::Diagnostic {
-        range: range(text, &d.primary.span),
+        range: range_in(lines, &d.primary.span),
         severity: Some(match d.severity {
             Severity::Error => lt::DiagnosticSeverity::ERROR,
             Severity::Warning => lt::DiagnosticSeverity::WARNING,
@@ -281,15 +294,18 @@ fn range(text: &str, span: &std::ops::Range<usize>) -> lt::Range {
     lt::Range { start: position(text, span.start), end: position(text, span.end.max(span.start)) }
 }
 
+fn range_in(lines: &LineIndex, span: &std::ops::Range<usize>) -> lt::Range {
+    lt::Range { start: position_in(lines, span.start), end: position_in(lines, span.end.max(span.start)) }
+}
+
 /// Byte offset → line and UTF-16 column.
 pub fn position(text: &str, offset: usize) -> lt::Position {
-    let mut offset = offset.min(text.len());
-    while offset > 0 && !text.is_char_boundary(offset) {
-        offset -= 1;
-    }
-    let line_start = text[..offset].rfind('\n').map_or(0, |i| i + 1);
-    let line = text[..line_start].matches('\n').count();
-    let character: usize = text[line_start..offset].chars().map(char::len_utf16).sum();
+    position_in(&LineIndex::new(text), offset)
+}
+
+fn position_in(lines: &LineIndex, offset: usize) -> lt::Position {
+    let (line, prefix) = lines.line_prefix(offset);
+    let character: usize = prefix.chars().map(char::len_utf16).sum();
     lt::Position { line: line as u32, character: character as u32 }
 }
 

@@ -170,26 +170,10 @@ pub fn check_targets(
     }
 }
 
-/// Reads a float32 or float64 `.npy` (integers too, for class targets) as f64.
+/// Reads a float32 or float64 `.npy` (integers too, for class targets) as f64; declared sizes
+/// are checked against the file before anything is allocated (see `seismic::npy`).
 pub fn read_npy(path: &Path) -> Result<ArrayD<f64>, String> {
-    use ndarray_npy::ReadNpyExt;
-    if path.is_dir() {
-        return Err(format!("{}: is a directory, not a .npy file", path.display()));
-    }
-    let open = || std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()));
-    if let Ok(a) = ArrayD::<f32>::read_npy(open()?) {
-        return Ok(a.mapv(f64::from));
-    }
-    if let Ok(a) = ArrayD::<f64>::read_npy(open()?) {
-        return Ok(a);
-    }
-    if let Ok(a) = ArrayD::<i64>::read_npy(open()?) {
-        return Ok(a.mapv(|v| v as f64));
-    }
-    match ArrayD::<i32>::read_npy(open()?) {
-        Ok(a) => Ok(a.mapv(f64::from)),
-        Err(e) => Err(format!("{}: not a float32/float64/int .npy array ({e})", path.display())),
-    }
+    crate::seismic::npy::read(path)
 }
 
 /// Writes float32 `.npy`, atomically.
@@ -273,7 +257,7 @@ pub fn segy(
 ) -> Result<Dataset, String> {
     let f = crate::seismic::segy::SeismicFile::open(path).map_err(|e| e.to_string())?;
     // [samples (time), traces]
-    let section = f.section().t().mapv(f64::from);
+    let section = f.section().map_err(|e| e.to_string())?.t().mapv(f64::from);
     let scale = rms(&section.clone().into_dyn());
     let section = section / if scale > 0.0 { scale } else { 1.0 };
     if model_in.first() != Some(&1) {

@@ -1,6 +1,7 @@
 //! Seismic data files: SEG-Y and Seismic Unix ([`segy`]), and a format-independent summary
 //! ([`inspect`]) of those and `.npy` arrays.
 
+pub mod npy;
 pub mod plot;
 pub mod segy;
 
@@ -45,7 +46,7 @@ fn stats(values: impl Iterator<Item = f64>) -> (f64, f64, f64) {
 pub fn inspect(path: &Path) -> Result<Summary, String> {
     let file = path.display().to_string();
     if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("npy")) {
-        let a = crate::runtime::data::read_npy(path)?;
+        let a = npy::read(path)?;
         let shape = a.shape().to_vec();
         let samples = shape.last().copied().unwrap_or(0);
         let traces = a.len().checked_div(samples).unwrap_or(0);

@@ -4,12 +4,16 @@
 //! Layout: 3200-byte textual header (EBCDIC or ASCII), 400-byte binary header, optional
 //! 3200-byte extended textual headers, then traces of a 240-byte header and `ns` samples.
 //! Seismic Unix files are traces only. Byte order is detected from the binary header's
-//! sample-format code (SEG-Y) or from the trace length that fits the file (SU).
+//! sample-format code (SEG-Y) or from the trace headers that walk the file exactly (SU).
 //!
-//! The sample count comes from the binary header when it makes the file a whole number of
-//! traces (fixed-length data); otherwise from the first trace header; otherwise traces are
-//! walked by their own counts. Disagreements are warnings; a file that ends inside a trace is an
-//! error naming the byte offset.
+//! SEG-Y: the sample count comes from the binary header when it makes the file a whole number
+//! of traces (fixed-length data); otherwise from the first trace header; otherwise traces are
+//! walked by their own counts (0 meaning the binary header's). SU: traces are always walked by
+//! their own counts. Traces of differing counts are an error naming both; a file that ends
+//! inside a trace is an error naming the trace, its byte offset and the count it was read with
+//! (never a count read from sample bytes). Every size is checked against the file's length
+//! before it is used. A file without traces or samples opens (`inspect` describes it) but is no
+//! [`SeismicFile::section`].
 
 // The writers (`write_like`, `write_as`) live beside the reader, with access to its fields.
 #[path = "segy_write.rs"]
@@ -385,9 +389,25 @@ impl SeismicFile {
             ));
         } else {
             // Variable-length traces (rev 1 with fixed-length flag 0) or truncation: walk.
-            let (offsets, samples, mut w) = Self::walk(path, b, data_start, endian, format, bps)?;
-            warnings.append(&mut w);
-            (samples, offsets)
+            let walked = walk(b, data_start, endian, bps, ns_bin);
+            match walked.outcome {
+                Walk::Whole => {
+                    warnings.push("traces read one by one from their own sample counts".into());
+                    (walked.samples, walked.offsets)
+                }
+                Walk::Mismatch(m) => return Err(err(path, m.describe())),
+                // Which count the file was meant to have: the first trace header's, else the
+                // binary header's. The message is in those terms, so it never quotes sample
+                // bytes as if they were a trace header.
+                Walk::Short(short) => {
+                    let (ns, from) = if ns_trace > 0 {
+                        (ns_trace, "first trace header")
+                    } else {
+                        (ns_bin, "binary header")
+                    };
+                    return Err(err(path, truncation(data_start, b.len(), ns, bps, format, from, &short)));
+                }
+            }
         };
         if dt_us == 0 {
             warnings.push("no sample interval in the binary or trace headers".into());
@@ -409,67 +429,6 @@ impl SeismicFile {
         })
     }
 
-    /// Walks traces by their own sample counts; all must agree for a rectangular section.
-    fn walk(
-        path: &Path,
-        b: &[u8],
-        start: usize,
-        endian: Endian,
-        format: SampleFormat,
-        bps: usize,
-    ) -> Result<(Vec<usize>, usize, Vec<String>), Error> {
-        let mut at = start;
-        let mut offsets = vec![];
-        let mut samples = None;
-        while at < b.len() {
-            if at + 240 > b.len() {
-                return Err(err(
-                    path,
-                    format!(
-                        "truncated: trace {} header at byte {at} needs 240 bytes, the file ends at byte {}",
-                        offsets.len() + 1,
-                        b.len()
-                    ),
-                ));
-            }
-            let h = parse_trace_header(&b[at..at + 240], endian);
-            let ns = h.ns as usize;
-            let end = at + 240 + ns * bps;
-            if end > b.len() {
-                return Err(err(
-                    path,
-                    format!(
-                        "truncated: trace {} at byte {at} needs {} bytes ({ns} samples of {}), the file ends at byte {}",
-                        offsets.len() + 1,
-                        240 + ns * bps,
-                        format.name(),
-                        b.len()
-                    ),
-                ));
-            }
-            match samples {
-                None => samples = Some(ns),
-                Some(s) if s != ns => {
-                    return Err(err(
-                        path,
-                        format!(
-                            "trace {} at byte {at} has {ns} samples, earlier traces {s}: not a rectangular section",
-                            offsets.len() + 1
-                        ),
-                    ));
-                }
-                _ => {}
-            }
-            offsets.push(at);
-            at = end;
-        }
-        Ok((
-            offsets,
-            samples.unwrap_or(0),
-            vec!["traces read one by one from their own sample counts".into()],
-        ))
-    }
-
     fn open_su(path: &Path, b: &[u8]) -> Result<SeismicFile, Error> {
         if b.len() < 240 {
             return Err(err(
@@ -477,35 +436,54 @@ impl SeismicFile {
                 format!("too short for a Seismic Unix file: {} bytes, one trace header takes 240", b.len()),
             ));
         }
-        for endian in [Endian::Big, Endian::Little] {
-            let h = parse_trace_header(&b[..240], endian);
-            let ns = h.ns as usize;
-            if ns > 0 && b.len().is_multiple_of(240 + 4 * ns) {
-                let n = b.len() / (240 + 4 * ns);
-                return Ok(SeismicFile {
-                    path: path.to_path_buf(),
-                    kind: Kind::Su,
-                    endian,
-                    format: SampleFormat::Ieee,
-                    revision: None,
-                    textual_header: String::new(),
-                    textual_ebcdic: false,
-                    extended_headers: 0,
-                    samples: ns,
-                    dt_us: h.dt_us as u32,
-                    warnings: vec![],
-                    trace_offsets: (0..n).map(|i| i * (240 + 4 * ns)).collect(),
-                    map: None,
-                });
+        // SU has no file header: the byte order is the one whose trace headers walk the file
+        // exactly. Each trace is read by its own count, so traces of differing lengths are
+        // found instead of being read as header bytes.
+        let walks = [Endian::Big, Endian::Little].map(|e| (e, walk(b, 0, e, 4, 0)));
+        let whole = walks.iter().find(|(_, w)| !matches!(w.outcome, Walk::Short(_)));
+        let Some((endian, walked)) = whole.or_else(|| walks.iter().max_by_key(|(_, w)| w.offsets.len()))
+        else {
+            return Err(err(path, "not a Seismic Unix file"));
+        };
+        match &walked.outcome {
+            Walk::Whole if walked.samples == 0 => {
+                return Err(err(path, "not a Seismic Unix file: the first trace header says 0 samples"));
+            }
+            Walk::Whole => {}
+            Walk::Mismatch(m) => return Err(err(path, m.describe())),
+            Walk::Short(short) => {
+                let ns = parse_trace_header(&b[..240], *endian).ns as usize;
+                if walked.offsets.is_empty() || ns == 0 {
+                    return Err(err(
+                        path,
+                        format!(
+                            "not a Seismic Unix file: no byte order makes the first trace header's sample count fit the file's {} bytes",
+                            b.len()
+                        ),
+                    ));
+                }
+                return Err(err(
+                    path,
+                    truncation(0, b.len(), ns, 4, SampleFormat::Ieee, "first trace header", short),
+                ));
             }
         }
-        Err(err(
-            path,
-            format!(
-                "not a Seismic Unix file: no byte order makes {} bytes a whole number of traces of the first header's length",
-                b.len()
-            ),
-        ))
+        let dt_us = parse_trace_header(&b[..240], *endian).dt_us as u32;
+        Ok(SeismicFile {
+            path: path.to_path_buf(),
+            kind: Kind::Su,
+            endian: *endian,
+            format: SampleFormat::Ieee,
+            revision: None,
+            textual_header: String::new(),
+            textual_ebcdic: false,
+            extended_headers: 0,
+            samples: walked.samples,
+            dt_us,
+            warnings: vec![],
+            trace_offsets: walked.offsets.clone(),
+            map: None,
+        })
     }
 
     fn bytes(&self) -> &[u8] {
@@ -551,16 +529,128 @@ impl SeismicFile {
         a
     }
 
-    /// The whole file as a `[traces, samples]` section.
-    pub fn section(&self) -> ndarray::Array2<f32> {
+    /// The whole file as a `[traces, samples]` section; a file without traces or samples is
+    /// an error here (there is nothing to run a model on), though `open` accepts it.
+    pub fn section(&self) -> Result<ndarray::Array2<f32>, Error> {
+        if self.traces() == 0 || self.samples == 0 {
+            return Err(err(
+                &self.path,
+                format!(
+                    "empty section: {} traces of {} samples, nothing to read",
+                    self.traces(),
+                    self.samples
+                ),
+            ));
+        }
         let mut a = ndarray::Array2::zeros((self.traces(), self.samples));
         for (i, mut row) in a.rows_mut().into_iter().enumerate() {
             if let Some(s) = row.as_slice_mut() {
                 self.read_trace(i, s);
             }
         }
-        a
+        Ok(a)
     }
+}
+
+/// How walking the traces by their own sample counts ended.
+enum Walk {
+    /// The traces end exactly where the file does, all with one count.
+    Whole,
+    /// The traces end where the file does, but their counts differ.
+    Mismatch(Mismatch),
+    /// The file ends inside a trace (or a header says more samples than the file holds): the
+    /// trace whose header or samples do not fit, and its count (0 when its header is cut).
+    Short(Mismatch),
+}
+
+#[derive(Clone, Copy)]
+struct Mismatch {
+    trace: usize,
+    at: usize,
+    ns: usize,
+    first: usize,
+}
+
+impl Mismatch {
+    fn describe(&self) -> String {
+        format!(
+            "trace {} at byte {} has {} samples but trace 1 has {}: every trace of a section needs the same count",
+            self.trace, self.at, self.ns, self.first
+        )
+    }
+}
+
+struct Walked {
+    offsets: Vec<usize>,
+    samples: usize,
+    outcome: Walk,
+}
+
+/// Walks traces from `start` by their own header sample counts (a count of 0 means
+/// `fallback`, the binary header's). Never reads past `b`; the offsets of the traces that fit
+/// are kept even when the walk comes up short, to tell which byte order went further.
+fn walk(b: &[u8], start: usize, endian: Endian, bps: usize, fallback: usize) -> Walked {
+    let mut at = start;
+    let mut offsets = vec![];
+    let mut first = None;
+    let mut mismatch = None;
+    while at < b.len() {
+        let short = |ns: usize, offsets: Vec<usize>| {
+            let trace = offsets.len() + 1;
+            let outcome = Walk::Short(Mismatch { trace, at, ns, first: first.unwrap_or(ns) });
+            Walked { offsets, samples: first.unwrap_or(0), outcome }
+        };
+        let Some(header) = b.get(at..at + 240) else { return short(0, offsets) };
+        let ns = match parse_trace_header(header, endian).ns as usize {
+            0 => fallback,
+            n => n,
+        };
+        let end = at + 240 + ns * bps;
+        if end > b.len() {
+            return short(ns, offsets);
+        }
+        match first {
+            None => first = Some(ns),
+            Some(f) if f != ns && mismatch.is_none() => {
+                mismatch = Some(Mismatch { trace: offsets.len() + 1, at, ns, first: f });
+            }
+            _ => {}
+        }
+        offsets.push(at);
+        at = end;
+    }
+    let outcome = match mismatch {
+        Some(m) => Walk::Mismatch(m),
+        None => Walk::Whole,
+    };
+    Walked { offsets, samples: first.unwrap_or(0), outcome }
+}
+
+/// The message for data that ends inside a trace of `ns` samples: which trace, at which byte,
+/// how many whole traces come before it. When the data is a whole number of such traces, the
+/// file is not short: a later trace header (`short`) claims another count.
+fn truncation(
+    start: usize,
+    len: usize,
+    ns: usize,
+    bps: usize,
+    format: SampleFormat,
+    from: &str,
+    short: &Mismatch,
+) -> String {
+    let trace_len = 240 + ns * bps;
+    if (len - start).is_multiple_of(trace_len) && short.ns != 0 && short.ns != ns {
+        let first = Mismatch { first: ns, ..*short };
+        return first.describe();
+    }
+    let whole = (len - start) / trace_len;
+    let at = start + whole * trace_len;
+    format!(
+        "truncated: trace {} at byte {at} needs {trace_len} bytes ({ns} samples of {}, from the {from}) but the file ends at byte {len}, {} bytes into it; {whole} whole traces before it",
+        whole + 1,
+        format.name(),
+        len - at
+    )
 }
 
 fn decode(c: &[u8], f: SampleFormat, e: Endian) -> f32 {

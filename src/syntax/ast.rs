@@ -5,6 +5,19 @@ pub type Span = std::ops::Range<usize>;
 #[derive(Clone, Debug, PartialEq)]
 pub struct File {
     pub items: Vec<Item>,
+    /// What the lines that failed to parse would have bound and used.
+    pub unparsed: Unparsed,
+}
+
+/// Names from lines that failed to parse (each already has its syntax error). The checker
+/// treats them as known but poisoned, so one syntax error is one error, not a cascade of
+/// "`y` is not bound" and "block `b` is never used".
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Unparsed {
+    /// Values (`y = ...`, `input x`) and blocks (`block b ...`) those lines define.
+    pub bound: Vec<Ident>,
+    /// Every name those lines mention (block calls among them).
+    pub mentioned: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq)]

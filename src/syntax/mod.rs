@@ -6,6 +6,7 @@
 //! independent syntax errors are all reported in one run.
 
 pub mod ast;
+mod recover;
 
 use crate::diag::{Diagnostic, codes};
 use ast::*;
@@ -26,25 +27,46 @@ pub const MAX_SOURCE: usize = 16 << 20;
 pub fn parse(source: &str) -> (File, Vec<Diagnostic>) {
     let mut diags = vec![];
     if let Some(d) = check_limits(source) {
-        return (File { items: vec![] }, vec![d]);
+        return (File { items: vec![], unparsed: Unparsed::default() }, vec![d]);
     }
     // Bounds pest's work on pathological inputs (it reports an error instead of running long).
     pest::set_call_limit(std::num::NonZeroUsize::new(20_000_000));
     let pairs = match GeonetParser::parse(Rule::file, source) {
         Ok(p) => p,
-        Err(e) => return (File { items: vec![] }, vec![pest_error(e, 0, source)]),
+        Err(e) => {
+            return (File { items: vec![], unparsed: Unparsed::default() }, vec![pest_error(e, 0, source)]);
+        }
     };
     let mut items = vec![];
+    let mut unparsed = Unparsed::default();
     let mut after_bad_item = false;
+    // Where the previous item ended with its `}` (not left open): the next starts on a new line.
+    let mut previous_end: Option<usize> = None;
     for pair in pairs.flatten().take(1).flat_map(|file| file.into_inner()) {
-        let mut b = Builder { diags: &mut diags };
+        if let Some(end) = previous_end.take()
+            && pair.as_rule() != Rule::EOI
+            && !source[end..pair.as_span().start()].contains('\n')
+        {
+            let at = pair.as_span().start();
+            diags.push(
+                Diagnostic::error(
+                    codes::SYNTAX,
+                    "each item starts on its own line",
+                    at..at + 1,
+                    "on the same line",
+                )
+                .with_help("put a line break before it"),
+            );
+        }
+        let mut b = Builder { diags: &mut diags, unparsed: &mut unparsed, unclosed: false };
         match pair.as_rule() {
             Rule::bad_item => {
                 // One error per run of unparseable lines: the first says what was expected.
+                let start = pair.as_span().start();
                 if !after_bad_item {
-                    let start = pair.as_span().start();
                     b.diags.push(strict_error(Rule::strict_item, source, start, pair.as_str()));
                 }
+                b.record_unparsed(pair.as_str(), start);
                 after_bad_item = true;
                 continue;
             }
@@ -52,11 +74,16 @@ pub fn parse(source: &str) -> (File, Vec<Diagnostic>) {
             Rule::block_short | Rule::block_long => items.push(Item::Block(b.block(pair))),
             Rule::optimizer => items.push(Item::Optimizer(b.optimizer(pair))),
             Rule::train => items.push(Item::Train(b.train(pair))),
-            _ => {}
+            _ => continue,
         }
         after_bad_item = false;
+        if !b.unclosed
+            && let Some(last) = items.last()
+        {
+            previous_end = Some(item_span(last).end);
+        }
     }
-    (File { items }, diags)
+    (File { items, unparsed }, diags)
 }
 
 fn check_limits(source: &str) -> Option<Diagnostic> {
@@ -102,13 +129,30 @@ fn check_limits(source: &str) -> Option<Diagnostic> {
     None
 }
 
-/// Re-parses an unparseable line with the strict rule to say what was expected, and where.
+fn item_span(item: &Item) -> &Span {
+    match item {
+        Item::Model(m) => &m.span,
+        Item::Block(b) => &b.span,
+        Item::Optimizer(o) => &o.span,
+        Item::Train(t) => &t.span,
+    }
+}
+
+/// Re-parses an unparseable line with the strict rule to say what was expected, and where:
+/// directly ("missing `)`", "missing `->`") when the cause is recognisable, else pest's
+/// expectation at the furthest point it reached.
 fn strict_error(rule: Rule, source: &str, start: usize, text: &str) -> Diagnostic {
     // Parse from the start of the bad text to the end of the file: a statement or item may span
     // lines, and the error position is what matters.
     let rest = &source[start..];
     match GeonetParser::parse(rule, rest) {
-        Err(e) => pest_error(e, start, source),
+        Err(e) => {
+            let at = match e.location {
+                pest::error::InputLocation::Pos(p) => p,
+                pest::error::InputLocation::Span((s, _)) => s,
+            } + start;
+            recover::statement_error(source, start, text, at).unwrap_or_else(|| pest_error(e, start, source))
+        }
         // It parses on its own but not in context (e.g. a trailing token after it).
         Ok(pairs) => {
             let end = pairs.last().map_or(0, |p| p.as_span().end());
@@ -205,6 +249,9 @@ fn syntax_help(source: &str, pos: usize) -> Option<String> {
 
 struct Builder<'d> {
     diags: &'d mut Vec<Diagnostic>,
+    unparsed: &'d mut Unparsed,
+    /// The item just built was left open (its `}` is missing).
+    unclosed: bool,
 }
 
 fn span(p: &Pair<Rule>) -> Span {
@@ -212,7 +259,7 @@ fn span(p: &Pair<Rule>) -> Span {
     s.start()..s.end()
 }
 
-/// Children of a pair without its keyword tokens.
+/// Children of a pair without its keyword and brace tokens.
 fn inner(p: Pair<Rule>) -> impl Iterator<Item = Pair<Rule>> {
     p.into_inner().filter(|q| {
         !matches!(
@@ -223,6 +270,8 @@ fn inner(p: Pair<Rule>) -> impl Iterator<Item = Pair<Rule>> {
                 | Rule::kw_output
                 | Rule::kw_optimizer
                 | Rule::kw_train
+                | Rule::open_brace
+                | Rule::unclosed
         )
     })
 }
@@ -232,8 +281,73 @@ fn ident(p: Pair<Rule>) -> Ident {
 }
 
 impl Builder<'_> {
+    /// Records what an unparseable line binds and mentions (see [`Unparsed`]).
+    fn record_unparsed(&mut self, text: &str, start: usize) {
+        let trimmed = text.trim_start();
+        let lead = text.len() - trimmed.len();
+        let bound = match trimmed.strip_prefix("block") {
+            Some(rest) if rest.starts_with([' ', '\t']) => {
+                let name = rest.trim_start();
+                let end = name.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(name.len());
+                let at = lead + "block".len() + (rest.len() - name.len());
+                (end > 0).then(|| (at, &name[..end]))
+            }
+            _ => recover::bound_name(text),
+        };
+        // A failed `output` line: the keyword stands for "the model has an output" (it can be no
+        // value's name), so the checker does not add "model has no output".
+        let bound = bound.or_else(|| {
+            let rest = trimmed.strip_prefix("output")?;
+            rest.starts_with([' ', '\t']).then_some((lead, "output"))
+        });
+        if let Some((at, name)) = bound {
+            let at = start + at;
+            self.unparsed.bound.push(Ident { name: name.to_string(), span: at..at + name.len() });
+        }
+        self.unparsed.mentioned.extend(recover::words(text).into_iter().map(str::to_string));
+    }
+
+    /// Reports a body whose `}` is missing (the grammar's `unclosed`), pointing at its `{`.
+    fn check_closed(&mut self, p: &Pair<Rule>, what: &str) {
+        let mut open = None;
+        let mut unclosed = None;
+        for q in p.clone().into_inner().flat_map(|q| {
+            // The optimizer's and train's braces are inside their `kv_block`.
+            if q.as_rule() == Rule::kv_block { q.into_inner().collect::<Vec<_>>() } else { vec![q] }
+        }) {
+            match q.as_rule() {
+                Rule::open_brace => open = Some(span(&q)),
+                Rule::unclosed => unclosed = Some(span(&q)),
+                _ => {}
+            }
+        }
+        let (Some(open), Some(end)) = (open, unclosed) else { return };
+        self.unclosed = true;
+        let source = p.get_input();
+        // At the end of the file the label goes after its last character (a snippet cannot
+        // show the empty line past the end).
+        let (at, next) = if end.start >= source.len() {
+            (source.trim_end().len(), "the file ends here")
+        } else {
+            (end.start, "the next item starts here")
+        };
+        self.diags.push(
+            Diagnostic::error(
+                codes::SYNTAX,
+                format!("missing `}}` to close {what}"),
+                open,
+                "this `{` is never closed",
+            )
+            .with_label(at..at, next)
+            .with_help("add `}` on a line of its own after the last line of the body"),
+        );
+    }
+
     fn model(&mut self, p: Pair<Rule>) -> Model {
         let sp = span(&p);
+        let name =
+            p.clone().into_inner().find(|q| q.as_rule() == Rule::ident).map(|q| q.as_str().to_string());
+        self.check_closed(&p, &format!("model `{}`", name.unwrap_or_default()));
         let mut inner = inner(p);
         let name = inner.next().map(ident).unwrap_or(Ident { name: String::new(), span: sp.clone() });
         let stmts = self.stmts(inner);
@@ -263,6 +377,7 @@ impl Builder<'_> {
                 Rule::bad_stmt => {
                     let d = strict_error(Rule::strict_stmt, p.get_input(), sp.start, p.as_str());
                     self.diags.push(d);
+                    self.record_unparsed(p.as_str(), sp.start);
                 }
                 _ => {}
             }
@@ -273,6 +388,9 @@ impl Builder<'_> {
     fn block(&mut self, p: Pair<Rule>) -> Block {
         let sp = span(&p);
         let long = p.as_rule() == Rule::block_long;
+        let name =
+            p.clone().into_inner().find(|q| q.as_rule() == Rule::ident).map(|q| q.as_str().to_string());
+        self.check_closed(&p, &format!("block `{}`", name.unwrap_or_default()));
         let mut inner = inner(p).peekable();
         let name = inner.next().map(ident).unwrap_or(Ident { name: String::new(), span: sp.clone() });
         let mut params = vec![];
@@ -310,6 +428,7 @@ impl Builder<'_> {
 
     fn optimizer(&mut self, p: Pair<Rule>) -> Optimizer {
         let sp = span(&p);
+        self.check_closed(&p, "the optimizer");
         let mut inner = inner(p);
         let kind = inner.next().map(ident).unwrap_or(Ident { name: String::new(), span: sp.clone() });
         let entries = self.entries(inner.next());
@@ -318,6 +437,7 @@ impl Builder<'_> {
 
     fn train(&mut self, p: Pair<Rule>) -> Train {
         let sp = span(&p);
+        self.check_closed(&p, "`train`");
         let keyword = sp.start..sp.start + "train".len();
         let entries = self.entries(inner(p).next());
         Train { keyword, entries, span: sp }
