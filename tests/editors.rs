@@ -158,9 +158,9 @@ fn grammar_highlights_the_language() {
             "keyword `{kw}` gets scope {scope:?}"
         );
     }
-    for layer in geonetc::check::layers::LAYERS {
+    for layer in geonetc::check::layers::layer_names() {
         let line = format!("    y = x -> {layer}(1)");
-        assert_eq!(scope_of(&line, layer, &rules), "support.function.layer.geonet", "{layer}");
+        assert_eq!(scope_of(&line, &layer, &rules), "support.function.layer.geonet", "{layer}");
     }
     let line = "    e1 = x  -> conv(16, kernel=3, pad=1) -> relu  # the first level";
     assert_eq!(scope_of(line, "->", &rules), "keyword.operator.pipe.geonet");

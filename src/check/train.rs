@@ -1,8 +1,9 @@
 //! The `optimizer` and `train` items: known names and keys, ranges, data sources and losses,
 //! and whether the data fits the model.
 
-use super::model::{CheckedModel, fmt_shape};
+use super::model::CheckedModel;
 use super::program::{DataSpec, LossKind, OptimizerKind, OptimizerSpec, TrainSpec};
+use super::shape_errors::fmt_shape;
 use super::values::{self, Params, Value};
 use crate::diag::{Diagnostic, closest, codes};
 use crate::syntax::ast::{self, ExprKind, KeyValue, Span};

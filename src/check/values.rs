@@ -5,39 +5,7 @@ use crate::diag::{Diagnostic, codes};
 use crate::syntax::ast::{BinOp, Expr, ExprKind, Span};
 use std::collections::HashMap;
 
-#[derive(Clone, Debug, PartialEq)]
-pub enum Value {
-    Int(i64),
-    Float(f64),
-    Bool(bool),
-    /// A bare identifier that is not a block parameter: `same`, `nearest`, `mse`, ...
-    Word(String),
-    Str(String),
-    List(Vec<Value>),
-    Tuple(Vec<Value>),
-}
-
-impl Value {
-    pub fn describe(&self) -> String {
-        match self {
-            Value::Int(v) => format!("the integer {v}"),
-            Value::Float(v) => format!("the number {v}"),
-            Value::Bool(v) => format!("`{v}`"),
-            Value::Word(w) => format!("`{w}`"),
-            Value::Str(s) => format!("the string \"{s}\""),
-            Value::List(_) => "a list".into(),
-            Value::Tuple(_) => "a tuple".into(),
-        }
-    }
-
-    pub fn as_f64(&self) -> Option<f64> {
-        match self {
-            Value::Int(v) => Some(*v as f64),
-            Value::Float(v) => Some(*v),
-            _ => None,
-        }
-    }
-}
+pub use crate::ops::attrs::Value;
 
 /// Block parameters in scope while evaluating attribute values.
 pub type Params = HashMap<String, Value>;
