@@ -23,6 +23,7 @@ pub mod batchnorm;
 pub mod conv;
 pub mod dense;
 pub mod dropout;
+pub mod groupnorm;
 pub mod loss;
 pub mod merge;
 pub mod pool;
@@ -79,6 +80,7 @@ register_ops! {
     Activation(activation::Activation),
     BatchNorm(batchnorm::BatchNorm),
     Dropout(dropout::Dropout),
+    GroupNorm(groupnorm::GroupNorm),
     ;
     Flatten = dense::Flatten,
     Concat = merge::Concat,
