@@ -191,7 +191,13 @@ pub fn hover(a: &Analysis, offset: usize) -> Option<(String, Span)> {
             Some((value_hover(a, &name.name, body) + &no_shapes(), name.span.clone()))
         }
         Target::Ref { name, span, body } => {
-            resolve(name, body)?;
+            if resolve(name, body).is_none() {
+                // A layer written without parentheses (`-> relu`) is a call too.
+                Callee::find(name)?;
+                let ident = Ident { name: name.to_string(), span: span.clone() };
+                let expr = Expr { kind: ExprKind::Ident(name.to_string()), span: span.clone() };
+                return Some((call_hover(a, &expr, &ident, None, body) + &no_shapes(), span));
+            }
             Some((value_hover(a, name, body) + &no_shapes(), span))
         }
         Target::BlockName(b) => Some((block_signature(a, b), b.name.span.clone())),
