@@ -64,6 +64,14 @@ FXGROUPNORM = """model fxgroupnorm {
 """
 
 
+FXSILU = """model fxsilu {
+    input x: [2, 12]
+    y = x -> conv(3, kernel=3, pad=1) -> silu -> conv(2, kernel=3, pad=1) -> silu
+    output y
+}
+"""
+
+
 def p(shape, scale=0.5):
     return (torch.rand(*shape, dtype=DT) * 2 - 1) * scale
 
@@ -108,6 +116,11 @@ def fwdgroupnorm(P, x):
     return F.group_norm(y, 4, P["y.groupnorm0.weight"], P["y.groupnorm0.bias"], eps=1e-3)
 
 
+def fwdsilu(P, x):
+    h = F.silu(F.conv1d(x, P["y.conv0.weight"], P["y.conv0.bias"], padding=1))
+    return F.silu(F.conv1d(h, P["y.conv1.weight"], P["y.conv1.bias"], padding=1))
+
+
 CASES = [
     ("fx2d", FX2D, fwd2d, 3, [2, 8, 8], [2, 8, 8], "mse", {
         "a.conv0.weight": [4, 2, 3, 3], "a.conv0.bias": [4],
@@ -137,6 +150,10 @@ CASES = [
         "a.groupnorm0.weight": [6], "a.groupnorm0.bias": [6],
         "y.conv0.weight": [4, 6, 1, 1], "y.conv0.bias": [4],
         "y.groupnorm0.weight": [4], "y.groupnorm0.bias": [4],
+    }),
+    ("fxsilu", FXSILU, fwdsilu, 3, [2, 12], [2, 12], "mse", {
+        "y.conv0.weight": [3, 2, 3], "y.conv0.bias": [3],
+        "y.conv1.weight": [2, 3, 3], "y.conv1.bias": [2],
     }),
 ]
 

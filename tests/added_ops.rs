@@ -160,3 +160,45 @@ fn groupnorm_hover() {
     assert!(h.contains("**a.groupnorm0** (groupnorm): `[6, 8, 8]` → `[6, 8, 8]`"), "{h}");
     assert!(h.contains("parameters 12"), "{h}");
 }
+
+const SILU: &str = "model m {
+    input x: [2, 16]
+    y = x -> conv(4, kernel=3, pad=1) -> silu -> conv(2, kernel=3, pad=1) -> silu -> conv(2, kernel=1)
+    output y
+}
+";
+
+#[test]
+fn silu_jit_matches_the_interpreter() {
+    jit_matches_interpreter(SILU, 3);
+    jit_matches_interpreter(
+        "model m {\n input x: [2, 5, 6]\n y = x -> silu -> conv(3, kernel=3) -> silu\n output y\n}\n",
+        2,
+    );
+}
+
+#[test]
+fn silu_trains() {
+    training_reduces_the_loss(SILU, 4);
+}
+
+#[test]
+fn silu_values_and_names() {
+    // x·σ(x) at a few points, σ computed independently: 0 → 0, 1 → 0.7310585786, −2 → −0.2384058440.
+    let g = graph("model m {\n input x: [3]\n y = x -> silu\n output y\n}\n", 1);
+    let x = ArrayD::from_shape_vec(IxDyn(&[1, 3]), vec![0.0, 1.0, -2.0]).unwrap();
+    let mut engine = Engine::new(&g, Backend::Interp).unwrap();
+    let y = engine.forward(&mut vec![], &[x], false, 0).remove(0);
+    for (got, want) in y.iter().zip([0.0, 0.7310585786300049, -0.23840584404423515]) {
+        assert!((got - want).abs() < 1e-12, "{got} vs {want}");
+    }
+    let out = check_source("model m {\n input x: [3]\n y = x -> swish\n output y\n}\n");
+    assert_eq!(out.diagnostics[0].help.as_deref(), Some("did you mean `silu`?"));
+}
+
+#[test]
+fn silu_hover() {
+    let h = hover_on(SILU, "silu");
+    assert!(h.contains("**y.silu0** (silu): `[4, 16]` → `[4, 16]`"), "{h}");
+    assert!(h.contains("parameters 0"), "{h}");
+}

@@ -200,3 +200,9 @@ fn groupnorm_both_ranks_and_flat() {
         true,
     );
 }
+
+#[test]
+fn silu_both_ranks() {
+    grad_check(&model("[2, 4, 5]", "silu"), 2, false);
+    grad_check(&model("[2, 9]", "silu -> conv(2, kernel=3) -> silu"), 2, false);
+}

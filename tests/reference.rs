@@ -168,3 +168,9 @@ fn groupnorm_matches_pytorch() {
     run("reference_fxgroupnorm.json", Backend::Interp);
     run("reference_fxgroupnorm.json", Backend::Jit);
 }
+
+#[test]
+fn silu_matches_pytorch() {
+    run("reference_fxsilu.json", Backend::Interp);
+    run("reference_fxsilu.json", Backend::Jit);
+}

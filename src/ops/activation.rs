@@ -15,6 +15,8 @@ pub enum Activation {
     LeakyRelu {
         slope: f64,
     },
+    /// `x·sigmoid(x)` (PyTorch's `SiLU`, also called swish).
+    Silu,
 }
 
 /// An activation without attributes.
@@ -53,6 +55,10 @@ impl Layers for Activation {
                 Ok(Op::Activation(Activation::LeakyRelu { slope: attrs.number_or("slope", 0.01)? }))
             })
         },
+        LayerDef {
+            aliases: &[("swish", "silu")],
+            ..plain("silu", "x·sigmoid(x)", |_, _| Ok(Op::Activation(Activation::Silu)))
+        },
     ];
 }
 
@@ -67,6 +73,7 @@ impl OpRules for Activation {
             Activation::Tanh => "tanh",
             Activation::Softmax => "softmax",
             Activation::LeakyRelu { .. } => "leaky_relu",
+            Activation::Silu => "silu",
         }
     }
 
@@ -100,6 +107,7 @@ impl Activation {
             Activation::LeakyRelu { slope } => x.mapv(|v| if v > 0.0 { v } else { slope * v }),
             Activation::Sigmoid => x.mapv(|v| 1.0 / (1.0 + (-v).exp())),
             Activation::Tanh => x.mapv(f64::tanh),
+            Activation::Silu => x.mapv(|v| v / (1.0 + (-v).exp())),
             Activation::Softmax => {
                 let max = x.fold_axis(Axis(1), f64::NEG_INFINITY, |a, &b| a.max(b)).insert_axis(Axis(1));
                 let e = (x - &max).mapv(f64::exp);
@@ -132,6 +140,13 @@ impl Activation {
             }
             Activation::Sigmoid => dy * &y.mapv(|s| s * (1.0 - s)),
             Activation::Tanh => dy * &y.mapv(|t| 1.0 - t * t),
+            // d/dx x·σ(x) = σ(x)·(1 + x·(1 − σ(x)))
+            Activation::Silu => {
+                dy * &x.mapv(|v| {
+                    let s = 1.0 / (1.0 + (-v).exp());
+                    s * (1.0 + v * (1.0 - s))
+                })
+            }
             Activation::Softmax => {
                 let dot = (dy * y).sum_axis(Axis(1)).insert_axis(Axis(1));
                 y * &(dy - &dot)
