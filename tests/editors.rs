@@ -179,3 +179,13 @@ fn grammar_highlights_the_language() {
     // Identifiers that merely contain a keyword are not keywords.
     assert!(highlight("    modelx = inputs", &rules).iter().all(|(_, s)| !s.starts_with("keyword")));
 }
+
+/// docs/language.md names every layer of the op table.
+#[test]
+fn docs_name_every_layer() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let docs = std::fs::read_to_string(root.join("docs/language.md")).expect("docs/language.md");
+    for def in geonetc::ops::layers() {
+        assert!(docs.contains(&format!("`{}", def.name)), "no documentation names `{}`", def.name);
+    }
+}

@@ -5,7 +5,7 @@
 
 use super::layers::{Attrs, Signature, attribute_alias};
 use super::model::ModelChecker;
-use super::values::{self, Params};
+use super::values::{self, BlockArgs};
 use crate::diag::{Diagnostic, Span, closest, codes};
 use crate::syntax::ast::Arg;
 
@@ -17,7 +17,7 @@ impl ModelChecker<'_> {
         sig: &Signature,
         args: &[Arg],
         span: &Span,
-        params: &Params,
+        params: &BlockArgs,
     ) -> Option<Attrs> {
         let mut attrs = Attrs::empty(span.clone());
         let mut ok = true;

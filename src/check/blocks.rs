@@ -5,7 +5,7 @@
 
 use super::model::{ModelChecker, TVal};
 use super::scope::{Env, Scope};
-use super::values::{self, Params};
+use super::values::{self, BlockArgs};
 use crate::diag::{Diagnostic, Span, closest, codes};
 use crate::syntax::ast::{self, Arg, BlockBody, Stmt};
 use std::collections::HashMap;
@@ -22,7 +22,7 @@ impl<'a> ModelChecker<'a> {
         span: &Span,
         piped: Option<TVal>,
         env: &mut Env,
-        outer_params: &Params,
+        outer_params: &BlockArgs,
         scope: &mut Scope,
     ) -> Option<TVal> {
         let bname = block.name.name.clone();
@@ -102,7 +102,7 @@ impl<'a> ModelChecker<'a> {
             return None;
         }
         // Parameters.
-        let mut params = Params::new();
+        let mut params = BlockArgs::new();
         let mut given: HashMap<String, Span> = HashMap::new();
         let mut positional = block.params.iter();
         for arg in rest {
@@ -226,7 +226,7 @@ impl<'a> ModelChecker<'a> {
         stmts: &[Stmt],
         input_names: &[&ast::Ident],
         tensors: Vec<TVal>,
-        params: &Params,
+        params: &BlockArgs,
         scope: &mut Scope,
         block: &ast::Block,
     ) -> Option<TVal> {

@@ -6,7 +6,7 @@ use super::model::{ModelChecker, TVal};
 use super::program::{Init, Layer, ValueRef};
 use super::scope::{Env, Scope};
 use super::shape_errors::{fmt_shape, shape_error, stride_warning};
-use super::values::Params;
+use super::values::BlockArgs;
 use crate::diag::{Diagnostic, Span, closest, codes};
 use crate::ops::{LayerDef, Op, Takes};
 use crate::syntax::ast::{self, Arg};
@@ -24,7 +24,7 @@ impl ModelChecker<'_> {
         span: &Span,
         piped: Option<TVal>,
         env: &mut Env,
-        params: &Params,
+        params: &BlockArgs,
         scope: &mut Scope,
     ) -> Option<TVal> {
         let n = name.name.as_str();
@@ -237,7 +237,7 @@ impl ModelChecker<'_> {
         span: &Span,
         piped: Option<TVal>,
         env: &mut Env,
-        params: &Params,
+        params: &BlockArgs,
         scope: &mut Scope,
     ) -> Option<TVal> {
         let mut inputs = vec![];

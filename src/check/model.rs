@@ -11,7 +11,7 @@
 
 use super::program::{Layer, NamedValue, Tensor, ValueRef};
 use super::scope::{Env, Scope};
-use super::values::{self, Params, Value};
+use super::values::{self, BlockArgs, Value};
 use crate::diag::{Diagnostic, Span, codes};
 use crate::ops::Shape;
 use crate::syntax::ast::{self, Expr, ExprKind, Stmt};
@@ -96,7 +96,7 @@ impl<'a> ModelChecker<'a> {
                 }
                 Stmt::Bind { name, value, .. } => {
                     let mut scope = Scope::new(&name.name, &name.name);
-                    let val = self.tensor(value, None, &mut env, &Params::new(), &mut scope);
+                    let val = self.tensor(value, None, &mut env, &BlockArgs::new(), &mut scope);
                     if let Some(v) = &val {
                         values.push(NamedValue {
                             name: name.name.clone(),
@@ -114,13 +114,19 @@ impl<'a> ModelChecker<'a> {
                         let (name, val) = match &e.kind {
                             ExprKind::Ident(n) => (
                                 n.clone(),
-                                self.tensor(e, None, &mut env, &Params::new(), &mut Scope::new(n, n)),
+                                self.tensor(e, None, &mut env, &BlockArgs::new(), &mut Scope::new(n, n)),
                             ),
                             _ => {
                                 let n = format!("output{index}");
                                 (
                                     n.clone(),
-                                    self.tensor(e, None, &mut env, &Params::new(), &mut Scope::new(&n, &n)),
+                                    self.tensor(
+                                        e,
+                                        None,
+                                        &mut env,
+                                        &BlockArgs::new(),
+                                        &mut Scope::new(&n, &n),
+                                    ),
                                 )
                             }
                         };
@@ -163,7 +169,7 @@ impl<'a> ModelChecker<'a> {
             );
             None
         };
-        let items = match values::eval(e, &Params::new()) {
+        let items = match values::eval(e, &BlockArgs::new()) {
             Ok(Value::List(items)) => items,
             Ok(other) => {
                 return bad(self, format!("an input shape is a list of sizes, found {}", other.describe()));
@@ -215,7 +221,7 @@ impl<'a> ModelChecker<'a> {
         e: &Expr,
         piped: Option<TVal>,
         env: &mut Env,
-        params: &Params,
+        params: &BlockArgs,
         scope: &mut Scope,
     ) -> Option<TVal> {
         match &e.kind {

@@ -7,11 +7,12 @@ use std::collections::HashMap;
 
 pub use crate::ops::attrs::Value;
 
-/// Block parameters in scope while evaluating attribute values.
-pub type Params = HashMap<String, Value>;
+/// The values of a block's parameters in scope while evaluating attribute values (empty at
+/// model level). Not to be confused with parameter tensors ([`crate::ir::Params`]).
+pub type BlockArgs = HashMap<String, Value>;
 
 /// Evaluates an attribute value. `Call` and `Pipe` are not values here.
-pub fn eval(expr: &Expr, params: &Params) -> Result<Value, Diagnostic> {
+pub fn eval(expr: &Expr, params: &BlockArgs) -> Result<Value, Diagnostic> {
     Ok(match &expr.kind {
         ExprKind::Int(v) => Value::Int(*v),
         ExprKind::Float(v) => Value::Float(*v),
@@ -115,7 +116,7 @@ mod tests {
 
     #[test]
     fn integer_arithmetic() {
-        let p = Params::new();
+        let p = BlockArgs::new();
         assert_eq!(eval(&bin(BinOp::Div, int(7), int(2)), &p).unwrap(), Value::Int(3));
         assert_eq!(eval(&bin(BinOp::Mul, int(2), int(16)), &p).unwrap(), Value::Int(32));
         assert!(eval(&bin(BinOp::Div, int(7), int(0)), &p).is_err());
@@ -124,7 +125,7 @@ mod tests {
 
     #[test]
     fn parameters_are_substituted() {
-        let mut p = Params::new();
+        let mut p = BlockArgs::new();
         p.insert("c".into(), Value::Int(8));
         let e = bin(BinOp::Mul, int(2), Expr { kind: ExprKind::Ident("c".into()), span: 0..1 });
         assert_eq!(eval(&e, &p).unwrap(), Value::Int(16));

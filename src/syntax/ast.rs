@@ -1,6 +1,7 @@
 //! The syntax tree of a `.geonet` file. Every node carries the byte span of its source text.
 
-pub type Span = std::ops::Range<usize>;
+/// A byte range into the source (the one span type, defined with the diagnostics).
+pub use crate::diag::Span;
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct File {
