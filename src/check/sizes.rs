@@ -211,20 +211,29 @@ fn declared_params(model: &Model) -> Vec<Vec<Shape>> {
         .collect()
 }
 
-/// The product of every stride along `axis` (capped): sizes repeat their fate with this period.
+/// The product of every stride along `axis` (saturating): sizes repeat their fate with this
+/// period.
 fn period(model: &Model, axis: usize) -> usize {
     let mut p: usize = 1;
     for l in &model.layers {
         let s = l.op.rules().axis_rule(axis, 1).map_or(1, |r| r.stride());
-        p = p.saturating_mul(s.max(1)).min(MAX_PROBE / 8);
+        p = p.saturating_mul(s.max(1));
     }
     p
 }
+
+/// Largest period the size-by-size probe handles; past it (or past the probe's reach) sizes are
+/// sampled around multiples of the period instead.
+const MAX_DENSE_PERIOD: usize = MAX_PROBE / 8;
 
 fn probe_axis(model: &Model, input: usize, axis: usize, declared: usize) -> (SizeRule, SizeRule) {
     let p = period(model, axis);
     let base: Vec<Shape> = model.inputs.iter().map(|t| t.shape.clone()).collect();
     let declared_params = declared_params(model);
+    let limit = (BUDGET / model.layers.len().max(1)).clamp(16, MAX_PROBE);
+    if p > MAX_DENSE_PERIOD || declared > limit {
+        return probe_sparse(model, input, axis, declared, p, &declared_params);
+    }
     let mut accepted = vec![false];
     let mut exact = vec![false];
     let mut first: Option<usize> = None;
@@ -242,13 +251,96 @@ fn probe_axis(model: &Model, input: usize, axis: usize, declared: usize) -> (Siz
         }
         // Probe a few periods past the first accepted size (and past the declared one).
         let end = first.map_or(declared, |f| f.max(declared.min(f + 8 * p))) + 4 * p + 16;
-        let limit = (BUDGET / model.layers.len().max(1)).clamp(16, MAX_PROBE);
         if n >= end.min(limit) {
             break;
         }
         n += 1;
     }
     (describe_set(&accepted, p), describe_set(&exact, p))
+}
+
+/// For strides whose product `p` is too large to probe size by size (or a declared size past the
+/// probe's reach): the sizes 1..=64, windows around the first multiples of `p` and around the
+/// declared size are probed, and the smallest step among the divisors of `p` that explains every
+/// sample is the rule's modulus. The declared size is always among the samples, so a model that
+/// accepts its own input never reads "none".
+fn probe_sparse(
+    model: &Model,
+    input: usize,
+    axis: usize,
+    declared: usize,
+    p: usize,
+    declared_params: &[Vec<Shape>],
+) -> (SizeRule, SizeRule) {
+    const WINDOW: usize = 16;
+    let mut points = std::collections::BTreeSet::new();
+    points.extend(1..=64);
+    let mut centres = vec![declared];
+    centres.extend((1..=4).filter_map(|k| p.checked_mul(k)));
+    for c in centres {
+        points.extend(c.saturating_sub(WINDOW).max(1)..=c.saturating_add(WINDOW));
+    }
+    let base: Vec<Shape> = model.inputs.iter().map(|t| t.shape.clone()).collect();
+    let verdict = |n: usize| {
+        let mut shapes = base.clone();
+        if let Some(d) = shapes.get_mut(input).and_then(|s| s.get_mut(axis + 1)) {
+            *d = n;
+        }
+        run_shapes(model, &shapes, axis, declared_params)
+    };
+    let mut verdicts: std::collections::BTreeMap<usize, Option<bool>> =
+        points.into_iter().map(|n| (n, verdict(n))).collect();
+    // Then one step of every divisor of `p` past each rule's first member, so that no smaller
+    // modulus than the true one explains the samples.
+    let firsts: Vec<usize> =
+        [verdicts.iter().find(|v| v.1.is_some()), verdicts.iter().find(|v| *v.1 == Some(false))]
+            .into_iter()
+            .flatten()
+            .map(|v| *v.0)
+            .collect();
+    for first in firsts {
+        for d in divisors(p) {
+            if let Some(n) = first.checked_add(d) {
+                verdicts.entry(n).or_insert_with(|| verdict(n));
+            }
+        }
+    }
+    let accepted: Vec<(usize, bool)> = verdicts.iter().map(|(&n, v)| (n, v.is_some())).collect();
+    let exact: Vec<(usize, bool)> = verdicts.iter().map(|(&n, v)| (n, *v == Some(false))).collect();
+    (describe_samples(&accepted, p), describe_samples(&exact, p))
+}
+
+/// A rule from sampled membership: periodic with the smallest divisor of `p` that explains
+/// every sample from the first member on, else the members themselves.
+fn describe_samples(samples: &[(usize, bool)], p: usize) -> SizeRule {
+    let Some(min) = samples.iter().find(|s| s.1).map(|s| s.0) else { return SizeRule::Ranges(vec![]) };
+    for modulus in divisors(p) {
+        if samples.iter().filter(|s| s.0 >= min).all(|&(n, member)| member == ((n - min) % modulus == 0)) {
+            return SizeRule::Periodic { min, modulus };
+        }
+    }
+    let mut ranges: Vec<(usize, usize)> = vec![];
+    for &(n, member) in samples {
+        if !member {
+            continue;
+        }
+        match ranges.last_mut() {
+            Some(last) if last.1 + 1 == n => last.1 = n,
+            _ => ranges.push((n, n)),
+        }
+    }
+    SizeRule::Ranges(ranges)
+}
+
+/// The divisors of `p`, ascending (just 1 and `p` past 2^40, beyond any input size).
+fn divisors(p: usize) -> Vec<usize> {
+    if p > 1 << 40 {
+        return vec![1, p];
+    }
+    let mut small: Vec<usize> = (1..).take_while(|d| d * d <= p).filter(|d| p.is_multiple_of(*d)).collect();
+    let large: Vec<usize> = small.iter().rev().filter(|&&d| d * d != p).map(|d| p / d).collect();
+    small.extend(large);
+    small
 }
 
 /// Turns the probed membership `set[n]` (n = 0..=end) into a rule: periodic when the last
@@ -383,6 +475,17 @@ mod tests {
         assert_eq!(s.inputs[0].accepted, SizeRule::Ranges(vec![(8, 9)]));
         assert_eq!(s.inputs[0].accepted.describe(), "8 to 9");
         assert_eq!(s.outputs, vec![Field::Whole]);
+    }
+
+    #[test]
+    fn strides_past_the_probe_still_describe_the_declared_size() {
+        // 13 levels of pooling: sizes must be multiples of 2^13 = 8192, past the probe's reach.
+        let s = sizes("model m {\n input x: [1, 8192]\n y = x -> unet(1, depth=13, base=1)\n output y\n}\n");
+        assert_eq!(s.inputs[0].accepted, SizeRule::Periodic { min: 8192, modulus: 8192 });
+        assert_eq!(s.inputs[0].accepted.describe(), "multiples of 8192");
+        // Strides 2^10 = 1024 > the size-by-size period limit: multiples of 1024, not a list.
+        let s = sizes("model m {\n input x: [1, 2048]\n y = x -> unet(1, depth=10, base=1)\n output y\n}\n");
+        assert_eq!(s.inputs[0].accepted.describe(), "multiples of 1024");
     }
 
     #[test]
