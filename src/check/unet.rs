@@ -33,7 +33,8 @@ impl ModelChecker<'_> {
             let base = attrs.positive_or("base", 64)?;
             let kernel = attrs.positive_or("kernel", 3)?;
             let avg = attrs.word_or("pool", "max", &["max", "avg"])? == "avg";
-            let upsample = attrs.word_or("up", "upconv", &["upconv", "upsample"])? == "upsample";
+            let (upconv, upsample) = (conv::UPCONV.name, upsample::UPSAMPLE.name);
+            let upsample = attrs.word_or("up", upconv, &[upconv, upsample])? == upsample;
             let batch = attrs.word_or("norm", "none", &["none", "batch"])? == "batch";
             if depth > 16 {
                 return Err(Diagnostic::error(
