@@ -55,6 +55,23 @@ FXCLS = """model fxcls {
 """
 
 
+FXGROUPNORM = """model fxgroupnorm {
+    input x: [2, 6, 5]
+    a = x -> conv(6, kernel=3, pad=1) -> groupnorm(3) -> relu
+    y = a -> conv(4, kernel=1) -> groupnorm(4, eps=0.001)
+    output y
+}
+"""
+
+
+FXSILU = """model fxsilu {
+    input x: [2, 12]
+    y = x -> conv(3, kernel=3, pad=1) -> silu -> conv(2, kernel=3, pad=1) -> silu
+    output y
+}
+"""
+
+
 def p(shape, scale=0.5):
     return (torch.rand(*shape, dtype=DT) * 2 - 1) * scale
 
@@ -92,6 +109,18 @@ def fwdcls(P, x):
     return F.linear(h, P["logits.dense1.weight"], P["logits.dense1.bias"])
 
 
+def fwdgroupnorm(P, x):
+    a = F.conv2d(x, P["a.conv0.weight"], P["a.conv0.bias"], padding=1)
+    a = F.relu(F.group_norm(a, 3, P["a.groupnorm0.weight"], P["a.groupnorm0.bias"], eps=1e-5))
+    y = F.conv2d(a, P["y.conv0.weight"], P["y.conv0.bias"])
+    return F.group_norm(y, 4, P["y.groupnorm0.weight"], P["y.groupnorm0.bias"], eps=1e-3)
+
+
+def fwdsilu(P, x):
+    h = F.silu(F.conv1d(x, P["y.conv0.weight"], P["y.conv0.bias"], padding=1))
+    return F.silu(F.conv1d(h, P["y.conv1.weight"], P["y.conv1.bias"], padding=1))
+
+
 CASES = [
     ("fx2d", FX2D, fwd2d, 3, [2, 8, 8], [2, 8, 8], "mse", {
         "a.conv0.weight": [4, 2, 3, 3], "a.conv0.bias": [4],
@@ -114,6 +143,17 @@ CASES = [
         "logits.conv0.weight": [3, 1, 3, 3], "logits.conv0.bias": [3],
         "logits.dense0.weight": [5, 48], "logits.dense0.bias": [5],
         "logits.dense1.weight": [3, 5], "logits.dense1.bias": [3],
+    }),
+    # Added after the others so that their random draws (and fixtures) stay as they were.
+    ("fxgroupnorm", FXGROUPNORM, fwdgroupnorm, 3, [2, 6, 5], [4, 6, 5], "mse", {
+        "a.conv0.weight": [6, 2, 3, 3], "a.conv0.bias": [6],
+        "a.groupnorm0.weight": [6], "a.groupnorm0.bias": [6],
+        "y.conv0.weight": [4, 6, 1, 1], "y.conv0.bias": [4],
+        "y.groupnorm0.weight": [4], "y.groupnorm0.bias": [4],
+    }),
+    ("fxsilu", FXSILU, fwdsilu, 3, [2, 12], [2, 12], "mse", {
+        "y.conv0.weight": [3, 2, 3], "y.conv0.bias": [3],
+        "y.conv1.weight": [2, 3, 3], "y.conv1.bias": [2],
     }),
 ]
 
@@ -192,7 +232,7 @@ for name, src, fwd, batch, in_shape, out_shape, loss_kind, shapes in CASES:
             P0[k] = torch.zeros(*s, dtype=DT)
         elif k.endswith("running_var"):
             P0[k] = torch.ones(*s, dtype=DT)
-        elif "batchnorm" in k and k.endswith("weight"):
+        elif "norm" in k and k.endswith("weight"):
             P0[k] = 1 + p(s, 0.2)
         else:
             P0[k] = p(s)

@@ -158,9 +158,9 @@ fn grammar_highlights_the_language() {
             "keyword `{kw}` gets scope {scope:?}"
         );
     }
-    for layer in geonetc::check::layers::LAYERS {
+    for layer in geonetc::check::layers::layer_names() {
         let line = format!("    y = x -> {layer}(1)");
-        assert_eq!(scope_of(&line, layer, &rules), "support.function.layer.geonet", "{layer}");
+        assert_eq!(scope_of(&line, &layer, &rules), "support.function.layer.geonet", "{layer}");
     }
     let line = "    e1 = x  -> conv(16, kernel=3, pad=1) -> relu  # the first level";
     assert_eq!(scope_of(line, "->", &rules), "keyword.operator.pipe.geonet");
@@ -178,4 +178,14 @@ fn grammar_highlights_the_language() {
     assert_eq!(highlight("# a -> conv(3) # b", &rules).len(), 1);
     // Identifiers that merely contain a keyword are not keywords.
     assert!(highlight("    modelx = inputs", &rules).iter().all(|(_, s)| !s.starts_with("keyword")));
+}
+
+/// docs/language.md names every layer of the op table.
+#[test]
+fn docs_name_every_layer() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let docs = std::fs::read_to_string(root.join("docs/language.md")).expect("docs/language.md");
+    for def in geonetc::ops::layers() {
+        assert!(docs.contains(&format!("`{}", def.name)), "no documentation names `{}`", def.name);
+    }
 }

@@ -189,3 +189,20 @@ fn every_example_model() {
         grad_check(&src, 2, true);
     }
 }
+
+#[test]
+fn groupnorm_both_ranks_and_flat() {
+    grad_check(&model("[2, 4, 5]", "groupnorm(3)"), 2, true);
+    grad_check(&model("[2, 7]", "groupnorm(1)"), 3, false);
+    grad_check(
+        "model m {\n input x: [5]\n y = x -> dense(6) -> groupnorm(2, eps=0.01)\n output y\n}\n",
+        2,
+        true,
+    );
+}
+
+#[test]
+fn silu_both_ranks() {
+    grad_check(&model("[2, 4, 5]", "silu"), 2, false);
+    grad_check(&model("[2, 9]", "silu -> conv(2, kernel=3) -> silu"), 2, false);
+}

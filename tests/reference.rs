@@ -162,3 +162,15 @@ fn classifier_with_cross_entropy_matches_pytorch() {
     run("reference_fxcls.json", Backend::Interp);
     run("reference_fxcls.json", Backend::Jit);
 }
+
+#[test]
+fn groupnorm_matches_pytorch() {
+    run("reference_fxgroupnorm.json", Backend::Interp);
+    run("reference_fxgroupnorm.json", Backend::Jit);
+}
+
+#[test]
+fn silu_matches_pytorch() {
+    run("reference_fxsilu.json", Backend::Interp);
+    run("reference_fxsilu.json", Backend::Jit);
+}

@@ -222,7 +222,7 @@ fn infer_writes_the_format_the_output_extension_names() {
     let f = SeismicFile::open(&sgy).unwrap();
     assert_eq!(f.kind, Kind::Segy);
     assert_eq!((f.traces(), f.samples, f.dt_us), (12, 20, 4000));
-    let got: Vec<f32> = f.section().iter().copied().collect();
+    let got: Vec<f32> = f.section().expect("section").iter().copied().collect();
     assert_eq!(got, values);
     assert_eq!(f.trace_header(3).unwrap().cdp, 1003);
     // SEG-Y → SU: back again, readable as SU.
@@ -232,7 +232,7 @@ fn infer_writes_the_format_the_output_extension_names() {
     let f = SeismicFile::open(&back).unwrap();
     assert_eq!(f.kind, Kind::Su);
     assert_eq!((f.traces(), f.samples), (12, 20));
-    assert_eq!(f.section().iter().copied().collect::<Vec<f32>>(), values);
+    assert_eq!(f.section().expect("section").iter().copied().collect::<Vec<f32>>(), values);
     // SU → .npy: the section as [time, traces].
     let npy = d.join("out.npy");
     let (code, _, err) = geonetc(&["infer", s(&prog), "--input", s(&su), "--output", s(&npy)]);

@@ -413,7 +413,7 @@ fn int32_samples_beyond_2_pow_24_stay_exact_on_the_interpreter_and_are_noted_on_
     // Small integers pass through the identity model exactly.
     let f = geonetc::seismic::segy::SeismicFile::open(&out).unwrap();
     let want: Vec<f32> = small.iter().flatten().map(|&v| v as f32).collect();
-    assert_eq!(f.section().iter().copied().collect::<Vec<f32>>(), want);
+    assert_eq!(f.section().expect("section").iter().copied().collect::<Vec<f32>>(), want);
     // Beyond ±2^24 (odd values there are not f32 numbers): the interpreter computes in f64 end
     // to end and gives them back exactly; the JIT (f32) says that it rounds them.
     let big: Vec<Vec<i32>> =

@@ -5,16 +5,22 @@
 //! stops at the first error: independent mistakes are all reported, and a value whose
 //! definition failed is poisoned so that it causes no further errors.
 
+mod args;
+mod blocks;
+mod calls;
 pub mod layers;
 mod model;
 pub mod program;
 mod report;
+mod scope;
+mod shape_errors;
 pub mod sizes;
 pub mod train;
+pub mod unet;
 mod values;
 
-pub use model::{axis_name, fmt_shape};
 pub use report::{describe_axis, summary_table, to_json};
+pub use shape_errors::{axis_name, fmt_shape};
 
 use crate::diag::{Diagnostic, codes};
 use crate::syntax::{self, ast};
@@ -109,9 +115,7 @@ fn check_items(
                         )
                         .with_label(prev.name.span.clone(), "first defined here"),
                     );
-                } else if layers::signature(layers::split_rank(&b.name.name).0).is_some()
-                    || ["concat", "add", "sub"].contains(&b.name.name.as_str())
-                {
+                } else if layers::Callee::find(&b.name.name).is_some() {
                     diags.push(
                         Diagnostic::error(
                             codes::DUPLICATE_ITEM,
@@ -176,7 +180,10 @@ fn check_items(
     let mentioned = mentioned_blocks(models.first().copied(), &blocks);
     for (name, b) in &blocks {
         // A call in a line that failed to parse still counts as a use.
-        if !checker.used_blocks.contains(*name) && !mentioned.contains(*name) && !mentioned_unparsed.contains(name) {
+        if !checker.used_blocks.contains(*name)
+            && !mentioned.contains(*name)
+            && !mentioned_unparsed.contains(name)
+        {
             diags.push(
                 Diagnostic::warning(
                     codes::UNUSED_BLOCK,

@@ -6,7 +6,8 @@ use crate::ops::{Op, Shape};
 use serde::Serialize;
 
 /// A byte range into the source file.
-pub type Span = std::ops::Range<usize>;
+/// A byte range into the source (the one span type, defined with the diagnostics).
+pub use crate::diag::Span;
 
 #[derive(Clone, Debug, Serialize)]
 pub struct Program {

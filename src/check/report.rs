@@ -1,7 +1,7 @@
 //! What `check` prints: the per-layer table for people, the JSON object for tools.
 
 use super::CheckOutput;
-use super::model::fmt_shape;
+use super::shape_errors::fmt_shape;
 use super::sizes::{AxisSizes, Field, Sizes, analyze};
 use crate::diag::JsonDiagnostic;
 use serde::Serialize;

@@ -6,20 +6,19 @@
 //! - **Accepted sizes**, per input and spatial axis (the other axes kept as declared): the
 //!   model's layers are re-run on sizes `1, 2, 3, ...` up to a bound past a few periods of the
 //!   product of every stride and pooling factor, and the accepted set is described as a rule
-//!   (`multiples of 16`, `N = 4k + 1, at least 5`, `62 to 65`). A `dense` layer keeps the
-//!   feature count it was declared with (its weights fix it). `exact` is the same without the
+//!   (`multiples of 16`, `N = 4k + 1, at least 5`, `62 to 65`). A layer whose parameter
+//!   shapes depend on its input size (a dense layer's weights fix its feature count) accepts
+//!   only the input it was declared with. `exact` is the same without the
 //!   sizes where some stride drops trailing samples along that axis.
-//! - **Receptive field**, per layer and spatial axis, in input samples: `r ← r + (k_eff − 1)·j`,
-//!   `j ← j·stride` for conv and pooling (`k_eff = dilation·(kernel − 1) + 1`); for `upconv`
-//!   `r ← r + (⌈kernel/stride⌉ − 1)·j`, `j ← j/stride`; `upsample` keeps `r` (nearest) or adds
-//!   one step `j` (linear) and divides `j` by the factor; merges take the largest. After
-//!   `flatten`/`dense` every output sees the whole input. With `upconv`/`upsample` the figure
-//!   is the largest over output positions.
+//! - **Receptive field**, per layer and spatial axis, in input samples, as (extent, jump)
+//!   composed through each op's own step ([`crate::ops::OpRules::reach`]): e.g.
+//!   `r ← r + (k_eff − 1)·j`, `j ← j·stride` for conv and pooling; merges take the largest;
+//!   after a flattening layer every output sees the whole input. With up-sampling layers the
+//!   figure is the largest over output positions.
 
-use super::model::axis_name;
 use super::program::{Model, ValueRef};
-use crate::ops::upsample::UpsampleMode;
-use crate::ops::{Op, Shape, ShapeWarning};
+use super::shape_errors::axis_name;
+use crate::ops::{Reach, Shape, ShapeWarning};
 
 /// A set of sizes along one axis.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -164,10 +163,10 @@ pub fn analyze(model: &Model) -> Sizes {
 
 /// The model's verdict at one input shape: `None` if rejected, else whether a stride drops
 /// samples along spatial axis `axis` somewhere.
-fn run_shapes(model: &Model, inputs: &[Shape], axis: usize) -> Option<bool> {
+fn run_shapes(model: &Model, inputs: &[Shape], axis: usize, declared: &[Vec<Shape>]) -> Option<bool> {
     let mut shapes: Vec<Shape> = Vec::with_capacity(model.layers.len());
     let mut drops = false;
-    for layer in &model.layers {
+    for (layer, declared_params) in model.layers.iter().zip(declared) {
         let ins: Vec<&[usize]> = layer
             .inputs
             .iter()
@@ -176,12 +175,9 @@ fn run_shapes(model: &Model, inputs: &[Shape], axis: usize) -> Option<bool> {
                 ValueRef::Layer(l) => shapes.get(*l).map(|s| s.as_slice()),
             })
             .collect::<Option<_>>()?;
-        if let Op::Dense(_) = layer.op {
-            // The weights fix the feature count: it must stay as declared.
-            let declared = declared_input(model, layer.inputs.first()?)?;
-            if ins.first().copied() != Some(declared.as_slice()) {
-                return None;
-            }
+        // Weights are trained at the declared size: parameter shapes must not change.
+        if !declared_params.is_empty() && param_shapes(layer, &ins) != *declared_params {
+            return None;
         }
         let (shape, warnings) = layer.op.output_shape(&ins).ok()?;
         drops |= warnings
@@ -192,31 +188,52 @@ fn run_shapes(model: &Model, inputs: &[Shape], axis: usize) -> Option<bool> {
     Some(drops)
 }
 
-fn declared_input(model: &Model, r: &ValueRef) -> Option<Shape> {
-    match r {
-        ValueRef::Input(i) => model.inputs.get(*i).map(|t| t.shape.clone()),
-        ValueRef::Layer(l) => model.layers.get(*l).map(|l| l.shape.clone()),
-    }
+fn param_shapes(layer: &super::program::Layer, inputs: &[&[usize]]) -> Vec<Shape> {
+    layer.op.params(inputs).into_iter().map(|p| p.shape).collect()
 }
 
-/// The product of every stride and pooling factor along `axis` (capped): sizes repeat their
-/// fate with this period.
+/// Every layer's parameter shapes at the declared input sizes.
+fn declared_params(model: &Model) -> Vec<Vec<Shape>> {
+    model
+        .layers
+        .iter()
+        .map(|l| {
+            let ins: Vec<&[usize]> = l
+                .inputs
+                .iter()
+                .map(|r| match r {
+                    ValueRef::Input(i) => model.inputs.get(*i).map_or(&[][..], |t| t.shape.as_slice()),
+                    ValueRef::Layer(j) => model.layers.get(*j).map_or(&[][..], |t| t.shape.as_slice()),
+                })
+                .collect();
+            param_shapes(l, &ins)
+        })
+        .collect()
+}
+
+/// The product of every stride along `axis` (saturating): sizes repeat their fate with this
+/// period.
 fn period(model: &Model, axis: usize) -> usize {
     let mut p: usize = 1;
     for l in &model.layers {
-        let s = match &l.op {
-            Op::Conv(c) => c.stride.get(axis).copied().unwrap_or(1),
-            Op::Pool(q) => q.stride.get(axis).copied().unwrap_or(1),
-            _ => 1,
-        };
-        p = p.saturating_mul(s.max(1)).min(MAX_PROBE / 8);
+        let s = l.op.rules().axis_rule(axis, 1).map_or(1, |r| r.stride());
+        p = p.saturating_mul(s.max(1));
     }
     p
 }
 
+/// Largest period the size-by-size probe handles; past it (or past the probe's reach) sizes are
+/// sampled around multiples of the period instead.
+const MAX_DENSE_PERIOD: usize = MAX_PROBE / 8;
+
 fn probe_axis(model: &Model, input: usize, axis: usize, declared: usize) -> (SizeRule, SizeRule) {
     let p = period(model, axis);
     let base: Vec<Shape> = model.inputs.iter().map(|t| t.shape.clone()).collect();
+    let declared_params = declared_params(model);
+    let limit = (BUDGET / model.layers.len().max(1)).clamp(16, MAX_PROBE);
+    if p > MAX_DENSE_PERIOD || declared > limit {
+        return probe_sparse(model, input, axis, declared, p, &declared_params);
+    }
     let mut accepted = vec![false];
     let mut exact = vec![false];
     let mut first: Option<usize> = None;
@@ -226,7 +243,7 @@ fn probe_axis(model: &Model, input: usize, axis: usize, declared: usize) -> (Siz
         if let Some(d) = shapes.get_mut(input).and_then(|s| s.get_mut(axis + 1)) {
             *d = n;
         }
-        let verdict = run_shapes(model, &shapes, axis);
+        let verdict = run_shapes(model, &shapes, axis, &declared_params);
         accepted.push(verdict.is_some());
         exact.push(verdict == Some(false));
         if verdict.is_some() && first.is_none() {
@@ -234,13 +251,96 @@ fn probe_axis(model: &Model, input: usize, axis: usize, declared: usize) -> (Siz
         }
         // Probe a few periods past the first accepted size (and past the declared one).
         let end = first.map_or(declared, |f| f.max(declared.min(f + 8 * p))) + 4 * p + 16;
-        let limit = (BUDGET / model.layers.len().max(1)).clamp(16, MAX_PROBE);
         if n >= end.min(limit) {
             break;
         }
         n += 1;
     }
     (describe_set(&accepted, p), describe_set(&exact, p))
+}
+
+/// For strides whose product `p` is too large to probe size by size (or a declared size past the
+/// probe's reach): the sizes 1..=64, windows around the first multiples of `p` and around the
+/// declared size are probed, and the smallest step among the divisors of `p` that explains every
+/// sample is the rule's modulus. The declared size is always among the samples, so a model that
+/// accepts its own input never reads "none".
+fn probe_sparse(
+    model: &Model,
+    input: usize,
+    axis: usize,
+    declared: usize,
+    p: usize,
+    declared_params: &[Vec<Shape>],
+) -> (SizeRule, SizeRule) {
+    const WINDOW: usize = 16;
+    let mut points = std::collections::BTreeSet::new();
+    points.extend(1..=64);
+    let mut centres = vec![declared];
+    centres.extend((1..=4).filter_map(|k| p.checked_mul(k)));
+    for c in centres {
+        points.extend(c.saturating_sub(WINDOW).max(1)..=c.saturating_add(WINDOW));
+    }
+    let base: Vec<Shape> = model.inputs.iter().map(|t| t.shape.clone()).collect();
+    let verdict = |n: usize| {
+        let mut shapes = base.clone();
+        if let Some(d) = shapes.get_mut(input).and_then(|s| s.get_mut(axis + 1)) {
+            *d = n;
+        }
+        run_shapes(model, &shapes, axis, declared_params)
+    };
+    let mut verdicts: std::collections::BTreeMap<usize, Option<bool>> =
+        points.into_iter().map(|n| (n, verdict(n))).collect();
+    // Then one step of every divisor of `p` past each rule's first member, so that no smaller
+    // modulus than the true one explains the samples.
+    let firsts: Vec<usize> =
+        [verdicts.iter().find(|v| v.1.is_some()), verdicts.iter().find(|v| *v.1 == Some(false))]
+            .into_iter()
+            .flatten()
+            .map(|v| *v.0)
+            .collect();
+    for first in firsts {
+        for d in divisors(p) {
+            if let Some(n) = first.checked_add(d) {
+                verdicts.entry(n).or_insert_with(|| verdict(n));
+            }
+        }
+    }
+    let accepted: Vec<(usize, bool)> = verdicts.iter().map(|(&n, v)| (n, v.is_some())).collect();
+    let exact: Vec<(usize, bool)> = verdicts.iter().map(|(&n, v)| (n, *v == Some(false))).collect();
+    (describe_samples(&accepted, p), describe_samples(&exact, p))
+}
+
+/// A rule from sampled membership: periodic with the smallest divisor of `p` that explains
+/// every sample from the first member on, else the members themselves.
+fn describe_samples(samples: &[(usize, bool)], p: usize) -> SizeRule {
+    let Some(min) = samples.iter().find(|s| s.1).map(|s| s.0) else { return SizeRule::Ranges(vec![]) };
+    for modulus in divisors(p) {
+        if samples.iter().filter(|s| s.0 >= min).all(|&(n, member)| member == ((n - min) % modulus == 0)) {
+            return SizeRule::Periodic { min, modulus };
+        }
+    }
+    let mut ranges: Vec<(usize, usize)> = vec![];
+    for &(n, member) in samples {
+        if !member {
+            continue;
+        }
+        match ranges.last_mut() {
+            Some(last) if last.1 + 1 == n => last.1 = n,
+            _ => ranges.push((n, n)),
+        }
+    }
+    SizeRule::Ranges(ranges)
+}
+
+/// The divisors of `p`, ascending (just 1 and `p` past 2^40, beyond any input size).
+fn divisors(p: usize) -> Vec<usize> {
+    if p > 1 << 40 {
+        return vec![1, p];
+    }
+    let mut small: Vec<usize> = (1..).take_while(|d| d * d <= p).filter(|d| p.is_multiple_of(*d)).collect();
+    let large: Vec<usize> = small.iter().rev().filter(|&&d| d * d != p).map(|d| p / d).collect();
+    small.extend(large);
+    small
 }
 
 /// Turns the probed membership `set[n]` (n = 0..=end) into a rule: periodic when the last
@@ -268,99 +368,29 @@ fn describe_set(set: &[bool], p: usize) -> SizeRule {
     SizeRule::Ranges(ranges)
 }
 
-/// Per-axis (extent, jump) in input samples; `None` = the whole input.
-type Rf = Option<Vec<(f64, f64)>>;
-
 fn receptive_fields(model: &Model) -> Vec<Field> {
-    let mut fields: Vec<Rf> = Vec::with_capacity(model.layers.len());
+    let mut fields: Vec<Reach> = Vec::with_capacity(model.layers.len());
     for layer in &model.layers {
-        let ins: Vec<Rf> = layer
+        let ins: Vec<Reach> = layer
             .inputs
             .iter()
             .map(|r| match r {
                 ValueRef::Input(i) => {
                     let rank = model.inputs.get(*i).map_or(0, |t| t.shape.len().saturating_sub(1));
-                    Some(vec![(1.0, 1.0); rank])
+                    Reach::Axes(vec![(1.0, 1.0); rank])
                 }
-                ValueRef::Layer(l) => fields.get(*l).cloned().flatten(),
+                ValueRef::Layer(l) => fields.get(*l).cloned().unwrap_or(Reach::Whole),
             })
             .collect();
-        let first = ins.first().cloned().flatten();
-        let out: Rf = match &layer.op {
-            Op::Conv(c) => first.map(|axes| {
-                axes.iter()
-                    .enumerate()
-                    .map(|(a, &(r, j))| {
-                        let k = c.kernel.get(a).copied().unwrap_or(1) as f64;
-                        let d = c.dilation.get(a).copied().unwrap_or(1) as f64;
-                        let s = c.stride.get(a).copied().unwrap_or(1) as f64;
-                        (r + d * (k - 1.0) * j, j * s)
-                    })
-                    .collect()
-            }),
-            Op::Pool(q) => first.map(|axes| {
-                axes.iter()
-                    .enumerate()
-                    .map(|(a, &(r, j))| {
-                        let k = q.kernel.get(a).copied().unwrap_or(1) as f64;
-                        let s = q.stride.get(a).copied().unwrap_or(1) as f64;
-                        (r + (k - 1.0) * j, j * s)
-                    })
-                    .collect()
-            }),
-            Op::UpConv(c) => first.map(|axes| {
-                axes.iter()
-                    .enumerate()
-                    .map(|(a, &(r, j))| {
-                        let k = c.kernel.get(a).copied().unwrap_or(1).max(1);
-                        let s = c.stride.get(a).copied().unwrap_or(1).max(1);
-                        let taps = k.div_ceil(s) as f64;
-                        (r + (taps - 1.0) * j, j / s as f64)
-                    })
-                    .collect()
-            }),
-            Op::Upsample(u) => first.map(|axes| {
-                axes.iter()
-                    .enumerate()
-                    .map(|(a, &(r, j))| {
-                        let f = u.factor.get(a).copied().unwrap_or(1).max(1) as f64;
-                        let extra = if u.mode == UpsampleMode::Linear { j } else { 0.0 };
-                        (r + extra, j / f)
-                    })
-                    .collect()
-            }),
-            Op::Flatten | Op::Dense(_) => {
-                // A flat value fed only by flat inputs has no spatial extent at all.
-                match first {
-                    Some(axes) if axes.is_empty() => Some(vec![]),
-                    _ => None,
-                }
-            }
-            Op::Concat | Op::Add | Op::Sub => {
-                let mut acc: Option<Vec<(f64, f64)>> = None;
-                let mut whole = false;
-                for f in &ins {
-                    match (f, &mut acc) {
-                        (None, _) => whole = true,
-                        (Some(v), None) => acc = Some(v.clone()),
-                        (Some(v), Some(a)) => {
-                            for (x, y) in a.iter_mut().zip(v) {
-                                *x = (x.0.max(y.0), x.1.max(y.1));
-                            }
-                        }
-                    }
-                }
-                if whole { None } else { acc }
-            }
-            Op::Activation(_) | Op::BatchNorm(_) | Op::Dropout(_) => first,
-        };
-        fields.push(out);
+        fields.push(layer.op.rules().reach(&ins));
     }
     fields
         .into_iter()
         .map(|f| match f {
-            None => Field::Whole,
-            Some(axes) => Field::Axes(axes.iter().map(|&(r, _)| (r - 1e-9).ceil().max(1.0) as u64).collect()),
+            Reach::Whole => Field::Whole,
+            Reach::Axes(axes) => {
+                Field::Axes(axes.iter().map(|&(r, _)| (r - 1e-9).ceil().max(1.0) as u64).collect())
+            }
         })
         .collect()
 }
@@ -445,6 +475,17 @@ mod tests {
         assert_eq!(s.inputs[0].accepted, SizeRule::Ranges(vec![(8, 9)]));
         assert_eq!(s.inputs[0].accepted.describe(), "8 to 9");
         assert_eq!(s.outputs, vec![Field::Whole]);
+    }
+
+    #[test]
+    fn strides_past_the_probe_still_describe_the_declared_size() {
+        // 13 levels of pooling: sizes must be multiples of 2^13 = 8192, past the probe's reach.
+        let s = sizes("model m {\n input x: [1, 8192]\n y = x -> unet(1, depth=13, base=1)\n output y\n}\n");
+        assert_eq!(s.inputs[0].accepted, SizeRule::Periodic { min: 8192, modulus: 8192 });
+        assert_eq!(s.inputs[0].accepted.describe(), "multiples of 8192");
+        // Strides 2^10 = 1024 > the size-by-size period limit: multiples of 1024, not a list.
+        let s = sizes("model m {\n input x: [1, 2048]\n y = x -> unet(1, depth=10, base=1)\n output y\n}\n");
+        assert_eq!(s.inputs[0].accepted.describe(), "multiples of 1024");
     }
 
     #[test]

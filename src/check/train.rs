@@ -1,9 +1,10 @@
 //! The `optimizer` and `train` items: known names and keys, ranges, data sources and losses,
 //! and whether the data fits the model.
 
-use super::model::{CheckedModel, fmt_shape};
+use super::model::CheckedModel;
 use super::program::{DataSpec, LossKind, OptimizerKind, OptimizerSpec, TrainSpec};
-use super::values::{self, Params, Value};
+use super::shape_errors::fmt_shape;
+use super::values::{self, BlockArgs, Value};
 use crate::diag::{Diagnostic, closest, codes};
 use crate::syntax::ast::{self, ExprKind, KeyValue, Span};
 use std::collections::HashMap;
@@ -76,7 +77,7 @@ fn entries<'e>(
 }
 
 fn number(kv: &KeyValue, diags: &mut Vec<Diagnostic>) -> Option<f64> {
-    match values::eval(&kv.value, &Params::new()) {
+    match values::eval(&kv.value, &BlockArgs::new()) {
         Ok(v) => match v.as_f64().filter(|x| x.is_finite()) {
             Some(x) => Some(x),
             None => {
@@ -176,7 +177,7 @@ pub fn check_optimizer(opt: &ast::Optimizer, diags: &mut Vec<Diagnostic>) -> Opt
             let momentum = get("momentum", &unit, "in [0, 1)", 0.9, diags);
             let nesterov = match e.get("nesterov") {
                 None => false,
-                Some(kv) => match values::eval(&kv.value, &Params::new()) {
+                Some(kv) => match values::eval(&kv.value, &BlockArgs::new()) {
                     Ok(Value::Bool(b)) => b,
                     _ => {
                         diags.push(Diagnostic::error(
@@ -206,7 +207,7 @@ pub fn check_optimizer(opt: &ast::Optimizer, diags: &mut Vec<Diagnostic>) -> Opt
 }
 
 fn positive_int(kv: &KeyValue, diags: &mut Vec<Diagnostic>) -> Option<usize> {
-    match values::eval(&kv.value, &Params::new()) {
+    match values::eval(&kv.value, &BlockArgs::new()) {
         Ok(Value::Int(v)) if v > 0 => usize::try_from(v).ok(),
         Ok(Value::Int(v)) => {
             diags.push(Diagnostic::error(
@@ -282,7 +283,7 @@ pub fn check_train(
         .unwrap_or(0.1);
     let seed = match e.get("seed") {
         None => 0,
-        Some(kv) => match values::eval(&kv.value, &Params::new()) {
+        Some(kv) => match values::eval(&kv.value, &BlockArgs::new()) {
             Ok(Value::Int(v)) if v >= 0 => v as u64,
             _ => {
                 diags.push(Diagnostic::error(
@@ -440,7 +441,7 @@ fn check_data(
                 }
             },
         };
-        match values::eval(&a.value, &Params::new()) {
+        match values::eval(&a.value, &BlockArgs::new()) {
             Ok(v) => {
                 if got.insert(key, (v, a.value.span.clone())).is_some() {
                     diags.push(Diagnostic::error(

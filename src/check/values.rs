@@ -5,45 +5,14 @@ use crate::diag::{Diagnostic, codes};
 use crate::syntax::ast::{BinOp, Expr, ExprKind, Span};
 use std::collections::HashMap;
 
-#[derive(Clone, Debug, PartialEq)]
-pub enum Value {
-    Int(i64),
-    Float(f64),
-    Bool(bool),
-    /// A bare identifier that is not a block parameter: `same`, `nearest`, `mse`, ...
-    Word(String),
-    Str(String),
-    List(Vec<Value>),
-    Tuple(Vec<Value>),
-}
+pub use crate::ops::attrs::Value;
 
-impl Value {
-    pub fn describe(&self) -> String {
-        match self {
-            Value::Int(v) => format!("the integer {v}"),
-            Value::Float(v) => format!("the number {v}"),
-            Value::Bool(v) => format!("`{v}`"),
-            Value::Word(w) => format!("`{w}`"),
-            Value::Str(s) => format!("the string \"{s}\""),
-            Value::List(_) => "a list".into(),
-            Value::Tuple(_) => "a tuple".into(),
-        }
-    }
-
-    pub fn as_f64(&self) -> Option<f64> {
-        match self {
-            Value::Int(v) => Some(*v as f64),
-            Value::Float(v) => Some(*v),
-            _ => None,
-        }
-    }
-}
-
-/// Block parameters in scope while evaluating attribute values.
-pub type Params = HashMap<String, Value>;
+/// The values of a block's parameters in scope while evaluating attribute values (empty at
+/// model level). Not to be confused with parameter tensors ([`crate::ir::Params`]).
+pub type BlockArgs = HashMap<String, Value>;
 
 /// Evaluates an attribute value. `Call` and `Pipe` are not values here.
-pub fn eval(expr: &Expr, params: &Params) -> Result<Value, Diagnostic> {
+pub fn eval(expr: &Expr, params: &BlockArgs) -> Result<Value, Diagnostic> {
     Ok(match &expr.kind {
         ExprKind::Int(v) => Value::Int(*v),
         ExprKind::Float(v) => Value::Float(*v),
@@ -147,7 +116,7 @@ mod tests {
 
     #[test]
     fn integer_arithmetic() {
-        let p = Params::new();
+        let p = BlockArgs::new();
         assert_eq!(eval(&bin(BinOp::Div, int(7), int(2)), &p).unwrap(), Value::Int(3));
         assert_eq!(eval(&bin(BinOp::Mul, int(2), int(16)), &p).unwrap(), Value::Int(32));
         assert!(eval(&bin(BinOp::Div, int(7), int(0)), &p).is_err());
@@ -156,7 +125,7 @@ mod tests {
 
     #[test]
     fn parameters_are_substituted() {
-        let mut p = Params::new();
+        let mut p = BlockArgs::new();
         p.insert("c".into(), Value::Int(8));
         let e = bin(BinOp::Mul, int(2), Expr { kind: ExprKind::Ident("c".into()), span: 0..1 });
         assert_eq!(eval(&e, &p).unwrap(), Value::Int(16));

@@ -2,7 +2,7 @@
 //! their parameter tensors (named `{layer}.{suffix}`, the checkpoint names) listed once.
 
 use crate::check::program::{Init, Program, ValueRef};
-use crate::ops::{Op, ParamRole};
+use crate::ops::{Op, ParamInit, ParamRole};
 use ndarray::{ArrayD, IxDyn};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -89,6 +89,8 @@ pub struct ParamInfo {
     pub role: ParamRole,
     pub shape: Vec<usize>,
     pub node: NodeId,
+    /// How it starts when no `init` gives it (the op decides).
+    pub init: ParamInit,
 }
 
 impl ParamInfo {
@@ -193,6 +195,7 @@ pub fn lower(program: &Program, batch: usize) -> Graph {
                 role: spec.role,
                 shape: spec.shape,
                 node: NodeId(i),
+                init: spec.init,
             });
         }
         nodes.push(Node {
@@ -233,7 +236,8 @@ impl std::ops::IndexMut<ParamId> for Params {
 
 /// Starting values: `init` where given; otherwise He-uniform weights, U(−b, b) with
 /// b = √(6/fan_in), fan_in = in·∏kernel, drawn from a ChaCha8 stream seeded with `seed` in
-/// parameter order; zero biases; batchnorm scale 1, shift 0, running mean 0, running var 1.
+/// parameter order; otherwise what the op asks for (zero biases; batchnorm scale 1, shift 0,
+/// running mean 0, running var 1).
 pub fn init_params(graph: &Graph, seed: u64) -> Params {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     graph
@@ -241,20 +245,16 @@ pub fn init_params(graph: &Graph, seed: u64) -> Params {
         .iter()
         .map(|p| {
             let node = graph.node(p.node);
-            let is_bn = matches!(node.op, Op::BatchNorm(_));
             let n: usize = p.shape.iter().product();
-            let values: Vec<f64> = match p.role {
-                ParamRole::Weight if is_bn => vec![1.0; n],
-                ParamRole::Weight => match &node.init {
-                    Some(init) => init.values.clone(),
-                    None => {
-                        let fan_in: usize = p.shape[1..].iter().product();
-                        let bound = (6.0 / fan_in.max(1) as f64).sqrt();
-                        (0..n).map(|_| rng.random_range(-bound..bound)).collect()
-                    }
-                },
-                ParamRole::Bias | ParamRole::RunningMean => vec![0.0; n],
-                ParamRole::RunningVar => vec![1.0; n],
+            let values: Vec<f64> = match (&node.init, p.role, p.init) {
+                (Some(init), ParamRole::Weight, _) => init.values.clone(),
+                (_, _, ParamInit::HeUniform) => {
+                    let fan_in: usize = p.shape[1..].iter().product();
+                    let bound = (6.0 / fan_in.max(1) as f64).sqrt();
+                    (0..n).map(|_| rng.random_range(-bound..bound)).collect()
+                }
+                (_, _, ParamInit::Zeros) => vec![0.0; n],
+                (_, _, ParamInit::Ones) => vec![1.0; n],
             };
             ArrayD::from_shape_vec(IxDyn(&p.shape), values).expect("init has the parameter's shape")
         })
@@ -265,6 +265,6 @@ pub fn init_params(graph: &Graph, seed: u64) -> Params {
 pub fn fully_initialised(graph: &Graph) -> bool {
     graph.params.iter().all(|p| {
         let node = graph.node(p.node);
-        p.role != ParamRole::Weight || matches!(node.op, Op::BatchNorm(_)) || node.init.is_some()
+        p.init != ParamInit::HeUniform || node.init.is_some()
     })
 }

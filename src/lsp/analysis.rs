@@ -2,12 +2,13 @@
 //! name is defined, what to show on hover, what to complete, which shapes to hint. Offsets are
 //! byte offsets into the document text.
 
-use crate::check::layers::{LAYERS, signature, split_rank};
+use crate::check::layers::{Callee, layer_names};
 use crate::check::program::{Layer, Program, ValueRef};
 use crate::check::sizes::{Field, Sizes, analyze};
 use crate::check::train::{LOSSES, OPTIMIZERS, SOURCES, TRAIN_KEYS, keys_of, source_keys};
 use crate::check::{CheckOutput, axis_name, check_source, describe_axis, fmt_shape};
 use crate::ops::Op;
+use crate::ops::window::fmt_signed;
 use crate::syntax::ast::{self, Arg, BlockBody, Expr, ExprKind, Ident, Item, Span, Stmt};
 use crate::syntax::parse;
 
@@ -190,7 +191,13 @@ pub fn hover(a: &Analysis, offset: usize) -> Option<(String, Span)> {
             Some((value_hover(a, &name.name, body) + &no_shapes(), name.span.clone()))
         }
         Target::Ref { name, span, body } => {
-            resolve(name, body)?;
+            if resolve(name, body).is_none() {
+                // A layer written without parentheses (`-> relu`) is a call too.
+                Callee::find(name)?;
+                let ident = Ident { name: name.to_string(), span: span.clone() };
+                let expr = Expr { kind: ExprKind::Ident(name.to_string()), span: span.clone() };
+                return Some((call_hover(a, &expr, &ident, None, body) + &no_shapes(), span));
+            }
             Some((value_hover(a, name, body) + &no_shapes(), span))
         }
         Target::BlockName(b) => Some((block_signature(a, b), b.name.span.clone())),
@@ -257,16 +264,20 @@ fn call_hover(a: &Analysis, expr: &Expr, name: &Ident, binding: Option<&str>, bo
         return s;
     }
     if layers.is_empty() {
-        return match signature(split_rank(n).0) {
-            Some(sig) => format!(
-                "layer `{n}`: positional {}; attributes {}",
-                list_or_none(sig.positional),
-                list_or_none(sig.named)
-            ),
+        return match Callee::find(n).filter(|c| !c.takes_values()) {
+            Some(callee) => {
+                let sig = callee.signature();
+                format!(
+                    "layer `{n}`: positional {}; attributes {}\n\n{}",
+                    list_or_none(sig.positional),
+                    list_or_none(sig.named),
+                    callee.summary()
+                )
+            }
             None => format!("`{n}`"),
         };
     }
-    if n == "unet" {
+    if let Some(Callee::Unet) = Callee::find(n) {
         let mut s = "built-in `unet`".to_string();
         s.push_str(&group_summary(a, &layers));
         if let Some(sizes) = &a.sizes {
@@ -370,33 +381,15 @@ fn layer_hover(a: &Analysis, index: usize, l: &Layer) -> String {
     s
 }
 
-/// `N_y = (64 + 2·1 − 3)/1 + 1 = 64` per spatial axis.
-pub fn size_arithmetic(op: &Op, input: &[usize], output: &[usize]) -> Vec<String> {
+/// `N_y = (64 + 2·1 − 3)/1 + 1 = 64` per spatial axis: the op's own size rule, written out.
+pub fn size_arithmetic(op: &Op, input: &[usize], _output: &[usize]) -> Vec<String> {
     let spatial = input.len().saturating_sub(1);
     let mut out = vec![];
     for axis in 0..spatial {
-        let (Some(&n), Some(&y)) = (input.get(axis + 1), output.get(axis + 1)) else { continue };
+        let Some(&n) = input.get(axis + 1) else { continue };
+        let Some(rule) = op.rules().axis_rule(axis, n) else { continue };
         let name = axis_name(axis, spatial);
-        let get = |v: &[usize]| v.get(axis).copied().unwrap_or(1);
-        let formula = match op {
-            Op::Conv(c) => {
-                let (k, s, p, d) =
-                    (get(&c.kernel), get(&c.stride), c.pad.get(axis).copied().unwrap_or(0), get(&c.dilation));
-                let kern = if d == 1 { format!("{k}") } else { format!("{d}·({k} − 1) − 1") };
-                format!("N_y = ({n} + 2·{p} − {kern})/{s} + 1 = {y}")
-            }
-            Op::Pool(q) => {
-                let (k, s, p) = (get(&q.kernel), get(&q.stride), q.pad.get(axis).copied().unwrap_or(0));
-                format!("N_y = ({n} + 2·{p} − {k})/{s} + 1 = {y}")
-            }
-            Op::UpConv(c) => {
-                let (k, s, p) = (get(&c.kernel), get(&c.stride), c.pad.get(axis).copied().unwrap_or(0));
-                format!("N_y = ({n} − 1)·{s} − 2·{p} + {k} = {y}")
-            }
-            Op::Upsample(u) => format!("N_y = {}·{n} = {y}", get(&u.factor)),
-            _ => continue,
-        };
-        out.push(format!("{name}: {formula}"));
+        out.push(format!("{name}: N_y = {} = {}", rule.formula(), fmt_signed(rule.value())));
     }
     out
 }
@@ -462,7 +455,8 @@ pub fn completions(a: &Analysis, offset: usize) -> Vec<Candidate> {
         return TRAIN_KEYS.iter().map(|k| cand(k, CandidateKind::Key, "train key")).collect();
     }
     if let Some(name) = call {
-        if let Some(sig) = signature(split_rank(name).0) {
+        if let Some(callee) = Callee::find(name).filter(|c| !c.takes_values()) {
+            let sig = callee.signature();
             return sig
                 .positional
                 .iter()
@@ -480,7 +474,8 @@ pub fn completions(a: &Analysis, offset: usize) -> Vec<Candidate> {
             .map(|k| cand(k, CandidateKind::Keyword, "item"))
             .collect();
     }
-    let mut out: Vec<Candidate> = LAYERS.iter().map(|l| cand(l, CandidateKind::Layer, "layer")).collect();
+    let mut out: Vec<Candidate> =
+        layer_names().iter().map(|l| cand(l, CandidateKind::Layer, "layer")).collect();
     for item in &a.file.items {
         if let Item::Block(b) = item {
             out.push(cand(&b.name.name, CandidateKind::Block, "block"));

@@ -2,7 +2,12 @@
 //! Training uses the biased batch variance; running estimates (unbiased variance, `momentum`)
 //! serve inference. Scale starts at 1, shift at 0.
 
-use super::{ParamRole, ParamSpec};
+use super::attrs::Attrs;
+use super::{
+    Backward, Backwarded, Cache, Forward, Forwarded, LayerDef, Layers, Op, OpRules, ParamInit, ParamRole,
+    ParamSpec, Takes,
+};
+use crate::diag::Diagnostic;
 use serde::Serialize;
 
 #[derive(Clone, Copy, Debug, PartialEq, Serialize)]
@@ -11,13 +16,99 @@ pub struct BatchNorm {
     pub eps: f64,
 }
 
-/// Scale (`weight`) and shift (`bias`) are trainable; running mean and variance are state.
-pub fn params(input: &[usize]) -> Vec<ParamSpec> {
-    let c = input[0];
-    [ParamRole::Weight, ParamRole::Bias, ParamRole::RunningMean, ParamRole::RunningVar]
+impl Layers for BatchNorm {
+    const LAYERS: &'static [LayerDef] = &[LayerDef {
+        name: "batchnorm",
+        takes: Takes::One,
+        positional: &[],
+        named: &["momentum", "eps"],
+        required: &[],
+        aliases: &[
+            ("batchnormalization", "batchnorm"),
+            ("batch_norm", "batchnorm"),
+            ("batchnorm2d", "batchnorm"),
+            ("batchnorm1d", "batchnorm"),
+            ("bn", "batchnorm"),
+        ],
+        summary: "per-channel normalisation over batch and spatial axes, with scale and shift",
+        build: build_batchnorm,
+    }];
+}
+
+/// `batchnorm`, for expansions that build it (the built-in `unet`).
+pub const BATCHNORM: &LayerDef = &<BatchNorm as Layers>::LAYERS[0];
+
+fn build_batchnorm(attrs: &Attrs, _spatial: usize) -> Result<Op, Diagnostic> {
+    let momentum = attrs.number_or("momentum", 0.1)?;
+    if !(0.0..=1.0).contains(&momentum) {
+        return Err(attrs.bad("momentum", "a number in [0, 1]"));
+    }
+    let eps = attrs.number_or("eps", 1e-5)?;
+    if eps <= 0.0 {
+        return Err(attrs.bad("eps", "a positive number"));
+    }
+    Ok(Op::BatchNorm(BatchNorm { momentum, eps }))
+}
+
+impl OpRules for BatchNorm {
+    fn kind(&self) -> &'static str {
+        "batchnorm"
+    }
+
+    /// Scale (`weight`, starts at 1) and shift (`bias`, 0) are trainable; running mean (0) and
+    /// variance (1) are state.
+    fn params(&self, inputs: &[&[usize]]) -> Vec<ParamSpec> {
+        let c = inputs[0][0];
+        [
+            (ParamRole::Weight, ParamInit::Ones),
+            (ParamRole::Bias, ParamInit::Zeros),
+            (ParamRole::RunningMean, ParamInit::Zeros),
+            (ParamRole::RunningVar, ParamInit::Ones),
+        ]
         .into_iter()
-        .map(|role| ParamSpec { role, shape: vec![c] })
+        .map(|(role, init)| ParamSpec { role, shape: vec![c], init })
         .collect()
+    }
+
+    fn forward(&self, step: Forward<'_>) -> Forwarded {
+        let p = step.params;
+        let (gamma, beta) = (vec1(p[0]), vec1(p[1]));
+        if step.training {
+            let (mut rm, mut rv) = (vec1(p[2]), vec1(p[3]));
+            let (y, c) = self.forward_train(step.xs[0], &gamma, &beta, &mut rm, &mut rv);
+            Forwarded { y, cache: Cache::keep(c), state: vec![(2, rm.into_dyn()), (3, rv.into_dyn())] }
+        } else {
+            Forwarded::plain(self.forward_eval(step.xs[0], &gamma, &beta, &vec1(p[2]), &vec1(p[3])))
+        }
+    }
+
+    fn backward(&self, step: Backward<'_>) -> Backwarded {
+        let p = step.params;
+        if let Some(cache) = step.cache.get::<BatchNormCache>() {
+            let (dx, dg, db) = self.backward_train(cache, &vec1(p[0]), &step.dy);
+            return Backwarded { dxs: vec![dx], grads: vec![(0, dg.into_dyn()), (1, db.into_dyn())] };
+        }
+        // Inference-mode batchnorm is an affine map per channel: y = γ·x̂ + β with
+        // x̂ = (x − running mean)·inv_std.
+        let dy = &step.dy;
+        let inv = vec1(p[3]).mapv(|v| 1.0 / (v + self.eps).sqrt());
+        let x_hat = (step.xs[0] - &per_channel(&vec1(p[2]), dy.ndim())) * &per_channel(&inv, dy.ndim());
+        let channel_sum = |a: ArrayD<f64>| {
+            let mut s = a;
+            while s.ndim() > 2 {
+                s = s.sum_axis(Axis(2));
+            }
+            s.sum_axis(Axis(0))
+        };
+        let dgamma = channel_sum(dy * &x_hat);
+        let dbeta = channel_sum(dy.clone());
+        let dx = dy * &per_channel(&(&vec1(p[0]) * &inv), dy.ndim());
+        Backwarded { dxs: vec![dx], grads: vec![(0, dgamma.into_dyn()), (1, dbeta.into_dyn())] }
+    }
+}
+
+fn vec1(a: &ArrayD<f64>) -> Array1<f64> {
+    a.view().into_dimensionality::<ndarray::Ix1>().expect("[C]").to_owned()
 }
 
 // ---- reference math ----------------------------------------------------------------------
@@ -91,7 +182,7 @@ impl BatchNorm {
     }
 
     /// (dx, dgamma, dbeta) of the training forward.
-    pub fn backward(
+    pub fn backward_train(
         &self,
         cache: &BatchNormCache,
         gamma: &Array1<f64>,

@@ -1,6 +1,14 @@
 //! `conv` (cross-correlation, 1-D and 2-D) and `upconv` (transposed convolution).
 
-use super::{ParamRole, ParamSpec, Shape, ShapeError, ShapeWarning, checked_product};
+use super::attrs::Attrs;
+/// The window geometry, also read by the JIT from here.
+pub use super::window::Window;
+use super::window::{AxisRule, as4, from4, map_axes, out_hw, spatial_output, window_reach};
+use super::{
+    Backward, Backwarded, Forward, Forwarded, LayerDef, Layers, Lowering, Op, OpRules, ParamSpec, Reach,
+    Shape, ShapeError, ShapeWarning, Takes, linear_params, mac_flops, single,
+};
+use crate::diag::Diagnostic;
 use serde::Serialize;
 
 /// A convolution with every per-axis attribute resolved to one entry per spatial axis.
@@ -25,213 +33,212 @@ pub struct UpConv {
     pub bias: bool,
 }
 
-/// Output size of a sliding window along one axis:
-/// `N_y = floor((N_x + 2·pad − dilation·(N_h − 1) − 1) / stride) + 1`.
-/// Returns the size and the number of trailing input samples the stride skips, or an error
-/// with the arithmetic written out and the smallest input size that would work.
-pub fn window_axis(
-    axis: usize,
-    n_x: usize,
-    kernel: usize,
-    stride: usize,
-    pad: usize,
-    dilation: usize,
-) -> Result<(usize, usize), ShapeError> {
-    let (n_x, k, s, p, d) = (n_x as i128, kernel as i128, stride as i128, pad as i128, dilation as i128);
-    let span = d * (k - 1) + 1; // receptive extent of the dilated kernel
-    let numer = n_x + 2 * p - span;
-    if numer < 0 {
-        // floor division for the message; the smallest working input makes numer = 0.
-        let value = numer.div_euclid(s) + 1;
-        let kernel_text = if d == 1 { format!("{k}") } else { format!("{d}·({k} − 1) − 1") };
-        let formula = format!("({n_x} + 2·{p} − {kernel_text})/{s} + 1 = {}", fmt_signed(value));
-        let min_input = (span - 2 * p).max(1) as u64;
-        return Err(ShapeError::AxisTooSmall { axis, formula, value: value as i64, min_input });
-    }
-    let out = numer / s + 1;
-    let dropped = numer % s;
-    let out = usize::try_from(out).map_err(|_| ShapeError::Overflow)?;
-    Ok((out, dropped as usize))
+impl Layers for Conv {
+    const LAYERS: &'static [LayerDef] = &[LayerDef {
+        name: "conv",
+        takes: Takes::Spatial { ranked: true },
+        positional: &["out"],
+        named: &["kernel", "stride", "pad", "dilation", "bias", "init"],
+        required: &["out", "kernel"],
+        aliases: &[
+            ("convolution", "conv2d"),
+            ("convolution2d", "conv2d"),
+            ("conv2d", "conv2d"),
+            ("conv1d", "conv1d"),
+            ("convolution1d", "conv1d"),
+        ],
+        summary: "cross-correlation with `out` filters: N_y = ⌊(N_x + 2·pad − dilation·(kernel − 1) − 1)/stride⌋ + 1",
+        build: build_conv,
+    }];
 }
 
-/// Writes a signed integer with a real minus sign, as the diagnostics do.
-pub fn fmt_signed(v: i128) -> String {
-    if v < 0 { format!("−{}", -v) } else { v.to_string() }
+impl Layers for UpConv {
+    const LAYERS: &'static [LayerDef] = &[LayerDef {
+        name: "upconv",
+        takes: Takes::Spatial { ranked: true },
+        positional: &["out"],
+        named: &["kernel", "stride", "pad", "bias", "init"],
+        required: &["out", "kernel"],
+        aliases: &[
+            ("conv2dtranspose", "upconv"),
+            ("convtranspose2d", "upconv"),
+            ("conv_transpose", "upconv"),
+            ("convtranspose", "upconv"),
+            ("deconv", "upconv"),
+            ("transposed_conv", "upconv"),
+        ],
+        summary: "transposed convolution with `out` filters: N_y = (N_x − 1)·stride − 2·pad + kernel",
+        build: build_upconv,
+    }];
 }
 
-fn spatial_input(input: &[usize]) -> Result<(usize, &[usize]), ShapeError> {
-    match input {
-        [c, rest @ ..] if !rest.is_empty() && rest.len() <= 2 => Ok((*c, rest)),
-        _ => Err(ShapeError::Rank { expected: "[C, N] or [C, H, W]", found: input.to_vec() }),
-    }
+/// `conv`, for expansions that build it (the built-in `unet`).
+pub const CONV: &LayerDef = &<Conv as Layers>::LAYERS[0];
+/// `upconv`.
+pub const UPCONV: &LayerDef = &<UpConv as Layers>::LAYERS[0];
+
+fn build_conv(attrs: &Attrs, spatial: usize) -> Result<Op, Diagnostic> {
+    let kernel = attrs.per_axis("kernel", 1, spatial, 1)?;
+    let dilation = attrs.per_axis("dilation", 1, spatial, 1)?;
+    let pad = attrs.pad(&kernel, &dilation, spatial)?;
+    Ok(Op::Conv(Conv {
+        out: attrs.positive("out")?,
+        stride: attrs.per_axis("stride", 1, spatial, 1)?,
+        kernel,
+        pad,
+        dilation,
+        bias: attrs.boolean_or("bias", true)?,
+    }))
 }
 
-impl Conv {
-    pub fn output_shape(&self, input: &[usize]) -> Result<(Shape, Vec<ShapeWarning>), ShapeError> {
-        let (_, spatial) = spatial_input(input)?;
-        check_arity(
-            spatial.len(),
-            &[
-                ("kernel", &self.kernel),
-                ("stride", &self.stride),
-                ("pad", &self.pad),
-                ("dilation", &self.dilation),
-            ],
-        )?;
-        check_positive(&[("kernel", &self.kernel), ("stride", &self.stride), ("dilation", &self.dilation)])?;
-        if self.out == 0 {
-            return Err(ShapeError::NotPositive { attr: "out" });
-        }
-        let mut shape = vec![self.out];
-        let mut warnings = vec![];
-        for (axis, &n) in spatial.iter().enumerate() {
-            let (y, dropped) = window_axis(
-                axis,
-                n,
-                self.kernel[axis],
-                self.stride[axis],
-                self.pad[axis],
-                self.dilation[axis],
-            )?;
-            if dropped > 0 {
-                warnings.push(ShapeWarning::StrideDropsSamples { axis, input: n, dropped });
-            }
-            shape.push(y);
-        }
-        checked_product(&shape)?;
-        Ok((shape, warnings))
+fn build_upconv(attrs: &Attrs, spatial: usize) -> Result<Op, Diagnostic> {
+    let kernel = attrs.per_axis("kernel", 1, spatial, 1)?;
+    let pad = attrs.pad(&kernel, &vec![1; spatial], spatial)?;
+    Ok(Op::UpConv(UpConv {
+        out: attrs.positive("out")?,
+        stride: attrs.per_axis("stride", 1, spatial, 1)?,
+        kernel,
+        pad,
+        bias: attrs.boolean_or("bias", true)?,
+    }))
+}
+
+fn taps(kernel: &[usize]) -> Option<u64> {
+    kernel.iter().try_fold(1u64, |acc, &k| acc.checked_mul(k as u64))
+}
+
+fn elems(s: &[usize]) -> Option<u64> {
+    s.iter().try_fold(1u64, |acc, &d| acc.checked_mul(d as u64))
+}
+
+impl OpRules for Conv {
+    fn kind(&self) -> &'static str {
+        "conv"
     }
 
-    pub fn params(&self, input: &[usize]) -> Vec<ParamSpec> {
-        let mut w = vec![self.out, input[0]];
-        w.extend_from_slice(&self.kernel);
-        let mut p = vec![ParamSpec { role: ParamRole::Weight, shape: w }];
+    /// Per axis `N_y = ⌊(N_x + 2·pad − dilation·(N_h − 1) − 1)/stride⌋ + 1` ([`AxisRule::Window`]).
+    fn output_shape(&self, inputs: &[&[usize]]) -> Result<(Shape, Vec<ShapeWarning>), ShapeError> {
+        spatial_output(single(inputs)?, Some(self.out), |a, n| self.axis_rule(a, n))
+    }
+
+    fn axis_rule(&self, axis: usize, n: usize) -> Option<AxisRule> {
+        Some(AxisRule::Window {
+            n,
+            kernel: *self.kernel.get(axis)?,
+            stride: *self.stride.get(axis)?,
+            pad: *self.pad.get(axis)?,
+            dilation: *self.dilation.get(axis)?,
+        })
+    }
+
+    fn kernel(&self) -> Option<&[usize]> {
+        Some(&self.kernel)
+    }
+
+    fn reach(&self, inputs: &[Reach]) -> Reach {
+        window_reach(inputs, &self.kernel, &self.stride, Some(&self.dilation))
+    }
+
+    fn params(&self, inputs: &[&[usize]]) -> Vec<ParamSpec> {
+        linear_params(self.out, inputs[0][0], &self.kernel, self.bias)
+    }
+
+    fn flops(&self, inputs: &[&[usize]], output: &[usize]) -> Option<u64> {
+        mac_flops(&[elems(output)?, inputs[0][0] as u64, taps(&self.kernel)?])
+    }
+
+    fn forward(&self, step: Forward<'_>) -> Forwarded {
+        let g = Window::new(&self.kernel, &self.stride, &self.pad, &self.dilation);
+        let b = self.bias.then(|| step.params[1]);
+        let x = step.xs[0];
+        Forwarded::plain(from4(
+            conv_forward(&as4(x), step.params[0], b, &g, out_hw(step.shape)),
+            x.ndim() == 3,
+        ))
+    }
+
+    fn backward(&self, step: Backward<'_>) -> Backwarded {
+        let g = Window::new(&self.kernel, &self.stride, &self.pad, &self.dilation);
+        let x = step.xs[0];
+        let (dx, dw, db) = conv_backward(&as4(x), step.params[0], &as4(&step.dy), &g, true);
+        let mut grads = vec![(0, dw)];
         if self.bias {
-            p.push(ParamSpec { role: ParamRole::Bias, shape: vec![self.out] });
+            grads.push((1, db.into_dyn()));
         }
-        p
+        Backwarded { dxs: vec![from4(dx.expect("asked for dx"), x.ndim() == 3)], grads }
+    }
+
+    /// Every attribute (stride, pad, dilation, bias) is honoured by the kernel families.
+    fn lowering(&self) -> Lowering {
+        Lowering::Linear
     }
 }
 
-impl UpConv {
-    /// `N_y = (N_x − 1)·stride − 2·pad + N_h`.
-    pub fn output_shape(&self, input: &[usize]) -> Result<Shape, ShapeError> {
-        let (_, spatial) = spatial_input(input)?;
-        check_arity(
-            spatial.len(),
-            &[("kernel", &self.kernel), ("stride", &self.stride), ("pad", &self.pad)],
-        )?;
-        check_positive(&[("kernel", &self.kernel), ("stride", &self.stride)])?;
-        if self.out == 0 {
-            return Err(ShapeError::NotPositive { attr: "out" });
-        }
-        let mut shape = vec![self.out];
-        for (axis, &n) in spatial.iter().enumerate() {
-            let (n_x, s, p, k) =
-                (n as i128, self.stride[axis] as i128, self.pad[axis] as i128, self.kernel[axis] as i128);
-            let y = (n_x - 1) * s - 2 * p + k;
-            if y < 1 {
-                let formula = format!("({n_x} − 1)·{s} − 2·{p} + {k} = {}", fmt_signed(y));
-                // smallest n with (n − 1)·s − 2p + k ≥ 1
-                let need = 1 + 2 * p - k; // (n − 1)·s ≥ need
-                let min_input = if need <= 0 { 1 } else { 1 + (need + s - 1) / s };
-                return Err(ShapeError::AxisTooSmall {
-                    axis,
-                    formula,
-                    value: y as i64,
-                    min_input: min_input as u64,
-                });
-            }
-            shape.push(usize::try_from(y).map_err(|_| ShapeError::Overflow)?);
-        }
-        checked_product(&shape)?;
-        Ok(shape)
+impl OpRules for UpConv {
+    fn kind(&self) -> &'static str {
+        "upconv"
     }
 
-    pub fn params(&self, input: &[usize]) -> Vec<ParamSpec> {
-        let mut w = vec![self.out, input[0]];
-        w.extend_from_slice(&self.kernel);
-        let mut p = vec![ParamSpec { role: ParamRole::Weight, shape: w }];
+    /// Per axis `N_y = (N_x − 1)·stride − 2·pad + N_h` ([`AxisRule::Transposed`]).
+    fn output_shape(&self, inputs: &[&[usize]]) -> Result<(Shape, Vec<ShapeWarning>), ShapeError> {
+        spatial_output(single(inputs)?, Some(self.out), |a, n| self.axis_rule(a, n))
+    }
+
+    fn axis_rule(&self, axis: usize, n: usize) -> Option<AxisRule> {
+        Some(AxisRule::Transposed {
+            n,
+            kernel: *self.kernel.get(axis)?,
+            stride: *self.stride.get(axis)?,
+            pad: *self.pad.get(axis)?,
+        })
+    }
+
+    fn kernel(&self) -> Option<&[usize]> {
+        Some(&self.kernel)
+    }
+
+    /// `r ← r + (⌈kernel/stride⌉ − 1)·j`, `j ← j/stride`: the largest over output positions.
+    fn reach(&self, inputs: &[Reach]) -> Reach {
+        map_axes(inputs, |a, r, j| {
+            let k = self.kernel.get(a).copied().unwrap_or(1).max(1);
+            let s = self.stride.get(a).copied().unwrap_or(1).max(1);
+            let taps = k.div_ceil(s) as f64;
+            (r + (taps - 1.0) * j, j / s as f64)
+        })
+    }
+
+    fn params(&self, inputs: &[&[usize]]) -> Vec<ParamSpec> {
+        linear_params(self.out, inputs[0][0], &self.kernel, self.bias)
+    }
+
+    fn flops(&self, inputs: &[&[usize]], _output: &[usize]) -> Option<u64> {
+        mac_flops(&[elems(inputs[0])?, self.out as u64, taps(&self.kernel)?])
+    }
+
+    fn forward(&self, step: Forward<'_>) -> Forwarded {
+        let g = Window::new(&self.kernel, &self.stride, &self.pad, &[]);
+        let b = self.bias.then(|| step.params[1]);
+        let x = step.xs[0];
+        Forwarded::plain(from4(
+            upconv_forward(&as4(x), step.params[0], b, &g, out_hw(step.shape)),
+            x.ndim() == 3,
+        ))
+    }
+
+    fn backward(&self, step: Backward<'_>) -> Backwarded {
+        let g = Window::new(&self.kernel, &self.stride, &self.pad, &[]);
+        let x = step.xs[0];
+        let (dx, dw, db) = upconv_backward(&as4(x), step.params[0], &as4(&step.dy), &g);
+        let mut grads = vec![(0, dw)];
         if self.bias {
-            p.push(ParamSpec { role: ParamRole::Bias, shape: vec![self.out] });
+            grads.push((1, db.into_dyn()));
         }
-        p
-    }
-}
-
-pub(crate) fn check_arity(rank: usize, attrs: &[(&'static str, &Vec<usize>)]) -> Result<(), ShapeError> {
-    for (attr, v) in attrs {
-        if v.len() != rank {
-            return Err(ShapeError::AttrArity { attr, expected: rank, found: v.len() });
-        }
-    }
-    Ok(())
-}
-
-pub(crate) fn check_positive(attrs: &[(&'static str, &Vec<usize>)]) -> Result<(), ShapeError> {
-    for (attr, v) in attrs {
-        if v.contains(&0) {
-            return Err(ShapeError::NotPositive { attr });
-        }
-    }
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn conv(k: usize, s: usize, p: usize) -> Conv {
-        Conv {
-            out: 1,
-            kernel: vec![k, k],
-            stride: vec![s, s],
-            pad: vec![p, p],
-            dilation: vec![1, 1],
-            bias: true,
-        }
+        Backwarded { dxs: vec![from4(dx, x.ndim() == 3)], grads }
     }
 
-    // The slides: a 6×6 image and a 3×3 filter give 4×4; pad 1 keeps 6×6; stride 2 gives 2×2 (valid).
-    #[test]
-    fn slide_sizes() {
-        assert_eq!(conv(3, 1, 0).output_shape(&[1, 6, 6]).unwrap().0, vec![1, 4, 4]);
-        assert_eq!(conv(3, 1, 1).output_shape(&[1, 6, 6]).unwrap().0, vec![1, 6, 6]);
-        assert_eq!(conv(3, 2, 0).output_shape(&[1, 6, 6]).unwrap().0, vec![1, 2, 2]);
-    }
-
-    #[test]
-    fn kernel_too_big_shows_arithmetic() {
-        let err = conv(7, 1, 0).output_shape(&[1, 5, 5]).unwrap_err();
-        match err {
-            ShapeError::AxisTooSmall { formula, value, min_input, .. } => {
-                assert_eq!(formula, "(5 + 2·0 − 7)/1 + 1 = −1");
-                assert_eq!(value, -1);
-                assert_eq!(min_input, 7);
-            }
-            e => panic!("unexpected {e:?}"),
-        }
-    }
-
-    #[test]
-    fn stride_that_drops_samples_warns() {
-        let (shape, w) = conv(2, 2, 0).output_shape(&[1, 5, 5]).unwrap();
-        assert_eq!(shape, vec![1, 2, 2]);
-        assert_eq!(w.len(), 2);
-    }
-
-    #[test]
-    fn dilation() {
-        let c =
-            Conv { out: 2, kernel: vec![3], stride: vec![1], pad: vec![0], dilation: vec![2], bias: true };
-        // span 5: 10 − 5 + 1 = 6
-        assert_eq!(c.output_shape(&[1, 10]).unwrap().0, vec![2, 6]);
-    }
-
-    #[test]
-    fn upconv_doubles() {
-        let u = UpConv { out: 32, kernel: vec![2, 2], stride: vec![2, 2], pad: vec![0, 0], bias: true };
-        assert_eq!(u.output_shape(&[64, 32, 32]).unwrap(), vec![32, 64, 64]);
+    /// Stride and pad through interleaving; kernel = stride, pad = 0 as a pixel shuffle.
+    fn lowering(&self) -> Lowering {
+        Lowering::Linear
     }
 }
 
@@ -241,41 +248,6 @@ mod tests {
 // Arrays carry the batch axis: x is [B, C, N] or [B, C, H, W].
 
 use ndarray::{Array2, Array4, ArrayD, Axis, IxDyn};
-
-/// Window geometry of one sliding-window layer, as 2-D (height 1 for 1-D values).
-#[derive(Clone, Copy, Debug)]
-pub struct Window {
-    pub k: [usize; 2],
-    pub s: [usize; 2],
-    pub p: [usize; 2],
-    pub d: [usize; 2],
-}
-
-impl Window {
-    pub fn new(kernel: &[usize], stride: &[usize], pad: &[usize], dilation: &[usize]) -> Window {
-        let two = |v: &[usize], fill: usize| if v.len() == 1 { [fill, v[0]] } else { [v[0], v[1]] };
-        Window { k: two(kernel, 1), s: two(stride, 1), p: two(pad, 0), d: two(dilation, 1) }
-    }
-    /// Output size for an input of `h × w` (the shape rule already validated it).
-    pub fn out(&self, h: usize, w: usize) -> (usize, usize) {
-        let o = |n: usize, a: usize| (n + 2 * self.p[a] - self.d[a] * (self.k[a] - 1) - 1) / self.s[a] + 1;
-        (o(h, 0), o(w, 1))
-    }
-}
-
-/// Views `[B, C, N]` as `[B, C, 1, N]`; `[B, C, H, W]` stays.
-pub fn as4(x: &ArrayD<f64>) -> Array4<f64> {
-    let s = x.shape();
-    let shape = if s.len() == 3 { (s[0], s[1], 1, s[2]) } else { (s[0], s[1], s[2], s[3]) };
-    x.as_standard_layout().into_owned().into_shape_with_order(shape).expect("rank checked by the shape rule")
-}
-
-/// Back to the caller's rank.
-pub fn from4(y: Array4<f64>, rank3: bool) -> ArrayD<f64> {
-    let (b, c, h, w) = y.dim();
-    let shape: Vec<usize> = if rank3 { vec![b, c, w] } else { vec![b, c, h, w] };
-    y.into_shape_with_order(IxDyn(&shape)).expect("same element count")
-}
 
 /// Visits every (im2col row, output position, input pixel) triple of a window that reads a real
 /// (unpadded) input pixel: the one index walk behind [`im2col`] and its adjoint [`col2im`].
@@ -333,10 +305,16 @@ fn col2im(
 }
 
 /// Cross-correlation: `y = W ⋆ x + b`. `w` is `[O, C, k...]`.
-pub fn conv_forward(x4: &Array4<f64>, w: &ArrayD<f64>, b: Option<&ArrayD<f64>>, g: &Window) -> Array4<f64> {
-    let (bn, c, h, wd) = x4.dim();
+/// `(ho, wo)` is the output size the shape rule computed.
+pub fn conv_forward(
+    x4: &Array4<f64>,
+    w: &ArrayD<f64>,
+    b: Option<&ArrayD<f64>>,
+    g: &Window,
+    (ho, wo): (usize, usize),
+) -> Array4<f64> {
+    let (bn, c, _, _) = x4.dim();
     let o = w.shape()[0];
-    let (ho, wo) = g.out(h, wd);
     let w2 = w
         .as_standard_layout()
         .into_owned()
@@ -477,8 +455,85 @@ pub fn upconv_backward(
 ) -> (Array4<f64>, ArrayD<f64>, ndarray::Array1<f64>) {
     let wc = transposed_weight(w);
     // y = convᵀ(x): dx = conv(dy) with the same weight; dWc = weight-grad of conv(input=dy, dout=x).
-    let dx = conv_forward(dy, &wc, None, g);
+    let (_, _, h, wd) = x4.dim();
+    let dx = conv_forward(dy, &wc, None, g, (h, wd));
     let (_, dwc, _) = conv_backward(dy, &wc, x4, g, false);
     let db = dy.sum_axis(Axis(3)).sum_axis(Axis(2)).sum_axis(Axis(0));
     (dx, transposed_weight(&dwc), db)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn conv(k: usize, s: usize, p: usize) -> Conv {
+        Conv {
+            out: 1,
+            kernel: vec![k, k],
+            stride: vec![s, s],
+            pad: vec![p, p],
+            dilation: vec![1, 1],
+            bias: true,
+        }
+    }
+
+    fn shape(op: &dyn OpRules, input: &[usize]) -> Result<(Shape, Vec<ShapeWarning>), ShapeError> {
+        op.output_shape(&[input])
+    }
+
+    // The slides: a 6×6 image and a 3×3 filter give 4×4; pad 1 keeps 6×6; stride 2 gives 2×2 (valid).
+    #[test]
+    fn slide_sizes() {
+        assert_eq!(shape(&conv(3, 1, 0), &[1, 6, 6]).unwrap().0, vec![1, 4, 4]);
+        assert_eq!(shape(&conv(3, 1, 1), &[1, 6, 6]).unwrap().0, vec![1, 6, 6]);
+        assert_eq!(shape(&conv(3, 2, 0), &[1, 6, 6]).unwrap().0, vec![1, 2, 2]);
+    }
+
+    #[test]
+    fn kernel_too_big_shows_arithmetic() {
+        let err = shape(&conv(7, 1, 0), &[1, 5, 5]).unwrap_err();
+        match err {
+            ShapeError::AxisTooSmall { formula, value, min_input, .. } => {
+                assert_eq!(formula, "(5 + 2·0 − 7)/1 + 1 = −1");
+                assert_eq!(value, -1);
+                assert_eq!(min_input, 7);
+            }
+            e => panic!("unexpected {e:?}"),
+        }
+    }
+
+    #[test]
+    fn stride_that_drops_samples_warns() {
+        let (s, w) = shape(&conv(2, 2, 0), &[1, 5, 5]).unwrap();
+        assert_eq!(s, vec![1, 2, 2]);
+        assert_eq!(w.len(), 2);
+    }
+
+    #[test]
+    fn dilation() {
+        let c =
+            Conv { out: 2, kernel: vec![3], stride: vec![1], pad: vec![0], dilation: vec![2], bias: true };
+        // span 5: 10 − 5 + 1 = 6
+        assert_eq!(shape(&c, &[1, 10]).unwrap().0, vec![2, 6]);
+    }
+
+    #[test]
+    fn upconv_doubles() {
+        let u = UpConv { out: 32, kernel: vec![2, 2], stride: vec![2, 2], pad: vec![0, 0], bias: true };
+        assert_eq!(shape(&u, &[64, 32, 32]).unwrap().0, vec![32, 64, 64]);
+    }
+
+    #[test]
+    fn flops_that_overflow_u64_are_none() {
+        let c = Conv {
+            out: 1 << 20,
+            kernel: vec![1 << 16],
+            stride: vec![1],
+            pad: vec![0],
+            dilation: vec![1],
+            bias: true,
+        };
+        assert_eq!(c.flops(&[&[1 << 20, 1 << 20]], &[1 << 20, 1 << 20]), None);
+        assert_eq!(conv(3, 1, 1).flops(&[&[2, 4, 4]], &[1, 4, 4]), Some(2 * 16 * 2 * 9));
+    }
 }

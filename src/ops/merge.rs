@@ -1,6 +1,155 @@
 //! Merges: `concat` (channels add up, spatial sizes agree), `add` and `sub` (equal shapes).
 
-use super::{Shape, ShapeError};
+use super::{
+    Backward, Backwarded, Forward, Forwarded, LayerDef, Layers, Lowering, Op, OpRules, Reach, Shape,
+    ShapeError, ShapeWarning, Takes,
+};
+use serde::Serialize;
+
+/// `concat(a, b, ...)`: joins values along the channel axis.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Concat;
+/// `add(a, b)`: element-wise sum of equal shapes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Add;
+/// `sub(a, b)`: element-wise difference of equal shapes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Sub;
+
+const fn merge(
+    name: &'static str,
+    summary: &'static str,
+    build: fn(&super::attrs::Attrs, usize) -> Result<Op, crate::diag::Diagnostic>,
+) -> LayerDef {
+    LayerDef {
+        name,
+        takes: Takes::Values,
+        positional: &[],
+        named: &[],
+        required: &[],
+        aliases: &[],
+        summary,
+        build,
+    }
+}
+
+impl Layers for Concat {
+    const LAYERS: &'static [LayerDef] = &[LayerDef {
+        aliases: &[("cat", "concat"), ("concatenate", "concat")],
+        ..merge("concat", "joins values along the channel axis; spatial sizes must agree", |_, _| {
+            Ok(Op::Concat)
+        })
+    }];
+}
+
+impl Layers for Add {
+    const LAYERS: &'static [LayerDef] =
+        &[merge("add", "element-wise sum of two values of equal shape", |_, _| Ok(Op::Add))];
+}
+
+impl Layers for Sub {
+    const LAYERS: &'static [LayerDef] =
+        &[merge("sub", "element-wise difference of two values of equal shape", |_, _| Ok(Op::Sub))];
+}
+
+/// `concat`, for expansions that build it (the built-in `unet`).
+pub const CONCAT: &LayerDef = &<Concat as Layers>::LAYERS[0];
+
+/// Merges see what any of their inputs sees.
+fn merged_reach(inputs: &[Reach]) -> Reach {
+    let mut acc: Option<Vec<(f64, f64)>> = None;
+    for f in inputs {
+        match (f, &mut acc) {
+            (Reach::Whole, _) => return Reach::Whole,
+            (Reach::Axes(v), None) => acc = Some(v.clone()),
+            (Reach::Axes(v), Some(a)) => {
+                for (x, y) in a.iter_mut().zip(v) {
+                    *x = (x.0.max(y.0), x.1.max(y.1));
+                }
+            }
+        }
+    }
+    acc.map_or(Reach::Whole, Reach::Axes)
+}
+
+impl OpRules for Concat {
+    fn kind(&self) -> &'static str {
+        "concat"
+    }
+
+    fn output_shape(&self, inputs: &[&[usize]]) -> Result<(Shape, Vec<ShapeWarning>), ShapeError> {
+        Ok((concat_shape(inputs)?, vec![]))
+    }
+
+    fn reach(&self, inputs: &[Reach]) -> Reach {
+        merged_reach(inputs)
+    }
+
+    fn forward(&self, step: Forward<'_>) -> Forwarded {
+        Forwarded::plain(concat(step.xs))
+    }
+
+    fn backward(&self, step: Backward<'_>) -> Backwarded {
+        let channels: Vec<usize> = step.xs.iter().map(|x| x.shape()[1]).collect();
+        Backwarded::inputs(concat_backward(&step.dy, &channels))
+    }
+
+    fn lowering(&self) -> Lowering {
+        Lowering::Native
+    }
+}
+
+impl OpRules for Add {
+    fn kind(&self) -> &'static str {
+        "add"
+    }
+
+    fn output_shape(&self, inputs: &[&[usize]]) -> Result<(Shape, Vec<ShapeWarning>), ShapeError> {
+        Ok((elementwise_shape(inputs)?, vec![]))
+    }
+
+    fn reach(&self, inputs: &[Reach]) -> Reach {
+        merged_reach(inputs)
+    }
+
+    fn forward(&self, step: Forward<'_>) -> Forwarded {
+        Forwarded::plain(step.xs[0] + step.xs[1])
+    }
+
+    fn backward(&self, step: Backward<'_>) -> Backwarded {
+        Backwarded::inputs(vec![step.dy.clone(), step.dy])
+    }
+
+    fn lowering(&self) -> Lowering {
+        Lowering::Native
+    }
+}
+
+impl OpRules for Sub {
+    fn kind(&self) -> &'static str {
+        "sub"
+    }
+
+    fn output_shape(&self, inputs: &[&[usize]]) -> Result<(Shape, Vec<ShapeWarning>), ShapeError> {
+        Ok((elementwise_shape(inputs)?, vec![]))
+    }
+
+    fn reach(&self, inputs: &[Reach]) -> Reach {
+        merged_reach(inputs)
+    }
+
+    fn forward(&self, step: Forward<'_>) -> Forwarded {
+        Forwarded::plain(step.xs[0] - step.xs[1])
+    }
+
+    fn backward(&self, step: Backward<'_>) -> Backwarded {
+        Backwarded::inputs(vec![step.dy.clone(), -step.dy])
+    }
+
+    fn lowering(&self) -> Lowering {
+        Lowering::Native
+    }
+}
 
 pub fn concat_shape(inputs: &[&[usize]]) -> Result<Shape, ShapeError> {
     let Some((first, rest)) = inputs.split_first() else {

@@ -1,7 +1,12 @@
 //! `maxpool` and `avgpool` (1-D and 2-D).
 
-use super::conv::{check_arity, check_positive, window_axis};
-use super::{Shape, ShapeError, ShapeWarning, checked_product};
+use super::attrs::Attrs;
+use super::window::{AxisRule, Window, as4, from4, out_hw, spatial_output, window_reach};
+use super::{
+    Backward, Backwarded, Cache, Forward, Forwarded, LayerDef, Layers, Lowering, Op, OpRules, Reach, Shape,
+    ShapeError, ShapeWarning, Takes, single,
+};
+use crate::diag::{Diagnostic, codes};
 use serde::Serialize;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -30,34 +35,123 @@ pub struct Pool {
     pub pad: Vec<usize>,
 }
 
-impl Pool {
-    pub fn output_shape(&self, input: &[usize]) -> Result<(Shape, Vec<ShapeWarning>), ShapeError> {
-        let (c, spatial) = match input {
-            [c, rest @ ..] if !rest.is_empty() && rest.len() <= 2 => (*c, rest),
-            _ => return Err(ShapeError::Rank { expected: "[C, N] or [C, H, W]", found: input.to_vec() }),
-        };
-        check_arity(
-            spatial.len(),
-            &[("kernel", &self.kernel), ("stride", &self.stride), ("pad", &self.pad)],
-        )?;
-        check_positive(&[("kernel", &self.kernel), ("stride", &self.stride)])?;
-        let mut shape = vec![c];
-        let mut warnings = vec![];
-        for (axis, &n) in spatial.iter().enumerate() {
-            let (y, dropped) = window_axis(axis, n, self.kernel[axis], self.stride[axis], self.pad[axis], 1)?;
-            if dropped > 0 {
-                warnings.push(ShapeWarning::StrideDropsSamples { axis, input: n, dropped });
-            }
-            shape.push(y);
+impl Layers for Pool {
+    const LAYERS: &'static [LayerDef] = &[
+        LayerDef {
+            name: "maxpool",
+            takes: Takes::Spatial { ranked: true },
+            positional: &["kernel"],
+            named: &["stride", "pad"],
+            required: &["kernel"],
+            aliases: &[
+                ("maxpooling2d", "maxpool2d"),
+                ("max_pool", "maxpool2d"),
+                ("max_pool2d", "maxpool2d"),
+                ("maxpool2d", "maxpool2d"),
+                ("maxpooling1d", "maxpool1d"),
+                ("max_pool1d", "maxpool1d"),
+            ],
+            summary: "the largest value of each window (stride defaults to the kernel)",
+            build: |attrs, spatial| build(PoolKind::Max, attrs, spatial),
+        },
+        LayerDef {
+            name: "avgpool",
+            takes: Takes::Spatial { ranked: true },
+            positional: &["kernel"],
+            named: &["stride", "pad"],
+            required: &["kernel"],
+            aliases: &[
+                ("averagepooling2d", "avgpool2d"),
+                ("avg_pool", "avgpool2d"),
+                ("avg_pool2d", "avgpool2d"),
+                ("avgpool2d", "avgpool2d"),
+            ],
+            summary: "the mean of each window, padded zeros included (stride defaults to the kernel)",
+            build: |attrs, spatial| build(PoolKind::Avg, attrs, spatial),
+        },
+    ];
+}
+
+/// `maxpool`, for expansions that build it (the built-in `unet`).
+pub const MAXPOOL: &LayerDef = &<Pool as Layers>::LAYERS[0];
+/// `avgpool`.
+pub const AVGPOOL: &LayerDef = &<Pool as Layers>::LAYERS[1];
+
+fn build(kind: PoolKind, attrs: &Attrs, spatial: usize) -> Result<Op, Diagnostic> {
+    let kernel = attrs.per_axis("kernel", 1, spatial, 1)?;
+    let pad = attrs.pad(&kernel, &vec![1; spatial], spatial)?;
+    let stride =
+        if attrs.get("stride").is_some() { attrs.per_axis("stride", 1, spatial, 1)? } else { kernel.clone() };
+    if kind == PoolKind::Max {
+        // PyTorch's rule: padding at most half the kernel, so no window is all padding.
+        if let Some(axis) = (0..spatial).find(|&a| 2 * pad[a] > kernel[a]) {
+            return Err(Diagnostic::error(
+                codes::BAD_VALUE,
+                format!("maxpool padding {} is more than half its kernel {}", pad[axis], kernel[axis]),
+                attrs.span_of("pad"),
+                "too much padding",
+            )
+            .with_help("a window could then hold only padding; use pad ≤ kernel/2"));
         }
-        checked_product(&shape)?;
-        Ok((shape, warnings))
+    }
+    Ok(Op::Pool(Pool { kind, kernel, stride, pad }))
+}
+
+/// Max pooling's choice per output: the flat index `h·W + w` of the input it picked.
+struct Argmax(Vec<usize>);
+
+impl OpRules for Pool {
+    fn kind(&self) -> &'static str {
+        self.kind.name()
+    }
+
+    /// Per axis `N_y = ⌊(N_x + 2·pad − N_h)/stride⌋ + 1` ([`AxisRule::Window`], dilation 1).
+    fn output_shape(&self, inputs: &[&[usize]]) -> Result<(Shape, Vec<ShapeWarning>), ShapeError> {
+        spatial_output(single(inputs)?, None, |a, n| self.axis_rule(a, n))
+    }
+
+    fn axis_rule(&self, axis: usize, n: usize) -> Option<AxisRule> {
+        Some(AxisRule::Window {
+            n,
+            kernel: *self.kernel.get(axis)?,
+            stride: *self.stride.get(axis)?,
+            pad: *self.pad.get(axis)?,
+            dilation: 1,
+        })
+    }
+
+    fn kernel(&self) -> Option<&[usize]> {
+        Some(&self.kernel)
+    }
+
+    fn reach(&self, inputs: &[Reach]) -> Reach {
+        window_reach(inputs, &self.kernel, &self.stride, None)
+    }
+
+    fn forward(&self, step: Forward<'_>) -> Forwarded {
+        let x = step.xs[0];
+        let (y, arg) = self.forward4(&as4(x), out_hw(step.shape));
+        let cache = arg.map_or(Cache::None, |a| Cache::keep(Argmax(a)));
+        Forwarded { y: from4(y, x.ndim() == 3), cache, state: vec![] }
+    }
+
+    fn backward(&self, step: Backward<'_>) -> Backwarded {
+        let x = step.xs[0];
+        let arg = step.cache.get::<Argmax>().map(|a| a.0.as_slice());
+        Backwarded::inputs(vec![from4(self.backward4(as4(x).dim(), &as4(&step.dy), arg), x.ndim() == 3)])
+    }
+
+    /// Max pooling has a native loop (argmax kept); average pooling runs the reference code.
+    fn lowering(&self) -> Lowering {
+        match self.kind {
+            PoolKind::Max => Lowering::Native,
+            PoolKind::Avg => Lowering::Reference,
+        }
     }
 }
 
 // ---- reference math ----------------------------------------------------------------------
 
-use super::conv::Window;
 use ndarray::Array4;
 
 impl Pool {
@@ -65,12 +159,12 @@ impl Pool {
         Window::new(&self.kernel, &self.stride, &self.pad, &vec![1; self.kernel.len()])
     }
 
-    /// Forward on `[B, C, H, W]` (height 1 for 1-D). Max pooling also returns, per output, the
-    /// flat index `h·W + w` of the input it picked (never a padded position).
-    pub fn forward(&self, x: &Array4<f64>) -> (Array4<f64>, Option<Vec<usize>>) {
+    /// Forward on `[B, C, H, W]` (height 1 for 1-D) to an output of `ho × wo`. Max pooling also
+    /// returns, per output, the flat index `h·W + w` of the input it picked (never a padded
+    /// position).
+    pub fn forward4(&self, x: &Array4<f64>, (ho, wo): (usize, usize)) -> (Array4<f64>, Option<Vec<usize>>) {
         let g = self.window();
         let (b, c, h, w) = x.dim();
-        let (ho, wo) = g.out(h, w);
         let mut y = Array4::zeros((b, c, ho, wo));
         let mut arg = (self.kind == PoolKind::Max).then(|| vec![0usize; b * c * ho * wo]);
         let area = (g.k[0] * g.k[1]) as f64;
@@ -115,7 +209,7 @@ impl Pool {
         (y, arg)
     }
 
-    pub fn backward(
+    pub fn backward4(
         &self,
         x_dim: (usize, usize, usize, usize),
         dy: &Array4<f64>,

@@ -1,7 +1,12 @@
 //! `upsample(f)`: nearest or linear (half-pixel centres, PyTorch's `align_corners=False`).
 
-use super::conv::{check_arity, check_positive};
-use super::{Shape, ShapeError, checked_product};
+use super::attrs::Attrs;
+use super::window::{AxisRule, as4, from4, lift, map_axes, spatial_output};
+use super::{
+    Backward, Backwarded, Forward, Forwarded, LayerDef, Layers, Op, OpRules, Reach, Shape, ShapeError,
+    ShapeWarning, Takes, single,
+};
+use crate::diag::Diagnostic;
 use serde::Serialize;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -16,21 +21,61 @@ pub struct Upsample {
     pub mode: UpsampleMode,
 }
 
-impl Upsample {
-    /// `N_y = factor · N_x` per axis.
-    pub fn output_shape(&self, input: &[usize]) -> Result<Shape, ShapeError> {
-        let (c, spatial) = match input {
-            [c, rest @ ..] if !rest.is_empty() && rest.len() <= 2 => (*c, rest),
-            _ => return Err(ShapeError::Rank { expected: "[C, N] or [C, H, W]", found: input.to_vec() }),
-        };
-        check_arity(spatial.len(), &[("factor", &self.factor)])?;
-        check_positive(&[("factor", &self.factor)])?;
-        let mut shape = vec![c];
-        for (axis, &n) in spatial.iter().enumerate() {
-            shape.push(n.checked_mul(self.factor[axis]).ok_or(ShapeError::Overflow)?);
-        }
-        checked_product(&shape)?;
-        Ok(shape)
+impl Layers for Upsample {
+    const LAYERS: &'static [LayerDef] = &[LayerDef {
+        name: "upsample",
+        takes: Takes::Spatial { ranked: false },
+        positional: &["factor"],
+        named: &["mode"],
+        required: &["factor"],
+        aliases: &[("upsampling2d", "upsample"), ("upsampling1d", "upsample"), ("interpolate", "upsample")],
+        summary: "repeats (`nearest`) or interpolates (`linear`) by `factor`: N_y = factor·N_x",
+        build: build_upsample,
+    }];
+}
+
+/// `upsample`, for expansions that build it (the built-in `unet`).
+pub const UPSAMPLE: &LayerDef = &<Upsample as Layers>::LAYERS[0];
+
+fn build_upsample(attrs: &Attrs, spatial: usize) -> Result<Op, Diagnostic> {
+    let mode = match attrs.word_or("mode", "nearest", &["nearest", "linear"])? {
+        "linear" => UpsampleMode::Linear,
+        _ => UpsampleMode::Nearest,
+    };
+    Ok(Op::Upsample(Upsample { factor: attrs.per_axis("factor", 1, spatial, 1)?, mode }))
+}
+
+impl OpRules for Upsample {
+    fn kind(&self) -> &'static str {
+        "upsample"
+    }
+
+    /// Per axis `N_y = factor · N_x` ([`AxisRule::Scaled`]).
+    fn output_shape(&self, inputs: &[&[usize]]) -> Result<(Shape, Vec<ShapeWarning>), ShapeError> {
+        spatial_output(single(inputs)?, None, |a, n| self.axis_rule(a, n))
+    }
+
+    fn axis_rule(&self, axis: usize, n: usize) -> Option<AxisRule> {
+        Some(AxisRule::Scaled { n, factor: *self.factor.get(axis)? })
+    }
+
+    /// Keeps `r` (nearest) or adds one step `j` (linear); divides `j` by the factor.
+    fn reach(&self, inputs: &[Reach]) -> Reach {
+        map_axes(inputs, |a, r, j| {
+            let f = self.factor.get(a).copied().unwrap_or(1).max(1) as f64;
+            let extra = if self.mode == UpsampleMode::Linear { j } else { 0.0 };
+            (r + extra, j / f)
+        })
+    }
+
+    fn forward(&self, step: Forward<'_>) -> Forwarded {
+        let x = step.xs[0];
+        Forwarded::plain(from4(self.forward4(&as4(x)), x.ndim() == 3))
+    }
+
+    fn backward(&self, step: Backward<'_>) -> Backwarded {
+        let x = step.xs[0];
+        Backwarded::inputs(vec![from4(self.backward4(as4(x).dim(), &as4(&step.dy)), x.ndim() == 3)])
     }
 }
 
@@ -57,10 +102,10 @@ fn taps(n_in: usize, f: usize, mode: UpsampleMode) -> Vec<(usize, usize, f64)> {
 
 impl Upsample {
     fn factors(&self) -> [usize; 2] {
-        if self.factor.len() == 1 { [1, self.factor[0]] } else { [self.factor[0], self.factor[1]] }
+        lift(&self.factor, 1)
     }
 
-    pub fn forward(&self, x: &Array4<f64>) -> Array4<f64> {
+    pub fn forward4(&self, x: &Array4<f64>) -> Array4<f64> {
         let [fh, fw] = self.factors();
         let (b, c, h, w) = x.dim();
         let (th, tw) = (taps(h, fh, self.mode), taps(w, fw, self.mode));
@@ -73,7 +118,7 @@ impl Upsample {
         })
     }
 
-    pub fn backward(&self, x_dim: (usize, usize, usize, usize), dy: &Array4<f64>) -> Array4<f64> {
+    pub fn backward4(&self, x_dim: (usize, usize, usize, usize), dy: &Array4<f64>) -> Array4<f64> {
         let [fh, fw] = self.factors();
         let (b, c, h, w) = x_dim;
         let (th, tw) = (taps(h, fh, self.mode), taps(w, fw, self.mode));

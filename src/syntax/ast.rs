@@ -1,6 +1,7 @@
 //! The syntax tree of a `.geonet` file. Every node carries the byte span of its source text.
 
-pub type Span = std::ops::Range<usize>;
+/// A byte range into the source (the one span type, defined with the diagnostics).
+pub use crate::diag::Span;
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct File {
@@ -158,4 +159,116 @@ pub struct Arg {
     pub name: Option<Ident>,
     pub value: Expr,
     pub span: Span,
+}
+
+/// Sets every span to `0..0`, so that two trees compare by structure alone (the formatter
+/// checks that its output means the same program).
+pub trait ClearSpans {
+    fn clear_spans(&mut self);
+}
+
+const NO_SPAN: Span = 0..0;
+
+impl ClearSpans for File {
+    fn clear_spans(&mut self) {
+        self.items.iter_mut().for_each(ClearSpans::clear_spans);
+    }
+}
+
+impl ClearSpans for Item {
+    fn clear_spans(&mut self) {
+        match self {
+            Item::Model(m) => {
+                m.name.clear_spans();
+                m.stmts.iter_mut().for_each(ClearSpans::clear_spans);
+                m.span = NO_SPAN;
+            }
+            Item::Block(b) => {
+                b.name.clear_spans();
+                for p in &mut b.params {
+                    p.name.clear_spans();
+                    p.default.iter_mut().for_each(ClearSpans::clear_spans);
+                }
+                match &mut b.body {
+                    BlockBody::Short(e) => e.clear_spans(),
+                    BlockBody::Long(stmts) => stmts.iter_mut().for_each(ClearSpans::clear_spans),
+                }
+                b.span = NO_SPAN;
+            }
+            Item::Optimizer(o) => {
+                o.kind.clear_spans();
+                o.entries.iter_mut().for_each(ClearSpans::clear_spans);
+                o.span = NO_SPAN;
+            }
+            Item::Train(t) => {
+                t.keyword = NO_SPAN;
+                t.entries.iter_mut().for_each(ClearSpans::clear_spans);
+                t.span = NO_SPAN;
+            }
+        }
+    }
+}
+
+impl ClearSpans for Ident {
+    fn clear_spans(&mut self) {
+        self.span = NO_SPAN;
+    }
+}
+
+impl ClearSpans for KeyValue {
+    fn clear_spans(&mut self) {
+        self.key.clear_spans();
+        self.value.clear_spans();
+        self.span = NO_SPAN;
+    }
+}
+
+impl ClearSpans for Stmt {
+    fn clear_spans(&mut self) {
+        match self {
+            Stmt::Input { name, shape, span } => {
+                name.clear_spans();
+                shape.iter_mut().for_each(ClearSpans::clear_spans);
+                *span = NO_SPAN;
+            }
+            Stmt::Bind { name, value, span } => {
+                name.clear_spans();
+                value.clear_spans();
+                *span = NO_SPAN;
+            }
+            Stmt::Output { values, span } => {
+                values.iter_mut().for_each(ClearSpans::clear_spans);
+                *span = NO_SPAN;
+            }
+        }
+    }
+}
+
+impl ClearSpans for Expr {
+    fn clear_spans(&mut self) {
+        self.span = NO_SPAN;
+        match &mut self.kind {
+            ExprKind::Int(_)
+            | ExprKind::Float(_)
+            | ExprKind::Str(_)
+            | ExprKind::Bool(_)
+            | ExprKind::Ident(_) => {}
+            ExprKind::List(items) | ExprKind::Tuple(items) | ExprKind::Pipe(items) => {
+                items.iter_mut().for_each(ClearSpans::clear_spans)
+            }
+            ExprKind::Call { name, args } => {
+                name.clear_spans();
+                for a in args {
+                    a.name.iter_mut().for_each(ClearSpans::clear_spans);
+                    a.value.clear_spans();
+                    a.span = NO_SPAN;
+                }
+            }
+            ExprKind::Binary { lhs, rhs, .. } => {
+                lhs.clear_spans();
+                rhs.clear_spans();
+            }
+            ExprKind::Neg(e) | ExprKind::Group(e) => e.clear_spans(),
+        }
+    }
 }
