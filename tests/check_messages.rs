@@ -133,3 +133,18 @@ fn the_train_block_suggested_for_a_file_without_one_is_valid() {
     let (code, _, err) = geonetc(&["check", "fixed.geonet"], &dir);
     assert_eq!(code, 0, "the suggested block does not check:\n{block}\n{err}");
 }
+
+#[test]
+fn every_bad_attribute_of_one_call_is_reported() {
+    let dir = scratch("two_bad_attributes");
+    let src = "model m {\n    input x: [1, 16, 16]\n    y = x -> conv(4, kernel=-1, stride=\"x\", bias=3)\n    z = x -> unet(1, depth=0, pool=min)\n    output y, z\n}\n";
+    std::fs::write(dir.join("m.geonet"), src).unwrap();
+    let (code, _, err) = geonetc(&["check", "m.geonet"], &dir);
+    assert_eq!(code, 1);
+    for want in
+        ["`kernel` must be", "`stride` must be", "`bias` must be", "`depth` must be", "`pool` must be"]
+    {
+        assert!(err.contains(want), "missing {want}:\n{err}");
+    }
+    assert!(err.contains("5 errors"), "{err}");
+}

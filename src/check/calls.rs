@@ -80,14 +80,28 @@ impl ModelChecker<'_> {
             return None;
         }
         let spatial = input.shape.len().saturating_sub(1);
-        let op = match (def.build)(&attrs, spatial) {
-            Ok(op) => op,
+        let op = self.build(def, &attrs, spatial)?;
+        self.push_layer(op, vec![input], &attrs, span, scope)
+    }
+
+    /// Builds an op through its builder, reporting every bad attribute of the call (the
+    /// builder goes on past a bad value with a fallback) and using the op only when all were
+    /// good.
+    pub(super) fn build(&mut self, def: &LayerDef, attrs: &Attrs, spatial: usize) -> Option<Op> {
+        let built = (def.build)(attrs, spatial);
+        let deferred = attrs.take_deferred();
+        let clean = deferred.is_empty();
+        for d in deferred {
+            self.report(d);
+        }
+        match built {
+            Ok(op) if clean => Some(op),
+            Ok(_) => None,
             Err(d) => {
                 self.report(d);
-                return None;
+                None
             }
-        };
-        self.push_layer(op, vec![input], &attrs, span, scope)
+        }
     }
 
     /// A sliding-window layer needs `[C, N]` or `[C, H, W]`; `conv1d`/`conv2d` fix which.
@@ -269,13 +283,7 @@ impl ModelChecker<'_> {
             return None;
         }
         let attrs = Attrs::empty(span.clone());
-        let op = match (def.build)(&attrs, 0) {
-            Ok(op) => op,
-            Err(d) => {
-                self.report(d);
-                return None;
-            }
-        };
+        let op = self.build(def, &attrs, 0)?;
         self.push_layer(op, inputs, &attrs, span, scope)
     }
 }

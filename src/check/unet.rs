@@ -63,8 +63,16 @@ impl ModelChecker<'_> {
             }
             Ok(UnetSpec { out, depth, base, kernel, avg, upsample, batch })
         };
-        let UnetSpec { out, depth, base, kernel, avg, upsample, batch } = match read() {
-            Ok(r) => r,
+        let spec = read();
+        // Every bad attribute of the call at once (the getters go on past a bad value).
+        let deferred = attrs.take_deferred();
+        let clean = deferred.is_empty();
+        for d in deferred {
+            self.report(d);
+        }
+        let UnetSpec { out, depth, base, kernel, avg, upsample, batch } = match spec {
+            Ok(r) if clean => r,
+            Ok(_) => return None,
             Err(d) => {
                 self.report(d);
                 return None;
@@ -159,13 +167,8 @@ impl ModelChecker<'_> {
     ) -> Option<TVal> {
         let attrs = Attrs::given(span.clone(), values);
         let spatial = inputs.first().map_or(0, |t| t.shape.len().saturating_sub(1));
-        match (def.build)(&attrs, spatial) {
-            Ok(op) => self.push_layer(op, inputs, &Attrs::empty(span.clone()), span, scope),
-            Err(d) => {
-                self.report(d);
-                None
-            }
-        }
+        let op = self.build(def, &attrs, spatial)?;
+        self.push_layer(op, inputs, &Attrs::empty(span.clone()), span, scope)
     }
 }
 

@@ -6,6 +6,7 @@
 //! every layer kind.
 
 use crate::diag::{Diagnostic, Span, closest, codes};
+use std::cell::RefCell;
 use std::collections::HashMap;
 
 /// An evaluated attribute value.
@@ -65,19 +66,41 @@ pub fn attribute_alias(name: &str) -> Option<&'static str> {
 pub struct Attrs {
     pub values: HashMap<&'static str, (Value, Span)>,
     pub call: Span,
+    /// Bad values the getters replaced by a harmless fallback so the builder could go on: a
+    /// call with two bad attributes gets both reported at once ([`Attrs::take_deferred`]).
+    deferred: RefCell<Vec<Diagnostic>>,
 }
 
 impl Attrs {
     /// No attributes written: every getter returns its default.
     pub fn empty(call: Span) -> Attrs {
-        Attrs { values: HashMap::new(), call }
+        Attrs::new(HashMap::new(), call)
     }
 
     /// Attributes given by the compiler itself (the built-in `unet` calls the same builders as
     /// user layers); every value points at the call that caused them.
     pub fn given(call: Span, values: impl IntoIterator<Item = (&'static str, Value)>) -> Attrs {
         let values = values.into_iter().map(|(k, v)| (k, (v, call.clone()))).collect();
-        Attrs { values, call }
+        Attrs::new(values, call)
+    }
+
+    pub fn new(values: HashMap<&'static str, (Value, Span)>, call: Span) -> Attrs {
+        Attrs { values, call, deferred: RefCell::new(vec![]) }
+    }
+
+    /// The bad values found while building, in the order the builder read them. A builder that
+    /// returned `Ok` with deferred diagnostics built from fallbacks: its op must not be used.
+    pub fn take_deferred(&self) -> Vec<Diagnostic> {
+        std::mem::take(&mut *self.deferred.borrow_mut())
+    }
+
+    /// Keeps a bad value's diagnostic for later and lets the builder go on with `fallback`, a
+    /// value that causes no further errors.
+    fn defer<T>(&self, checked: Result<T, Diagnostic>, fallback: T) -> Result<T, Diagnostic> {
+        checked.or_else(|d| {
+            self.deferred.borrow_mut().push(d);
+            Ok(fallback)
+        })
     }
 
     pub fn get(&self, name: &str) -> Option<&(Value, Span)> {
@@ -111,12 +134,13 @@ impl Attrs {
 
     /// A positive integer (sizes, channel counts).
     pub fn positive(&self, name: &str) -> Result<usize, Diagnostic> {
-        match self.get(name) {
+        let checked = match self.get(name) {
             Some((Value::Int(v), _)) if *v > 0 => {
                 usize::try_from(*v).map_err(|_| self.bad(name, "a positive integer"))
             }
             _ => Err(self.bad(name, "a positive integer")),
-        }
+        };
+        self.defer(checked, 1)
     }
 
     pub fn positive_or(&self, name: &str, default: usize) -> Result<usize, Diagnostic> {
@@ -124,18 +148,20 @@ impl Attrs {
     }
 
     pub fn boolean_or(&self, name: &str, default: bool) -> Result<bool, Diagnostic> {
-        match self.get(name) {
+        let checked = match self.get(name) {
             None => Ok(default),
             Some((Value::Bool(b), _)) => Ok(*b),
             Some(_) => Err(self.bad(name, "`true` or `false`")),
-        }
+        };
+        self.defer(checked, default)
     }
 
     pub fn number_or(&self, name: &str, default: f64) -> Result<f64, Diagnostic> {
-        match self.get(name) {
+        let checked = match self.get(name) {
             None => Ok(default),
             Some((v, _)) => v.as_f64().filter(|x| x.is_finite()).ok_or_else(|| self.bad(name, "a number")),
-        }
+        };
+        self.defer(checked, default)
     }
 
     pub fn word_or<'a>(
@@ -145,11 +171,11 @@ impl Attrs {
         allowed: &[&str],
     ) -> Result<&'a str, Diagnostic> {
         let expected = allowed.iter().map(|a| format!("`{a}`")).collect::<Vec<_>>().join(" or ");
-        match self.get(name) {
+        let checked = match self.get(name) {
             None => Ok(default),
             Some((Value::Word(w), span)) => {
                 if allowed.contains(&w.as_str()) {
-                    Ok(w)
+                    Ok(w.as_str())
                 } else {
                     let mut d = self.bad(name, &expected);
                     if let Some(s) = closest(w, allowed.iter().copied()) {
@@ -160,7 +186,8 @@ impl Attrs {
                 }
             }
             Some(_) => Err(self.bad(name, &expected)),
-        }
+        };
+        self.defer(checked, default)
     }
 
     /// A per-axis attribute: one integer for all axes or a tuple with one per spatial axis.
@@ -182,7 +209,7 @@ impl Attrs {
             Value::Int(i) if *i >= min => usize::try_from(*i).ok(),
             _ => None,
         };
-        match self.get(name) {
+        let checked = (|| match self.get(name) {
             None => Ok(vec![default; rank]),
             Some((v @ Value::Int(_), _)) => one(v).map(|n| vec![n; rank]).ok_or_else(|| self.bad(name, what)),
             Some((Value::Tuple(items) | Value::List(items), span)) => {
@@ -194,7 +221,8 @@ impl Attrs {
                 Ok(axes)
             }
             Some(_) => Err(self.bad(name, what)),
-        }
+        })();
+        self.defer(checked, vec![default; rank])
     }
 
     /// `pad`: an integer, a tuple, `valid` (0) or `same` (dilation·(kernel − 1)/2, when whole).
@@ -205,7 +233,7 @@ impl Attrs {
         dilation: &[usize],
         spatial: usize,
     ) -> Result<Vec<usize>, Diagnostic> {
-        match self.get("pad") {
+        let checked = match self.get("pad") {
             Some((Value::Word(w), span)) if w == "same" => (0..spatial)
                 .map(|a| {
                     let total = dilation[a].checked_mul(kernel[a] - 1).ok_or_else(|| {
@@ -244,7 +272,8 @@ impl Attrs {
             )),
             Some((Value::Str(_), _)) => Err(self.bad("pad", "an integer, a tuple, `same` or `valid`")),
             _ => self.per_axis("pad", 0, spatial, 0),
-        }
+        };
+        self.defer(checked, vec![0; spatial])
     }
 }
 
