@@ -10,7 +10,9 @@
 #![allow(clippy::result_large_err)]
 
 pub mod check;
+pub mod diff;
 pub mod diag;
+pub mod export;
 pub mod fmt;
 pub mod interp;
 pub mod ir;
@@ -20,3 +22,4 @@ pub mod ops;
 pub mod runtime;
 pub mod seismic;
 pub mod syntax;
+pub mod weights;

@@ -188,6 +188,9 @@ pub fn train(
         m.insert("model".to_string(), program.model.name.clone());
         m.insert("epochs".to_string(), epoch.to_string());
         m.insert("data_rms".to_string(), data_rms.to_string());
+        // The weights check (`check --weights`) warns when a model declares another input size.
+        let shapes: Vec<&Vec<usize>> = program.model.inputs.iter().map(|t| &t.shape).collect();
+        m.insert("input_shapes".to_string(), serde_json::to_string(&shapes).unwrap_or_default());
         m
     };
     let batches_per_epoch = n_train.div_ceil(spec.batch);
