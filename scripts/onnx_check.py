@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Independent check of `geonetc export` with the official ONNX tools.
 
-For every example (examples/*.geonet, errors/ excluded) and every ../shared/peers/*.geonet:
+For every example (examples/*.geonet, errors/ excluded), the two programs that use every op
+(tests/fixtures/onnx_ops*.geonet) and every ../shared/peers/*.geonet:
 
 1. `geonetc export --init-seed 1` to learn the tensor names and shapes; the biases and batchnorm
    statistics are then replaced by random numbers (weights stay as initialised) and written as
@@ -116,6 +117,7 @@ def check(geonetc, path, work, rng):
 def main():
     geonetc = sys.argv[1] if len(sys.argv) > 1 else os.path.join(ROOT, "target", "release", "geonetc")
     files = sorted(glob.glob(os.path.join(ROOT, "examples", "*.geonet")))
+    files += sorted(glob.glob(os.path.join(ROOT, "tests", "fixtures", "onnx_ops*.geonet")))
     files += sorted(glob.glob(os.path.join(ROOT, "..", "shared", "peers", "*.geonet")))
     rng = np.random.default_rng(2026)
     failed = 0

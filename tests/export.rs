@@ -18,33 +18,7 @@ use tract_onnx::prelude::*;
 
 const TOLERANCE: f64 = 1e-5;
 
-/// Every op, 2-D.
-const OPS_2D: &str = "model ops2d {
-    input x: [3, 12, 12]
-    a = x -> conv(4, kernel=3, stride=2, pad=1) -> leaky_relu(0.1) -> batchnorm(momentum=0.2, eps=0.001)
-    b = a -> upconv(3, kernel=4, stride=2, pad=1) -> sigmoid
-    c = x -> conv(3, kernel=(3, 1), pad=(2, 0), dilation=(2, 1), bias=false) -> tanh
-    d = concat(b, c, x) -> maxpool(3, stride=1, pad=1) -> avgpool(2, pad=1) -> dropout(0.3)
-    e = d -> upsample(2) -> conv(3, kernel=3)
-    f = d -> upsample((4, 2), mode=linear) -> avgpool((2, 1)) -> conv(3, kernel=3)
-    g = sub(add(e, f), e) -> relu -> upconv(2, kernel=2, stride=2, bias=false)
-    h = g -> softmax
-    output h
-}
-";
 
-/// Every op that has a 1-D form, 1-D; and a flat head.
-const OPS_1D: &str = "model ops1d {
-    input t: [2, 40]
-    a = t -> conv(4, kernel=5, stride=2, pad=2) -> batchnorm -> relu
-    b = a -> upconv(2, kernel=4, stride=2, pad=1)
-    c = concat(b, t) -> maxpool(2) -> avgpool(3, stride=1, pad=1) -> upsample(2, mode=linear)
-    d = c -> upsample(3) -> conv(2, kernel=3, dilation=2)
-    e = add(d, d) -> sigmoid
-    k = e -> flatten -> dense(7) -> batchnorm -> tanh -> dropout(0.5) -> dense(3, bias=false) -> softmax
-    output e, k
-}
-";
 
 fn manifest() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -151,14 +125,18 @@ fn compare_at(name: &str, program: &Program, params: &Params, onnx: &[u8], rng: 
     worst
 }
 
+fn fixture(name: &str) -> String {
+    std::fs::read_to_string(manifest().join("tests/fixtures").join(name)).expect("fixture")
+}
+
 #[test]
 fn every_op_in_2d_matches_the_interpreter() {
-    export_and_compare("ops2d", OPS_2D);
+    export_and_compare("ops2d", &fixture("onnx_ops2d.geonet"));
 }
 
 #[test]
 fn every_op_in_1d_matches_the_interpreter() {
-    export_and_compare("ops1d", OPS_1D);
+    export_and_compare("ops1d", &fixture("onnx_ops1d.geonet"));
 }
 
 #[test]

@@ -40,8 +40,8 @@ pub fn run(args: ExportArgs) -> ExitCode {
         }
     }
     let graph = ir::lower(&program, 1);
-    let params = match &args.weights {
-        Some(w) => {
+    let params = match (&args.weights, args.init_seed) {
+        (Some(w), _) => {
             if let Err(code) = super::weights::check_file(&program, &source, &args.file, w, WeightsKind::Weights, None) {
                 return code;
             }
@@ -50,9 +50,9 @@ pub fn run(args: ExportArgs) -> ExitCode {
                 Err(e) => return fail(e),
             }
         }
-        None if args.init_seed.is_some() => ir::init_params(&graph, args.init_seed.unwrap_or(0)),
-        None if ir::fully_initialised(&graph) => ir::init_params(&graph, 0),
-        None => {
+        (None, Some(seed)) => ir::init_params(&graph, seed),
+        (None, None) if ir::fully_initialised(&graph) => ir::init_params(&graph, 0),
+        (None, None) => {
             return fail(format_args!(
                 "{} has layers without `init`: give their trained values with --weights W.safetensors \
                  (or untrained ones with --init-seed N)",

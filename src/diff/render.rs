@@ -21,7 +21,7 @@ fn text(v: &Value) -> String {
     match v {
         Value::Null => "—".into(),
         Value::String(s) => s.clone(),
-        Value::Number(n) => n.as_u64().map_or(n.to_string(), group),
+        Value::Number(n) => n.as_u64().map_or_else(|| n.to_string(), group),
         Value::Array(items) if items.iter().all(Value::is_u64) => {
             shape_text(&items.iter().filter_map(Value::as_u64).map(|x| x as usize).collect::<Vec<_>>())
         }

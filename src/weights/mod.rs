@@ -292,7 +292,7 @@ fn metadata_warnings(
     if let Some(trained) = trained {
         for (t, shape) in program.model.inputs.iter().zip(&trained) {
             if &t.shape != shape {
-                let span = anchors.inputs.get(&t.name).cloned().unwrap_or(anchors.model.clone());
+                let span = anchors.inputs.get(&t.name).cloned().unwrap_or_else(|| anchors.model.clone());
                 out.push(
                     Diagnostic::warning(
                         codes::WEIGHTS_INPUT_SIZE,
@@ -323,7 +323,7 @@ fn metadata_warnings(
             Diagnostic::warning(
                 codes::WEIGHTS_DATA_RMS,
                 format!("the weights in {file} were trained on data of RMS {a:.4}; this data has RMS {b:.4}"),
-                anchors.train.clone().unwrap_or(anchors.model.clone()),
+                anchors.train.clone().unwrap_or_else(|| anchors.model.clone()),
                 format!("RMS {b:.4}"),
             )
             .with_help("the network learned amplitudes near its training data's; scale the data, or train on it"),
