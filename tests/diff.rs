@@ -100,7 +100,12 @@ fn a_renamed_and_changed_binding_is_removed_and_added() {
 
 #[test]
 fn unet_s_against_the_builtin_unet() {
-    let t = table(&example("unet_s.geonet"), &example("unet_builtin.geonet"), "unet_s.geonet", "unet_builtin.geonet");
+    let t = table(
+        &example("unet_s.geonet"),
+        &example("unet_builtin.geonet"),
+        "unet_s.geonet",
+        "unet_builtin.geonet",
+    );
     insta::assert_snapshot!(t);
 }
 
@@ -109,7 +114,10 @@ fn unet_s_with_wider_encoder_and_new_settings() {
     let a = example("unet_s.geonet");
     let b = a
         .replace("e1 = x  -> conv(16, kernel=3, pad=1)", "e1 = x  -> conv(24, kernel=5, pad=2)")
-        .replace("y  = d1 -> conv(1, kernel=1)", "y  = d1 -> conv(8, kernel=3, pad=1) -> relu -> conv(1, kernel=1)")
+        .replace(
+            "y  = d1 -> conv(1, kernel=1)",
+            "y  = d1 -> conv(8, kernel=3, pad=1) -> relu -> conv(1, kernel=1)",
+        )
         .replace("lr = 1e-3", "lr = 3e-4")
         .replace("epochs = 2", "epochs = 20");
     let d = diff(&program(&a), &program(&b));
@@ -129,7 +137,12 @@ fn classifier_with_another_head_and_input() {
 
 #[test]
 fn dncnn_against_the_trace_denoiser() {
-    let t = table(&example("dncnn.geonet"), &example("trace_denoiser.geonet"), "dncnn.geonet", "trace_denoiser.geonet");
+    let t = table(
+        &example("dncnn.geonet"),
+        &example("trace_denoiser.geonet"),
+        "dncnn.geonet",
+        "trace_denoiser.geonet",
+    );
     insta::assert_snapshot!(t);
 }
 
@@ -139,7 +152,11 @@ fn geonetc(args: &[&str]) -> (i32, String, String) {
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()
         .expect("run geonetc");
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
 }
 
 #[test]
@@ -147,7 +164,8 @@ fn exit_status_is_that_of_diff() {
     let (code, out, _) = geonetc(&["diff", "examples/unet_s.geonet", "examples/unet_s.geonet"]);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("are the same model"), "{out}");
-    let (code, out, _) = geonetc(&["diff", "examples/unet_s.geonet", "examples/unet_builtin.geonet", "--format", "json"]);
+    let (code, out, _) =
+        geonetc(&["diff", "examples/unet_s.geonet", "examples/unet_builtin.geonet", "--format", "json"]);
     assert_eq!(code, 1);
     let json: serde_json::Value = serde_json::from_str(&out).expect("json");
     assert_eq!(json["equal"], false);

@@ -162,7 +162,8 @@ fn text_triggers() -> Vec<(&'static str, &'static str, String)> {
 /// A safetensors file of F32 zeros, with metadata.
 fn safetensors_file(tensors: &[(&str, &[usize])], meta: &[(&str, &str)]) -> Vec<u8> {
     use safetensors::{Dtype, tensor::TensorView};
-    let data: Vec<Vec<u8>> = tensors.iter().map(|(_, s)| vec![0u8; 4 * s.iter().product::<usize>()]).collect();
+    let data: Vec<Vec<u8>> =
+        tensors.iter().map(|(_, s)| vec![0u8; 4 * s.iter().product::<usize>()]).collect();
     let views: Vec<(String, TensorView)> = tensors
         .iter()
         .zip(&data)
@@ -179,8 +180,20 @@ fn weights_triggers() -> Vec<(&'static str, &'static str, String, Vec<u8>, Optio
     let w: &[usize] = &[2, 1, 3];
     let b: &[usize] = &[2];
     vec![
-        ("WEIGHTS_NOT_SAFETENSORS", codes::WEIGHTS_NOT_SAFETENSORS, src.clone(), b"PK\x03\x04".to_vec(), None),
-        ("WEIGHTS_MISSING", codes::WEIGHTS_MISSING, src.clone(), safetensors_file(&[("y.conv0.weight", w)], &[]), None),
+        (
+            "WEIGHTS_NOT_SAFETENSORS",
+            codes::WEIGHTS_NOT_SAFETENSORS,
+            src.clone(),
+            b"PK\x03\x04".to_vec(),
+            None,
+        ),
+        (
+            "WEIGHTS_MISSING",
+            codes::WEIGHTS_MISSING,
+            src.clone(),
+            safetensors_file(&[("y.conv0.weight", w)], &[]),
+            None,
+        ),
         (
             "WEIGHTS_EXTRA",
             codes::WEIGHTS_EXTRA,
@@ -250,8 +263,10 @@ fn every_code_check_emits_has_a_trigger() {
     for (name, code, src, bytes, rms) in &weights {
         let program = check_bytes(src.as_bytes()).program.expect("the weights triggers' program checks");
         let kind = geonetc::weights::WeightsKind::Weights;
-        let got: Vec<&str> =
-            geonetc::weights::check_weights(&program, src, bytes, "w", kind, *rms).iter().map(|d| d.code).collect();
+        let got: Vec<&str> = geonetc::weights::check_weights(&program, src, bytes, "w", kind, *rms)
+            .iter()
+            .map(|d| d.code)
+            .collect();
         assert!(got.contains(code), "{name} ({code}) not emitted by the weights check; got {got:?}");
     }
     for (name, code, src) in &triggers {

@@ -18,8 +18,6 @@ use tract_onnx::prelude::*;
 
 const TOLERANCE: f64 = 1e-5;
 
-
-
 fn manifest() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
@@ -202,8 +200,14 @@ fn value_info_has_every_layer_and_symbolic_axes() {
     assert_eq!(dims(e2), ["batch", "32", "x_height/2", "x_width/2"]);
     assert_eq!(dims(&g.output[0]), ["batch", "1", "x_height", "x_width"]);
     // Node and initializer names are the layer and tensor names.
-    assert!(g.node.iter().any(|n| n.name.as_deref() == Some("e1.conv0") && n.op_type.as_deref() == Some("Conv")));
-    assert!(g.initializer.iter().any(|t| t.name.as_deref() == Some("u2.upconv0.weight") && t.dims == [64, 32, 2, 2]));
+    assert!(
+        g.node.iter().any(|n| n.name.as_deref() == Some("e1.conv0") && n.op_type.as_deref() == Some("Conv"))
+    );
+    assert!(
+        g.initializer
+            .iter()
+            .any(|t| t.name.as_deref() == Some("u2.upconv0.weight") && t.dims == [64, 32, 2, 2])
+    );
 }
 
 fn geonetc(args: &[&str]) -> (i32, String, String) {
@@ -212,7 +216,11 @@ fn geonetc(args: &[&str]) -> (i32, String, String) {
         .current_dir(manifest())
         .output()
         .expect("run geonetc");
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
 }
 
 fn temp_dir(tag: &str) -> PathBuf {
@@ -243,8 +251,18 @@ fn cli_export_matches_cli_infer() {
     let output = dir.join("y.npy");
     geonetc::runtime::data::write_npy(&input, &x).expect("npy");
     let (i, out) = (input.to_str().expect("utf8"), output.to_str().expect("utf8"));
-    let (code, _, err) =
-        geonetc(&["infer", "examples/dncnn.geonet", "--weights", w, "--input", i, "--output", out, "--backend", "interp"]);
+    let (code, _, err) = geonetc(&[
+        "infer",
+        "examples/dncnn.geonet",
+        "--weights",
+        w,
+        "--input",
+        i,
+        "--output",
+        out,
+        "--backend",
+        "interp",
+    ]);
     assert_eq!(code, 0, "{err}");
     let expected = geonetc::runtime::data::read_npy(&output).expect("read");
     let got = run_tract(&std::fs::read(&onnx).expect("onnx"), &[x]).expect("tract");

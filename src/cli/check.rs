@@ -14,7 +14,8 @@ fn training_data_rms(program: &Program, file: &Path) -> Option<f64> {
     let spec = program.train.as_ref()?;
     let base = file.parent().map(Path::to_path_buf).unwrap_or_default();
     let set = train::load_data(program, &base).ok()?;
-    let denoising = spec.loss != check::program::LossKind::CrossEntropy && set.inputs.shape() == set.targets.shape();
+    let denoising =
+        spec.loss != check::program::LossKind::CrossEntropy && set.inputs.shape() == set.targets.shape();
     Some(data::rms(if denoising { &set.targets } else { &set.inputs }))
 }
 
@@ -70,7 +71,11 @@ pub fn run(file: &Path, format: Format, weights: Option<&Path>) -> ExitCode {
                 print!("{}", check::summary_table(&out));
                 if let Some(w) = weights {
                     let n = weight_diags.iter().filter(|d| d.is_error()).count();
-                    println!("weights    {}: {}", w.display(), if n == 0 { "fit".to_string() } else { format!("{n} errors") });
+                    println!(
+                        "weights    {}: {}",
+                        w.display(),
+                        if n == 0 { "fit".to_string() } else { format!("{n} errors") }
+                    );
                 }
             } else {
                 let n = out.diagnostics.iter().filter(|d| d.is_error()).count();

@@ -41,7 +41,14 @@ pub fn run(args: EvalArgs) -> ExitCode {
         Err(code) => return code,
     };
     if let Some(w) = &args.weights
-        && let Err(code) = super::weights::check_file(&program, &source, &args.file, w, geonetc::weights::WeightsKind::Weights, None)
+        && let Err(code) = super::weights::check_file(
+            &program,
+            &source,
+            &args.file,
+            w,
+            geonetc::weights::WeightsKind::Weights,
+            None,
+        )
     {
         return code;
     }

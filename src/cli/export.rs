@@ -36,13 +36,18 @@ pub fn run(args: ExportArgs) -> ExitCode {
     };
     for input in std::iter::once(&args.file).chain(args.weights.as_ref()) {
         if same_file(input, &args.output) {
-            return fail(format_args!("--output {} would overwrite an input; name another file", args.output.display()));
+            return fail(format_args!(
+                "--output {} would overwrite an input; name another file",
+                args.output.display()
+            ));
         }
     }
     let graph = ir::lower(&program, 1);
     let params = match (&args.weights, args.init_seed) {
         (Some(w), _) => {
-            if let Err(code) = super::weights::check_file(&program, &source, &args.file, w, WeightsKind::Weights, None) {
+            if let Err(code) =
+                super::weights::check_file(&program, &source, &args.file, w, WeightsKind::Weights, None)
+            {
                 return code;
             }
             match checkpoint::load_weights(w, &graph) {

@@ -159,11 +159,7 @@ fn settings_diff(a: &impl Serialize, b: &impl Serialize) -> Vec<FieldChange> {
 
 /// The layer names of a binding with the binding prefix removed, with their kinds.
 fn binding_signature<'a>(m: &'a Model, binding: &str) -> Vec<(&'a str, &'static str)> {
-    m.layers
-        .iter()
-        .filter(|l| l.value == binding)
-        .map(|l| (suffix(&l.name, binding), l.op.kind()))
-        .collect()
+    m.layers.iter().filter(|l| l.value == binding).map(|l| (suffix(&l.name, binding), l.op.kind())).collect()
 }
 
 fn suffix<'a>(name: &'a str, binding: &str) -> &'a str {
@@ -201,7 +197,9 @@ fn pair_bindings(a: &Model, b: &Model) -> HashMap<String, String> {
 /// A layer of B named in A's terms.
 fn canonical(l: &Layer, renames: &HashMap<String, String>) -> String {
     match renames.get(&l.value) {
-        Some(a) if l.name.starts_with(&format!("{}.", l.value)) => format!("{a}.{}", suffix(&l.name, &l.value)),
+        Some(a) if l.name.starts_with(&format!("{}.", l.value)) => {
+            format!("{a}.{}", suffix(&l.name, &l.value))
+        }
         _ => l.name.clone(),
     }
 }
@@ -261,7 +259,9 @@ pub fn diff(pa: &Program, pb: &Program) -> ModelDiff {
     for (j, lb) in b.layers.iter().enumerate() {
         let side_b = side(lb, sb.layers.get(j));
         match pairs[j] {
-            None => layers.push(LayerDiff { change: Change::Added, a: None, b: Some(side_b), fields: vec![] }),
+            None => {
+                layers.push(LayerDiff { change: Change::Added, a: None, b: Some(side_b), fields: vec![] })
+            }
             Some(i) => {
                 flush_removed(i, &mut next_removed, &matched_a, &mut layers);
                 let la = &a.layers[i];
@@ -292,7 +292,12 @@ pub fn diff(pa: &Program, pb: &Program) -> ModelDiff {
                     fields.push(change("init", describe(la), describe(lb)));
                 }
                 if !fields.is_empty() {
-                    layers.push(LayerDiff { change: Change::Changed, a: Some(side_a), b: Some(side_b), fields });
+                    layers.push(LayerDiff {
+                        change: Change::Changed,
+                        a: Some(side_a),
+                        b: Some(side_b),
+                        fields,
+                    });
                 }
             }
         }

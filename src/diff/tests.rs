@@ -45,14 +45,19 @@ fn a_renamed_binding_is_paired_by_its_layers() {
 
 #[test]
 fn added_and_removed_layers_and_settings() {
-    let b = A.replace("-> relu\n", "-> relu -> dropout(0.1)\n").replace("adam { lr = 1e-3 }", "sgd { lr = 0.1 }");
+    let b =
+        A.replace("-> relu\n", "-> relu -> dropout(0.1)\n").replace("adam { lr = 1e-3 }", "sgd { lr = 0.1 }");
     let d = diff(&program(A), &program(&b));
     assert_eq!(d.layers.len(), 2, "{d:?}");
     assert_eq!(d.layers[0].change, Change::Added);
     assert_eq!(d.layers[0].b.as_ref().map(|s| s.name.as_str()), Some("h.dropout0"));
     // y.conv0 now reads the dropout.
     assert_eq!(d.layers[1].fields[0].field, "inputs");
-    assert!(d.optimizer.iter().any(|f| f.field == "kind" && f.a == "adam" && f.b == "sgd"), "{:?}", d.optimizer);
+    assert!(
+        d.optimizer.iter().any(|f| f.field == "kind" && f.a == "adam" && f.b == "sgd"),
+        "{:?}",
+        d.optimizer
+    );
     let back = diff(&program(&b), &program(A));
     assert_eq!(back.layers[0].change, Change::Removed);
 }

@@ -47,7 +47,11 @@ pub enum Dim {
 pub fn to_onnx(program: &Program, params: &Params) -> Result<onnx::ModelProto, String> {
     let graph = ir::lower(program, 1);
     if params.len() != graph.params.len() {
-        return Err(format!("{} parameter tensors given, the model has {}", params.len(), graph.params.len()));
+        return Err(format!(
+            "{} parameter tensors given, the model has {}",
+            params.len(),
+            graph.params.len()
+        ));
     }
     for (p, a) in graph.params.iter().zip(params) {
         if a.shape() != p.shape.as_slice() {
@@ -86,7 +90,8 @@ pub fn to_onnx(program: &Program, params: &Params) -> Result<onnx::ModelProto, S
         };
         outputs.push(nodes::value_info_proto(&name, &shape));
     }
-    let inputs = m.inputs.iter().zip(&dims.inputs).map(|(t, d)| nodes::value_info_proto(&t.name, d)).collect();
+    let inputs =
+        m.inputs.iter().zip(&dims.inputs).map(|(t, d)| nodes::value_info_proto(&t.name, d)).collect();
     let graph_proto = builder.finish(&m.name, inputs, outputs);
     Ok(onnx::ModelProto {
         ir_version: Some(IR_VERSION),
@@ -122,7 +127,8 @@ pub fn symbolic_dims(program: &Program) -> Dims {
     let mut inputs: Vec<Vec<Dim>> = declared_inputs.iter().map(|s| with_batch(s)).collect();
     let mut layers: Vec<Vec<Dim>> = declared_layers.iter().map(|s| with_batch(s)).collect();
     // Per layer dimension: which symbol moved it (None: none yet).
-    let mut moved_by: Vec<Vec<Option<String>>> = declared_layers.iter().map(|s| vec![None; s.len()]).collect();
+    let mut moved_by: Vec<Vec<Option<String>>> =
+        declared_layers.iter().map(|s| vec![None; s.len()]).collect();
     for axis in &sizes.inputs {
         let Some(t) = m.inputs.iter().position(|t| t.name == axis.input) else { continue };
         let Some(other) = another_size(&axis.accepted, axis.declared) else { continue };
@@ -152,9 +158,9 @@ pub fn symbolic_dims(program: &Program) -> Dims {
 fn another_size(rule: &SizeRule, declared: usize) -> Option<usize> {
     match rule {
         SizeRule::Periodic { modulus, .. } => Some(declared + modulus),
-        SizeRule::Ranges(_) => (declared + 1..declared + 64)
-            .chain((1..declared).rev())
-            .find(|&n| rule.contains(n)),
+        SizeRule::Ranges(_) => {
+            (declared + 1..declared + 64).chain((1..declared).rev()).find(|&n| rule.contains(n))
+        }
     }
 }
 

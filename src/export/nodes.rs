@@ -33,7 +33,13 @@ pub struct GraphBuilder {
     value_info: Vec<ValueInfoProto>,
 }
 
-fn node(op_type: &str, name: &str, inputs: Vec<String>, output: &str, attribute: Vec<AttributeProto>) -> NodeProto {
+fn node(
+    op_type: &str,
+    name: &str,
+    inputs: Vec<String>,
+    output: &str,
+    attribute: Vec<AttributeProto>,
+) -> NodeProto {
     NodeProto {
         op_type: Some(op_type.into()),
         name: Some(name.into()),
@@ -54,7 +60,12 @@ fn ints(name: &str, values: impl IntoIterator<Item = usize>) -> AttributeProto {
 }
 
 fn int(name: &str, value: i64) -> AttributeProto {
-    AttributeProto { name: Some(name.into()), r#type: Some(AttributeType::Int as i32), i: Some(value), ..Default::default() }
+    AttributeProto {
+        name: Some(name.into()),
+        r#type: Some(AttributeType::Int as i32),
+        i: Some(value),
+        ..Default::default()
+    }
 }
 
 fn float(name: &str, value: f64) -> AttributeProto {
@@ -198,7 +209,8 @@ impl GraphBuilder {
             }
             Op::Upsample(u) => {
                 let scales_name = format!("{name}.scales");
-                let scales: Vec<f64> = [1.0, 1.0].into_iter().chain(u.factor.iter().map(|&f| f as f64)).collect();
+                let scales: Vec<f64> =
+                    [1.0, 1.0].into_iter().chain(u.factor.iter().map(|&f| f as f64)).collect();
                 debug_assert_eq!(scales.len(), input_rank + 1);
                 self.initializers.push(tensor(&scales_name, &[scales.len()], scales.into_iter()));
                 ins.push(String::new()); // no region of interest
@@ -227,7 +239,9 @@ impl GraphBuilder {
                 Activation::Sigmoid => node("Sigmoid", name, ins, name, vec![]),
                 Activation::Tanh => node("Tanh", name, ins, name, vec![]),
                 Activation::Softmax => node("Softmax", name, ins, name, vec![int("axis", 1)]),
-                Activation::LeakyRelu { slope } => node("LeakyRelu", name, ins, name, vec![float("alpha", slope)]),
+                Activation::LeakyRelu { slope } => {
+                    node("LeakyRelu", name, ins, name, vec![float("alpha", slope)])
+                }
             },
             Op::BatchNorm(bn) => {
                 // Op::params order: weight (scale), bias, running mean, running var — ONNX's.

@@ -163,7 +163,9 @@ pub fn check_weights(
                         fmt_shape(s),
                         layer.name
                     )),
-                    None => d.with_help("these weights were trained for another model; train this one with `geonetc run`"),
+                    None => d.with_help(
+                        "these weights were trained for another model; train this one with `geonetc run`",
+                    ),
                 };
                 diags.push(d);
             }
@@ -199,11 +201,17 @@ pub fn check_weights(
         let d = match owner {
             Some(layer) => Diagnostic::error(
                 codes::WEIGHTS_EXTRA,
-                format!("{file} has `{prefix}{name}` {}, which `{}` does not have", fmt_shape(shape), layer.name),
+                format!(
+                    "{file} has `{prefix}{name}` {}, which `{}` does not have",
+                    fmt_shape(shape),
+                    layer.name
+                ),
                 layer.span.clone(),
                 format!("`{}` has no such tensor", layer.name),
             )
-            .with_help("a bias the layer does not have (`bias=false`)? Remove the tensor or give the layer one"),
+            .with_help(
+                "a bias the layer does not have (`bias=false`)? Remove the tensor or give the layer one",
+            ),
             None => {
                 let closest = needed
                     .iter()
@@ -212,7 +220,10 @@ pub fn check_weights(
                     .max_by(|a, b| a.0.total_cmp(&b.0));
                 Diagnostic::error(
                     codes::WEIGHTS_EXTRA,
-                    format!("{file} has `{prefix}{name}` {}, which this model does not have", fmt_shape(shape)),
+                    format!(
+                        "{file} has `{prefix}{name}` {}, which this model does not have",
+                        fmt_shape(shape)
+                    ),
                     anchors.model.clone(),
                     "this model",
                 )
@@ -237,7 +248,11 @@ fn shape_help(op: &Op, n: &Needed, found: &[usize]) -> Option<String> {
     let need = &n.shape;
     if n.role != ParamRole::Weight || found.len() != need.len() {
         return (found.len() != need.len()).then(|| {
-            format!("a tensor of rank {} where the layer needs rank {}: weights of another model?", found.len(), need.len())
+            format!(
+                "a tensor of rank {} where the layer needs rank {}: weights of another model?",
+                found.len(),
+                need.len()
+            )
         });
     }
     let linear = matches!(op, Op::Conv(_) | Op::UpConv(_) | Op::Dense(_));
@@ -326,7 +341,9 @@ fn metadata_warnings(
                 anchors.train.clone().unwrap_or_else(|| anchors.model.clone()),
                 format!("RMS {b:.4}"),
             )
-            .with_help("the network learned amplitudes near its training data's; scale the data, or train on it"),
+            .with_help(
+                "the network learned amplitudes near its training data's; scale the data, or train on it",
+            ),
         );
     }
     out

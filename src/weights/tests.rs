@@ -16,7 +16,8 @@ const SOURCE: &str = "model m {
 
 /// A safetensors file of F32 zeros of the given shapes.
 fn file(tensors: &[(&str, &[usize])], meta: &[(&str, &str)]) -> Vec<u8> {
-    let data: Vec<Vec<u8>> = tensors.iter().map(|(_, s)| vec![0u8; 4 * s.iter().product::<usize>()]).collect();
+    let data: Vec<Vec<u8>> =
+        tensors.iter().map(|(_, s)| vec![0u8; 4 * s.iter().product::<usize>()]).collect();
     let views: Vec<(String, TensorView)> = tensors
         .iter()
         .zip(&data)
@@ -104,7 +105,11 @@ fn transposed_kernel_is_recognised() {
     assert_eq!(d.len(), 1, "{d:?}");
     assert_eq!(d[0].code, codes::WEIGHTS_SHAPE);
     assert_eq!(line_of(&d[0]), 4);
-    assert!(d[0].message.contains("[8, 4, 2, 2]") && d[0].message.contains("[4, 8, 2, 2]"), "{}", d[0].message);
+    assert!(
+        d[0].message.contains("[8, 4, 2, 2]") && d[0].message.contains("[4, 8, 2, 2]"),
+        "{}",
+        d[0].message
+    );
     assert!(d[0].help.as_deref().unwrap_or("").contains("transposed"), "{:?}", d[0].help);
 }
 
