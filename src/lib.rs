@@ -10,8 +10,8 @@
 #![allow(clippy::result_large_err)]
 
 pub mod check;
-pub mod diff;
 pub mod diag;
+pub mod diff;
 pub mod export;
 pub mod fmt;
 pub mod interp;

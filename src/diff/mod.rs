@@ -13,7 +13,7 @@
 //!
 //! A layer of B is then named in A's terms (its binding replaced by the paired one) and matched
 //! by name. What is left over is added (in B only) or removed (in A only). A binding renamed
-//! *and* changed in its layers is therefore shown as removed and added. Reformatting changes
+//! *and* given other layers (names or kinds) is therefore shown as removed and added. Reformatting changes
 //! nothing the checker produces, so it is never a change.
 //!
 //! Depends on `check` only.
