@@ -175,7 +175,9 @@ fn safetensors_file(tensors: &[(&str, &[usize])], meta: &[(&str, &str)]) -> Vec<
 }
 
 /// (constant name, code, program, weights file, RMS of the data at hand) for the weights check.
-fn weights_triggers() -> Vec<(&'static str, &'static str, String, Vec<u8>, Option<f64>)> {
+type WeightsTrigger = (&'static str, &'static str, String, Vec<u8>, Option<f64>);
+
+fn weights_triggers() -> Vec<WeightsTrigger> {
     let src = model(" input x: [1, 8]\n y = x -> conv(2, kernel=3)\n output y");
     let w: &[usize] = &[2, 1, 3];
     let b: &[usize] = &[2];
