@@ -12,6 +12,8 @@
 
 pub mod check;
 pub mod diag;
+pub mod diff;
+pub mod export;
 pub mod fmt;
 pub mod interp;
 pub mod ir;
@@ -22,3 +24,4 @@ pub mod output;
 pub mod runtime;
 pub mod seismic;
 pub mod syntax;
+pub mod weights;

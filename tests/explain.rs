@@ -159,12 +159,80 @@ fn text_triggers() -> Vec<(&'static str, &'static str, String)> {
     ]
 }
 
+/// A safetensors file of F32 zeros, with metadata.
+fn safetensors_file(tensors: &[(&str, &[usize])], meta: &[(&str, &str)]) -> Vec<u8> {
+    use safetensors::{Dtype, tensor::TensorView};
+    let data: Vec<Vec<u8>> =
+        tensors.iter().map(|(_, s)| vec![0u8; 4 * s.iter().product::<usize>()]).collect();
+    let views: Vec<(String, TensorView)> = tensors
+        .iter()
+        .zip(&data)
+        .map(|((n, s), d)| (n.to_string(), TensorView::new(Dtype::F32, s.to_vec(), d).expect("view")))
+        .collect();
+    let meta: std::collections::HashMap<String, String> =
+        meta.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    safetensors::serialize(views, Some(meta)).expect("serialize")
+}
+
+/// (constant name, code, program, weights file, RMS of the data at hand) for the weights check.
+type WeightsTrigger = (&'static str, &'static str, String, Vec<u8>, Option<f64>);
+
+fn weights_triggers() -> Vec<WeightsTrigger> {
+    let src = model(" input x: [1, 8]\n y = x -> conv(2, kernel=3)\n output y");
+    let w: &[usize] = &[2, 1, 3];
+    let b: &[usize] = &[2];
+    vec![
+        (
+            "WEIGHTS_NOT_SAFETENSORS",
+            codes::WEIGHTS_NOT_SAFETENSORS,
+            src.clone(),
+            b"PK\x03\x04".to_vec(),
+            None,
+        ),
+        (
+            "WEIGHTS_MISSING",
+            codes::WEIGHTS_MISSING,
+            src.clone(),
+            safetensors_file(&[("y.conv0.weight", w)], &[]),
+            None,
+        ),
+        (
+            "WEIGHTS_EXTRA",
+            codes::WEIGHTS_EXTRA,
+            src.clone(),
+            safetensors_file(&[("y.conv0.weight", w), ("y.conv0.bias", b), ("z.conv0.bias", b)], &[]),
+            None,
+        ),
+        (
+            "WEIGHTS_SHAPE",
+            codes::WEIGHTS_SHAPE,
+            src.clone(),
+            safetensors_file(&[("y.conv0.weight", &[1, 2, 3]), ("y.conv0.bias", b)], &[]),
+            None,
+        ),
+        (
+            "WEIGHTS_INPUT_SIZE",
+            codes::WEIGHTS_INPUT_SIZE,
+            src.clone(),
+            safetensors_file(&[("y.conv0.weight", w), ("y.conv0.bias", b)], &[("input_shapes", "[[1, 64]]")]),
+            None,
+        ),
+        (
+            "WEIGHTS_DATA_RMS",
+            codes::WEIGHTS_DATA_RMS,
+            src,
+            safetensors_file(&[("y.conv0.weight", w), ("y.conv0.bias", b)], &[("data_rms", "1")]),
+            Some(5.0),
+        ),
+    ]
+}
+
 /// `codes::NAME` constants used by the checker and the parser (not the table itself).
 fn codes_used_in_source() -> BTreeSet<String> {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("src");
     let mut used = BTreeSet::new();
     let re = regex::Regex::new(r"codes::([A-Z][A-Z0-9_]+)").expect("regex");
-    for dir in ["check", "syntax", "diag"] {
+    for dir in ["check", "syntax", "diag", "weights"] {
         for e in std::fs::read_dir(root.join(dir)).expect("src dir").flatten() {
             let p = e.path();
             if p.file_name().is_some_and(|f| f == "codes.rs" || f == "tests.rs") {
@@ -184,14 +252,25 @@ fn codes_used_in_source() -> BTreeSet<String> {
 #[test]
 fn every_code_check_emits_has_a_trigger() {
     let triggers = triggers();
-    let named: BTreeSet<String> = triggers.iter().map(|t| t.0.to_string()).collect();
+    let weights = weights_triggers();
+    let named: BTreeSet<String> =
+        triggers.iter().map(|t| t.0.to_string()).chain(weights.iter().map(|t| t.0.to_string())).collect();
     let used = codes_used_in_source();
     let missing: Vec<&String> = used.difference(&named).collect();
     assert!(missing.is_empty(), "codes the checker uses without a trigger here: {missing:?}");
     // And every code in the table is one the checker can emit.
     let table: BTreeSet<&str> = codes::ALL.iter().map(|c| c.code).collect();
-    let triggered: BTreeSet<&str> = triggers.iter().map(|t| t.1).collect();
+    let triggered: BTreeSet<&str> = triggers.iter().map(|t| t.1).chain(weights.iter().map(|t| t.1)).collect();
     assert_eq!(table, triggered, "the table of codes and the triggers differ");
+    for (name, code, src, bytes, rms) in &weights {
+        let program = check_bytes(src.as_bytes()).program.expect("the weights triggers' program checks");
+        let kind = geonetc::weights::WeightsKind::Weights;
+        let got: Vec<&str> = geonetc::weights::check_weights(&program, src, bytes, "w", kind, *rms)
+            .iter()
+            .map(|d| d.code)
+            .collect();
+        assert!(got.contains(code), "{name} ({code}) not emitted by the weights check; got {got:?}");
+    }
     for (name, code, src) in &triggers {
         let out = check_bytes(src);
         let got: Vec<&str> = out.diagnostics.iter().map(|d| d.code).collect();

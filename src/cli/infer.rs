@@ -27,6 +27,18 @@ pub fn run(args: InferArgs) -> ExitCode {
         Ok(p) => p,
         Err(code) => return code,
     };
+    if let Some(w) = &args.weights
+        && let Err(code) = super::weights::check_file(
+            &program,
+            &source,
+            &args.file,
+            w,
+            geonetc::weights::WeightsKind::Weights,
+            None,
+        )
+    {
+        return code;
+    }
     if let Err(code) = set_threads(args.threads) {
         return code;
     }

@@ -5,13 +5,16 @@
 mod bench;
 mod check;
 mod common;
+mod diff;
 mod eval;
 mod explain;
+mod export;
 mod fmt;
 mod infer;
 mod inspect;
 mod lsp;
 mod run;
+mod weights;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
@@ -41,6 +44,29 @@ pub enum Command {
     /// Parse and shape-check a .geonet file.
     Check {
         file: PathBuf,
+        #[arg(long, value_enum, default_value = "human")]
+        format: Format,
+        /// Also check a weights file (safetensors) against the model.
+        #[arg(long)]
+        weights: Option<PathBuf>,
+    },
+    /// Write the model and its weights as an ONNX model (opset 17).
+    Export {
+        file: PathBuf,
+        /// Trained weights (not needed when every layer has an `init`).
+        #[arg(long)]
+        weights: Option<PathBuf>,
+        /// Without --weights: the untrained starting weights `run` would draw with this seed
+        /// (to look at the graph, or to test a runtime).
+        #[arg(long, conflicts_with = "weights")]
+        init_seed: Option<u64>,
+        #[arg(long)]
+        output: PathBuf,
+    },
+    /// Semantic diff of two models: exit 0 when the same, 1 when different, 2 on errors.
+    Diff {
+        a: PathBuf,
+        b: PathBuf,
         #[arg(long, value_enum, default_value = "human")]
         format: Format,
     },
@@ -142,7 +168,11 @@ pub enum Command {
 
 pub fn dispatch(cli: Cli) -> ExitCode {
     match cli.command {
-        Command::Check { file, format } => check::run(&file, format),
+        Command::Check { file, format, weights } => check::run(&file, format, weights.as_deref()),
+        Command::Export { file, weights, init_seed, output } => {
+            export::run(export::ExportArgs { file, weights, init_seed, output })
+        }
+        Command::Diff { a, b, format } => diff::run(&a, &b, format),
         Command::Run { file, backend, threads, epochs, out, resume } => {
             run::run(run::RunArgs { file, backend, threads, epochs, out, resume })
         }

@@ -17,10 +17,16 @@ pub struct RunArgs {
 }
 
 pub fn run(args: RunArgs) -> ExitCode {
-    let (program, _) = match load_program(&args.file) {
+    let (program, source) = match load_program(&args.file) {
         Ok(p) => p,
         Err(code) => return code,
     };
+    if let Some(ckpt) = &args.resume {
+        let kind = geonetc::weights::WeightsKind::Checkpoint;
+        if let Err(code) = super::weights::check_file(&program, &source, &args.file, ckpt, kind, None) {
+            return code;
+        }
+    }
     if program.train.is_none() {
         eprintln!("error: {} has no `train` block, so there is nothing to train on", args.file.display());
         eprintln!(

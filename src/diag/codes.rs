@@ -322,6 +322,48 @@ Wrong:
 Fixed:
     data = synthetic(shape = [1, 64, 64])";
 
+    WEIGHTS_NOT_SAFETENSORS = "E0601", "weights file is not safetensors",
+"The file given with `--weights` (or `--resume`) is not a safetensors file: it is empty, cut
+short, or another format (a PyTorch `.pt` pickle, a `.npy`, text). geonetc reads and writes
+weights as safetensors: an 8-byte header length, a JSON header naming every tensor, the raw
+numbers.
+
+Wrong:
+    geonetc infer denoiser.geonet --weights denoiser.pt ...
+Fixed:
+    geonetc infer denoiser.geonet --weights denoiser.safetensors ...";
+
+    WEIGHTS_MISSING = "E0602", "tensor missing from the weights",
+"A layer's parameter has no tensor in the weights file. Tensor names are the layer names
+`check` prints (`e1.conv0.weight`); layer names follow the bindings, so weights trained before a
+binding was renamed or a layer was added do not have it.
+
+Wrong:
+    (weights trained with `y = x -> conv(1, kernel=3)`, used with)
+    y = x -> conv(8, kernel=3) -> relu -> conv(1, kernel=3)
+Fixed:
+    (train the changed model again: geonetc run FILE)";
+
+    WEIGHTS_EXTRA = "E0603", "tensor the model does not have",
+"The weights file holds a tensor that no layer of the model has: the weights belong to another
+model, a layer was removed or renamed, or a layer has `bias=false` where the trained one had a
+bias.
+
+Wrong:
+    y = x -> conv(1, kernel=3, bias=false)   (weights with `y.conv0.bias`)
+Fixed:
+    y = x -> conv(1, kernel=3)";
+
+    WEIGHTS_SHAPE = "E0604", "tensor of the wrong shape or type",
+"A tensor in the weights file does not have the shape (or number type) the layer needs. geonet
+stores every weight as `[out, in, kernel...]`: a kernel in PyTorch's ConvTranspose layout
+`[in, out, ...]` is transposed; another first or second axis means another channel count.
+
+Wrong:
+    y = x -> conv(16, kernel=3)   (weights trained with conv(8, kernel=3))
+Fixed:
+    y = x -> conv(8, kernel=3)";
+
     STRIDE_DROPS = "W0001", "stride drops trailing samples",
 "(N_x + 2·pad − dilation·(N_h − 1) − 1) is not a multiple of the stride, so the last input rows,
 columns or samples are never read. Often harmless, sometimes a sign of an input size off by one.
@@ -350,6 +392,26 @@ Warned:
     (no call of enc)
 Quiet:
     y = x -> enc(16)";
+
+    WEIGHTS_INPUT_SIZE = "W0601", "weights trained at another input size",
+"The weights file says (metadata `input_shapes`, written by `geonetc run`) that the weights were
+trained on inputs of another shape than the model declares. A fully convolutional model runs at
+any accepted size, but its filters learned the scale of the training patches.
+
+Warned:
+    input x: [1, 256, 256]   (weights trained with input x: [1, 64, 64])
+Quiet:
+    input x: [1, 64, 64]";
+
+    WEIGHTS_DATA_RMS = "W0602", "weights trained on data of another RMS",
+"The RMS of the data the weights were trained on (metadata `data_rms`) differs by more than 10 %
+from the RMS of the data at hand (the train block's data, for `check --weights`). The network
+learned amplitudes near its training data's.
+
+Warned:
+    data = npy(\"loud.npy\", \"clean.npy\")   (RMS 20; weights trained at RMS 1)
+Quiet:
+    (scale the data to the training RMS, or train on it)";
 }
 
 pub fn lookup(code: &str) -> Option<&'static CodeInfo> {

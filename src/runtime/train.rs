@@ -482,6 +482,11 @@ fn provenance(program: &Program, spec: &TrainSpec, epochs: usize, data_rms: f64)
         ("geonetc_version".to_string(), env!("CARGO_PKG_VERSION").to_string()),
         ("seed".to_string(), spec.seed.to_string()),
         ("data".to_string(), json(&spec.data)),
+        // The weights check (`check --weights`) warns when a model declares another input size.
+        (
+            "input_shapes".to_string(),
+            json(&program.model.inputs.iter().map(|t| &t.shape).collect::<Vec<_>>()),
+        ),
     ];
     match &spec.data {
         DataSpec::Synthetic { noise, shape, .. } => {
