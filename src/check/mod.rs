@@ -11,7 +11,7 @@ mod calls;
 pub mod layers;
 mod model;
 pub mod program;
-mod repeat;
+pub mod repeat;
 mod report;
 mod scope;
 mod shape_errors;

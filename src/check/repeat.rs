@@ -14,6 +14,15 @@ use crate::syntax::ast::Expr;
 /// typo (`* 150000`) is an error at the count, not a long expansion.
 pub(super) const MAX_REPEAT: i64 = 10_000;
 
+/// The count of a repetition in a model body (where no block parameter is in scope), as the
+/// checker evaluates it; `None` when it is not a valid count.
+pub fn model_count(count: &Expr) -> Option<usize> {
+    match values::eval(count, &BlockArgs::new()) {
+        Ok(Value::Int(n)) if (1..=MAX_REPEAT).contains(&n) => usize::try_from(n).ok(),
+        _ => None,
+    }
+}
+
 impl ModelChecker<'_> {
     /// `repeated * count`, with `piped` flowing through the repetitions in order.
     #[allow(clippy::too_many_arguments)]
