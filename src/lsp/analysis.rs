@@ -265,7 +265,9 @@ fn call_hover(a: &Analysis, expr: &Expr, name: &Ident, binding: Option<&str>, bo
                 .enumerate()
                 .filter(|(_, l)| prefixes.iter().any(|pre| l.name.starts_with(pre.as_str())))
                 .collect();
-            if let (Some(first), Some(last), true) = (instances.first(), instances.last(), instances.len() > 1) {
+            if let (Some(first), Some(last), true) =
+                (instances.first(), instances.last(), instances.len() > 1)
+            {
                 s.push_str(&format!(
                     "\n\nrepeated {} times: `{binding}.{n}{first}` … `{binding}.{n}{last}`",
                     instances.len()
@@ -342,7 +344,9 @@ fn block_call_instances(file: &ast::File, binding: &str, block: &str, start: usi
                         self.next += 1;
                     }
                 }
-                ExprKind::List(x) | ExprKind::Tuple(x) | ExprKind::Pipe(x) => x.iter().for_each(|y| self.expr(y)),
+                ExprKind::List(x) | ExprKind::Tuple(x) | ExprKind::Pipe(x) => {
+                    x.iter().for_each(|y| self.expr(y))
+                }
                 ExprKind::Binary { lhs, rhs, .. } => {
                     self.expr(lhs);
                     self.expr(rhs);
