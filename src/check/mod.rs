@@ -11,6 +11,7 @@ mod calls;
 pub mod layers;
 mod model;
 pub mod program;
+pub mod repeat;
 mod report;
 mod scope;
 mod shape_errors;

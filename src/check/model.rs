@@ -32,6 +32,8 @@ pub struct ModelChecker<'a> {
     pub used_blocks: HashSet<String>,
     /// Blocks being expanded (recursion detection) with their call sites.
     pub(super) stack: Vec<(String, Span)>,
+    /// Repetitions being expanded: (this repetition, of how many, the count's span).
+    pub(super) repeats: Vec<(usize, usize, Span)>,
     /// Names defined by lines that failed to parse: known but poisoned, never "not bound".
     pub poisoned: HashSet<String>,
     /// How many more name comparisons did-you-mean searches for unbound names may make.
@@ -52,6 +54,7 @@ impl<'a> ModelChecker<'a> {
             blocks,
             used_blocks: HashSet::new(),
             stack: vec![],
+            repeats: vec![],
             poisoned: HashSet::new(),
             suggestion_budget: 1_000_000,
         }
@@ -61,6 +64,9 @@ impl<'a> ModelChecker<'a> {
     pub(super) fn report(&mut self, mut d: Diagnostic) {
         if let Some((name, site)) = self.stack.last() {
             d = d.with_label(site.clone(), format!("in this call of `{name}`"));
+        }
+        for (k, n, count) in &self.repeats {
+            d = d.with_label(count.clone(), format!("in repetition {k} of {n}"));
         }
         self.diags.push(d);
     }
@@ -281,7 +287,20 @@ impl<'a> ModelChecker<'a> {
                 }
             },
             ExprKind::Call { name, args } => self.call(name, args, &e.span, piped, env, params, scope),
-            ExprKind::Binary { op, .. } => {
+            ExprKind::Binary { .. } if e.repetition().is_some() => {
+                let (repeated, count) = e.repetition()?;
+                self.repeat(repeated, count, &e.span, piped, env, params, scope)
+            }
+            ExprKind::Binary { op, lhs, rhs } => {
+                let help = match (&lhs.kind, &rhs.kind) {
+                    (ExprKind::Ident(n), _) if *op == ast::BinOp::Mul && !env.values.contains_key(n) => {
+                        format!("to repeat a layer or block, call it: `{n}() * {}`", source_hint(rhs))
+                    }
+                    (_, ExprKind::Call { name, .. }) if *op == ast::BinOp::Mul => {
+                        format!("to repeat a call, write the count after it: `{}(...) * N`", name.name)
+                    }
+                    _ => "use `add(a, b)` or `sub(a, b)` to combine values".to_string(),
+                };
                 self.report(
                     Diagnostic::error(
                         codes::TENSOR_ARITHMETIC,
@@ -289,7 +308,7 @@ impl<'a> ModelChecker<'a> {
                         e.span.clone(),
                         "arithmetic on values",
                     )
-                    .with_help("use `add(a, b)` or `sub(a, b)` to combine values"),
+                    .with_help(help),
                 );
                 None
             }
@@ -303,5 +322,14 @@ impl<'a> ModelChecker<'a> {
                 None
             }
         }
+    }
+}
+
+/// A short rendering of a count for a help line (`N` when it is not a plain integer).
+fn source_hint(e: &Expr) -> String {
+    match &e.kind {
+        ExprKind::Int(n) => n.to_string(),
+        ExprKind::Ident(n) => n.clone(),
+        _ => "N".to_string(),
     }
 }

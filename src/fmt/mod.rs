@@ -516,7 +516,10 @@ impl<'s> Printer<'s> {
             ExprKind::Binary { op, lhs, rhs } => {
                 self.expr(lhs, style);
                 let sym = op.symbol();
-                self.write(&if style == Style::Spaced { format!(" {sym} ") } else { sym.to_string() });
+                // A repetition (`cbr(64) * 15`) is spaced wherever it stands: it reads as "times",
+                // not as attribute arithmetic (which is compact inside calls: `conv(2*c)`).
+                let spaced = style == Style::Spaced || e.repetition().is_some();
+                self.write(&if spaced { format!(" {sym} ") } else { sym.to_string() });
                 self.flush(rhs.span.start, self.indent() + 1, false);
                 self.expr(rhs, style);
             }

@@ -254,11 +254,25 @@ fn call_hover(a: &Analysis, expr: &Expr, name: &Ident, binding: Option<&str>, bo
     if let Some(b) = block_named(&a.file, n) {
         let mut s = block_signature(a, b);
         if let (Some(p), Some(binding), Body::Model(_)) = (a.program(), binding, body) {
-            // The k-th call of this block in the binding is `{binding}.{block}{k}`.
-            let k = count_calls_before(&a.file, binding, n, expr.span.start);
-            let prefix = format!("{binding}.{n}{k}.");
-            let inner: Vec<(usize, &Layer)> =
-                p.model.layers.iter().enumerate().filter(|(_, l)| l.name.starts_with(&prefix)).collect();
+            // The k-th call of this block in the binding is `{binding}.{block}{k}`; a repeated
+            // call is several instances, shown together.
+            let instances = block_call_instances(&a.file, binding, n, expr.span.start);
+            let prefixes: Vec<String> = instances.iter().map(|k| format!("{binding}.{n}{k}.")).collect();
+            let inner: Vec<(usize, &Layer)> = p
+                .model
+                .layers
+                .iter()
+                .enumerate()
+                .filter(|(_, l)| prefixes.iter().any(|pre| l.name.starts_with(pre.as_str())))
+                .collect();
+            if let (Some(first), Some(last), true) =
+                (instances.first(), instances.last(), instances.len() > 1)
+            {
+                s.push_str(&format!(
+                    "\n\nrepeated {} times: `{binding}.{n}{first}` … `{binding}.{n}{last}`",
+                    instances.len()
+                ));
+            }
             s.push_str(&group_summary(a, &inner));
         }
         return s;
@@ -301,41 +315,60 @@ fn list_or_none(items: &[&str]) -> String {
     if items.is_empty() { "none".into() } else { items.join(", ") }
 }
 
-fn count_calls_before(file: &ast::File, binding: &str, block: &str, before: usize) -> usize {
-    fn walk(e: &Expr, block: &str, before: usize, n: &mut usize) {
-        match &e.kind {
-            ExprKind::Call { name, args } => {
-                if name.name == block && e.span.start < before {
-                    *n += 1;
+/// The numbers `k` of the instances `{binding}.{block}{k}` that the call of `block` starting
+/// at `start` expands to: its binding's calls of `block` counted in the checker's order
+/// (arguments before the call, every repetition of `call * N` once more). Only run on a
+/// program that checked, so the walk is bounded by its (limited) number of layers.
+fn block_call_instances(file: &ast::File, binding: &str, block: &str, start: usize) -> Vec<usize> {
+    struct Walk<'b> {
+        block: &'b str,
+        start: usize,
+        next: usize,
+        found: Vec<usize>,
+    }
+    impl Walk<'_> {
+        fn expr(&mut self, e: &Expr) {
+            if let Some((repeated, count)) = e.repetition() {
+                for _ in 0..crate::check::repeat::model_count(count).unwrap_or(1) {
+                    self.expr(repeated);
                 }
-                for a in args {
-                    walk(&a.value, block, before, n);
+                return;
+            }
+            match &e.kind {
+                ExprKind::Call { name, args } => {
+                    args.iter().for_each(|a| self.expr(&a.value));
+                    if name.name == self.block {
+                        if e.span.start == self.start {
+                            self.found.push(self.next);
+                        }
+                        self.next += 1;
+                    }
                 }
+                ExprKind::List(x) | ExprKind::Tuple(x) | ExprKind::Pipe(x) => {
+                    x.iter().for_each(|y| self.expr(y))
+                }
+                ExprKind::Binary { lhs, rhs, .. } => {
+                    self.expr(lhs);
+                    self.expr(rhs);
+                }
+                ExprKind::Neg(x) | ExprKind::Group(x) => self.expr(x),
+                _ => {}
             }
-            ExprKind::List(x) | ExprKind::Tuple(x) | ExprKind::Pipe(x) => {
-                x.iter().for_each(|y| walk(y, block, before, n));
-            }
-            ExprKind::Binary { lhs, rhs, .. } => {
-                walk(lhs, block, before, n);
-                walk(rhs, block, before, n);
-            }
-            ExprKind::Neg(x) | ExprKind::Group(x) => walk(x, block, before, n),
-            _ => {}
         }
     }
-    let mut n = 0;
+    let mut walk = Walk { block, start, next: 0, found: vec![] };
     for item in &file.items {
         if let Item::Model(m) = item {
             for s in &m.stmts {
                 if let Stmt::Bind { name, value, .. } = s
                     && name.name == binding
                 {
-                    walk(value, block, before, &mut n);
+                    walk.expr(value);
                 }
             }
         }
     }
-    n
+    walk.found
 }
 
 /// Output shape, parameters and receptive field of an expanded block or unet.

@@ -154,6 +154,26 @@ pub enum ExprKind {
     Group(Box<Expr>),
 }
 
+impl Expr {
+    /// `cbr(64) * 15`: a layer or block call (or a parenthesised pipeline, or another
+    /// repetition) times a count, as `(repeated, count)`. Recognised by form alone, so the
+    /// checker, the formatter and the language server agree on what a repetition is: an
+    /// attribute value is never one (a call or pipeline is no attribute value), and a bare name
+    /// is not one (`k * 2` is arithmetic; a layer without arguments is repeated as `relu() * 2`).
+    pub fn repetition(&self) -> Option<(&Expr, &Expr)> {
+        let ExprKind::Binary { op: BinOp::Mul, lhs, rhs } = &self.kind else { return None };
+        lhs.is_repeatable().then_some((&**lhs, &**rhs))
+    }
+
+    fn is_repeatable(&self) -> bool {
+        match &self.kind {
+            ExprKind::Call { .. } | ExprKind::Pipe(_) => true,
+            ExprKind::Group(inner) => inner.is_repeatable(),
+            _ => self.repetition().is_some(),
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct Arg {
     pub name: Option<Ident>,
