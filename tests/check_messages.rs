@@ -148,3 +148,18 @@ fn every_bad_attribute_of_one_call_is_reported() {
     }
     assert!(err.contains("5 errors"), "{err}");
 }
+
+#[test]
+fn inspect_says_when_samples_are_nan() {
+    let dir = scratch("inspect_nan");
+    let path = dir.join("gather.npy");
+    let mut values = vec![1.0f32; 12];
+    values[7] = f32::NAN;
+    values[9] = f32::INFINITY;
+    let a = ndarray::Array2::from_shape_vec((3, 4), values).unwrap();
+    ndarray_npy::write_npy(&path, &a).unwrap();
+    let (code, out, err) = geonetc(&["inspect", "gather.npy"], &dir);
+    assert_eq!(code, 0, "{err}");
+    let all = format!("{out}{err}");
+    assert!(all.contains("2 samples are NaN or infinite (the first in trace 2, sample 4)"), "{all}");
+}

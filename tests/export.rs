@@ -27,7 +27,7 @@ fn manifest() -> PathBuf {
 fn random_params(graph: &ir::Graph, rng: &mut ChaCha8Rng) -> Params {
     let mut params = ir::init_params(graph, 7);
     for (info, p) in graph.params().iter().zip(params.iter_mut()) {
-        let is_bn = matches!(graph.nodes()[info.node].op, Op::BatchNorm(_));
+        let is_bn = matches!(graph.node(info.node).op, Op::BatchNorm(_));
         match info.role {
             ParamRole::Weight if !is_bn => {}
             ParamRole::RunningVar => p.mapv_inplace(|_| rng.random_range(0.5..2.0)),
@@ -111,7 +111,7 @@ fn export_and_compare(name: &str, source: &str) -> f64 {
     if other.iter().zip(&program.model.inputs).any(|(s, t)| *s != t.shape)
         && let Some(bigger) = check_source_with_inputs(source, Some(&other)).program
         // (A `dense` after `flatten` would need other weights at another size.)
-        && ir::lower(&bigger, 1).params.iter().zip(&params).all(|(p, a)| p.shape == a.shape())
+        && ir::lower(&bigger, 1).params().iter().zip(&params).all(|(p, a)| p.shape == a.shape())
     {
         worst = worst.max(compare_at(&format!("{name} at {other:?}"), &bigger, &params, &bytes, &mut rng));
     }

@@ -11,7 +11,7 @@
 //! | `batchnorm` | `BatchNormalization` (inference: running statistics) |
 //! | `dropout` | `Identity` (inference) |
 //! | activations | `Relu`, `LeakyRelu(alpha)`, `Sigmoid`, `Tanh`, `Softmax(axis = 1)`; `silu` = `Mul(x, Sigmoid(x))` |
-//! | `groupnorm` | `Reshape` to `[N, groups, −1]`, `InstanceNormalization` (unit scale), `Reshape` back, `Mul`/`Add` by weight/bias `[C, 1, …]` |
+//! | `groupnorm` | `Reshape` to `[N, groups, −1]`, `InstanceNormalization` (unit scale), `Reshape` back, `Mul`/`Add` by weight/bias (`[C]`, reshaped to `[C, 1, …]`) |
 //! | `concat` / `add` / `sub` | `Concat(axis = 1)` / `Add` / `Sub` |
 
 use super::Dim;
@@ -285,8 +285,7 @@ impl GraphBuilder {
 
     /// `groupnorm` in opset-17 operators: the input reshaped to `[N, groups, rest]`, normalised
     /// per (sample, group) by `InstanceNormalization` with unit scale, reshaped back, then the
-    /// per-channel affine. The weight and bias initializers keep their names, with shape
-    /// `[C, 1, ...]` so they broadcast over the spatial axes.
+    /// per-channel affine.
     fn group_norm(
         &mut self,
         name: &str,
@@ -315,12 +314,24 @@ impl GraphBuilder {
         self.nodes.push(node("Shape", &shape, vec![x], &shape, vec![]));
         let restored = format!("{name}.restored");
         self.nodes.push(node("Reshape", &restored, vec![normed, shape], &restored, vec![]));
+        // weight and bias keep geonet's `[C]` (so a weights file round-trips) and are reshaped
+        // to `[C, 1, ...]` to broadcast over the spatial axes.
+        let affine_shape = format!("{name}.affine_shape");
+        let mut dims = vec![-1i64];
+        dims.extend(std::iter::repeat_n(1, input_rank.saturating_sub(1)));
+        self.initializers.push(tensor_i64(&affine_shape, &dims));
         let mut affine = vec![restored];
         for (info, values) in params {
-            let mut dims = vec![info.shape.iter().product::<usize>()];
-            dims.extend(std::iter::repeat_n(1, input_rank.saturating_sub(1)));
-            self.initializers.push(tensor(&info.name, &dims, values.iter().copied()));
-            affine.push(info.name.clone());
+            let stored = self.initializer(info, values);
+            let broadcast = format!("{}.broadcast", info.name);
+            self.nodes.push(node(
+                "Reshape",
+                &broadcast,
+                vec![stored, affine_shape.clone()],
+                &broadcast,
+                vec![],
+            ));
+            affine.push(broadcast);
         }
         let scaled = format!("{name}.scaled");
         self.nodes.push(node("Mul", &scaled, vec![affine[0].clone(), affine[1].clone()], &scaled, vec![]));

@@ -30,15 +30,34 @@ pub struct Summary {
     pub textual_header: Option<String>,
 }
 
-fn stats(values: impl Iterator<Item = f64>) -> (f64, f64, f64) {
+/// Minimum, maximum and RMS of the finite values, and a warning when some are not finite:
+/// `f64::min`/`max` skip NaN silently, and a file with NaN samples must not look clean.
+/// `samples` is the trace length, to say where the first bad value is.
+fn stats(values: impl Iterator<Item = f64>, samples: usize) -> (f64, f64, f64, Option<String>) {
     let (mut min, mut max, mut sq, mut n) = (f64::INFINITY, f64::NEG_INFINITY, 0.0, 0usize);
-    for v in values {
+    let (mut bad, mut first_bad) = (0usize, None);
+    for (i, v) in values.enumerate() {
+        if !v.is_finite() {
+            bad += 1;
+            first_bad.get_or_insert(i);
+            continue;
+        }
         min = min.min(v);
         max = max.max(v);
         sq += v * v;
         n += 1;
     }
-    if n == 0 { (0.0, 0.0, 0.0) } else { (min, max, (sq / n as f64).sqrt()) }
+    let warning = first_bad.map(|i| {
+        let (trace, sample) = (i / samples.max(1), i % samples.max(1));
+        format!(
+            "{bad} sample{} NaN or infinite (the first in trace {}, sample {}); min, max and RMS are of the finite ones",
+            if bad == 1 { " is" } else { "s are" },
+            trace + 1,
+            sample + 1
+        )
+    });
+    let (min, max, rms) = if n == 0 { (0.0, 0.0, 0.0) } else { (min, max, (sq / n as f64).sqrt()) };
+    (min, max, rms, warning)
 }
 
 /// Reads a SEG-Y, SU or `.npy` file (by extension; SEG-Y otherwise) and summarises it,
@@ -50,7 +69,7 @@ pub fn inspect(path: &Path) -> Result<Summary, String> {
         let shape = a.shape().to_vec();
         let samples = shape.last().copied().unwrap_or(0);
         let traces = a.len().checked_div(samples).unwrap_or(0);
-        let (min, max, rms) = stats(a.iter().copied());
+        let (min, max, rms, warning) = stats(a.iter().copied(), samples);
         return Ok(Summary {
             file,
             format: "npy".into(),
@@ -63,7 +82,7 @@ pub fn inspect(path: &Path) -> Result<Summary, String> {
             min,
             max,
             rms,
-            warnings: vec![],
+            warnings: warning.into_iter().collect(),
             shape: Some(shape),
             textual_header: None,
         });
@@ -74,7 +93,9 @@ pub fn inspect(path: &Path) -> Result<Summary, String> {
         f.read_trace(i, &mut buf);
         buf.iter().map(|&v| v as f64).collect::<Vec<_>>()
     });
-    let (min, max, rms) = stats(values);
+    let (min, max, rms, warning) = stats(values, f.samples);
+    let mut warnings = f.warnings.clone();
+    warnings.extend(warning);
     Ok(Summary {
         file,
         format: match f.kind {
@@ -90,7 +111,7 @@ pub fn inspect(path: &Path) -> Result<Summary, String> {
         min,
         max,
         rms,
-        warnings: f.warnings.clone(),
+        warnings,
         shape: None,
         textual_header: (!f.textual_header.is_empty()).then(|| f.textual_header.clone()),
     })

@@ -281,7 +281,7 @@ impl SeismicFile {
     /// Opens a SEG-Y file, or an SU file when the name ends in `.su`.
     pub fn open(path: &Path) -> Result<SeismicFile, Error> {
         if path.is_dir() {
-            return Err(err(path, "is a directory, not a SEG-Y or SU file"));
+            return Err(err(path, "is a directory, not a data file"));
         }
         let file = std::fs::File::open(path).map_err(|e| err(path, format!("cannot open: {e}")))?;
         let len = file.metadata().map_err(|e| err(path, e.to_string()))?.len() as usize;
