@@ -87,12 +87,21 @@ pub fn check_outputs(outputs: &[(&str, &Path)], inputs: &[(&str, &Path)]) -> Res
     Ok(())
 }
 
-/// `data_rms` of a weights file's metadata, checked (see `checkpoint::data_rms`).
-pub fn data_rms(
-    meta: &std::collections::HashMap<String, String>,
-    weights: &Path,
-) -> Result<Option<f64>, ExitCode> {
-    geonetc::runtime::checkpoint::data_rms(meta, weights).map_err(super::fail)
+/// A weights file's parameters and metadata.
+pub type Weights = (geonetc::ir::Params, std::collections::HashMap<String, String>);
+
+/// `--weights` for inference: the parameters (read once; their shapes do not depend on the input
+/// size) and the training data's RMS from the metadata, which sections are scaled to (checked,
+/// see `checkpoint::data_rms`).
+pub fn load_weights(
+    program: &Program,
+    weights: Option<&Path>,
+) -> Result<(Option<Weights>, Option<f64>), ExitCode> {
+    let Some(w) = weights else { return Ok((None, None)) };
+    let graph = geonetc::ir::lower(program, 1);
+    let (params, meta) = geonetc::runtime::checkpoint::load_weights(w, &graph).map_err(super::fail)?;
+    let rms = geonetc::runtime::checkpoint::data_rms(&meta, w).map_err(super::fail)?;
+    Ok((Some((params, meta)), rms))
 }
 
 /// Notes int32 SEG-Y samples that 32-bit floats cannot hold exactly (beyond ±2^24) when the

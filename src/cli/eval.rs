@@ -1,6 +1,6 @@
-use super::common::{backend, check_outputs, data_rms, load_model, note_inexact_integers, set_threads};
+use super::common::{backend, check_outputs, load_model, load_weights, note_inexact_integers, set_threads};
 use super::*;
-use geonetc::runtime::{checkpoint, infer};
+use geonetc::runtime::infer;
 use geonetc::seismic::segy::SeismicFile;
 use ndarray::{Array2, ArrayD, Ix2};
 use std::path::Path;
@@ -100,20 +100,9 @@ pub fn run(args: EvalArgs) -> ExitCode {
             noisy.dim()
         ));
     }
-    let g = geonetc::ir::lower(&program, 1);
-    let weights = match &args.weights {
-        Some(w) => match checkpoint::load_weights(w, &g) {
-            Ok(w) => Some(w),
-            Err(e) => return fail(e),
-        },
-        None => None,
-    };
-    let data_rms = match (&weights, &args.weights) {
-        (Some((_, meta)), Some(w)) => match data_rms(meta, w) {
-            Ok(r) => r,
-            Err(code) => return code,
-        },
-        _ => None,
+    let (weights, data_rms) = match load_weights(&program, args.weights.as_deref()) {
+        Ok(loaded) => loaded,
+        Err(code) => return code,
     };
     let load = |_: &geonetc::ir::Graph| weights.as_ref().map(|(p, _)| p.clone()).ok_or_else(String::new);
     let loader: Option<infer::ParamLoader> = if weights.is_some() { Some(&load) } else { None };

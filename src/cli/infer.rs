@@ -1,13 +1,13 @@
 use super::common::{
-    DataFormat, backend, check_outputs, data_format, data_rms, load_model, note_inexact_integers, set_threads,
+    DataFormat, backend, check_outputs, data_format, load_model, load_weights, note_inexact_integers,
+    set_threads,
 };
 use super::*;
-use geonetc::runtime::{checkpoint, data, infer};
+use geonetc::runtime::{data, infer};
 use geonetc::seismic::segy::SeismicFile;
 use std::path::Path;
 
 /// Parameters and the metadata stored beside them.
-type Weights = (geonetc::ir::Params, std::collections::HashMap<String, String>);
 
 #[derive(Debug)]
 pub struct InferArgs {
@@ -66,21 +66,9 @@ pub fn run(args: InferArgs) -> ExitCode {
         ));
     }
     let declared = program.model.inputs[0].shape.clone();
-    // Weights are read once; parameter shapes do not depend on the input size.
-    let weights: Option<Weights> = match &args.weights {
-        Some(w) => match checkpoint::load_weights(w, &geonetc::ir::lower(&program, 1)) {
-            Ok(loaded) => Some(loaded),
-            Err(e) => return fail(e),
-        },
-        None => None,
-    };
-    // Sections are scaled to the training data's RMS, stored with the weights.
-    let rms = match (&weights, &args.weights) {
-        (Some((_, meta)), Some(w)) => match data_rms(meta, w) {
-            Ok(r) => r,
-            Err(code) => return code,
-        },
-        _ => None,
+    let (weights, rms) = match load_weights(&program, args.weights.as_deref()) {
+        Ok(loaded) => loaded,
+        Err(code) => return code,
     };
     let load = |_: &geonetc::ir::Graph| weights.as_ref().map(|(p, _)| p.clone()).ok_or_else(String::new);
     let loader: Option<infer::ParamLoader> = if weights.is_some() { Some(&load) } else { None };
