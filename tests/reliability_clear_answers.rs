@@ -5,31 +5,12 @@
 
 use ndarray::{ArrayD, IxDyn};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+
+mod common;
+use common::{geonetc, s};
 
 fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("geonetc-rel-clear-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-/// (exit code, stdout, stderr)
-fn geonetc(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_geonetc"))
-        .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
+    common::tmp("rel-clear", name)
 }
 
 const TINY: &str = "model tiny {
