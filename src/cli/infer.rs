@@ -27,15 +27,8 @@ pub fn run(args: InferArgs) -> ExitCode {
         Ok(p) => p,
         Err(code) => return code,
     };
-    if let Some(w) = &args.weights
-        && let Err(code) = super::weights::check_file(
-            &program,
-            &source,
-            &args.file,
-            w,
-            geonetc::weights::WeightsKind::Weights,
-            None,
-        )
+    if let Err(code) =
+        super::weights::check_weights_arg(&program, &source, &args.file, args.weights.as_deref())
     {
         return code;
     }

@@ -10,6 +10,20 @@ use std::process::ExitCode;
 
 /// Prints the weights check's diagnostics; `Err` carries the exit status when the weights
 /// cannot be used. Returns whether anything (a warning) was printed.
+/// `--weights` of `infer` and `eval`: the weights file against the model, before anything else
+/// (nothing to do without one).
+pub fn check_weights_arg(
+    program: &Program,
+    source: &str,
+    program_file: &Path,
+    weights: Option<&Path>,
+) -> Result<(), ExitCode> {
+    match weights {
+        Some(w) => check_file(program, source, program_file, w, WeightsKind::Weights, None).map(|_| ()),
+        None => Ok(()),
+    }
+}
+
 pub fn check_file(
     program: &Program,
     source: &str,
