@@ -57,3 +57,40 @@ fn every_path_on_the_code_map_exists() {
     }
     assert!(stale.is_empty(), "ARCHITECTURE.md names paths that do not exist: {stale:?}");
 }
+
+/// No module outside `src/ops/` spells a layer's name in code or messages: they read the op
+/// table (`geonetc::ops`), so renaming or adding a layer touches one module. Doc comments and
+/// test modules may show programs.
+#[test]
+fn layer_names_are_spelled_only_in_the_op_table() {
+    let names = geonetc::ops::layer_names();
+    let literal = regex::Regex::new(r#""(?:[^"\\\n]|\\.)*""#).unwrap();
+    let mut files = vec![];
+    rust_files(&Path::new(env!("CARGO_MANIFEST_DIR")).join("src"), &mut files);
+    let mut found = vec![];
+    for f in files {
+        let rel = f.strip_prefix(env!("CARGO_MANIFEST_DIR")).unwrap().to_path_buf();
+        if rel.starts_with("src/ops") || rel.file_name().is_some_and(|n| n == "tests.rs") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&f).unwrap();
+        // Test modules sit at the end of a file.
+        let code = text.split("#[cfg(test)]").next().unwrap_or("");
+        for (i, line) in code.lines().enumerate() {
+            if line.trim_start().starts_with("//") {
+                continue;
+            }
+            for lit in literal.find_iter(line) {
+                let s = lit.as_str();
+                for n in &names {
+                    let spelled = [format!("`{n}`"), format!("`{n}("), format!("{n}("), format!("-> {n}")];
+                    if spelled.iter().any(|p| s.contains(p.as_str())) {
+                        found.push(format!("{}:{}: {s}", rel.display(), i + 1));
+                    }
+                }
+            }
+        }
+    }
+    found.dedup();
+    assert!(found.is_empty(), "layer names spelled outside src/ops:\n{}", found.join("\n"));
+}

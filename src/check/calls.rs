@@ -214,7 +214,12 @@ impl ModelChecker<'_> {
                             ispan.clone(),
                             format!("expected {} (leading 1s may be left out)", fmt_shape(&weight)),
                         )
-                        .with_help("weights are [out, in, k...] for conv and upconv, [out, in] for dense"),
+                        .with_help(format!(
+                            "weights are [out, in, k...] for {} and {}, [out, in] for {}",
+                            crate::ops::conv::CONV.name,
+                            crate::ops::conv::UPCONV.name,
+                            crate::ops::dense::DENSE.name
+                        )),
                     );
                     return None;
                 }
@@ -240,7 +245,7 @@ impl ModelChecker<'_> {
             params,
             flops,
             init,
-            span: span.clone(),
+            origin: self.sites.clone(),
             op,
         });
         Some(TVal { vref: ValueRef::Layer(self.layers.len() - 1), shape, span: span.clone() })

@@ -224,6 +224,7 @@ fn check_items(
             optimizer: optimizer.clone().unwrap_or_else(train::default_optimizer),
             optimizer_given: !optimizers.is_empty(),
             train: train_spec,
+            source_map: file.source_map.clone(),
         }),
         _ => None,
     };

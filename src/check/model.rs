@@ -14,7 +14,7 @@ use super::scope::{Env, Scope};
 use super::values::{self, BlockArgs, Value};
 use crate::diag::{Diagnostic, Span, codes};
 use crate::ops::Shape;
-use crate::syntax::ast::{self, Expr, ExprKind, Stmt};
+use crate::syntax::ast::{self, Expr, ExprId, ExprKind, Stmt};
 use std::collections::{HashMap, HashSet};
 
 /// A checked value: where it comes from, its shape, and where it was written.
@@ -32,6 +32,8 @@ pub struct ModelChecker<'a> {
     pub used_blocks: HashSet<String>,
     /// Blocks being expanded (recursion detection) with their call sites.
     pub(super) stack: Vec<(String, Span)>,
+    /// The call expressions being evaluated, outermost first: a layer's origin.
+    pub(super) sites: Vec<ExprId>,
     /// Repetitions being expanded: (this repetition, of how many, the count's span).
     pub(super) repeats: Vec<(usize, usize, Span)>,
     /// Names defined by lines that failed to parse: known but poisoned, never "not bound".
@@ -54,10 +56,19 @@ impl<'a> ModelChecker<'a> {
             blocks,
             used_blocks: HashSet::new(),
             stack: vec![],
+            sites: vec![],
             repeats: vec![],
             poisoned: HashSet::new(),
             suggestion_budget: 1_000_000,
         }
+    }
+
+    /// Runs `f` with call expression `id` on the site stack, so the layers it adds record it.
+    fn at_site<T>(&mut self, id: ExprId, f: impl FnOnce(&mut Self) -> T) -> T {
+        self.sites.push(id);
+        let r = f(self);
+        self.sites.pop();
+        r
     }
 
     /// Reports a diagnostic, noting the block call site it was reached through.
@@ -270,23 +281,20 @@ impl<'a> ModelChecker<'a> {
                                 "a value cannot take an input",
                             )
                             .with_help(format!(
-                                "to join two values use `concat(a, {name})` or `add(a, {name})`"
+                                "to join two values use `{}(a, {name})` or `{}(a, {name})`",
+                                crate::ops::merge::CONCAT.name,
+                                crate::ops::merge::ADD.name
                             )),
                         );
                         return None;
                     }
-                    self.call(
-                        &ast::Ident { name: name.clone(), span: e.span.clone() },
-                        &[],
-                        &e.span,
-                        Some(input),
-                        env,
-                        params,
-                        scope,
-                    )
+                    let callee = ast::Ident { name: name.clone(), span: e.span.clone() };
+                    self.at_site(e.id, |c| c.call(&callee, &[], &e.span, Some(input), env, params, scope))
                 }
             },
-            ExprKind::Call { name, args } => self.call(name, args, &e.span, piped, env, params, scope),
+            ExprKind::Call { name, args } => {
+                self.at_site(e.id, |c| c.call(name, args, &e.span, piped, env, params, scope))
+            }
             ExprKind::Binary { .. } if e.repetition().is_some() => {
                 let (repeated, count) = e.repetition()?;
                 self.repeat(repeated, count, &e.span, piped, env, params, scope)
@@ -299,7 +307,11 @@ impl<'a> ModelChecker<'a> {
                     (_, ExprKind::Call { name, .. }) if *op == ast::BinOp::Mul => {
                         format!("to repeat a call, write the count after it: `{}(...) * N`", name.name)
                     }
-                    _ => "use `add(a, b)` or `sub(a, b)` to combine values".to_string(),
+                    _ => format!(
+                        "use `{}(a, b)` or `{}(a, b)` to combine values",
+                        crate::ops::merge::ADD.name,
+                        crate::ops::merge::SUB.name
+                    ),
                 };
                 self.report(
                     Diagnostic::error(

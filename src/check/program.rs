@@ -3,9 +3,9 @@
 //! This is what `ir` lowers and what `check --format json` prints.
 
 use crate::ops::{Op, Shape};
+use crate::syntax::ast::{ExprId, SourceMap};
 use serde::Serialize;
 
-/// A byte range into the source file.
 /// A byte range into the source (the one span type, defined with the diagnostics).
 pub use crate::diag::Span;
 
@@ -17,6 +17,23 @@ pub struct Program {
     /// Whether `optimizer` was written in the file.
     pub optimizer_given: bool,
     pub train: Option<TrainSpec>,
+    /// Where the file's expressions are written. Private to `check`, which also makes a
+    /// `Program` something only the checker builds.
+    #[serde(skip)]
+    pub(in crate::check) source_map: SourceMap,
+}
+
+impl Program {
+    /// Where `layer` is written: its own call (inside the block body for a block's layer).
+    pub fn span_of(&self, layer: &Layer) -> Span {
+        layer.origin.last().map_or(0..0, |&id| self.source_map.span(id))
+    }
+
+    /// The layers that call expression `id` produced: the layer of a layer call, or every
+    /// layer of a block call (all instances of a repeated call), in evaluation order.
+    pub fn layers_from(&self, id: ExprId) -> impl Iterator<Item = (usize, &Layer)> {
+        self.model.layers.iter().enumerate().filter(move |(_, l)| l.origin.contains(&id))
+    }
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -65,8 +82,10 @@ pub struct Layer {
     pub flops: u64,
     /// Fixed starting weights from `init`, already in the full parameter shape `[out, in, k...]`.
     pub init: Option<Init>,
+    /// The call expressions this layer came from, outermost first (a block call, the calls
+    /// inside it, ..., the layer's own call); spans via [`Program::span_of`].
     #[serde(skip)]
-    pub span: Span,
+    pub origin: Vec<ExprId>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]

@@ -171,7 +171,8 @@ impl ModelChecker<'_> {
         if let Some(s) = suggestion {
             d = d.with_help(format!("did you mean `{s}`?"));
         } else {
-            d = d.with_help(format!("bind it first, e.g. `{name} = x -> conv(8, kernel=3)`"));
+            let conv = crate::ops::conv::CONV.name;
+            d = d.with_help(format!("bind it first, e.g. `{name} = x -> {conv}(8, kernel=3)`"));
         }
         self.report(d);
         None

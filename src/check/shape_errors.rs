@@ -106,7 +106,9 @@ pub(super) fn shape_error(op: &Op, e: ShapeError, inputs: &[TVal], attrs: &Attrs
             .with_label(a.span.clone(), format!("this is {}", fmt_shape(&first)))
             .with_label(b.span.clone(), format!("this is {}", fmt_shape(&other)))
             .with_help(format!(
-                "the {what}s must agree; resize one side (pooling, upsample, upconv, or padding)"
+                "the {what}s must agree; resize one side (pooling, {}, {}, or padding)",
+                crate::ops::upsample::UPSAMPLE.name,
+                crate::ops::conv::UPCONV.name
             ))
         }
         ShapeError::Channels { attr, channels, value } => from(Diagnostic::error(

@@ -277,3 +277,34 @@ fn not_utf8_is_located() {
     assert_eq!(out.diagnostics[0].code, codes::NOT_UTF8);
     assert_eq!(out.diagnostics[0].primary.span.start, 24);
 }
+
+/// Each layer records the call expressions it came from; the side table gives their text.
+#[test]
+fn layers_find_their_source_through_expression_ids() {
+    let src = "block cbr(c) = conv(c, kernel=3) -> relu\n\nmodel m {\n    input x: [1, 16, 16]\n    a = x -> cbr(4) * 2\n    b = a -> conv(1, kernel=1)\n    output b\n}\n";
+    let out = check_source(src);
+    let p = out.program.unwrap_or_else(|| panic!("{:#?}", out.diagnostics));
+    let own: Vec<(String, &str)> =
+        p.model.layers.iter().map(|l| (l.name.clone(), &src[p.span_of(l)])).collect();
+    assert_eq!(
+        own,
+        [
+            ("a.cbr0.conv0", "conv(c, kernel=3)"),
+            ("a.cbr0.relu0", "relu"),
+            ("a.cbr1.conv0", "conv(c, kernel=3)"),
+            ("a.cbr1.relu0", "relu"),
+            ("b.conv0", "conv(1, kernel=1)"),
+        ]
+        .map(|(n, t)| (n.to_string(), t))
+    );
+    // The outermost origin of a block's layers is the block call in the model.
+    let outer: Vec<&str> = p.model.layers.iter().map(|l| &src[p.source_map.span(l.origin[0])]).collect();
+    assert_eq!(outer, ["cbr(4)", "cbr(4)", "cbr(4)", "cbr(4)", "conv(1, kernel=1)"]);
+    let file = crate::syntax::parse(src).0;
+    let ast::Item::Model(m) = &file.items[1] else { panic!("not a model") };
+    let ast::Stmt::Bind { value, .. } = &m.stmts[1] else { panic!("not a binding") };
+    let ast::ExprKind::Pipe(terms) = &value.kind else { panic!("not a pipe") };
+    let ast::ExprKind::Binary { lhs: call, .. } = &terms[1].kind else { panic!("not a repetition") };
+    let from_call: Vec<usize> = p.layers_from(call.id).map(|(i, _)| i).collect();
+    assert_eq!(from_call, [0, 1, 2, 3], "both instances of the repeated call");
+}

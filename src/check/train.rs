@@ -346,7 +346,11 @@ pub fn check_train(
                 kv.value.span.clone(),
                 "needs a flat output [K]",
             )
-            .with_help("end the model with `flatten -> dense(K)` for K classes, or use loss = mse or mae"),
+            .with_help(format!(
+                "end the model with `{} -> {}(K)` for K classes, or use loss = mse or mae",
+                crate::ops::dense::FLATTEN.name,
+                crate::ops::dense::DENSE.name
+            )),
         );
     }
     if diags.len() != before {

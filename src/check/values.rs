@@ -108,10 +108,10 @@ mod tests {
     use crate::syntax::ast::Expr;
 
     fn int(v: i64) -> Expr {
-        Expr { kind: ExprKind::Int(v), span: 0..1 }
+        Expr::new(ExprKind::Int(v), 0..1)
     }
     fn bin(op: BinOp, a: Expr, b: Expr) -> Expr {
-        Expr { kind: ExprKind::Binary { op, lhs: Box::new(a), rhs: Box::new(b) }, span: 0..1 }
+        Expr::new(ExprKind::Binary { op, lhs: Box::new(a), rhs: Box::new(b) }, 0..1)
     }
 
     #[test]
@@ -127,7 +127,7 @@ mod tests {
     fn parameters_are_substituted() {
         let mut p = BlockArgs::new();
         p.insert("c".into(), Value::Int(8));
-        let e = bin(BinOp::Mul, int(2), Expr { kind: ExprKind::Ident("c".into()), span: 0..1 });
+        let e = bin(BinOp::Mul, int(2), Expr::new(ExprKind::Ident("c".into()), 0..1));
         assert_eq!(eval(&e, &p).unwrap(), Value::Int(16));
     }
 }

@@ -255,7 +255,7 @@ impl GraphBuilder {
                     node("LeakyRelu", name, ins, name, vec![float("alpha", slope)])
                 }
                 Activation::Silu => {
-                    let sigmoid = format!("{name}.sigmoid");
+                    let sigmoid = format!("{name}.gate");
                     self.nodes.push(node("Sigmoid", &sigmoid, ins.clone(), &sigmoid, vec![]));
                     ins.push(sigmoid);
                     node("Mul", name, ins, name, vec![])

@@ -5,6 +5,8 @@
 use super::codegen::{Epilogue, Geometry};
 use super::linear::{LinearKind, Src};
 use super::{JitModel, Step};
+use crate::ops::Op;
+use crate::ops::activation::{self, Activation};
 use std::fmt::Write;
 
 fn geometry(g: &Geometry) -> String {
@@ -15,12 +17,15 @@ fn geometry(g: &Geometry) -> String {
 }
 
 fn epilogue(e: Epilogue) -> String {
+    const RELU: &str = activation::RELU.name;
+    let leaky = Op::Activation(Activation::LeakyRelu { slope: 0.0 });
+    let leaky = leaky.kind();
     match e {
         Epilogue::None => String::new(),
-        Epilogue::Relu => ", then relu".into(),
-        Epilogue::LeakyRelu(s) => format!(", then leaky_relu {s}"),
-        Epilogue::ReluMask => ", times relu' of the mask".into(),
-        Epilogue::LeakyMask(s) => format!(", times leaky_relu' {s} of the mask"),
+        Epilogue::Relu => format!(", then {RELU}"),
+        Epilogue::LeakyRelu(s) => format!(", then {leaky} {s}"),
+        Epilogue::ReluMask => format!(", times {RELU}' of the mask"),
+        Epilogue::LeakyMask(s) => format!(", times {leaky}' {s} of the mask"),
     }
 }
 

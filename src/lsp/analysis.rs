@@ -56,8 +56,8 @@ impl<'a> Body<'a> {
 enum Target<'a> {
     /// A name being bound or declared (`e1` in `e1 = ...`, `x` in `input x`).
     Def { name: &'a Ident, body: Body<'a> },
-    /// A name used in an expression.
-    Ref { name: &'a str, span: Span, body: Body<'a> },
+    /// A name used in an expression (`expr` is that name's expression).
+    Ref { name: &'a str, expr: &'a Expr, body: Body<'a> },
     /// A call, on its name.
     Call { expr: &'a Expr, name: &'a Ident, binding: Option<&'a str>, body: Body<'a> },
     /// The name of a block definition.
@@ -126,7 +126,7 @@ fn in_expr<'a>(e: &'a Expr, binding: Option<&'a str>, body: Body<'a>, offset: us
         return None;
     }
     match &e.kind {
-        ExprKind::Ident(n) => Some(Target::Ref { name: n, span: e.span.clone(), body }),
+        ExprKind::Ident(n) => Some(Target::Ref { name: n, expr: e, body }),
         ExprKind::Call { name, args } => {
             if contains(&name.span, offset) {
                 return Some(Target::Call { expr: e, name, binding, body });
@@ -190,13 +190,13 @@ pub fn hover(a: &Analysis, offset: usize) -> Option<(String, Span)> {
         Target::Def { name, body } => {
             Some((value_hover(a, &name.name, body) + &no_shapes(), name.span.clone()))
         }
-        Target::Ref { name, span, body } => {
+        Target::Ref { name, expr, body } => {
+            let span = expr.span.clone();
             if resolve(name, body).is_none() {
                 // A layer written without parentheses (`-> relu`) is a call too.
                 Callee::find(name)?;
                 let ident = Ident { name: name.to_string(), span: span.clone() };
-                let expr = Expr { kind: ExprKind::Ident(name.to_string()), span: span.clone() };
-                return Some((call_hover(a, &expr, &ident, None, body) + &no_shapes(), span));
+                return Some((call_hover(a, expr, &ident, None, body) + &no_shapes(), span));
             }
             Some((value_hover(a, name, body) + &no_shapes(), span))
         }
@@ -247,24 +247,15 @@ fn block_signature(a: &Analysis, b: &ast::Block) -> String {
 
 fn call_hover(a: &Analysis, expr: &Expr, name: &Ident, binding: Option<&str>, body: Body) -> String {
     let n = name.name.as_str();
-    let layers: Vec<(usize, &Layer)> = a
-        .program()
-        .map(|p| p.model.layers.iter().enumerate().filter(|(_, l)| l.span == expr.span).collect())
-        .unwrap_or_default();
+    let layers: Vec<(usize, &Layer)> =
+        a.program().map(|p| p.layers_from(expr.id).collect()).unwrap_or_default();
     if let Some(b) = block_named(&a.file, n) {
         let mut s = block_signature(a, b);
         if let (Some(p), Some(binding), Body::Model(_)) = (a.program(), binding, body) {
             // The k-th call of this block in the binding is `{binding}.{block}{k}`; a repeated
             // call is several instances, shown together.
             let instances = block_call_instances(&a.file, binding, n, expr.span.start);
-            let prefixes: Vec<String> = instances.iter().map(|k| format!("{binding}.{n}{k}.")).collect();
-            let inner: Vec<(usize, &Layer)> = p
-                .model
-                .layers
-                .iter()
-                .enumerate()
-                .filter(|(_, l)| prefixes.iter().any(|pre| l.name.starts_with(pre.as_str())))
-                .collect();
+            let inner: Vec<(usize, &Layer)> = p.layers_from(expr.id).collect();
             if let (Some(first), Some(last), true) =
                 (instances.first(), instances.last(), instances.len() > 1)
             {

@@ -22,7 +22,7 @@ pub struct Flatten;
 // language's order of layers, which completion and did-you-mean follow.
 impl Layers for Dense {
     const LAYERS: &'static [LayerDef] = &[
-        FLATTEN,
+        FLATTEN_DEF,
         LayerDef {
             name: "dense",
             takes: Takes::One,
@@ -45,7 +45,11 @@ impl Layers for Flatten {
     const LAYERS: &'static [LayerDef] = &[];
 }
 
-const FLATTEN: LayerDef = LayerDef {
+/// `flatten` and `dense`, for help texts that show how to end a classifier.
+pub const FLATTEN: &LayerDef = &FLATTEN_DEF;
+pub const DENSE: &LayerDef = &<Dense as Layers>::LAYERS[1];
+
+const FLATTEN_DEF: LayerDef = LayerDef {
     name: "flatten",
     takes: Takes::One,
     positional: &[],

@@ -52,8 +52,11 @@ impl Layers for Sub {
         &[merge("sub", "element-wise difference of two values of equal shape", |_, _| Ok(Op::Sub))];
 }
 
-/// `concat`, for expansions that build it (the built-in `unet`).
+/// `concat`, for expansions that build it (the built-in `unet`) and help texts.
 pub const CONCAT: &LayerDef = &<Concat as Layers>::LAYERS[0];
+/// `add` and `sub`, for help texts.
+pub const ADD: &LayerDef = &<Add as Layers>::LAYERS[0];
+pub const SUB: &LayerDef = &<Sub as Layers>::LAYERS[0];
 
 /// Merges see what any of their inputs sees.
 fn merged_reach(inputs: &[Reach]) -> Reach {

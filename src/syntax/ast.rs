@@ -8,6 +8,84 @@ pub struct File {
     pub items: Vec<Item>,
     /// What the lines that failed to parse would have bound and used.
     pub unparsed: Unparsed,
+    /// Where each expression of the file is written, by [`ExprId`].
+    pub source_map: SourceMap,
+}
+
+/// Identity of one expression of the file, numbered by the parser in source order (pre-order).
+/// Later stages record which call expressions produced a layer, so the language server and
+/// diagnostics find a layer's source through this id and the [`SourceMap`], never by comparing
+/// spans or names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ExprId(u32);
+
+impl ExprId {
+    /// An expression not written in the file (made by the checker or a tool).
+    pub const NONE: ExprId = ExprId(u32::MAX);
+}
+
+/// The side table from [`ExprId`] to the expression's span in the source.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SourceMap {
+    spans: Vec<Span>,
+}
+
+impl SourceMap {
+    /// The span of expression `id` (`0..0` for [`ExprId::NONE`] or an id of another file).
+    pub fn span(&self, id: ExprId) -> Span {
+        self.spans.get(id.0 as usize).cloned().unwrap_or(0..0)
+    }
+
+    /// Numbers every expression of `items` in source order and records its span.
+    pub(crate) fn number(items: &mut [Item]) -> SourceMap {
+        let mut map = SourceMap::default();
+        let stmts = |map: &mut SourceMap, stmts: &mut [Stmt]| {
+            for st in stmts {
+                match st {
+                    Stmt::Input { shape, .. } => shape.iter_mut().for_each(|e| map.visit(e)),
+                    Stmt::Bind { value, .. } => map.visit(value),
+                    Stmt::Output { values, .. } => values.iter_mut().for_each(|e| map.visit(e)),
+                }
+            }
+        };
+        for item in items {
+            match item {
+                Item::Model(m) => stmts(&mut map, &mut m.stmts),
+                Item::Block(b) => {
+                    b.params.iter_mut().filter_map(|p| p.default.as_mut()).for_each(|e| map.visit(e));
+                    match &mut b.body {
+                        BlockBody::Short(e) => map.visit(e),
+                        BlockBody::Long(body) => stmts(&mut map, body),
+                    }
+                }
+                Item::Optimizer(Optimizer { entries, .. }) | Item::Train(Train { entries, .. }) => {
+                    entries.iter_mut().for_each(|kv| map.visit(&mut kv.value))
+                }
+            }
+        }
+        map
+    }
+
+    fn visit(&mut self, e: &mut Expr) {
+        e.id = ExprId(u32::try_from(self.spans.len()).unwrap_or(u32::MAX - 1));
+        self.spans.push(e.span.clone());
+        match &mut e.kind {
+            ExprKind::Int(_)
+            | ExprKind::Float(_)
+            | ExprKind::Str(_)
+            | ExprKind::Bool(_)
+            | ExprKind::Ident(_) => {}
+            ExprKind::List(items) | ExprKind::Tuple(items) | ExprKind::Pipe(items) => {
+                items.iter_mut().for_each(|e| self.visit(e))
+            }
+            ExprKind::Call { args, .. } => args.iter_mut().for_each(|a| self.visit(&mut a.value)),
+            ExprKind::Binary { lhs, rhs, .. } => {
+                self.visit(lhs);
+                self.visit(rhs);
+            }
+            ExprKind::Neg(e) | ExprKind::Group(e) => self.visit(e),
+        }
+    }
 }
 
 /// Names from lines that failed to parse (each already has its syntax error). The checker
@@ -107,6 +185,15 @@ pub struct KeyValue {
 pub struct Expr {
     pub kind: ExprKind,
     pub span: Span,
+    /// This expression's identity (see [`SourceMap`]).
+    pub id: ExprId,
+}
+
+impl Expr {
+    /// An expression not yet numbered (the parser numbers the whole file at the end).
+    pub fn new(kind: ExprKind, span: Span) -> Expr {
+        Expr { kind, span, id: ExprId::NONE }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -192,6 +279,7 @@ const NO_SPAN: Span = 0..0;
 impl ClearSpans for File {
     fn clear_spans(&mut self) {
         self.items.iter_mut().for_each(ClearSpans::clear_spans);
+        self.source_map = SourceMap::default();
     }
 }
 
@@ -267,6 +355,7 @@ impl ClearSpans for Stmt {
 impl ClearSpans for Expr {
     fn clear_spans(&mut self) {
         self.span = NO_SPAN;
+        self.id = ExprId::NONE;
         match &mut self.kind {
             ExprKind::Int(_)
             | ExprKind::Float(_)

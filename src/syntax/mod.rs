@@ -27,14 +27,20 @@ pub const MAX_SOURCE: usize = 16 << 20;
 pub fn parse(source: &str) -> (File, Vec<Diagnostic>) {
     let mut diags = vec![];
     if let Some(d) = check_limits(source) {
-        return (File { items: vec![], unparsed: Unparsed::default() }, vec![d]);
+        return (
+            File { items: vec![], unparsed: Unparsed::default(), source_map: SourceMap::default() },
+            vec![d],
+        );
     }
     // Bounds pest's work on pathological inputs (it reports an error instead of running long).
     pest::set_call_limit(std::num::NonZeroUsize::new(20_000_000));
     let pairs = match GeonetParser::parse(Rule::file, source) {
         Ok(p) => p,
         Err(e) => {
-            return (File { items: vec![], unparsed: Unparsed::default() }, vec![pest_error(e, 0, source)]);
+            return (
+                File { items: vec![], unparsed: Unparsed::default(), source_map: SourceMap::default() },
+                vec![pest_error(e, 0, source)],
+            );
         }
     };
     let mut items = vec![];
@@ -83,7 +89,8 @@ pub fn parse(source: &str) -> (File, Vec<Diagnostic>) {
             previous_end = Some(item_span(last).end);
         }
     }
-    (File { items, unparsed }, diags)
+    let source_map = SourceMap::number(&mut items);
+    (File { items, unparsed, source_map }, diags)
 }
 
 fn check_limits(source: &str) -> Option<Diagnostic> {
@@ -449,14 +456,14 @@ impl Builder<'_> {
             Rule::expr => {
                 let mut terms: Vec<Expr> = p.into_inner().map(|t| self.expr(t)).collect();
                 if terms.len() == 1 {
-                    terms.pop().unwrap_or(Expr { kind: ExprKind::Tuple(vec![]), span: sp })
+                    terms.pop().unwrap_or(Expr::new(ExprKind::Tuple(vec![]), sp))
                 } else {
-                    Expr { kind: ExprKind::Pipe(terms), span: sp }
+                    Expr::new(ExprKind::Pipe(terms), sp)
                 }
             }
             Rule::sum | Rule::product => {
                 let mut it = p.into_inner();
-                let Some(first) = it.next() else { return Expr { kind: ExprKind::Tuple(vec![]), span: sp } };
+                let Some(first) = it.next() else { return Expr::new(ExprKind::Tuple(vec![]), sp) };
                 let mut acc = self.expr(first);
                 while let (Some(op), Some(rhs)) = (it.next(), it.next()) {
                     let op = match op.as_str().trim() {
@@ -467,8 +474,7 @@ impl Builder<'_> {
                     };
                     let rhs = self.expr(rhs);
                     let span = acc.span.start..rhs.span.end;
-                    acc =
-                        Expr { kind: ExprKind::Binary { op, lhs: Box::new(acc), rhs: Box::new(rhs) }, span };
+                    acc = Expr::new(ExprKind::Binary { op, lhs: Box::new(acc), rhs: Box::new(rhs) }, span);
                 }
                 acc
             }
@@ -476,11 +482,11 @@ impl Builder<'_> {
                 let parts: Vec<Pair<Rule>> = p.into_inner().collect();
                 let negs = parts.iter().filter(|q| q.as_rule() == Rule::neg).count();
                 let Some(atom) = parts.into_iter().find(|q| q.as_rule() != Rule::neg) else {
-                    return Expr { kind: ExprKind::Tuple(vec![]), span: sp };
+                    return Expr::new(ExprKind::Tuple(vec![]), sp);
                 };
                 let mut e = self.expr(atom);
                 for _ in 0..negs {
-                    e = Expr { kind: ExprKind::Neg(Box::new(e)), span: sp.clone() };
+                    e = Expr::new(ExprKind::Neg(Box::new(e)), sp.clone());
                 }
                 // `-5` is a number, not an operation: fold it so attribute values stay literal.
                 fold_negative_literal(e)
@@ -515,7 +521,7 @@ impl Builder<'_> {
                         }
                     }
                 };
-                Expr { kind, span: sp }
+                Expr::new(kind, sp)
             }
             Rule::string => {
                 let raw = p.into_inner().next().map(|q| q.as_str()).unwrap_or("");
@@ -545,13 +551,11 @@ impl Builder<'_> {
                         None => {}
                     }
                 }
-                Expr { kind: ExprKind::Str(out), span: sp }
+                Expr::new(ExprKind::Str(out), sp)
             }
-            Rule::boolean => Expr { kind: ExprKind::Bool(p.as_str() == "true"), span: sp },
-            Rule::ident => Expr { kind: ExprKind::Ident(p.as_str().to_string()), span: sp },
-            Rule::list => {
-                Expr { kind: ExprKind::List(p.into_inner().map(|e| self.expr(e)).collect()), span: sp }
-            }
+            Rule::boolean => Expr::new(ExprKind::Bool(p.as_str() == "true"), sp),
+            Rule::ident => Expr::new(ExprKind::Ident(p.as_str().to_string()), sp),
+            Rule::list => Expr::new(ExprKind::List(p.into_inner().map(|e| self.expr(e)).collect()), sp),
             Rule::group => {
                 let mut it = p.into_inner();
                 let first = it.next().map(|e| self.expr(e));
@@ -559,10 +563,10 @@ impl Builder<'_> {
                     (Some(first), Some(tail)) => {
                         let mut items = vec![first];
                         items.extend(tail.into_inner().map(|e| self.expr(e)));
-                        Expr { kind: ExprKind::Tuple(items), span: sp }
+                        Expr::new(ExprKind::Tuple(items), sp)
                     }
-                    (Some(first), None) => Expr { kind: ExprKind::Group(Box::new(first)), span: sp },
-                    (None, _) => Expr { kind: ExprKind::Tuple(vec![]), span: sp },
+                    (Some(first), None) => Expr::new(ExprKind::Group(Box::new(first)), sp),
+                    (None, _) => Expr::new(ExprKind::Tuple(vec![]), sp),
                 }
             }
             Rule::call => {
@@ -579,17 +583,16 @@ impl Builder<'_> {
                                 let name = parts.pop().map(ident);
                                 Arg {
                                     name,
-                                    value: value
-                                        .unwrap_or(Expr { kind: ExprKind::Tuple(vec![]), span: asp.clone() }),
+                                    value: value.unwrap_or(Expr::new(ExprKind::Tuple(vec![]), asp.clone())),
                                     span: asp,
                                 }
                             })
                             .collect()
                     })
                     .unwrap_or_default();
-                Expr { kind: ExprKind::Call { name, args }, span: sp }
+                Expr::new(ExprKind::Call { name, args }, sp)
             }
-            _ => Expr { kind: ExprKind::Tuple(vec![]), span: sp },
+            _ => Expr::new(ExprKind::Tuple(vec![]), sp),
         }
     }
 }
@@ -601,11 +604,11 @@ fn fold_negative_literal(e: Expr) -> Expr {
             let kind = match inner.kind {
                 ExprKind::Int(v) => ExprKind::Int(v.wrapping_neg()),
                 ExprKind::Float(v) => ExprKind::Float(-v),
-                other => ExprKind::Neg(Box::new(Expr { kind: other, span: inner.span })),
+                other => ExprKind::Neg(Box::new(Expr::new(other, inner.span))),
             };
-            Expr { kind, span: e.span }
+            Expr::new(kind, e.span)
         }
-        kind => Expr { kind, span: e.span },
+        kind => Expr::new(kind, e.span),
     }
 }
 

@@ -147,7 +147,7 @@ pub fn check_weights(
                 let mut d = Diagnostic::error(
                     codes::WEIGHTS_MISSING,
                     format!("{file} has no tensor `{}{}`", prefix, n.name),
-                    layer.span.clone(),
+                    program.span_of(layer),
                     format!("`{}` needs a {} {}", layer.name, n.role.suffix(), fmt_shape(&n.shape)),
                 );
                 let similar = extra
@@ -186,7 +186,7 @@ pub fn check_weights(
                         format!("this layer's {}", n.role.suffix()),
                     )
                 };
-                let mut d = Diagnostic::error(codes::WEIGHTS_SHAPE, message, layer.span.clone(), label);
+                let mut d = Diagnostic::error(codes::WEIGHTS_SHAPE, message, program.span_of(layer), label);
                 if let Some(h) = shape_help(&layer.op, n, shape) {
                     d = d.with_help(h);
                 }
@@ -206,7 +206,7 @@ pub fn check_weights(
                     fmt_shape(shape),
                     layer.name
                 ),
-                layer.span.clone(),
+                program.span_of(layer),
                 format!("`{}` has no such tensor", layer.name),
             )
             .with_help(
