@@ -1,19 +1,10 @@
 //! `geonetc check` through the binary: exit codes 0/1/2, streams, JSON on errors too.
 
-use std::process::Command;
+// Only the binary runner of the shared helpers is used here.
+#[allow(dead_code)]
+mod common;
+use common::geonetc;
 
-fn geonetc(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_geonetc"))
-        .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .expect("run geonetc");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into(),
-        String::from_utf8_lossy(&out.stderr).into(),
-    )
-}
 
 #[test]
 fn success_prints_the_table_and_exits_0() {

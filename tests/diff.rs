@@ -1,10 +1,14 @@
 //! `geonetc diff`: snapshot tests on pairs of examples (read every `.snap` before accepting),
 //! exit codes as diff(1), and the copies that must diff as equal (formatted, bindings renamed).
 
+// Only the binary runner of the shared helpers is used here.
+#[allow(dead_code)]
+mod common;
+use common::geonetc;
+
 use geonetc::check::check_source;
 use geonetc::diff::{Change, diff, to_table};
 use std::path::Path;
-use std::process::Command;
 
 fn example(name: &str) -> String {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples").join(name);
@@ -159,19 +163,6 @@ fn dncnn_against_the_trace_denoiser() {
         "trace_denoiser.geonet",
     );
     insta::assert_snapshot!(t);
-}
-
-fn geonetc(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_geonetc"))
-        .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .expect("run geonetc");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into(),
-        String::from_utf8_lossy(&out.stderr).into(),
-    )
 }
 
 #[test]

@@ -69,22 +69,7 @@ impl SourceMap {
     fn visit(&mut self, e: &mut Expr) {
         e.id = ExprId(u32::try_from(self.spans.len()).unwrap_or(u32::MAX - 1));
         self.spans.push(e.span.clone());
-        match &mut e.kind {
-            ExprKind::Int(_)
-            | ExprKind::Float(_)
-            | ExprKind::Str(_)
-            | ExprKind::Bool(_)
-            | ExprKind::Ident(_) => {}
-            ExprKind::List(items) | ExprKind::Tuple(items) | ExprKind::Pipe(items) => {
-                items.iter_mut().for_each(|e| self.visit(e))
-            }
-            ExprKind::Call { args, .. } => args.iter_mut().for_each(|a| self.visit(&mut a.value)),
-            ExprKind::Binary { lhs, rhs, .. } => {
-                self.visit(lhs);
-                self.visit(rhs);
-            }
-            ExprKind::Neg(e) | ExprKind::Group(e) => self.visit(e),
-        }
+        e.for_each_child_mut(|c| self.visit(c));
     }
 }
 
@@ -193,6 +178,26 @@ impl Expr {
     /// An expression not yet numbered (the parser numbers the whole file at the end).
     pub fn new(kind: ExprKind, span: Span) -> Expr {
         Expr { kind, span, id: ExprId::NONE }
+    }
+
+    /// Calls `f` on each direct sub-expression, in source order.
+    pub fn for_each_child_mut(&mut self, mut f: impl FnMut(&mut Expr)) {
+        match &mut self.kind {
+            ExprKind::Int(_)
+            | ExprKind::Float(_)
+            | ExprKind::Str(_)
+            | ExprKind::Bool(_)
+            | ExprKind::Ident(_) => {}
+            ExprKind::List(items) | ExprKind::Tuple(items) | ExprKind::Pipe(items) => {
+                items.iter_mut().for_each(f)
+            }
+            ExprKind::Call { args, .. } => args.iter_mut().for_each(|a| f(&mut a.value)),
+            ExprKind::Binary { lhs, rhs, .. } => {
+                f(lhs);
+                f(rhs);
+            }
+            ExprKind::Neg(e) | ExprKind::Group(e) => f(e),
+        }
     }
 }
 
@@ -356,28 +361,13 @@ impl ClearSpans for Expr {
     fn clear_spans(&mut self) {
         self.span = NO_SPAN;
         self.id = ExprId::NONE;
-        match &mut self.kind {
-            ExprKind::Int(_)
-            | ExprKind::Float(_)
-            | ExprKind::Str(_)
-            | ExprKind::Bool(_)
-            | ExprKind::Ident(_) => {}
-            ExprKind::List(items) | ExprKind::Tuple(items) | ExprKind::Pipe(items) => {
-                items.iter_mut().for_each(ClearSpans::clear_spans)
+        if let ExprKind::Call { name, args } = &mut self.kind {
+            name.clear_spans();
+            for a in args {
+                a.name.iter_mut().for_each(ClearSpans::clear_spans);
+                a.span = NO_SPAN;
             }
-            ExprKind::Call { name, args } => {
-                name.clear_spans();
-                for a in args {
-                    a.name.iter_mut().for_each(ClearSpans::clear_spans);
-                    a.value.clear_spans();
-                    a.span = NO_SPAN;
-                }
-            }
-            ExprKind::Binary { lhs, rhs, .. } => {
-                lhs.clear_spans();
-                rhs.clear_spans();
-            }
-            ExprKind::Neg(e) | ExprKind::Group(e) => e.clear_spans(),
         }
+        self.for_each_child_mut(|e| e.clear_spans());
     }
 }
