@@ -7,6 +7,7 @@ use super::split::{self, Split};
 use crate::check::program::{LossKind, SelfSupervised};
 use crate::ir::Params;
 use crate::ops::loss::{loss, masked_mse};
+use ndarray::ArrayD;
 
 /// The validation split of `dataset`: blocks of traces for patches of one section, a seeded
 /// choice of samples otherwise.
@@ -49,10 +50,14 @@ pub fn describe(split: &Split, fraction: f64, input_snr_db: Option<f64>) -> Stri
     line
 }
 
+/// Below the input's SNR by more than this is "worse" (f32 arithmetic moves an identity's SNR
+/// by far less; both are printed to 0.01 dB).
+const WORSE_DB: f64 = 0.01;
+
 /// The warning when the model's validation SNR is below its noisy input's.
 pub fn worse_than_input(epoch: usize, val_snr_db: Option<f64>, input_snr_db: Option<f64>) -> Option<String> {
     let (v, i) = (val_snr_db?, input_snr_db?);
-    (v < i || v.is_nan()).then(|| {
+    (v < i - WORSE_DB || v.is_nan()).then(|| {
         format!(
             "warning: after epoch {epoch} the model makes validation worse than its input: SNR {} against the noisy input's {}",
             super::train::fmt_snr(v),
@@ -74,12 +79,15 @@ pub struct Validation<'a> {
     pub seed: u64,
 }
 
+/// The model's first output for one batch, in inference mode.
+pub type Forward<'f> = dyn FnMut(&mut Params, ArrayD<f64>) -> Result<ArrayD<f64>, String> + 'f;
+
 /// Validation loss and SNR over the held-out samples, in inference mode, on the fixed noise
 /// draw. Self-supervised: the loss is the masked mse on masks fixed by the seed (the same every
 /// epoch), the SNR that of the unmasked input's output against the clean reference.
 pub fn validate(
     v: &Validation,
-    forward: &mut dyn FnMut(&mut Params, ndarray::ArrayD<f64>) -> Result<ndarray::ArrayD<f64>, String>,
+    forward: &mut Forward,
     params: &mut Params,
 ) -> Result<(Option<f64>, Option<f64>), String> {
     if v.idx.is_empty() {
