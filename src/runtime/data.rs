@@ -322,11 +322,25 @@ pub fn segy(
     let f = crate::seismic::segy::SeismicFile::open(path).map_err(|e| e.to_string())?;
     // [samples (time), traces]
     let section = f.section().map_err(|e| e.to_string())?.t().mapv(f64::from);
+    section_patches(section, path, model_in, patch, step, noise, seed)
+}
+
+/// Patches of a section `[samples (time), traces]` read from `path`, as [`segy`] cuts them
+/// (also a 2-D `.npy` section for self-supervised training, laid out as `infer` reads it).
+pub fn section_patches(
+    section: ndarray::Array2<f64>,
+    path: &Path,
+    model_in: &[usize],
+    patch: Option<&[usize]>,
+    step: Option<&[usize]>,
+    noise: f64,
+    seed: u64,
+) -> Result<Dataset, String> {
     let scale = rms(&section.clone().into_dyn());
     let section = section / if scale > 0.0 { scale } else { 1.0 };
     if model_in.first() != Some(&1) {
         return Err(format!(
-            "{}: SEG-Y data has one channel; the model takes {:?}",
+            "{}: a section has one channel; the model takes {:?}",
             path.display(),
             model_in
         ));

@@ -158,9 +158,16 @@ pub fn load_data(program: &Program, base_dir: &Path) -> Result<Dataset, TrainErr
         DataSpec::Npy { input, target: None } => {
             // Self-supervised on noisy arrays alone: the inputs are their own (masked) targets,
             // and there is no clean reference to score against.
+            // A 2-D array is one section `[time, traces]` (as `infer` reads it), cut into patches.
             let x = base_dir.join(input);
-            let ds = data::npy(&x, &x, in_shape, out_shape).map_err(TrainError::Io)?;
-            data::check_values(&ds.inputs, &x).map_err(TrainError::Io)?;
+            let array = data::read_npy(&x).map_err(TrainError::Io)?;
+            data::check_values(&array, &x).map_err(TrainError::Io)?;
+            let ds = match array.into_dimensionality::<ndarray::Ix2>() {
+                Ok(section) if in_shape.len() == 3 => {
+                    data::section_patches(section, &x, in_shape, None, None, 0.0, 0).map_err(TrainError::Io)?
+                }
+                _ => data::npy(&x, &x, in_shape, out_shape).map_err(TrainError::Io)?,
+            };
             (Dataset { clean_targets: false, ..ds }, x.display().to_string())
         }
         DataSpec::Npy { input, target: Some(target) } => {
