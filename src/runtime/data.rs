@@ -339,11 +339,7 @@ pub fn section_patches(
     let scale = rms(&section.clone().into_dyn());
     let section = section / if scale > 0.0 { scale } else { 1.0 };
     if model_in.first() != Some(&1) {
-        return Err(format!(
-            "{}: a section has one channel; the model takes {:?}",
-            path.display(),
-            model_in
-        ));
+        return Err(format!("{}: a section has one channel; the model takes {:?}", path.display(), model_in));
     }
     let spatial = &model_in[1..];
     let patch: Vec<usize> = patch.map_or_else(|| spatial.to_vec(), <[usize]>::to_vec);

@@ -164,7 +164,8 @@ pub fn load_data(program: &Program, base_dir: &Path) -> Result<Dataset, TrainErr
             data::check_values(&array, &x).map_err(TrainError::Io)?;
             let ds = match array.into_dimensionality::<ndarray::Ix2>() {
                 Ok(section) if in_shape.len() == 3 => {
-                    data::section_patches(section, &x, in_shape, None, None, 0.0, 0).map_err(TrainError::Io)?
+                    data::section_patches(section, &x, in_shape, None, None, 0.0, 0)
+                        .map_err(TrainError::Io)?
                 }
                 _ => data::npy(&x, &x, in_shape, out_shape).map_err(TrainError::Io)?,
             };
