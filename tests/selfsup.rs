@@ -304,3 +304,23 @@ fn blindspot_training_on_noisy_data_alone_denoises() {
     let output = snr(&out, "val SNR ");
     assert!(output > input + 1.0, "blind-spot: {output} dB vs the input's {input} dB\n{out}\n{err}");
 }
+
+#[test]
+fn a_checkpoint_resumes_only_with_its_own_target() {
+    let dir = tmp("resume-target");
+    let src = "model r {\n  input x: [1, 32]\n  y = x -> conv(2, kernel=3, pad=same) -> relu -> conv(1, kernel=3, pad=same)\n  output y\n}\n\
+               train {\n  data = synthetic(count = 8, noise = 0.5)\n  epochs = 1\n  batch = 4\n}\n";
+    let file = dir.join("r.geonet");
+    std::fs::write(&file, src).unwrap();
+    let geonetc =
+        |args: &[&std::ffi::OsStr]| Command::new(env!("CARGO_BIN_EXE_geonetc")).args(args).output().unwrap();
+    let out = geonetc(&["run".as_ref(), file.as_os_str()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let ckpt = dir.join("r.ckpt.safetensors");
+    let self_supervised = src.replace("  epochs = 1\n", "  epochs = 2\n  target = blindspot()\n");
+    std::fs::write(&file, self_supervised).unwrap();
+    let out = geonetc(&["run".as_ref(), file.as_os_str(), "--resume".as_ref(), ckpt.as_os_str()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("target (checkpoint supervised, now {\"blindspot\""), "{err}");
+}

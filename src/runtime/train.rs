@@ -205,6 +205,9 @@ pub struct Fingerprint {
     pub data: String,
     /// FNV-1a of the checked model (layers, attributes, shapes, `init` values).
     pub model: String,
+    /// The self-supervised target (absent for supervised runs and older checkpoints).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
 }
 
 fn fnv1a(bytes: &[u8]) -> u64 {
@@ -221,6 +224,7 @@ impl Fingerprint {
             batch: t.batch,
             data: json(&t.data),
             model: format!("{:016x}", fnv1a(json(&program.model).as_bytes())),
+            target: t.target.as_ref().map(json),
         })
     }
 
@@ -237,6 +241,8 @@ impl Fingerprint {
         cmp("seed", self.seed.to_string(), now.seed.to_string());
         cmp("batch", self.batch.to_string(), now.batch.to_string());
         cmp("data", self.data.clone(), now.data.clone());
+        let target = |t: &Option<String>| t.clone().unwrap_or_else(|| "supervised".into());
+        cmp("target", target(&self.target), target(&now.target));
         if self.model != now.model {
             out.push("the model's layers".into());
         }
@@ -368,7 +374,9 @@ pub fn train(
         return Ok(report);
     }
     // The training data's RMS travels with the weights: inference scales SEG-Y sections to it.
-    let data_rms = data::rms(if denoising { &dataset.targets } else { &dataset.inputs });
+    // A self-supervised model learned from the noisy inputs: their RMS is what it expects.
+    let supervised_denoiser = denoising && spec.target.is_none();
+    let data_rms = data::rms(if supervised_denoiser { &dataset.targets } else { &dataset.inputs });
     let meta = |epoch: usize| provenance(program, &spec, epoch, data_rms);
     fn note_written(report: &mut TrainReport, p: &Path) {
         if !report.written.iter().any(|w| w == p) {
