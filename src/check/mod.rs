@@ -14,6 +14,7 @@ pub mod program;
 pub mod repeat;
 mod report;
 mod scope;
+pub mod selfsup;
 mod shape_errors;
 pub mod sizes;
 pub mod train;

@@ -121,6 +121,23 @@ pub struct TrainSpec {
     pub seed: u64,
     /// As written; relative to the `.geonet` file. Default: `{model name}.safetensors`.
     pub save: String,
+    /// `target = blindspot(...)` / `blindtrace(...)`: self-supervised training on the noisy
+    /// inputs alone (clean targets, where the source has them, are used only for scoring).
+    /// Left out of the JSON when absent, so supervised runs keep their fingerprints.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target: Option<SelfSupervised>,
+}
+
+/// How self-supervised training masks its inputs (docs/selfsup.md).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SelfSupervised {
+    /// Noise2Void (Krull et al. 2019; seismic: Birnie et al. 2021): a fraction `ratio` of the
+    /// samples is replaced by a random other sample within `radius` along every spatial axis.
+    BlindSpot { ratio: f64, radius: usize },
+    /// Blind-trace (Liu, Birnie & Alkhalifah 2022): a fraction `ratio` of the traces (the last
+    /// axis) is replaced whole by a random other trace within `radius` traces.
+    BlindTrace { ratio: f64, radius: usize },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -137,6 +154,11 @@ pub enum DataSpec {
     Synthetic { shape: Shape, count: usize, noise: f64, seed: u64 },
     /// Patches (2-D models) or traces (1-D models) cut from a SEG-Y/SU file; paths as written.
     Segy { path: String, patch: Option<Vec<usize>>, step: Option<Vec<usize>>, noise: f64, seed: u64 },
-    /// Arrays with the batch axis first; paths as written.
-    Npy { input: String, target: String },
+    /// Arrays with the batch axis first; paths as written. `target` may be left out only for
+    /// self-supervised training (then nothing is scored against a clean reference).
+    Npy {
+        input: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        target: Option<String>,
+    },
 }

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 pub const OPTIMIZERS: &[&str] = &["sgd", "adagrad", "rmsprop", "adam"];
-pub const TRAIN_KEYS: &[&str] = &["data", "loss", "batch", "epochs", "validate", "seed", "save"];
+pub const TRAIN_KEYS: &[&str] = &["data", "loss", "batch", "epochs", "validate", "seed", "save", "target"];
 pub const LOSSES: &[&str] = &["mse", "mae", "cross_entropy"];
 pub const SOURCES: &[&str] = &["synthetic", "segy", "npy"];
 
@@ -324,8 +324,13 @@ pub fn check_train(
             );
             None
         }
-        Some(kv) => check_data(kv, model, loss, base_dir, diags),
+        Some(kv) => check_data(kv, model, loss, base_dir, e.contains_key("target"), diags),
     };
+    let model_io =
+        model.and_then(|m| Some((m.inputs.first()?.shape.as_slice(), m.outputs.first()?.shape.as_slice())));
+    let target = e
+        .get("target")
+        .map(|kv| super::selfsup::check_target(kv, loss, e.get("loss").copied(), model_io, diags));
     // Class scores come from a flat output; a section-shaped output has no class axis to
     // normalise over, and the runtime would otherwise have to guess one. (Denoising sources
     // already say that cross_entropy cannot use them.)
@@ -356,7 +361,7 @@ pub fn check_train(
     if diags.len() != before {
         return None;
     }
-    Some(TrainSpec { data: data?, loss, batch, epochs, validate, seed, save })
+    Some(TrainSpec { data: data?, loss, batch, epochs, validate, seed, save, target: target.flatten() })
 }
 
 /// The keys a data source takes, or `None` for an unknown source.
@@ -374,6 +379,7 @@ fn check_data(
     model: Option<&CheckedModel>,
     loss: LossKind,
     base_dir: Option<&Path>,
+    self_supervised: bool,
     diags: &mut Vec<Diagnostic>,
 ) -> Option<DataSpec> {
     let ExprKind::Call { name, args } = &kv.value.kind else {
@@ -652,7 +658,12 @@ fn check_data(
         }
         _ => DataSpec::Npy {
             input: string("input", diags).unwrap_or_default(),
-            target: string("target", diags).unwrap_or_default(),
+            // Self-supervised training needs no clean target; given, it is used for scoring.
+            target: if self_supervised && !got.contains_key("target") {
+                None
+            } else {
+                Some(string("target", diags).unwrap_or_default())
+            },
         },
     };
     (diags.len() == before).then_some(spec)

@@ -126,6 +126,8 @@ pub struct JitModel {
     /// A gradient contribution before it is added to a gradient already written.
     tmp: Vec<f32>,
     target: Vec<f32>,
+    /// Self-supervised training: 1 where the loss is taken, 0 elsewhere (empty: everywhere).
+    mask: Vec<f32>,
     /// Transient buffers lent to one node's step at a time.
     pool: Vec<Vec<f32>>,
     /// The sizes every buffer was allocated with.
@@ -236,6 +238,7 @@ impl JitModel {
             grad_bufs: plan.grad_len.iter().map(|&l| zeros(l)).collect(),
             tmp: vec![],
             target: vec![],
+            mask: vec![],
             pool: vec![],
             buffers: plan,
             _codegen: cg,

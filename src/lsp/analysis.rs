@@ -465,7 +465,7 @@ pub fn completions(a: &Analysis, offset: usize) -> Vec<Candidate> {
     let call = open_call(line);
     if item_line.starts_with("train") {
         if let Some(src) = call
-            && let Some(keys) = source_keys(src)
+            && let Some(keys) = source_keys(src).or_else(|| crate::check::selfsup::target_keys(src))
         {
             return keys.iter().map(|k| cand(k, CandidateKind::Attribute, src)).collect();
         }
@@ -473,6 +473,10 @@ pub fn completions(a: &Analysis, offset: usize) -> Vec<Candidate> {
             return match key.trim() {
                 "data" => SOURCES.iter().map(|s| cand(s, CandidateKind::Value, "data source")).collect(),
                 "loss" => LOSSES.iter().map(|s| cand(s, CandidateKind::Value, "loss")).collect(),
+                "target" => crate::check::selfsup::TARGETS
+                    .iter()
+                    .map(|s| cand(s, CandidateKind::Value, "self-supervised target"))
+                    .collect(),
                 _ => vec![],
             };
         }

@@ -4,6 +4,18 @@
 use crate::check::program::LossKind;
 use ndarray::{ArrayD, Axis};
 
+/// The masked mse of self-supervised training: the mean of (pred − target)² over the samples
+/// where `mask` is 1 (Noise2Void's loss), and its gradient (0 where the mask is 0). No masked
+/// sample: loss and gradient 0.
+pub fn masked_mse(pred: &ArrayD<f64>, target: &ArrayD<f64>, mask: &ArrayD<f64>) -> (f64, ArrayD<f64>) {
+    let count: f64 = mask.sum();
+    if count == 0.0 {
+        return (0.0, ArrayD::zeros(pred.raw_dim()));
+    }
+    let d = (pred - target) * mask;
+    (d.mapv(|v| v * v).sum() / count, d * (2.0 / count))
+}
+
 /// (loss, ∂loss/∂prediction). For cross_entropy, `pred` holds logits `[B, K]` and `target`
 /// either probabilities `[B, K]` or class indices `[B]`.
 pub fn loss(kind: LossKind, pred: &ArrayD<f64>, target: &ArrayD<f64>) -> (f64, ArrayD<f64>) {

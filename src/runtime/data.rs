@@ -1,6 +1,7 @@
 //! Training data: seismic-like synthetic sections and traces, and `.npy` arrays.
 //! A [`Dataset`] holds inputs and targets with the sample axis first, in f64.
 
+use super::split::PatchPos;
 use crate::check::program::LossKind;
 use ndarray::{ArrayD, Axis, IxDyn};
 use rand::{Rng, SeedableRng};
@@ -10,13 +11,82 @@ use std::path::Path;
 
 #[derive(Clone, Debug)]
 pub struct Dataset {
-    /// `[N, ...]`: what the model sees.
+    /// `[N, ...]`: what the model sees (with added noise: its fixed draw, see [`NOISE_FIXED`]).
     pub inputs: ArrayD<f64>,
     /// `[N, ...]` (or `[N]` class indices for cross_entropy).
     pub targets: ArrayD<f64>,
+    /// The noise added to the targets to make the inputs, so it can be drawn again.
+    pub noise: Option<AddedNoise>,
+    /// Where each sample was cut from one section, and the section's number of traces: the
+    /// validation split then holds out blocks of traces (`split::split_patches`).
+    pub patches: Option<(Vec<super::split::PatchPos>, usize)>,
+    /// Whether the targets are a clean reference, so that an SNR against them means something
+    /// (not for self-supervised data with no clean target, or a recorded section with no noise
+    /// added).
+    pub clean_targets: bool,
+}
+
+/// Gaussian noise of std `std` (times each sample's RMS when `relative`) added to the clean
+/// targets; draw `d` of sample `i` comes from `seed`, `d` and `i` alone.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AddedNoise {
+    pub std: f64,
+    pub relative: bool,
+    pub seed: u64,
+}
+
+/// The draw of the noise that `Dataset::inputs` holds: validation always sees this one.
+pub const NOISE_FIXED: u64 = 0;
+
+impl AddedNoise {
+    /// `clean` plus draw `draw` of this noise for sample `index`.
+    pub fn add(&self, clean: &[f64], index: usize, draw: u64) -> Vec<f64> {
+        let mix = self.seed
+            ^ (draw.wrapping_add(1)).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+            ^ (index as u64).wrapping_add(1).wrapping_mul(0xC2B2_AE3D_27D4_EB4F);
+        let mut rng = ChaCha8Rng::seed_from_u64(mix);
+        let normal = Normal::new(0.0, 1.0).expect("unit normal");
+        let scale = if self.relative {
+            self.std
+                * (clean.iter().map(|v| v * v).sum::<f64>() / clean.len().max(1) as f64).sqrt().max(1e-12)
+        } else {
+            self.std
+        };
+        clean.iter().map(|v| v + scale * normal.sample(&mut rng)).collect()
+    }
+
+    /// Every sample of `clean` (`[N, ...]`) with draw `draw`.
+    fn add_all(&self, clean: &ArrayD<f64>, draw: u64) -> ArrayD<f64> {
+        let mut out = clean.as_standard_layout().into_owned();
+        for (i, mut sample) in out.outer_iter_mut().enumerate() {
+            let noisy = self.add(&sample.iter().copied().collect::<Vec<_>>(), i, draw);
+            sample.iter_mut().zip(noisy).for_each(|(v, n)| *v = n);
+        }
+        out
+    }
 }
 
 impl Dataset {
+    /// Inputs and targets as given (no noise to redraw, independent samples).
+    pub fn new(inputs: ArrayD<f64>, targets: ArrayD<f64>) -> Dataset {
+        Dataset { inputs, targets, noise: None, patches: None, clean_targets: true }
+    }
+
+    /// Samples `idx` as one batch with draw `draw` of the added noise (the inputs as stored
+    /// when no noise was added, or for [`NOISE_FIXED`]).
+    pub fn batch_with_noise(&self, idx: &[usize], draw: u64) -> (ArrayD<f64>, ArrayD<f64>) {
+        let Some(noise) = self.noise.filter(|_| draw != NOISE_FIXED) else {
+            return self.batch(idx);
+        };
+        let t = self.targets.select(Axis(0), idx);
+        let mut x = t.as_standard_layout().into_owned();
+        for (mut sample, &i) in x.outer_iter_mut().zip(idx) {
+            let noisy = noise.add(&sample.iter().copied().collect::<Vec<_>>(), i, draw);
+            sample.iter_mut().zip(noisy).for_each(|(v, n)| *v = n);
+        }
+        (x, t)
+    }
+
     pub fn len(&self) -> usize {
         self.inputs.shape()[0]
     }
@@ -102,22 +172,16 @@ pub fn synthetic(shape: &[usize], count: usize, noise: f64, seed: u64) -> Result
         _ => (1, per, 1),
     };
     let mut clean = Vec::with_capacity(count * per);
-    let mut noisy = Vec::with_capacity(count * per);
-    let normal = Normal::new(0.0, 1.0).expect("unit normal");
     for _ in 0..count {
-        let mut sample = Vec::with_capacity(per);
         for _ in 0..c {
-            sample.extend(clean_panel(rows, cols, &mut rng));
+            clean.extend(clean_panel(rows, cols, &mut rng));
         }
-        let rms = (sample.iter().map(|v| v * v).sum::<f64>() / per as f64).sqrt().max(1e-12);
-        noisy.extend(sample.iter().map(|v| v + noise * rms * normal.sample(&mut rng)));
-        clean.extend(sample);
     }
     let full: Vec<usize> = std::iter::once(count).chain(shape.iter().copied()).collect();
-    Ok(Dataset {
-        inputs: ArrayD::from_shape_vec(IxDyn(&full), noisy).map_err(|e| e.to_string())?,
-        targets: ArrayD::from_shape_vec(IxDyn(&full), clean).map_err(|e| e.to_string())?,
-    })
+    let targets = ArrayD::from_shape_vec(IxDyn(&full), clean).map_err(|e| e.to_string())?;
+    let added = AddedNoise { std: noise, relative: true, seed };
+    let inputs = added.add_all(&targets, NOISE_FIXED);
+    Ok(Dataset { noise: Some(added), ..Dataset::new(inputs, targets) })
 }
 
 /// Refuses NaN or infinite values in a data file, naming the first.
@@ -214,7 +278,7 @@ pub fn npy(input: &Path, target: &Path, in_shape: &[usize], out_shape: &[usize])
             inputs.shape()[0]
         ));
     }
-    Ok(Dataset { inputs, targets })
+    Ok(Dataset::new(inputs, targets))
 }
 
 /// SNR in dB of an estimate against the clean signal: 10·log10(‖s‖² / ‖s − ŝ‖²).
@@ -258,14 +322,24 @@ pub fn segy(
     let f = crate::seismic::segy::SeismicFile::open(path).map_err(|e| e.to_string())?;
     // [samples (time), traces]
     let section = f.section().map_err(|e| e.to_string())?.t().mapv(f64::from);
+    section_patches(section, path, model_in, patch, step, noise, seed)
+}
+
+/// Patches of a section `[samples (time), traces]` read from `path`, as [`segy`] cuts them
+/// (also a 2-D `.npy` section for self-supervised training, laid out as `infer` reads it).
+pub fn section_patches(
+    section: ndarray::Array2<f64>,
+    path: &Path,
+    model_in: &[usize],
+    patch: Option<&[usize]>,
+    step: Option<&[usize]>,
+    noise: f64,
+    seed: u64,
+) -> Result<Dataset, String> {
     let scale = rms(&section.clone().into_dyn());
     let section = section / if scale > 0.0 { scale } else { 1.0 };
     if model_in.first() != Some(&1) {
-        return Err(format!(
-            "{}: SEG-Y data has one channel; the model takes {:?}",
-            path.display(),
-            model_in
-        ));
+        return Err(format!("{}: a section has one channel; the model takes {:?}", path.display(), model_in));
     }
     let spatial = &model_in[1..];
     let patch: Vec<usize> = patch.map_or_else(|| spatial.to_vec(), <[usize]>::to_vec);
@@ -274,6 +348,7 @@ pub fn segy(
     let (rows, cols) = section.dim();
     let mut clean: Vec<f64> = vec![];
     let mut count = 0;
+    let mut positions = vec![];
     let starts = crate::seismic::tile_starts;
     let what = path.display().to_string();
     match (patch.as_slice(), step.as_slice()) {
@@ -289,6 +364,7 @@ pub fn segy(
             for r in starts(rows, *h, *sh) {
                 for c in starts(cols, *w, *sw) {
                     clean.extend(section.slice(ndarray::s![r..r + h, c..c + w]).iter());
+                    positions.push(PatchPos { start: vec![r, c], size: vec![*h, *w] });
                     count += 1;
                 }
             }
@@ -304,6 +380,7 @@ pub fn segy(
             for c in 0..cols {
                 for r in starts(rows, *n, *s) {
                     clean.extend(section.slice(ndarray::s![r..r + n, c]).iter());
+                    positions.push(PatchPos { start: vec![r, c], size: vec![*n, 1] });
                     count += 1;
                 }
             }
@@ -315,13 +392,16 @@ pub fn segy(
             ));
         }
     }
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let normal = Normal::new(0.0, 1.0).expect("unit normal");
-    let noisy: Vec<f64> = clean.iter().map(|v| v + noise * normal.sample(&mut rng)).collect();
     let full: Vec<usize> = std::iter::once(count).chain(model_in.iter().copied()).collect();
+    let targets = ArrayD::from_shape_vec(IxDyn(&full), clean).map_err(|e| e.to_string())?;
+    let added = AddedNoise { std: noise, relative: false, seed };
     Ok(Dataset {
-        inputs: ArrayD::from_shape_vec(IxDyn(&full), noisy).map_err(|e| e.to_string())?,
-        targets: ArrayD::from_shape_vec(IxDyn(&full), clean).map_err(|e| e.to_string())?,
+        inputs: if noise > 0.0 { added.add_all(&targets, NOISE_FIXED) } else { targets.clone() },
+        targets,
+        noise: (noise > 0.0).then_some(added),
+        patches: Some((positions, cols)),
+        // With no noise added the recorded data is input and target alike: nothing to score.
+        clean_targets: noise > 0.0,
     })
 }
 

@@ -5,7 +5,7 @@ use crate::check::program::LossKind;
 use crate::interp::{self, Tape};
 use crate::ir::{Graph, Params};
 use crate::jit::{JitModel, JitOptions, Profile};
-use crate::ops::loss::loss;
+use crate::ops::loss::{loss, masked_mse};
 use ndarray::ArrayD;
 
 /// Which backend runs the graph.
@@ -109,17 +109,36 @@ impl Engine {
         kind: LossKind,
         seed: u64,
     ) -> (f64, Params) {
+        self.train_step_masked(params, inputs, target, None, kind, seed)
+    }
+
+    /// [`Engine::train_step`] with the masked mse of self-supervised training when `mask` is
+    /// given (1 where the loss is taken; `kind` must then be mse). Both backends compute it on
+    /// their own buffers.
+    pub fn train_step_masked(
+        &mut self,
+        params: &mut Params,
+        inputs: &[ArrayD<f64>],
+        target: &ArrayD<f64>,
+        mask: Option<&ArrayD<f64>>,
+        kind: LossKind,
+        seed: u64,
+    ) -> (f64, Params) {
         match self {
             Engine::Interp { .. } => {
                 let y = self.forward(params, inputs, true, seed).remove(0);
-                let (l, dy) = loss(kind, &y, target);
+                let (l, dy) = match mask {
+                    Some(m) => masked_mse(&y, target, m),
+                    None => loss(kind, &y, target),
+                };
                 (l, self.backward(params, &[dy]))
             }
             Engine::Jit(j) => {
                 j.load_inputs(inputs);
-                // Every step loads its own target (or clears the last one), so a loss is never
-                // taken against an earlier batch's target.
+                // Every step loads its own target and mask (or clears the last ones), so a loss
+                // is never taken against an earlier batch's.
                 j.load_target(target);
+                j.load_mask(mask);
                 j.forward_loaded(params, true, seed);
                 j.loss_backward(params, kind, target)
             }

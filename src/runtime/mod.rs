@@ -6,8 +6,11 @@ pub mod checkpoint;
 pub mod data;
 pub mod engine;
 pub mod infer;
+pub mod masking;
 pub mod optim;
+pub mod split;
 pub mod train;
+pub mod validation;
 
 /// Every output file goes through the one atomic writer (symlinks, modes, hard links, temp files:
 /// see [`crate::output`]).

@@ -9,9 +9,9 @@ use super::checkpoint::{self, Position};
 use super::data::{self, Dataset};
 use super::engine::{Backend, Engine};
 use super::optim::{self, OptState};
+use super::{masking, validation};
 use crate::check::program::{DataSpec, LossKind, Program, TrainSpec};
 use crate::ir::{self, Params};
-use crate::ops::loss::loss;
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
@@ -102,7 +102,9 @@ pub fn output_paths(
 pub fn data_files(program: &Program, base_dir: &Path) -> Vec<(&'static str, PathBuf)> {
     match program.train.as_ref().map(|t| &t.data) {
         Some(DataSpec::Npy { input, target }) => {
-            vec![("the training input", base_dir.join(input)), ("the training target", base_dir.join(target))]
+            let mut files = vec![("the training input", base_dir.join(input))];
+            files.extend(target.as_ref().map(|t| ("the training target", base_dir.join(t))));
+            files
         }
         Some(DataSpec::Segy { path, .. }) => vec![("the training data", base_dir.join(path))],
         _ => vec![],
@@ -153,7 +155,23 @@ pub fn load_data(program: &Program, base_dir: &Path) -> Result<Dataset, TrainErr
             data::synthetic(shape, *count, *noise, *seed).map_err(TrainError::Io)?,
             "the synthetic data".to_string(),
         ),
-        DataSpec::Npy { input, target } => {
+        DataSpec::Npy { input, target: None } => {
+            // Self-supervised on noisy arrays alone: the inputs are their own (masked) targets,
+            // and there is no clean reference to score against.
+            // A 2-D array is one section `[time, traces]` (as `infer` reads it), cut into patches.
+            let x = base_dir.join(input);
+            let array = data::read_npy(&x).map_err(TrainError::Io)?;
+            data::check_values(&array, &x).map_err(TrainError::Io)?;
+            let ds = match array.into_dimensionality::<ndarray::Ix2>() {
+                Ok(section) if in_shape.len() == 3 => {
+                    data::section_patches(section, &x, in_shape, None, None, 0.0, 0)
+                        .map_err(TrainError::Io)?
+                }
+                _ => data::npy(&x, &x, in_shape, out_shape).map_err(TrainError::Io)?,
+            };
+            (Dataset { clean_targets: false, ..ds }, x.display().to_string())
+        }
+        DataSpec::Npy { input, target: Some(target) } => {
             let (x, t) = (base_dir.join(input), base_dir.join(target));
             let ds = data::npy(&x, &t, in_shape, out_shape).map_err(TrainError::Io)?;
             data::check_values(&ds.inputs, &x).map_err(TrainError::Io)?;
@@ -187,6 +205,9 @@ pub struct Fingerprint {
     pub data: String,
     /// FNV-1a of the checked model (layers, attributes, shapes, `init` values).
     pub model: String,
+    /// The self-supervised target (absent for supervised runs and older checkpoints).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
 }
 
 fn fnv1a(bytes: &[u8]) -> u64 {
@@ -203,6 +224,7 @@ impl Fingerprint {
             batch: t.batch,
             data: json(&t.data),
             model: format!("{:016x}", fnv1a(json(&program.model).as_bytes())),
+            target: t.target.as_ref().map(json),
         })
     }
 
@@ -219,6 +241,8 @@ impl Fingerprint {
         cmp("seed", self.seed.to_string(), now.seed.to_string());
         cmp("batch", self.batch.to_string(), now.batch.to_string());
         cmp("data", self.data.clone(), now.data.clone());
+        let target = |t: &Option<String>| t.clone().unwrap_or_else(|| "supervised".into());
+        cmp("target", target(&self.target), target(&now.target));
         if self.model != now.model {
             out.push("the model's layers".into());
         }
@@ -297,14 +321,10 @@ pub fn train(
         crate::output::check_target(p).map_err(TrainError::Io)?;
     }
     let dataset = load_data(program, base_dir)?;
-    let n = dataset.len();
-    let n_val = if spec.validate > 0.0 && n > 1 {
-        ((spec.validate * n as f64).floor() as usize).clamp(1, n - 1)
-    } else {
-        0
-    };
-    let n_train = n - n_val;
+    let split = validation::split_of(&dataset, spec.validate, spec.seed);
+    let n_train = split.train.len();
     let denoising = spec.loss != LossKind::CrossEntropy && dataset.inputs.shape() == dataset.targets.shape();
+    let score = denoising && dataset.clean_targets;
     let (weights_path, ckpt_path, metrics_path) =
         (paths.weights.clone(), paths.checkpoint.clone(), paths.metrics.clone());
 
@@ -345,18 +365,18 @@ pub fn train(
         })
         .unwrap_or_default();
 
-    let val_idx: Vec<usize> = (n_train..n).collect();
-    let input_snr_db = (denoising && n_val > 0).then(|| {
-        let (x, t) = dataset.batch(&val_idx);
-        data::snr_db(&t, &x)
-    });
+    let val_idx = split.val.clone();
+    let input_snr_db = (score && !val_idx.is_empty()).then(|| validation::input_snr(&dataset, &val_idx));
+    log(&validation::describe(&split, spec.validate, input_snr_db));
     let mut report = TrainReport { input_snr_db, ..nothing_to_do() };
     if pos.epoch >= epochs {
         report.epochs = history;
         return Ok(report);
     }
     // The training data's RMS travels with the weights: inference scales SEG-Y sections to it.
-    let data_rms = data::rms(if denoising { &dataset.targets } else { &dataset.inputs });
+    // A self-supervised model learned from the noisy inputs: their RMS is what it expects.
+    let supervised_denoiser = denoising && spec.target.is_none();
+    let data_rms = data::rms(if supervised_denoiser { &dataset.targets } else { &dataset.inputs });
     let meta = |epoch: usize| provenance(program, &spec, epoch, data_rms);
     fn note_written(report: &mut TrainReport, p: &Path) {
         if !report.written.iter().any(|w| w == p) {
@@ -378,14 +398,25 @@ pub fn train(
     while pos.epoch < epochs {
         let started = Instant::now();
         let epoch = pos.epoch;
-        let mut order: Vec<usize> = (0..n_train).collect();
+        let mut order: Vec<usize> = split.train.clone();
         order.shuffle(&mut ChaCha8Rng::seed_from_u64(mix(spec.seed, epoch as u64 + 1, 0)));
         let (mut loss_sum, mut seen) = (0.0, 0usize);
         for (b, idx) in order.chunks(spec.batch).enumerate().skip(pos.batch) {
-            let (x, t) = dataset.batch(idx);
+            // Supervised: a fresh noise draw every epoch. Self-supervised: the one noisy
+            // recording the user has (a fresh draw would be a second, independent recording).
+            let draw = if spec.target.is_some() { data::NOISE_FIXED } else { epoch as u64 + 1 };
+            let (x, t) = dataset.batch_with_noise(idx, draw);
             let engine = graphs.get(idx.len())?;
             let seed = mix(spec.seed, epoch as u64 + 1, b as u64 + 1);
-            let (l, grads) = engine.train_step(&mut params, std::slice::from_ref(&x), &t, spec.loss, seed);
+            let (l, grads) = match spec.target {
+                // Masking is data preparation, fresh every batch; the target is the unmasked
+                // noisy input, and the loss is taken on the masked samples only.
+                Some(scheme) => {
+                    let (masked, mask) = masking::mask_batch(&x, scheme, seed ^ 0x0A5C_0A5C);
+                    engine.train_step_masked(&mut params, &[masked], &x, Some(&mask), spec.loss, seed)
+                }
+                None => engine.train_step(&mut params, std::slice::from_ref(&x), &t, spec.loss, seed),
+            };
             if !l.is_finite() {
                 if let Some(bar) = &bar {
                     bar.finish_and_clear();
@@ -422,8 +453,23 @@ pub fn train(
         if report.interrupted {
             break;
         }
+        let plan = validation::Validation {
+            dataset: &dataset,
+            idx: &val_idx,
+            batch: spec.batch,
+            kind: spec.loss,
+            score,
+            target: spec.target,
+            seed: spec.seed,
+        };
+        let mut forward =
+            |params: &mut Params, x: ndarray::ArrayD<f64>| -> Result<ndarray::ArrayD<f64>, String> {
+                let n = x.shape()[0];
+                let engine = graphs.get(n).map_err(|e| e.to_string())?;
+                Ok(engine.forward(params, &[x], false, 0).remove(0))
+            };
         let (val_loss, val_snr_db) =
-            validate(&mut graphs, &mut params, &dataset, &val_idx, spec.batch, spec.loss, denoising)?;
+            validation::validate(&plan, &mut forward, &mut params).map_err(TrainError::Io)?;
         let m = EpochMetrics {
             epoch: epoch + 1,
             train_loss: if seen > 0 { loss_sum / seen as f64 } else { f64::NAN },
@@ -440,9 +486,14 @@ pub fn train(
             m.val_snr_db.map_or(String::new(), |v| format!("  val SNR {}", fmt_snr(v))),
             m.seconds
         );
-        match &bar {
-            Some(bar) => bar.println(line),
-            None => log(&line),
+        let worse = (epoch + 1 == epochs)
+            .then(|| validation::worse_than_input(epoch + 1, m.val_snr_db, input_snr_db))
+            .flatten();
+        for line in std::iter::once(line).chain(worse) {
+            match &bar {
+                Some(bar) => bar.println(line),
+                None => log(&line),
+            }
         }
         let train_loss = m.train_loss;
         history.push(m);
@@ -488,6 +539,9 @@ fn provenance(program: &Program, spec: &TrainSpec, epochs: usize, data_rms: f64)
             json(&program.model.inputs.iter().map(|t| &t.shape).collect::<Vec<_>>()),
         ),
     ];
+    if let Some(t) = &spec.target {
+        m.push(("target".into(), json(t)));
+    }
     match &spec.data {
         DataSpec::Synthetic { noise, shape, .. } => {
             m.push(("noise".into(), noise.to_string()));
@@ -532,30 +586,4 @@ fn divergence_message(
         }
     };
     format!("the loss became {loss:e} at epoch {}, batch {}; stopped. {data}. {kept}", epoch + 1, batch + 1)
-}
-
-/// Validation loss and, for denoising, SNR over the held-out samples, in inference mode.
-fn validate(
-    graphs: &mut Engines,
-    params: &mut Params,
-    dataset: &Dataset,
-    idx: &[usize],
-    batch: usize,
-    kind: LossKind,
-    denoising: bool,
-) -> Result<(Option<f64>, Option<f64>), TrainError> {
-    if idx.is_empty() {
-        return Ok((None, None));
-    }
-    let (mut loss_sum, mut s2, mut e2) = (0.0, 0.0, 0.0);
-    for chunk in idx.chunks(batch) {
-        let (x, t) = dataset.batch(chunk);
-        let y = graphs.get(chunk.len())?.forward(params, &[x], false, 0).remove(0);
-        loss_sum += loss(kind, &y, &t).0 * chunk.len() as f64;
-        if denoising {
-            s2 += t.iter().map(|v| v * v).sum::<f64>();
-            e2 += t.iter().zip(y.iter()).map(|(a, b)| (a - b) * (a - b)).sum::<f64>();
-        }
-    }
-    Ok((Some(loss_sum / idx.len() as f64), denoising.then(|| data::snr_from_energies(s2, e2))))
 }
