@@ -8,14 +8,18 @@
 //!   cancel); its backward sums are `Σ dy` and `Σ dy·(x − mean)`.
 //! - [`ChannelKind::Affine`] — `out = p'·a + q'·c + d` per channel (the `q` term only when the
 //!   spec has one), then an activation: batchnorm's normalisation (training and inference) and
-//!   its input gradient `dx = dy·a + (x − mean)·c + d`.
+//!   its input gradient `dx = dy·a + (x − mean)·c + d`; relu and leaky_relu (`a = 1`), add and
+//!   sub (`a = 1`, `c = ±1`, no shift).
+//! - [`ChannelKind::Mask`] — `out = p` where `q > 0`, else `slope·p` (the spec's `ReluMask` /
+//!   `LeakyMask` epilogue): the backward pass of a standalone relu or leaky_relu.
 //!
 //! Coefficients are one block of `4·cs` floats: `[s | a | c | d]`. The caller splits the
 //! positions into fixed chunks (results do not depend on the thread count) and adds the
 //! moments' f32 chunk sums in f64.
 
 use super::codegen::{Epilogue, F32X4, counted_loop, flags, fmadd};
-use cranelift_codegen::ir::{InstBuilder, Value};
+use cranelift_codegen::ir::condcodes::FloatCC;
+use cranelift_codegen::ir::{Endianness, InstBuilder, MemFlagsData, Value};
 use cranelift_frontend::{FunctionBuilder, Variable};
 
 /// `fn(p, q, coef, out, pos0, pos1)`.
@@ -25,6 +29,7 @@ pub type ChannelFn = unsafe extern "C" fn(*const f32, *const f32, *const f32, *m
 pub(crate) enum ChannelKind {
     Moments,
     Affine,
+    Mask,
 }
 
 /// One per-channel kernel, fully specialised.
@@ -37,7 +42,7 @@ pub(crate) struct ChannelSpec {
     pub shift_p: bool,
     /// Read a second operand `q` (else `q'` is `p − s`).
     pub has_q: bool,
-    /// Affine only: `None`, `Relu` or `LeakyRelu`.
+    /// Affine: `None`, `Relu` or `LeakyRelu`; mask: `ReluMask` or `LeakyMask`.
     pub epilogue: Epilogue,
 }
 
@@ -109,6 +114,39 @@ pub(crate) fn emit(b: &mut FunctionBuilder, spec: &ChannelSpec, has_fma: bool) {
                     b.ins().store(flags(), s1, out, (16 * (j0 + j)) as i32);
                     b.ins().store(flags(), s2, out, ((spec.cs + 4 * (j0 + j)) * 4) as i32);
                 }
+            }
+            ChannelKind::Mask => {
+                let zero = splat0(b);
+                let other = match spec.epilogue {
+                    Epilogue::LeakyMask(s) => {
+                        let s = b.ins().f32const(s);
+                        Some(b.ins().splat(F32X4, s))
+                    }
+                    _ => None,
+                };
+                counted_loop(b, pos0, pos1, 1, |b, pos| {
+                    let off = b.ins().imul_imm_s(pos, pos_bytes);
+                    let pp = b.ins().iadd(p, off);
+                    let qp = b.ins().iadd(q, off);
+                    let op = b.ins().iadd(out, off);
+                    for j in 0..v {
+                        let o = (16 * (j0 + j)) as i32;
+                        let pv = b.ins().load(F32X4, flags(), pp, o);
+                        let qv = b.ins().load(F32X4, flags(), qp, o);
+                        let pos = b.ins().fcmp(FloatCC::GreaterThan, qv, zero);
+                        let pos = b.ins().bitcast(
+                            F32X4,
+                            MemFlagsData::new().with_endianness(Endianness::Little),
+                            pos,
+                        );
+                        let neg = match other {
+                            Some(sv) => b.ins().fmul(pv, sv),
+                            None => zero,
+                        };
+                        let r = b.ins().bitselect(pos, pv, neg);
+                        b.ins().store(flags(), r, op, o);
+                    }
+                });
             }
             ChannelKind::Affine => {
                 let a: Vec<Value> = (0..v).map(|j| load_coef(b, 1, j)).collect();

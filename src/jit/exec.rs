@@ -98,6 +98,7 @@ impl JitModel {
                 // Computed by the layer before, with this batchnorm folded into its weights.
             }
             Step::Norm(plan) => self.forward_norm(id, node, plan, params, training),
+            Step::Elementwise(plan) => self.forward_elementwise(id, node, plan),
             Step::Reference if !training && fusion.bn_folded_from.is_some() => {
                 // Computed by the layer before, with this batchnorm folded into its weights.
             }
@@ -136,24 +137,7 @@ impl JitModel {
                     off += l.c;
                 }
             }
-            Op::Add | Op::Sub => {
-                let (a, b) = (self.buf(node.inputs[0]), self.buf(node.inputs[1]));
-                let sub = matches!(node.op, Op::Sub);
-                y.par_iter_mut().zip(a.par_iter().zip(b.par_iter())).for_each(|(y, (a, b))| {
-                    *y = if sub { a - b } else { a + b };
-                });
-            }
             Op::Flatten => flatten(self.buf(node.inputs[0]), self.layout(node.inputs[0]), y, out_l),
-            Op::Activation(a) => {
-                let slope = match a {
-                    Activation::LeakyRelu { slope } => *slope as f32,
-                    _ => 0.0,
-                };
-                let x = self.buf(node.inputs[0]);
-                y.par_iter_mut()
-                    .zip(x.par_iter())
-                    .for_each(|(y, &x)| *y = if x > 0.0 { x } else { slope * x });
-            }
             other => unreachable!("`{}` has no native loop but its lowering says Native", other.kind()),
         }
     }
@@ -208,6 +192,7 @@ impl JitModel {
                 Step::Linear(plan) => self.backward_linear(id, node, plan, &mut pgrads),
                 Step::Native => self.backward_native(id, node),
                 Step::Norm(plan) => self.backward_norm(id, node, plan, &mut pgrads),
+                Step::Elementwise(plan) => self.backward_elementwise(id, node, plan),
                 Step::Reference => {
                     let xs: Vec<ArrayD<f64>> = node.inputs.iter().map(|&v| self.value_f64(v)).collect();
                     let refs: Vec<&ArrayD<f64>> = xs.iter().collect();
@@ -277,35 +262,9 @@ impl JitModel {
                     off += l.c;
                 }
             }
-            Op::Add => {
-                self.accumulate(node.inputs[0], &dy);
-                self.accumulate(node.inputs[1], &dy);
-            }
-            Op::Sub => {
-                self.accumulate(node.inputs[0], &dy);
-                let neg: Vec<f32> = dy.par_iter().map(|v| -v).collect();
-                self.accumulate(node.inputs[1], &neg);
-            }
             Op::Flatten => {
                 let xl = self.layout(node.inputs[0]);
                 self.emit_grad(node.inputs[0], |_, dx| unflatten(&dy, gl, dx, xl));
-            }
-            Op::Activation(a) => {
-                let slope = match a {
-                    Activation::LeakyRelu { slope } => *slope as f32,
-                    _ => 0.0,
-                };
-                let xv = node.inputs[0];
-                self.emit_grad(xv, |me, dx| {
-                    let x = me.buf(xv);
-                    dx.par_chunks_mut(CHUNK).zip(dy.par_chunks(CHUNK).zip(x.par_chunks(CHUNK))).for_each(
-                        |(dx, (dy, x))| {
-                            for ((d, &g), &x) in dx.iter_mut().zip(dy).zip(x) {
-                                *d = if x > 0.0 { g } else { slope * g };
-                            }
-                        },
-                    );
-                });
             }
             other => unreachable!("`{}` has no native loop but its lowering says Native", other.kind()),
         }

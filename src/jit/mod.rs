@@ -25,6 +25,7 @@
 mod channel;
 pub mod codegen;
 mod describe;
+mod elementwise;
 mod exec;
 mod fusion;
 mod layout;
@@ -85,6 +86,8 @@ pub(crate) enum Step {
     Native,
     /// The per-channel kernels of a batchnorm.
     Norm(Box<norm::NormPlan>),
+    /// The per-channel kernel of relu, leaky_relu, add or sub.
+    Elementwise(Box<elementwise::ElementPlan>),
     /// The interpreter's per-node step on converted copies.
     Reference,
 }
@@ -93,7 +96,7 @@ impl Step {
     /// How people see it in the profile and the plan.
     pub(crate) fn label(&self) -> &'static str {
         match self {
-            Step::Linear(_) | Step::Norm(_) => "kernels",
+            Step::Linear(_) | Step::Norm(_) | Step::Elementwise(_) => "kernels",
             Step::FusedActivation => "fused",
             Step::Native => "native",
             Step::Reference => "reference",
@@ -195,6 +198,7 @@ impl JitModel {
                     p.gradw = Some(cg.gradw_fn(p.gradw_handle));
                 }
                 Step::Norm(p) => p.link(&cg),
+                Step::Elementwise(p) => p.link(&cg),
                 _ => {}
             }
         }
@@ -204,8 +208,12 @@ impl JitModel {
         });
         let mut plan = memory::plan_buffers(graph, &input_layouts, &layouts, &fusion, linear_plans);
         // The per-channel plans' coefficients and partial sums.
-        plan.bytes +=
-            4 * steps.iter().map(|s| if let Step::Norm(p) = s { p.len() } else { 0 }).sum::<usize>();
+        let channel_floats = |s: &Step| match s {
+            Step::Norm(p) => p.len(),
+            Step::Elementwise(p) => p.len(),
+            _ => 0,
+        };
+        plan.bytes += 4 * steps.iter().map(channel_floats).sum::<usize>();
         if !dry {
             if let Some(avail) = memory::available_memory()
                 && plan.bytes > avail
@@ -221,6 +229,7 @@ impl JitModel {
                 match s {
                     Step::Linear(p) => p.allocate_persistent(),
                     Step::Norm(p) => p.allocate(),
+                    Step::Elementwise(p) => p.allocate(),
                     _ => {}
                 }
             }

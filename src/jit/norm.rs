@@ -25,8 +25,12 @@ pub(crate) struct ChannelCall {
 }
 
 impl ChannelCall {
-    fn new(cg: &mut Codegen, spec: ChannelSpec) -> Result<ChannelCall, String> {
+    pub(crate) fn new(cg: &mut Codegen, spec: ChannelSpec) -> Result<ChannelCall, String> {
         Ok(ChannelCall { handle: cg.channel(&spec)?, f: None, spec })
+    }
+
+    pub(crate) fn link(&mut self, cg: &Codegen) {
+        self.f = Some(cg.channel_fn(self.handle));
     }
 }
 
@@ -73,7 +77,7 @@ impl NormPlan {
 
     pub(crate) fn link(&mut self, cg: &Codegen) {
         for call in [&mut self.stats, &mut self.normalise, &mut self.grad_sums, &mut self.grad_input] {
-            call.f = Some(cg.channel_fn(call.handle));
+            call.link(cg);
         }
     }
 
@@ -221,7 +225,8 @@ impl JitModel {
         pgrads[node.params[1]] = ArrayD::from_shape_vec(IxDyn(&[c]), s1.clone()).expect("[C]");
         if let Value::Node(_) = xv {
             let n = plan.positions() as f64;
-            let scale: Vec<f64> = plan.coef[c..2 * c].iter().map(|&v| f64::from(v)).collect();
+            let cs = plan.layout.cs;
+            let scale: Vec<f64> = plan.coef[cs..cs + c].iter().map(|&v| f64::from(v)).collect();
             let (cc, d): (Vec<f64>, Vec<f64>) = if plan.batch_stats {
                 (0..c)
                     .map(|k| {
@@ -248,8 +253,11 @@ impl JitModel {
     }
 }
 
-/// The step of a `Lowering::Channel` op.
+/// The step of a `Lowering::Channel` op: element-wise, or a normalisation.
 pub(crate) fn plan(cg: &mut Codegen, node: &Node, layout: Layout) -> Result<Step, String> {
+    if let Some(step) = super::elementwise::plan(cg, node, layout)? {
+        return Ok(step);
+    }
     match &node.op {
         Op::BatchNorm(_) => Ok(Step::Norm(Box::new(NormPlan::new(cg, layout)?))),
         other => Err(format!("`{}` has no per-channel kernels", other.kind())),

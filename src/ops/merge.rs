@@ -121,7 +121,7 @@ impl OpRules for Add {
     }
 
     fn lowering(&self) -> Lowering {
-        Lowering::Native
+        Lowering::Channel
     }
 }
 
@@ -147,7 +147,7 @@ impl OpRules for Sub {
     }
 
     fn lowering(&self) -> Lowering {
-        Lowering::Native
+        Lowering::Channel
     }
 }
 
