@@ -243,3 +243,37 @@ fn the_dncnn17_gap_is_a_relu_kink() {
         assert!((fd - an).abs() <= 1e-5 * max_abs(&gr[k0]), "fd {fd} vs {an}");
     }
 }
+
+/// The JIT's gradients of the per-channel kernels' ops (batchnorm in training mode with 3
+/// channels — a padding lane —, standalone leaky_relu and relu, add, sub) against f64 central
+/// differences of the loss, at every weight of the first conv and batchnorm.
+#[test]
+fn per_channel_ops_gradients_match_finite_differences() {
+    let src = "model m {\n    input x: [2, 6, 7]\n    a = x -> conv(3, kernel=3, pad=1) -> batchnorm -> leaky_relu(0.2)\n    b = add(a, a) -> conv(3, kernel=1) -> relu\n    y = sub(b, a) -> batchnorm\n    output y\n}\n";
+    let out = check_source(src);
+    let g = ir::lower(&out.program.unwrap_or_else(|| panic!("{:#?}", out.diagnostics)), 3);
+    let mut rng = ChaCha8Rng::seed_from_u64(5);
+    let params = weights(&g, &mut rng);
+    let x = random(&g.inputs()[0], &mut rng);
+    let dy = random(g.shape(g.outputs()[0]), &mut rng);
+    let gj = jit_grads(&g, &params, &x, &dy);
+    let scale = gj.iter().map(max_abs).fold(0.0, f64::max);
+    let mut checked = 0;
+    for (k, info) in g.params().iter().enumerate() {
+        if !info.trainable() || !info.name.starts_with("a.") {
+            continue;
+        }
+        for i in 0..params[k].len() {
+            let h = 1e-6;
+            let (mut p, mut m) = (params.clone(), params.clone());
+            p[k].as_slice_mut().expect("contiguous")[i] += h;
+            m[k].as_slice_mut().expect("contiguous")[i] -= h;
+            let fd = (dot_loss(&g, &p, &x, &dy) - dot_loss(&g, &m, &x, &dy)) / (2.0 * h);
+            let an = gj[k].as_slice().expect("contiguous")[i];
+            assert!((fd - an).abs() <= 1e-4 * scale, "{}[{i}]: jit {an}, finite difference {fd}", info.name);
+            checked += 1;
+        }
+    }
+    // conv 3×2×3×3 weights and 3 biases, batchnorm 3 scales and 3 shifts.
+    assert_eq!(checked, 54 + 3 + 6);
+}
