@@ -48,13 +48,13 @@ fn f32_rounded(a: &ArrayD<f64>) -> ArrayD<f64> {
 /// DnCNN-17 as in `../shared/peers/dncnn17.geonet` (15 conv → batchnorm → relu blocks) on
 /// `size`×`size` patches with `ch` channels, and its program (Adam, lr 1e-3).
 fn dncnn17(size: usize, ch: usize) -> Program {
-    dncnn17_with(size, ch, "relu")
+    dncnn17_with(size, ch, "relu", "adam { lr = 1e-3 }")
 }
 
-/// DnCNN-17 with activation `act` in place of relu.
-fn dncnn17_with(size: usize, ch: usize, act: &str) -> Program {
+/// DnCNN-17 with activation `act` in place of relu and optimizer `opt`.
+fn dncnn17_with(size: usize, ch: usize, act: &str, opt: &str) -> Program {
     let src = format!(
-        "block cbr(c) = conv(c, kernel=3, pad=same) -> batchnorm -> {act}\nmodel dncnn17 {{\n    input x: [1, {size}, {size}]\n    noise = x -> conv({ch}, kernel=3, pad=same) -> {act} -> cbr({ch}) * 15\n        -> conv(1, kernel=3, pad=same)\n    output sub(x, noise)\n}}\noptimizer adam {{ lr = 1e-3 }}\n"
+        "block cbr(c) = conv(c, kernel=3, pad=same) -> batchnorm -> {act}\nmodel dncnn17 {{\n    input x: [1, {size}, {size}]\n    noise = x -> conv({ch}, kernel=3, pad=same) -> {act} -> cbr({ch}) * 15\n        -> conv(1, kernel=3, pad=same)\n    output sub(x, noise)\n}}\noptimizer {opt}\n"
     );
     let out = check_source(&src);
     out.program.unwrap_or_else(|| panic!("{:#?}", out.diagnostics))
@@ -127,14 +127,15 @@ fn relu_dncnn17_at_16x16_matches_the_interpreter() {
     assert!(e < 1e-4, "{name}: {e:e} of its scale");
 }
 
-/// Three Adam steps of DnCNN-17 with SiLU (no kinks to cross over three steps; 16×16, 16
-/// channels, batch 2, mse) on both backends, the
-/// interpreter computing with the f32-rounded weights as the JIT does (f64 master weights,
-/// updated by the same optimizer), so that Adam — which turns a small gradient of either sign
-/// into a full step — compares the same problem.
+/// Three optimizer steps (SGD with momentum) of DnCNN-17 with SiLU (no kinks to cross over three
+/// steps; 16×16, 16 channels, batch 2, mse) on both backends, the interpreter computing with the
+/// f32-rounded weights as the JIT does (f64 master weights, updated by the same optimizer).
+/// Not Adam: its first step is `lr·sign(g)`, so for the weights whose gradient is within
+/// round-off of 0 (a few of 2304 per layer) round-off decides a full step (measured: 1.5e-4 of
+/// scale after three steps, the "fails narrowly at 1.3e-4").
 #[test]
-fn smooth_dncnn17_three_adam_steps_match_the_interpreter() {
-    let program = dncnn17_with(16, 16, "silu");
+fn smooth_dncnn17_three_sgd_steps_match_the_interpreter() {
+    let program = dncnn17_with(16, 16, "silu", "sgd { lr = 1e-2, momentum = 0.9 }");
     let g = ir::lower(&program, 2);
     let mut rng = ChaCha8Rng::seed_from_u64(4);
     let x = f32_rounded(&random(&g.inputs()[0], &mut rng));
@@ -195,7 +196,7 @@ fn smooth_dncnn17_three_adam_steps_match_the_interpreter() {
 /// quick): no kinks, so the JIT's f32 gradients are the interpreter's to 1e-4 of scale.
 #[test]
 fn smooth_dncnn17_at_40x40_matches_the_interpreter() {
-    let g = ir::lower(&dncnn17_with(40, 32, "silu"), 2);
+    let g = ir::lower(&dncnn17_with(40, 32, "silu", "adam { lr = 1e-3 }"), 2);
     let mut rng = ChaCha8Rng::seed_from_u64(3);
     let params = weights(&g, &mut rng);
     let x = random(&g.inputs()[0], &mut rng);
@@ -214,7 +215,7 @@ fn smooth_dncnn17_at_40x40_matches_the_interpreter() {
 #[ignore]
 fn the_dncnn17_gap_is_a_relu_kink() {
     for (act, jumps) in [("relu", true), ("silu", false)] {
-        let g = ir::lower(&dncnn17_with(40, 64, act), 2);
+        let g = ir::lower(&dncnn17_with(40, 64, act, "adam { lr = 1e-3 }"), 2);
         let mut rng = ChaCha8Rng::seed_from_u64(3);
         let mut params = ir::init_params(&g, 1);
         let x = random(&g.inputs()[0], &mut rng);
