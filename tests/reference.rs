@@ -5,6 +5,7 @@
 use geonetc::check::check_source;
 use geonetc::check::program::{OptimizerKind, OptimizerSpec};
 use geonetc::ir::{self, Graph, Params};
+use geonetc::ops::ParamRole;
 use geonetc::ops::loss::loss;
 use geonetc::runtime::engine::{Backend, Engine};
 use geonetc::runtime::optim::{self, OptState};
@@ -134,8 +135,22 @@ fn run(file: &str, backend: Backend) {
             0.0
         };
         let zero_grad = |name: &str| values(&fx["grads"][name]).iter().all(|v| v.abs() < 1e-9 * global);
+        // A batchnorm's running mean includes the bias of the layer before it, so it carries
+        // that bias's round-off steps (adagrad's step is ~lr·g/√eps: an f32 round-off of 1e-6
+        // moves it by 1e-4 per step). The JIT's running statistics are compared with the
+        // interpreter's after a forward pass in tests/jit.rs.
+        let noisy_mean = |p: &ir::ParamInfo| {
+            p.role == ParamRole::RunningMean
+                && g.node(p.node).inputs.iter().any(|v| match v {
+                    ir::Value::Node(n) => g
+                        .params()
+                        .iter()
+                        .any(|q| q.node == *n && q.role == ParamRole::Bias && zero_grad(&q.name)),
+                    ir::Value::Input(_) => false,
+                })
+        };
         for (p, v) in g.params().iter().zip(&params) {
-            if backend == Backend::Jit && p.trainable() && zero_grad(&p.name) {
+            if backend == Backend::Jit && ((p.trainable() && zero_grad(&p.name)) || noisy_mean(p)) {
                 continue;
             }
             let want = values(&case["params_after"][&p.name]);

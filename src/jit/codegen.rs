@@ -180,10 +180,10 @@ unsafe impl Sync for Codegen {}
 #[derive(Clone, Copy, Debug)]
 pub struct FnHandle(FuncId);
 
-const PTR: Type = types::I64;
-const F32X4: Type = types::F32X4;
+pub(crate) const PTR: Type = types::I64;
+pub(crate) const F32X4: Type = types::F32X4;
 
-fn flags() -> MemFlagsData {
+pub(crate) fn flags() -> MemFlagsData {
     MemFlagsData::new().with_notrap()
 }
 
@@ -283,6 +283,28 @@ impl Codegen {
         text
     }
 
+    /// Generates a per-channel kernel ([`super::channel`]).
+    pub(crate) fn channel(&mut self, spec: &super::channel::ChannelSpec) -> Result<FnHandle, String> {
+        if self.dry {
+            return Ok(FnHandle(FuncId::from_u32(0)));
+        }
+        let (id, sig) = self.declare(4)?;
+        self.ctx.func.signature = sig;
+        let has_fma = self.has_fma;
+        let target = self.module.target_config();
+        let mut b = FunctionBuilder::new(&mut self.ctx.func, &mut self.fctx);
+        super::channel::emit(&mut b, spec, has_fma);
+        b.seal_all_blocks();
+        b.finalize(target);
+        self.define(id)
+    }
+
+    pub(crate) fn channel_fn(&self, h: FnHandle) -> super::channel::ChannelFn {
+        let p = self.module.get_finalized_function(h.0);
+        // SAFETY: the function was generated with exactly this signature.
+        unsafe { std::mem::transmute::<*const u8, super::channel::ChannelFn>(p) }
+    }
+
     /// Generates a weight-gradient kernel.
     pub fn gradw(&mut self, spec: &GradWSpec, blk: Blocking) -> Result<FnHandle, String> {
         if self.dry {
@@ -302,7 +324,7 @@ impl Codegen {
 
 /// A counted loop `for i in start..end` (i64 values) with the body emitted by `body`.
 /// Returns after switching to the exit block.
-fn counted_loop(
+pub(crate) fn counted_loop(
     b: &mut FunctionBuilder,
     start: Value,
     end: Value,
@@ -329,7 +351,7 @@ fn counted_loop(
     b.switch_to_block(exit);
 }
 
-fn fmadd(b: &mut FunctionBuilder, has_fma: bool, x: Value, y: Value, acc: Value) -> Value {
+pub(crate) fn fmadd(b: &mut FunctionBuilder, has_fma: bool, x: Value, y: Value, acc: Value) -> Value {
     if has_fma {
         b.ins().fma(x, y, acc)
     } else {

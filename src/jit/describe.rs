@@ -81,6 +81,12 @@ impl JitModel {
             if !notes.is_empty() {
                 let _ = writeln!(out, "    {}", notes.join("; "));
             }
+            if let Step::Norm(p) = &state.step {
+                let _ = writeln!(out, "    {}", p.describe());
+            }
+            if let Step::Elementwise(p) = &state.step {
+                let _ = writeln!(out, "    {}", p.describe());
+            }
             let Step::Linear(p) = &state.step else { continue };
             let kind = match p.kind {
                 LinearKind::Direct => "direct",

@@ -2,6 +2,7 @@
 //! module that calls generated code ([`run_corr`], [`run_gradw`]); each call checks every buffer
 //! length against the kernel's spec first (in debug builds) and says why it is sound.
 
+use super::channel::{ChannelFn, ChannelSpec};
 use super::codegen::{Epilogue, GradWFn, GradWSpec};
 use super::linear::{CorrCall, LinearKind, LinearPlan, Src};
 use super::native::{
@@ -93,6 +94,11 @@ impl JitModel {
                 self.forward_native(id, node, &mut y);
                 self.nodes[i].value = y;
             }
+            Step::Norm(_) if !training && fusion.bn_folded_from.is_some() => {
+                // Computed by the layer before, with this batchnorm folded into its weights.
+            }
+            Step::Norm(plan) => self.forward_norm(id, node, plan, params, training),
+            Step::Elementwise(plan) => self.forward_elementwise(id, node, plan),
             Step::Reference if !training && fusion.bn_folded_from.is_some() => {
                 // Computed by the layer before, with this batchnorm folded into its weights.
             }
@@ -131,24 +137,7 @@ impl JitModel {
                     off += l.c;
                 }
             }
-            Op::Add | Op::Sub => {
-                let (a, b) = (self.buf(node.inputs[0]), self.buf(node.inputs[1]));
-                let sub = matches!(node.op, Op::Sub);
-                y.par_iter_mut().zip(a.par_iter().zip(b.par_iter())).for_each(|(y, (a, b))| {
-                    *y = if sub { a - b } else { a + b };
-                });
-            }
             Op::Flatten => flatten(self.buf(node.inputs[0]), self.layout(node.inputs[0]), y, out_l),
-            Op::Activation(a) => {
-                let slope = match a {
-                    Activation::LeakyRelu { slope } => *slope as f32,
-                    _ => 0.0,
-                };
-                let x = self.buf(node.inputs[0]);
-                y.par_iter_mut()
-                    .zip(x.par_iter())
-                    .for_each(|(y, &x)| *y = if x > 0.0 { x } else { slope * x });
-            }
             other => unreachable!("`{}` has no native loop but its lowering says Native", other.kind()),
         }
     }
@@ -156,7 +145,7 @@ impl JitModel {
     /// Lets `f` produce a gradient contribution for value `v` (overwriting every element of the
     /// buffer it is given): straight into `v`'s gradient buffer the first time this step,
     /// otherwise into a scratch buffer that is then added.
-    fn emit_grad(&mut self, v: Value, f: impl FnOnce(&Self, &mut [f32])) {
+    pub(crate) fn emit_grad(&mut self, v: Value, f: impl FnOnce(&Self, &mut [f32])) {
         let Value::Node(n) = v else { return };
         if !self.nodes[n.index()].grad_written {
             let mut g = std::mem::take(self.grad_buf(n));
@@ -202,6 +191,8 @@ impl JitModel {
                 Step::FusedActivation => self.backward_fused_activation(id, node),
                 Step::Linear(plan) => self.backward_linear(id, node, plan, &mut pgrads),
                 Step::Native => self.backward_native(id, node),
+                Step::Norm(plan) => self.backward_norm(id, node, plan, &mut pgrads),
+                Step::Elementwise(plan) => self.backward_elementwise(id, node, plan),
                 Step::Reference => {
                     let xs: Vec<ArrayD<f64>> = node.inputs.iter().map(|&v| self.value_f64(v)).collect();
                     let refs: Vec<&ArrayD<f64>> = xs.iter().collect();
@@ -271,35 +262,9 @@ impl JitModel {
                     off += l.c;
                 }
             }
-            Op::Add => {
-                self.accumulate(node.inputs[0], &dy);
-                self.accumulate(node.inputs[1], &dy);
-            }
-            Op::Sub => {
-                self.accumulate(node.inputs[0], &dy);
-                let neg: Vec<f32> = dy.par_iter().map(|v| -v).collect();
-                self.accumulate(node.inputs[1], &neg);
-            }
             Op::Flatten => {
                 let xl = self.layout(node.inputs[0]);
                 self.emit_grad(node.inputs[0], |_, dx| unflatten(&dy, gl, dx, xl));
-            }
-            Op::Activation(a) => {
-                let slope = match a {
-                    Activation::LeakyRelu { slope } => *slope as f32,
-                    _ => 0.0,
-                };
-                let xv = node.inputs[0];
-                self.emit_grad(xv, |me, dx| {
-                    let x = me.buf(xv);
-                    dx.par_chunks_mut(CHUNK).zip(dy.par_chunks(CHUNK).zip(x.par_chunks(CHUNK))).for_each(
-                        |(dx, (dy, x))| {
-                            for ((d, &g), &x) in dx.iter_mut().zip(dy).zip(x) {
-                                *d = if x > 0.0 { g } else { slope * g };
-                            }
-                        },
-                    );
-                });
             }
             other => unreachable!("`{}` has no native loop but its lowering says Native", other.kind()),
         }
@@ -499,5 +464,59 @@ fn run_gradw(
         // `0..total` of that spec and `part` is one chunk's `partial_len` floats (the assertions
         // above); the kernel only reads `gx`/`gd` and writes `part`, which no other task touches.
         unsafe { f(gxp as *const f32, gdp as *const f32, part.as_mut_ptr(), r0 as i64, r1 as i64) };
+    });
+}
+
+/// Runs the moments kernel of `spec` over positions `0..positions` in fixed chunks of `chunk`,
+/// each chunk's `2·cs` sums into its slice of `partials`.
+pub(crate) fn run_moments(
+    f: ChannelFn,
+    spec: &ChannelSpec,
+    (positions, chunk): (usize, usize),
+    p: &[f32],
+    q: &[f32],
+    coef: &[f32],
+    partials: &mut [f32],
+) {
+    let len = spec.moments_len();
+    debug_assert!(p.len() >= positions * spec.cs && q.len() >= positions * spec.cs, "operand too short");
+    debug_assert!(coef.len() >= 4 * spec.cs, "coefficients too short");
+    debug_assert!(partials.len() >= positions.div_ceil(chunk) * len, "partials too short");
+    let (pp, qp, cp) = (p.as_ptr() as usize, q.as_ptr() as usize, coef.as_ptr() as usize);
+    partials.par_chunks_mut(len).take(positions.div_ceil(chunk)).enumerate().for_each(|(k, part)| {
+        let (p0, p1) = (k * chunk, ((k + 1) * chunk).min(positions));
+        // SAFETY: the kernel was generated for `spec` (channel stride `cs`); it reads positions
+        // `p0..p1` of `p` and `q` and the `4·cs` coefficients, all in bounds (the assertions
+        // above), and writes only this chunk's `2·cs` floats, which no other task touches.
+        unsafe {
+            f(pp as *const f32, qp as *const f32, cp as *const f32, part.as_mut_ptr(), p0 as i64, p1 as i64)
+        };
+    });
+}
+
+/// Runs the affine kernel of `spec` over positions `0..positions` into `out`.
+pub(crate) fn run_affine(
+    f: ChannelFn,
+    spec: &ChannelSpec,
+    positions: usize,
+    p: &[f32],
+    q: &[f32],
+    coef: &[f32],
+    out: &mut [f32],
+) {
+    debug_assert!(p.len() >= positions * spec.cs && q.len() >= positions * spec.cs, "operand too short");
+    debug_assert!(out.len() >= positions * spec.cs, "out too short");
+    debug_assert!(coef.len() >= 4 * spec.cs, "coefficients too short");
+    let (pp, qp, cp) = (p.as_ptr() as usize, q.as_ptr() as usize, coef.as_ptr() as usize);
+    let per_task = positions.div_ceil(rayon::current_num_threads() * 4).max(64);
+    let op = out.as_mut_ptr() as usize;
+    (0..positions.div_ceil(per_task)).into_par_iter().for_each(|k| {
+        let (p0, p1) = (k * per_task, ((k + 1) * per_task).min(positions));
+        // SAFETY: as for `run_moments`; every task writes only its own positions `p0..p1` of
+        // `out`, so no two tasks write the same element, and nothing else touches `out`
+        // meanwhile (`&mut`).
+        unsafe {
+            f(pp as *const f32, qp as *const f32, cp as *const f32, op as *mut f32, p0 as i64, p1 as i64)
+        };
     });
 }

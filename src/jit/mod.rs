@@ -6,6 +6,9 @@
 //! by its variant alone:
 //! - `Linear` (conv, upconv, dense; forward, input gradient, weight gradient) is generated code:
 //!   two kernel families in [`codegen`], register-blocked on f32x4 with FMA;
+//! - `Channel` (batchnorm, relu, leaky_relu, add, sub) is generated code too: the per-channel
+//!   family in `channel` (moments over positions, an affine map, a mask), planned by `norm` and
+//!   `elementwise`;
 //! - `Native` ops are loops on the NHWC buffers ([`native`]);
 //! - `Reference` ops run the interpreter's own per-node step on converted copies — correct, not
 //!   fast, and marked as such by the profile.
@@ -22,8 +25,10 @@
 //!
 //! [`Geometry`]: codegen::Geometry
 
+mod channel;
 pub mod codegen;
 mod describe;
+mod elementwise;
 mod exec;
 mod fusion;
 mod layout;
@@ -32,6 +37,7 @@ mod loss;
 mod lower;
 mod memory;
 mod native;
+mod norm;
 mod profile;
 
 pub use codegen::{Blocking, OptLevel};
@@ -81,6 +87,10 @@ pub(crate) enum Step {
     FusedActivation,
     /// A native loop.
     Native,
+    /// The per-channel kernels of a batchnorm.
+    Norm(Box<norm::NormPlan>),
+    /// The per-channel kernel of relu, leaky_relu, add or sub.
+    Elementwise(Box<elementwise::ElementPlan>),
     /// The interpreter's per-node step on converted copies.
     Reference,
 }
@@ -89,7 +99,7 @@ impl Step {
     /// How people see it in the profile and the plan.
     pub(crate) fn label(&self) -> &'static str {
         match self {
-            Step::Linear(_) => "kernels",
+            Step::Linear(_) | Step::Norm(_) | Step::Elementwise(_) => "kernels",
             Step::FusedActivation => "fused",
             Step::Native => "native",
             Step::Reference => "reference",
@@ -177,6 +187,7 @@ impl JitModel {
                     let layouts = (layout_of(node.inputs[0]), layouts[node.id.index()]);
                     Step::Linear(Box::new(lower::plan_linear(&mut cg, options, node, layouts, f)?))
                 }
+                Lowering::Channel => norm::plan(&mut cg, node, layouts[node.id.index()])?,
                 Lowering::Native => Step::Native,
                 Lowering::Reference => Step::Reference,
             };
@@ -185,17 +196,29 @@ impl JitModel {
         cg.finish()?;
         let dry = cg.is_dry();
         for s in steps.iter_mut().filter(|_| !dry) {
-            if let Step::Linear(p) = s {
-                p.fwd.f = Some(cg.corr_fn(p.fwd.handle));
-                p.bwd_in.f = Some(cg.corr_fn(p.bwd_in.handle));
-                p.gradw = Some(cg.gradw_fn(p.gradw_handle));
+            match s {
+                Step::Linear(p) => {
+                    p.fwd.f = Some(cg.corr_fn(p.fwd.handle));
+                    p.bwd_in.f = Some(cg.corr_fn(p.bwd_in.handle));
+                    p.gradw = Some(cg.gradw_fn(p.gradw_handle));
+                }
+                Step::Norm(p) => p.link(&cg),
+                Step::Elementwise(p) => p.link(&cg),
+                _ => {}
             }
         }
         let linear_plans = steps.iter().filter_map(|s| match s {
             Step::Linear(p) => Some(&**p),
             _ => None,
         });
-        let plan = memory::plan_buffers(graph, &input_layouts, &layouts, &fusion, linear_plans);
+        let mut plan = memory::plan_buffers(graph, &input_layouts, &layouts, &fusion, linear_plans);
+        // The per-channel plans' coefficients and partial sums.
+        let channel_floats = |s: &Step| match s {
+            Step::Norm(p) => p.len(),
+            Step::Elementwise(p) => p.len(),
+            _ => 0,
+        };
+        plan.bytes += 4 * steps.iter().map(channel_floats).sum::<usize>();
         if !dry {
             if let Some(avail) = memory::available_memory()
                 && plan.bytes > avail
@@ -208,8 +231,11 @@ impl JitModel {
                 ));
             }
             for s in &mut steps {
-                if let Step::Linear(p) = s {
-                    p.allocate_persistent();
+                match s {
+                    Step::Linear(p) => p.allocate_persistent(),
+                    Step::Norm(p) => p.allocate(),
+                    Step::Elementwise(p) => p.allocate(),
+                    _ => {}
                 }
             }
         }
@@ -323,6 +349,12 @@ impl JitModel {
     /// Shape of output `k`, with the batch axis.
     pub fn output_shape(&self, k: usize) -> &[usize] {
         self.graph.shape(self.graph.outputs()[k])
+    }
+
+    /// Value `v` of the last forward pass (for differential tests and debugging). A linear
+    /// node with a fused activation has no value of its own: this is the activation's.
+    pub fn value(&self, v: Value) -> ArrayD<f64> {
+        self.value_f64(v)
     }
 
     /// Output `k` of the last forward pass.

@@ -1,5 +1,5 @@
 //! The native loops on NHWC buffers: the ops with `Lowering::Native` (max pooling, concat,
-//! add, sub, flatten, relu/leaky_relu), and the data movement around the generated kernels
+//! flatten), and the data movement around the generated kernels
 //! (zero padding and interleaving, pixel shuffles). Parallel over samples or fixed chunks, so
 //! results do not depend on the thread count.
 

@@ -4,8 +4,8 @@
 
 use super::attrs::Attrs;
 use super::{
-    Backward, Backwarded, Cache, Forward, Forwarded, LayerDef, Layers, Op, OpRules, ParamInit, ParamRole,
-    ParamSpec, Takes,
+    Backward, Backwarded, Cache, Forward, Forwarded, LayerDef, Layers, Lowering, Op, OpRules, ParamInit,
+    ParamRole, ParamSpec, Takes,
 };
 use crate::diag::Diagnostic;
 use serde::Serialize;
@@ -104,6 +104,11 @@ impl OpRules for BatchNorm {
         let dbeta = channel_sum(dy.clone());
         let dx = dy * &per_channel(&(&vec1(p[0]) * &inv), dy.ndim());
         Backwarded { dxs: vec![dx], grads: vec![(0, dgamma.into_dyn()), (1, dbeta.into_dyn())] }
+    }
+
+    /// Statistics, normalisation and backward as per-channel generated kernels.
+    fn lowering(&self) -> Lowering {
+        Lowering::Channel
     }
 }
 

@@ -124,7 +124,7 @@ impl OpRules for Add {
     }
 
     fn lowering(&self) -> Lowering {
-        Lowering::Native
+        Lowering::Channel
     }
 }
 
@@ -150,7 +150,7 @@ impl OpRules for Sub {
     }
 
     fn lowering(&self) -> Lowering {
-        Lowering::Native
+        Lowering::Channel
     }
 }
 

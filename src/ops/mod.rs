@@ -173,6 +173,9 @@ pub fn layer_alias(name: &str) -> Option<&'static str> {
 pub enum Lowering {
     /// The correlation and weight-gradient kernel families (conv, upconv, dense).
     Linear,
+    /// The per-channel kernel family (statistics over positions, a per-channel affine map, a
+    /// mask): batchnorm, relu, leaky_relu, add, sub.
+    Channel,
     /// A native NHWC loop of the JIT.
     Native,
     /// The interpreter's per-node reference code on converted f64 copies: correct, slow, and

@@ -1,0 +1,265 @@
+//! Batchnorm on the buffers (`Lowering::Channel`), with the per-channel kernels of
+//! [`super::channel`]: training-mode statistics (one shifted pass), the running-statistics
+//! update, the normalisation, and the backward pass (two sums, then `dx` in one pass); at
+//! inference the same affine kernel with the running statistics (when the batchnorm is not
+//! folded into the conv before it). Only the per-channel coefficients are computed here, in f64.
+
+use super::channel::{ChannelFn, ChannelKind, ChannelSpec};
+use super::codegen::{Codegen, Epilogue, FnHandle};
+use super::exec::{BACKWARD, FORWARD, run_affine, run_moments};
+use super::layout::Layout;
+use super::{JitModel, Step};
+use crate::ir::{Node, NodeId, Params, Value};
+use crate::ops::Op;
+use ndarray::{ArrayD, IxDyn};
+use std::time::Instant;
+
+/// Positions per chunk of the moments: short f32 partial sums, added in f64 in chunk order.
+pub(crate) const CHUNK_POSITIONS: usize = 64;
+
+/// One generated kernel and its spec.
+pub(crate) struct ChannelCall {
+    pub handle: FnHandle,
+    pub f: Option<ChannelFn>,
+    pub spec: ChannelSpec,
+}
+
+impl ChannelCall {
+    pub(crate) fn new(cg: &mut Codegen, spec: ChannelSpec) -> Result<ChannelCall, String> {
+        Ok(ChannelCall { handle: cg.channel(&spec)?, f: None, spec })
+    }
+
+    pub(crate) fn link(&mut self, cg: &Codegen) {
+        self.f = Some(cg.channel_fn(self.handle));
+    }
+}
+
+/// The kernels of one batchnorm node and what its forward pass leaves for the backward pass.
+pub(crate) struct NormPlan {
+    pub layout: Layout,
+    /// Statistics of x (shifted), the normalisation, the backward sums and the input gradient.
+    pub stats: ChannelCall,
+    pub normalise: ChannelCall,
+    pub grad_sums: ChannelCall,
+    pub grad_input: ChannelCall,
+    /// `[shift | scale | c | d]` lanes for the kernels.
+    coef: Vec<f32>,
+    partials: Vec<f32>,
+    /// Of the last forward pass: the mean it normalised with (f64, and its f32 shift in
+    /// `coef`), 1/σ, and whether these are batch statistics.
+    mean: Vec<f64>,
+    inv_std: Vec<f64>,
+    batch_stats: bool,
+}
+
+impl NormPlan {
+    pub(crate) fn new(cg: &mut Codegen, layout: Layout) -> Result<NormPlan, String> {
+        let spec = |kind, shift_p, has_q| ChannelSpec {
+            kind,
+            cs: layout.cs,
+            shift_p,
+            has_q,
+            epilogue: Epilogue::None,
+        };
+        Ok(NormPlan {
+            layout,
+            stats: ChannelCall::new(cg, spec(ChannelKind::Moments, true, false))?,
+            normalise: ChannelCall::new(cg, spec(ChannelKind::Affine, true, false))?,
+            grad_sums: ChannelCall::new(cg, spec(ChannelKind::Moments, false, true))?,
+            grad_input: ChannelCall::new(cg, spec(ChannelKind::Affine, false, true))?,
+            coef: vec![],
+            partials: vec![],
+            mean: vec![],
+            inv_std: vec![],
+            batch_stats: false,
+        })
+    }
+
+    pub(crate) fn link(&mut self, cg: &Codegen) {
+        for call in [&mut self.stats, &mut self.normalise, &mut self.grad_sums, &mut self.grad_input] {
+            call.link(cg);
+        }
+    }
+
+    fn positions(&self) -> usize {
+        self.layout.n * self.layout.h * self.layout.w
+    }
+
+    /// Floats of the coefficients and the partial sums.
+    pub(crate) fn len(&self) -> usize {
+        let cs = self.layout.cs;
+        4 * cs + self.positions().div_ceil(CHUNK_POSITIONS) * 2 * cs
+    }
+
+    /// The plan in words (the plan snapshots).
+    pub(crate) fn describe(&self) -> String {
+        format!(
+            "per-channel kernels over {} positions (cs {}): shifted moments in chunks of {CHUNK_POSITIONS}, normalise; backward: sums of dy and dy·(x − mean), input gradient; {} floats of coefficients and partial sums",
+            self.positions(),
+            self.layout.cs,
+            self.len()
+        )
+    }
+
+    pub(crate) fn allocate(&mut self) {
+        let cs = self.layout.cs;
+        self.coef = vec![0.0; 4 * cs];
+        self.partials = vec![0.0; self.positions().div_ceil(CHUNK_POSITIONS) * 2 * cs];
+    }
+
+    /// The f64 per-channel sums of the moments kernel `call` over every position.
+    fn moments(&mut self, which: usize, p: &[f32], q: &[f32]) -> (Vec<f64>, Vec<f64>) {
+        let call = if which == 0 { &self.stats } else { &self.grad_sums };
+        let (c, cs) = (self.layout.c, self.layout.cs);
+        let positions = self.positions();
+        if let Some(f) = call.f {
+            run_moments(f, &call.spec, (positions, CHUNK_POSITIONS), p, q, &self.coef, &mut self.partials);
+        }
+        let (mut s1, mut s2) = (vec![0.0f64; c], vec![0.0f64; c]);
+        for part in self.partials.chunks(2 * cs) {
+            for k in 0..c {
+                s1[k] += f64::from(part[k]);
+                s2[k] += f64::from(part[cs + k]);
+            }
+        }
+        (s1, s2)
+    }
+
+    fn set_coef(&mut self, block: usize, values: impl Iterator<Item = f64>) {
+        let cs = self.layout.cs;
+        let lanes = &mut self.coef[block * cs..(block + 1) * cs];
+        lanes.fill(0.0);
+        for (l, v) in lanes.iter_mut().zip(values) {
+            *l = v as f32;
+        }
+    }
+}
+
+fn vector(a: &ArrayD<f64>) -> impl Iterator<Item = f64> + '_ {
+    a.iter().copied()
+}
+
+impl JitModel {
+    /// Batchnorm forward into the node's value: batch statistics (and the running-statistics
+    /// update, as the interpreter does) in training, the running statistics at inference.
+    pub(crate) fn forward_norm(
+        &mut self,
+        id: NodeId,
+        node: &Node,
+        plan: &mut NormPlan,
+        params: &mut Params,
+        training: bool,
+    ) {
+        let Op::BatchNorm(bn) = &node.op else { unreachable!("a norm plan is a batchnorm's") };
+        let c = plan.layout.c;
+        let x = self.buf(node.inputs[0]);
+        let mut kernel_s = 0.0;
+        let (mean, var) = if training {
+            // Shift: the first position's values, within a few σ of the mean, so the shifted
+            // second moment does not cancel.
+            plan.set_coef(0, x[..c].iter().map(|&v| f64::from(v)));
+            let shift: Vec<f64> = x[..c].iter().map(|&v| f64::from(v)).collect();
+            let t = Instant::now();
+            let (s1, s2) = plan.moments(0, x, x);
+            kernel_s += t.elapsed().as_secs_f64();
+            let n = plan.positions() as f64;
+            let mean: Vec<f64> = (0..c).map(|k| shift[k] + s1[k] / n).collect();
+            let var: Vec<f64> = (0..c).map(|k| (s2[k] / n - (s1[k] / n).powi(2)).max(0.0)).collect();
+            let m = bn.momentum;
+            let unbiased = if n > 1.0 { n / (n - 1.0) } else { 1.0 };
+            let (rm, rv) = (node.params[2], node.params[3]);
+            for k in 0..c {
+                params[rm][k] = params[rm][k] * (1.0 - m) + mean[k] * m;
+                params[rv][k] = params[rv][k] * (1.0 - m) + var[k] * unbiased * m;
+            }
+            (mean, var)
+        } else {
+            (vector(&params[node.params[2]]).collect(), vector(&params[node.params[3]]).collect())
+        };
+        let inv_std: Vec<f64> = var.iter().map(|v| 1.0 / (v + bn.eps).sqrt()).collect();
+        let gamma = &params[node.params[0]];
+        plan.set_coef(0, mean.iter().copied());
+        plan.set_coef(1, gamma.iter().zip(&inv_std).map(|(g, s)| g * s));
+        plan.set_coef(2, std::iter::empty());
+        // y = (x − shift)·γ/σ + β + (shift − mean)·γ/σ, the last term the f32 rounding of the mean.
+        let shift: Vec<f64> = plan.coef[..c].iter().map(|&v| f64::from(v)).collect();
+        let beta = &params[node.params[1]];
+        let d: Vec<f64> = (0..c).map(|k| beta[k] + (shift[k] - mean[k]) * gamma[k] * inv_std[k]).collect();
+        plan.set_coef(3, d.into_iter());
+        let mut y = std::mem::take(&mut self.nodes[id.index()].value);
+        let x = self.buf(node.inputs[0]);
+        let t = Instant::now();
+        if let Some(f) = plan.normalise.f {
+            run_affine(f, &plan.normalise.spec, plan.positions(), x, x, &plan.coef, &mut y);
+        }
+        kernel_s += t.elapsed().as_secs_f64();
+        self.nodes[id.index()].value = y;
+        plan.mean = mean;
+        plan.inv_std = inv_std;
+        plan.batch_stats = training;
+        self.profile_kernel(id, FORWARD, kernel_s);
+    }
+
+    /// Batchnorm backward: γ and β gradients from `Σ dy` and `Σ dy·(x − mean)`, then
+    /// `dx = γ/σ·(dy − Σdy/n − x̂·Σ(dy·x̂)/n)` (batch statistics) or `γ/σ·dy` (running ones).
+    pub(crate) fn backward_norm(
+        &mut self,
+        id: NodeId,
+        node: &Node,
+        plan: &mut NormPlan,
+        pgrads: &mut Params,
+    ) {
+        let c = plan.layout.c;
+        let dy = std::mem::take(self.grad_buf(id));
+        let xv = node.inputs[0];
+        // The shift lanes still hold the f32 mean of the forward pass.
+        let shift: Vec<f64> = plan.coef[..c].iter().map(|&v| f64::from(v)).collect();
+        let t = Instant::now();
+        let (s1, s2_shifted) = plan.moments(1, &dy, self.buf(xv));
+        let mut kernel_s = t.elapsed().as_secs_f64();
+        // Σ dy·(x − mean) from the sums around the f32 shift.
+        let s2: Vec<f64> = (0..c).map(|k| s2_shifted[k] - (plan.mean[k] - shift[k]) * s1[k]).collect();
+        pgrads[node.params[0]] =
+            ArrayD::from_shape_vec(IxDyn(&[c]), (0..c).map(|k| s2[k] * plan.inv_std[k]).collect())
+                .expect("[C]");
+        pgrads[node.params[1]] = ArrayD::from_shape_vec(IxDyn(&[c]), s1.clone()).expect("[C]");
+        if let Value::Node(_) = xv {
+            let n = plan.positions() as f64;
+            let cs = plan.layout.cs;
+            let scale: Vec<f64> = plan.coef[cs..cs + c].iter().map(|&v| f64::from(v)).collect();
+            let (cc, d): (Vec<f64>, Vec<f64>) = if plan.batch_stats {
+                (0..c)
+                    .map(|k| {
+                        let ck = -scale[k] * plan.inv_std[k].powi(2) * s2[k] / n;
+                        (ck, -scale[k] * s1[k] / n - ck * (plan.mean[k] - shift[k]))
+                    })
+                    .unzip()
+            } else {
+                (vec![0.0; c], vec![0.0; c])
+            };
+            plan.set_coef(2, cc.into_iter());
+            plan.set_coef(3, d.into_iter());
+            let positions = plan.positions();
+            self.emit_grad(xv, |me, dx| {
+                let t = Instant::now();
+                if let Some(f) = plan.grad_input.f {
+                    run_affine(f, &plan.grad_input.spec, positions, &dy, me.buf(xv), &plan.coef, dx);
+                }
+                kernel_s += t.elapsed().as_secs_f64();
+            });
+        }
+        *self.grad_buf(id) = dy;
+        self.profile_kernel(id, BACKWARD, kernel_s);
+    }
+}
+
+/// The step of a `Lowering::Channel` op: element-wise, or a normalisation.
+pub(crate) fn plan(cg: &mut Codegen, node: &Node, layout: Layout) -> Result<Step, String> {
+    if let Some(step) = super::elementwise::plan(cg, node, layout)? {
+        return Ok(step);
+    }
+    match &node.op {
+        Op::BatchNorm(_) => Ok(Step::Norm(Box::new(NormPlan::new(cg, layout)?))),
+        other => Err(format!("`{}` has no per-channel kernels", other.kind())),
+    }
+}
