@@ -144,10 +144,11 @@ fn pathological_inputs() {
     ] {
         check_quickly(src.as_bytes());
     }
-    // 2^30 layers must be refused, not built.
+    // 2^30 layers must be refused, not built: building them would take hours, reaching the
+    // 100,000-layer cap takes about a second (the bound is generous for a loaded machine).
     let t = Instant::now();
     let out = geonetc::check::check_source(&exp_blocks);
-    assert!(t.elapsed() < Duration::from_secs(2), "exponential block expansion took {:?}", t.elapsed());
+    assert!(t.elapsed() < Duration::from_secs(10), "exponential block expansion took {:?}", t.elapsed());
     assert!(out.has_errors());
 }
 
