@@ -5,7 +5,7 @@ use crate::check::program::LossKind;
 use ndarray::{ArrayD, Axis, IxDyn};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use rand_distr::{Distribution, Normal};
+use crate::check::program::NoiseSpec;
 use std::path::Path;
 
 #[derive(Clone, Debug)]
@@ -89,10 +89,14 @@ fn check_dataset_size(what: &str, count: usize, per: usize) -> Result<(), String
     }
 }
 
+/// The sample interval of the synthetic data (s): its Ricker peaks are 10–40 Hz at 4 ms.
+pub const SYNTHETIC_DT: f64 = 0.004;
+
 /// `synthetic(shape, count, noise, seed)`: `[C, H, W]` sections or `[C, N]` traces; input =
-/// clean + noise·RMS(clean)·N(0, 1), target = clean. Deterministic from `seed`. Refused before
-/// allocating when it would not fit in memory.
-pub fn synthetic(shape: &[usize], count: usize, noise: f64, seed: u64) -> Result<Dataset, String> {
+/// clean + noise (amplitudes relative to each sample's clean RMS, sampled at
+/// [`SYNTHETIC_DT`]), target = clean. Deterministic from `seed`. Refused before allocating
+/// when it would not fit in memory.
+pub fn synthetic(shape: &[usize], count: usize, noise: &NoiseSpec, seed: u64) -> Result<Dataset, String> {
     let per = shape.iter().try_fold(1usize, |a, &n| a.checked_mul(n)).unwrap_or(usize::MAX);
     check_dataset_size("synthetic data", count, per)?;
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
@@ -101,16 +105,17 @@ pub fn synthetic(shape: &[usize], count: usize, noise: f64, seed: u64) -> Result
         [c, h, w] => (*c, *h, *w),
         _ => (1, per, 1),
     };
+    noise.check_interval(SYNTHETIC_DT, "synthetic data")?;
     let mut clean = Vec::with_capacity(count * per);
     let mut noisy = Vec::with_capacity(count * per);
-    let normal = Normal::new(0.0, 1.0).expect("unit normal");
     for _ in 0..count {
         let mut sample = Vec::with_capacity(per);
         for _ in 0..c {
             sample.extend(clean_panel(rows, cols, &mut rng));
         }
-        let rms = (sample.iter().map(|v| v * v).sum::<f64>() / per as f64).sqrt().max(1e-12);
-        noisy.extend(sample.iter().map(|v| v + noise * rms * normal.sample(&mut rng)));
+        let mut with_noise = ArrayD::from_shape_vec(IxDyn(shape), sample.clone()).map_err(|e| e.to_string())?;
+        noise.apply_to_sample(with_noise.view_mut(), None, SYNTHETIC_DT, &mut rng);
+        noisy.extend(with_noise.iter());
         clean.extend(sample);
     }
     let full: Vec<usize> = std::iter::once(count).chain(shape.iter().copied()).collect();
@@ -245,17 +250,25 @@ pub fn rms(a: &ArrayD<f64>) -> f64 {
 /// The section is divided by its RMS (so it has unit RMS); 2-D models take patches of
 /// `patch = [H, W]` (time samples × traces, default the model's input size) every
 /// `step` (default half a patch), the last patch flush with each edge; 1-D models take windows
-/// of `N` samples of every trace. The input adds Gaussian noise of std `noise` (relative to the
-/// section's RMS); the target is the recorded data.
+/// of `N` samples of every trace. The input adds `noise` (amplitudes relative to the section's
+/// RMS, frequencies at the headers' sample interval); the target is the recorded data.
 pub fn segy(
     path: &Path,
     model_in: &[usize],
     patch: Option<&[usize]>,
     step: Option<&[usize]>,
-    noise: f64,
+    noise: &NoiseSpec,
     seed: u64,
 ) -> Result<Dataset, String> {
     let f = crate::seismic::segy::SeismicFile::open(path).map_err(|e| e.to_string())?;
+    let dt = f64::from(f.dt_us) * 1e-6;
+    if dt <= 0.0 && noise.max_freq().is_some() {
+        return Err(format!(
+            "{}: the headers give no sample interval, which noise in Hz needs",
+            path.display()
+        ));
+    }
+    noise.check_interval(dt, &path.display().to_string())?;
     // [samples (time), traces]
     let section = f.section().map_err(|e| e.to_string())?.t().mapv(f64::from);
     let scale = rms(&section.clone().into_dyn());
@@ -315,14 +328,12 @@ pub fn segy(
             ));
         }
     }
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let normal = Normal::new(0.0, 1.0).expect("unit normal");
-    let noisy: Vec<f64> = clean.iter().map(|v| v + noise * normal.sample(&mut rng)).collect();
     let full: Vec<usize> = std::iter::once(count).chain(model_in.iter().copied()).collect();
-    Ok(Dataset {
-        inputs: ArrayD::from_shape_vec(IxDyn(&full), noisy).map_err(|e| e.to_string())?,
-        targets: ArrayD::from_shape_vec(IxDyn(&full), clean).map_err(|e| e.to_string())?,
-    })
+    let targets = ArrayD::from_shape_vec(IxDyn(&full), clean).map_err(|e| e.to_string())?;
+    let mut inputs = targets.clone();
+    // The section has unit RMS: amplitudes are relative to the whole section's RMS.
+    noise.apply_to_samples(&mut inputs, Some(1.0), dt.max(1e-6), &mut ChaCha8Rng::seed_from_u64(seed));
+    Ok(Dataset { inputs, targets })
 }
 
 #[cfg(test)]
@@ -342,16 +353,16 @@ mod tests {
 
     #[test]
     fn synthetic_is_deterministic_and_has_the_requested_noise() {
-        let a = synthetic(&[1, 32, 32], 4, 0.5, 7).unwrap();
-        let b = synthetic(&[1, 32, 32], 4, 0.5, 7).unwrap();
+        let a = synthetic(&[1, 32, 32], 4, &NoiseSpec::gaussian(0.5), 7).unwrap();
+        let b = synthetic(&[1, 32, 32], 4, &NoiseSpec::gaussian(0.5), 7).unwrap();
         assert_eq!(a.inputs, b.inputs);
-        let c = synthetic(&[1, 32, 32], 4, 0.5, 8).unwrap();
+        let c = synthetic(&[1, 32, 32], 4, &NoiseSpec::gaussian(0.5), 8).unwrap();
         assert_ne!(a.inputs, c.inputs);
         // noise std / clean RMS ≈ 0.5 → SNR ≈ −20·log10(0.5) = 6.02 dB.
-        let big = synthetic(&[1, 64, 64], 16, 0.5, 1).unwrap();
+        let big = synthetic(&[1, 64, 64], 16, &NoiseSpec::gaussian(0.5), 1).unwrap();
         let snr = snr_db(&big.targets, &big.inputs);
         assert!((snr - 6.02).abs() < 0.2, "SNR {snr}");
-        let traces = synthetic(&[1, 256], 64, 0.3, 2).unwrap();
+        let traces = synthetic(&[1, 256], 64, &NoiseSpec::gaussian(0.3), 2).unwrap();
         let snr = snr_db(&traces.targets, &traces.inputs);
         assert!((snr - 10.46).abs() < 0.3, "SNR {snr}");
         assert!(rms(&traces.targets) > 0.0);

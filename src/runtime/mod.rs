@@ -6,6 +6,7 @@ pub mod checkpoint;
 pub mod data;
 pub mod engine;
 pub mod infer;
+pub mod noise;
 pub mod optim;
 pub mod train;
 

@@ -101,7 +101,7 @@ pub fn output_paths(
 /// The data files the train block reads (none for synthetic data), relative to `base_dir`.
 pub fn data_files(program: &Program, base_dir: &Path) -> Vec<(&'static str, PathBuf)> {
     match program.train.as_ref().map(|t| &t.data) {
-        Some(DataSpec::Npy { input, target }) => {
+        Some(DataSpec::Npy { input, target, .. }) => {
             vec![("the training input", base_dir.join(input)), ("the training target", base_dir.join(target))]
         }
         Some(DataSpec::Segy { path, .. }) => vec![("the training data", base_dir.join(path))],
@@ -150,19 +150,26 @@ pub fn load_data(program: &Program, base_dir: &Path) -> Result<Dataset, TrainErr
     let out_shape = &program.model.outputs[0].shape;
     let (dataset, what) = match &train.data {
         DataSpec::Synthetic { shape, count, noise, seed } => (
-            data::synthetic(shape, *count, *noise, *seed).map_err(TrainError::Io)?,
+            data::synthetic(shape, *count, noise, *seed).map_err(TrainError::Io)?,
             "the synthetic data".to_string(),
         ),
-        DataSpec::Npy { input, target } => {
+        DataSpec::Npy { input, target, noise, dt_ms, seed } => {
             let (x, t) = (base_dir.join(input), base_dir.join(target));
-            let ds = data::npy(&x, &t, in_shape, out_shape).map_err(TrainError::Io)?;
+            let mut ds = data::npy(&x, &t, in_shape, out_shape).map_err(TrainError::Io)?;
             data::check_values(&ds.inputs, &x).map_err(TrainError::Io)?;
+            if let Some(noise) = noise {
+                // Amplitudes relative to each sample's RMS, as for synthetic data.
+                let dt = dt_ms / 1000.0;
+                noise.check_interval(dt, &x.display().to_string()).map_err(TrainError::Io)?;
+                let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(*seed);
+                noise.apply_to_samples(&mut ds.inputs, None, dt, &mut rng);
+            }
             data::check_targets(&ds.targets, train.loss, out_shape, &t).map_err(TrainError::Io)?;
             (ds, t.display().to_string())
         }
         DataSpec::Segy { path, patch, step, noise, seed } => {
             let p = base_dir.join(path);
-            let ds = data::segy(&p, in_shape, patch.as_deref(), step.as_deref(), *noise, *seed)
+            let ds = data::segy(&p, in_shape, patch.as_deref(), step.as_deref(), noise, *seed)
                 .map_err(TrainError::Io)?;
             data::check_values(&ds.targets, &p).map_err(TrainError::Io)?;
             (ds, p.display().to_string())
@@ -498,6 +505,7 @@ fn provenance(program: &Program, spec: &TrainSpec, epochs: usize, data_rms: f64)
             let patch = patch.clone().unwrap_or_else(|| program.model.inputs[0].shape[1..].to_vec());
             m.push(("patch".into(), json(&patch)));
         }
+        DataSpec::Npy { noise: Some(noise), .. } => m.push(("noise".into(), noise.to_string())),
         DataSpec::Npy { .. } => {}
     }
     m
