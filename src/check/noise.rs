@@ -87,8 +87,12 @@ impl std::fmt::Display for NoiseKind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             NoiseKind::Gaussian { std, band: None } => write!(f, "gaussian({std})"),
-            NoiseKind::Gaussian { std, band: Some(b) } => write!(f, "gaussian({std}, band = {})", band_text(b)),
-            NoiseKind::Spikes { rate, amplitude } => write!(f, "spikes(rate = {rate}, amplitude = {amplitude})"),
+            NoiseKind::Gaussian { std, band: Some(b) } => {
+                write!(f, "gaussian({std}, band = {})", band_text(b))
+            }
+            NoiseKind::Spikes { rate, amplitude } => {
+                write!(f, "spikes(rate = {rate}, amplitude = {amplitude})")
+            }
             NoiseKind::Bursts { rate, amplitude, length } => {
                 write!(f, "bursts(rate = {rate}, amplitude = {amplitude}, length = {length})")
             }
@@ -156,11 +160,15 @@ fn terms(expr: &Expr, parts: &mut Vec<NoiseKind>, diags: &mut Vec<Diagnostic>) {
                 expr.span.clone(),
                 "not a sum of noise kinds",
             )
-            .with_help("write e.g. `noise = gaussian(0.3) + spikes(rate = 0.001)`; scale a kind with its amplitude"),
+            .with_help(
+                "write e.g. `noise = gaussian(0.3) + spikes(rate = 0.001)`; scale a kind with its amplitude",
+            ),
         ),
         _ => match values::eval(expr, &BlockArgs::new()) {
             Ok(v) => match v.as_f64() {
-                Some(x) if x.is_finite() && x >= 0.0 => parts.push(NoiseKind::Gaussian { std: x, band: None }),
+                Some(x) if x.is_finite() && x >= 0.0 => {
+                    parts.push(NoiseKind::Gaussian { std: x, band: None })
+                }
                 _ => diags.push(
                     Diagnostic::error(
                         codes::BAD_VALUE,
@@ -206,7 +214,12 @@ fn kind_alias(name: &str) -> Option<&'static str> {
 /// The arguments of one call, by parameter name, with their spans.
 type Bound = HashMap<&'static str, (Value, Span)>;
 
-fn bind(kind: &str, params: &'static [&'static str], args: &[Arg], diags: &mut Vec<Diagnostic>) -> Option<Bound> {
+fn bind(
+    kind: &str,
+    params: &'static [&'static str],
+    args: &[Arg],
+    diags: &mut Vec<Diagnostic>,
+) -> Option<Bound> {
     let mut out: Bound = HashMap::new();
     let mut ok = true;
     for (i, arg) in args.iter().enumerate() {
@@ -288,7 +301,14 @@ impl Reader<'_> {
     }
 
     /// A number satisfying `ok` (described by `range`), or the default (`None`: required).
-    fn number(&mut self, key: &str, default: Option<f64>, ok: fn(f64) -> bool, range: &str, example: &str) -> f64 {
+    fn number(
+        &mut self,
+        key: &str,
+        default: Option<f64>,
+        ok: fn(f64) -> bool,
+        range: &str,
+        example: &str,
+    ) -> f64 {
         let Some((v, span)) = self.args.get(key) else {
             if default.is_none() {
                 self.missing(key, example);
@@ -328,7 +348,11 @@ impl Reader<'_> {
             Some((v, span)) => {
                 self.diags.push(Diagnostic::error(
                     codes::BAD_VALUE,
-                    format!("`{key}` of {} noise must be an integer from 1 to {max}, found {}", self.kind, v.describe()),
+                    format!(
+                        "`{key}` of {} noise must be an integer from 1 to {max}, found {}",
+                        self.kind,
+                        v.describe()
+                    ),
                     span.clone(),
                     format!("expected an integer 1 to {max}"),
                 ));
@@ -376,7 +400,13 @@ impl Reader<'_> {
     }
 }
 
-fn kind(name: &str, name_span: &Span, args: &[Arg], call: &Span, diags: &mut Vec<Diagnostic>) -> Option<NoiseKind> {
+fn kind(
+    name: &str,
+    name_span: &Span,
+    args: &[Arg],
+    call: &Span,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<NoiseKind> {
     let Some((kind, params)) = KINDS.iter().find(|(k, _)| *k == name) else {
         let d = Diagnostic::error(
             codes::BAD_DATA,
@@ -431,4 +461,3 @@ fn kind(name: &str, name_span: &Span, args: &[Arg], call: &Span, diags: &mut Vec
     };
     (diags.len() == before).then_some(out)
 }
-

@@ -632,7 +632,9 @@ fn check_data(
                 diags.push(
                     Diagnostic::error(
                         codes::OUT_OF_RANGE,
-                        format!("noise at {f} Hz is above the synthetic data's Nyquist frequency (125 Hz at 4 ms)"),
+                        format!(
+                            "noise at {f} Hz is above the synthetic data's Nyquist frequency (125 Hz at 4 ms)"
+                        ),
                         e.span.clone(),
                         "frequency too high",
                     )

@@ -1,11 +1,11 @@
 //! Training data: seismic-like synthetic sections and traces, and `.npy` arrays.
 //! A [`Dataset`] holds inputs and targets with the sample axis first, in f64.
 
-use crate::check::program::LossKind;
+use crate::check::program::NoiseSpec;
+use crate::check::program::{DataSpec, LossKind};
 use ndarray::{ArrayD, Axis, IxDyn};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use crate::check::program::NoiseSpec;
 use std::path::Path;
 
 #[derive(Clone, Debug)]
@@ -113,7 +113,8 @@ pub fn synthetic(shape: &[usize], count: usize, noise: &NoiseSpec, seed: u64) ->
         for _ in 0..c {
             sample.extend(clean_panel(rows, cols, &mut rng));
         }
-        let mut with_noise = ArrayD::from_shape_vec(IxDyn(shape), sample.clone()).map_err(|e| e.to_string())?;
+        let mut with_noise =
+            ArrayD::from_shape_vec(IxDyn(shape), sample.clone()).map_err(|e| e.to_string())?;
         noise.apply_to_sample(with_noise.view_mut(), None, SYNTHETIC_DT, &mut rng);
         noisy.extend(with_noise.iter());
         clean.extend(sample);
@@ -123,6 +124,42 @@ pub fn synthetic(shape: &[usize], count: usize, noise: &NoiseSpec, seed: u64) ->
         inputs: ArrayD::from_shape_vec(IxDyn(&full), noisy).map_err(|e| e.to_string())?,
         targets: ArrayD::from_shape_vec(IxDyn(&full), clean).map_err(|e| e.to_string())?,
     })
+}
+
+/// What a model saw in training, stored in its weights' metadata (`data_dt_ms`,
+/// `data_peak_to_rms`) so that inference can warn about data far from it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Seen {
+    /// The sample interval in ms, when known (synthetic: 4; SEG-Y: the headers; npy: `dt_ms`
+    /// when noise is added).
+    pub dt_ms: Option<f64>,
+    /// max |x| / RMS(x) over the data (the crest factor).
+    pub peak_to_rms: f64,
+}
+
+impl Seen {
+    pub fn of(spec: &DataSpec, base_dir: &Path, data: &ArrayD<f64>) -> Seen {
+        let dt_ms = match spec {
+            DataSpec::Synthetic { .. } => Some(SYNTHETIC_DT * 1000.0),
+            DataSpec::Npy { noise: Some(_), dt_ms, .. } => Some(*dt_ms),
+            DataSpec::Npy { .. } => None,
+            DataSpec::Segy { path, .. } => crate::seismic::segy::SeismicFile::open(&base_dir.join(path))
+                .ok()
+                .filter(|f| f.dt_us > 0)
+                .map(|f| f64::from(f.dt_us) / 1000.0),
+        };
+        let peak = data.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+        let r = rms(data);
+        Seen { dt_ms, peak_to_rms: if r > 0.0 { peak / r } else { 0.0 } }
+    }
+
+    pub fn metadata(&self) -> Vec<(String, String)> {
+        let mut m = vec![("data_peak_to_rms".to_string(), self.peak_to_rms.to_string())];
+        if let Some(dt) = self.dt_ms {
+            m.push(("data_dt_ms".to_string(), dt.to_string()));
+        }
+        m
+    }
 }
 
 /// Refuses NaN or infinite values in a data file, naming the first.

@@ -151,7 +151,10 @@ impl NoiseSpec {
                             let gain = 0.6 + 0.4 * hann(k, width);
                             let mut trace = x.column_mut(first + k);
                             for i in 0..len.min(nt - start) {
-                                add(&mut trace[start + i], amplitude * rms * gain * hann(i, len) * series[start + i]);
+                                add(
+                                    &mut trace[start + i],
+                                    amplitude * rms * gain * hann(i, len) * series[start + i],
+                                );
                             }
                         }
                     }
@@ -159,7 +162,8 @@ impl NoiseSpec {
                 NoiseKind::DeadTraces { .. } | NoiseKind::ReversedTraces { .. } => {}
             }
         }
-        let trace_wise = |want: fn(&NoiseKind) -> Option<f64>| self.parts.iter().filter_map(want).collect::<Vec<_>>();
+        let trace_wise =
+            |want: fn(&NoiseKind) -> Option<f64>| self.parts.iter().filter_map(want).collect::<Vec<_>>();
         let reversed = trace_wise(|p| match p {
             NoiseKind::ReversedTraces { fraction } => Some(*fraction),
             _ => None,
@@ -187,7 +191,13 @@ impl NoiseSpec {
     /// Adds this noise to one sample `[C, H, W]` (each channel a panel of H time samples × W
     /// traces) or `[C, N]` (each channel one trace); other shapes are one trace. `rms`: the
     /// reference, or the sample's own RMS when `None`.
-    pub fn apply_to_sample(&self, mut sample: ArrayViewMutD<f64>, rms: Option<f64>, dt: f64, rng: &mut impl Rng) {
+    pub fn apply_to_sample(
+        &self,
+        mut sample: ArrayViewMutD<f64>,
+        rms: Option<f64>,
+        dt: f64,
+        rng: &mut impl Rng,
+    ) {
         let rms = rms.unwrap_or_else(|| {
             (sample.iter().map(|v| v * v).sum::<f64>() / sample.len().max(1) as f64).sqrt().max(1e-12)
         });
@@ -215,7 +225,13 @@ impl NoiseSpec {
     }
 
     /// Adds noise to every sample of `[N, ...]` data (see [`NoiseSpec::apply_to_sample`]).
-    pub fn apply_to_samples(&self, data: &mut ndarray::ArrayD<f64>, rms: Option<f64>, dt: f64, rng: &mut impl Rng) {
+    pub fn apply_to_samples(
+        &self,
+        data: &mut ndarray::ArrayD<f64>,
+        rms: Option<f64>,
+        dt: f64,
+        rng: &mut impl Rng,
+    ) {
         for sample in data.axis_iter_mut(Axis(0)) {
             self.apply_to_sample(sample, rms, dt, rng);
         }

@@ -364,7 +364,15 @@ pub fn train(
     }
     // The training data's RMS travels with the weights: inference scales SEG-Y sections to it.
     let data_rms = data::rms(if denoising { &dataset.targets } else { &dataset.inputs });
-    let meta = |epoch: usize| provenance(program, &spec, epoch, data_rms);
+    // What the model saw, so `infer` can say when a file is far from it: the sample interval
+    // and the ratio of the largest amplitude to the RMS.
+    let seen =
+        data::Seen::of(&spec.data, base_dir, if denoising { &dataset.targets } else { &dataset.inputs });
+    let meta = |epoch: usize| {
+        let mut m = provenance(program, &spec, epoch, data_rms);
+        m.extend(seen.metadata());
+        m
+    };
     fn note_written(report: &mut TrainReport, p: &Path) {
         if !report.written.iter().any(|w| w == p) {
             report.written.push(p.to_path_buf());
