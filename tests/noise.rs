@@ -399,3 +399,43 @@ fn npy_data_takes_noise_and_then_its_input_is_the_target() {
         other => panic!("{other:?}"),
     }
 }
+
+/// The pictures of docs/noise.md: one synthetic section with each kind of noise (and the mix
+/// the shipped models were trained on). Run with `cargo test --test noise -- --ignored`.
+#[test]
+#[ignore = "writes docs/img/noise_*.png"]
+fn draw_the_pictures_of_docs_noise_md() {
+    use geonetc::seismic::plot::{Palette, panels};
+    let kinds = [
+        ("white", "gaussian(0.5)"),
+        ("band", "gaussian(1, band = [20, 40])"),
+        ("spikes", "spikes(rate = 0.002, amplitude = 10)"),
+        ("bursts", "bursts(rate = 0.0003, amplitude = 5, length = 60)"),
+        ("traces", "dead_traces(0.1) + reversed_traces(0.1)"),
+        ("linear", "linear(2, dip = 12, freq = 8, count = 3)"),
+        ("swell", "swell(5, fraction = 0.15, width = 4, band = [1, 8])"),
+        (
+            "mix",
+            "gaussian(1) + gaussian(0.3, band = [5, 60]) + spikes(rate = 0.0005, amplitude = 8) + swell(3, fraction = 0.05, width = 3) + linear(0.5, dip = 30, freq = 8)",
+        ),
+    ];
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/img");
+    for (name, noise) in kinds {
+        let spec = noise_of(noise);
+        let ds = geonetc::runtime::data::synthetic(&[1, 256, 128], 1, &spec, 3).expect("synthetic");
+        let section = |a: &ndarray::ArrayD<f64>| {
+            a.index_axis(ndarray::Axis(0), 0)
+                .index_axis(ndarray::Axis(0), 0)
+                .t()
+                .mapv(|v| v as f32)
+                .into_dimensionality::<ndarray::Ix2>()
+                .expect("a 2-D section")
+        };
+        let (noisy, clean) = (section(&ds.inputs), section(&ds.targets));
+        let added = &noisy - &clean;
+        // Dense noise compresses badly as PNG: those pictures are JPEG (under ~200 KB each).
+        let ext = if ["white", "band", "mix"].contains(&name) { "jpg" } else { "png" };
+        let shown = [("clean", &clean), ("with noise", &noisy), ("noise alone", &added)];
+        panels(&dir.join(format!("noise_{name}.{ext}")), &shown, 4000, Palette::Grey).expect("drawn");
+    }
+}
