@@ -505,18 +505,24 @@ fn provenance(program: &Program, spec: &TrainSpec, epochs: usize, data_rms: f64)
     ];
     match &spec.data {
         DataSpec::Synthetic { noise, shape, .. } => {
-            m.push(("noise".into(), noise.to_string()));
+            m.push(("noise".into(), noise_text(noise)));
             m.push(("patch".into(), json(shape)));
         }
         DataSpec::Segy { noise, patch, .. } => {
-            m.push(("noise".into(), noise.to_string()));
+            m.push(("noise".into(), noise_text(noise)));
             let patch = patch.clone().unwrap_or_else(|| program.model.inputs[0].shape[1..].to_vec());
             m.push(("patch".into(), json(&patch)));
         }
-        DataSpec::Npy { noise: Some(noise), .. } => m.push(("noise".into(), noise.to_string())),
+        DataSpec::Npy { noise: Some(noise), .. } => m.push(("noise".into(), noise_text(noise))),
         DataSpec::Npy { .. } => {}
     }
     m
+}
+
+/// The `noise` metadata: the number for plain white Gaussian noise (as before noise
+/// expressions), else the expression's canonical text.
+fn noise_text(noise: &crate::check::program::NoiseSpec) -> String {
+    noise.as_white().map_or_else(|| noise.to_string(), |std| std.to_string())
 }
 
 /// What to tell a user whose loss became NaN or infinite: where it happened, what this run
