@@ -166,3 +166,28 @@ fn without_weights_and_without_the_run_output_infer_still_asks_for_weights() {
     assert!(!err.contains("note: using"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn the_shipped_models_denoise_shared_field_files_with_the_readme_command() {
+    let field = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/seismic/field");
+    let dir = tmp("models", "field");
+    // Small files of both kinds (SEG-Y int16, SU); each skipped when absent.
+    for name in ["f3.sgy", "gom_cdp_nmo.su"] {
+        let input = field.join(name);
+        if !input.is_file() {
+            eprintln!("skipped: {} is absent", input.display());
+            continue;
+        }
+        for model in MODELS {
+            let out = dir.join(format!("out_{name}"));
+            let (code, _, err) = geonetc(&["infer", model, "--input", s(&input), "--output", s(&out)]);
+            assert_eq!(code, 0, "{model} on {name}: {err}");
+            let (written, read) =
+                (std::fs::metadata(&out).unwrap().len(), std::fs::metadata(&input).unwrap().len());
+            // Same headers and trace count; SEG-Y int16 input is written in its own format.
+            assert_eq!(written, read, "{model} on {name}: output size");
+            let _ = std::fs::remove_file(&out);
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
