@@ -5,7 +5,6 @@
 mod common;
 use common::geonetc;
 
-
 #[test]
 fn success_prints_the_table_and_exits_0() {
     let (code, out, err) = geonetc(&["check", "examples/unet_s.geonet"]);

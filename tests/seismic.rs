@@ -312,7 +312,15 @@ fn a_two_dimensional_npy_is_a_section_for_infer_with_a_picture() {
 fn segy_training_patches() {
     let Some(p) = data("field/f3.sgy") else { return };
     // 75 samples × 414 traces; patches 32 × 64 every 16 × 32: rows 0,16,32,43 × cols 0..350.
-    let ds = geonetc::runtime::data::segy(&p, &[1, 32, 64], None, Some(&[16, 32]), 0.0, 1).unwrap();
+    let ds = geonetc::runtime::data::segy(
+        &p,
+        &[1, 32, 64],
+        None,
+        Some(&[16, 32]),
+        &geonetc::check::program::NoiseSpec::gaussian(0.0),
+        1,
+    )
+    .unwrap();
     let rows = geonetc::seismic::tile_starts(75, 32, 16).len();
     let cols = geonetc::seismic::tile_starts(414, 64, 32).len();
     assert_eq!(ds.len(), rows * cols);
@@ -322,12 +330,27 @@ fn segy_training_patches() {
     let s = f.section().unwrap();
     let rms = (s.iter().map(|&v| (v as f64).powi(2)).sum::<f64>() / s.len() as f64).sqrt();
     assert!((ds.targets[[0, 0, 5, 7]] - s[[7, 5]] as f64 / rms).abs() < 1e-9);
-    let traces = geonetc::runtime::data::segy(&p, &[1, 40], None, None, 0.5, 1).unwrap();
+    let traces = geonetc::runtime::data::segy(
+        &p,
+        &[1, 40],
+        None,
+        None,
+        &geonetc::check::program::NoiseSpec::gaussian(0.5),
+        1,
+    )
+    .unwrap();
     assert_eq!(traces.len(), 414 * geonetc::seismic::tile_starts(75, 40, 20).len());
     assert!(
-        geonetc::runtime::data::segy(&p, &[1, 128, 64], None, None, 0.5, 1)
-            .unwrap_err()
-            .contains("smaller than")
+        geonetc::runtime::data::segy(
+            &p,
+            &[1, 128, 64],
+            None,
+            None,
+            &geonetc::check::program::NoiseSpec::gaussian(0.5),
+            1
+        )
+        .unwrap_err()
+        .contains("smaller than")
     );
 }
 

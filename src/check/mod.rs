@@ -10,6 +10,7 @@ mod blocks;
 mod calls;
 pub mod layers;
 mod model;
+pub mod noise;
 pub mod program;
 pub mod repeat;
 mod report;

@@ -2,6 +2,7 @@
 //! inlined, every layer has its stable name, concrete attributes and output shape.
 //! This is what `ir` lowers and what `check --format json` prints.
 
+pub use super::noise::{NoiseKind, NoiseSpec};
 use crate::ops::{Op, Shape};
 use crate::syntax::ast::{ExprId, SourceMap};
 use serde::Serialize;
@@ -150,15 +151,20 @@ pub enum LossKind {
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub enum DataSpec {
     /// Seismic-like sections (`shape = [C, H, W]`) or traces (`[C, N]`) of Ricker wavelets on
-    /// linear and hyperbolic events; input = clean + noise·RMS·N(0,1), target = clean.
-    Synthetic { shape: Shape, count: usize, noise: f64, seed: u64 },
+    /// linear and hyperbolic events, sampled at 4 ms; input = clean + noise, target = clean.
+    Synthetic { shape: Shape, count: usize, noise: NoiseSpec, seed: u64 },
     /// Patches (2-D models) or traces (1-D models) cut from a SEG-Y/SU file; paths as written.
-    Segy { path: String, patch: Option<Vec<usize>>, step: Option<Vec<usize>>, noise: f64, seed: u64 },
-    /// Arrays with the batch axis first; paths as written. `target` may be left out only for
-    /// self-supervised training (then nothing is scored against a clean reference).
+    Segy { path: String, patch: Option<Vec<usize>>, step: Option<Vec<usize>>, noise: NoiseSpec, seed: u64 },
+    /// Arrays with the batch axis first; paths as written. With `noise`, the inputs get that
+    /// noise (sample interval `dt_ms`, default 4 ms), and the target defaults to the input file.
+    /// `target` is None only for self-supervised training without noise (nothing is scored
+    /// against a clean reference).
     Npy {
         input: String,
         #[serde(skip_serializing_if = "Option::is_none")]
         target: Option<String>,
+        noise: Option<NoiseSpec>,
+        dt_ms: f64,
+        seed: u64,
     },
 }

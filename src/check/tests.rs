@@ -250,7 +250,12 @@ fn train_defaults_and_optimizer_aliases() {
     assert_eq!((t.batch, t.epochs, t.validate, t.seed, t.save.as_str()), (16, 10, 0.1, 0, "m.safetensors"));
     assert_eq!(
         t.data,
-        program::DataSpec::Synthetic { shape: vec![1, 16, 16], count: 8, noise: 0.5, seed: 0 }
+        program::DataSpec::Synthetic {
+            shape: vec![1, 16, 16],
+            count: 8,
+            noise: program::NoiseSpec::gaussian(0.5),
+            seed: 0
+        }
     );
 }
 

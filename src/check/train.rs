@@ -2,6 +2,7 @@
 //! and whether the data fits the model.
 
 use super::model::CheckedModel;
+use super::noise::{NoiseSpec, check_noise};
 use super::program::{DataSpec, LossKind, OptimizerKind, OptimizerSpec, TrainSpec};
 use super::shape_errors::fmt_shape;
 use super::values::{self, BlockArgs, Value};
@@ -369,7 +370,7 @@ pub fn source_keys(source: &str) -> Option<&'static [&'static str]> {
     Some(match source {
         "synthetic" => &["shape", "count", "noise", "seed"],
         "segy" => &["file", "patch", "step", "noise", "seed"],
-        "npy" => &["input", "target"],
+        "npy" => &["input", "target", "noise", "dt_ms", "seed"],
         _ => return None,
     })
 }
@@ -417,6 +418,8 @@ fn check_data(
     };
     let before = diags.len();
     let mut got: HashMap<&'static str, (Value, Span)> = HashMap::new();
+    // `noise` is an expression of noise kinds, checked by `noise::check_noise`, not a value.
+    let mut noise_expr: Option<&ast::Expr> = None;
     let positional: &[&'static str] = if source == "segy" { &["file"] } else { &[] };
     let mut pos = positional.iter();
     for a in args {
@@ -451,6 +454,17 @@ fn check_data(
                 }
             },
         };
+        if key == "noise" {
+            if noise_expr.replace(&a.value).is_some() {
+                diags.push(Diagnostic::error(
+                    codes::DUPLICATE_ATTRIBUTE,
+                    "`noise` is given twice",
+                    a.span.clone(),
+                    "given again",
+                ));
+            }
+            continue;
+        }
         match values::eval(&a.value, &BlockArgs::new()) {
             Ok(v) => {
                 if got.insert(key, (v, a.value.span.clone())).is_some() {
@@ -496,17 +510,8 @@ fn check_data(
             }
         }
     };
-    let num = |key: &str, default: f64, diags: &mut Vec<Diagnostic>| -> f64 {
-        match got.get(key) {
-            None => default,
-            Some((v, span)) => match v.as_f64() {
-                Some(x) if x.is_finite() && x >= 0.0 => x,
-                _ => {
-                    diags.push(bad(key, "a number ≥ 0", span));
-                    default
-                }
-            },
-        }
+    let noise = |diags: &mut Vec<Diagnostic>| -> Option<NoiseSpec> {
+        noise_expr.map(|e| check_noise(e, diags).unwrap_or_else(|| NoiseSpec::gaussian(0.0)))
     };
     let int_list = |key: &str, diags: &mut Vec<Diagnostic>| -> Option<Vec<usize>> {
         let (v, span) = got.get(key)?;
@@ -629,7 +634,24 @@ fn check_data(
                     1
                 }
             };
-            DataSpec::Synthetic { shape, count, noise: num("noise", 0.5, diags), seed: seed(diags) }
+            let noise = noise(diags).unwrap_or_else(|| NoiseSpec::gaussian(0.5));
+            // The synthetic sections are sampled at 4 ms: their Nyquist frequency is 125 Hz.
+            if let (Some(f), Some(e)) = (noise.max_freq(), noise_expr)
+                && f >= 125.0
+            {
+                diags.push(
+                    Diagnostic::error(
+                        codes::OUT_OF_RANGE,
+                        format!(
+                            "noise at {f} Hz is above the synthetic data's Nyquist frequency (125 Hz at 4 ms)"
+                        ),
+                        e.span.clone(),
+                        "frequency too high",
+                    )
+                    .with_help("synthetic sections are sampled every 4 ms: use frequencies below 125 Hz"),
+                );
+            }
+            DataSpec::Synthetic { shape, count, noise, seed: seed(diags) }
         }
         "segy" => {
             let path = string("file", diags);
@@ -652,19 +674,36 @@ fn check_data(
                 path: path.unwrap_or_default(),
                 patch,
                 step,
-                noise: num("noise", 0.5, diags),
+                noise: noise(diags).unwrap_or_else(|| NoiseSpec::gaussian(0.5)),
                 seed: seed(diags),
             }
         }
-        _ => DataSpec::Npy {
-            input: string("input", diags).unwrap_or_default(),
-            // Self-supervised training needs no clean target; given, it is used for scoring.
-            target: if self_supervised && !got.contains_key("target") {
+        _ => {
+            let noise = noise(diags);
+            let input = string("input", diags).unwrap_or_default();
+            // With noise the input file is the clean data, so it is the target unless one is
+            // named; self-supervised training needs no clean target (given, it is for scoring).
+            let target = if got.contains_key("target") {
+                Some(string("target", diags).unwrap_or_default())
+            } else if noise.is_some() {
+                Some(input.clone())
+            } else if self_supervised {
                 None
             } else {
                 Some(string("target", diags).unwrap_or_default())
-            },
-        },
+            };
+            let dt_ms = match got.get("dt_ms") {
+                None => 4.0,
+                Some((v, span)) => match v.as_f64() {
+                    Some(x) if x.is_finite() && x > 0.0 => x,
+                    _ => {
+                        diags.push(bad("dt_ms", "a sample interval in ms > 0", span));
+                        4.0
+                    }
+                },
+            };
+            DataSpec::Npy { input, target, noise, dt_ms, seed: seed(diags) }
+        }
     };
     (diags.len() == before).then_some(spec)
 }

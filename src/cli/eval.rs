@@ -52,11 +52,12 @@ fn fmt_db(db: f64) -> String {
     format!("{db:7.2} dB")
 }
 
-pub fn run(args: EvalArgs) -> ExitCode {
+pub fn run(mut args: EvalArgs) -> ExitCode {
     let (program, source) = match load_model(&args.file) {
         Ok(p) => p,
         Err(code) => return code,
     };
+    args.weights = super::fit::weights_or_default(&program, &source, &args.file, args.weights.take());
     if let Err(code) =
         super::weights::check_weights_arg(&program, &source, &args.file, args.weights.as_deref())
     {
@@ -97,6 +98,7 @@ pub fn run(args: EvalArgs) -> ExitCode {
         Ok(loaded) => loaded,
         Err(code) => return code,
     };
+    super::infer::warn_far_from_training(weights.as_ref(), &args.noisy, &noisy, None);
     let load = |_: &geonetc::ir::Graph| weights.as_ref().map(|(p, _)| p.clone()).ok_or_else(String::new);
     let loader: Option<infer::ParamLoader> = if weights.is_some() { Some(&load) } else { None };
     let declared = program.model.inputs[0].shape.clone();

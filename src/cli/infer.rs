@@ -22,11 +22,12 @@ pub struct InferArgs {
 
 /// Everything is checked before the model runs (output format, plot format, outputs that would
 /// replace an input, unwritable locations), and nothing is written when anything fails.
-pub fn run(args: InferArgs) -> ExitCode {
+pub fn run(mut args: InferArgs) -> ExitCode {
     let (program, source) = match load_model(&args.file) {
         Ok(p) => p,
         Err(code) => return code,
     };
+    args.weights = super::fit::weights_or_default(&program, &source, &args.file, args.weights.take());
     if let Err(code) =
         super::weights::check_weights_arg(&program, &source, &args.file, args.weights.as_deref())
     {
@@ -88,6 +89,7 @@ pub fn run(args: InferArgs) -> ExitCode {
         if input.ndim() == 2 && matches!(declared.as_slice(), [1, _, _]) {
             let section = input.t().to_owned().into_dimensionality::<ndarray::Ix2>();
             let Ok(section) = section else { return fail("expected a 2-D array") };
+            warn_far_from_training(weights.as_ref(), &args.input, &section, None);
             return match infer::run_section(&source, loader, &section, &declared, rms, be) {
                 Ok(y) => {
                     let out = y.t().to_owned().into_dyn();
@@ -126,6 +128,7 @@ pub fn run(args: InferArgs) -> ExitCode {
     }
     let section = file.section_f64();
     note_inexact_integers(&file, &section, be);
+    warn_far_from_training(weights.as_ref(), &args.input, &section, Some(f64::from(file.dt_us) / 1000.0));
     match infer::run_section(&source, loader, &section, &declared, rms, be) {
         Ok(y) => {
             let written = match out_format {
@@ -140,6 +143,20 @@ pub fn run(args: InferArgs) -> ExitCode {
             plot(args.plot.as_deref(), &section, &y, file.dt_us)
         }
         Err(e) => on_input(e),
+    }
+}
+
+/// Says when the input is far from what the weights were trained on (see `fit`).
+pub fn warn_far_from_training(
+    weights: Option<&super::common::Weights>,
+    input: &Path,
+    section: &ndarray::Array2<f64>,
+    dt_ms: Option<f64>,
+) {
+    if let Some((_, meta)) = weights {
+        for line in super::fit::far_from_training(meta, input, section, dt_ms) {
+            eprintln!("{line}");
+        }
     }
 }
 

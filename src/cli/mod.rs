@@ -9,6 +9,7 @@ mod diff;
 mod eval;
 mod explain;
 mod export;
+mod fit;
 mod fmt;
 mod infer;
 mod inspect;

@@ -2,11 +2,10 @@
 //! A [`Dataset`] holds inputs and targets with the sample axis first, in f64.
 
 use super::split::PatchPos;
-use crate::check::program::LossKind;
+use crate::check::program::{DataSpec, LossKind, NoiseSpec};
 use ndarray::{ArrayD, Axis, IxDyn};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use rand_distr::{Distribution, Normal};
 use std::path::Path;
 
 #[derive(Clone, Debug)]
@@ -26,12 +25,16 @@ pub struct Dataset {
     pub clean_targets: bool,
 }
 
-/// Gaussian noise of std `std` (times each sample's RMS when `relative`) added to the clean
-/// targets; draw `d` of sample `i` comes from `seed`, `d` and `i` alone.
-#[derive(Clone, Copy, Debug, PartialEq)]
+/// The noise added to the clean targets to make the inputs (any [`NoiseSpec`]); draw `d` of
+/// sample `i` comes from `seed`, `d` and `i` alone, so training can draw afresh each epoch while
+/// validation keeps one draw.
+#[derive(Clone, Debug, PartialEq)]
 pub struct AddedNoise {
-    pub std: f64,
-    pub relative: bool,
+    pub spec: NoiseSpec,
+    /// Amplitudes relative to this RMS, or to each sample's own RMS when `None`.
+    pub reference_rms: Option<f64>,
+    /// Sample interval in seconds (for noise given in Hz or ms).
+    pub dt: f64,
     pub seed: u64,
 }
 
@@ -39,28 +42,20 @@ pub struct AddedNoise {
 pub const NOISE_FIXED: u64 = 0;
 
 impl AddedNoise {
-    /// `clean` plus draw `draw` of this noise for sample `index`.
-    pub fn add(&self, clean: &[f64], index: usize, draw: u64) -> Vec<f64> {
+    /// Adds draw `draw` of this noise for sample `index` to `sample` (a clean sample).
+    pub fn add_to(&self, sample: ndarray::ArrayViewMutD<f64>, index: usize, draw: u64) {
         let mix = self.seed
             ^ (draw.wrapping_add(1)).wrapping_mul(0x9E37_79B9_7F4A_7C15)
             ^ (index as u64).wrapping_add(1).wrapping_mul(0xC2B2_AE3D_27D4_EB4F);
         let mut rng = ChaCha8Rng::seed_from_u64(mix);
-        let normal = Normal::new(0.0, 1.0).expect("unit normal");
-        let scale = if self.relative {
-            self.std
-                * (clean.iter().map(|v| v * v).sum::<f64>() / clean.len().max(1) as f64).sqrt().max(1e-12)
-        } else {
-            self.std
-        };
-        clean.iter().map(|v| v + scale * normal.sample(&mut rng)).collect()
+        self.spec.apply_to_sample(sample, self.reference_rms, self.dt, &mut rng);
     }
 
     /// Every sample of `clean` (`[N, ...]`) with draw `draw`.
-    fn add_all(&self, clean: &ArrayD<f64>, draw: u64) -> ArrayD<f64> {
+    pub fn add_all(&self, clean: &ArrayD<f64>, draw: u64) -> ArrayD<f64> {
         let mut out = clean.as_standard_layout().into_owned();
-        for (i, mut sample) in out.outer_iter_mut().enumerate() {
-            let noisy = self.add(&sample.iter().copied().collect::<Vec<_>>(), i, draw);
-            sample.iter_mut().zip(noisy).for_each(|(v, n)| *v = n);
+        for (i, sample) in out.outer_iter_mut().enumerate() {
+            self.add_to(sample, i, draw);
         }
         out
     }
@@ -75,14 +70,13 @@ impl Dataset {
     /// Samples `idx` as one batch with draw `draw` of the added noise (the inputs as stored
     /// when no noise was added, or for [`NOISE_FIXED`]).
     pub fn batch_with_noise(&self, idx: &[usize], draw: u64) -> (ArrayD<f64>, ArrayD<f64>) {
-        let Some(noise) = self.noise.filter(|_| draw != NOISE_FIXED) else {
+        let Some(noise) = self.noise.as_ref().filter(|_| draw != NOISE_FIXED) else {
             return self.batch(idx);
         };
         let t = self.targets.select(Axis(0), idx);
         let mut x = t.as_standard_layout().into_owned();
-        for (mut sample, &i) in x.outer_iter_mut().zip(idx) {
-            let noisy = noise.add(&sample.iter().copied().collect::<Vec<_>>(), i, draw);
-            sample.iter_mut().zip(noisy).for_each(|(v, n)| *v = n);
+        for (sample, &i) in x.outer_iter_mut().zip(idx) {
+            noise.add_to(sample, i, draw);
         }
         (x, t)
     }
@@ -159,10 +153,14 @@ fn check_dataset_size(what: &str, count: usize, per: usize) -> Result<(), String
     }
 }
 
+/// The sample interval of the synthetic data (s): its Ricker peaks are 10–40 Hz at 4 ms.
+pub const SYNTHETIC_DT: f64 = 0.004;
+
 /// `synthetic(shape, count, noise, seed)`: `[C, H, W]` sections or `[C, N]` traces; input =
-/// clean + noise·RMS(clean)·N(0, 1), target = clean. Deterministic from `seed`. Refused before
-/// allocating when it would not fit in memory.
-pub fn synthetic(shape: &[usize], count: usize, noise: f64, seed: u64) -> Result<Dataset, String> {
+/// clean + noise (amplitudes relative to each sample's clean RMS, sampled at
+/// [`SYNTHETIC_DT`]), target = clean. Deterministic from `seed`. Refused before allocating
+/// when it would not fit in memory.
+pub fn synthetic(shape: &[usize], count: usize, noise: &NoiseSpec, seed: u64) -> Result<Dataset, String> {
     let per = shape.iter().try_fold(1usize, |a, &n| a.checked_mul(n)).unwrap_or(usize::MAX);
     check_dataset_size("synthetic data", count, per)?;
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
@@ -171,6 +169,7 @@ pub fn synthetic(shape: &[usize], count: usize, noise: f64, seed: u64) -> Result
         [c, h, w] => (*c, *h, *w),
         _ => (1, per, 1),
     };
+    noise.check_interval(SYNTHETIC_DT, "synthetic data")?;
     let mut clean = Vec::with_capacity(count * per);
     for _ in 0..count {
         for _ in 0..c {
@@ -179,9 +178,45 @@ pub fn synthetic(shape: &[usize], count: usize, noise: f64, seed: u64) -> Result
     }
     let full: Vec<usize> = std::iter::once(count).chain(shape.iter().copied()).collect();
     let targets = ArrayD::from_shape_vec(IxDyn(&full), clean).map_err(|e| e.to_string())?;
-    let added = AddedNoise { std: noise, relative: true, seed };
+    let added = AddedNoise { spec: noise.clone(), reference_rms: None, dt: SYNTHETIC_DT, seed };
     let inputs = added.add_all(&targets, NOISE_FIXED);
     Ok(Dataset { noise: Some(added), ..Dataset::new(inputs, targets) })
+}
+
+/// What a model saw in training, stored in its weights' metadata (`data_dt_ms`,
+/// `data_peak_to_rms`) so that inference can warn about data far from it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Seen {
+    /// The sample interval in ms, when known (synthetic: 4; SEG-Y: the headers; npy: `dt_ms`
+    /// when noise is added).
+    pub dt_ms: Option<f64>,
+    /// max |x| / RMS(x) over the data (the crest factor).
+    pub peak_to_rms: f64,
+}
+
+impl Seen {
+    pub fn of(spec: &DataSpec, base_dir: &Path, data: &ArrayD<f64>) -> Seen {
+        let dt_ms = match spec {
+            DataSpec::Synthetic { .. } => Some(SYNTHETIC_DT * 1000.0),
+            DataSpec::Npy { noise: Some(_), dt_ms, .. } => Some(*dt_ms),
+            DataSpec::Npy { .. } => None,
+            DataSpec::Segy { path, .. } => crate::seismic::segy::SeismicFile::open(&base_dir.join(path))
+                .ok()
+                .filter(|f| f.dt_us > 0)
+                .map(|f| f64::from(f.dt_us) / 1000.0),
+        };
+        let peak = data.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+        let r = rms(data);
+        Seen { dt_ms, peak_to_rms: if r > 0.0 { peak / r } else { 0.0 } }
+    }
+
+    pub fn metadata(&self) -> Vec<(String, String)> {
+        let mut m = vec![("data_peak_to_rms".to_string(), self.peak_to_rms.to_string())];
+        if let Some(dt) = self.dt_ms {
+            m.push(("data_dt_ms".to_string(), dt.to_string()));
+        }
+        m
+    }
 }
 
 /// Refuses NaN or infinite values in a data file, naming the first.
@@ -309,20 +344,28 @@ pub fn rms(a: &ArrayD<f64>) -> f64 {
 /// The section is divided by its RMS (so it has unit RMS); 2-D models take patches of
 /// `patch = [H, W]` (time samples × traces, default the model's input size) every
 /// `step` (default half a patch), the last patch flush with each edge; 1-D models take windows
-/// of `N` samples of every trace. The input adds Gaussian noise of std `noise` (relative to the
-/// section's RMS); the target is the recorded data.
+/// of `N` samples of every trace. The input adds `noise` (amplitudes relative to the section's
+/// RMS, frequencies at the headers' sample interval); the target is the recorded data.
 pub fn segy(
     path: &Path,
     model_in: &[usize],
     patch: Option<&[usize]>,
     step: Option<&[usize]>,
-    noise: f64,
+    noise: &NoiseSpec,
     seed: u64,
 ) -> Result<Dataset, String> {
     let f = crate::seismic::segy::SeismicFile::open(path).map_err(|e| e.to_string())?;
+    let dt = f64::from(f.dt_us) * 1e-6;
+    if dt <= 0.0 && noise.max_freq().is_some() {
+        return Err(format!(
+            "{}: the headers give no sample interval, which noise in Hz needs",
+            path.display()
+        ));
+    }
+    noise.check_interval(dt, &path.display().to_string())?;
     // [samples (time), traces]
     let section = f.section().map_err(|e| e.to_string())?.t().mapv(f64::from);
-    section_patches(section, path, model_in, patch, step, noise, seed)
+    section_patches(section, path, model_in, patch, step, noise, dt.max(1e-6), seed)
 }
 
 /// Patches of a section `[samples (time), traces]` read from `path`, as [`segy`] cuts them
@@ -333,7 +376,8 @@ pub fn section_patches(
     model_in: &[usize],
     patch: Option<&[usize]>,
     step: Option<&[usize]>,
-    noise: f64,
+    noise: &NoiseSpec,
+    dt: f64,
     seed: u64,
 ) -> Result<Dataset, String> {
     let scale = rms(&section.clone().into_dyn());
@@ -394,14 +438,16 @@ pub fn section_patches(
     }
     let full: Vec<usize> = std::iter::once(count).chain(model_in.iter().copied()).collect();
     let targets = ArrayD::from_shape_vec(IxDyn(&full), clean).map_err(|e| e.to_string())?;
-    let added = AddedNoise { std: noise, relative: false, seed };
+    // The section has unit RMS: amplitudes are relative to the whole section's RMS.
+    let added = AddedNoise { spec: noise.clone(), reference_rms: Some(1.0), dt, seed };
+    let with_noise = !noise.is_none();
     Ok(Dataset {
-        inputs: if noise > 0.0 { added.add_all(&targets, NOISE_FIXED) } else { targets.clone() },
+        inputs: if with_noise { added.add_all(&targets, NOISE_FIXED) } else { targets.clone() },
         targets,
-        noise: (noise > 0.0).then_some(added),
+        noise: with_noise.then_some(added),
         patches: Some((positions, cols)),
         // With no noise added the recorded data is input and target alike: nothing to score.
-        clean_targets: noise > 0.0,
+        clean_targets: with_noise,
     })
 }
 
@@ -422,16 +468,16 @@ mod tests {
 
     #[test]
     fn synthetic_is_deterministic_and_has_the_requested_noise() {
-        let a = synthetic(&[1, 32, 32], 4, 0.5, 7).unwrap();
-        let b = synthetic(&[1, 32, 32], 4, 0.5, 7).unwrap();
+        let a = synthetic(&[1, 32, 32], 4, &NoiseSpec::gaussian(0.5), 7).unwrap();
+        let b = synthetic(&[1, 32, 32], 4, &NoiseSpec::gaussian(0.5), 7).unwrap();
         assert_eq!(a.inputs, b.inputs);
-        let c = synthetic(&[1, 32, 32], 4, 0.5, 8).unwrap();
+        let c = synthetic(&[1, 32, 32], 4, &NoiseSpec::gaussian(0.5), 8).unwrap();
         assert_ne!(a.inputs, c.inputs);
         // noise std / clean RMS ≈ 0.5 → SNR ≈ −20·log10(0.5) = 6.02 dB.
-        let big = synthetic(&[1, 64, 64], 16, 0.5, 1).unwrap();
+        let big = synthetic(&[1, 64, 64], 16, &NoiseSpec::gaussian(0.5), 1).unwrap();
         let snr = snr_db(&big.targets, &big.inputs);
         assert!((snr - 6.02).abs() < 0.2, "SNR {snr}");
-        let traces = synthetic(&[1, 256], 64, 0.3, 2).unwrap();
+        let traces = synthetic(&[1, 256], 64, &NoiseSpec::gaussian(0.3), 2).unwrap();
         let snr = snr_db(&traces.targets, &traces.inputs);
         assert!((snr - 10.46).abs() < 0.3, "SNR {snr}");
         assert!(rms(&traces.targets) > 0.0);

@@ -7,6 +7,7 @@ pub mod data;
 pub mod engine;
 pub mod infer;
 pub mod masking;
+pub mod noise;
 pub mod optim;
 pub mod split;
 pub mod train;

@@ -101,7 +101,7 @@ pub fn output_paths(
 /// The data files the train block reads (none for synthetic data), relative to `base_dir`.
 pub fn data_files(program: &Program, base_dir: &Path) -> Vec<(&'static str, PathBuf)> {
     match program.train.as_ref().map(|t| &t.data) {
-        Some(DataSpec::Npy { input, target }) => {
+        Some(DataSpec::Npy { input, target, .. }) => {
             let mut files = vec![("the training input", base_dir.join(input))];
             files.extend(target.as_ref().map(|t| ("the training target", base_dir.join(t))));
             files
@@ -152,10 +152,10 @@ pub fn load_data(program: &Program, base_dir: &Path) -> Result<Dataset, TrainErr
     let out_shape = &program.model.outputs[0].shape;
     let (dataset, what) = match &train.data {
         DataSpec::Synthetic { shape, count, noise, seed } => (
-            data::synthetic(shape, *count, *noise, *seed).map_err(TrainError::Io)?,
+            data::synthetic(shape, *count, noise, *seed).map_err(TrainError::Io)?,
             "the synthetic data".to_string(),
         ),
-        DataSpec::Npy { input, target: None } => {
+        DataSpec::Npy { input, target: None, .. } => {
             // Self-supervised on noisy arrays alone: the inputs are their own (masked) targets,
             // and there is no clean reference to score against.
             // A 2-D array is one section `[time, traces]` (as `infer` reads it), cut into patches.
@@ -164,23 +164,39 @@ pub fn load_data(program: &Program, base_dir: &Path) -> Result<Dataset, TrainErr
             data::check_values(&array, &x).map_err(TrainError::Io)?;
             let ds = match array.into_dimensionality::<ndarray::Ix2>() {
                 Ok(section) if in_shape.len() == 3 => {
-                    data::section_patches(section, &x, in_shape, None, None, 0.0, 0)
+                    let none = crate::check::program::NoiseSpec::gaussian(0.0);
+                    data::section_patches(section, &x, in_shape, None, None, &none, 1.0, 0)
                         .map_err(TrainError::Io)?
                 }
                 _ => data::npy(&x, &x, in_shape, out_shape).map_err(TrainError::Io)?,
             };
             (Dataset { clean_targets: false, ..ds }, x.display().to_string())
         }
-        DataSpec::Npy { input, target: Some(target) } => {
+        DataSpec::Npy { input, target: Some(target), noise, dt_ms, seed } => {
             let (x, t) = (base_dir.join(input), base_dir.join(target));
-            let ds = data::npy(&x, &t, in_shape, out_shape).map_err(TrainError::Io)?;
+            let mut ds = data::npy(&x, &t, in_shape, out_shape).map_err(TrainError::Io)?;
             data::check_values(&ds.inputs, &x).map_err(TrainError::Io)?;
+            if let Some(noise) = noise {
+                // Amplitudes relative to each sample's RMS, as for synthetic data.
+                let dt = dt_ms / 1000.0;
+                noise.check_interval(dt, &x.display().to_string()).map_err(TrainError::Io)?;
+                let added = data::AddedNoise { spec: noise.clone(), reference_rms: None, dt, seed: *seed };
+                if x == t {
+                    // The file is the clean data: its noise can be drawn afresh each epoch.
+                    ds.inputs = added.add_all(&ds.targets, data::NOISE_FIXED);
+                    ds.noise = Some(added);
+                } else {
+                    for (i, sample) in ds.inputs.outer_iter_mut().enumerate() {
+                        added.add_to(sample, i, data::NOISE_FIXED);
+                    }
+                }
+            }
             data::check_targets(&ds.targets, train.loss, out_shape, &t).map_err(TrainError::Io)?;
             (ds, t.display().to_string())
         }
         DataSpec::Segy { path, patch, step, noise, seed } => {
             let p = base_dir.join(path);
-            let ds = data::segy(&p, in_shape, patch.as_deref(), step.as_deref(), *noise, *seed)
+            let ds = data::segy(&p, in_shape, patch.as_deref(), step.as_deref(), noise, *seed)
                 .map_err(TrainError::Io)?;
             data::check_values(&ds.targets, &p).map_err(TrainError::Io)?;
             (ds, p.display().to_string())
@@ -377,7 +393,18 @@ pub fn train(
     // A self-supervised model learned from the noisy inputs: their RMS is what it expects.
     let supervised_denoiser = denoising && spec.target.is_none();
     let data_rms = data::rms(if supervised_denoiser { &dataset.targets } else { &dataset.inputs });
-    let meta = |epoch: usize| provenance(program, &spec, epoch, data_rms);
+    // What the model saw, so `infer` can say when a file is far from it: the sample interval
+    // and the ratio of the largest amplitude to the RMS.
+    let seen = data::Seen::of(
+        &spec.data,
+        base_dir,
+        if supervised_denoiser { &dataset.targets } else { &dataset.inputs },
+    );
+    let meta = |epoch: usize| {
+        let mut m = provenance(program, &spec, epoch, data_rms);
+        m.extend(seen.metadata());
+        m
+    };
     fn note_written(report: &mut TrainReport, p: &Path) {
         if !report.written.iter().any(|w| w == p) {
             report.written.push(p.to_path_buf());
@@ -544,17 +571,24 @@ fn provenance(program: &Program, spec: &TrainSpec, epochs: usize, data_rms: f64)
     }
     match &spec.data {
         DataSpec::Synthetic { noise, shape, .. } => {
-            m.push(("noise".into(), noise.to_string()));
+            m.push(("noise".into(), noise_text(noise)));
             m.push(("patch".into(), json(shape)));
         }
         DataSpec::Segy { noise, patch, .. } => {
-            m.push(("noise".into(), noise.to_string()));
+            m.push(("noise".into(), noise_text(noise)));
             let patch = patch.clone().unwrap_or_else(|| program.model.inputs[0].shape[1..].to_vec());
             m.push(("patch".into(), json(&patch)));
         }
+        DataSpec::Npy { noise: Some(noise), .. } => m.push(("noise".into(), noise_text(noise))),
         DataSpec::Npy { .. } => {}
     }
     m
+}
+
+/// The `noise` metadata: the number for plain white Gaussian noise (as before noise
+/// expressions), else the expression's canonical text.
+fn noise_text(noise: &crate::check::program::NoiseSpec) -> String {
+    noise.as_white().map_or_else(|| noise.to_string(), |std| std.to_string())
 }
 
 /// What to tell a user whose loss became NaN or infinite: where it happened, what this run
