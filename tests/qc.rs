@@ -50,7 +50,8 @@ fn local_similarity_matches_the_numpy_script() {
     let field = qc::local_similarity(removed.view(), denoised.view(), radii);
     let ls = &r["local_similarity"];
     for p in ls["samples"].as_array().unwrap() {
-        let (i, j, v) = (p[0].as_u64().unwrap() as usize, p[1].as_u64().unwrap() as usize, p[2].as_f64().unwrap());
+        let (i, j, v) =
+            (p[0].as_u64().unwrap() as usize, p[1].as_u64().unwrap() as usize, p[2].as_f64().unwrap());
         close(field[[i, j]], v, 1e-9, &format!("similarity at {i}, {j}"));
     }
     let leak = qc::leakage(removed.view(), denoised.view(), radii);
@@ -59,7 +60,8 @@ fn local_similarity_matches_the_numpy_script() {
     close(leak.above_0_3, ls["above_0_3"].as_f64().unwrap(), 1e-12, "share above 0.3");
     let other = qc::local_similarity(noisy.view(), clean.view(), qc::Radii { samples: 4, traces: 2 });
     for p in r["local_similarity_noisy_clean_r4x2"].as_array().unwrap() {
-        let (i, j, v) = (p[0].as_u64().unwrap() as usize, p[1].as_u64().unwrap() as usize, p[2].as_f64().unwrap());
+        let (i, j, v) =
+            (p[0].as_u64().unwrap() as usize, p[1].as_u64().unwrap() as usize, p[2].as_f64().unwrap());
         assert!((other[[i, j]] - v).abs() < 1e-9, "radii 4×2 at {i}, {j}: {} vs {v}", other[[i, j]]);
     }
 }

@@ -54,6 +54,11 @@ impl Default for Options {
     }
 }
 
+/// Which traces of a SEG-Y/SU file its headers mark dead (trace identification code 2).
+pub fn dead_in_headers(file: &super::segy::SeismicFile) -> Vec<bool> {
+    (0..file.traces()).map(|i| file.trace_header(i).is_some_and(|h| h.trace_id == 2)).collect()
+}
+
 /// What [`scan`] found in a section.
 #[derive(Clone, Debug)]
 pub struct Scan {
@@ -155,11 +160,7 @@ pub fn refusal(scan: &Scan, section: ArrayView2<f64>) -> Option<String> {
         section.nrows(),
         s + 1,
         section[[t, s]],
-        if n > 1 {
-            format!(" ({n} non-finite samples in {} traces)", traces.len())
-        } else {
-            String::new()
-        },
+        if n > 1 { format!(" ({n} non-finite samples in {} traces)", traces.len()) } else { String::new() },
     ))
 }
 
@@ -256,7 +257,8 @@ impl Report {
         let dead = match self.dead_traces.len() {
             0 => "no dead traces".to_string(),
             n => {
-                let list: Vec<String> = self.dead_traces.iter().take(8).map(|t| (t + 1).to_string()).collect();
+                let list: Vec<String> =
+                    self.dead_traces.iter().take(8).map(|t| (t + 1).to_string()).collect();
                 format!("{n} dead traces ({}{})", list.join(", "), if n > 8 { ", …" } else { "" })
             }
         };
