@@ -60,6 +60,9 @@ pub fn image_format(path: &Path) -> Result<image::ImageOutputFormat, String> {
     }
 }
 
+/// One integer trace-header field.
+type HeaderField = dyn Fn(&super::segy::TraceHeader) -> i32;
+
 /// The axes of a section in its file's units.
 #[derive(Clone, Debug)]
 pub struct Axes {
@@ -95,14 +98,13 @@ impl Axes {
         axes.delay_ms = headers[0].delay_ms as f64;
         let varies =
             |f: &dyn Fn(&super::segy::TraceHeader) -> i32| headers.iter().any(|h| f(h) != f(&headers[0]));
-        let pick: Option<(&str, &dyn Fn(&super::segy::TraceHeader) -> i32)> =
-            match (varies(&|h| h.inline), varies(&|h| h.crossline)) {
-                (false, true) => Some(("crossline", &|h| h.crossline)),
-                (true, false) => Some(("inline", &|h| h.inline)),
-                _ if varies(&|h| h.cdp) => Some(("CDP", &|h| h.cdp)),
-                _ if varies(&|h| h.sequence_line) => Some(("trace number", &|h| h.sequence_line)),
-                _ => None,
-            };
+        let pick: Option<(&str, &HeaderField)> = match (varies(&|h| h.inline), varies(&|h| h.crossline)) {
+            (false, true) => Some(("crossline", &|h| h.crossline)),
+            (true, false) => Some(("inline", &|h| h.inline)),
+            _ if varies(&|h| h.cdp) => Some(("CDP", &|h| h.cdp)),
+            _ if varies(&|h| h.sequence_line) => Some(("trace number", &|h| h.sequence_line)),
+            _ => None,
+        };
         if let Some((name, field)) = pick {
             axes.trace_name = name.into();
             axes.trace_values = headers.iter().map(|h| field(h) as f64).collect();
@@ -308,7 +310,7 @@ pub fn average_amplitude_spectrum(section: &Array2<f32>) -> Vec<f64> {
     let (traces, samples) = section.dim();
     let mut planner = rustfft::FftPlanner::<f64>::new();
     let fft = planner.plan_fft_forward(samples.max(1));
-    let take = traces.min(512).max(1);
+    let take = traces.clamp(1, 512);
     let mut sum = vec![0.0; samples / 2 + 1];
     let mut buf = vec![rustfft::num_complex::Complex::new(0.0, 0.0); samples];
     for k in 0..take.min(traces) {
