@@ -11,7 +11,7 @@ Writes tests/fixtures/qc/*.npy (fixed arrays, [traces, samples]) and tests/fixtu
 - Local similarity (Chen & Fomel 2015), ratio form written here independently with numpy:
   s = S[ab] / sqrt(S[a^2] S[b^2] + eps^2), S = triangle smoothing (weights r - |k|, |k| < r,
   zero outside the array) with radius r_t along time and r_x across traces,
-  eps = 1e-6 rms(a) rms(b). The smoothing is done by np.convolve here (the Rust code loops).
+  eps = 1e-6 * r_t^2 * r_x^2 * mean(b^2). The smoothing is done by np.convolve here (the Rust code loops).
 """
 import json
 import os
@@ -34,8 +34,7 @@ def triangle_smooth(a, r, axis):
 
 
 def local_similarity(a, b, r_t, r_x):
-    n = a.size
-    eps = 1e-6 * np.sqrt((a * a).sum() / n) * np.sqrt((b * b).sum() / n)
+    eps = 1e-6 * r_t ** 2 * r_x ** 2 * (b * b).mean()
     sm = lambda v: triangle_smooth(triangle_smooth(v, r_t, 1), r_x, 0)
     ab, aa, bb = sm(a * b), sm(a * a), sm(b * b)
     return ab / np.sqrt(np.maximum(aa, 0) * np.maximum(bb, 0) + eps * eps)

@@ -300,3 +300,133 @@ fn a_zero_mean_section_stays_zero_mean() {
     // Twice the input, in the input's units (the scale was undone).
     assert!(y.iter().zip(x.iter()).all(|(a, b)| (a - 2.0 * b).abs() < 1e-9 * rms));
 }
+
+// ---- eval's report and the pictures ----------------------------------------------------------
+
+/// (width, height) of a PNG file, after checking its signature.
+fn png_size(path: &Path) -> (u32, u32) {
+    let png = std::fs::read(path).unwrap();
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n", "{} is no PNG", path.display());
+    let dim = |at: usize| u32::from_be_bytes([png[at], png[at + 1], png[at + 2], png[at + 3]]);
+    (dim(16), dim(20))
+}
+
+/// An identity model (no weights needed).
+fn identity_model(d: &Path) -> PathBuf {
+    let file = d.join("id.geonet");
+    let model = "model id {\n input x: [1, 16, 16]\n y = x -> conv(1, kernel=1, bias=false, init=[[1]])\n output y\n}\n";
+    std::fs::write(&file, model).unwrap();
+    file
+}
+
+#[test]
+fn eval_json_reports_the_measures_of_the_fixtures() {
+    let d = tmp("qc", "eval-json");
+    let file = identity_model(&d);
+    // eval reads a 2-D .npy as [time, traces]: the fixtures are [traces, samples], so transpose.
+    let (clean, noisy) = (d.join("clean.npy"), d.join("noisy.npy"));
+    for (name, path) in [("clean.npy", &clean), ("noisy.npy", &noisy)] {
+        geonetc::runtime::data::write_npy(path, &section(name).t().to_owned().into_dyn()).unwrap();
+    }
+    let (code, out, err) = geonetc(&[
+        "eval",
+        s(&file),
+        "--clean",
+        s(&clean),
+        "--noisy",
+        s(&noisy),
+        "--format",
+        "json",
+        "--backend",
+        "interp",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    let r = reference();
+    // SNR, PSNR and SSIM do not depend on the transposition (the SSIM window is square).
+    for (key, reference_key) in [("noisy_scores", "noisy"), ("denoised_scores", "noisy")] {
+        for m in ["snr_db", "psnr_db", "ssim"] {
+            close(
+                v[key][m].as_f64().unwrap(),
+                r[reference_key][m].as_f64().unwrap(),
+                1e-6,
+                &format!("{key}.{m}"),
+            );
+        }
+    }
+    // An identity model removes nothing (up to the tiles' rounding): no leakage.
+    assert!(v["leakage"]["max"].as_f64().unwrap().abs() < 1e-6, "{}", v["leakage"]);
+    assert_eq!(v["hygiene"]["scale"]["method"], "clipped RMS");
+    // The human table has every measure.
+    let (code, out, err) = geonetc(&["eval", s(&file), "--clean", s(&clean), "--noisy", s(&noisy)]);
+    assert_eq!(code, 0, "{err}");
+    for line in ["SNR noisy", "PSNR noisy", "SSIM denoised", "local similarity of removed noise and output"] {
+        assert!(out.contains(line), "{line} missing in\n{out}");
+    }
+    assert!(
+        out.contains(&format!("SNR noisy    {:7.2} dB", r["noisy"]["snr_db"].as_f64().unwrap())),
+        "{out}"
+    );
+}
+
+#[test]
+fn eval_and_infer_draw_pictures_of_the_stated_size_and_clip() {
+    let d = tmp("qc", "plots");
+    let file = identity_model(&d);
+    let noisy = d.join("noisy.sgy");
+    write_segy(&noisy, &gather(), &[]);
+    let clean = d.join("clean.sgy");
+    write_segy(&clean, &gather().mapv(|v| v * 0.9), &[]);
+    let png = d.join("eval.png");
+    let (code, out, err) = geonetc(&[
+        "eval",
+        s(&file),
+        "--clean",
+        s(&clean),
+        "--noisy",
+        s(&noisy),
+        "--plot",
+        s(&png),
+        "--spectrum",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    // Five 360 × 540 panels, a 110-pixel colour bar and a 420-pixel spectrum.
+    assert_eq!(png_size(&png), (5 * 360 + 110 + 420, 540));
+    assert!(out.contains(&format!("plot {}: 2330 × 540 px, clip ±", png.display())), "{out}");
+    assert!(out.contains("(99th percentile of |noisy|)"), "{out}");
+    let (png, output) = (d.join("infer.png"), d.join("out.sgy"));
+    let (code, out, err) = geonetc(&[
+        "infer",
+        s(&file),
+        "--input",
+        s(&noisy),
+        "--output",
+        s(&output),
+        "--plot",
+        s(&png),
+        "--clip",
+        "98",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(png_size(&png), (3 * 360 + 110, 540));
+    assert!(out.contains("(98th percentile of |input|)"), "{out}");
+    let (code, _, err) =
+        geonetc(&["infer", s(&file), "--input", s(&noisy), "--output", s(&output), "--clip", "101"]);
+    assert_eq!(code, 2, "{err}");
+}
+
+#[test]
+fn run_draws_its_training_curves() {
+    let d = tmp("qc", "run-plot");
+    let file = d.join("t.geonet");
+    std::fs::write(
+        &file,
+        "model t {\n input x: [1, 64]\n y = x -> conv(4, kernel=3, pad=same) -> relu -> conv(1, kernel=3, pad=same)\n output y\n}\n\noptimizer adam { lr = 1e-3 }\n\ntrain {\n data = synthetic(shape = [1, 64], count = 64, noise = 0.3, seed = 1)\n loss = mse\n batch = 16\n epochs = 3\n}\n",
+    )
+    .unwrap();
+    let png = d.join("curves.png");
+    let (code, out, err) = geonetc(&["run", s(&file), "--out", s(&d.join("out")), "--plot", s(&png)]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(png_size(&png), (900, 420));
+    assert!(out.contains("training curves"), "{out}");
+}

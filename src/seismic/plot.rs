@@ -413,7 +413,13 @@ fn draw_curve(rgb: &mut [u8], size: (u32, u32), epochs: &[EpochPoint]) -> Result
         .collect();
     let lo = finite.iter().copied().fold(f64::INFINITY, f64::min);
     let hi = finite.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    let (lo, hi) = if lo.is_finite() && hi.is_finite() { (lo / 1.5, hi * 1.5) } else { (1e-3, 1.0) };
+    // Whole decades (at least one): plotters' log axis finds no tick in a narrower range.
+    let (lo, hi) = if lo.is_finite() && hi.is_finite() {
+        let (a, b) = (lo.log10().floor(), hi.log10().ceil());
+        (10f64.powf(a), 10f64.powf(b.max(a + 1.0)))
+    } else {
+        (1e-3, 1.0)
+    };
     let mut chart = ChartBuilder::on(&losses)
         .caption("loss", ("sans-serif", 17))
         .margin(10)
@@ -430,17 +436,21 @@ fn draw_curve(rgb: &mut [u8], size: (u32, u32), epochs: &[EpochPoint]) -> Result
         .label_style(("sans-serif", 12))
         .draw()
         .map_err(|e| fail(&e))?;
-    let series = |pick: fn(&EpochPoint) -> Option<f64>| -> Vec<(f64, f64)> {
+    // Losses must be positive for the log axis; SNRs only finite. (A NaN or infinite axis range
+    // makes plotters loop forever looking for tick marks.)
+    let series = |pick: fn(&EpochPoint) -> Option<f64>, positive: bool| -> Vec<(f64, f64)> {
         epochs
             .iter()
-            .filter_map(|e| pick(e).filter(|v| v.is_finite() && *v > 0.0).map(|v| (e.0 as f64, v)))
+            .filter_map(|e| {
+                pick(e).filter(|v| v.is_finite() && (!positive || *v > 0.0)).map(|v| (e.0 as f64, v))
+            })
             .collect()
     };
     for (name, pick, colour) in [
         ("train", (|e: &EpochPoint| Some(e.1)) as fn(&EpochPoint) -> Option<f64>, BLUE),
         ("validation", |e| e.2, RED),
     ] {
-        let points = series(pick);
+        let points = series(pick, true);
         if points.is_empty() {
             continue;
         }
@@ -461,7 +471,7 @@ fn draw_curve(rgb: &mut [u8], size: (u32, u32), epochs: &[EpochPoint]) -> Result
         .draw()
         .map_err(|e| fail(&e))?;
     if has_snr {
-        let points = series(|e| e.3);
+        let points = series(|e| e.3, false);
         let lo = points.iter().map(|p| p.1).fold(f64::INFINITY, f64::min);
         let hi = points.iter().map(|p| p.1).fold(f64::NEG_INFINITY, f64::max);
         let pad = ((hi - lo) * 0.1).max(0.5);

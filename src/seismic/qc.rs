@@ -119,15 +119,18 @@ impl Default for Radii {
 }
 
 /// Local similarity of `a` and `b` (Chen & Fomel 2015) in its non-iterative ratio form:
-/// s = S[a·b] / sqrt(S[a²]·S[b²] + ε²), S triangle smoothing with `radii`, ε = 1e-6 × RMS(a) ×
-/// RMS(b) (a stabiliser far below the data, for silent zones). s is the
-/// product of the two local regression coefficients S[ab]/S[a²] and S[ab]/S[b²] under a square
-/// root, with its sign; it lies in [−1, 1].
+/// s = S[a·b] / sqrt(S[a²]·S[b²] + ε²), S triangle smoothing with `radii`, ε = 1e-6 × W ×
+/// mean(b²) with W = r_samples² · r_traces² the smoothing's total weight: a stabiliser for
+/// silent zones that also makes a removed noise below ~1e-6 of the output (rounding) count as
+/// dissimilar, since s alone does not depend on a's scale. s is the product of the two local
+/// regression coefficients S[ab]/S[a²] and S[ab]/S[b²] under a square root, with its sign; it
+/// lies in [−1, 1].
 pub fn local_similarity(a: ArrayView2<f64>, b: ArrayView2<f64>, radii: Radii) -> Array2<f64> {
     let (a, b) = (a.to_owned(), b.to_owned());
     let n = a.len().max(1) as f64;
-    let rms = |x: &Array2<f64>| (x.iter().map(|v| v * v).sum::<f64>() / n).sqrt();
-    let eps = 1e-6 * rms(&a) * rms(&b);
+    let weight =
+        (radii.samples.max(1) * radii.samples.max(1) * radii.traces.max(1) * radii.traces.max(1)) as f64;
+    let eps = 1e-6 * weight * b.iter().map(|v| v * v).sum::<f64>() / n;
     let ab = smooth(&(&a * &b), radii.samples, radii.traces);
     let aa = smooth(&(&a * &a), radii.samples, radii.traces);
     let bb = smooth(&(&b * &b), radii.samples, radii.traces);
