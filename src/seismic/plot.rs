@@ -297,8 +297,9 @@ fn colour_bar<DB: DrawingBackend>(
         .map_err(|e| fail(&e))?;
     // Labels beside the bar: the clip, half of it, zero.
     for v in [-c, -c / 2.0, 0.0, c / 2.0, c] {
-        let (x, y) = chart.backend_coord(&(1.0, v));
-        area.draw(&Text::new(format!("{v:.2e}"), (x + 4, y - 6), ("sans-serif", 11)))
+        // backend_coord is in the whole picture's pixels; `area` draws relative to its corner.
+        let ((x, y), (x0, y0)) = (chart.backend_coord(&(1.0, v)), area.get_base_pixel());
+        area.draw(&Text::new(format!("{v:.2e}"), (x - x0 + 4, y - y0 - 6), ("sans-serif", 11)))
             .map_err(|e| fail(&e))?;
     }
     Ok(())
