@@ -155,7 +155,7 @@ pub fn refusal(scan: &Scan, section: ArrayView2<f64>) -> Option<String> {
     let n = scan.nonfinite.len();
     let traces: std::collections::BTreeSet<usize> = scan.nonfinite.iter().map(|p| p.0).collect();
     Some(format!(
-        "trace {} (of {}), sample {} is {}{}; refusing to denoise non-finite data (--nonfinite mask treats such samples as zero for the model and writes them back unchanged)",
+        "trace {} (of {}), sample {} is {}{}; refusing to denoise NaN or infinite samples (--nonfinite mask treats such samples as zero for the model and writes them back unchanged)",
         t + 1,
         section.nrows(),
         s + 1,
