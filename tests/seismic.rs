@@ -382,11 +382,11 @@ fn eval_reports_the_published_input_snr() {
     assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
     // The data README: SNR(noisy) = −0.298 dB; an identity model changes nothing.
     assert!(out.contains("SNR noisy      -0.30 dB") && out.contains("SNR denoised   -0.30 dB"), "{out}");
-    // Three 360×520 panels in a PNG.
+    // Five 360×540 panels (noisy, denoised, removed, clean, error) and a 110-pixel colour bar.
     let png = std::fs::read(d.join("panels.png")).unwrap();
     assert_eq!(&png[1..4], b"PNG");
     let dim = |at: usize| u32::from_be_bytes([png[at], png[at + 1], png[at + 2], png[at + 3]]);
-    assert_eq!((dim(16), dim(20)), (1080, 520));
+    assert_eq!((dim(16), dim(20)), (5 * 360 + 110, 540));
 }
 
 #[test]

@@ -124,3 +124,21 @@ pub fn note_inexact_integers(
         );
     }
 }
+
+/// The hygiene options `--nonfinite` and `--no-pass-through` choose.
+pub fn hygiene_options(qc: &super::QcArgs) -> geonetc::seismic::hygiene::Options {
+    use geonetc::seismic::hygiene::{NonFinite, Options};
+    Options {
+        nonfinite: match qc.nonfinite {
+            super::NonFiniteChoice::Refuse => NonFinite::Refuse,
+            super::NonFiniteChoice::Mask => NonFinite::Mask,
+        },
+        pass_through: !qc.no_pass_through,
+        ..Options::default()
+    }
+}
+
+/// The picture options `--spectrum` and `--clip` choose.
+pub fn plot_options(qc: &super::QcArgs) -> geonetc::seismic::plot::Options {
+    geonetc::seismic::plot::Options { spectrum: qc.spectrum, clip_percentile: qc.clip, ..Default::default() }
+}

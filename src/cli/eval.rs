@@ -1,6 +1,10 @@
-use super::common::{backend, check_outputs, load_model, load_weights, note_inexact_integers, set_threads};
+use super::common::{
+    backend, check_outputs, hygiene_options, load_model, load_weights, note_inexact_integers, plot_options,
+    set_threads,
+};
 use super::*;
 use geonetc::runtime::infer;
+use geonetc::seismic::qc;
 use geonetc::seismic::segy::SeismicFile;
 use ndarray::{Array2, ArrayD, Ix2};
 use std::path::Path;
@@ -12,6 +16,8 @@ pub struct EvalArgs {
     pub clean: PathBuf,
     pub noisy: PathBuf,
     pub plot: Option<PathBuf>,
+    pub qc: super::QcArgs,
+    pub format: Format,
     pub backend: BackendChoice,
     pub threads: Option<usize>,
 }
@@ -39,12 +45,6 @@ fn read_section(path: &Path, be: geonetc::runtime::engine::Backend) -> Result<Ar
         ));
     }
     Ok(section)
-}
-
-fn snr_db(clean: &Array2<f64>, estimate: &Array2<f64>) -> f64 {
-    let s: f64 = clean.iter().map(|&v| v * v).sum();
-    let e: f64 = clean.iter().zip(estimate).map(|(&a, &b)| (a - b) * (a - b)).sum();
-    geonetc::runtime::data::snr_from_energies(s, e)
 }
 
 /// `  12.34 dB`, `    inf dB` (the estimate equals the clean data), `    NaN dB`.
@@ -103,30 +103,82 @@ pub fn run(mut args: EvalArgs) -> ExitCode {
     let loader: Option<infer::ParamLoader> = if weights.is_some() { Some(&load) } else { None };
     let declared = program.model.inputs[0].shape.clone();
     let started = std::time::Instant::now();
-    match infer::run_section(&source, loader, &noisy, &declared, data_rms, backend(args.backend)) {
-        Ok(denoised) => {
-            println!("SNR noisy    {}", fmt_db(snr_db(&clean, &noisy)));
-            println!(
-                "SNR denoised {}   ({:.1} s)",
-                fmt_db(snr_db(&clean, &denoised)),
-                started.elapsed().as_secs_f64()
-            );
-            if let Some(png) = &args.plot {
-                let (noisy, denoised) = (noisy.mapv(|v| v as f32), denoised.mapv(|v| v as f32));
-                let removed = &noisy - &denoised;
-                let dt = SeismicFile::open(&args.noisy).map_or(0, |f| f.dt_us);
-                let panels = [("noisy", &noisy), ("denoised", &denoised), ("removed", &removed)];
-                if let Err(e) = geonetc::seismic::plot::panels(
-                    png,
-                    &panels,
-                    dt,
-                    geonetc::seismic::plot::Palette::RedWhiteBlue,
-                ) {
-                    return fail(e);
-                }
+    let options = hygiene_options(&args.qc);
+    let noisy_file = SeismicFile::open(&args.noisy).ok();
+    let dead = noisy_file.as_ref().map(geonetc::seismic::hygiene::dead_in_headers).unwrap_or_default();
+    let clean_up = infer::SectionHygiene { options: &options, dead_in_header: &dead, target_rms: data_rms };
+    let (denoised, report) =
+        match infer::run_section(&source, loader, &noisy, &declared, &clean_up, backend(args.backend)) {
+            Ok(done) => done,
+            Err(e) => return fail(format_args!("{}: {e}", args.noisy.display())),
+        };
+    let seconds = started.elapsed().as_secs_f64();
+    let before = qc::scores(clean.view(), noisy.view());
+    let after = qc::scores(clean.view(), denoised.view());
+    let removed = &noisy - &denoised;
+    let leakage = qc::leakage(removed.view(), denoised.view(), qc::Radii::default());
+    let drawn = match &args.plot {
+        Some(png) => {
+            let f32s = |a: &Array2<f64>| a.mapv(|v| v as f32);
+            let error = &clean - &denoised;
+            let (n, d, r, c, e) = (f32s(&noisy), f32s(&denoised), f32s(&removed), f32s(&clean), f32s(&error));
+            let panels = [
+                ("noisy", &n),
+                ("denoised", &d),
+                ("removed (noisy − denoised)", &r),
+                ("clean", &c),
+                ("error (clean − denoised)", &e),
+            ];
+            let axes = match &noisy_file {
+                Some(f) => geonetc::seismic::plot::Axes::from_file(f),
+                None => geonetc::seismic::plot::Axes::plain(noisy.nrows(), 0),
+            };
+            match geonetc::seismic::plot::sections(png, &panels, &axes, &plot_options(&args.qc)) {
+                Ok(drawn) => Some((png, drawn)),
+                Err(e) => return fail(e),
             }
-            ExitCode::SUCCESS
         }
-        Err(e) => fail(format_args!("{}: {e}", args.noisy.display())),
+        None => None,
+    };
+    if args.format == Format::Json {
+        let json = serde_json::json!({
+            "clean": args.clean.display().to_string(),
+            "noisy": args.noisy.display().to_string(),
+            "data_range": qc::data_range(clean.view()),
+            "noisy_scores": before,
+            "denoised_scores": after,
+            "leakage": leakage,
+            "hygiene": report,
+            "plot": drawn.as_ref().map(|(p, d)| serde_json::json!({
+                "file": p.display().to_string(), "width": d.width, "height": d.height,
+                "clip": d.clip, "clip_percentile": d.percentile,
+            })),
+            "seconds": seconds,
+        });
+        println!("{}", serde_json::to_string_pretty(&json).unwrap_or_default());
+        return ExitCode::SUCCESS;
     }
+    println!("SNR noisy    {}", fmt_db(before.snr_db));
+    println!("SNR denoised {}   ({seconds:.1} s)", fmt_db(after.snr_db));
+    println!(
+        "PSNR noisy   {}   (peak: the clean data's range {:.4e})",
+        fmt_db(before.psnr_db),
+        qc::data_range(clean.view())
+    );
+    println!("PSNR denoised{}", fmt_db(after.psnr_db));
+    println!("SSIM noisy    {:8.4}   (7 × 7 uniform window)", before.ssim);
+    println!("SSIM denoised {:8.4}", after.ssim);
+    println!(
+        "local similarity of removed noise and output: mean |s| {:.3}, max {:.3}, {:.1} % of samples above 0.3   (triangle radii {} samples × {} traces)",
+        leakage.mean_abs,
+        leakage.max,
+        100.0 * leakage.above_0_3,
+        leakage.radii.samples,
+        leakage.radii.traces
+    );
+    print!("{}", report.describe());
+    if let Some((png, drawn)) = drawn {
+        println!("plot {}: {} × {} px, {}", png.display(), drawn.width, drawn.height, drawn.clip_text());
+    }
+    ExitCode::SUCCESS
 }

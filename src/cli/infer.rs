@@ -1,6 +1,6 @@
 use super::common::{
-    DataFormat, backend, check_outputs, data_format, load_model, load_weights, note_inexact_integers,
-    set_threads,
+    DataFormat, backend, check_outputs, data_format, hygiene_options, load_model, load_weights,
+    note_inexact_integers, plot_options, set_threads,
 };
 use super::*;
 use geonetc::runtime::{data, infer};
@@ -15,7 +15,9 @@ pub struct InferArgs {
     pub weights: Option<PathBuf>,
     pub input: PathBuf,
     pub output: PathBuf,
+    pub residual: Option<PathBuf>,
     pub plot: Option<PathBuf>,
+    pub qc: super::QcArgs,
     pub backend: BackendChoice,
     pub threads: Option<usize>,
 }
@@ -45,7 +47,12 @@ pub fn run(mut args: InferArgs) -> ExitCode {
     {
         return fail(e);
     }
+    let residual_format = match args.residual.as_deref().map(data_format).transpose() {
+        Ok(f) => f,
+        Err(e) => return fail(e),
+    };
     let mut outputs = vec![("--output", args.output.as_path())];
+    outputs.extend(args.residual.as_deref().map(|p| ("--residual", p)));
     outputs.extend(args.plot.as_deref().map(|p| ("--plot", p)));
     let mut inputs = vec![("the input", args.input.as_path()), ("the program", args.file.as_path())];
     inputs.extend(args.weights.as_deref().map(|w| ("the weights", w)));
@@ -69,6 +76,7 @@ pub fn run(mut args: InferArgs) -> ExitCode {
     let be = backend(args.backend);
     let on_input = |e: String| fail(format_args!("{}: {e}", args.input.display()));
     let is_npy = args.input.extension().is_some_and(|e| e.eq_ignore_ascii_case("npy"));
+    let options = hygiene_options(&args.qc);
 
     if is_npy {
         let input = match geonetc::seismic::npy::read_nonempty(&args.input) {
@@ -78,11 +86,18 @@ pub fn run(mut args: InferArgs) -> ExitCode {
         if input.is_empty() {
             return on_input(format!("the array is empty (shape {:?})", input.shape()));
         }
-        if out_format != DataFormat::Npy {
-            return fail(format_args!(
-                "{}: a .npy input has no SEG-Y/SU headers to write; name the output *.npy",
-                args.output.display()
-            ));
+        for (flag, path, format) in [
+            ("--output", Some(&args.output), Some(out_format)),
+            ("--residual", args.residual.as_ref(), residual_format),
+        ] {
+            if let (Some(path), Some(format)) = (path, format)
+                && format != DataFormat::Npy
+            {
+                return fail(format_args!(
+                    "{}: a .npy input has no SEG-Y/SU headers to write; name the {flag} file *.npy",
+                    path.display()
+                ));
+            }
         }
         // A 2-D array for a one-channel 2-D model is a section [time, traces], as `eval` reads
         // it, denoised in blended tiles. (For a 1-D model a 2-D array stays one sample [C, N].)
@@ -90,13 +105,20 @@ pub fn run(mut args: InferArgs) -> ExitCode {
             let section = input.t().to_owned().into_dimensionality::<ndarray::Ix2>();
             let Ok(section) = section else { return fail("expected a 2-D array") };
             warn_far_from_training(weights.as_ref(), &args.input, &section, None);
-            return match infer::run_section(&source, loader, &section, &declared, rms, be) {
-                Ok(y) => {
-                    let out = y.t().to_owned().into_dyn();
-                    if let Err(e) = data::write_npy(&args.output, &out) {
-                        return fail(e);
+            let clean = infer::SectionHygiene { options: &options, dead_in_header: &[], target_rms: rms };
+            return match infer::run_section(&source, loader, &section, &declared, &clean, be) {
+                Ok((y, report)) => {
+                    let removed = &section - &y;
+                    let mut writes = vec![(args.output.as_path(), y.t().to_owned().into_dyn())];
+                    writes.extend(args.residual.as_deref().map(|r| (r, removed.t().to_owned().into_dyn())));
+                    for (path, a) in writes {
+                        if let Err(e) = data::write_npy(path, &a) {
+                            return fail(e);
+                        }
                     }
-                    plot(args.plot.as_deref(), &section, &y, 0)
+                    print!("{}", report.describe());
+                    let axes = geonetc::seismic::plot::Axes::plain(section.nrows(), 0);
+                    plot(args.plot.as_deref(), &section, &y, &axes, &args.qc)
                 }
                 Err(e) => on_input(e),
             };
@@ -107,10 +129,27 @@ pub fn run(mut args: InferArgs) -> ExitCode {
             );
         }
         return match infer::run(&source, loader, &input, &declared, be) {
-            Ok(y) => match data::write_npy(&args.output, &y) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => fail(e),
-            },
+            Ok(y) => {
+                let residual = match &args.residual {
+                    Some(_) if y.shape() != input.shape() => {
+                        return on_input(format!(
+                            "the model turns shape {:?} into {:?}, so there is no input − output to write (--residual); nothing written",
+                            input.shape(),
+                            y.shape()
+                        ));
+                    }
+                    Some(path) => Some((path, &input - &y)),
+                    None => None,
+                };
+                let mut writes = vec![(&args.output, y)];
+                writes.extend(residual);
+                for (path, a) in writes {
+                    if let Err(e) = data::write_npy(path, &a) {
+                        return fail(e);
+                    }
+                }
+                ExitCode::SUCCESS
+            }
             Err(e) => on_input(e),
         };
     }
@@ -129,18 +168,34 @@ pub fn run(mut args: InferArgs) -> ExitCode {
     let section = file.section_f64();
     note_inexact_integers(&file, &section, be);
     warn_far_from_training(weights.as_ref(), &args.input, &section, Some(f64::from(file.dt_us) / 1000.0));
-    match infer::run_section(&source, loader, &section, &declared, rms, be) {
-        Ok(y) => {
-            let written = match out_format {
-                // Every header kept (SEG-Y → SEG-Y, SU → SU), or converted between the two.
-                DataFormat::Seismic(kind) => file.write_as(&args.output, kind, &y).map_err(|e| e.to_string()),
-                // The section as a 2-D [time, traces] array, as `eval` and `infer` read one.
-                DataFormat::Npy => data::write_npy(&args.output, &y.t().to_owned().into_dyn()),
-            };
-            if let Err(e) = written {
-                return fail(e);
+    let dead = geonetc::seismic::hygiene::dead_in_headers(&file);
+    let clean = infer::SectionHygiene { options: &options, dead_in_header: &dead, target_rms: rms };
+    match infer::run_section(&source, loader, &section, &declared, &clean, be) {
+        Ok((y, report)) => {
+            let removed = &section - &y;
+            let mut writes = vec![(args.output.as_path(), out_format, &y)];
+            if let (Some(path), Some(format)) = (args.residual.as_deref(), residual_format) {
+                writes.push((path, format, &removed));
             }
-            plot(args.plot.as_deref(), &section, &y, file.dt_us)
+            for (path, format, a) in writes {
+                let written = match format {
+                    // Every header kept (SEG-Y → SEG-Y, SU → SU), or converted between the two.
+                    DataFormat::Seismic(kind) => file.write_as(path, kind, a).map_err(|e| e.to_string()),
+                    // The section as a 2-D [time, traces] array, as `eval` and `infer` read one.
+                    DataFormat::Npy => data::write_npy(path, &a.t().to_owned().into_dyn()),
+                };
+                if let Err(e) = written {
+                    return fail(e);
+                }
+            }
+            print!("{}", report.describe());
+            plot(
+                args.plot.as_deref(),
+                &section,
+                &y,
+                &geonetc::seismic::plot::Axes::from_file(&file),
+                &args.qc,
+            )
         }
         Err(e) => on_input(e),
     }
@@ -164,14 +219,18 @@ fn plot(
     png: Option<&Path>,
     section: &ndarray::Array2<f64>,
     y: &ndarray::Array2<f64>,
-    dt_us: u32,
+    axes: &geonetc::seismic::plot::Axes,
+    qc: &super::QcArgs,
 ) -> ExitCode {
     let Some(png) = png else { return ExitCode::SUCCESS };
     let (section, y) = (section.mapv(|v| v as f32), y.mapv(|v| v as f32));
     let removed = &section - &y;
-    let panels = [("input", &section), ("output", &y), ("difference", &removed)];
-    match geonetc::seismic::plot::panels(png, &panels, dt_us, geonetc::seismic::plot::Palette::RedWhiteBlue) {
-        Ok(()) => ExitCode::SUCCESS,
+    let panels = [("input", &section), ("output", &y), ("removed (input − output)", &removed)];
+    match geonetc::seismic::plot::sections(png, &panels, axes, &plot_options(qc)) {
+        Ok(drawn) => {
+            println!("plot {}: {} × {} px, {}", png.display(), drawn.width, drawn.height, drawn.clip_text());
+            ExitCode::SUCCESS
+        }
         Err(e) => fail(e),
     }
 }

@@ -34,6 +34,39 @@ pub enum Format {
     Json,
 }
 
+/// `--nonfinite`: what infer and eval do with NaN or infinite samples.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum NonFiniteChoice {
+    /// Stop with one line naming the first such sample (exit 2).
+    Refuse,
+    /// Treat them as zero for the model; write them back unchanged.
+    Mask,
+}
+
+/// Hygiene and picture options shared by infer and eval (docs/qc.md).
+#[derive(clap::Args, Debug, Clone)]
+pub struct QcArgs {
+    /// NaN or infinite samples: refuse (default) or mask.
+    #[arg(long, value_enum, default_value = "refuse")]
+    pub nonfinite: NonFiniteChoice,
+    /// Denoise dead and muted samples too (by default they pass through unchanged).
+    #[arg(long)]
+    pub no_pass_through: bool,
+    /// With --plot: add the average amplitude spectra of the first three panels.
+    #[arg(long)]
+    pub spectrum: bool,
+    /// With --plot: clip every panel at this percentile of the first panel's |amplitude|.
+    #[arg(long, default_value_t = 99.0, value_parser = clip_percentile)]
+    pub clip: f64,
+}
+
+fn clip_percentile(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if (50.0..=100.0).contains(&v) => Ok(v),
+        _ => Err(format!("{s:?} is not a percentile between 50 and 100")),
+    }
+}
+
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
 pub enum BackendChoice {
     Jit,
@@ -88,6 +121,9 @@ pub enum Command {
         /// Continue from a checkpoint written by an earlier run.
         #[arg(long)]
         resume: Option<PathBuf>,
+        /// Also draw the training curves (losses, validation SNR) into this picture.
+        #[arg(long)]
+        plot: Option<PathBuf>,
     },
     /// Apply a model to .npy or SEG-Y input of any size.
     Infer {
@@ -98,8 +134,13 @@ pub enum Command {
         input: PathBuf,
         #[arg(long)]
         output: PathBuf,
+        /// Also write the removed noise (input − output) with the input's headers.
+        #[arg(long)]
+        residual: Option<PathBuf>,
         #[arg(long)]
         plot: Option<PathBuf>,
+        #[command(flatten)]
+        qc: QcArgs,
         #[arg(long, value_enum, default_value = "jit")]
         backend: BackendChoice,
         #[arg(long, value_parser = threads_parser())]
@@ -149,6 +190,10 @@ pub enum Command {
         noisy: PathBuf,
         #[arg(long)]
         plot: Option<PathBuf>,
+        #[command(flatten)]
+        qc: QcArgs,
+        #[arg(long, value_enum, default_value = "human")]
+        format: Format,
         #[arg(long, value_enum, default_value = "jit")]
         backend: BackendChoice,
         #[arg(long, value_parser = threads_parser())]
@@ -174,11 +219,21 @@ pub fn dispatch(cli: Cli) -> ExitCode {
             export::run(export::ExportArgs { file, weights, init_seed, output })
         }
         Command::Diff { a, b, format } => diff::run(&a, &b, format),
-        Command::Run { file, backend, threads, epochs, out, resume } => {
-            run::run(run::RunArgs { file, backend, threads, epochs, out, resume })
+        Command::Run { file, backend, threads, epochs, out, resume, plot } => {
+            run::run(run::RunArgs { file, backend, threads, epochs, out, resume, plot })
         }
-        Command::Infer { file, weights, input, output, plot, backend, threads } => {
-            infer::run(infer::InferArgs { file, weights, input, output, plot, backend, threads })
+        Command::Infer { file, weights, input, output, residual, plot, qc, backend, threads } => {
+            infer::run(infer::InferArgs {
+                file,
+                weights,
+                input,
+                output,
+                residual,
+                plot,
+                qc,
+                backend,
+                threads,
+            })
         }
         Command::Bench {
             file,
@@ -196,8 +251,8 @@ pub fn dispatch(cli: Cli) -> ExitCode {
             bench::run(bench::BenchArgs { file, batch, steps, backend, threads, format, tuning })
         }
         Command::Inspect { file, format } => inspect::run(&file, format),
-        Command::Eval { file, weights, clean, noisy, plot, backend, threads } => {
-            eval::run(eval::EvalArgs { file, weights, clean, noisy, plot, backend, threads })
+        Command::Eval { file, weights, clean, noisy, plot, qc, format, backend, threads } => {
+            eval::run(eval::EvalArgs { file, weights, clean, noisy, plot, qc, format, backend, threads })
         }
         Command::Fmt { files, check } => fmt::run(&files, check),
         Command::Explain { code } => explain::run(&code),

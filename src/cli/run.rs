@@ -14,6 +14,7 @@ pub struct RunArgs {
     pub epochs: Option<usize>,
     pub out: Option<PathBuf>,
     pub resume: Option<PathBuf>,
+    pub plot: Option<PathBuf>,
 }
 
 pub fn run(args: RunArgs) -> ExitCode {
@@ -46,7 +47,14 @@ pub fn run(args: RunArgs) -> ExitCode {
                 ("the checkpoint", paths.checkpoint.as_path()),
                 ("the metrics file", paths.metrics.as_path()),
             ];
+            let mut outputs = outputs.to_vec();
+            outputs.extend(args.plot.as_deref().map(|p| ("--plot", p)));
             let inputs = [("the program", args.file.as_path())];
+            if let Some(png) = &args.plot
+                && let Err(e) = geonetc::seismic::plot::image_format(png)
+            {
+                return fail(e);
+            }
             // `--resume` usually names the checkpoint this run rewrites: it is read whole first.
             if let Err(e) = geonetc::output::refuse_overwriting(&outputs, &inputs) {
                 return fail(e);
@@ -93,6 +101,14 @@ pub fn run(args: RunArgs) -> ExitCode {
             }
             for p in &report.written {
                 println!("wrote {}", p.display());
+            }
+            if let Some(png) = &args.plot {
+                let points: Vec<geonetc::seismic::plot::EpochPoint> =
+                    report.epochs.iter().map(|e| (e.epoch, e.train_loss, e.val_loss, e.val_snr_db)).collect();
+                match geonetc::seismic::plot::training_curve(png, &points) {
+                    Ok((w, h)) => println!("wrote {} ({w} × {h} px, training curves)", png.display()),
+                    Err(e) => return fail(e),
+                }
             }
             if report.interrupted {
                 eprintln!(

@@ -5,6 +5,7 @@
 use super::engine::{Backend, Engine};
 use crate::check::{self, program::Program};
 use crate::ir::{self, Params};
+use crate::seismic::hygiene;
 use ndarray::{ArrayD, Axis, Slice};
 use std::collections::HashMap;
 
@@ -190,32 +191,54 @@ pub fn run(
     Runner::new(source, params, backend).run(input, declared)
 }
 
-/// Denoises a `[traces, samples]` section. 2-D models see it as one channel of time samples ×
-/// traces, in overlapping tiles of the model's input size blended without seams; 1-D models see
-/// each trace. With `data_rms` (from the weights' metadata) the section is first scaled to the
-/// training data's RMS and the result scaled back. f64 in and out, so the interpreter keeps
-/// int32 samples exact.
+/// How a section is cleaned around the model (see `seismic::hygiene`): the options, which
+/// traces the file's headers mark dead, and the training data's RMS it is scaled to.
+pub struct SectionHygiene<'a> {
+    pub options: &'a hygiene::Options,
+    pub dead_in_header: &'a [bool],
+    pub target_rms: Option<f64>,
+}
+
+/// Denoises a `[traces, samples]` section: scanned, prepared (non-finite samples refused or
+/// masked, scaled by its clipped RMS to the training data's RMS), run through the model
+/// ([`denoise_section`]) and restored (scaled back, dead and muted samples passed through).
+/// This is the thin wiring a streaming caller repeats per window.
 pub fn run_section(
     source: &str,
     params: Option<ParamLoader>,
     section: &ndarray::Array2<f64>,
     declared: &[usize],
-    data_rms: Option<f64>,
+    clean: &SectionHygiene,
+    backend: Backend,
+) -> Result<(ndarray::Array2<f64>, hygiene::Report), String> {
+    let (traces, samples) = section.dim();
+    if traces == 0 || samples == 0 {
+        return Err(format!("the section is empty ({traces} traces of {samples} samples)"));
+    }
+    let found = hygiene::scan(section.view(), clean.dead_in_header, clean.options);
+    let (x, scale) = hygiene::prepare(section.view(), &found, clean.target_rms, clean.options)?;
+    let y = denoise_section(source, params, &x, declared, backend)?;
+    let restored = hygiene::restore(y.view(), section.view(), &found, &scale, clean.options);
+    Ok((restored, hygiene::Report::new(&found, scale, clean.options)))
+}
+
+/// Runs the model over a `[traces, samples]` section as it is (no scaling). 2-D models see it
+/// as one channel of time samples × traces, in overlapping tiles of the model's input size
+/// blended without seams; 1-D models see each trace. f64 in and out, so the interpreter keeps
+/// int32 samples exact.
+pub fn denoise_section(
+    source: &str,
+    params: Option<ParamLoader>,
+    x: &ndarray::Array2<f64>,
+    declared: &[usize],
     backend: Backend,
 ) -> Result<ndarray::Array2<f64>, String> {
-    let (traces, samples) = section.dim();
+    let (traces, samples) = x.dim();
     if traces == 0 || samples == 0 {
         return Err(format!("the section is empty ({traces} traces of {samples} samples)"));
     }
     check_size_preserving(source)?;
     let mut runner = Runner::new(source, params, backend);
-    let x = section.clone();
-    let rms = (x.iter().map(|v| v * v).sum::<f64>() / x.len().max(1) as f64).sqrt();
-    let scale = match data_rms {
-        Some(target) if rms > 0.0 && target > 0.0 && (target / rms).is_normal() => target / rms,
-        _ => 1.0,
-    };
-    let x = x * scale;
     let y = match declared {
         [1, _] => {
             let batch = x.clone().insert_axis(Axis(1)).into_dyn();
@@ -245,10 +268,10 @@ pub fn run_section(
             ));
         }
     };
-    if y.dim() != section.dim() {
-        return Err(format!("the model turned a {:?} section into {:?}", section.dim(), y.dim()));
+    if y.dim() != x.dim() {
+        return Err(format!("the model turned a {:?} section into {:?}", x.dim(), y.dim()));
     }
-    Ok(if scale == 1.0 { y } else { y.mapv(|v| v / scale) })
+    Ok(y)
 }
 
 /// Section inference blends tiles, which needs a model whose output has its input's size.

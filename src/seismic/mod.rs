@@ -1,8 +1,10 @@
 //! Seismic data files: SEG-Y and Seismic Unix ([`segy`]), and a format-independent summary
 //! ([`inspect`]) of those and `.npy` arrays.
 
+pub mod hygiene;
 pub mod npy;
 pub mod plot;
+pub mod qc;
 pub mod segy;
 
 use serde::Serialize;

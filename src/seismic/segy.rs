@@ -118,6 +118,8 @@ pub struct TraceHeader {
     pub field_record: i32,
     /// bytes 21–24
     pub cdp: i32,
+    /// bytes 29–30: trace identification code (1 live, 2 dead, 0 unknown)
+    pub trace_id: i16,
     /// bytes 37–40
     pub offset: i32,
     /// bytes 71–72: applied to the coordinates (negative: divide)
@@ -684,6 +686,7 @@ fn parse_trace_header(h: &[u8], e: Endian) -> TraceHeader {
         sequence_file: i32_at(5),
         field_record: i32_at(9),
         cdp: i32_at(21),
+        trace_id: i16_at(29),
         offset: i32_at(37),
         coord_scalar: scalar,
         source_x: scale(i32_at(73)),
