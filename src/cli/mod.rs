@@ -136,6 +136,12 @@ pub enum Command {
         file: PathBuf,
         #[arg(long, value_enum, default_value = "human")]
         format: Format,
+        /// Trace-header field of the inline number: BYTE or BYTE:WIDTH (width 2 or 4).
+        #[arg(long, default_value = "189", value_parser = header_field_parser)]
+        iline: geonetc::seismic::geometry::HeaderField,
+        /// Trace-header field of the crossline number: BYTE or BYTE:WIDTH (width 2 or 4).
+        #[arg(long, default_value = "193", value_parser = header_field_parser)]
+        xline: geonetc::seismic::geometry::HeaderField,
     },
     /// SNR of a noisy file and of the model's output against clean data.
     Eval {
@@ -194,7 +200,10 @@ pub fn dispatch(cli: Cli) -> ExitCode {
             let tuning = bench::Tuning { profile, jit_opt, corr_block, gradw_block };
             bench::run(bench::BenchArgs { file, batch, steps, backend, threads, format, tuning })
         }
-        Command::Inspect { file, format } => inspect::run(&file, format),
+        Command::Inspect { file, format, iline, xline } => {
+            let options = geonetc::seismic::geometry::GeometryOptions { inline: iline, crossline: xline };
+            inspect::run(&file, format, options)
+        }
         Command::Eval { file, weights, clean, noisy, plot, backend, threads } => {
             eval::run(eval::EvalArgs { file, weights, clean, noisy, plot, backend, threads })
         }
@@ -207,6 +216,11 @@ pub fn dispatch(cli: Cli) -> ExitCode {
 /// `--threads`: 1 to 1024 worker threads.
 fn threads_parser() -> clap::builder::RangedU64ValueParser<usize> {
     clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1024)
+}
+
+/// A trace-header field option (`--iline`, `--xline`, `--gather-key`).
+fn header_field_parser(text: &str) -> Result<geonetc::seismic::geometry::HeaderField, String> {
+    geonetc::seismic::geometry::HeaderField::parse(text)
 }
 
 /// The one-line failure of exit status 2.
