@@ -5,6 +5,7 @@ pub mod geometry;
 pub mod npy;
 pub mod plot;
 pub mod segy;
+pub mod tiling;
 
 use serde::Serialize;
 use std::path::Path;
@@ -213,106 +214,4 @@ pub fn inspect_with(
     })
 }
 
-/// A weight along one axis of a tile: a raised-cosine ramp over the first and last `overlap`
-/// samples (only on sides that have a neighbour), 1 elsewhere. Neighbouring ramps sum to 1
-/// where tiles overlap by exactly `overlap`, and dividing by the summed weights makes any
-/// overlap exact.
-fn taper(len: usize, overlap: usize, ramp_start: bool, ramp_end: bool) -> Vec<f64> {
-    (0..len)
-        .map(|i| {
-            let ramp =
-                |k: usize| 0.5 - 0.5 * (std::f64::consts::PI * (k as f64 + 0.5) / overlap as f64).cos();
-            let mut w = 1.0;
-            if ramp_start && i < overlap {
-                w *= ramp(i);
-            }
-            if ramp_end && i + overlap >= len {
-                w *= ramp(len - 1 - i);
-            }
-            w
-        })
-        .collect()
-}
-
-/// Tile origins along an axis of length `n` for tiles of `tile` with `step`, the last flush with
-/// the end (`n ≥ tile`).
-pub fn tile_starts(n: usize, tile: usize, step: usize) -> Vec<usize> {
-    if n <= tile {
-        return vec![0];
-    }
-    let mut s: Vec<usize> = (0..=n - tile).step_by(step.max(1)).collect();
-    if s.last() != Some(&(n - tile)) {
-        s.push(n - tile);
-    }
-    s
-}
-
-/// Applies `f` to overlapping `tile`-sized windows of a 2-D array and blends the results with
-/// smooth weights, so a network trained on patches runs on a section of any size without seams.
-/// Arrays smaller than a tile are mirror-padded up to it. `f` must return its input's shape.
-pub fn apply_tiled(
-    x: &ndarray::Array2<f64>,
-    tile: [usize; 2],
-    overlap: usize,
-    mut f: impl FnMut(ndarray::ArrayView2<f64>) -> Result<ndarray::Array2<f64>, String>,
-) -> Result<ndarray::Array2<f64>, String> {
-    let (h, w) = x.dim();
-    let (th, tw) = (tile[0].max(1), tile[1].max(1));
-    let mirror = |i: usize, n: usize| {
-        if n == 1 {
-            return 0;
-        }
-        let p = 2 * (n - 1);
-        let r = i % p;
-        if r < n { r } else { p - r }
-    };
-    let (ph, pw) = (h.max(th), w.max(tw));
-    let padded = ndarray::Array2::from_shape_fn((ph, pw), |(i, j)| x[[mirror(i, h), mirror(j, w)]]);
-    let (oh, ow) = (overlap.min(th / 2), overlap.min(tw / 2));
-    let mut acc = ndarray::Array2::<f64>::zeros((ph, pw));
-    let mut wsum = ndarray::Array2::<f64>::zeros((ph, pw));
-    let (rows, cols) = (tile_starts(ph, th, th - oh), tile_starts(pw, tw, tw - ow));
-    for (ri, &r) in rows.iter().enumerate() {
-        let wr = taper(th, oh, ri > 0, ri + 1 < rows.len());
-        for (ci, &c) in cols.iter().enumerate() {
-            let wc = taper(tw, ow, ci > 0, ci + 1 < cols.len());
-            let y = f(padded.slice(ndarray::s![r..r + th, c..c + tw]))?;
-            if y.dim() != (th, tw) {
-                return Err(format!("the model turned a {th}×{tw} tile into {:?}", y.dim()));
-            }
-            for i in 0..th {
-                for j in 0..tw {
-                    let wt = wr[i] * wc[j];
-                    acc[[r + i, c + j]] += wt * y[[i, j]];
-                    wsum[[r + i, c + j]] += wt;
-                }
-            }
-        }
-    }
-    Ok(ndarray::Array2::from_shape_fn((h, w), |(i, j)| acc[[i, j]] / wsum[[i, j]]))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use ndarray::Array2;
-
-    #[test]
-    fn tiles_cover_the_edges() {
-        assert_eq!(tile_starts(300, 128, 96), vec![0, 96, 172]);
-        assert_eq!(tile_starts(128, 128, 96), vec![0]);
-        assert_eq!(tile_starts(50, 128, 96), vec![0]);
-    }
-
-    #[test]
-    fn identity_is_exact_and_offsets_are_seamless() {
-        let x = Array2::from_shape_fn((301, 77), |(i, j)| ((i * 31 + j * 17) % 23) as f64 - 11.0);
-        let y = apply_tiled(&x, [64, 32], 16, |t| Ok(t.to_owned())).unwrap();
-        assert!(y.iter().zip(x.iter()).all(|(a, b)| (a - b).abs() < 1e-12));
-        let y = apply_tiled(&x, [64, 32], 16, |t| Ok(t.mapv(|v| v + 3.0))).unwrap();
-        assert!(y.iter().zip(x.iter()).all(|(a, b)| (a - b - 3.0).abs() < 1e-12));
-        // Smaller than a tile: mirrored up, cropped back.
-        let small = Array2::from_shape_fn((5, 7), |(i, j)| (i * 7 + j) as f64);
-        assert_eq!(apply_tiled(&small, [16, 16], 4, |t| Ok(t.to_owned())).unwrap(), small);
-    }
-}
+pub use tiling::{apply_tiled, apply_tiled_streaming, tile_starts};
