@@ -34,6 +34,13 @@ pub enum Format {
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum AlongChoice {
+    Inline,
+    Crossline,
+    Both,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
 pub enum BackendChoice {
     Jit,
     Interp,
@@ -103,6 +110,22 @@ pub enum Command {
         backend: BackendChoice,
         #[arg(long, value_parser = threads_parser())]
         threads: Option<usize>,
+        /// 3-D volumes and 2-D models: run on inline sections, crossline sections, or both averaged.
+        #[arg(long, value_enum, default_value = "inline")]
+        along: AlongChoice,
+        /// Pre-stack data: process gathers of consecutive traces sharing this header field
+        /// (field-record = byte 9, cdp = byte 21, or BYTE[:WIDTH]); no tile crosses a gather.
+        #[arg(long, value_parser = header_field_parser)]
+        gather_key: Option<geonetc::seismic::geometry::HeaderField>,
+        /// Trace-header field of the inline number: BYTE or BYTE:WIDTH (width 2 or 4).
+        #[arg(long, default_value = "189", value_parser = header_field_parser)]
+        iline: geonetc::seismic::geometry::HeaderField,
+        /// Trace-header field of the crossline number: BYTE or BYTE:WIDTH (width 2 or 4).
+        #[arg(long, default_value = "193", value_parser = header_field_parser)]
+        xline: geonetc::seismic::geometry::HeaderField,
+        /// Traces read at a time by 1-D models and the RMS pass (bounds memory).
+        #[arg(long, default_value_t = 4096, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1_000_000))]
+        window_traces: usize,
     },
     /// Time compile, forward and training step on random data.
     Bench {
@@ -182,8 +205,22 @@ pub fn dispatch(cli: Cli) -> ExitCode {
         Command::Run { file, backend, threads, epochs, out, resume } => {
             run::run(run::RunArgs { file, backend, threads, epochs, out, resume })
         }
-        Command::Infer { file, weights, input, output, plot, backend, threads } => {
-            infer::run(infer::InferArgs { file, weights, input, output, plot, backend, threads })
+        Command::Infer {
+            file,
+            weights,
+            input,
+            output,
+            plot,
+            backend,
+            threads,
+            along,
+            gather_key,
+            iline,
+            xline,
+            window_traces,
+        } => {
+            let stream = infer::StreamArgs { along, gather_key, iline, xline, window_traces };
+            infer::run(infer::InferArgs { file, weights, input, output, plot, backend, threads, stream })
         }
         Command::Bench {
             file,

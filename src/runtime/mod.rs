@@ -7,6 +7,7 @@ pub mod data;
 pub mod engine;
 pub mod infer;
 pub mod optim;
+pub mod stream;
 pub mod train;
 
 /// Every output file goes through the one atomic writer (symlinks, modes, hard links, temp files:

@@ -1,0 +1,363 @@
+//! Inference over a SEG-Y/SU file in bounded memory: traces are read with positioned reads a
+//! window at a time and the output is written progressively into a temporary file beside the
+//! target (renamed at the end, removed on error or interruption), every header byte copied
+//! from the input. Memory depends on the model, the tile and the window, not on the file.
+//!
+//! - 1-D models ([1, N]) run trace by trace, `window_traces` at a time.
+//! - 2-D models ([1, H, W]) on a 2-D line: overlapping tiles streamed along the line
+//!   ([`apply_tiled_streaming`](crate::seismic::tiling::apply_tiled_streaming)), the same result
+//!   as tiling the whole section at once.
+//! - Pre-stack data with a gather key: each gather (run of consecutive traces sharing the key)
+//!   on its own; no tile crosses a gather boundary.
+//! - A regular 3-D volume: each inline section, each crossline section, or both averaged
+//!   (`Along`). Missing traces are not in the file and stay so; the model sees zeros there.
+//!
+//! Dead traces (trace identification code 2) are written back as they were, everywhere. With
+//! the training data's RMS (from the weights), the input is scaled by one factor for the whole
+//! file (an extra reading pass computes its RMS), as section inference does.
+
+use super::engine::Backend;
+use super::infer::{ParamLoader, Runner, check_size_preserving};
+use crate::output::AtomicFile;
+use crate::seismic::geometry::{Geometry, GeometryOptions, HeaderField, Layout, gathers};
+use crate::seismic::segy::{SeismicFile, write_at};
+use crate::seismic::{apply_tiled, apply_tiled_streaming};
+use ndarray::{Array2, Axis};
+use std::path::Path;
+
+/// Which sections of a 3-D volume a 2-D model runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Along {
+    Inline,
+    Crossline,
+    /// Both, averaged.
+    Both,
+}
+
+pub struct StreamOptions<'a> {
+    pub along: Along,
+    /// Pre-stack: process gathers of consecutive traces sharing this header field.
+    pub gather_key: Option<HeaderField>,
+    pub geometry: GeometryOptions,
+    /// Traces per read for 1-D models and for the RMS pass.
+    pub window_traces: usize,
+    pub data_rms: Option<f64>,
+    /// Called with (traces written, traces to write) as work proceeds.
+    pub progress: &'a dyn Fn(usize, usize),
+    /// Polled between windows; true stops the run (an interruption: nothing is written).
+    pub stop: &'a dyn Fn() -> bool,
+}
+
+/// What ran, for the summary line.
+pub fn describe_mode(declared: &[usize], geometry: Option<&Geometry>, opts: &StreamOptions) -> String {
+    match (declared, opts.gather_key, geometry) {
+        ([1, _], _, _) => "trace by trace".into(),
+        (_, Some(k), _) => format!("gather by gather (key at byte {})", k.byte),
+        (_, _, Some(g)) if g.layout == Layout::Volume => {
+            format!("3-D volume along {}", format!("{:?}", opts.along).to_lowercase())
+        }
+        _ => "2-D line in tiles".into(),
+    }
+}
+
+/// Runs the model on every trace of `input` and writes `out` in the same format. Returns a
+/// short description of what ran (line, gathers, volume along ...).
+pub fn infer_file(
+    source: &str,
+    params: Option<ParamLoader>,
+    backend: Backend,
+    declared: &[usize],
+    input: &SeismicFile,
+    out: &Path,
+    opts: StreamOptions,
+) -> Result<String, String> {
+    if input.traces() == 0 || input.samples == 0 {
+        return Err(format!("the section is empty ({} traces of {} samples)", input.traces(), input.samples));
+    }
+    let mut ctx =
+        Context { input, out, runner: Runner::new(source, params, backend), scale: 1.0, done: 0, total: 0 };
+    if let Some(target) = opts.data_rms {
+        let rms = file_rms(input, opts.window_traces, opts.stop)?;
+        if rms > 0.0 && target > 0.0 && (target / rms).is_normal() {
+            ctx.scale = target / rms;
+        }
+    }
+    match declared {
+        [1, _] => {
+            ctx.total = input.traces();
+            let mut file = start_in_order(input, out)?;
+            let description = describe_mode(declared, None, &opts);
+            ctx.trace_by_trace(&mut file, declared, &opts)?;
+            file.commit()?;
+            Ok(description)
+        }
+        [1, h, w] => {
+            check_size_preserving(source)?;
+            let tile = [*h, *w];
+            let overlap = (h.min(w) / 4).max(1);
+            if let Some(key) = opts.gather_key {
+                let runs = gathers(input, key)?;
+                ctx.total = input.traces();
+                let mut file = start_in_order(input, out)?;
+                for (first, count, _) in runs {
+                    ctx.stream_range(&mut file, first, count, tile, overlap, declared, &opts)?;
+                }
+                file.commit()?;
+                return Ok(describe_mode(declared, None, &opts));
+            }
+            let geometry = Geometry::index(input, opts.geometry)?;
+            let description = describe_mode(declared, Some(&geometry), &opts);
+            match geometry.grid() {
+                Some(grid) => {
+                    let mut file = input.copy_to_temp(out).map_err(|e| e.to_string())?;
+                    let passes: &[(Along, bool)] = match opts.along {
+                        Along::Inline => &[(Along::Inline, false)],
+                        Along::Crossline => &[(Along::Crossline, false)],
+                        Along::Both => &[(Along::Inline, false), (Along::Crossline, true)],
+                    };
+                    ctx.total = input.traces() * passes.len();
+                    for &(along, average) in passes {
+                        let sections = match along {
+                            Along::Inline => (0..grid.inlines).map(|i| grid.inline(i)).collect::<Vec<_>>(),
+                            _ => (0..grid.crosslines).map(|x| grid.crossline(x)).collect(),
+                        };
+                        for traces in sections {
+                            ctx.section(
+                                &mut file, &traces, &geometry, tile, overlap, declared, average, &opts,
+                            )?;
+                        }
+                    }
+                    file.commit()?;
+                }
+                None => {
+                    ctx.total = input.traces();
+                    let mut file = start_in_order(input, out)?;
+                    ctx.stream_range(&mut file, 0, input.traces(), tile, overlap, declared, &opts)?;
+                    file.commit()?;
+                }
+            }
+            Ok(description)
+        }
+        _ => Err(format!(
+            "a SEG-Y section feeds models with one input channel ([1, N] or [1, H, W]); this one takes {declared:?}"
+        )),
+    }
+}
+
+/// The output's bytes before the first trace (textual, binary and extended headers), copied;
+/// traces are then written in order.
+fn start_in_order(input: &SeismicFile, out: &Path) -> Result<AtomicFile, String> {
+    let mut file = AtomicFile::create(out)?;
+    let mut prefix = vec![0u8; input.trace_offset(0)];
+    input.read_at(0, &mut prefix).map_err(|e| e.to_string())?;
+    write_at(&mut file, out, 0, &prefix).map_err(|e| e.to_string())?;
+    Ok(file)
+}
+
+/// The RMS of every sample of the file, read a window at a time.
+fn file_rms(input: &SeismicFile, window: usize, stop: &dyn Fn() -> bool) -> Result<f64, String> {
+    let window = window.max(1);
+    let (mut sq, mut raw) = (0f64, Vec::new());
+    let mut values = vec![0f64; input.samples];
+    for first in (0..input.traces()).step_by(window) {
+        if stop() {
+            return Err(interrupted());
+        }
+        let count = window.min(input.traces() - first);
+        input.read_raw_traces(first, count, &mut raw).map_err(|e| e.to_string())?;
+        for trace in raw.chunks_exact(input.trace_bytes()) {
+            input.decode_samples(trace, &mut values);
+            sq += values.iter().map(|v| v * v).sum::<f64>();
+        }
+    }
+    Ok((sq / (input.traces() * input.samples) as f64).sqrt())
+}
+
+fn interrupted() -> String {
+    "interrupted: nothing written".into()
+}
+
+fn is_dead(raw_trace: &[u8], input: &SeismicFile) -> bool {
+    HeaderField::TRACE_ID.read(raw_trace, input.endian) == 2
+}
+
+struct Context<'a, 'p> {
+    input: &'a SeismicFile,
+    out: &'a Path,
+    runner: Runner<'p>,
+    scale: f64,
+    done: usize,
+    total: usize,
+}
+
+impl Context<'_, '_> {
+    fn model_2d(
+        &mut self,
+        declared: &[usize],
+        patch: ndarray::ArrayView2<f64>,
+    ) -> Result<Array2<f64>, String> {
+        let sample = patch.to_owned().insert_axis(Axis(0)).into_dyn();
+        let out = self.runner.run(&sample, declared)?;
+        out.index_axis(Axis(0), 0).to_owned().into_dimensionality::<ndarray::Ix2>().map_err(|e| e.to_string())
+    }
+
+    /// Decoded, scaled samples of traces `first..first + count` as `[samples, count]`.
+    fn read_columns(&self, first: usize, count: usize) -> Result<Array2<f64>, String> {
+        let mut raw = Vec::new();
+        self.input.read_raw_traces(first, count, &mut raw).map_err(|e| e.to_string())?;
+        let mut x = Array2::zeros((count, self.input.samples));
+        for (mut row, trace) in x.rows_mut().into_iter().zip(raw.chunks_exact(self.input.trace_bytes())) {
+            if let Some(row) = row.as_slice_mut() {
+                self.input.decode_samples(trace, row);
+            }
+        }
+        Ok(x.t().mapv(|v| v * self.scale))
+    }
+
+    /// Writes `values` (`[samples, count]`, scaled) as traces `first..` with the input's headers;
+    /// dead traces as they were.
+    fn write_columns(
+        &mut self,
+        file: &mut AtomicFile,
+        first: usize,
+        values: &Array2<f64>,
+    ) -> Result<(), String> {
+        let count = values.ncols();
+        let mut raw = Vec::new();
+        self.input.read_raw_traces(first, count, &mut raw).map_err(|e| e.to_string())?;
+        let tb = self.input.trace_bytes();
+        let mut column = vec![0f64; self.input.samples];
+        for (j, trace) in raw.chunks_exact_mut(tb).enumerate() {
+            if is_dead(trace, self.input) {
+                continue;
+            }
+            for (c, v) in column.iter_mut().zip(values.column(j)) {
+                *c = v / self.scale;
+            }
+            self.input.encode_samples(&column, trace);
+        }
+        write_at(file, self.out, self.input.trace_offset(first), &raw).map_err(|e| e.to_string())
+    }
+
+    fn advance(&mut self, n: usize, opts: &StreamOptions) -> Result<(), String> {
+        self.done += n;
+        (opts.progress)(self.done, self.total);
+        if (opts.stop)() { Err(interrupted()) } else { Ok(()) }
+    }
+
+    fn trace_by_trace(
+        &mut self,
+        file: &mut AtomicFile,
+        declared: &[usize],
+        opts: &StreamOptions,
+    ) -> Result<(), String> {
+        let window = opts.window_traces.max(1);
+        for first in (0..self.input.traces()).step_by(window) {
+            let count = window.min(self.input.traces() - first);
+            let x = self.read_columns(first, count)?;
+            let batch = x.t().to_owned().insert_axis(Axis(1)).into_dyn();
+            let y = self.runner.run(&batch, declared)?;
+            let y = y
+                .index_axis(Axis(1), 0)
+                .to_owned()
+                .into_dimensionality::<ndarray::Ix2>()
+                .map_err(|e| e.to_string())?;
+            if y.dim() != (count, self.input.samples) {
+                return Err(format!(
+                    "the model turned {count} traces of {} samples into {:?}",
+                    self.input.samples,
+                    y.dim()
+                ));
+            }
+            self.write_columns(file, first, &y.t().to_owned())?;
+            self.advance(count, opts)?;
+        }
+        Ok(())
+    }
+
+    /// Traces `first..first + count` as one section, tiled and streamed.
+    #[allow(clippy::too_many_arguments)]
+    fn stream_range(
+        &mut self,
+        file: &mut AtomicFile,
+        first: usize,
+        count: usize,
+        tile: [usize; 2],
+        overlap: usize,
+        declared: &[usize],
+        opts: &StreamOptions,
+    ) -> Result<(), String> {
+        // The closures below each need the context; they run one at a time.
+        let samples = self.input.samples;
+        let cell = std::cell::RefCell::new(&mut *self);
+        apply_tiled_streaming(
+            [samples, count],
+            tile,
+            overlap,
+            |a, b| cell.borrow().read_columns(first + a, b - a),
+            |patch| cell.borrow_mut().model_2d(declared, patch),
+            |at, block| {
+                let mut ctx = cell.borrow_mut();
+                ctx.write_columns(file, first + at, &block)?;
+                ctx.advance(block.ncols(), opts)
+            },
+        )
+    }
+
+    /// One section of a volume (`traces` in order, `None` where missing): run in memory (a
+    /// section, not the file), written to its traces; with `average`, averaged with what an
+    /// earlier pass wrote there.
+    #[allow(clippy::too_many_arguments)]
+    fn section(
+        &mut self,
+        file: &mut AtomicFile,
+        traces: &[Option<usize>],
+        geometry: &Geometry,
+        tile: [usize; 2],
+        overlap: usize,
+        declared: &[usize],
+        average: bool,
+        opts: &StreamOptions,
+    ) -> Result<(), String> {
+        let samples = self.input.samples;
+        let mut x = Array2::<f64>::zeros((samples, traces.len()));
+        for (j, t) in traces.iter().enumerate() {
+            if let Some(t) = *t
+                && !geometry.dead_traces.get(t).copied().unwrap_or(false)
+            {
+                x.column_mut(j).assign(&self.read_columns(t, 1)?.column(0));
+            }
+        }
+        let y = apply_tiled(&x, tile, overlap, |patch| self.model_2d(declared, patch))?;
+        let tb = self.input.trace_bytes();
+        let mut raw = vec![0u8; tb];
+        let mut column = vec![0f64; samples];
+        let mut present = 0;
+        for (j, t) in traces.iter().enumerate() {
+            let Some(t) = *t else { continue };
+            present += 1;
+            if geometry.dead_traces.get(t).copied().unwrap_or(false) {
+                continue;
+            }
+            let at = self.input.trace_offset(t);
+            if average {
+                use std::os::unix::fs::FileExt;
+                file.file()
+                    .read_exact_at(&mut raw, at as u64)
+                    .map_err(|e| format!("{}: {e}", self.out.display()))?;
+                self.input.decode_samples(&raw, &mut column);
+                for (c, v) in column.iter_mut().zip(y.column(j)) {
+                    *c = 0.5 * (*c + v / self.scale);
+                }
+            } else {
+                self.input.read_at(at, &mut raw).map_err(|e| e.to_string())?;
+                for (c, v) in column.iter_mut().zip(y.column(j)) {
+                    *c = v / self.scale;
+                }
+            }
+            self.input.encode_samples(&column, &mut raw);
+            write_at(file, self.out, at, &raw).map_err(|e| e.to_string())?;
+        }
+        self.advance(present, opts)
+    }
+}
