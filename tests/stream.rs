@@ -93,7 +93,8 @@ fn volume_along_inlines_crosslines_and_both() {
         if present.contains(&(il, xl)) { il as f64 + xl as f64 / 1000.0 + j as f64 / 100.0 } else { 0.0 }
     };
     // Inline sections hold 7 crosslines, crossline sections 6 inlines (step 2): one tile each.
-    let cases: [(&str, usize, &dyn Fn(i32, i32, usize) -> f64); 2] = [
+    type Want<'a> = &'a dyn Fn(i32, i32, usize) -> f64;
+    let cases: [(&str, usize, Want); 2] = [
         ("inline", 7, &|il, xl, j| v(il, xl - 1, j) + v(il, xl, j) + v(il, xl + 1, j)),
         ("crossline", 6, &|il, xl, j| v(il - 2, xl, j) + v(il, xl, j) + v(il + 2, xl, j)),
     ];
@@ -163,11 +164,8 @@ fn dead_traces_and_unsorted_volumes() {
 #[test]
 fn gathers_are_never_tiled_across() {
     let d = tmp("stream", "gathers");
-    let traces: Vec<Trace> = (0..32)
-        .map(|t| Trace {
-            fields: vec![(9, 10 + t as i32 / 8), (21, t as i32)],
-            samples: vec![(t / 8 + 1) as f32; NS],
-        })
+    let traces: Vec<Trace> = (0..32i32)
+        .map(|t| Trace { fields: vec![(9, 10 + t / 8), (21, t)], samples: vec![(t / 8 + 1) as f32; NS] })
         .collect();
     let input = d.join("shots.sgy");
     write_segy(&input, NS, &traces);
