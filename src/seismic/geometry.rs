@@ -85,10 +85,21 @@ impl Default for GeometryOptions {
 pub struct AxisRange {
     pub first: i32,
     pub last: i32,
-    pub step: i32,
+    pub step: i64,
     pub count: usize,
     /// Distinct values present.
     pub distinct: usize,
+}
+
+impl AxisRange {
+    /// The grid index of a value present (in i64: numbers may span the whole i32 range).
+    pub fn position(&self, v: i32) -> usize {
+        ((v as i64 - self.first as i64) / self.step) as usize
+    }
+    /// The value at grid index `k` (`k < count`, so it lies between `first` and `last`).
+    pub fn value(&self, k: usize) -> i32 {
+        (self.first as i64 + k as i64 * self.step) as i32
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -227,7 +238,7 @@ impl Geometry {
     pub fn grid_position(&self, trace: usize) -> Option<(usize, usize)> {
         let (il, xl) = (self.inlines.as_ref()?, self.crosslines.as_ref()?);
         let (i, x) = *self.keys.get(trace)?;
-        Some((((i - il.first) / il.step) as usize, ((x - xl.first) / xl.step) as usize))
+        Some((il.position(i), xl.position(x)))
     }
 
     /// For a volume: the trace at each grid position, `[inline][crossline]` flattened
@@ -291,7 +302,7 @@ fn axis_range(values: impl Iterator<Item = i32>) -> Option<AxisRange> {
     let (&first, &last) = (distinct.first()?, distinct.last()?);
     let step = distinct.windows(2).fold(0i64, |g, w| gcd(g, w[1] as i64 - w[0] as i64)).max(1);
     let count = ((last as i64 - first as i64) / step + 1) as usize;
-    Some(AxisRange { first, last, step: step.min(i32::MAX as i64) as i32, count, distinct: distinct.len() })
+    Some(AxisRange { first, last, step, count, distinct: distinct.len() })
 }
 
 /// Inline-major when each inline's traces are contiguous with crosslines monotone within it
@@ -307,13 +318,13 @@ fn sorting(keys: &[(i32, i32)]) -> Sorting {
                 seen.insert(outer(a));
             }
             if outer(a) == outer(b) {
-                let d = (inner(b) - inner(a)).signum();
+                let d = inner(b).cmp(&inner(a)) as i32;
                 if d == 0 || (direction != 0 && d != direction) {
                     return false;
                 }
                 direction = d;
             } else {
-                let d = (outer(b) - outer(a)).signum();
+                let d = outer(b).cmp(&outer(a)) as i32;
                 if !seen.insert(outer(b)) || (outer_direction != 0 && d != outer_direction) {
                     return false;
                 }
@@ -385,16 +396,14 @@ fn volume_check(
     }
     let mut filled = vec![false; cells];
     for &(i, x) in keys {
-        filled[((i - il.first) / il.step) as usize * xl.count + ((x - xl.first) / xl.step) as usize] = true;
+        filled[il.position(i) * xl.count + xl.position(x)] = true;
     }
     let missing_first = filled
         .iter()
         .enumerate()
         .filter(|(_, f)| !**f)
         .take(SHOWN)
-        .map(|(c, _)| {
-            [il.first + (c / xl.count) as i32 * il.step, xl.first + (c % xl.count) as i32 * xl.step]
-        })
+        .map(|(c, _)| [il.value(c / xl.count), xl.value(c % xl.count)])
         .collect();
     Ok((cells - keys.len(), missing_first))
 }
@@ -425,5 +434,17 @@ mod tests {
         assert_eq!(sorting(&shuffled), Sorting::Unsorted);
         let r = axis_range(grid.iter().map(|k| k.0)).unwrap();
         assert_eq!((r.first, r.last, r.step, r.count, r.distinct), (10, 14, 2, 3, 3));
+        // Numbers spanning the whole i32 range: no overflow, not a volume.
+        let extreme = vec![(i32::MIN, i32::MIN), (i32::MAX, i32::MAX), (i32::MIN, i32::MAX), (0, 0)];
+        let mut b = GeometryBuilder::new(GeometryOptions::default(), Endian::Big);
+        for (il, xl) in &extreme {
+            let mut h = [0u8; 240];
+            h[188..192].copy_from_slice(&il.to_be_bytes());
+            h[192..196].copy_from_slice(&xl.to_be_bytes());
+            b.push(&h);
+        }
+        let g = b.finish();
+        assert_eq!(g.layout, Layout::Irregular);
+        assert_eq!(sorting(&extreme), Sorting::Unsorted);
     }
 }
