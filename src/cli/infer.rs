@@ -1,6 +1,6 @@
 use super::common::{
-    DataFormat, backend, check_outputs, data_format, load_model, load_weights, note_inexact_integers,
-    set_threads,
+    DataFormat, backend, check_outputs, data_format, load_model, load_weights, note_inexact_int32,
+    note_inexact_integers, set_threads,
 };
 use super::*;
 use geonetc::runtime::{data, infer};
@@ -243,7 +243,9 @@ fn stream(
         b.finish_and_clear();
     }
     match result {
-        Ok(mode) => {
+        Ok(done) => {
+            let mode = done.mode;
+            note_inexact_int32(file, done.max_abs_input, be);
             eprintln!(
                 "wrote {} ({} traces, {mode}) in {:.1} s",
                 args.output.display(),

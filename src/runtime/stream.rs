@@ -60,8 +60,15 @@ pub fn describe_mode(declared: &[usize], geometry: Option<&Geometry>, opts: &Str
     }
 }
 
-/// Runs the model on every trace of `input` and writes `out` in the same format. Returns a
-/// short description of what ran (line, gathers, volume along ...).
+/// What a streamed run did.
+pub struct Streamed {
+    /// A short description of what ran (line, gathers, volume along ...).
+    pub mode: String,
+    /// The largest |sample| of the input the model saw (int32 beyond ±2^24 is inexact in f32).
+    pub max_abs_input: f64,
+}
+
+/// Runs the model on every trace of `input` and writes `out` in the same format.
 pub fn infer_file(
     source: &str,
     params: Option<ParamLoader>,
@@ -70,18 +77,37 @@ pub fn infer_file(
     input: &SeismicFile,
     out: &Path,
     opts: StreamOptions,
-) -> Result<String, String> {
+) -> Result<Streamed, String> {
     if input.traces() == 0 || input.samples == 0 {
         return Err(format!("the section is empty ({} traces of {} samples)", input.traces(), input.samples));
     }
-    let mut ctx =
-        Context { input, out, runner: Runner::new(source, params, backend), scale: 1.0, done: 0, total: 0 };
+    let mut ctx = Context {
+        input,
+        out,
+        runner: Runner::new(source, params, backend),
+        scale: 1.0,
+        done: 0,
+        total: 0,
+        max_abs: std::cell::Cell::new(0.0),
+    };
     if let Some(target) = opts.data_rms {
         let rms = file_rms(input, opts.window_traces, opts.stop)?;
         if rms > 0.0 && target > 0.0 && (target / rms).is_normal() {
             ctx.scale = target / rms;
         }
     }
+    let mode = run_modes(&mut ctx, source, declared, opts)?;
+    Ok(Streamed { mode, max_abs_input: ctx.max_abs.get() })
+}
+
+/// The mode `declared`, the options and the file's geometry call for; returns its description.
+fn run_modes(
+    ctx: &mut Context,
+    source: &str,
+    declared: &[usize],
+    opts: StreamOptions,
+) -> Result<String, String> {
+    let (input, out) = (ctx.input, ctx.out);
     match declared {
         [1, _] => {
             ctx.total = input.traces();
@@ -188,6 +214,7 @@ struct Context<'a, 'p> {
     scale: f64,
     done: usize,
     total: usize,
+    max_abs: std::cell::Cell<f64>,
 }
 
 impl Context<'_, '_> {
@@ -211,6 +238,7 @@ impl Context<'_, '_> {
                 self.input.decode_samples(trace, row);
             }
         }
+        self.max_abs.set(x.iter().fold(self.max_abs.get(), |m, v| m.max(v.abs())));
         Ok(x.t().mapv(|v| v * self.scale))
     }
 
