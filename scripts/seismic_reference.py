@@ -69,3 +69,69 @@ for rel in FILES:
     with open(os.path.join(OUT, name + ".json"), "w") as fh:
         json.dump(res, fh, indent=1)
     print("wrote", name, res["traces"], res["samples"])
+
+
+# ---- 3-D test volumes (issue 12): written here with segyio, read back with segyio --------------
+#
+# Four small post-stack volumes under tests/fixtures/seismic/volumes/ (IEEE float, 16 samples,
+# inlines 10, 12, ..., 20 × crosslines 100..106): `full.sgy` (every trace, inline-major),
+# `missing.sgy` (the grid without four traces), `unsorted.sgy` (the missing one's traces in a
+# shuffled order, two of them dead: trace id code 2) and `xline_major.sgy` (the full grid by
+# crossline). Sample j of the trace at (il, xl) is il + xl / 1000 + j / 100, so a test can tell
+# every trace apart. Expected geometry: segyio's own (sorted volumes, `segyio.open`) and the
+# headers segyio reads back (`attributes`), reduced with numpy.
+VOL = os.path.join(OUT, "volumes")
+os.makedirs(VOL, exist_ok=True)
+ILINES, XLINES, NS = list(range(10, 21, 2)), list(range(100, 107)), 16
+DROPPED = [(12, 103), (16, 100), (16, 101), (20, 106)]
+
+
+def write_volume(name, keys, dead=()):
+    spec = segyio.spec()
+    spec.format, spec.samples, spec.tracecount = 5, list(range(NS)), len(keys)
+    with segyio.create(os.path.join(VOL, name), spec) as f:
+        f.bin.update(hns=NS, hdt=4000)
+        for t, (il, xl) in enumerate(keys):
+            f.header[t] = {F.INLINE_3D: il, F.CROSSLINE_3D: xl, F.TRACE_SAMPLE_COUNT: NS,
+                           F.TRACE_SAMPLE_INTERVAL: 4000, F.TraceIdentificationCode: 2 if t in dead else 1,
+                           F.FieldRecord: il, F.CDP: 1000 * il + xl}
+            f.trace[t] = np.array([il + xl / 1000 + j / 100 for j in range(NS)], dtype=np.float32)
+
+
+full = [(il, xl) for il in ILINES for xl in XLINES]
+missing = [k for k in full if k not in DROPPED]
+rng = np.random.default_rng(12)
+unsorted = [missing[i] for i in rng.permutation(len(missing))]
+write_volume("full.sgy", full)
+write_volume("missing.sgy", missing)
+write_volume("unsorted.sgy", unsorted, dead=(3, 17))
+write_volume("xline_major.sgy", sorted(full, key=lambda k: (k[1], k[0])))
+
+expected = {}
+for name in ["full.sgy", "missing.sgy", "unsorted.sgy", "xline_major.sgy"]:
+    path = os.path.join(VOL, name)
+    with segyio.open(path, ignore_geometry=True) as f:
+        il = np.array(f.attributes(segyio.TraceField.INLINE_3D)[:])
+        xl = np.array(f.attributes(segyio.TraceField.CROSSLINE_3D)[:])
+        tid = np.array(f.attributes(segyio.TraceField.TraceIdentificationCode)[:])
+    uil, uxl = np.unique(il), np.unique(xl)
+    step = lambda u: int(np.gcd.reduce(np.diff(u)))
+    grid = {(a, b) for a in range(uil[0], uil[-1] + 1, step(uil)) for b in range(uxl[0], uxl[-1] + 1, step(uxl))}
+    present = set(zip(il.tolist(), xl.tolist()))
+    e = {"traces": int(len(il)),
+         "inlines": [int(uil[0]), int(uil[-1]), step(uil), len(range(uil[0], uil[-1] + 1, step(uil)))],
+         "crosslines": [int(uxl[0]), int(uxl[-1]), step(uxl), len(range(uxl[0], uxl[-1] + 1, step(uxl)))],
+         "missing": sorted([list(k) for k in grid - present]),
+         "dead": [int(i) + 1 for i in np.nonzero(tid == 2)[0]]}
+    try:
+        # segyio opens only complete sorted volumes; its sorting code: 1 crossline, 2 inline.
+        with segyio.open(path) as f:
+            e["sorting"] = {2: "inline_major", 1: "crossline_major"}[int(f.sorting)]
+            assert list(f.ilines) == list(range(e["inlines"][0], e["inlines"][1] + 1, e["inlines"][2]))
+    except (RuntimeError, ValueError, KeyError) as err:
+        e["sorting"] = None  # not a volume segyio opens: sorting judged from the generator's order
+        e["segyio_refuses"] = str(err)[:120]
+    expected[name] = e
+with open(os.path.join(VOL, "expected.json"), "w") as fh:
+    json.dump(expected, fh, indent=1)
+print("wrote volumes", {k: (v["traces"], len(v["missing"]), v["sorting"]) for k, v in expected.items()})

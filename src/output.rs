@@ -132,32 +132,79 @@ fn parent_dir(p: &Path) -> &Path {
 /// Writes a file so that readers see the old or the new content, never a partial one (see the
 /// module documentation for symlinks, modes, hard links and non-regular files).
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), String> {
-    static COUNTER: AtomicUsize = AtomicUsize::new(0);
-    let target = check_target(path)?;
-    let dir = parent_dir(&target);
-    remove_stale_temp_files(dir);
-    let name = target.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "out".into());
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let tmp = dir.join(format!(".{name}.{}-{n}{TMP_SUFFIX}", std::process::id()));
-    let old_permissions = std::fs::metadata(&target).ok().map(|m| m.permissions());
-    let write = || -> std::io::Result<()> {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        if let Some(p) = old_permissions {
-            f.set_permissions(p)?;
+    let mut out = AtomicFile::create(path)?;
+    out.file().write_all(bytes).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    out.commit()
+}
+
+/// An output file written progressively (streaming inference writes a window at a time): a
+/// temporary file beside the target, renamed over it by [`commit`](Self::commit). Dropped
+/// without a commit (an error, or a Ctrl-C the caller turned into an error), the temporary
+/// file is removed, so nothing partial ever appears under the final name.
+pub struct AtomicFile {
+    path: PathBuf,
+    target: PathBuf,
+    tmp: PathBuf,
+    file: std::fs::File,
+    permissions: Option<std::fs::Permissions>,
+}
+
+impl AtomicFile {
+    pub fn create(path: &Path) -> Result<AtomicFile, String> {
+        static COUNTER: AtomicUsize = AtomicUsize::new(0);
+        let target = check_target(path)?;
+        let dir = parent_dir(&target);
+        remove_stale_temp_files(dir);
+        let name =
+            target.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "out".into());
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let tmp = dir.join(format!(".{name}.{}-{n}{TMP_SUFFIX}", std::process::id()));
+        let permissions = std::fs::metadata(&target).ok().map(|m| m.permissions());
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        Ok(AtomicFile { path: path.to_path_buf(), target, tmp, file, permissions })
+    }
+
+    /// The temporary file, open for reading and writing (positioned writes are fine).
+    pub fn file(&mut self) -> &mut std::fs::File {
+        &mut self.file
+    }
+
+    /// Syncs the temporary file and renames it over the target.
+    pub fn commit(mut self) -> Result<(), String> {
+        let permissions = self.permissions.take();
+        let finish = || -> std::io::Result<()> {
+            if let Some(p) = permissions {
+                self.file.set_permissions(p)?;
+            }
+            self.file.sync_all()?;
+            std::fs::rename(&self.tmp, &self.target)?;
+            // The rename itself survives a crash only once the folder is synced.
+            if let Ok(d) = std::fs::File::open(parent_dir(&self.target)) {
+                let _ = d.sync_all();
+            }
+            Ok(())
+        };
+        let result = finish().map_err(|e| format!("cannot write {}: {e}", self.path.display()));
+        if result.is_err() {
+            let _ = std::fs::remove_file(&self.tmp);
         }
-        f.sync_all()?;
-        std::fs::rename(&tmp, &target)?;
-        // The rename itself survives a crash only once the folder is synced.
-        if let Ok(d) = std::fs::File::open(dir) {
-            let _ = d.sync_all();
+        // Renamed (or removed): nothing left for `drop` to clean up.
+        self.tmp = PathBuf::new();
+        result
+    }
+}
+
+impl Drop for AtomicFile {
+    fn drop(&mut self) {
+        if !self.tmp.as_os_str().is_empty() {
+            let _ = std::fs::remove_file(&self.tmp);
         }
-        Ok(())
-    };
-    write().map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        format!("cannot write {}: {e}", path.display())
-    })
+    }
 }
 
 /// The process id in a temporary file name of ours, if `name` is one.

@@ -112,11 +112,19 @@ pub fn note_inexact_integers(
     section: &ndarray::Array2<f64>,
     backend: geonetc::runtime::engine::Backend,
 ) {
+    note_inexact_int32(file, section.iter().fold(0f64, |m, v| m.max(v.abs())), backend);
+}
+
+/// [`note_inexact_integers`] from the largest |sample| (streamed inference tracks it).
+pub fn note_inexact_int32(
+    file: &geonetc::seismic::segy::SeismicFile,
+    max: f64,
+    backend: geonetc::runtime::engine::Backend,
+) {
     use geonetc::seismic::segy::SampleFormat;
     if file.format != SampleFormat::Int32 || backend != geonetc::runtime::engine::Backend::Jit {
         return;
     }
-    let max = section.iter().fold(0f64, |m, v| m.max(v.abs()));
     if max > 16_777_216.0 {
         eprintln!(
             "note: {} holds int32 samples up to {max:.0}, beyond ±2^24 = 16777216: the JIT computes in 32-bit floats, so they are rounded to 24 significant bits (relative error < 6e-8); --backend interp keeps them exact",

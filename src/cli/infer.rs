@@ -1,6 +1,6 @@
 use super::common::{
     DataFormat, backend, check_outputs, data_format, hygiene_options, load_model, load_weights,
-    note_inexact_integers, plot_options, set_threads,
+    note_inexact_int32, note_inexact_integers, plot_options, set_threads,
 };
 use super::*;
 use geonetc::runtime::{data, infer};
@@ -20,6 +20,17 @@ pub struct InferArgs {
     pub qc: super::QcArgs,
     pub backend: BackendChoice,
     pub threads: Option<usize>,
+    pub stream: StreamArgs,
+}
+
+/// How SEG-Y/SU input is streamed (3-D volumes, gathers, window size).
+#[derive(Debug)]
+pub struct StreamArgs {
+    pub along: AlongChoice,
+    pub gather_key: Option<geonetc::seismic::geometry::HeaderField>,
+    pub iline: geonetc::seismic::geometry::HeaderField,
+    pub xline: geonetc::seismic::geometry::HeaderField,
+    pub window_traces: usize,
 }
 
 /// Everything is checked before the model runs (output format, plot format, outputs that would
@@ -165,6 +176,11 @@ pub fn run(mut args: InferArgs) -> ExitCode {
             file.samples
         ));
     }
+    // Same format out as in, no picture: streamed in bounded memory. (A picture or a format
+    // conversion holds the section.)
+    if out_format == DataFormat::Seismic(file.kind) && args.plot.is_none() && args.residual.is_none() {
+        return stream(&args, &file, &source, loader, &declared, rms, be);
+    }
     let section = file.section_f64();
     note_inexact_integers(&file, &section, be);
     warn_far_from_training(weights.as_ref(), &args.input, &section, Some(f64::from(file.dt_us) / 1000.0));
@@ -232,5 +248,93 @@ fn plot(
             ExitCode::SUCCESS
         }
         Err(e) => fail(e),
+    }
+}
+
+fn stream(
+    args: &InferArgs,
+    file: &SeismicFile,
+    source: &str,
+    loader: Option<infer::ParamLoader>,
+    declared: &[usize],
+    rms: Option<f64>,
+    be: geonetc::runtime::engine::Backend,
+) -> ExitCode {
+    use geonetc::runtime::stream::{Along, StreamOptions, infer_file};
+    use std::io::IsTerminal;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    // Ctrl-C or SIGTERM: the run stops at the next window and the temporary output is removed.
+    let _ = ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst));
+    let bar = std::io::stderr().is_terminal().then(|| {
+        let b = indicatif::ProgressBar::new(0);
+        b.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{bar:30} {pos}/{len} traces  {per_sec}  [{elapsed} < {eta}]",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        b
+    });
+    let started = std::time::Instant::now();
+    let last_line = std::cell::Cell::new(0usize);
+    let progress = |done: usize, total: usize| match &bar {
+        Some(b) => {
+            b.set_length(total as u64);
+            b.set_position(done as u64);
+        }
+        None => {
+            // Plain lines, about every tenth of the work.
+            let tenth = done * 10 / total.max(1);
+            if tenth > last_line.get() {
+                last_line.set(tenth);
+                let secs = started.elapsed().as_secs_f64();
+                let rate = done as f64 / secs.max(1e-9);
+                eprintln!(
+                    "{done}/{total} traces, {rate:.0} traces/s, {:.0} s left",
+                    (total - done) as f64 / rate.max(1e-9)
+                );
+            }
+        }
+    };
+    let stopped = || stop.load(Ordering::SeqCst);
+    let s = &args.stream;
+    let opts = StreamOptions {
+        along: match s.along {
+            AlongChoice::Inline => Along::Inline,
+            AlongChoice::Crossline => Along::Crossline,
+            AlongChoice::Both => Along::Both,
+        },
+        gather_key: s.gather_key,
+        geometry: geonetc::seismic::geometry::GeometryOptions { inline: s.iline, crossline: s.xline },
+        window_traces: s.window_traces,
+        data_rms: rms,
+        hygiene: hygiene_options(&args.qc),
+        progress: &progress,
+        stop: &stopped,
+    };
+    let result = infer_file(source, loader, be, declared, file, &args.output, opts);
+    if let Some(b) = &bar {
+        b.finish_and_clear();
+    }
+    match result {
+        Ok(done) => {
+            let mode = done.mode;
+            note_inexact_int32(file, done.max_abs_input, be);
+            eprintln!(
+                "wrote {} ({} traces, {mode}) in {:.1} s",
+                args.output.display(),
+                file.traces(),
+                started.elapsed().as_secs_f64()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) if stopped() => {
+            eprintln!("error: {e}");
+            ExitCode::from(130)
+        }
+        Err(e) => fail(format_args!("{}: {e}", args.input.display())),
     }
 }

@@ -68,6 +68,13 @@ fn clip_percentile(s: &str) -> Result<f64, String> {
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum AlongChoice {
+    Inline,
+    Crossline,
+    Both,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
 pub enum BackendChoice {
     Jit,
     Interp,
@@ -145,6 +152,22 @@ pub enum Command {
         backend: BackendChoice,
         #[arg(long, value_parser = threads_parser())]
         threads: Option<usize>,
+        /// 3-D volumes and 2-D models: run on inline sections, crossline sections, or both averaged.
+        #[arg(long, value_enum, default_value = "inline")]
+        along: AlongChoice,
+        /// Pre-stack data: process gathers of consecutive traces sharing this header field
+        /// (field-record = byte 9, cdp = byte 21, or BYTE[:WIDTH]); no tile crosses a gather.
+        #[arg(long, value_parser = header_field_parser)]
+        gather_key: Option<geonetc::seismic::geometry::HeaderField>,
+        /// Trace-header field of the inline number: BYTE or BYTE:WIDTH (width 2 or 4).
+        #[arg(long, default_value = "189", value_parser = header_field_parser)]
+        iline: geonetc::seismic::geometry::HeaderField,
+        /// Trace-header field of the crossline number: BYTE or BYTE:WIDTH (width 2 or 4).
+        #[arg(long, default_value = "193", value_parser = header_field_parser)]
+        xline: geonetc::seismic::geometry::HeaderField,
+        /// Traces read at a time by 1-D models and the RMS pass (bounds memory).
+        #[arg(long, default_value_t = 4096, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1_000_000))]
+        window_traces: usize,
     },
     /// Time compile, forward and training step on random data.
     Bench {
@@ -178,6 +201,12 @@ pub enum Command {
         file: PathBuf,
         #[arg(long, value_enum, default_value = "human")]
         format: Format,
+        /// Trace-header field of the inline number: BYTE or BYTE:WIDTH (width 2 or 4).
+        #[arg(long, default_value = "189", value_parser = header_field_parser)]
+        iline: geonetc::seismic::geometry::HeaderField,
+        /// Trace-header field of the crossline number: BYTE or BYTE:WIDTH (width 2 or 4).
+        #[arg(long, default_value = "193", value_parser = header_field_parser)]
+        xline: geonetc::seismic::geometry::HeaderField,
     },
     /// SNR of a noisy file and of the model's output against clean data.
     Eval {
@@ -222,7 +251,23 @@ pub fn dispatch(cli: Cli) -> ExitCode {
         Command::Run { file, backend, threads, epochs, out, resume, plot } => {
             run::run(run::RunArgs { file, backend, threads, epochs, out, resume, plot })
         }
-        Command::Infer { file, weights, input, output, residual, plot, qc, backend, threads } => {
+        Command::Infer {
+            file,
+            weights,
+            input,
+            output,
+            residual,
+            plot,
+            qc,
+            backend,
+            threads,
+            along,
+            gather_key,
+            iline,
+            xline,
+            window_traces,
+        } => {
+            let stream = infer::StreamArgs { along, gather_key, iline, xline, window_traces };
             infer::run(infer::InferArgs {
                 file,
                 weights,
@@ -233,6 +278,7 @@ pub fn dispatch(cli: Cli) -> ExitCode {
                 qc,
                 backend,
                 threads,
+                stream,
             })
         }
         Command::Bench {
@@ -250,7 +296,10 @@ pub fn dispatch(cli: Cli) -> ExitCode {
             let tuning = bench::Tuning { profile, jit_opt, corr_block, gradw_block };
             bench::run(bench::BenchArgs { file, batch, steps, backend, threads, format, tuning })
         }
-        Command::Inspect { file, format } => inspect::run(&file, format),
+        Command::Inspect { file, format, iline, xline } => {
+            let options = geonetc::seismic::geometry::GeometryOptions { inline: iline, crossline: xline };
+            inspect::run(&file, format, options)
+        }
         Command::Eval { file, weights, clean, noisy, plot, qc, format, backend, threads } => {
             eval::run(eval::EvalArgs { file, weights, clean, noisy, plot, qc, format, backend, threads })
         }
@@ -263,6 +312,11 @@ pub fn dispatch(cli: Cli) -> ExitCode {
 /// `--threads`: 1 to 1024 worker threads.
 fn threads_parser() -> clap::builder::RangedU64ValueParser<usize> {
     clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1024)
+}
+
+/// A trace-header field option (`--iline`, `--xline`, `--gather-key`).
+fn header_field_parser(text: &str) -> Result<geonetc::seismic::geometry::HeaderField, String> {
+    geonetc::seismic::geometry::HeaderField::parse(text)
 }
 
 /// The one-line failure of exit status 2.

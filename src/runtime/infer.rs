@@ -276,7 +276,7 @@ pub fn denoise_section(
 
 /// Section inference blends tiles, which needs a model whose output has its input's size.
 /// Otherwise: which layers shrink (or grow) it, so the user knows what to change.
-fn check_size_preserving(source: &str) -> Result<(), String> {
+pub(crate) fn check_size_preserving(source: &str) -> Result<(), String> {
     let out = check::check_model(source, None);
     let Some(program) = out.program else {
         return Err(out

@@ -10,6 +10,7 @@ pub mod masking;
 pub mod noise;
 pub mod optim;
 pub mod split;
+pub mod stream;
 pub mod train;
 pub mod validation;
 

@@ -1,11 +1,13 @@
 //! Seismic data files: SEG-Y and Seismic Unix ([`segy`]), and a format-independent summary
 //! ([`inspect`]) of those and `.npy` arrays.
 
+pub mod geometry;
 pub mod hygiene;
 pub mod npy;
 pub mod plot;
 pub mod qc;
 pub mod segy;
+pub mod tiling;
 
 use serde::Serialize;
 use std::path::Path;
@@ -30,48 +32,110 @@ pub struct Summary {
     pub shape: Option<Vec<usize>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub textual_header: Option<String>,
+    /// SEG-Y/SU: inline/crossline geometry from the trace headers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub geometry: Option<geometry::Geometry>,
+    /// SEG-Y/SU: how many gathers (runs of consecutive traces sharing the key) by field record
+    /// (byte 9) and by CDP (byte 21), for pre-stack data.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gathers: Option<GatherCounts>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct GatherCounts {
+    pub field_record: usize,
+    pub cdp: usize,
+}
+
+/// Counts runs of equal consecutive values, pushed one at a time.
+#[derive(Default)]
+struct Runs {
+    last: Option<i32>,
+    count: usize,
+}
+
+impl Runs {
+    fn push(&mut self, v: i32) {
+        if self.last != Some(v) {
+            self.count += 1;
+            self.last = Some(v);
+        }
+    }
 }
 
 /// Minimum, maximum and RMS of the finite values, and a warning when some are not finite:
 /// `f64::min`/`max` skip NaN silently, and a file with NaN samples must not look clean.
-/// `samples` is the trace length, to say where the first bad value is.
-fn stats(values: impl Iterator<Item = f64>, samples: usize) -> (f64, f64, f64, Option<String>) {
-    let (mut min, mut max, mut sq, mut n) = (f64::INFINITY, f64::NEG_INFINITY, 0.0, 0usize);
-    let (mut bad, mut first_bad) = (0usize, None);
-    for (i, v) in values.enumerate() {
-        if !v.is_finite() {
-            bad += 1;
-            first_bad.get_or_insert(i);
-            continue;
-        }
-        min = min.min(v);
-        max = max.max(v);
-        sq += v * v;
-        n += 1;
+#[derive(Default)]
+struct Stats {
+    min: f64,
+    max: f64,
+    sq: f64,
+    n: usize,
+    seen: usize,
+    bad: usize,
+    first_bad: Option<usize>,
+}
+
+impl Stats {
+    fn new() -> Stats {
+        Stats { min: f64::INFINITY, max: f64::NEG_INFINITY, ..Stats::default() }
     }
-    let warning = first_bad.map(|i| {
-        let (trace, sample) = (i / samples.max(1), i % samples.max(1));
-        format!(
-            "{bad} sample{} NaN or infinite (the first in trace {}, sample {}); min, max and RMS are of the finite ones",
-            if bad == 1 { " is" } else { "s are" },
-            trace + 1,
-            sample + 1
-        )
-    });
-    let (min, max, rms) = if n == 0 { (0.0, 0.0, 0.0) } else { (min, max, (sq / n as f64).sqrt()) };
-    (min, max, rms, warning)
+
+    fn push(&mut self, v: f64) {
+        let i = self.seen;
+        self.seen += 1;
+        if !v.is_finite() {
+            self.bad += 1;
+            self.first_bad.get_or_insert(i);
+            return;
+        }
+        self.min = self.min.min(v);
+        self.max = self.max.max(v);
+        self.sq += v * v;
+        self.n += 1;
+    }
+
+    /// `samples` is the trace length, to say where the first bad value is.
+    fn finish(self, samples: usize) -> (f64, f64, f64, Option<String>) {
+        let bad = self.bad;
+        let warning = self.first_bad.map(|i| {
+            let (trace, sample) = (i / samples.max(1), i % samples.max(1));
+            format!(
+                "{bad} sample{} NaN or infinite (the first in trace {}, sample {}); min, max and RMS are of the finite ones",
+                if bad == 1 { " is" } else { "s are" },
+                trace + 1,
+                sample + 1
+            )
+        });
+        let n = self.n;
+        let (min, max, rms) =
+            if n == 0 { (0.0, 0.0, 0.0) } else { (self.min, self.max, (self.sq / n as f64).sqrt()) };
+        (min, max, rms, warning)
+    }
 }
 
 /// Reads a SEG-Y, SU or `.npy` file (by extension; SEG-Y otherwise) and summarises it,
 /// streaming trace by trace.
 pub fn inspect(path: &Path) -> Result<Summary, String> {
+    inspect_with(path, geometry::GeometryOptions::default(), 64 << 20)
+}
+
+/// [`inspect`] with the inline/crossline header fields given, reading SEG-Y/SU in windows of
+/// about `window_bytes`: one pass over the file gives values, geometry and gathers together.
+pub fn inspect_with(
+    path: &Path,
+    options: geometry::GeometryOptions,
+    window_bytes: usize,
+) -> Result<Summary, String> {
     let file = path.display().to_string();
     if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("npy")) {
         let a = npy::read(path)?;
         let shape = a.shape().to_vec();
         let samples = shape.last().copied().unwrap_or(0);
         let traces = a.len().checked_div(samples).unwrap_or(0);
-        let (min, max, rms, warning) = stats(a.iter().copied(), samples);
+        let mut stats = Stats::new();
+        a.iter().for_each(|&v| stats.push(v));
+        let (min, max, rms, warning) = stats.finish(samples);
         return Ok(Summary {
             file,
             format: "npy".into(),
@@ -87,17 +151,48 @@ pub fn inspect(path: &Path) -> Result<Summary, String> {
             warnings: warning.into_iter().collect(),
             shape: Some(shape),
             textual_header: None,
+            geometry: None,
+            gathers: None,
         });
     }
     let f = segy::SeismicFile::open(path).map_err(|e| e.to_string())?;
-    let mut buf = vec![0f32; f.samples];
-    let values = (0..f.traces()).flat_map(|i| {
-        f.read_trace(i, &mut buf);
-        buf.iter().map(|&v| v as f64).collect::<Vec<_>>()
-    });
-    let (min, max, rms, warning) = stats(values, f.samples);
+    let mut stats = Stats::new();
+    let mut index = geometry::GeometryBuilder::new(options, f.endian);
+    let (mut records, mut cdps) = (Runs::default(), Runs::default());
+    let per_window = (window_bytes / f.trace_bytes().max(1)).max(1);
+    let mut raw = Vec::new();
+    let mut values = vec![0f64; f.samples];
+    for first in (0..f.traces()).step_by(per_window) {
+        let count = per_window.min(f.traces() - first);
+        f.read_raw_traces(first, count, &mut raw).map_err(|e| e.to_string())?;
+        for trace in raw.chunks_exact(f.trace_bytes()) {
+            let header = &trace[..240];
+            index.push(header);
+            records.push(geometry::HeaderField::FIELD_RECORD.read(header, f.endian));
+            cdps.push(geometry::HeaderField::CDP.read(header, f.endian));
+            f.decode_samples(trace, &mut values);
+            values.iter().for_each(|&v| stats.push(v));
+        }
+    }
+    let (min, max, rms, warning) = stats.finish(f.samples);
     let mut warnings = f.warnings.clone();
     warnings.extend(warning);
+    let geometry = index.finish();
+    if let Some(why) = &geometry.irregular {
+        warnings.push(why.clone());
+    }
+    if f.traces() > 1 && geometry.keys.iter().all(|&k| k == (0, 0)) {
+        warnings.push(format!(
+            "the inline and crossline fields (bytes {} and {}) are 0 in every trace: read as a 2-D line{}",
+            options.inline.byte,
+            options.crossline.byte,
+            if f.revision == Some(0) {
+                "; rev 0 files often keep them elsewhere (see --iline and --xline)"
+            } else {
+                ""
+            }
+        ));
+    }
     Ok(Summary {
         file,
         format: match f.kind {
@@ -116,109 +211,9 @@ pub fn inspect(path: &Path) -> Result<Summary, String> {
         warnings,
         shape: None,
         textual_header: (!f.textual_header.is_empty()).then(|| f.textual_header.clone()),
+        gathers: (f.traces() > 0).then_some(GatherCounts { field_record: records.count, cdp: cdps.count }),
+        geometry: (f.traces() > 0).then_some(geometry),
     })
 }
 
-/// A weight along one axis of a tile: a raised-cosine ramp over the first and last `overlap`
-/// samples (only on sides that have a neighbour), 1 elsewhere. Neighbouring ramps sum to 1
-/// where tiles overlap by exactly `overlap`, and dividing by the summed weights makes any
-/// overlap exact.
-fn taper(len: usize, overlap: usize, ramp_start: bool, ramp_end: bool) -> Vec<f64> {
-    (0..len)
-        .map(|i| {
-            let ramp =
-                |k: usize| 0.5 - 0.5 * (std::f64::consts::PI * (k as f64 + 0.5) / overlap as f64).cos();
-            let mut w = 1.0;
-            if ramp_start && i < overlap {
-                w *= ramp(i);
-            }
-            if ramp_end && i + overlap >= len {
-                w *= ramp(len - 1 - i);
-            }
-            w
-        })
-        .collect()
-}
-
-/// Tile origins along an axis of length `n` for tiles of `tile` with `step`, the last flush with
-/// the end (`n ≥ tile`).
-pub fn tile_starts(n: usize, tile: usize, step: usize) -> Vec<usize> {
-    if n <= tile {
-        return vec![0];
-    }
-    let mut s: Vec<usize> = (0..=n - tile).step_by(step.max(1)).collect();
-    if s.last() != Some(&(n - tile)) {
-        s.push(n - tile);
-    }
-    s
-}
-
-/// Applies `f` to overlapping `tile`-sized windows of a 2-D array and blends the results with
-/// smooth weights, so a network trained on patches runs on a section of any size without seams.
-/// Arrays smaller than a tile are mirror-padded up to it. `f` must return its input's shape.
-pub fn apply_tiled(
-    x: &ndarray::Array2<f64>,
-    tile: [usize; 2],
-    overlap: usize,
-    mut f: impl FnMut(ndarray::ArrayView2<f64>) -> Result<ndarray::Array2<f64>, String>,
-) -> Result<ndarray::Array2<f64>, String> {
-    let (h, w) = x.dim();
-    let (th, tw) = (tile[0].max(1), tile[1].max(1));
-    let mirror = |i: usize, n: usize| {
-        if n == 1 {
-            return 0;
-        }
-        let p = 2 * (n - 1);
-        let r = i % p;
-        if r < n { r } else { p - r }
-    };
-    let (ph, pw) = (h.max(th), w.max(tw));
-    let padded = ndarray::Array2::from_shape_fn((ph, pw), |(i, j)| x[[mirror(i, h), mirror(j, w)]]);
-    let (oh, ow) = (overlap.min(th / 2), overlap.min(tw / 2));
-    let mut acc = ndarray::Array2::<f64>::zeros((ph, pw));
-    let mut wsum = ndarray::Array2::<f64>::zeros((ph, pw));
-    let (rows, cols) = (tile_starts(ph, th, th - oh), tile_starts(pw, tw, tw - ow));
-    for (ri, &r) in rows.iter().enumerate() {
-        let wr = taper(th, oh, ri > 0, ri + 1 < rows.len());
-        for (ci, &c) in cols.iter().enumerate() {
-            let wc = taper(tw, ow, ci > 0, ci + 1 < cols.len());
-            let y = f(padded.slice(ndarray::s![r..r + th, c..c + tw]))?;
-            if y.dim() != (th, tw) {
-                return Err(format!("the model turned a {th}×{tw} tile into {:?}", y.dim()));
-            }
-            for i in 0..th {
-                for j in 0..tw {
-                    let wt = wr[i] * wc[j];
-                    acc[[r + i, c + j]] += wt * y[[i, j]];
-                    wsum[[r + i, c + j]] += wt;
-                }
-            }
-        }
-    }
-    Ok(ndarray::Array2::from_shape_fn((h, w), |(i, j)| acc[[i, j]] / wsum[[i, j]]))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use ndarray::Array2;
-
-    #[test]
-    fn tiles_cover_the_edges() {
-        assert_eq!(tile_starts(300, 128, 96), vec![0, 96, 172]);
-        assert_eq!(tile_starts(128, 128, 96), vec![0]);
-        assert_eq!(tile_starts(50, 128, 96), vec![0]);
-    }
-
-    #[test]
-    fn identity_is_exact_and_offsets_are_seamless() {
-        let x = Array2::from_shape_fn((301, 77), |(i, j)| ((i * 31 + j * 17) % 23) as f64 - 11.0);
-        let y = apply_tiled(&x, [64, 32], 16, |t| Ok(t.to_owned())).unwrap();
-        assert!(y.iter().zip(x.iter()).all(|(a, b)| (a - b).abs() < 1e-12));
-        let y = apply_tiled(&x, [64, 32], 16, |t| Ok(t.mapv(|v| v + 3.0))).unwrap();
-        assert!(y.iter().zip(x.iter()).all(|(a, b)| (a - b - 3.0).abs() < 1e-12));
-        // Smaller than a tile: mirrored up, cropped back.
-        let small = Array2::from_shape_fn((5, 7), |(i, j)| (i * 7 + j) as f64);
-        assert_eq!(apply_tiled(&small, [16, 16], 4, |t| Ok(t.to_owned())).unwrap(), small);
-    }
-}
+pub use tiling::{apply_tiled, apply_tiled_streaming, tile_starts};

@@ -18,6 +18,7 @@
 // The writers (`write_like`, `write_as`) live beside the reader, with access to its fields.
 #[path = "segy_write.rs"]
 mod write;
+pub use write::write_at;
 
 use memmap2::Mmap;
 use std::fmt;
@@ -145,8 +146,9 @@ pub struct TraceHeader {
     pub crossline: i32,
 }
 
-/// An open SEG-Y or SU file, memory-mapped: traces are decoded on demand, so a file larger than
-/// memory streams.
+/// An open SEG-Y or SU file. The headers are parsed from a memory map that is dropped once
+/// `open` returns; traces are then read with positioned reads (`pread`), a window at a time, so
+/// a file larger than memory streams and no page of the file counts towards resident memory.
 pub struct SeismicFile {
     pub path: PathBuf,
     pub kind: Kind,
@@ -160,9 +162,11 @@ pub struct SeismicFile {
     pub samples: usize,
     pub dt_us: u32,
     pub warnings: Vec<String>,
-    /// Byte offset of each trace header.
-    trace_offsets: Vec<usize>,
-    map: Option<Mmap>,
+    /// Byte offset of the first trace header; traces follow back to back (every trace has
+    /// `samples` samples, so trace `i` starts at `first_trace_at + i * trace_bytes()`).
+    first_trace_at: usize,
+    trace_count: usize,
+    file: Option<std::fs::File>,
 }
 
 fn be_or_le_i16(b: &[u8], e: Endian) -> i16 {
@@ -295,7 +299,8 @@ impl SeismicFile {
         let map = unsafe { Mmap::map(&file) }.map_err(|e| err(path, format!("cannot map: {e}")))?;
         let su = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("su"));
         let mut f = if su { Self::open_su(path, &map)? } else { Self::open_segy(path, &map)? };
-        f.map = Some(map);
+        drop(map);
+        f.file = Some(file);
         Ok(f)
     }
 
@@ -363,12 +368,9 @@ impl SeismicFile {
         }
         let data = b.len() - data_start;
         let fits = |ns: usize| ns > 0 && data.is_multiple_of(240 + ns * bps);
-        let fixed_length = |samples: usize| {
-            let trace_len = 240 + samples * bps;
-            (samples, (0..data / trace_len).map(|i| data_start + i * trace_len).collect::<Vec<_>>())
-        };
-        let (samples, trace_offsets) = if data == 0 {
-            (ns_bin, vec![])
+        let fixed_length = |samples: usize| (samples, data / (240 + samples * bps));
+        let (samples, trace_count) = if data == 0 {
+            (ns_bin, 0)
         } else if fits(ns_bin) {
             if ns_trace != 0 && ns_trace != ns_bin {
                 warnings.push(format!(
@@ -383,7 +385,7 @@ impl SeismicFile {
             fixed_length(ns_trace)
         } else if ns_bin == 0 && ns_trace == 0 && data.is_multiple_of(240) {
             warnings.push("traces have no samples (headers only)".into());
-            (0, (0..data / 240).map(|i| data_start + i * 240).collect())
+            (0, data / 240)
         } else if ns_bin == 0 && ns_trace == 0 {
             return Err(err(
                 path,
@@ -395,7 +397,7 @@ impl SeismicFile {
             match walked.outcome {
                 Walk::Whole => {
                     warnings.push("traces read one by one from their own sample counts".into());
-                    (walked.samples, walked.offsets)
+                    (walked.samples, walked.count)
                 }
                 Walk::Mismatch(m) => return Err(err(path, m.describe())),
                 // Which count the file was meant to have: the first trace header's, else the
@@ -426,8 +428,9 @@ impl SeismicFile {
             samples,
             dt_us,
             warnings,
-            trace_offsets,
-            map: None,
+            first_trace_at: data_start,
+            trace_count,
+            file: None,
         })
     }
 
@@ -443,8 +446,7 @@ impl SeismicFile {
         // found instead of being read as header bytes.
         let walks = [Endian::Big, Endian::Little].map(|e| (e, walk(b, 0, e, 4, 0)));
         let whole = walks.iter().find(|(_, w)| !matches!(w.outcome, Walk::Short(_)));
-        let Some((endian, walked)) = whole.or_else(|| walks.iter().max_by_key(|(_, w)| w.offsets.len()))
-        else {
+        let Some((endian, walked)) = whole.or_else(|| walks.iter().max_by_key(|(_, w)| w.count)) else {
             return Err(err(path, "not a Seismic Unix file"));
         };
         match &walked.outcome {
@@ -455,7 +457,7 @@ impl SeismicFile {
             Walk::Mismatch(m) => return Err(err(path, m.describe())),
             Walk::Short(short) => {
                 let ns = parse_trace_header(&b[..240], *endian).ns as usize;
-                if walked.offsets.is_empty() || ns == 0 {
+                if walked.count == 0 || ns == 0 {
                     return Err(err(
                         path,
                         format!(
@@ -483,30 +485,92 @@ impl SeismicFile {
             samples: walked.samples,
             dt_us,
             warnings: vec![],
-            trace_offsets: walked.offsets.clone(),
-            map: None,
+            first_trace_at: 0,
+            trace_count: walked.count,
+            file: None,
         })
     }
 
-    fn bytes(&self) -> &[u8] {
-        self.map.as_deref().unwrap_or(&[])
+    pub fn traces(&self) -> usize {
+        self.trace_count
     }
 
-    pub fn traces(&self) -> usize {
-        self.trace_offsets.len()
+    /// Bytes of one trace: its 240-byte header and its samples.
+    pub fn trace_bytes(&self) -> usize {
+        240 + self.samples * self.format.bytes()
+    }
+
+    /// Byte offset of trace `i`'s header.
+    pub fn trace_offset(&self, i: usize) -> usize {
+        self.first_trace_at + i * self.trace_bytes()
+    }
+
+    /// Reads `buf.len()` bytes at byte `at` of the file (a positioned read: no shared cursor,
+    /// nothing mapped).
+    pub fn read_at(&self, at: usize, buf: &mut [u8]) -> Result<(), Error> {
+        use std::os::unix::fs::FileExt;
+        let file = self.file.as_ref().ok_or_else(|| err(&self.path, "the file is not open"))?;
+        file.read_exact_at(buf, at as u64)
+            .map_err(|e| err(&self.path, format!("cannot read {} bytes at byte {at}: {e}", buf.len())))
+    }
+
+    /// Reads traces `first..first + count` (headers and samples, as stored) into `buf`, which
+    /// is resized to `count * trace_bytes()`.
+    pub fn read_raw_traces(&self, first: usize, count: usize, buf: &mut Vec<u8>) -> Result<(), Error> {
+        if first + count > self.traces() {
+            return Err(err(
+                &self.path,
+                format!("traces {}..{} asked for, the file has {}", first + 1, first + count, self.traces()),
+            ));
+        }
+        buf.resize(count * self.trace_bytes(), 0);
+        self.read_at(self.trace_offset(first), buf)
+    }
+
+    /// The trace-header fields of a raw 240-byte header of this file.
+    pub fn parse_header(&self, raw: &[u8]) -> TraceHeader {
+        parse_trace_header(raw, self.endian)
+    }
+
+    /// Decodes the samples of one raw trace (header and samples, as from
+    /// [`read_raw_traces`](Self::read_raw_traces)) into `out` (length `samples`), in f64: int32
+    /// exactly (f32 holds integers only up to ±2^24).
+    pub fn decode_samples(&self, raw_trace: &[u8], out: &mut [f64]) {
+        let bps = self.format.bytes();
+        let raw = raw_trace.get(240..).unwrap_or(&[]);
+        for (o, c) in out.iter_mut().zip(raw.chunks_exact(bps)) {
+            *o = match self.format {
+                SampleFormat::Int32 => be_or_le_i32(c, self.endian) as f64,
+                f => decode(c, f, self.endian) as f64,
+            };
+        }
+    }
+
+    /// Encodes `values` (length `samples`) into the sample bytes of one raw trace (its header
+    /// untouched), in this file's format and byte order; integers rounded and clamped.
+    pub fn encode_samples(&self, values: &[f64], raw_trace: &mut [u8]) {
+        let bps = self.format.bytes();
+        let Some(raw) = raw_trace.get_mut(240..) else { return };
+        for (c, &v) in raw.chunks_exact_mut(bps).zip(values) {
+            write::encode(v, self.format, self.endian, c);
+        }
     }
 
     pub fn trace_header(&self, i: usize) -> Option<TraceHeader> {
-        let at = *self.trace_offsets.get(i)?;
-        Some(parse_trace_header(&self.bytes()[at..at + 240], self.endian))
+        if i >= self.traces() {
+            return None;
+        }
+        let mut raw = [0u8; 240];
+        self.read_at(self.trace_offset(i), &mut raw).ok()?;
+        Some(parse_trace_header(&raw, self.endian))
     }
 
     /// Decodes trace `i` into `out` (length `samples`).
     pub fn read_trace(&self, i: usize, out: &mut [f32]) -> Option<()> {
-        let at = *self.trace_offsets.get(i)? + 240;
+        let mut raw = Vec::new();
+        self.read_raw_traces(i, 1, &mut raw).ok()?;
         let bps = self.format.bytes();
-        let raw = self.bytes().get(at..at + self.samples * bps)?;
-        for (o, c) in out.iter_mut().zip(raw.chunks_exact(bps)) {
+        for (o, c) in out.iter_mut().zip(raw[240..].chunks_exact(bps)) {
             *o = decode(c, self.format, self.endian);
         }
         Some(())
@@ -515,17 +579,13 @@ impl SeismicFile {
     /// The whole file as a `[traces, samples]` section in f64: int32 samples exactly (f32
     /// holds integers only up to ±2^24), every other format as [`section`](Self::section).
     pub fn section_f64(&self) -> ndarray::Array2<f64> {
-        let bps = self.format.bytes();
         let mut a = ndarray::Array2::zeros((self.traces(), self.samples));
+        let mut raw = Vec::new();
         for (i, mut row) in a.rows_mut().into_iter().enumerate() {
-            let at = self.trace_offsets[i] + 240;
-            if let Some(raw) = self.bytes().get(at..at + self.samples * bps) {
-                for (o, c) in row.iter_mut().zip(raw.chunks_exact(bps)) {
-                    *o = match self.format {
-                        SampleFormat::Int32 => be_or_le_i32(c, self.endian) as f64,
-                        f => decode(c, f, self.endian) as f64,
-                    };
-                }
+            if self.read_raw_traces(i, 1, &mut raw).is_ok()
+                && let Some(out) = row.as_slice_mut()
+            {
+                self.decode_samples(&raw, out);
             }
         }
         a
@@ -583,49 +643,50 @@ impl Mismatch {
 }
 
 struct Walked {
-    offsets: Vec<usize>,
+    /// How many whole traces were walked (also when the walk came up short).
+    count: usize,
     samples: usize,
     outcome: Walk,
 }
 
 /// Walks traces from `start` by their own header sample counts (a count of 0 means
-/// `fallback`, the binary header's). Never reads past `b`; the offsets of the traces that fit
-/// are kept even when the walk comes up short, to tell which byte order went further.
+/// `fallback`, the binary header's). Never reads past `b`; the traces that fit are counted
+/// even when the walk comes up short, to tell which byte order went further.
 fn walk(b: &[u8], start: usize, endian: Endian, bps: usize, fallback: usize) -> Walked {
     let mut at = start;
-    let mut offsets = vec![];
+    let mut count = 0usize;
     let mut first = None;
     let mut mismatch = None;
     while at < b.len() {
-        let short = |ns: usize, offsets: Vec<usize>| {
-            let trace = offsets.len() + 1;
+        let short = |ns: usize, count: usize| {
+            let trace = count + 1;
             let outcome = Walk::Short(Mismatch { trace, at, ns, first: first.unwrap_or(ns) });
-            Walked { offsets, samples: first.unwrap_or(0), outcome }
+            Walked { count, samples: first.unwrap_or(0), outcome }
         };
-        let Some(header) = b.get(at..at + 240) else { return short(0, offsets) };
+        let Some(header) = b.get(at..at + 240) else { return short(0, count) };
         let ns = match parse_trace_header(header, endian).ns as usize {
             0 => fallback,
             n => n,
         };
         let end = at + 240 + ns * bps;
         if end > b.len() {
-            return short(ns, offsets);
+            return short(ns, count);
         }
         match first {
             None => first = Some(ns),
             Some(f) if f != ns && mismatch.is_none() => {
-                mismatch = Some(Mismatch { trace: offsets.len() + 1, at, ns, first: f });
+                mismatch = Some(Mismatch { trace: count + 1, at, ns, first: f });
             }
             _ => {}
         }
-        offsets.push(at);
+        count += 1;
         at = end;
     }
     let outcome = match mismatch {
         Some(m) => Walk::Mismatch(m),
         None => Walk::Whole,
     };
-    Walked { offsets, samples: first.unwrap_or(0), outcome }
+    Walked { count, samples: first.unwrap_or(0), outcome }
 }
 
 /// The message for data that ends inside a trace of `ns` samples: which trace, at which byte,

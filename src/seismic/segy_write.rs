@@ -26,17 +26,47 @@ impl SeismicFile {
                 ),
             ));
         }
-        let mut bytes = self.bytes().to_vec();
-        let bps = self.format.bytes();
-        for (i, &at) in self.trace_offsets.iter().enumerate() {
-            for (j, &v) in section.row(i).iter().enumerate() {
-                let p = at + 240 + j * bps;
-                encode(v.into(), self.format, self.endian, &mut bytes[p..p + bps]);
+        let mut out_file = self.copy_to_temp(out)?;
+        let mut raw = Vec::new();
+        let mut values = vec![0f64; self.samples];
+        for i in 0..self.traces() {
+            self.read_raw_traces(i, 1, &mut raw)?;
+            for (v, &a) in values.iter_mut().zip(section.row(i)) {
+                *v = a.into();
             }
+            self.encode_samples(&values, &mut raw);
+            write_at(&mut out_file, out, self.trace_offset(i), &raw)?;
         }
-        crate::output::write_atomically(out, &bytes).map_err(|e| err(out, e))
+        out_file.commit().map_err(|e| err(out, e))
     }
 
+    /// Starts an output that is a byte-for-byte copy of this file (copied in kernel space,
+    /// never held), in a temporary file beside `out`; traces are then replaced in place with
+    /// [`write_at`] and the file renamed by `commit`.
+    pub fn copy_to_temp(&self, out: &Path) -> Result<crate::output::AtomicFile, Error> {
+        let mut temp = crate::output::AtomicFile::create(out).map_err(|e| err(out, e))?;
+        let mut input =
+            std::fs::File::open(&self.path).map_err(|e| err(&self.path, format!("cannot open: {e}")))?;
+        std::io::copy(&mut input, temp.file()).map_err(|e| err(out, format!("cannot write: {e}")))?;
+        Ok(temp)
+    }
+}
+
+/// Writes `bytes` at byte `at` of an output being written.
+pub fn write_at(
+    out_file: &mut crate::output::AtomicFile,
+    out: &Path,
+    at: usize,
+    bytes: &[u8],
+) -> Result<(), Error> {
+    use std::os::unix::fs::FileExt;
+    out_file
+        .file()
+        .write_all_at(bytes, at as u64)
+        .map_err(|e| err(out, format!("cannot write {} bytes at byte {at}: {e}", bytes.len())))
+}
+
+impl SeismicFile {
     /// Writes `section` (`[traces, samples]`, this file's geometry) as `kind`: with
     /// [`write_like`](Self::write_like) when that is this file's own format, else converted:
     ///
@@ -122,11 +152,9 @@ impl SeismicFile {
             put16(1, &mut bin[302..304]);
             bytes.extend_from_slice(&bin);
         }
-        for (i, &at) in self.trace_offsets.iter().enumerate() {
+        for i in 0..self.traces() {
             let mut header = [0u8; 240];
-            header[..180].copy_from_slice(
-                self.bytes().get(at..at + 180).ok_or_else(|| err(&self.path, "truncated trace header"))?,
-            );
+            self.read_at(self.trace_offset(i), &mut header[..180])?;
             put16(ns, &mut header[114..116]);
             put16(dt, &mut header[116..118]);
             bytes.extend_from_slice(&header);
@@ -142,7 +170,7 @@ impl SeismicFile {
 
 /// Encodes one sample from f64 (integers rounded and clamped to the format's range; int32
 /// exactly, which f32 could not do beyond ±2^24).
-fn encode(v: f64, f: SampleFormat, e: Endian, out: &mut [u8]) {
+pub(super) fn encode(v: f64, f: SampleFormat, e: Endian, out: &mut [u8]) {
     let put = |bits: u32, out: &mut [u8]| {
         let b = match e {
             Endian::Big => bits.to_be_bytes(),
