@@ -4,6 +4,7 @@
 
 mod bench;
 mod check;
+mod cluster;
 mod common;
 mod diff;
 mod eval;

@@ -62,6 +62,11 @@ pub fn run(args: RunArgs) -> ExitCode {
         }
         Err(e) => return fail(e),
     }
+    // Under mpirun or srun: one rank of a data-parallel job (rank 0 prints and writes).
+    let cluster = match super::cluster::Cluster::join() {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
     // Ctrl-C and SIGTERM (what batch schedulers send) stop after the current step with a
@@ -77,7 +82,8 @@ pub fn run(args: RunArgs) -> ExitCode {
     };
     // Progress on stderr; the summary (what was written, final numbers) on stdout.
     let mut log = |line: &str| eprintln!("{line}");
-    match train::train(&program, &base, &opts, &mut log) {
+    match train::train_with(&program, &base, &opts, cluster.collective.clone(), &mut log) {
+        Ok(_) if !cluster.is_root() => ExitCode::SUCCESS,
         Ok(report) => {
             if report.trained_epochs == 0 && !report.interrupted {
                 let asked = opts.epochs.or(program.train.as_ref().map(|t| t.epochs)).unwrap_or(0);
@@ -121,10 +127,11 @@ pub fn run(args: RunArgs) -> ExitCode {
             }
             ExitCode::SUCCESS
         }
+        // Rank 0 alone reports a divergence, after telling the other ranks to stop.
         Err(TrainError::Diverged(m)) => {
             eprintln!("error: {m}");
             ExitCode::from(1)
         }
-        Err(TrainError::Io(m)) => fail(m),
+        Err(TrainError::Io(m)) => cluster.fail(&m, 2),
     }
 }

@@ -162,9 +162,27 @@ impl JitModel {
             let t = Instant::now();
             let (s1, s2) = plan.moments(0, x, x);
             kernel_s += t.elapsed().as_secs_f64();
-            let n = plan.positions() as f64;
-            let mean: Vec<f64> = (0..c).map(|k| shift[k] + s1[k] / n).collect();
-            let var: Vec<f64> = (0..c).map(|k| (s2[k] / n - (s1[k] / n).powi(2)).max(0.0)).collect();
+            let mut n = plan.positions() as f64;
+            let mut mean: Vec<f64> = (0..c).map(|k| shift[k] + s1[k] / n).collect();
+            let mut var: Vec<f64> = (0..c).map(|k| (s2[k] / n - (s1[k] / n).powi(2)).max(0.0)).collect();
+            // Data-parallel training: the statistics of the global batch, summed in the same two
+            // passes as the interpreter's (count and Σx, then count and Σ(x − mean)²).
+            if let Some(sync) = crate::ops::batchnorm::current_sync() {
+                let mut sums: Vec<f64> =
+                    std::iter::once(n).chain((0..c).map(|k| s1[k] + n * shift[k])).collect();
+                sync.sum_forward(&mut sums);
+                let global = sums[0];
+                mean = (0..c).map(|k| sums[1 + k] / global).collect();
+                let mut sq: Vec<f64> = std::iter::once(n)
+                    .chain((0..c).map(|k| {
+                        let d = mean[k] - shift[k];
+                        (s2[k] - 2.0 * d * s1[k] + n * d * d).max(0.0)
+                    }))
+                    .collect();
+                sync.sum_forward(&mut sq);
+                var = (0..c).map(|k| sq[1 + k] / global).collect();
+                n = global;
+            }
             let m = bn.momentum;
             let unbiased = if n > 1.0 { n / (n - 1.0) } else { 1.0 };
             let (rm, rv) = (node.params[2], node.params[3]);
@@ -224,7 +242,22 @@ impl JitModel {
                 .expect("[C]");
         pgrads[node.params[1]] = ArrayD::from_shape_vec(IxDyn(&[c]), s1.clone()).expect("[C]");
         if let Value::Node(_) = xv {
-            let n = plan.positions() as f64;
+            let mut n = plan.positions() as f64;
+            // Data-parallel training: dx needs Σdy and Σdy·x̂ over the global batch (the
+            // parameter gradients above stay this shard's), added as the interpreter does.
+            let (mut s1, mut s2) = (s1, s2);
+            if plan.batch_stats
+                && let Some(sync) = crate::ops::batchnorm::current_sync()
+            {
+                let mut count = [n];
+                sync.sum_forward(&mut count);
+                let mut buf: Vec<f64> =
+                    s1.iter().copied().chain((0..c).map(|k| s2[k] * plan.inv_std[k])).collect();
+                sync.sum_backward(&mut buf);
+                n = count[0];
+                s1 = buf[..c].to_vec();
+                s2 = (0..c).map(|k| buf[c + k] / plan.inv_std[k]).collect();
+            }
             let cs = plan.layout.cs;
             let scale: Vec<f64> = plan.coef[cs..cs + c].iter().map(|&v| f64::from(v)).collect();
             let (cc, d): (Vec<f64>, Vec<f64>) = if plan.batch_stats {

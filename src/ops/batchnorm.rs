@@ -127,11 +127,15 @@ fn reduce_axes(x: &ArrayD<f64>) -> Vec<Axis> {
 
 fn channel_mean(x: &ArrayD<f64>) -> Array1<f64> {
     let n = (x.len() / x.shape()[1]) as f64;
+    channel_sum(x) / n
+}
+
+fn channel_sum(x: &ArrayD<f64>) -> Array1<f64> {
     let mut s = x.clone();
     for a in reduce_axes(x) {
         s = s.sum_axis(a);
     }
-    s.into_dimensionality::<ndarray::Ix1>().expect("[C]") / n
+    s.into_dimensionality::<ndarray::Ix1>().expect("[C]")
 }
 
 /// Broadcasts a `[C]` vector against a batched value.
@@ -158,10 +162,22 @@ impl BatchNorm {
         running_mean: &mut Array1<f64>,
         running_var: &mut Array1<f64>,
     ) -> (ArrayD<f64>, BatchNormCache) {
-        let n = (x.len() / x.shape()[1]) as f64;
-        let mean = channel_mean(x);
-        let centered = x - &per_channel(&mean, x.ndim());
-        let var = channel_mean(&centered.mapv(|v| v * v));
+        let (n, mean, centered, var) = match current_sync() {
+            None => {
+                let mean = channel_mean(x);
+                let centered = x - &per_channel(&mean, x.ndim());
+                let var = channel_mean(&centered.mapv(|v| v * v));
+                ((x.len() / x.shape()[1]) as f64, mean, centered, var)
+            }
+            // Data-parallel training: the statistics of the global batch (two passes, f64).
+            Some(sync) => {
+                let (n, sum) = synced_channel_sum(&*sync, x);
+                let mean = sum / n;
+                let centered = x - &per_channel(&mean, x.ndim());
+                let (_, sq) = synced_channel_sum(&*sync, &centered.mapv(|v| v * v));
+                (n, mean, centered, sq / n)
+            }
+        };
         let inv_std = var.mapv(|v| 1.0 / (v + self.eps).sqrt());
         let x_hat = &centered * &per_channel(&inv_std, x.ndim());
         let y = &x_hat * &per_channel(gamma, x.ndim()) + per_channel(beta, x.ndim());
@@ -197,9 +213,72 @@ impl BatchNorm {
         let n = (dy.len() / dy.shape()[1]) as f64;
         let dbeta = channel_mean(dy) * n;
         let dgamma = channel_mean(&(dy * &cache.x_hat)) * n;
+        // Data-parallel training: dx needs the sums over the global batch; the parameter
+        // gradients stay this shard's (the training loop adds them across ranks).
+        let (n_all, dbeta_all, dgamma_all) = match current_sync() {
+            None => (n, dbeta.clone(), dgamma.clone()),
+            Some(sync) => {
+                let c = dbeta.len();
+                let mut buf: Vec<f64> = std::iter::once(n).chain(dbeta.iter().copied()).collect();
+                buf.extend(dgamma.iter().copied());
+                // The count is not a gradient: add it unweighted.
+                let mut count = [n];
+                sync.sum_forward(&mut count);
+                sync.sum_backward(&mut buf[1..]);
+                (count[0], Array1::from(buf[1..1 + c].to_vec()), Array1::from(buf[1 + c..].to_vec()))
+            }
+        };
         // dx = γ·inv_std/n · (n·dy − Σdy − x̂·Σ(dy·x̂))
-        let term = dy * n - per_channel(&dbeta, nd) - &cache.x_hat * &per_channel(&dgamma, nd);
-        let dx = term * &per_channel(&(gamma * &cache.inv_std / n), nd);
+        let term = dy * n_all - per_channel(&dbeta_all, nd) - &cache.x_hat * &per_channel(&dgamma_all, nd);
+        let dx = term * &per_channel(&(gamma * &cache.inv_std / n_all), nd);
         (dx, dgamma, dbeta)
     }
+}
+
+// ---- statistics over the global batch (data-parallel training) ---------------------------
+
+/// Adds per-channel partial sums across the processes of a data-parallel run, so batchnorm's
+/// training statistics are those of the global batch (as PyTorch's SyncBatchNorm). Installed
+/// by the training loop around a step with [`with_stats_sync`].
+pub trait StatsSync {
+    /// Sums over the global batch of the forward pass (counts, Σx, Σ(x − mean)²).
+    fn sum_forward(&self, partial: &mut [f64]);
+    /// Sums of the backward pass (Σdy, Σdy·x̂), which scale with each shard's loss.
+    fn sum_backward(&self, partial: &mut [f64]);
+}
+
+thread_local! {
+    /// The reduction of the step running on this thread. A thread-local rather than an argument
+    /// threaded through every backend: the interpreter and the JIT both reach batchnorm's
+    /// training code through `interp::forward_node`/`backward_node`, on the thread that runs
+    /// the step, and nothing else needs it.
+    static SYNC: std::cell::RefCell<Option<std::rc::Rc<dyn StatsSync>>> = const { std::cell::RefCell::new(None) };
+}
+
+/// The reduction installed for the step running on this thread, if any (the JIT's generated
+/// batchnorm reads it too).
+pub fn current_sync() -> Option<std::rc::Rc<dyn StatsSync>> {
+    SYNC.with(|s| s.borrow().clone())
+}
+
+/// Runs `f` with batchnorm's training statistics summed by `sync` (restored afterwards, also
+/// on panic).
+pub fn with_stats_sync<R>(sync: std::rc::Rc<dyn StatsSync>, f: impl FnOnce() -> R) -> R {
+    struct Restore(Option<std::rc::Rc<dyn StatsSync>>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            let previous = self.0.take();
+            SYNC.with(|s| *s.borrow_mut() = previous);
+        }
+    }
+    let _restore = Restore(SYNC.with(|s| s.borrow_mut().replace(sync)));
+    f()
+}
+
+/// (count, per-channel sums) of `x` over the global batch.
+fn synced_channel_sum(sync: &dyn StatsSync, x: &ArrayD<f64>) -> (f64, Array1<f64>) {
+    let n = (x.len() / x.shape()[1]) as f64;
+    let mut buf: Vec<f64> = std::iter::once(n).chain(channel_sum(x)).collect();
+    sync.sum_forward(&mut buf);
+    (buf[0], Array1::from(buf[1..].to_vec()))
 }

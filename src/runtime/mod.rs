@@ -4,6 +4,9 @@
 pub mod bench;
 pub mod checkpoint;
 pub mod data;
+pub mod distributed;
+#[cfg(feature = "mpi")]
+pub mod distributed_mpi;
 pub mod engine;
 pub mod infer;
 pub mod masking;

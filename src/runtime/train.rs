@@ -7,6 +7,7 @@
 
 use super::checkpoint::{self, Position};
 use super::data::{self, Dataset};
+use super::distributed::{self, Collective, ShardStats, SingleProcess};
 use super::engine::{Backend, Engine};
 use super::optim::{self, OptState};
 use super::{masking, validation};
@@ -17,6 +18,7 @@ use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
@@ -305,6 +307,23 @@ pub fn train(
     opts: &TrainOptions,
     log: &mut dyn FnMut(&str),
 ) -> Result<TrainReport, TrainError> {
+    train_with(program, base_dir, opts, Rc::new(SingleProcess), log)
+}
+
+/// [`train`] as one rank of a data-parallel run (see `runtime/distributed.rs`): every rank
+/// computes the gradients of its shard of each global batch; rank 0 adds them, steps the
+/// optimizer, sends the parameters back and alone validates and writes files (and logs).
+pub fn train_with(
+    program: &Program,
+    base_dir: &Path,
+    opts: &TrainOptions,
+    collective: Rc<dyn Collective>,
+    log: &mut dyn FnMut(&str),
+) -> Result<TrainReport, TrainError> {
+    let (rank, ranks) = (collective.rank(), collective.size());
+    let root = rank == 0;
+    let mut quiet = |_: &str| {};
+    let log: &mut dyn FnMut(&str) = if root { log } else { &mut quiet };
     let spec = program.train.clone().ok_or_else(|| TrainError::Io("no train block".into()))?;
     let paths = output_paths(program, base_dir, opts.out_dir.as_deref())?;
     let inputs = data_files(program, base_dir);
@@ -330,22 +349,35 @@ pub fn train(
     if epochs == 0 && opts.resume.is_none() {
         return Ok(nothing_to_do());
     }
-    std::fs::create_dir_all(&paths.dir)
-        .map_err(|e| TrainError::Io(format!("cannot create {}: {e}", paths.dir.display())))?;
-    let _lock = crate::output::DirLock::acquire(&paths.dir).map_err(TrainError::Io)?;
-    for (_, p) in &outputs {
-        crate::output::check_target(p).map_err(TrainError::Io)?;
-    }
+    // Only rank 0 writes, so only it creates, locks and checks the output folder.
+    let _lock = if root {
+        std::fs::create_dir_all(&paths.dir)
+            .map_err(|e| TrainError::Io(format!("cannot create {}: {e}", paths.dir.display())))?;
+        let lock = crate::output::DirLock::acquire(&paths.dir).map_err(TrainError::Io)?;
+        for (_, p) in &outputs {
+            crate::output::check_target(p).map_err(TrainError::Io)?;
+        }
+        Some(lock)
+    } else {
+        None
+    };
     let dataset = load_data(program, base_dir)?;
     let split = validation::split_of(&dataset, spec.validate, spec.seed);
     let n_train = split.train.len();
+    let smallest = distributed::smallest_batch(n_train, spec.batch);
+    if smallest < ranks {
+        return Err(TrainError::Io(format!(
+            "the smallest global batch holds {smallest} samples ({n_train} training samples in batches of {}), fewer than the {ranks} ranks: every rank needs at least one sample; run fewer ranks or change `batch`",
+            spec.batch
+        )));
+    }
     let denoising = spec.loss != LossKind::CrossEntropy && dataset.inputs.shape() == dataset.targets.shape();
     let score = denoising && dataset.clean_targets;
     let (weights_path, ckpt_path, metrics_path) =
         (paths.weights.clone(), paths.checkpoint.clone(), paths.metrics.clone());
 
     let mut graphs = Engines { program, backend: opts.backend, by_batch: HashMap::new() };
-    let first_batch = spec.batch.min(n_train.max(1));
+    let first_batch = distributed::shard(spec.batch.min(n_train.max(1)), rank, ranks).len();
     let first = graphs.get(first_batch)?;
     if opts.backend == Backend::Jit {
         log(&format!("compiled for batch {first_batch} in {:.0} ms", first.compile_ms()));
@@ -356,7 +388,8 @@ pub fn train(
     let fresh_opt = OptState::new(&program.optimizer, &sizes);
     let fingerprint = Fingerprint::of(program).ok_or_else(|| TrainError::Io("no train block".into()))?;
     let (mut params, mut opt, mut pos) = match &opts.resume {
-        Some(path) => {
+        // Rank 0 alone reads the checkpoint; the others receive its parameters and position.
+        Some(path) if root => {
             let (p, o, pos, checked) = checkpoint::load_checkpoint(path, &template, &fresh_opt, &fingerprint)
                 .map_err(TrainError::Io)?;
             if !checked {
@@ -368,8 +401,14 @@ pub fn train(
             log(&format!("resuming from {} at epoch {}, batch {}", path.display(), pos.epoch + 1, pos.batch));
             (p, o, pos)
         }
-        None => (ir::init_params(&template, spec.seed), fresh_opt, Position { epoch: 0, batch: 0 }),
+        _ => (ir::init_params(&template, spec.seed), fresh_opt, Position { epoch: 0, batch: 0 }),
     };
+    if ranks > 1 {
+        let mut at = [pos.epoch as f64, pos.batch as f64];
+        collective.broadcast(&mut at);
+        pos = Position { epoch: at[0] as usize, batch: at[1] as usize };
+        broadcast_params(&*collective, &mut params, 0.0);
+    }
     let mut history: Vec<EpochMetrics> = std::fs::read_to_string(&metrics_path)
         .ok()
         .filter(|_| opts.resume.is_some())
@@ -413,7 +452,7 @@ pub fn train(
     // The last weights this call saved: (epoch, its train loss).
     let mut saved: Option<(usize, f64)> = None;
     let batches_per_epoch = n_train.div_ceil(spec.batch);
-    let bar = opts.progress_bar.then(|| {
+    let bar = (opts.progress_bar && root).then(|| {
         let steps = epochs.saturating_sub(pos.epoch).saturating_mul(batches_per_epoch);
         let b = indicatif::ProgressBar::new(steps as u64);
         b.set_style(
@@ -428,23 +467,50 @@ pub fn train(
         let mut order: Vec<usize> = split.train.clone();
         order.shuffle(&mut ChaCha8Rng::seed_from_u64(mix(spec.seed, epoch as u64 + 1, 0)));
         let (mut loss_sum, mut seen) = (0.0, 0usize);
-        for (b, idx) in order.chunks(spec.batch).enumerate().skip(pos.batch) {
+        for (b, global) in order.chunks(spec.batch).enumerate().skip(pos.batch) {
+            let idx = &global[distributed::shard(global.len(), rank, ranks)];
             // Supervised: a fresh noise draw every epoch. Self-supervised: the one noisy
             // recording the user has (a fresh draw would be a second, independent recording).
             let draw = if spec.target.is_some() { data::NOISE_FIXED } else { epoch as u64 + 1 };
             let (x, t) = dataset.batch_with_noise(idx, draw);
             let engine = graphs.get(idx.len())?;
-            let seed = mix(spec.seed, epoch as u64 + 1, b as u64 + 1);
-            let (l, grads) = match spec.target {
+            // Dropout masks: rank 0's seed is the single-process one; other shards draw their own.
+            let seed = mix(spec.seed, epoch as u64 + 1, b as u64 + 1)
+                ^ (rank as u64).wrapping_mul(0xD6E8_FEB8_6659_FD93);
+            let mut step = |params: &mut Params| match spec.target {
                 // Masking is data preparation, fresh every batch; the target is the unmasked
                 // noisy input, and the loss is taken on the masked samples only.
                 Some(scheme) => {
                     let (masked, mask) = masking::mask_batch(&x, scheme, seed ^ 0x0A5C_0A5C);
-                    engine.train_step_masked(&mut params, &[masked], &x, Some(&mask), spec.loss, seed)
+                    engine.train_step_masked(params, &[masked], &x, Some(&mask), spec.loss, seed)
                 }
-                None => engine.train_step(&mut params, std::slice::from_ref(&x), &t, spec.loss, seed),
+                None => engine.train_step(params, std::slice::from_ref(&x), &t, spec.loss, seed),
             };
+            let (l, mut grads) = if ranks > 1 {
+                let sync = ShardStats {
+                    collective: collective.clone(),
+                    uneven_weight: (global.len() % ranks != 0)
+                        .then(|| idx.len() as f64 / global.len() as f64),
+                };
+                crate::ops::batchnorm::with_stats_sync(Rc::new(sync), || step(&mut params))
+            } else {
+                step(&mut params)
+            };
+            let l = if ranks > 1 {
+                distributed::reduce_gradients(&*collective, l, &mut grads, idx.len(), global.len())
+            } else {
+                l
+            };
+            if !root {
+                match receive_params(&*collective, &mut params) {
+                    Control::Continue => continue,
+                    Control::Stop | Control::Diverged => return Ok(nothing_to_do()),
+                }
+            }
             if !l.is_finite() {
+                if ranks > 1 {
+                    broadcast_params(&*collective, &mut params, Control::Diverged.code());
+                }
                 if let Some(bar) = &bar {
                     bar.finish_and_clear();
                 }
@@ -459,13 +525,18 @@ pub fn train(
                 )));
             }
             optim::step(&program.optimizer, &mut opt, &mut params, &grads, &trainable);
-            loss_sum += l * idx.len() as f64;
-            seen += idx.len();
+            loss_sum += l * global.len() as f64;
+            seen += global.len();
+            let stop = opts.stop.load(Ordering::SeqCst);
+            if ranks > 1 {
+                let control = if stop { Control::Stop } else { Control::Continue };
+                broadcast_params(&*collective, &mut params, control.code());
+            }
             if let Some(bar) = &bar {
                 bar.inc(1);
                 bar.set_message(format!("epoch {}  loss {}", epoch + 1, fmt_loss(loss_sum / seen as f64)));
             }
-            if opts.stop.load(Ordering::SeqCst) {
+            if stop {
                 let at = Position { epoch, batch: b + 1 };
                 checkpoint::save_checkpoint(&ckpt_path, &template, &params, &opt, &at, &fingerprint)
                     .map_err(TrainError::Io)?;
@@ -479,6 +550,10 @@ pub fn train(
         }
         if report.interrupted {
             break;
+        }
+        if !root {
+            pos = Position { epoch: epoch + 1, batch: 0 };
+            continue;
         }
         let plan = validation::Validation {
             dataset: &dataset,
@@ -543,6 +618,47 @@ pub fn train(
     }
     report.epochs = history;
     Ok(report)
+}
+
+/// What rank 0 tells the other ranks with each step's parameters.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Control {
+    Continue,
+    /// Ctrl-C or SIGTERM: rank 0 saves a checkpoint; the others end.
+    Stop,
+    /// The loss became NaN or infinite: rank 0 reports it; the others end.
+    Diverged,
+}
+
+impl Control {
+    fn code(self) -> f64 {
+        match self {
+            Control::Continue => 0.0,
+            Control::Stop => 1.0,
+            Control::Diverged => 2.0,
+        }
+    }
+}
+
+/// Rank 0's parameters to every rank, behind a control word.
+fn broadcast_params(collective: &dyn Collective, params: &mut Params, control: f64) {
+    let mut buf = vec![control];
+    distributed::flatten(params, &mut buf);
+    collective.broadcast(&mut buf);
+    distributed::unflatten(&buf[1..], params);
+}
+
+/// The other ranks' side of [`broadcast_params`] after a step.
+fn receive_params(collective: &dyn Collective, params: &mut Params) -> Control {
+    let mut buf = vec![0.0];
+    distributed::flatten(params, &mut buf);
+    collective.broadcast(&mut buf);
+    distributed::unflatten(&buf[1..], params);
+    match buf[0] {
+        0.0 => Control::Continue,
+        1.0 => Control::Stop,
+        _ => Control::Diverged,
+    }
 }
 
 /// SNR in dB as printed: `inf` for a perfect estimate, `NaN` when the output holds NaN.
