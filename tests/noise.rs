@@ -393,7 +393,7 @@ fn npy_data_takes_noise_and_then_its_input_is_the_target() {
     let out = geonetc::check::check_source(src);
     match out.program.and_then(|p| p.train).map(|t| t.data) {
         Some(DataSpec::Npy { input, target, noise: Some(n), dt_ms, .. }) => {
-            assert_eq!((input.as_str(), target.as_str(), dt_ms), ("clean.npy", "clean.npy", 2.0));
+            assert_eq!((input.as_str(), target.as_deref(), dt_ms), ("clean.npy", Some("clean.npy"), 2.0));
             assert_eq!(n.parts, vec![NoiseKind::Spikes { rate: 0.01, amplitude: 10.0 }]);
         }
         other => panic!("{other:?}"),
@@ -405,7 +405,7 @@ fn npy_data_takes_noise_and_then_its_input_is_the_target() {
 #[test]
 #[ignore = "writes docs/img/noise_*.png"]
 fn draw_the_pictures_of_docs_noise_md() {
-    use geonetc::seismic::plot::{Palette, panels};
+    use geonetc::seismic::plot::{Axes, Options, Palette, sections};
     let kinds = [
         ("white", "gaussian(0.5)"),
         ("band", "gaussian(1, band = [20, 40])"),
@@ -436,6 +436,8 @@ fn draw_the_pictures_of_docs_noise_md() {
         // Dense noise compresses badly as PNG: those pictures are JPEG (under ~200 KB each).
         let ext = if ["white", "band", "mix"].contains(&name) { "jpg" } else { "png" };
         let shown = [("clean", &clean), ("with noise", &noisy), ("noise alone", &added)];
-        panels(&dir.join(format!("noise_{name}.{ext}")), &shown, 4000, Palette::Grey).expect("drawn");
+        let options = Options { palette: Palette::Grey, ..Options::default() };
+        sections(&dir.join(format!("noise_{name}.{ext}")), &shown, &Axes::plain(128, 4000), &options)
+            .expect("drawn");
     }
 }

@@ -4,7 +4,7 @@
 //! line and the worse-than-input warning, and a short blind-spot run that denoises.
 
 use geonetc::check::check_source;
-use geonetc::check::program::{DataSpec, LossKind, SelfSupervised};
+use geonetc::check::program::{DataSpec, LossKind, NoiseSpec, SelfSupervised};
 use geonetc::ir::{self, Params};
 use geonetc::ops::loss::masked_mse;
 use geonetc::runtime::data::{self, NOISE_FIXED};
@@ -227,7 +227,7 @@ fn masked_mse_on_the_jit_matches_the_interpreter() {
 
 #[test]
 fn validation_noise_is_fixed_and_training_noise_is_fresh_each_epoch() {
-    let ds = data::synthetic(&[1, 16, 16], 6, 0.5, 2).unwrap();
+    let ds = data::synthetic(&[1, 16, 16], 6, &NoiseSpec::gaussian(0.5), 2).unwrap();
     let idx = [1, 4];
     let (fixed, clean) = ds.batch_with_noise(&idx, NOISE_FIXED);
     assert_eq!(fixed, ds.batch(&idx).0, "validation sees the stored draw");
@@ -273,7 +273,7 @@ fn segy_patches_validate_on_held_out_traces_only() {
         eprintln!("skipped: {} is absent", file.display());
         return;
     }
-    let ds = data::segy(&file, &[1, 64, 64], None, None, 0.5, 1).unwrap();
+    let ds = data::segy(&file, &[1, 64, 64], None, None, &NoiseSpec::gaussian(0.5), 1).unwrap();
     let split = geonetc::runtime::validation::split_of(&ds, 0.1, 3);
     let (positions, traces) = ds.patches.as_ref().unwrap();
     assert_eq!(*traces, 601);

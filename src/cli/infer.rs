@@ -179,6 +179,9 @@ pub fn run(mut args: InferArgs) -> ExitCode {
     // Same format out as in, no picture: streamed in bounded memory. (A picture or a format
     // conversion holds the section.)
     if out_format == DataFormat::Seismic(file.kind) && args.plot.is_none() && args.residual.is_none() {
+        // The far-from-training check on a bounded sample: the first traces of the file.
+        let head = leading_traces(&file, 4096);
+        warn_far_from_training(weights.as_ref(), &args.input, &head, Some(f64::from(file.dt_us) / 1000.0));
         return stream(&args, &file, &source, loader, &declared, rms, be);
     }
     let section = file.section_f64();
@@ -218,6 +221,19 @@ pub fn run(mut args: InferArgs) -> ExitCode {
 }
 
 /// Says when the input is far from what the weights were trained on (see `fit`).
+/// The first `n` traces of `file` as `[samples, traces]` (fewer if the file is shorter).
+fn leading_traces(file: &SeismicFile, n: usize) -> ndarray::Array2<f64> {
+    let n = n.min(file.traces());
+    let mut out = ndarray::Array2::zeros((file.samples, n));
+    let mut trace = vec![0f32; file.samples];
+    for j in 0..n {
+        if file.read_trace(j, &mut trace).is_some() {
+            out.column_mut(j).iter_mut().zip(&trace).for_each(|(o, &v)| *o = f64::from(v));
+        }
+    }
+    out
+}
+
 pub fn warn_far_from_training(
     weights: Option<&super::common::Weights>,
     input: &Path,
@@ -323,6 +339,7 @@ fn stream(
         Ok(done) => {
             let mode = done.mode;
             note_inexact_int32(file, done.max_abs_input, be);
+            print!("{}", done.hygiene.describe());
             eprintln!(
                 "wrote {} ({} traces, {mode}) in {:.1} s",
                 args.output.display(),

@@ -365,7 +365,8 @@ pub fn segy(
     noise.check_interval(dt, &path.display().to_string())?;
     // [samples (time), traces]
     let section = f.section().map_err(|e| e.to_string())?.t().mapv(f64::from);
-    section_patches(section, path, model_in, patch, step, noise, dt.max(1e-6), seed)
+    let added = AddedNoise { spec: noise.clone(), reference_rms: Some(1.0), dt: dt.max(1e-6), seed };
+    section_patches(section, path, model_in, patch, step, added)
 }
 
 /// Patches of a section `[samples (time), traces]` read from `path`, as [`segy`] cuts them
@@ -376,9 +377,7 @@ pub fn section_patches(
     model_in: &[usize],
     patch: Option<&[usize]>,
     step: Option<&[usize]>,
-    noise: &NoiseSpec,
-    dt: f64,
-    seed: u64,
+    added: AddedNoise,
 ) -> Result<Dataset, String> {
     let scale = rms(&section.clone().into_dyn());
     let section = section / if scale > 0.0 { scale } else { 1.0 };
@@ -439,8 +438,7 @@ pub fn section_patches(
     let full: Vec<usize> = std::iter::once(count).chain(model_in.iter().copied()).collect();
     let targets = ArrayD::from_shape_vec(IxDyn(&full), clean).map_err(|e| e.to_string())?;
     // The section has unit RMS: amplitudes are relative to the whole section's RMS.
-    let added = AddedNoise { spec: noise.clone(), reference_rms: Some(1.0), dt, seed };
-    let with_noise = !noise.is_none();
+    let with_noise = !added.spec.is_none();
     Ok(Dataset {
         inputs: if with_noise { added.add_all(&targets, NOISE_FIXED) } else { targets.clone() },
         targets,

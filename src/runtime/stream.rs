@@ -71,6 +71,8 @@ pub struct Streamed {
     pub mode: String,
     /// The largest |sample| of the input the model saw (int32 beyond ±2^24 is inexact in f32).
     pub max_abs_input: f64,
+    /// What field-data hygiene found and did (dead traces, mutes, non-finite samples, scale).
+    pub hygiene: hygiene::Report,
 }
 
 /// Runs the model on every trace of `input` and writes `out` in the same format.
@@ -97,7 +99,7 @@ pub fn infer_file(
         max_abs: std::cell::Cell::new(0.0),
     };
     // One pass before any output: non-finite samples are refused here, and the scale is set.
-    let rms = file_scan(input, opts.window_traces, &opts.hygiene, opts.stop)?;
+    let (found, (rms, clip, live)) = file_scan(input, opts.window_traces, &opts.hygiene, opts.stop)?;
     if let Some(target) = opts.data_rms
         && rms > 0.0
         && target > 0.0
@@ -105,9 +107,19 @@ pub fn infer_file(
     {
         ctx.scale = target / rms;
     }
+    let scale = hygiene::Scale {
+        method: "clipped RMS",
+        clip_quantile: opts.hygiene.clip_quantile,
+        clip,
+        clipped_rms: rms,
+        live_samples: live,
+        target_rms: opts.data_rms,
+        factor: ctx.scale,
+    };
+    let report = hygiene::Report::new(&found, scale, &opts.hygiene);
     ctx.hygiene = opts.hygiene.clone();
     let mode = run_modes(&mut ctx, source, declared, opts)?;
-    Ok(Streamed { mode, max_abs_input: ctx.max_abs.get() })
+    Ok(Streamed { mode, max_abs_input: ctx.max_abs.get(), hygiene: report })
 }
 
 /// The mode `declared`, the options and the file's geometry call for; returns its description.
@@ -195,14 +207,22 @@ fn start_in_order(input: &SeismicFile, out: &Path) -> Result<AtomicFile, String>
 const SCALE_SAMPLES: usize = 4_000_000;
 
 /// The hygiene pass over the whole file, a window of traces at a time: refuses non-finite
-/// samples (unless masked), and returns the clipped RMS of the live samples (estimated from an
-/// even subsample of at most [`SCALE_SAMPLES`] when the file is larger).
+/// samples (unless masked); returns what the scan found over the file (without the per-sample
+/// mask) and (clipped RMS, clip level, live samples), the clip estimated from an even subsample
+/// of at most [`SCALE_SAMPLES`] live samples when the file is larger.
 fn file_scan(
     input: &SeismicFile,
     window: usize,
     options: &Options,
     stop: &dyn Fn() -> bool,
-) -> Result<f64, String> {
+) -> Result<(hygiene::Scan, (f64, f64, usize)), String> {
+    let mut found = hygiene::Scan {
+        nonfinite: vec![],
+        dead: vec![],
+        muted: 0,
+        muted_traces: 0,
+        masked: Array2::from_elem((0, 0), false),
+    };
     let window = window.max(1);
     let every = (input.traces() * input.samples).div_ceil(SCALE_SAMPLES).max(1);
     let (mut raw, mut live, mut seen) = (Vec::new(), Vec::new(), 0usize);
@@ -233,10 +253,15 @@ fn file_scan(
                 seen += 1;
             }
         }
+        found.nonfinite.extend(scan.nonfinite.iter().map(|&(t, s)| (first + t, s)));
+        found.dead.extend(scan.dead.iter().map(|t| first + t));
+        found.muted += scan.muted;
+        found.muted_traces += scan.muted_traces;
     }
     let all_live = ndarray::Array2::from_shape_vec((1, live.len()), live).map_err(|e| e.to_string())?;
     let none_masked = ndarray::Array2::from_elem(all_live.dim(), false);
-    Ok(hygiene::clipped_rms(all_live.view(), &none_masked, options.clip_quantile).0)
+    let (rms, clip, _) = hygiene::clipped_rms(all_live.view(), &none_masked, options.clip_quantile);
+    Ok((found, (rms, clip, seen)))
 }
 
 /// Decoded traces `[count, samples]` of a raw window, and which headers mark them dead.

@@ -166,9 +166,13 @@ pub fn load_data(program: &Program, base_dir: &Path) -> Result<Dataset, TrainErr
             data::check_values(&array, &x).map_err(TrainError::Io)?;
             let ds = match array.into_dimensionality::<ndarray::Ix2>() {
                 Ok(section) if in_shape.len() == 3 => {
-                    let none = crate::check::program::NoiseSpec::gaussian(0.0);
-                    data::section_patches(section, &x, in_shape, None, None, &none, 1.0, 0)
-                        .map_err(TrainError::Io)?
+                    let none = data::AddedNoise {
+                        spec: crate::check::program::NoiseSpec::gaussian(0.0),
+                        reference_rms: Some(1.0),
+                        dt: 1.0,
+                        seed: 0,
+                    };
+                    data::section_patches(section, &x, in_shape, None, None, none).map_err(TrainError::Io)?
                 }
                 _ => data::npy(&x, &x, in_shape, out_shape).map_err(TrainError::Io)?,
             };
