@@ -237,13 +237,7 @@ fn file_scan(
         if options.nonfinite == NonFinite::Refuse
             && let Some(&(t, s)) = scan.nonfinite.first()
         {
-            return Err(format!(
-                "trace {} (of {}), sample {} is {}; refusing to denoise NaN or infinite samples (--nonfinite mask treats such samples as zero for the model and writes them back unchanged)",
-                first + t + 1,
-                input.traces(),
-                s + 1,
-                x[[t, s]],
-            ));
+            return Err(hygiene::nonfinite_refusal(first + t, input.traces(), s, x[[t, s]], ""));
         }
         for (v, m) in x.iter().zip(scan.masked.iter()) {
             if !m {
@@ -454,6 +448,8 @@ impl Context<'_, '_> {
         let y = apply_tiled(&x, tile, overlap, |patch| self.model_2d(declared, patch))?;
         let tb = self.input.trace_bytes();
         let mut raw = vec![0u8; tb];
+        // The input trace: its headers are written, and its masked samples passed through.
+        let mut input_trace = vec![0u8; tb];
         let mut column = vec![0f64; samples];
         let mut present = 0;
         for (j, t) in traces.iter().enumerate() {
@@ -463,6 +459,7 @@ impl Context<'_, '_> {
                 continue;
             }
             let at = self.input.trace_offset(t);
+            self.input.read_at(at, &mut input_trace).map_err(|e| e.to_string())?;
             if average {
                 use std::os::unix::fs::FileExt;
                 file.file()
@@ -473,13 +470,11 @@ impl Context<'_, '_> {
                     *c = 0.5 * (*c + v / self.scale);
                 }
             } else {
-                self.input.read_at(at, &mut raw).map_err(|e| e.to_string())?;
+                raw.copy_from_slice(&input_trace);
                 for (c, v) in column.iter_mut().zip(y.column(j)) {
                     *c = v / self.scale;
                 }
             }
-            let mut input_trace = vec![0u8; tb];
-            self.input.read_at(at, &mut input_trace).map_err(|e| e.to_string())?;
             self.pass_through(&input_trace, &mut column);
             self.input.encode_samples(&column, &mut raw);
             write_at(file, self.out, at, &raw).map_err(|e| e.to_string())?;

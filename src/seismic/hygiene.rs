@@ -154,14 +154,19 @@ pub fn refusal(scan: &Scan, section: ArrayView2<f64>) -> Option<String> {
     let &(t, s) = scan.nonfinite.first()?;
     let n = scan.nonfinite.len();
     let traces: std::collections::BTreeSet<usize> = scan.nonfinite.iter().map(|p| p.0).collect();
-    Some(format!(
-        "trace {} (of {}), sample {} is {}{}; refusing to denoise NaN or infinite samples (--nonfinite mask treats such samples as zero for the model and writes them back unchanged)",
+    let more =
+        if n > 1 { format!(" ({n} non-finite samples in {} traces)", traces.len()) } else { String::new() };
+    Some(nonfinite_refusal(t, section.nrows(), s, section[[t, s]], &more))
+}
+
+/// The one-line refusal of a non-finite sample: trace `t` (0-based) of `traces`, sample `s`
+/// (0-based) with its value, and `more` (how many others, when known).
+pub fn nonfinite_refusal(t: usize, traces: usize, s: usize, value: f64, more: &str) -> String {
+    format!(
+        "trace {} (of {traces}), sample {} is {value}{more}; refusing to denoise NaN or infinite samples (--nonfinite mask treats such samples as zero for the model and writes them back unchanged)",
         t + 1,
-        section.nrows(),
         s + 1,
-        section[[t, s]],
-        if n > 1 { format!(" ({n} non-finite samples in {} traces)", traces.len()) } else { String::new() },
-    ))
+    )
 }
 
 /// The section as the model should see it: masked samples zero, scaled so its clipped RMS is
