@@ -9,13 +9,15 @@
 //! - `Channel` (batchnorm, relu, leaky_relu, add, sub) is generated code too: the per-channel
 //!   family in `channel` (moments over positions, an affine map, a mask), planned by `norm` and
 //!   `elementwise`;
+//! - `Spatial` (maxpool, avgpool, upsample, concat) is generated code: the gather family in
+//!   `gather` (tap tables per destination row and column), planned by `spatial`;
 //! - `Native` ops are loops on the NHWC buffers ([`native`]);
 //! - `Reference` ops run the interpreter's own per-node step on converted copies — correct, not
 //!   fast, and marked as such by the profile.
 //!
 //! Beyond that, `linear -> relu|leaky_relu` is one kernel forward, a batchnorm after a
-//! conv/dense is folded into its weights at inference, and a pixel-shuffle upconv writes straight
-//! into the concat that reads it ([`fusion`]).
+//! conv/dense is folded into its weights at inference, and a pixel-shuffle upconv, a pooling or
+//! an upsample writes straight into the concat that reads it ([`fusion`]).
 //!
 //! The modules, in the order a model is compiled and run: [`layout`] (values as NHWC buffers),
 //! [`fusion`] (what merges with what), [`lower`] (linear ops onto kernels, one [`Geometry`] per
