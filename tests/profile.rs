@@ -15,8 +15,9 @@ fn bench_profile_lists_every_layer_and_marks_the_reference_code() {
     let dir = std::env::temp_dir().join(format!("geonetc-profile-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let file = dir.join("m.geonet");
-    // conv → relu (one kernel), avgpool (reference code), flatten (native), dense.
-    let src = "model m {\n    input x: [2, 8, 8]\n    y = x -> conv(4, kernel=3, pad=1) -> relu -> avgpool(2) -> flatten -> dense(3)\n    output y\n}\n";
+    // conv → relu (one kernel), avgpool (gather kernels), groupnorm (reference code), flatten
+    // (native), dense.
+    let src = "model m {\n    input x: [2, 8, 8]\n    y = x -> conv(4, kernel=3, pad=1) -> relu -> avgpool(2) -> groupnorm(2) -> flatten -> dense(3)\n    output y\n}\n";
     std::fs::write(&file, src).expect("write model");
     let (code, out, err) =
         geonetc(&["bench", file.to_str().expect("path"), "--batch", "2", "--steps", "1", "--profile"]);
@@ -26,8 +27,9 @@ fn bench_profile_lists_every_layer_and_marks_the_reference_code() {
     assert!(line("y.conv0").contains("kernels"), "{out}");
     assert!(line("y.relu0").contains("fused"), "{out}");
     assert!(line("y.flatten0").contains("native"), "{out}");
+    assert!(line("y.avgpool0").contains("kernels"), "{out}");
     assert!(
-        line("y.avgpool0").contains("reference") && line("y.avgpool0").contains("<- reference code"),
+        line("y.groupnorm0").contains("reference") && line("y.groupnorm0").contains("<- reference code"),
         "{out}"
     );
     assert!(!line("y.conv0").contains("<- reference code"), "{out}");

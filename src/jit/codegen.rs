@@ -305,6 +305,28 @@ impl Codegen {
         unsafe { std::mem::transmute::<*const u8, super::channel::ChannelFn>(p) }
     }
 
+    /// Generates a gather kernel ([`super::gather`]).
+    pub(crate) fn gather(&mut self, spec: &super::gather::GatherSpec) -> Result<FnHandle, String> {
+        if self.dry {
+            return Ok(FnHandle(FuncId::from_u32(0)));
+        }
+        let (id, sig) = self.declare(4)?;
+        self.ctx.func.signature = sig;
+        let has_fma = self.has_fma;
+        let target = self.module.target_config();
+        let mut b = FunctionBuilder::new(&mut self.ctx.func, &mut self.fctx);
+        super::gather::emit(&mut b, spec, has_fma);
+        b.seal_all_blocks();
+        b.finalize(target);
+        self.define(id)
+    }
+
+    pub(crate) fn gather_fn(&self, h: FnHandle) -> super::gather::GatherFn {
+        let p = self.module.get_finalized_function(h.0);
+        // SAFETY: the function was generated with exactly this signature.
+        unsafe { std::mem::transmute::<*const u8, super::gather::GatherFn>(p) }
+    }
+
     /// Generates a weight-gradient kernel.
     pub fn gradw(&mut self, spec: &GradWSpec, blk: Blocking) -> Result<FnHandle, String> {
         if self.dry {

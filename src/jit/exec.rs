@@ -4,10 +4,9 @@
 
 use super::channel::{ChannelFn, ChannelSpec};
 use super::codegen::{Epilogue, GradWFn, GradWSpec};
+use super::gather::{GatherFn, GatherSpec};
 use super::linear::{CorrCall, LinearKind, LinearPlan, Src};
-use super::native::{
-    CHUNK, add_into, copy_channels, flatten, maxpool_backward, maxpool_forward, take_channels, unflatten,
-};
+use super::native::{CHUNK, add_into, flatten, unflatten};
 use super::{JitModel, Step, from_nhwc, to_nhwc};
 use crate::interp::{self, Cache};
 use crate::ir::{Node, NodeId, Params, Value};
@@ -99,6 +98,7 @@ impl JitModel {
             }
             Step::Norm(plan) => self.forward_norm(id, node, plan, params, training),
             Step::Elementwise(plan) => self.forward_elementwise(id, node, plan),
+            Step::Spatial(plan) => self.forward_spatial(id, node, plan),
             Step::Reference if !training && fusion.bn_folded_from.is_some() => {
                 // Computed by the layer before, with this batchnorm folded into its weights.
             }
@@ -117,26 +117,6 @@ impl JitModel {
     fn forward_native(&mut self, id: NodeId, node: &Node, y: &mut [f32]) {
         let out_l = self.nodes[id.index()].layout;
         match &node.op {
-            Op::Pool(p) => {
-                let g = p.window();
-                let mut arg = std::mem::take(&mut self.nodes[id.index()].argmax);
-                let (x, xl) = (self.buf(node.inputs[0]), self.layout(node.inputs[0]));
-                maxpool_forward(x, xl, out_l, &g, y, &mut arg);
-                self.nodes[id.index()].argmax = arg;
-            }
-            Op::Concat => {
-                let mut off = 0;
-                for &v in &node.inputs {
-                    let l = self.layout(v);
-                    // Inputs written straight into this buffer by their producer.
-                    let in_place = matches!(v, Value::Node(u)
-                        if self.nodes[u.index()].fusion.concat_in_place == Some((id, off)));
-                    if !in_place {
-                        copy_channels(self.buf(v), l, y, out_l, off);
-                    }
-                    off += l.c;
-                }
-            }
             Op::Flatten => flatten(self.buf(node.inputs[0]), self.layout(node.inputs[0]), y, out_l),
             other => unreachable!("`{}` has no native loop but its lowering says Native", other.kind()),
         }
@@ -193,6 +173,7 @@ impl JitModel {
                 Step::Native => self.backward_native(id, node),
                 Step::Norm(plan) => self.backward_norm(id, node, plan, &mut pgrads),
                 Step::Elementwise(plan) => self.backward_elementwise(id, node, plan),
+                Step::Spatial(plan) => self.backward_spatial(id, node, plan),
                 Step::Reference => {
                     let xs: Vec<ArrayD<f64>> = node.inputs.iter().map(|&v| self.value_f64(v)).collect();
                     let refs: Vec<&ArrayD<f64>> = xs.iter().collect();
@@ -248,20 +229,6 @@ impl JitModel {
         let gl = self.nodes[id.index()].layout;
         let dy = std::mem::take(self.grad_buf(id));
         match &node.op {
-            Op::Pool(_) => {
-                let xl = self.layout(node.inputs[0]);
-                self.emit_grad(node.inputs[0], |me, dx| {
-                    maxpool_backward(&dy, gl, &me.nodes[id.index()].argmax, dx, xl)
-                });
-            }
-            Op::Concat => {
-                let mut off = 0;
-                for &v in &node.inputs {
-                    let l = self.layout(v);
-                    self.emit_grad(v, |_, dx| take_channels(&dy, gl, dx, l, off));
-                    off += l.c;
-                }
-            }
             Op::Flatten => {
                 let xl = self.layout(node.inputs[0]);
                 self.emit_grad(node.inputs[0], |_, dx| unflatten(&dy, gl, dx, xl));
@@ -517,6 +484,39 @@ pub(crate) fn run_affine(
         // meanwhile (`&mut`).
         unsafe {
             f(pp as *const f32, qp as *const f32, cp as *const f32, op as *mut f32, p0 as i64, p1 as i64)
+        };
+    });
+}
+
+/// Runs the gather kernel of `spec` over destination rows `0..rows` of `y`, in tasks of whole
+/// rows. `aux` is the argmax: written by a `Max` kernel (rows of the pool's output), read by an
+/// `ArgMatch` kernel (laid out like `x`); untouched otherwise.
+pub(crate) fn run_gather(
+    f: GatherFn,
+    spec: &GatherSpec,
+    rows: usize,
+    x: &[f32],
+    table: &[i32],
+    aux: &mut [u32],
+    y: &mut [f32],
+) {
+    debug_assert!(x.len() >= spec.x_len(rows), "gather x too short");
+    debug_assert!(y.len() >= spec.y_len(rows), "gather y too short");
+    debug_assert!(aux.len() >= spec.aux_len(rows), "gather argmax too short");
+    debug_assert!(table.len() >= spec.table_len(), "gather table too short");
+    let per_task = rows.div_ceil(rayon::current_num_threads() * 4).max(1);
+    let (xp, tp, ap) = (x.as_ptr() as usize, table.as_ptr() as usize, aux.as_mut_ptr() as usize);
+    let yp = y.as_mut_ptr() as usize;
+    (0..rows.div_ceil(per_task)).into_par_iter().for_each(|t| {
+        let (r0, r1) = (t * per_task, ((t + 1) * per_task).min(rows));
+        // SAFETY: the kernel was generated for `spec`, whose sizes, strides and offsets are
+        // constants in it, and reads only the table entries `spec.table_len()` covers; over rows
+        // `0..rows` it reads at most `x_len` floats of `x` (and `aux_len` of `aux`) and writes at
+        // most `y_len` of `y` (the assertions above). Every task writes only destination rows
+        // `r0..r1` of `y` (and, for `Max`, the same rows of `aux`), so no two tasks write the
+        // same element, and nothing else touches `y` or `aux` meanwhile (`&mut`).
+        unsafe {
+            f(xp as *const f32, yp as *mut f32, tp as *const i32, ap as *mut i32, r0 as i64, r1 as i64)
         };
     });
 }

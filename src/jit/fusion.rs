@@ -24,7 +24,8 @@ pub(crate) struct Fusion {
     /// A fused activation whose derivative its consumer's input-gradient kernel applies (so its
     /// own backward step does nothing).
     pub mask_folded: bool,
-    /// A pixel-shuffle upconv writing straight into the concat that consumes it:
+    /// A pixel-shuffle upconv, a pooling or an upsample writing straight into the concat that
+    /// consumes it (it has no buffer of its own):
     /// (the concat, the first channel it writes).
     pub concat_in_place: Option<(NodeId, usize)>,
     /// A conv/dense: the inference-mode batchnorm after it, folded into its packed weights.
@@ -90,7 +91,8 @@ pub(crate) fn decide(graph: &Graph, layout_of: impl Fn(Value) -> Layout) -> Vec<
         }
     }
     // A pixel-shuffle upconv whose only consumer is a concat writes its output straight into
-    // the concat's buffer (when its channel count fills whole 4-lane vectors).
+    // the concat's buffer (when its channel count fills whole 4-lane vectors); so does a pooling
+    // or an upsample (its gather kernel writes any channel count into a slice).
     for node in graph.nodes().iter().filter(|n| matches!(n.op, Op::Concat)) {
         let mut off = 0;
         for &v in &node.inputs {
@@ -98,7 +100,10 @@ pub(crate) fn decide(graph: &Graph, layout_of: impl Fn(Value) -> Layout) -> Vec<
             if let Value::Node(u) = v {
                 let f = &fusion[u.index()];
                 let pixel = linear(u) && matches!(&graph.node(u).op, Op::UpConv(uc) if is_pixel(uc));
-                if pixel && consumers[u.index()] == 1 && f.activation.is_none() && l.c.is_multiple_of(4) {
+                let spatial = matches!(&graph.node(u).op, Op::Pool(_) | Op::Upsample(_))
+                    && graph.node(u).op.lowering() == Lowering::Spatial;
+                let fits = (pixel && l.c.is_multiple_of(4)) || spatial;
+                if fits && consumers[u.index()] == 1 && f.activation.is_none() {
                     fusion[u.index()].concat_in_place = Some((node.id, off));
                 }
             }

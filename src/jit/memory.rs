@@ -13,7 +13,8 @@ use crate::ops::pool::PoolKind;
 /// Floats of every buffer, by role.
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) struct BufferPlan {
-    /// Per node: its value (0 for a linear node whose fused activation holds its value).
+    /// Per node: its value (0 for a linear node whose fused activation holds its value, and for
+    /// a node that writes into its concat's buffer).
     pub value_len: Vec<usize>,
     /// Per node: the gradient buffer it uses; and per gradient buffer, its length.
     pub grad_slot: Vec<usize>,
@@ -44,8 +45,11 @@ pub(crate) fn plan_buffers<'a>(
         Value::Input(i) => input_layouts[i],
         Value::Node(n) => layouts[n.index()],
     };
-    let value_len: Vec<usize> =
-        layouts.iter().zip(fusion).map(|(l, f)| if f.activation.is_some() { 0 } else { l.len() }).collect();
+    let value_len: Vec<usize> = layouts
+        .iter()
+        .zip(fusion)
+        .map(|(l, f)| if f.activation.is_some() || f.concat_in_place.is_some() { 0 } else { l.len() })
+        .collect();
     let grad_slot = plan_gradient_buffers(graph, layouts, fusion);
     let mut grad_len: Vec<usize> = vec![0; grad_slot.iter().map(|s| s + 1).max().unwrap_or(0)];
     for (i, &slot) in grad_slot.iter().enumerate() {

@@ -9,13 +9,15 @@
 //! - `Channel` (batchnorm, relu, leaky_relu, add, sub) is generated code too: the per-channel
 //!   family in `channel` (moments over positions, an affine map, a mask), planned by `norm` and
 //!   `elementwise`;
+//! - `Spatial` (maxpool, avgpool, upsample, concat) is generated code: the gather family in
+//!   `gather` (tap tables per destination row and column), planned by `spatial`;
 //! - `Native` ops are loops on the NHWC buffers ([`native`]);
 //! - `Reference` ops run the interpreter's own per-node step on converted copies — correct, not
 //!   fast, and marked as such by the profile.
 //!
 //! Beyond that, `linear -> relu|leaky_relu` is one kernel forward, a batchnorm after a
-//! conv/dense is folded into its weights at inference, and a pixel-shuffle upconv writes straight
-//! into the concat that reads it ([`fusion`]).
+//! conv/dense is folded into its weights at inference, and a pixel-shuffle upconv, a pooling or
+//! an upsample writes straight into the concat that reads it ([`fusion`]).
 //!
 //! The modules, in the order a model is compiled and run: [`layout`] (values as NHWC buffers),
 //! [`fusion`] (what merges with what), [`lower`] (linear ops onto kernels, one [`Geometry`] per
@@ -31,6 +33,7 @@ mod describe;
 mod elementwise;
 mod exec;
 mod fusion;
+mod gather;
 mod layout;
 mod linear;
 mod loss;
@@ -39,6 +42,7 @@ mod memory;
 mod native;
 mod norm;
 mod profile;
+mod spatial;
 
 pub use codegen::{Blocking, OptLevel};
 pub use layout::{Layout, from_nhwc, to_nhwc};
@@ -91,6 +95,8 @@ pub(crate) enum Step {
     Norm(Box<norm::NormPlan>),
     /// The per-channel kernel of relu, leaky_relu, add or sub.
     Elementwise(Box<elementwise::ElementPlan>),
+    /// The gather kernels of a pooling, upsample or concat.
+    Spatial(Box<spatial::SpatialPlan>),
     /// The interpreter's per-node step on converted copies.
     Reference,
 }
@@ -99,7 +105,7 @@ impl Step {
     /// How people see it in the profile and the plan.
     pub(crate) fn label(&self) -> &'static str {
         match self {
-            Step::Linear(_) | Step::Norm(_) | Step::Elementwise(_) => "kernels",
+            Step::Linear(_) | Step::Norm(_) | Step::Elementwise(_) | Step::Spatial(_) => "kernels",
             Step::FusedActivation => "fused",
             Step::Native => "native",
             Step::Reference => "reference",
@@ -188,6 +194,9 @@ impl JitModel {
                     Step::Linear(Box::new(lower::plan_linear(&mut cg, options, node, layouts, f)?))
                 }
                 Lowering::Channel => norm::plan(&mut cg, node, layouts[node.id.index()])?,
+                Lowering::Spatial => {
+                    spatial::plan(&mut cg, node, &layout_of, layouts[node.id.index()], &fusion)?
+                }
                 Lowering::Native => Step::Native,
                 Lowering::Reference => Step::Reference,
             };
@@ -204,6 +213,7 @@ impl JitModel {
                 }
                 Step::Norm(p) => p.link(&cg),
                 Step::Elementwise(p) => p.link(&cg),
+                Step::Spatial(p) => p.link(&cg),
                 _ => {}
             }
         }
@@ -216,6 +226,7 @@ impl JitModel {
         let channel_floats = |s: &Step| match s {
             Step::Norm(p) => p.len(),
             Step::Elementwise(p) => p.len(),
+            Step::Spatial(p) => p.len(),
             _ => 0,
         };
         plan.bytes += 4 * steps.iter().map(channel_floats).sum::<usize>();
@@ -307,6 +318,13 @@ impl JitModel {
     }
 
     fn value_f64(&self, v: Value) -> ArrayD<f64> {
+        if let Value::Node(n) = v
+            && let Some((cn, off)) = self.nodes[n.index()].fusion.concat_in_place
+        {
+            // Written into its slice of the concat's buffer (it has none of its own).
+            let slice = Layout { cs: self.nodes[cn.index()].layout.cs, ..self.layout(v) };
+            return from_nhwc(&self.nodes[cn.index()].value[off..], slice, self.graph.shape(v));
+        }
         from_nhwc(self.buf(v), self.layout(v), self.graph.shape(v))
     }
 

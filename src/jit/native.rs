@@ -1,5 +1,4 @@
-//! The native loops on NHWC buffers: the ops with `Lowering::Native` (max pooling, concat,
-//! flatten), and the data movement around the generated kernels
+//! The native loops on NHWC buffers: the ops with `Lowering::Native` (flatten), and the data movement around the generated kernels
 //! (zero padding and interleaving, pixel shuffles). Parallel over samples or fixed chunks, so
 //! results do not depend on the thread count.
 
@@ -136,83 +135,8 @@ impl Pixel {
     }
 }
 
-pub(crate) fn maxpool_forward(
-    x: &[f32],
-    xl: Layout,
-    yl: Layout,
-    g: &crate::ops::conv::Window,
-    y: &mut [f32],
-    arg: &mut [u32],
-) {
-    let per = yl.h * yl.w * yl.cs;
-    y.par_chunks_mut(per).zip(arg.par_chunks_mut(per)).enumerate().for_each(|(n, (y, arg))| {
-        let xs = &x[n * xl.h * xl.w * xl.cs..(n + 1) * xl.h * xl.w * xl.cs];
-        for oy in 0..yl.h {
-            for ox in 0..yl.w {
-                let o = (oy * yl.w + ox) * yl.cs;
-                let (y, arg) = (&mut y[o..o + yl.c], &mut arg[o..o + yl.c]);
-                y.fill(f32::NEG_INFINITY);
-                arg.fill(0);
-                // Window positions in scan order; the first maximum wins, as in the interpreter.
-                for i in 0..g.k[0] {
-                    let yy = (oy * g.s[0] + i) as isize - g.p[0] as isize;
-                    if yy < 0 || yy >= xl.h as isize {
-                        continue;
-                    }
-                    for j in 0..g.k[1] {
-                        let xx = (ox * g.s[1] + j) as isize - g.p[1] as isize;
-                        if xx < 0 || xx >= xl.w as isize {
-                            continue;
-                        }
-                        let idx = yy as usize * xl.w + xx as usize;
-                        let xv = &xs[idx * xl.cs..idx * xl.cs + yl.c];
-                        for ((b, a), &v) in y.iter_mut().zip(arg.iter_mut()).zip(xv) {
-                            let better = v > *b;
-                            *b = if better { v } else { *b };
-                            *a = if better { idx as u32 } else { *a };
-                        }
-                    }
-                }
-            }
-        }
-    });
-}
-
-pub(crate) fn maxpool_backward(dy: &[f32], yl: Layout, arg: &[u32], dx: &mut [f32], xl: Layout) {
-    let per_y = yl.h * yl.w * yl.cs;
-    let per_x = xl.h * xl.w * xl.cs;
-    dx.par_chunks_mut(per_x).enumerate().for_each(|(n, dx)| {
-        dx.fill(0.0);
-        let (dy, arg) = (&dy[n * per_y..(n + 1) * per_y], &arg[n * per_y..(n + 1) * per_y]);
-        for p in 0..yl.h * yl.w {
-            for c in 0..yl.c {
-                let at = arg[p * yl.cs + c] as usize;
-                dx[at * xl.cs + c] += dy[p * yl.cs + c];
-            }
-        }
-    });
-}
-
-/// Pixels per task of the channel copies.
+/// Pixels per task of the per-pixel loops (the loss on the buffers).
 pub(crate) const PIXELS: usize = 1024;
-
-pub(crate) fn copy_channels(src: &[f32], sl: Layout, dst: &mut [f32], dl: Layout, off: usize) {
-    dst.par_chunks_mut(dl.cs * PIXELS).zip(src.par_chunks(sl.cs * PIXELS)).for_each(|(d, s)| {
-        for (d, s) in d.chunks_mut(dl.cs).zip(s.chunks(sl.cs)) {
-            d[off..off + sl.c].copy_from_slice(&s[..sl.c]);
-        }
-    });
-}
-
-/// Channels `off..off + dl.c` of `src` into `dst` (every element of `dst` written).
-pub(crate) fn take_channels(src: &[f32], sl: Layout, dst: &mut [f32], dl: Layout, off: usize) {
-    dst.par_chunks_mut(dl.cs * PIXELS).zip(src.par_chunks(sl.cs * PIXELS)).for_each(|(d, s)| {
-        for (d, s) in d.chunks_mut(dl.cs).zip(s.chunks(sl.cs)) {
-            d[..dl.c].copy_from_slice(&s[off..off + dl.c]);
-            d[dl.c..].fill(0.0);
-        }
-    });
-}
 
 /// NHWC → PyTorch's flat order `c·H·W + h·W + w`.
 pub(crate) fn flatten(x: &[f32], xl: Layout, y: &mut [f32], yl: Layout) {

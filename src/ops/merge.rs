@@ -98,7 +98,7 @@ impl OpRules for Concat {
     }
 
     fn lowering(&self) -> Lowering {
-        Lowering::Native
+        Lowering::Spatial
     }
 }
 

@@ -178,6 +178,10 @@ pub enum Lowering {
     Channel,
     /// A native NHWC loop of the JIT.
     Native,
+    /// The gather kernel family (each destination pixel a weighted sum, maximum or copy of
+    /// source pixels from tap tables, channels in vector lanes): maxpool, avgpool, upsample,
+    /// concat.
+    Spatial,
     /// The interpreter's per-node reference code on converted f64 copies: correct, slow, and
     /// reported as such by the JIT's profile.
     Reference,

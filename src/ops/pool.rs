@@ -141,12 +141,9 @@ impl OpRules for Pool {
         Backwarded::inputs(vec![from4(self.backward4(as4(x).dim(), &as4(&step.dy), arg), x.ndim() == 3)])
     }
 
-    /// Max pooling has a native loop (argmax kept); average pooling runs the reference code.
+    /// Both run on the JIT's gather kernels (max pooling keeps its argmax).
     fn lowering(&self) -> Lowering {
-        match self.kind {
-            PoolKind::Max => Lowering::Native,
-            PoolKind::Avg => Lowering::Reference,
-        }
+        Lowering::Spatial
     }
 }
 

@@ -3,8 +3,8 @@
 use super::attrs::Attrs;
 use super::window::{AxisRule, as4, from4, lift, map_axes, spatial_output};
 use super::{
-    Backward, Backwarded, Forward, Forwarded, LayerDef, Layers, Op, OpRules, Reach, Shape, ShapeError,
-    ShapeWarning, Takes, single,
+    Backward, Backwarded, Forward, Forwarded, LayerDef, Layers, Lowering, Op, OpRules, Reach, Shape,
+    ShapeError, ShapeWarning, Takes, single,
 };
 use crate::diag::Diagnostic;
 use serde::Serialize;
@@ -77,6 +77,11 @@ impl OpRules for Upsample {
         let x = step.xs[0];
         Backwarded::inputs(vec![from4(self.backward4(as4(x).dim(), &as4(&step.dy)), x.ndim() == 3)])
     }
+
+    /// The JIT's gather kernels, on these taps.
+    fn lowering(&self) -> Lowering {
+        Lowering::Spatial
+    }
 }
 
 // ---- reference math ----------------------------------------------------------------------
@@ -85,8 +90,8 @@ use ndarray::Array4;
 
 /// For one axis: for each output index, the two source indices and the weight of the second.
 /// Nearest: `floor(dst / f)`; linear: half-pixel centres `src = (dst + ½)/f − ½`, clamped at 0
-/// (PyTorch's `align_corners=False`).
-fn taps(n_in: usize, f: usize, mode: UpsampleMode) -> Vec<(usize, usize, f64)> {
+/// (PyTorch's `align_corners=False`). The JIT's gather kernels read the same taps.
+pub fn taps(n_in: usize, f: usize, mode: UpsampleMode) -> Vec<(usize, usize, f64)> {
     (0..n_in * f)
         .map(|dst| match mode {
             UpsampleMode::Nearest => (dst / f, dst / f, 0.0),
