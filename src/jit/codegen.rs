@@ -305,6 +305,33 @@ impl Codegen {
         unsafe { std::mem::transmute::<*const u8, super::channel::ChannelFn>(p) }
     }
 
+    /// Generates a function of `n_ptrs` pointers and two i64 (a position range) whose body
+    /// `emit` writes (with FMA available or not); for kernel families outside this file.
+    pub(crate) fn generate(
+        &mut self,
+        n_ptrs: usize,
+        emit: impl FnOnce(&mut FunctionBuilder, bool),
+    ) -> Result<FnHandle, String> {
+        if self.dry {
+            return Ok(FnHandle(FuncId::from_u32(0)));
+        }
+        let (id, sig) = self.declare(n_ptrs)?;
+        self.ctx.func.signature = sig;
+        let has_fma = self.has_fma;
+        let target = self.module.target_config();
+        let mut b = FunctionBuilder::new(&mut self.ctx.func, &mut self.fctx);
+        emit(&mut b, has_fma);
+        b.seal_all_blocks();
+        b.finalize(target);
+        self.define(id)
+    }
+
+    /// The address of a function made by [`Codegen::generate`], after [`Codegen::finish`]; the
+    /// caller transmutes it to the signature it generated.
+    pub(crate) fn fn_address(&self, h: FnHandle) -> *const u8 {
+        self.module.get_finalized_function(h.0)
+    }
+
     /// Generates a weight-gradient kernel.
     pub fn gradw(&mut self, spec: &GradWSpec, blk: Blocking) -> Result<FnHandle, String> {
         if self.dry {

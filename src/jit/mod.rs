@@ -30,6 +30,7 @@ pub mod codegen;
 mod describe;
 mod elementwise;
 mod exec;
+mod exp;
 mod fusion;
 mod layout;
 mod linear;
@@ -38,7 +39,9 @@ mod lower;
 mod memory;
 mod native;
 mod norm;
+mod pointwise;
 mod profile;
+mod unary;
 
 pub use codegen::{Blocking, OptLevel};
 pub use layout::{Layout, from_nhwc, to_nhwc};
@@ -91,6 +94,8 @@ pub(crate) enum Step {
     Norm(Box<norm::NormPlan>),
     /// The per-channel kernel of relu, leaky_relu, add or sub.
     Elementwise(Box<elementwise::ElementPlan>),
+    /// The point-wise kernels of sigmoid, tanh, silu, softmax or dropout.
+    Unary(Box<unary::UnaryPlan>),
     /// The interpreter's per-node step on converted copies.
     Reference,
 }
@@ -99,7 +104,7 @@ impl Step {
     /// How people see it in the profile and the plan.
     pub(crate) fn label(&self) -> &'static str {
         match self {
-            Step::Linear(_) | Step::Norm(_) | Step::Elementwise(_) => "kernels",
+            Step::Linear(_) | Step::Norm(_) | Step::Elementwise(_) | Step::Unary(_) => "kernels",
             Step::FusedActivation => "fused",
             Step::Native => "native",
             Step::Reference => "reference",
@@ -188,6 +193,7 @@ impl JitModel {
                     Step::Linear(Box::new(lower::plan_linear(&mut cg, options, node, layouts, f)?))
                 }
                 Lowering::Channel => norm::plan(&mut cg, node, layouts[node.id.index()])?,
+                Lowering::Pointwise => unary::plan(&mut cg, node, layouts[node.id.index()])?,
                 Lowering::Native => Step::Native,
                 Lowering::Reference => Step::Reference,
             };
@@ -204,6 +210,7 @@ impl JitModel {
                 }
                 Step::Norm(p) => p.link(&cg),
                 Step::Elementwise(p) => p.link(&cg),
+                Step::Unary(p) => p.link(&cg),
                 _ => {}
             }
         }
@@ -216,6 +223,7 @@ impl JitModel {
         let channel_floats = |s: &Step| match s {
             Step::Norm(p) => p.len(),
             Step::Elementwise(p) => p.len(),
+            Step::Unary(p) => p.len(),
             _ => 0,
         };
         plan.bytes += 4 * steps.iter().map(channel_floats).sum::<usize>();
@@ -235,6 +243,7 @@ impl JitModel {
                     Step::Linear(p) => p.allocate_persistent(),
                     Step::Norm(p) => p.allocate(),
                     Step::Elementwise(p) => p.allocate(),
+                    Step::Unary(p) => p.allocate(),
                     _ => {}
                 }
             }

@@ -176,6 +176,10 @@ pub enum Lowering {
     /// The per-channel kernel family (statistics over positions, a per-channel affine map, a
     /// mask): batchnorm, relu, leaky_relu, add, sub.
     Channel,
+    /// The point-wise kernel family (element-wise functions with `exp` generated inline, a
+    /// reduction over the channels of each position, a mask): sigmoid, tanh, silu, softmax,
+    /// dropout.
+    Pointwise,
     /// A native NHWC loop of the JIT.
     Native,
     /// The interpreter's per-node reference code on converted f64 copies: correct, slow, and
