@@ -7,8 +7,8 @@
 //! applied as two factors `2^⌊k/2⌋·2^(k−⌊k/2⌋)` so neither leaves the normal range and results
 //! near f32's limits (overflow, subnormal) round as a multiplication does. Edges: `x` is clamped
 //! to [−104, ln(f32::MAX)] (e^−104 is 0 in f32); above ln(f32::MAX) the result is +∞; NaN stays
-//! NaN. Measured against f64 `exp` over [−87, 88.7]: worst relative error 1.8e−7 (~1.5 ulp;
-//! `tests` below).
+//! NaN. Measured against f64 `exp` (`pointwise::tests`, 2 M points over [−87.3, 88.72]): worst
+//! relative error 1.19e−7 (one ulp); sigmoid 1.8e−7, tanh 1.35e−7 (4.5e−8 near 0), silu 2.3e−7.
 
 use super::codegen::{F32X4, fmadd};
 use cranelift_codegen::ir::condcodes::FloatCC;

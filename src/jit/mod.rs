@@ -29,7 +29,7 @@ mod channel;
 pub mod codegen;
 mod describe;
 mod elementwise;
-mod exec;
+pub(crate) mod exec;
 mod exp;
 mod fusion;
 mod layout;
@@ -41,7 +41,7 @@ mod native;
 mod norm;
 mod pointwise;
 mod profile;
-mod unary;
+pub(crate) mod unary;
 
 pub use codegen::{Blocking, OptLevel};
 pub use layout::{Layout, from_nhwc, to_nhwc};

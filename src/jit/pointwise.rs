@@ -301,3 +301,90 @@ fn softmax_position(b: &mut FunctionBuilder, fma: bool, spec: &PointwiseSpec, pt
         b.ins().store(flags(), r, q, 0);
     });
 }
+
+#[cfg(test)]
+mod tests {
+    //! Accuracy of the generated `exp`, `sigmoid` and `tanh` against f64 (`std`), over the whole
+    //! f32 range where they are finite and non-zero, and at the edges.
+    use super::*;
+    use crate::jit::codegen::{Codegen, OptLevel};
+    use crate::jit::exec::run_pointwise;
+    use crate::jit::unary::PointwiseCall;
+
+    /// `f` of the generated kernel on every element of `xs` (one channel lane per position).
+    fn generated(act: Act, xs: &[f32]) -> Vec<f32> {
+        let mut cg = Codegen::new(OptLevel::None).unwrap();
+        let spec = PointwiseSpec { kind: PointwiseKind::Forward(act), cs: 4 };
+        let mut call = PointwiseCall::new(&mut cg, spec.clone()).unwrap();
+        cg.finish().unwrap();
+        call.link(&cg);
+        let mut input = xs.to_vec();
+        input.resize(xs.len().div_ceil(4) * 4, 0.0);
+        let mut out = vec![0.0f32; input.len()];
+        let coef = spec.coefficients(4, 0.0);
+        run_pointwise(call.f.unwrap(), &spec, input.len() / 4, [&input, &input, &input], &coef, &mut out);
+        out.truncate(xs.len());
+        out
+    }
+
+    /// The worst relative error of `act` against `reference` on `n` evenly spaced points of
+    /// `[lo, hi]`, and where it occurs.
+    fn worst(act: Act, (lo, hi): (f32, f32), n: usize, reference: impl Fn(f64) -> f64) -> (f64, f32) {
+        let xs: Vec<f32> = (0..n).map(|i| lo + (hi - lo) * i as f32 / (n - 1) as f32).collect();
+        let ys = generated(act, &xs);
+        let mut w = (0.0, 0.0);
+        for (&x, &y) in xs.iter().zip(&ys) {
+            let r = reference(f64::from(x));
+            let e = (f64::from(y) - r).abs() / r.abs().max(f64::MIN_POSITIVE);
+            if e > w.0 {
+                w = (e, x);
+            }
+        }
+        eprintln!("{act:?} on [{lo}, {hi}]: worst relative error {:.3e} at {}", w.0, w.1);
+        w
+    }
+
+    #[test]
+    fn exp_is_within_about_one_ulp_of_f64_where_f32_is_normal() {
+        // e^x is a normal f32 on [−87.3, 88.72]; f32's ulp is 1.19e−7 relative (at most).
+        let (e, at) = worst(Act::Exp, (-87.3, 88.72), 2_000_003, f64::exp);
+        assert!(e < 1.5e-7, "worst relative error {e:e} at x = {at}");
+        let (e, at) = worst(Act::Exp, (-1.0, 1.0), 200_001, f64::exp);
+        assert!(e < 1.5e-7, "worst relative error {e:e} at x = {at}");
+    }
+
+    #[test]
+    fn exp_edges_overflow_underflow_and_nan() {
+        let xs = [88.73f32, 100.0, f32::INFINITY, f32::NEG_INFINITY, -104.0, -200.0, f32::NAN, 0.0, -0.0];
+        let ys = generated(Act::Exp, &xs);
+        assert_eq!(&ys[..6], &[f32::INFINITY, f32::INFINITY, f32::INFINITY, 0.0, 0.0, 0.0]);
+        assert!(ys[6].is_nan(), "exp(NaN) = {}", ys[6]);
+        assert_eq!(&ys[7..], &[1.0, 1.0]);
+        // Subnormal results: within one subnormal step (1.4e−45) plus 2 ulp of f64's value.
+        let xs: Vec<f32> = (0..1000).map(|i| -103.0 + 15.0 * i as f32 / 999.0).collect();
+        for (x, y) in xs.iter().zip(generated(Act::Exp, &xs)) {
+            let r = f64::from(*x).exp();
+            assert!((f64::from(y) - r).abs() <= 1.5e-45 + 2.4e-7 * r, "exp({x}) = {y}, f64 {r}");
+        }
+    }
+
+    #[test]
+    fn sigmoid_tanh_and_silu_are_within_two_ulp_of_f64() {
+        let sigmoid = |x: f64| 1.0 / (1.0 + (-x).exp());
+        let (e, at) = worst(Act::Sigmoid, (-87.0, 30.0), 1_000_001, sigmoid);
+        assert!(e < 2.5e-7, "sigmoid: worst relative error {e:e} at x = {at}");
+        let (e, at) = worst(Act::Tanh, (-20.0, 20.0), 1_000_001, f64::tanh);
+        assert!(e < 2.5e-7, "tanh: worst relative error {e:e} at x = {at}");
+        // Near 0 tanh x ≈ x must keep its relative accuracy (no 1 − e^−2x cancellation).
+        let (e, at) = worst(Act::Tanh, (-1e-3, 1e-3), 100_001, f64::tanh);
+        assert!(e < 2.5e-7, "tanh near 0: worst relative error {e:e} at x = {at}");
+        let silu = |x: f64| x / (1.0 + (-x).exp());
+        let (e, at) = worst(Act::Silu, (-80.0, 30.0), 1_000_000, silu);
+        assert!(e < 3.0e-7, "silu: worst relative error {e:e} at x = {at}");
+        let edges = [f32::INFINITY, f32::NEG_INFINITY, 1e30, -1e30];
+        assert_eq!(generated(Act::Tanh, &edges), [1.0, -1.0, 1.0, -1.0]);
+        assert_eq!(generated(Act::Sigmoid, &edges), [1.0, 0.0, 1.0, 0.0]);
+        assert!(generated(Act::Tanh, &[f32::NAN])[0].is_nan());
+        assert!(generated(Act::Sigmoid, &[f32::NAN])[0].is_nan());
+    }
+}
