@@ -3,12 +3,12 @@
 //! length against the kernel's spec first (in debug builds) and says why it is sound.
 
 use super::channel::{ChannelFn, ChannelSpec};
-use super::pointwise::{PointwiseFn, PointwiseSpec};
 use super::codegen::{Epilogue, GradWFn, GradWSpec};
 use super::linear::{CorrCall, LinearKind, LinearPlan, Src};
 use super::native::{
     CHUNK, add_into, copy_channels, flatten, maxpool_backward, maxpool_forward, take_channels, unflatten,
 };
+use super::pointwise::{PointwiseFn, PointwiseSpec};
 use super::{JitModel, Step, from_nhwc, to_nhwc};
 use crate::interp::{self, Cache};
 use crate::ir::{Node, NodeId, Params, Value};
@@ -101,6 +101,7 @@ impl JitModel {
             Step::Norm(plan) => self.forward_norm(id, node, plan, params, training),
             Step::Elementwise(plan) => self.forward_elementwise(id, node, plan),
             Step::Unary(plan) => self.forward_unary(id, node, plan, training, rng),
+            Step::GroupNorm(plan) => self.forward_groupnorm(id, node, plan, params),
             Step::Reference if !training && fusion.bn_folded_from.is_some() => {
                 // Computed by the layer before, with this batchnorm folded into its weights.
             }
@@ -196,6 +197,7 @@ impl JitModel {
                 Step::Norm(plan) => self.backward_norm(id, node, plan, &mut pgrads),
                 Step::Elementwise(plan) => self.backward_elementwise(id, node, plan),
                 Step::Unary(plan) => self.backward_unary(id, node, plan),
+                Step::GroupNorm(plan) => self.backward_groupnorm(id, node, plan, params, &mut pgrads),
                 Step::Reference => {
                     let xs: Vec<ArrayD<f64>> = node.inputs.iter().map(|&v| self.value_f64(v)).collect();
                     let refs: Vec<&ArrayD<f64>> = xs.iter().collect();

@@ -79,7 +79,7 @@ pub(crate) fn exp(b: &mut FunctionBuilder, fma: bool, x: Value) -> Value {
         b,
         fma,
         r,
-        &[1.987_569_1e-4, 1.398_199_9e-3, 8.333_452e-3, 4.166_579_6e-2, 1.666_666_5e-1, 5.000_000_1e-1],
+        &[1.987_569_1e-4, 1.398_199_9e-3, 8.333_452e-3, 4.166_579_6e-2, 1.666_666_5e-1, 5.0e-1],
     );
     let r2 = b.ins().fmul(r, r);
     let one = splat(b, 1.0);
@@ -112,12 +112,8 @@ pub(crate) fn sigmoid(b: &mut FunctionBuilder, fma: bool, x: Value) -> Value {
 pub(crate) fn tanh(b: &mut FunctionBuilder, fma: bool, x: Value) -> Value {
     let ax = b.ins().fabs(x);
     let s = b.ins().fmul(x, x);
-    let p = horner(
-        b,
-        fma,
-        s,
-        &[-5.704_988_7e-3, 2.063_908_9e-2, -5.373_971_6e-2, 1.333_144_2e-1, -3.333_328_2e-1],
-    );
+    let p =
+        horner(b, fma, s, &[-5.704_988_7e-3, 2.063_909e-2, -5.373_971_6e-2, 1.333_144_2e-1, -3.333_328e-1]);
     let ps = b.ins().fmul(p, s);
     let small = fmadd(b, fma, ps, x, x);
     let two = splat(b, 2.0);

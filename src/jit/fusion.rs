@@ -54,9 +54,7 @@ impl Default for Fusion {
 fn fusable(a: &Activation) -> Option<Epilogue> {
     match *a {
         Activation::Relu => Some(Epilogue::Relu),
-        Activation::LeakyRelu { slope } if slope >= 0.0 => {
-            Some(Epilogue::LeakyRelu(slope as f32))
-        }
+        Activation::LeakyRelu { slope } if slope >= 0.0 => Some(Epilogue::LeakyRelu(slope as f32)),
         _ => None,
     }
 }

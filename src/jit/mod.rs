@@ -32,6 +32,7 @@ mod elementwise;
 pub(crate) mod exec;
 mod exp;
 mod fusion;
+mod groupnorm;
 mod layout;
 mod linear;
 mod loss;
@@ -94,6 +95,8 @@ pub(crate) enum Step {
     Norm(Box<norm::NormPlan>),
     /// The per-channel kernel of relu, leaky_relu, add or sub.
     Elementwise(Box<elementwise::ElementPlan>),
+    /// The per-channel kernels of a groupnorm, run per sample.
+    GroupNorm(Box<groupnorm::GroupNormPlan>),
     /// The point-wise kernels of sigmoid, tanh, silu, softmax or dropout.
     Unary(Box<unary::UnaryPlan>),
     /// The interpreter's per-node step on converted copies.
@@ -104,7 +107,9 @@ impl Step {
     /// How people see it in the profile and the plan.
     pub(crate) fn label(&self) -> &'static str {
         match self {
-            Step::Linear(_) | Step::Norm(_) | Step::Elementwise(_) | Step::Unary(_) => "kernels",
+            Step::Linear(_) | Step::Norm(_) | Step::Elementwise(_) | Step::Unary(_) | Step::GroupNorm(_) => {
+                "kernels"
+            }
             Step::FusedActivation => "fused",
             Step::Native => "native",
             Step::Reference => "reference",
@@ -147,6 +152,8 @@ pub struct JitModel {
     pool: Vec<Vec<f32>>,
     /// The sizes every buffer was allocated with.
     buffers: memory::BufferPlan,
+    /// The generated loss kernels of the first output (mse, mae, masked mse).
+    losses: loss::LossKernels,
     _codegen: Codegen,
     pub compile_ms: f64,
     pub memory_bytes: usize,
@@ -199,8 +206,12 @@ impl JitModel {
             };
             steps.push(step);
         }
+        let mut losses = loss::LossKernels::new(&mut cg, graph, layout_of)?;
         cg.finish()?;
         let dry = cg.is_dry();
+        if !dry {
+            losses.link(&cg);
+        }
         for s in steps.iter_mut().filter(|_| !dry) {
             match s {
                 Step::Linear(p) => {
@@ -211,6 +222,7 @@ impl JitModel {
                 Step::Norm(p) => p.link(&cg),
                 Step::Elementwise(p) => p.link(&cg),
                 Step::Unary(p) => p.link(&cg),
+                Step::GroupNorm(p) => p.link(&cg),
                 _ => {}
             }
         }
@@ -224,6 +236,7 @@ impl JitModel {
             Step::Norm(p) => p.len(),
             Step::Elementwise(p) => p.len(),
             Step::Unary(p) => p.len(),
+            Step::GroupNorm(p) => p.len(),
             _ => 0,
         };
         plan.bytes += 4 * steps.iter().map(channel_floats).sum::<usize>();
@@ -244,6 +257,7 @@ impl JitModel {
                     Step::Norm(p) => p.allocate(),
                     Step::Elementwise(p) => p.allocate(),
                     Step::Unary(p) => p.allocate(),
+                    Step::GroupNorm(p) => p.allocate(),
                     _ => {}
                 }
             }
@@ -276,6 +290,7 @@ impl JitModel {
             mask: vec![],
             pool: vec![],
             buffers: plan,
+            losses,
             _codegen: cg,
             compile_ms: started.elapsed().as_secs_f64() * 1e3,
         })

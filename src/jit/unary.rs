@@ -87,7 +87,8 @@ impl UnaryPlan {
 
     /// Floats of the coefficients and of dropout's mask.
     pub(crate) fn len(&self) -> usize {
-        self.forward.spec.coef_len() + if matches!(self.op, Unary::Dropout { .. }) { self.layout.len() } else { 0 }
+        self.forward.spec.coef_len()
+            + if matches!(self.op, Unary::Dropout { .. }) { self.layout.len() } else { 0 }
     }
 
     pub(crate) fn allocate(&mut self) {
@@ -105,7 +106,9 @@ impl UnaryPlan {
             #[cfg(test)]
             Unary::Act(Act::Exp) => "exp".to_string(),
             Unary::Softmax => "softmax over the channels; backward: y·(dy − Σ dy·y)".to_string(),
-            Unary::Dropout { p } => format!("dropout {p}: x times the drawn mask; backward: dy times the mask"),
+            Unary::Dropout { p } => {
+                format!("dropout {p}: x times the drawn mask; backward: dy times the mask")
+            }
         };
         format!("point-wise kernel over {} positions (cs {}): {what}", self.positions(), self.layout.cs)
     }
