@@ -301,3 +301,29 @@ fn the_generated_losses_match_the_interpreter() {
         }
     }
 }
+
+/// In the plan (what `bench --profile` labels each step with), none of these ops runs on the
+/// reference code: each is `kernels` with its point-wise or per-channel description.
+#[test]
+fn the_plan_runs_every_pointwise_op_on_generated_kernels() {
+    let p = model(
+        "[6, 8, 8]",
+        "y = x -> conv(6, kernel=3, pad=1) -> groupnorm(3) -> silu -> dropout(0.1) -> conv(5, kernel=1) -> tanh -> leaky_relu(-0.5) -> conv(4, kernel=1) -> sigmoid -> conv(3, kernel=1) -> softmax",
+    );
+    let plan = JitModel::describe_plan(&ir::lower(&p, 2)).unwrap();
+    for (op, kernel) in [
+        ("groupnorm", "per-channel kernels per sample"),
+        ("silu", "point-wise kernel"),
+        ("dropout", "point-wise kernel"),
+        ("tanh", "point-wise kernel"),
+        ("leaky_relu", "per-channel kernel"),
+        ("sigmoid", "point-wise kernel"),
+        ("softmax", "point-wise kernel"),
+    ] {
+        let mut lines = plan.lines().skip_while(|l| !l.contains(&format!("({op}): kernels")));
+        assert!(lines.next().is_some(), "{op} is not on kernels in\n{plan}");
+        let detail = lines.next().unwrap_or_default();
+        assert!(detail.contains(kernel), "{op}: {detail}\n{plan}");
+    }
+    assert!(!plan.contains("reference"), "{plan}");
+}

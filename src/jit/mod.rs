@@ -6,9 +6,11 @@
 //! by its variant alone:
 //! - `Linear` (conv, upconv, dense; forward, input gradient, weight gradient) is generated code:
 //!   two kernel families in [`codegen`], register-blocked on f32x4 with FMA;
-//! - `Channel` (batchnorm, relu, leaky_relu, add, sub) is generated code too: the per-channel
-//!   family in `channel` (moments over positions, an affine map, a mask), planned by `norm` and
-//!   `elementwise`;
+//! - `Channel` (batchnorm, groupnorm, relu, leaky_relu, add, sub) is generated code too: the
+//!   per-channel family in `channel` (moments over positions, an affine map, a mask), planned by
+//!   `norm`, `groupnorm` and `elementwise`;
+//! - `Pointwise` (sigmoid, tanh, silu, softmax, dropout; and the losses) is the point-wise family
+//!   in `pointwise` with the generated `exp` of `exp` inline, planned by `unary` and `loss`;
 //! - `Native` ops are loops on the NHWC buffers ([`native`]);
 //! - `Reference` ops run the interpreter's own per-node step on converted copies — correct, not
 //!   fast, and marked as such by the profile.

@@ -174,7 +174,7 @@ pub enum Lowering {
     /// The correlation and weight-gradient kernel families (conv, upconv, dense).
     Linear,
     /// The per-channel kernel family (statistics over positions, a per-channel affine map, a
-    /// mask): batchnorm, relu, leaky_relu, add, sub.
+    /// mask): batchnorm, groupnorm (per sample), relu, leaky_relu, add, sub.
     Channel,
     /// The point-wise kernel family (element-wise functions with `exp` generated inline, a
     /// reduction over the channels of each position, a mask): sigmoid, tanh, silu, softmax,
