@@ -177,9 +177,10 @@ pub(crate) fn emit(b: &mut FunctionBuilder, spec: &ChannelSpec, has_fma: bool) {
                         }
                         let r = match (spec.epilogue, slope) {
                             (Epilogue::Relu, _) => b.ins().fmax(r, zero),
-                            (Epilogue::LeakyRelu(_), Some(sv)) => {
+                            // max(x, s·x) for s ≤ 1, min(x, s·x) for s > 1: x where x > 0.
+                            (Epilogue::LeakyRelu(s), Some(sv)) => {
                                 let sr = b.ins().fmul(r, sv);
-                                b.ins().fmax(r, sr)
+                                if s <= 1.0 { b.ins().fmax(r, sr) } else { b.ins().fmin(r, sr) }
                             }
                             _ => r,
                         };

@@ -307,24 +307,40 @@ impl Codegen {
 
     /// Generates a gather kernel ([`super::gather`]).
     pub(crate) fn gather(&mut self, spec: &super::gather::GatherSpec) -> Result<FnHandle, String> {
+        self.generate(4, |b, has_fma| super::gather::emit(b, spec, has_fma))
+    }
+
+    pub(crate) fn gather_fn(&self, h: FnHandle) -> super::gather::GatherFn {
+        let p = self.fn_address(h);
+        // SAFETY: the function was generated with exactly this signature.
+        unsafe { std::mem::transmute::<*const u8, super::gather::GatherFn>(p) }
+    }
+
+    /// Generates a function of `n_ptrs` pointers and two i64 (a position range) whose body
+    /// `emit` writes (with FMA available or not); for kernel families outside this file.
+    pub(crate) fn generate(
+        &mut self,
+        n_ptrs: usize,
+        emit: impl FnOnce(&mut FunctionBuilder, bool),
+    ) -> Result<FnHandle, String> {
         if self.dry {
             return Ok(FnHandle(FuncId::from_u32(0)));
         }
-        let (id, sig) = self.declare(4)?;
+        let (id, sig) = self.declare(n_ptrs)?;
         self.ctx.func.signature = sig;
         let has_fma = self.has_fma;
         let target = self.module.target_config();
         let mut b = FunctionBuilder::new(&mut self.ctx.func, &mut self.fctx);
-        super::gather::emit(&mut b, spec, has_fma);
+        emit(&mut b, has_fma);
         b.seal_all_blocks();
         b.finalize(target);
         self.define(id)
     }
 
-    pub(crate) fn gather_fn(&self, h: FnHandle) -> super::gather::GatherFn {
-        let p = self.module.get_finalized_function(h.0);
-        // SAFETY: the function was generated with exactly this signature.
-        unsafe { std::mem::transmute::<*const u8, super::gather::GatherFn>(p) }
+    /// The address of a function made by [`Codegen::generate`], after [`Codegen::finish`]; the
+    /// caller transmutes it to the signature it generated.
+    pub(crate) fn fn_address(&self, h: FnHandle) -> *const u8 {
+        self.module.get_finalized_function(h.0)
     }
 
     /// Generates a weight-gradient kernel.

@@ -87,6 +87,12 @@ impl JitModel {
             if let Step::Elementwise(p) = &state.step {
                 let _ = writeln!(out, "    {}", p.describe());
             }
+            if let Step::GroupNorm(p) = &state.step {
+                let _ = writeln!(out, "    {}", p.describe());
+            }
+            if let Step::Unary(p) = &state.step {
+                let _ = writeln!(out, "    {}", p.describe());
+            }
             if let Step::Spatial(p) = &state.step {
                 let _ = writeln!(out, "    {}", p.describe());
             }

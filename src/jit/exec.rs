@@ -7,6 +7,7 @@ use super::codegen::{Epilogue, GradWFn, GradWSpec};
 use super::gather::{GatherFn, GatherSpec};
 use super::linear::{CorrCall, LinearKind, LinearPlan, Src};
 use super::native::{CHUNK, add_into, flatten, unflatten};
+use super::pointwise::{PointwiseFn, PointwiseSpec};
 use super::{JitModel, Step, from_nhwc, to_nhwc};
 use crate::interp::{self, Cache};
 use crate::ir::{Node, NodeId, Params, Value};
@@ -99,6 +100,8 @@ impl JitModel {
             Step::Norm(plan) => self.forward_norm(id, node, plan, params, training),
             Step::Elementwise(plan) => self.forward_elementwise(id, node, plan),
             Step::Spatial(plan) => self.forward_spatial(id, node, plan),
+            Step::Unary(plan) => self.forward_unary(id, node, plan, training, rng),
+            Step::GroupNorm(plan) => self.forward_groupnorm(id, node, plan, params),
             Step::Reference if !training && fusion.bn_folded_from.is_some() => {
                 // Computed by the layer before, with this batchnorm folded into its weights.
             }
@@ -174,6 +177,8 @@ impl JitModel {
                 Step::Norm(plan) => self.backward_norm(id, node, plan, &mut pgrads),
                 Step::Elementwise(plan) => self.backward_elementwise(id, node, plan),
                 Step::Spatial(plan) => self.backward_spatial(id, node, plan),
+                Step::Unary(plan) => self.backward_unary(id, node, plan),
+                Step::GroupNorm(plan) => self.backward_groupnorm(id, node, plan, params, &mut pgrads),
                 Step::Reference => {
                     let xs: Vec<ArrayD<f64>> = node.inputs.iter().map(|&v| self.value_f64(v)).collect();
                     let refs: Vec<&ArrayD<f64>> = xs.iter().collect();
@@ -517,6 +522,91 @@ pub(crate) fn run_gather(
         // same element, and nothing else touches `y` or `aux` meanwhile (`&mut`).
         unsafe {
             f(xp as *const f32, yp as *mut f32, tp as *const i32, ap as *mut i32, r0 as i64, r1 as i64)
+        };
+    });
+}
+
+/// Runs the point-wise kernel of `spec` over positions `0..positions` into `out`, reading the
+/// operands `a`, `b`, `c` (unused ones may be any slice of the same length).
+pub(crate) fn run_pointwise(
+    f: PointwiseFn,
+    spec: &PointwiseSpec,
+    positions: usize,
+    [a, b, c]: [&[f32]; 3],
+    coef: &[f32],
+    out: &mut [f32],
+) {
+    let len = positions * spec.cs;
+    debug_assert!(a.len() >= len && b.len() >= len && c.len() >= len, "operand too short");
+    debug_assert!(out.len() >= len, "out too short");
+    debug_assert!(coef.len() >= spec.coef_len(), "coefficients too short");
+    let ptrs = [a.as_ptr() as usize, b.as_ptr() as usize, c.as_ptr() as usize, coef.as_ptr() as usize];
+    let per_task = positions.div_ceil(rayon::current_num_threads() * 4).max(16);
+    let op = out.as_mut_ptr() as usize;
+    (0..positions.div_ceil(per_task)).into_par_iter().for_each(|k| {
+        let (p0, p1) = (k * per_task, ((k + 1) * per_task).min(positions));
+        let mut aux = [0.0f32; 4];
+        // SAFETY: the kernel was generated for `spec` (channel stride `cs`); it reads positions
+        // `p0..p1` of `a`, `b`, `c` and the coefficients (in bounds: the assertions above) and
+        // writes only positions `p0..p1` of `out`, which no other task writes (`&mut`), and
+        // `aux`, this task's own (a point-wise kernel other than the loss writes none).
+        unsafe {
+            f(
+                ptrs[0] as *const f32,
+                ptrs[1] as *const f32,
+                ptrs[2] as *const f32,
+                ptrs[3] as *const f32,
+                op as *mut f32,
+                aux.as_mut_ptr(),
+                p0 as i64,
+                p1 as i64,
+            )
+        };
+    });
+}
+
+/// Runs the loss kernel of `spec` over positions `0..positions` in fixed chunks of `chunk`:
+/// the output gradient into `out`, each chunk's four lane sums into `partials`. `y: None` reads
+/// the prediction from `out` itself (the gradient is written over it, element by element after
+/// reading it).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn run_loss(
+    f: PointwiseFn,
+    spec: &PointwiseSpec,
+    (positions, chunk): (usize, usize),
+    y: Option<&[f32]>,
+    target: &[f32],
+    mask: &[f32],
+    coef: &[f32],
+    out: &mut [f32],
+    partials: &mut [f32],
+) {
+    let len = positions * spec.cs;
+    debug_assert!(y.is_none_or(|y| y.len() >= len) && target.len() >= len, "operand too short");
+    debug_assert!(mask.len() >= len, "mask too short");
+    debug_assert!(out.len() >= len, "out too short");
+    debug_assert!(coef.len() >= spec.coef_len(), "coefficients too short");
+    debug_assert!(partials.len() >= 4 * positions.div_ceil(chunk), "partials too short");
+    let op = out.as_mut_ptr() as usize;
+    let yp = y.map_or(op, |y| y.as_ptr() as usize);
+    let (tp, mp, cp) = (target.as_ptr() as usize, mask.as_ptr() as usize, coef.as_ptr() as usize);
+    partials.par_chunks_mut(4).take(positions.div_ceil(chunk)).enumerate().for_each(|(k, part)| {
+        let (p0, p1) = (k * chunk, ((k + 1) * chunk).min(positions));
+        // SAFETY: as for `run_pointwise`: every read is within positions `p0..p1` of operands
+        // at least `positions·cs` long, and the task writes only those positions of `out` and
+        // its own four partial sums. When `y` is `out` (in place), each element is loaded
+        // before the gradient is stored over it, by this task alone.
+        unsafe {
+            f(
+                yp as *const f32,
+                tp as *const f32,
+                mp as *const f32,
+                cp as *const f32,
+                op as *mut f32,
+                part.as_mut_ptr(),
+                p0 as i64,
+                p1 as i64,
+            )
         };
     });
 }

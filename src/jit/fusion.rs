@@ -49,13 +49,13 @@ impl Default for Fusion {
     }
 }
 
-/// The activations a correlation kernel can apply as it stores.
+/// The activations a correlation kernel can apply as it stores. The derivative is then taken
+/// from the activation's output (`y > 0`), which has the sign of its input only for slope ≥ 0;
+/// a negative slope runs standalone, its mask from the input.
 fn fusable(a: &Activation) -> Option<Epilogue> {
     match *a {
         Activation::Relu => Some(Epilogue::Relu),
-        Activation::LeakyRelu { slope } if (0.0..=1.0).contains(&slope) => {
-            Some(Epilogue::LeakyRelu(slope as f32))
-        }
+        Activation::LeakyRelu { slope } if slope >= 0.0 => Some(Epilogue::LeakyRelu(slope as f32)),
         _ => None,
     }
 }

@@ -1,13 +1,47 @@
 //! The loss of the first output on the buffers (mse and mae, and the masked mse of
-//! self-supervised training): the loss value and the output gradient in one pass, without
-//! converting the output; other losses go through the converted output and `ops::loss`.
+//! self-supervised training): the loss value and the output gradient in one pass of a generated
+//! kernel ([`super::pointwise`]'s `Loss`), without converting the output; other losses go
+//! through the converted output and `ops::loss`.
 
-use super::native::PIXELS;
+use super::codegen::Codegen;
+use super::exec::run_loss;
+use super::layout::Layout;
+use super::pointwise::{PointwiseKind, PointwiseSpec};
+use super::unary::PointwiseCall;
 use super::{JitModel, Step};
 use crate::check::program::LossKind;
-use crate::ir::{Params, Value};
+use crate::ir::{Graph, Params, Value};
 use ndarray::ArrayD;
 use rayon::prelude::*;
+
+/// The loss kernels of a graph's single node output (none otherwise: the converted path).
+pub(crate) struct LossKernels {
+    pub mse: Option<PointwiseCall>,
+    pub mae: Option<PointwiseCall>,
+    pub masked_mse: Option<PointwiseCall>,
+}
+
+impl LossKernels {
+    pub(crate) fn new(
+        cg: &mut Codegen,
+        graph: &Graph,
+        layout_of: impl Fn(Value) -> Layout,
+    ) -> Result<LossKernels, String> {
+        let none = LossKernels { mse: None, mae: None, masked_mse: None };
+        let [v @ Value::Node(_)] = graph.outputs() else { return Ok(none) };
+        let cs = layout_of(*v).cs;
+        let mut call = |mae, masked| {
+            PointwiseCall::new(cg, PointwiseSpec { kind: PointwiseKind::Loss { mae, masked }, cs }).map(Some)
+        };
+        Ok(LossKernels { mse: call(false, false)?, mae: call(true, false)?, masked_mse: call(false, true)? })
+    }
+
+    pub(crate) fn link(&mut self, cg: &Codegen) {
+        for k in [&mut self.mse, &mut self.mae, &mut self.masked_mse].into_iter().flatten() {
+            k.link(cg);
+        }
+    }
+}
 
 impl JitModel {
     /// Loads the mask of the masked mse for the next [`JitModel::loss_backward`] (1 where the
@@ -57,65 +91,30 @@ impl JitModel {
         } else {
             std::mem::take(&mut self.grad_bufs[slot])
         };
-        let y: &[f32] = if in_place { &[] } else { self.buf(v) };
-        let t = &self.target;
-        // Unmasked, the target stands in for the mask so that the chunks zip; it is not read.
-        let mask: &[f32] = if masked { &self.mask } else { t };
-        let per = l.cs * PIXELS;
-        // Per-lane f32 partial sums within a fixed chunk (vectorised), f64 across chunks in order.
         let scale = match kind {
             _ if count == 0.0 => 0.0,
             LossKind::Mse => (2.0 / count) as f32,
             _ => (1.0 / count) as f32,
         };
-        let mse = kind == LossKind::Mse;
-        // One pixel: d = (y − t)·mask over the real channels; the gradient goes to `g` (which may
-        // be `y` itself), the loss terms to `lanes`. Written without branches on the element so
-        // it vectorises (`masked` is the same for every element: the loop is unswitched).
-        let pixel = |g: &mut [f32], y: &[f32], t: &[f32], m: &[f32], lanes: &mut [f32]| {
-            for c in 0..g.len() {
-                let d = if masked { (y[c] - t[c]) * m[c] } else { y[c] - t[c] };
-                if mse {
-                    lanes[c] += d * d;
-                    g[c] = d * scale;
-                } else {
-                    lanes[c] += d.abs();
-                    g[c] = scale * d.signum() * f32::from(u8::from(d != 0.0));
-                }
-            }
+        let call = match kind {
+            LossKind::Mse if masked => &self.losses.masked_mse,
+            LossKind::Mse => &self.losses.mse,
+            _ => &self.losses.mae,
         };
-        let partials: Vec<f64> = if in_place {
-            g.par_chunks_mut(per)
-                .zip(t.par_chunks(per).zip(mask.par_chunks(per)))
-                .map(|(g, (t, m))| {
-                    let mut lanes = vec![0.0f32; l.c];
-                    let mut y = vec![0.0f32; l.c];
-                    for ((g, t), m) in
-                        g.chunks_exact_mut(l.cs).zip(t.chunks_exact(l.cs)).zip(m.chunks_exact(l.cs))
-                    {
-                        y.copy_from_slice(&g[..l.c]);
-                        pixel(&mut g[..l.c], &y, &t[..l.c], &m[..l.c], &mut lanes);
-                    }
-                    lanes.iter().map(|&v| v as f64).sum::<f64>()
-                })
-                .collect()
-        } else {
-            g.par_chunks_mut(per)
-                .zip(y.par_chunks(per).zip(t.par_chunks(per).zip(mask.par_chunks(per))))
-                .map(|(g, (y, (t, m)))| {
-                    let mut lanes = vec![0.0f32; l.c];
-                    for (((g, y), t), m) in g
-                        .chunks_exact_mut(l.cs)
-                        .zip(y.chunks_exact(l.cs))
-                        .zip(t.chunks_exact(l.cs))
-                        .zip(m.chunks_exact(l.cs))
-                    {
-                        pixel(&mut g[..l.c], &y[..l.c], &t[..l.c], &m[..l.c], &mut lanes);
-                    }
-                    lanes.iter().map(|&v| v as f64).sum::<f64>()
-                })
-                .collect()
-        };
+        let Some(call) = call else { unreachable!("loss kernels exist for a single node output") };
+        let coef = call.spec.coefficients(l.c, scale);
+        let positions = l.n * l.h * l.w;
+        // About 4096 floats per chunk: f32 lane sums of ~1024 terms, added in f64 in chunk order.
+        let chunk = (4096 / l.cs).max(1);
+        let mut partials = vec![0.0f32; 4 * positions.div_ceil(chunk)];
+        let t = &self.target;
+        // Unmasked, the target stands in for the mask; the kernel does not read it.
+        let mask: &[f32] = if masked { &self.mask } else { t };
+        if let Some(f) = call.f {
+            let y = if in_place { None } else { Some(self.buf(v)) };
+            run_loss(f, &call.spec, (positions, chunk), y, t, mask, &coef, &mut g, &mut partials);
+        }
+        let partials: Vec<f64> = partials.iter().map(|&p| f64::from(p)).collect();
         if in_place {
             let old = std::mem::replace(&mut self.grad_bufs[slot], g);
             self.nodes[o.index()].value = old;

@@ -6,11 +6,13 @@
 //! by its variant alone:
 //! - `Linear` (conv, upconv, dense; forward, input gradient, weight gradient) is generated code:
 //!   two kernel families in [`codegen`], register-blocked on f32x4 with FMA;
-//! - `Channel` (batchnorm, relu, leaky_relu, add, sub) is generated code too: the per-channel
-//!   family in `channel` (moments over positions, an affine map, a mask), planned by `norm` and
-//!   `elementwise`;
+//! - `Channel` (batchnorm, groupnorm, relu, leaky_relu, add, sub) is generated code too: the
+//!   per-channel family in `channel` (moments over positions, an affine map, a mask), planned by
+//!   `norm`, `groupnorm` and `elementwise`;
 //! - `Spatial` (maxpool, avgpool, upsample, concat) is generated code: the gather family in
 //!   `gather` (tap tables per destination row and column), planned by `spatial`;
+//! - `Pointwise` (sigmoid, tanh, silu, softmax, dropout; and the losses) is the point-wise family
+//!   in `pointwise` with the generated `exp` of `exp` inline, planned by `unary` and `loss`;
 //! - `Native` ops are loops on the NHWC buffers ([`native`]);
 //! - `Reference` ops run the interpreter's own per-node step on converted copies — correct, not
 //!   fast, and marked as such by the profile.
@@ -31,9 +33,11 @@ mod channel;
 pub mod codegen;
 mod describe;
 mod elementwise;
-mod exec;
+pub(crate) mod exec;
+mod exp;
 mod fusion;
 mod gather;
+mod groupnorm;
 mod layout;
 mod linear;
 mod loss;
@@ -41,8 +45,10 @@ mod lower;
 mod memory;
 mod native;
 mod norm;
+mod pointwise;
 mod profile;
 mod spatial;
+pub(crate) mod unary;
 
 pub use codegen::{Blocking, OptLevel};
 pub use layout::{Layout, from_nhwc, to_nhwc};
@@ -97,6 +103,10 @@ pub(crate) enum Step {
     Elementwise(Box<elementwise::ElementPlan>),
     /// The gather kernels of a pooling, upsample or concat.
     Spatial(Box<spatial::SpatialPlan>),
+    /// The per-channel kernels of a groupnorm, run per sample.
+    GroupNorm(Box<groupnorm::GroupNormPlan>),
+    /// The point-wise kernels of sigmoid, tanh, silu, softmax or dropout.
+    Unary(Box<unary::UnaryPlan>),
     /// The interpreter's per-node step on converted copies.
     Reference,
 }
@@ -105,7 +115,12 @@ impl Step {
     /// How people see it in the profile and the plan.
     pub(crate) fn label(&self) -> &'static str {
         match self {
-            Step::Linear(_) | Step::Norm(_) | Step::Elementwise(_) | Step::Spatial(_) => "kernels",
+            Step::Linear(_)
+            | Step::Norm(_)
+            | Step::Elementwise(_)
+            | Step::Spatial(_)
+            | Step::Unary(_)
+            | Step::GroupNorm(_) => "kernels",
             Step::FusedActivation => "fused",
             Step::Native => "native",
             Step::Reference => "reference",
@@ -148,6 +163,8 @@ pub struct JitModel {
     pool: Vec<Vec<f32>>,
     /// The sizes every buffer was allocated with.
     buffers: memory::BufferPlan,
+    /// The generated loss kernels of the first output (mse, mae, masked mse).
+    losses: loss::LossKernels,
     _codegen: Codegen,
     pub compile_ms: f64,
     pub memory_bytes: usize,
@@ -197,13 +214,18 @@ impl JitModel {
                 Lowering::Spatial => {
                     spatial::plan(&mut cg, node, &layout_of, layouts[node.id.index()], &fusion)?
                 }
+                Lowering::Pointwise => unary::plan(&mut cg, node, layouts[node.id.index()])?,
                 Lowering::Native => Step::Native,
                 Lowering::Reference => Step::Reference,
             };
             steps.push(step);
         }
+        let mut losses = loss::LossKernels::new(&mut cg, graph, layout_of)?;
         cg.finish()?;
         let dry = cg.is_dry();
+        if !dry {
+            losses.link(&cg);
+        }
         for s in steps.iter_mut().filter(|_| !dry) {
             match s {
                 Step::Linear(p) => {
@@ -214,6 +236,8 @@ impl JitModel {
                 Step::Norm(p) => p.link(&cg),
                 Step::Elementwise(p) => p.link(&cg),
                 Step::Spatial(p) => p.link(&cg),
+                Step::Unary(p) => p.link(&cg),
+                Step::GroupNorm(p) => p.link(&cg),
                 _ => {}
             }
         }
@@ -227,6 +251,8 @@ impl JitModel {
             Step::Norm(p) => p.len(),
             Step::Elementwise(p) => p.len(),
             Step::Spatial(p) => p.len(),
+            Step::Unary(p) => p.len(),
+            Step::GroupNorm(p) => p.len(),
             _ => 0,
         };
         plan.bytes += 4 * steps.iter().map(channel_floats).sum::<usize>();
@@ -246,6 +272,8 @@ impl JitModel {
                     Step::Linear(p) => p.allocate_persistent(),
                     Step::Norm(p) => p.allocate(),
                     Step::Elementwise(p) => p.allocate(),
+                    Step::Unary(p) => p.allocate(),
+                    Step::GroupNorm(p) => p.allocate(),
                     _ => {}
                 }
             }
@@ -278,6 +306,7 @@ impl JitModel {
             mask: vec![],
             pool: vec![],
             buffers: plan,
+            losses,
             _codegen: cg,
             compile_ms: started.elapsed().as_secs_f64() * 1e3,
         })

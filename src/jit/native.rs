@@ -135,9 +135,6 @@ impl Pixel {
     }
 }
 
-/// Pixels per task of the per-pixel loops (the loss on the buffers).
-pub(crate) const PIXELS: usize = 1024;
-
 /// NHWC → PyTorch's flat order `c·H·W + h·W + w`.
 pub(crate) fn flatten(x: &[f32], xl: Layout, y: &mut [f32], yl: Layout) {
     for n in 0..xl.n {

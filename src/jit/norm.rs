@@ -291,6 +291,9 @@ pub(crate) fn plan(cg: &mut Codegen, node: &Node, layout: Layout) -> Result<Step
     if let Some(step) = super::elementwise::plan(cg, node, layout)? {
         return Ok(step);
     }
+    if let Some(step) = super::groupnorm::plan(cg, node, layout)? {
+        return Ok(step);
+    }
     match &node.op {
         Op::BatchNorm(_) => Ok(Step::Norm(Box::new(NormPlan::new(cg, layout)?))),
         other => Err(format!("`{}` has no per-channel kernels", other.kind())),

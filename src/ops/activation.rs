@@ -88,9 +88,10 @@ impl OpRules for Activation {
     fn lowering(&self) -> Lowering {
         match self {
             Activation::Relu => Lowering::Channel,
-            // The kernel computes leaky relu as a max, which needs 0 ≤ slope ≤ 1.
-            Activation::LeakyRelu { slope } if (0.0..=1.0).contains(slope) => Lowering::Channel,
-            _ => Lowering::Reference,
+            Activation::LeakyRelu { .. } => Lowering::Channel,
+            Activation::Sigmoid | Activation::Tanh | Activation::Silu | Activation::Softmax => {
+                Lowering::Pointwise
+            }
         }
     }
 }

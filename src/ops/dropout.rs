@@ -2,7 +2,9 @@
 //! 1/(1 − p) (inverted dropout, as PyTorch); identity at inference.
 
 use super::attrs::Attrs;
-use super::{Backward, Backwarded, Cache, Forward, Forwarded, LayerDef, Layers, Op, OpRules, Takes};
+use super::{
+    Backward, Backwarded, Cache, Forward, Forwarded, LayerDef, Layers, Lowering, Op, OpRules, Takes,
+};
 use crate::diag::Diagnostic;
 use ndarray::ArrayD;
 use rand::Rng;
@@ -58,5 +60,9 @@ impl OpRules for Dropout {
             Some(Mask(m)) => Backwarded::inputs(vec![&step.dy * m]),
             None => Backwarded::inputs(vec![step.dy]),
         }
+    }
+
+    fn lowering(&self) -> Lowering {
+        Lowering::Pointwise
     }
 }

@@ -7,8 +7,8 @@
 
 use super::attrs::Attrs;
 use super::{
-    Backward, Backwarded, Forward, Forwarded, LayerDef, Layers, Op, OpRules, ParamInit, ParamRole, ParamSpec,
-    Shape, ShapeError, ShapeWarning, Takes, single,
+    Backward, Backwarded, Forward, Forwarded, LayerDef, Layers, Lowering, Op, OpRules, ParamInit, ParamRole,
+    ParamSpec, Shape, ShapeError, ShapeWarning, Takes, single,
 };
 use crate::diag::Diagnostic;
 use ndarray::{ArrayD, IxDyn};
@@ -157,5 +157,10 @@ impl OpRules for GroupNorm {
         let dx = ArrayD::from_shape_vec(IxDyn(step.xs[0].shape()), dx).expect("same shape as the input");
         let vec1 = |v: Vec<f64>| ArrayD::from_shape_vec(IxDyn(&[c]), v).expect("[C]");
         Backwarded { dxs: vec![dx], grads: vec![(0, vec1(dgamma)), (1, vec1(dbeta))] }
+    }
+
+    /// The per-channel kernels, run per sample (`jit/groupnorm.rs`).
+    fn lowering(&self) -> Lowering {
+        Lowering::Channel
     }
 }

@@ -174,8 +174,12 @@ pub enum Lowering {
     /// The correlation and weight-gradient kernel families (conv, upconv, dense).
     Linear,
     /// The per-channel kernel family (statistics over positions, a per-channel affine map, a
-    /// mask): batchnorm, relu, leaky_relu, add, sub.
+    /// mask): batchnorm, groupnorm (per sample), relu, leaky_relu, add, sub.
     Channel,
+    /// The point-wise kernel family (element-wise functions with `exp` generated inline, a
+    /// reduction over the channels of each position, a mask): sigmoid, tanh, silu, softmax,
+    /// dropout.
+    Pointwise,
     /// A native NHWC loop of the JIT.
     Native,
     /// The gather kernel family (each destination pixel a weighted sum, maximum or copy of
