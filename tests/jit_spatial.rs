@@ -2,7 +2,7 @@
 //! the f64 interpreter (the oracle) on random shapes — odd sizes, channel counts that are not a
 //! multiple of 4, kernel/stride/padding variants, 1-D and 2-D — forward and every gradient (a
 //! 1×1 conv in front makes the op's input gradient visible in that conv's weight gradient),
-//! the in-place writes into a concat's channel slice, a U-Net with batchnorm and bilinear
+//! the in-place writes into a concat's channel slice (poolings, upsamples, convs), a U-Net with batchnorm and bilinear
 //! upsampling end to end, and a finite-difference check of each backward kernel on the JIT
 //! alone. Tolerance: 1e-4 of the reference tensor's largest magnitude (the JIT computes in f32).
 
@@ -150,6 +150,11 @@ fn concats_in_place_and_copied_match_the_interpreter() {
         model(
             "[3, 8, 10]",
             "a = x -> conv(6, kernel=1)\n    p = a -> maxpool(2) -> upsample(2)\n    y = concat(x, p, a) -> conv(3, kernel=1)",
+        ),
+        // Convs with whole 4-lane vectors of channels write into the slice, at odd offsets.
+        model(
+            "[3, 7, 9]",
+            "a = x -> conv(4, kernel=3, pad=1)\n    b = x -> conv(8, kernel=1, stride=1)\n    y = concat(x, a, b) -> conv(2, kernel=1)",
         ),
         model(
             "[5, 14]",

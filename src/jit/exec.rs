@@ -48,7 +48,10 @@ impl JitModel {
             Step::FusedActivation => {}
             Step::Linear(plan) => {
                 let fold_bn = if training { None } else { fusion.bn_fold };
-                let dst = fold_bn.or(fusion.activation).unwrap_or(id).index();
+                // A conv writing into a concat's slice (the forward geometry has its stride); a
+                // pixel-shuffle upconv does so in its depth-to-space copy below.
+                let into = fusion.concat_in_place.filter(|_| plan.pixel().is_none());
+                let dst = into.map(|(cn, _)| cn).or(fold_bn).or(fusion.activation).unwrap_or(id).index();
                 let mut y = std::mem::take(&mut self.nodes[dst].value);
                 plan.pack(params, node);
                 if let Some(bn) = fold_bn {
@@ -83,7 +86,8 @@ impl JitModel {
                     plan.scratch[px.t_fwd] = t;
                     self.profile_kernel(id, FORWARD, kernel_s);
                 } else {
-                    run_corr(&plan.fwd, xb, &plan.packed_fwd, &plan.packed_bias, &mut y, &[], plan.fwd_rows);
+                    let y = &mut y[into.map_or(0, |(_, off)| off)..];
+                    run_corr(&plan.fwd, xb, &plan.packed_fwd, &plan.packed_bias, y, &[], plan.fwd_rows);
                     self.profile_kernel(id, FORWARD, kernel.elapsed().as_secs_f64());
                 }
                 self.nodes[dst].value = y;
@@ -385,7 +389,9 @@ fn run_corr(call: &CorrCall, x: &[f32], w: &[f32], b: &[f32], y: &mut [f32], m: 
     debug_assert!(x.len() >= rows.div_ceil(g.ho) * g.hp * g.wp * g.csx, "x too short");
     debug_assert!(w.len() >= g.weight_len(), "packed weights too short");
     debug_assert!(!call.spec.bias || b.len() >= g.co4, "bias too short");
-    debug_assert!(y.len() >= rows * g.wo * g.cso, "y too short");
+    // (`y` may be a concat's buffer from this layer's first channel on: its last position ends
+    // `co4` lanes in.)
+    debug_assert!(y.len() >= (rows * g.wo).saturating_sub(1) * g.cso + g.co4, "y too short");
     let masked = matches!(call.spec.epilogue, Epilogue::ReluMask | Epilogue::LeakyMask(_));
     debug_assert!(!masked || m.len() >= rows * g.wo * g.cso, "mask too short");
     let (xp, wp, bp, mp) =

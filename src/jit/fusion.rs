@@ -24,7 +24,7 @@ pub(crate) struct Fusion {
     /// A fused activation whose derivative its consumer's input-gradient kernel applies (so its
     /// own backward step does nothing).
     pub mask_folded: bool,
-    /// A pixel-shuffle upconv, a pooling or an upsample writing straight into the concat that
+    /// A pixel-shuffle upconv, a conv, a pooling or an upsample writing straight into the concat that
     /// consumes it (it has no buffer of its own):
     /// (the concat, the first channel it writes).
     pub concat_in_place: Option<(NodeId, usize)>,
@@ -90,9 +90,9 @@ pub(crate) fn decide(graph: &Graph, layout_of: impl Fn(Value) -> Layout) -> Vec<
             fusion[node.id.index()].into_linear = Some(*p);
         }
     }
-    // A pixel-shuffle upconv whose only consumer is a concat writes its output straight into
-    // the concat's buffer (when its channel count fills whole 4-lane vectors); so does a pooling
-    // or an upsample (its gather kernel writes any channel count into a slice).
+    // A pixel-shuffle upconv or a conv whose only consumer is a concat writes its output
+    // straight into the concat's buffer (when its channel count fills whole 4-lane vectors); so
+    // does a pooling or an upsample (its gather kernel writes any channel count into a slice).
     for node in graph.nodes().iter().filter(|n| matches!(n.op, Op::Concat)) {
         let mut off = 0;
         for &v in &node.inputs {
@@ -102,7 +102,10 @@ pub(crate) fn decide(graph: &Graph, layout_of: impl Fn(Value) -> Layout) -> Vec<
                 let pixel = linear(u) && matches!(&graph.node(u).op, Op::UpConv(uc) if is_pixel(uc));
                 let spatial = matches!(&graph.node(u).op, Op::Pool(_) | Op::Upsample(_))
                     && graph.node(u).op.lowering() == Lowering::Spatial;
-                let fits = (pixel && l.c.is_multiple_of(4)) || spatial;
+                // A conv's kernel stores whole 4-lane vectors too; not with an activation after it
+                // (that activation is the concat's input then).
+                let direct = linear(u) && matches!(&graph.node(u).op, Op::Conv(_));
+                let fits = ((pixel || direct) && l.c.is_multiple_of(4)) || spatial;
                 if fits && consumers[u.index()] == 1 && f.activation.is_none() {
                     fusion[u.index()].concat_in_place = Some((node.id, off));
                 }

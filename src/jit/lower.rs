@@ -72,13 +72,14 @@ fn padded_source(
 /// The kernels and buffers of a linear node with input layout `x` and output layout `y`, given
 /// its fusions: the activation after it (the forward epilogue), the derivative of the fused
 /// activation before it (the input-gradient epilogue), a batchnorm folded into it at inference
-/// (so the forward kernel always adds a bias).
+/// (so the forward kernel always adds a bias), a concat of layout `into` it writes into.
 pub(crate) fn plan_linear(
     cg: &mut Codegen,
     options: &JitOptions,
     node: &Node,
     (x, y): (Layout, Layout),
     fusion: &Fusion,
+    into: Option<Layout>,
 ) -> Result<LinearPlan, String> {
     let (epilogue, bwd_epilogue) = (fusion.epilogue, fusion.bwd_epilogue);
     let bn_follows = fusion.bn_fold.is_some();
@@ -121,10 +122,11 @@ pub(crate) fn plan_linear(
             // forward: x zero-padded by p (kept for the weight gradient)
             let (padded, fwd_src, fwd_scatter) = padded_source(x, p, true, &mut scratch);
             let geo = geometry(padded, y, k, s, d);
-            let fwd = corr(
-                CorrSpec { geo: geo.clone(), bias: c.bias || bn_follows, epilogue },
-                pack(false, false),
-            )?;
+            // Into a concat: rows of the concat's stride (the weight gradient reads this
+            // layer's own dy, so its geometry keeps `y`'s).
+            let fwd_geo = Geometry { cso: into.map_or(y.cs, |l| l.cs), ..geo.clone() };
+            let fwd =
+                corr(CorrSpec { geo: fwd_geo, bias: c.bias || bn_follows, epilogue }, pack(false, false))?;
             // input gradient: dy interleaved (stride) and shifted, then a stride-1 correlation
             let z = Layout { h: x.h + d[0] * (k[0] - 1), w: x.w + d[1] * (k[1] - 1), ..y };
             let kz = scratch.add(z, false);

@@ -207,8 +207,9 @@ impl JitModel {
             let step = match node.op.lowering() {
                 _ if f.into_linear.is_some() => Step::FusedActivation,
                 Lowering::Linear => {
-                    let layouts = (layout_of(node.inputs[0]), layouts[node.id.index()]);
-                    Step::Linear(Box::new(lower::plan_linear(&mut cg, options, node, layouts, f)?))
+                    let io = (layout_of(node.inputs[0]), layouts[node.id.index()]);
+                    let into = f.concat_in_place.map(|(cn, _)| layouts[cn.index()]);
+                    Step::Linear(Box::new(lower::plan_linear(&mut cg, options, node, io, f, into)?))
                 }
                 Lowering::Channel => norm::plan(&mut cg, node, layouts[node.id.index()])?,
                 Lowering::Spatial => {
