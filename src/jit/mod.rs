@@ -363,7 +363,20 @@ impl JitModel {
 
     /// Converts a target for the first output (same shape) into the target buffer.
     pub fn load_target(&mut self, target: &ArrayD<f64>) {
-        if target.shape() != self.output_shape(0) {
+        let out = self.output_shape(0);
+        if let ([b, k], [tb]) = (out, target.shape())
+            && b == tb
+        {
+            // Class indices for logits [B, K]: one-hot, the index clamped as `ops::loss` does.
+            let (k, l) = (*k, self.layout(self.graph.outputs()[0]));
+            self.target.clear();
+            self.target.resize(l.len(), 0.0);
+            for (n, &c) in target.iter().enumerate() {
+                self.target[n * l.cs + (c.max(0.0) as usize).min(k - 1)] = 1.0;
+            }
+            return;
+        }
+        if target.shape() != out {
             // Not a target for this output: `loss_backward` takes the converted path.
             self.target.clear();
             return;
