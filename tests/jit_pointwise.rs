@@ -303,7 +303,7 @@ fn the_generated_losses_match_the_interpreter() {
 }
 
 /// In the plan (what `bench --profile` labels each step with), none of these ops runs on the
-/// reference code: each is `kernels` with its point-wise or per-channel description.
+/// reference code: each is `kernels` with its point-wise or per-channel description, or fused.
 #[test]
 fn the_plan_runs_every_pointwise_op_on_generated_kernels() {
     let p = model(
@@ -317,7 +317,6 @@ fn the_plan_runs_every_pointwise_op_on_generated_kernels() {
         ("dropout", "point-wise kernel"),
         ("tanh", "point-wise kernel"),
         ("leaky_relu", "per-channel kernel"),
-        ("sigmoid", "point-wise kernel"),
         ("softmax", "point-wise kernel"),
     ] {
         let mut lines = plan.lines().skip_while(|l| !l.contains(&format!("({op}): kernels")));
@@ -326,6 +325,11 @@ fn the_plan_runs_every_pointwise_op_on_generated_kernels() {
         assert!(detail.contains(kernel), "{op}: {detail}\n{plan}");
     }
     assert!(!plan.contains("reference"), "{plan}");
+    // conv → sigmoid → conv: sigmoid is the first conv's epilogue, its derivative the second
+    // conv's input-gradient epilogue.
+    assert!(plan.contains("(sigmoid): fused"), "{plan}");
+    assert!(plan.contains(", bias, then sigmoid;"), "{plan}");
+    assert!(plan.contains(", times sigmoid' of the mask;"), "{plan}");
 }
 
 /// cross_entropy on the JIT's buffers (generated kernel: softmax, log-sum-exp, gradient) against
