@@ -15,7 +15,8 @@
 //! - `Reference` ops run the interpreter's own per-node step on converted copies — correct, not
 //!   fast, and marked as such by the profile.
 //!
-//! Beyond that, `linear -> relu|leaky_relu` is one kernel forward, a batchnorm after a
+//! Beyond that, `linear -> relu|leaky_relu` (and `sigmoid|tanh` when a linear layer reads it) is
+//! one kernel forward, a batchnorm after a
 //! conv/dense is folded into its weights at inference, and a pixel-shuffle upconv writes straight
 //! into the concat that reads it ([`fusion`]).
 //!
