@@ -303,7 +303,7 @@ fn the_generated_losses_match_the_interpreter() {
 }
 
 /// In the plan (what `bench --profile` labels each step with), none of these ops runs on the
-/// reference code: each is `kernels` with its point-wise or per-channel description.
+/// reference code: each is `kernels` with its point-wise or per-channel description, or fused.
 #[test]
 fn the_plan_runs_every_pointwise_op_on_generated_kernels() {
     let p = model(
@@ -317,7 +317,6 @@ fn the_plan_runs_every_pointwise_op_on_generated_kernels() {
         ("dropout", "point-wise kernel"),
         ("tanh", "point-wise kernel"),
         ("leaky_relu", "per-channel kernel"),
-        ("sigmoid", "point-wise kernel"),
         ("softmax", "point-wise kernel"),
     ] {
         let mut lines = plan.lines().skip_while(|l| !l.contains(&format!("({op}): kernels")));
@@ -326,4 +325,47 @@ fn the_plan_runs_every_pointwise_op_on_generated_kernels() {
         assert!(detail.contains(kernel), "{op}: {detail}\n{plan}");
     }
     assert!(!plan.contains("reference"), "{plan}");
+    // conv → sigmoid → conv: sigmoid is the first conv's epilogue, its derivative the second
+    // conv's input-gradient epilogue.
+    assert!(plan.contains("(sigmoid): fused"), "{plan}");
+    assert!(plan.contains(", bias, then sigmoid;"), "{plan}");
+    assert!(plan.contains(", times sigmoid' of the mask;"), "{plan}");
+}
+
+/// cross_entropy on the JIT's buffers (generated kernel: softmax, log-sum-exp, gradient) against
+/// `ops::loss` and the interpreter's backward, with probability and class-index targets.
+#[test]
+fn the_generated_cross_entropy_matches_the_interpreter() {
+    for (classes, body) in [
+        (5, "y = x -> flatten -> dense(5)"),
+        (7, "y = x -> flatten -> dense(7) -> relu"),
+        (4, "y = x -> flatten -> dense(9) -> tanh -> dense(4)"),
+    ] {
+        let p = model("[3, 4, 5]", body);
+        let batch = 3;
+        let g = ir::lower(&p, batch);
+        let mut rng = ChaCha8Rng::seed_from_u64(12);
+        let x = random(&g.inputs()[0], &mut rng) * 3.0;
+        let indices = ArrayD::from_shape_fn(IxDyn(&[batch]), |_| rng.random_range(0..classes) as f64);
+        let probs = random(&[batch, classes], &mut rng).mapv(|v| v.abs());
+        for (what, t) in [("indices", indices), ("probabilities", probs)] {
+            let params = ir::init_params(&g, 5);
+            let mut pr = params.clone();
+            let tape = interp::forward(&g, &mut pr, std::slice::from_ref(&x), true, 0);
+            let y = interp::outputs(&g, std::slice::from_ref(&x), &tape).remove(0);
+            let (lr, dy) = loss(LossKind::CrossEntropy, &y, &t);
+            let gr = interp::backward(&g, &pr, std::slice::from_ref(&x), &tape, &[dy]);
+            let mut jit = JitModel::compile(&g).unwrap();
+            let mut pj = params.clone();
+            jit.load_inputs(std::slice::from_ref(&x));
+            jit.forward_loaded(&mut pj, true, 0);
+            jit.load_target(&t);
+            jit.load_mask(None);
+            let (lj, gj) = jit.loss_backward(&pj, LossKind::CrossEntropy, &t);
+            assert!((lj - lr).abs() <= 1e-5 * lr.abs(), "{body}, {what}: loss {lj} vs {lr}");
+            for (k, info) in g.params().iter().enumerate() {
+                close(&format!("{body}, {what}: {}", info.name), &gj[k], &gr[k], 1e-4, 0.0).unwrap();
+            }
+        }
+    }
 }

@@ -36,6 +36,23 @@ pub enum Epilogue {
     ReluMask,
     /// Same for leaky_relu with slope `a`.
     LeakyMask(f32),
+    /// sigmoid and tanh of the accumulator ([`super::exp`], inline).
+    Sigmoid,
+    Tanh,
+    /// Multiply by the derivative of a sigmoid (`m(1 − m)`) or tanh (`1 − m²`) whose output is
+    /// the buffer `m`.
+    SigmoidMask,
+    TanhMask,
+}
+
+impl Epilogue {
+    /// Whether the epilogue reads the buffer `m` (an activation's output).
+    pub fn reads_mask(self) -> bool {
+        matches!(
+            self,
+            Epilogue::ReluMask | Epilogue::LeakyMask(_) | Epilogue::SigmoidMask | Epilogue::TanhMask
+        )
+    }
 }
 
 /// The geometry both kernel families share: a window of `k` taps at stride `s` and dilation
@@ -526,6 +543,21 @@ fn emit_corr(b: &mut FunctionBuilder, spec: &CorrSpec, blk: Blocking, has_fma: b
                                 _ => zero_v,
                             };
                             b.ins().bitselect(pos, a, other)
+                        }
+                        Epilogue::Sigmoid => super::exp::sigmoid(b, has_fma, a),
+                        Epilogue::Tanh => super::exp::tanh(b, has_fma, a),
+                        Epilogue::SigmoidMask | Epilogue::TanhMask => {
+                            let mv = b.ins().load(F32X4, flags(), mb, off);
+                            let one = b.ins().f32const(1.0);
+                            let one = b.ins().splat(F32X4, one);
+                            let d = if spec.epilogue == Epilogue::SigmoidMask {
+                                let r = b.ins().fsub(one, mv);
+                                b.ins().fmul(mv, r)
+                            } else {
+                                let nm = b.ins().fneg(mv);
+                                fmadd(b, has_fma, nm, mv, one)
+                            };
+                            b.ins().fmul(a, d)
                         }
                     };
                     b.ins().store(flags(), out, yb, off);

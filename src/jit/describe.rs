@@ -26,6 +26,19 @@ fn epilogue(e: Epilogue) -> String {
         Epilogue::LeakyRelu(s) => format!(", then {leaky} {s}"),
         Epilogue::ReluMask => format!(", times {RELU}' of the mask"),
         Epilogue::LeakyMask(s) => format!(", times {leaky}' {s} of the mask"),
+        Epilogue::Sigmoid | Epilogue::Tanh | Epilogue::SigmoidMask | Epilogue::TanhMask => {
+            let a = if matches!(e, Epilogue::Sigmoid | Epilogue::SigmoidMask) {
+                Activation::Sigmoid
+            } else {
+                Activation::Tanh
+            };
+            let name = Op::Activation(a).kind();
+            if matches!(e, Epilogue::Sigmoid | Epilogue::Tanh) {
+                format!(", then {name}")
+            } else {
+                format!(", times {name}' of the mask")
+            }
+        }
     }
 }
 

@@ -219,6 +219,7 @@ impl JitModel {
             _ => 0.0,
         };
         let state = &self.nodes[i];
+        // (sigmoid and tanh are fused only when their derivative folds: `fusion::decide`.)
         if !state.fusion.mask_folded {
             self.grad_bufs[state.grad_slot]
                 .par_chunks_mut(CHUNK)
@@ -392,7 +393,7 @@ fn run_corr(call: &CorrCall, x: &[f32], w: &[f32], b: &[f32], y: &mut [f32], m: 
     // (`y` may be a concat's buffer from this layer's first channel on: its last position ends
     // `co4` lanes in.)
     debug_assert!(y.len() >= (rows * g.wo).saturating_sub(1) * g.cso + g.co4, "y too short");
-    let masked = matches!(call.spec.epilogue, Epilogue::ReluMask | Epilogue::LeakyMask(_));
+    let masked = call.spec.epilogue.reads_mask();
     debug_assert!(!masked || m.len() >= rows * g.wo * g.cso, "mask too short");
     let (xp, wp, bp, mp) =
         (x.as_ptr() as usize, w.as_ptr() as usize, b.as_ptr() as usize, m.as_ptr() as usize);

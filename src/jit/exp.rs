@@ -131,3 +131,56 @@ pub(crate) fn tanh(b: &mut FunctionBuilder, fma: bool, x: Value) -> Value {
     let is_small = b.ins().fcmp(FloatCC::LessThan, ax, cut);
     select(b, is_small, small, big)
 }
+
+/// ln x per lane for positive normal x (Cephes' `logf`): x = m·2^e with m in [√½, √2), then
+/// `ln(1 + (m − 1))` by a degree-9 polynomial and `e·ln2` in two parts. Used by the
+/// cross-entropy loss on `Σ e^(z − max) ≥ 1`.
+pub(crate) fn ln(b: &mut FunctionBuilder, fma: bool, x: Value) -> Value {
+    let bits = bits_as(b, I32X4, x);
+    let e = b.ins().sshr_imm_s(bits, 23);
+    let off = splat_i32(b, 126);
+    let e = b.ins().isub(e, off);
+    let mant_mask = splat_i32(b, 0x807F_FFFF_u32 as i32);
+    let half_exp = splat_i32(b, 0x3F00_0000);
+    let m = b.ins().band(bits, mant_mask);
+    let m = b.ins().bor(m, half_exp);
+    let m = bits_as(b, F32X4, m);
+    let ef = b.ins().fcvt_from_sint(F32X4, e);
+    // m in [0.5, 1): below √½ take 2m − 1 and e − 1, so the argument stays in [√½ − 1, √2 − 1).
+    let sqrthf = splat(b, std::f32::consts::FRAC_1_SQRT_2);
+    let one = splat(b, 1.0);
+    let zero = splat(b, 0.0);
+    let low = b.ins().fcmp(FloatCC::LessThan, m, sqrthf);
+    let m2 = b.ins().fadd(m, m);
+    let m2 = b.ins().fsub(m2, one);
+    let m1 = b.ins().fsub(m, one);
+    let xr = select(b, low, m2, m1);
+    let dec = select(b, low, one, zero);
+    let ef = b.ins().fsub(ef, dec);
+    let z = b.ins().fmul(xr, xr);
+    let p = horner(
+        b,
+        fma,
+        xr,
+        &[
+            7.037_683_6e-2,
+            -1.151_461e-1,
+            1.167_699_9e-1,
+            -1.242_014_1e-1,
+            1.424_932_3e-1,
+            -1.666_805_8e-1,
+            2.000_071_4e-1,
+            -2.499_999_4e-1,
+            3.333_333e-1,
+        ],
+    );
+    let p = b.ins().fmul(p, xr);
+    let y = b.ins().fmul(p, z);
+    let c2 = splat(b, -2.121_944_4e-4);
+    let y = fmadd(b, fma, ef, c2, y);
+    let mhalf = splat(b, -0.5);
+    let y = fmadd(b, fma, z, mhalf, y);
+    let r = b.ins().fadd(xr, y);
+    let c1 = splat(b, 0.693_359_4);
+    fmadd(b, fma, ef, c1, r)
+}

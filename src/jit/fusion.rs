@@ -56,6 +56,9 @@ fn fusable(a: &Activation) -> Option<Epilogue> {
     match *a {
         Activation::Relu => Some(Epilogue::Relu),
         Activation::LeakyRelu { slope } if slope >= 0.0 => Some(Epilogue::LeakyRelu(slope as f32)),
+        // Derivatives from the output: y(1 − y) and 1 − y².
+        Activation::Sigmoid => Some(Epilogue::Sigmoid),
+        Activation::Tanh => Some(Epilogue::Tanh),
         _ => None,
     }
 }
@@ -79,11 +82,23 @@ pub(crate) fn decide(graph: &Graph, layout_of: impl Fn(Value) -> Layout) -> Vec<
             consumers[n.index()] += 1;
         }
     }
+    // Values whose only reader is a linear layer's input: that layer's input-gradient kernel
+    // can apply their derivative.
+    let mut read_by_linear_only = vec![false; nn];
+    for node in graph.nodes().iter().filter(|n| linear(n.id)) {
+        if let Value::Node(a) = node.inputs[0] {
+            read_by_linear_only[a.index()] = consumers[a.index()] == 1;
+        }
+    }
     let mut fusion = vec![Fusion::default(); nn];
-    // linear → relu|leaky_relu: one kernel forward.
+    // linear → relu|leaky_relu|sigmoid|tanh: one kernel forward. sigmoid and tanh only when the
+    // next layer's input-gradient kernel applies their derivative (else the point-wise kernels).
     for node in graph.nodes() {
+        let derivative_folds = read_by_linear_only[node.id.index()];
+        let smooth = matches!(node.op, Op::Activation(Activation::Sigmoid | Activation::Tanh));
         if let (Op::Activation(a), [Value::Node(p)]) = (&node.op, node.inputs.as_slice())
             && let (true, 1, Some(e)) = (linear(*p), consumers[p.index()], fusable(a))
+            && (derivative_folds || !smooth)
         {
             fusion[p.index()].activation = Some(node.id);
             fusion[p.index()].epilogue = e;
@@ -131,6 +146,8 @@ pub(crate) fn decide(graph: &Graph, layout_of: impl Fn(Value) -> Layout) -> Vec<
         let (Some(p), 1) = (fusion[a.index()].into_linear, consumers[a.index()]) else { continue };
         fusion[node.id.index()].bwd_epilogue = match fusion[p.index()].epilogue {
             Epilogue::LeakyRelu(s) => Epilogue::LeakyMask(s),
+            Epilogue::Sigmoid => Epilogue::SigmoidMask,
+            Epilogue::Tanh => Epilogue::TanhMask,
             _ => Epilogue::ReluMask,
         };
         fusion[a.index()].mask_folded = true;

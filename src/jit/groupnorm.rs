@@ -242,7 +242,11 @@ impl JitModel {
         if let Value::Node(_) = xv {
             self.emit_grad(xv, |me, dx| {
                 let t = Instant::now();
-                if let Some(f) = plan.grad_input.f {
+                if m == 1.0 {
+                    // Groups of one value: the output is β whatever x is, so dx is exactly 0
+                    // (the affine pass would leave f32 round-off of dy·γ/√eps − dy·γ/√eps).
+                    dx.fill(0.0);
+                } else if let Some(f) = plan.grad_input.f {
                     let x = me.buf(xv);
                     for n in 0..l.n {
                         let span = n * hw * cs..(n + 1) * hw * cs;

@@ -1,7 +1,7 @@
-//! The loss of the first output on the buffers (mse and mae, and the masked mse of
-//! self-supervised training): the loss value and the output gradient in one pass of a generated
-//! kernel ([`super::pointwise`]'s `Loss`), without converting the output; other losses go
-//! through the converted output and `ops::loss`.
+//! The loss of the first output on the buffers (mse and mae, the masked mse of self-supervised
+//! training, cross_entropy of flat logits): the loss value and the output gradient in one pass of
+//! a generated kernel ([`super::pointwise`]'s `Loss` and `CrossEntropy`), without converting the
+//! output; other cases go through the converted output and `ops::loss`.
 
 use super::codegen::Codegen;
 use super::exec::run_loss;
@@ -19,6 +19,8 @@ pub(crate) struct LossKernels {
     pub mse: Option<PointwiseCall>,
     pub mae: Option<PointwiseCall>,
     pub masked_mse: Option<PointwiseCall>,
+    /// For flat logits `[B, K]` only.
+    pub cross_entropy: Option<PointwiseCall>,
 }
 
 impl LossKernels {
@@ -27,17 +29,25 @@ impl LossKernels {
         graph: &Graph,
         layout_of: impl Fn(Value) -> Layout,
     ) -> Result<LossKernels, String> {
-        let none = LossKernels { mse: None, mae: None, masked_mse: None };
+        let none = LossKernels { mse: None, mae: None, masked_mse: None, cross_entropy: None };
         let [v @ Value::Node(_)] = graph.outputs() else { return Ok(none) };
-        let cs = layout_of(*v).cs;
-        let mut call = |mae, masked| {
-            PointwiseCall::new(cg, PointwiseSpec { kind: PointwiseKind::Loss { mae, masked }, cs }).map(Some)
-        };
-        Ok(LossKernels { mse: call(false, false)?, mae: call(true, false)?, masked_mse: call(false, true)? })
+        let l = layout_of(*v);
+        let cs = l.cs;
+        let mut call = |kind| PointwiseCall::new(cg, PointwiseSpec { kind, cs }).map(Some);
+        let loss = |mae, masked| PointwiseKind::Loss { mae, masked };
+        Ok(LossKernels {
+            mse: call(loss(false, false))?,
+            mae: call(loss(true, false))?,
+            masked_mse: call(loss(false, true))?,
+            cross_entropy: if graph.shape(*v).len() == 2 { call(PointwiseKind::CrossEntropy)? } else { None },
+        })
     }
 
     pub(crate) fn link(&mut self, cg: &Codegen) {
-        for k in [&mut self.mse, &mut self.mae, &mut self.masked_mse].into_iter().flatten() {
+        for k in [&mut self.mse, &mut self.mae, &mut self.masked_mse, &mut self.cross_entropy]
+            .into_iter()
+            .flatten()
+        {
             k.link(cg);
         }
     }
@@ -57,14 +67,19 @@ impl JitModel {
     }
 
     /// Loss of the first output against the loaded target and the parameter gradients, after
-    /// [`JitModel::forward_loaded`] in training mode. mse and mae are computed on the buffers
-    /// (sums in f64, in a fixed chunk order); cross_entropy on the converted logits.
+    /// [`JitModel::forward_loaded`] in training mode. mse, mae and cross_entropy (of flat
+    /// logits) are computed on the buffers by a generated kernel (f32 sums within fixed chunks,
+    /// added in f64 in chunk order); anything else on the converted output.
     pub fn loss_backward(&mut self, params: &Params, kind: LossKind, target: &ArrayD<f64>) -> (f64, Params) {
         let v = self.graph.outputs()[0];
         let single = self.graph.outputs().len() == 1;
         let loaded = self.target.len() == self.layout(v).len();
         let masked = !self.mask.is_empty() && kind == LossKind::Mse;
-        let (Value::Node(o), true, true, LossKind::Mse | LossKind::Mae) = (v, single, loaded, kind) else {
+        let generated = match kind {
+            LossKind::CrossEntropy => self.losses.cross_entropy.is_some(),
+            _ => true,
+        };
+        let (Value::Node(o), true, true, true) = (v, single, loaded, generated) else {
             let y = self.output(0);
             let (l, dy) = if masked {
                 let m = super::layout::from_nhwc(&self.mask, self.layout(v), self.output_shape(0));
@@ -76,7 +91,10 @@ impl JitModel {
         };
         let l = self.layout(v);
         // The masked mse averages over the masked samples only (none masked: loss and gradient 0).
-        let count = if masked {
+        let count = if kind == LossKind::CrossEntropy {
+            // The mean over the batch.
+            l.n as f64
+        } else if masked {
             self.mask.par_chunks(l.cs).map(|p| p[..l.c].iter().map(|&m| m as f64).sum::<f64>()).sum::<f64>()
         } else {
             (l.n * l.h * l.w * l.c) as f64
@@ -94,12 +112,13 @@ impl JitModel {
         let scale = match kind {
             _ if count == 0.0 => 0.0,
             LossKind::Mse => (2.0 / count) as f32,
-            _ => (1.0 / count) as f32,
+            LossKind::Mae | LossKind::CrossEntropy => (1.0 / count) as f32,
         };
         let call = match kind {
             LossKind::Mse if masked => &self.losses.masked_mse,
             LossKind::Mse => &self.losses.mse,
-            _ => &self.losses.mae,
+            LossKind::Mae => &self.losses.mae,
+            LossKind::CrossEntropy => &self.losses.cross_entropy,
         };
         let Some(call) = call else { unreachable!("loss kernels exist for a single node output") };
         let coef = call.spec.coefficients(l.c, scale);

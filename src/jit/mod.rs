@@ -17,9 +17,10 @@
 //! - `Reference` ops run the interpreter's own per-node step on converted copies — correct, not
 //!   fast, and marked as such by the profile.
 //!
-//! Beyond that, `linear -> relu|leaky_relu` is one kernel forward, a batchnorm after a
-//! conv/dense is folded into its weights at inference, and a pixel-shuffle upconv, a pooling or
-//! an upsample writes straight into the concat that reads it ([`fusion`]).
+//! Beyond that, `linear -> relu|leaky_relu` (and `sigmoid|tanh` when a linear layer reads it) is
+//! one kernel forward, a batchnorm after a conv/dense is folded into its weights at inference,
+//! and a conv, a pixel-shuffle upconv, a pooling or an upsample writes straight into the concat
+//! that reads it ([`fusion`]).
 //!
 //! The modules, in the order a model is compiled and run: [`layout`] (values as NHWC buffers),
 //! [`fusion`] (what merges with what), [`lower`] (linear ops onto kernels, one [`Geometry`] per
@@ -385,7 +386,20 @@ impl JitModel {
 
     /// Converts a target for the first output (same shape) into the target buffer.
     pub fn load_target(&mut self, target: &ArrayD<f64>) {
-        if target.shape() != self.output_shape(0) {
+        let out = self.output_shape(0);
+        if let ([b, k], [tb]) = (out, target.shape())
+            && b == tb
+        {
+            // Class indices for logits [B, K]: one-hot, the index clamped as `ops::loss` does.
+            let (k, l) = (*k, self.layout(self.graph.outputs()[0]));
+            self.target.clear();
+            self.target.resize(l.len(), 0.0);
+            for (n, &c) in target.iter().enumerate() {
+                self.target[n * l.cs + (c.max(0.0) as usize).min(k - 1)] = 1.0;
+            }
+            return;
+        }
+        if target.shape() != out {
             // Not a target for this output: `loss_backward` takes the converted path.
             self.target.clear();
             return;

@@ -36,9 +36,11 @@ pub(crate) enum Act {
     Sigmoid,
     Tanh,
     Silu,
-    /// e^x: only the accuracy tests use it.
+    /// e^x and ln x: only the accuracy tests use them.
     #[cfg(test)]
     Exp,
+    #[cfg(test)]
+    Ln,
 }
 
 impl Act {
@@ -55,7 +57,14 @@ pub(crate) enum PointwiseKind {
     Mul,
     Softmax,
     SoftmaxBackward,
-    Loss { mae: bool, masked: bool },
+    Loss {
+        mae: bool,
+        masked: bool,
+    },
+    /// Cross-entropy of logits `a` (one position per sample) against probabilities `b`: the
+    /// gradient `scale·(softmax(a)·Σb − b)` into `out` (which may be `a`), and the sum over the
+    /// range of `Σb·ln Σe^(a − max) − Σ b·(a − max)` into `aux[0]`.
+    CrossEntropy,
 }
 
 /// One point-wise kernel, fully specialised.
@@ -118,6 +127,20 @@ pub(crate) fn emit(b: &mut FunctionBuilder, spec: &PointwiseSpec, fma: bool) {
                 let o = b.ins().iadd(out, off);
                 b.ins().store(flags(), r, o, 0);
             });
+        }
+        PointwiseKind::CrossEntropy => {
+            let zero = splat(b, 0.0);
+            let total = b.declare_var(F32X4);
+            b.def_var(total, zero);
+            counted_loop(b, pos0, pos1, 1, |b, pos| {
+                let base = b.ins().imul_imm_s(pos, cs * 4);
+                let l = cross_entropy_position(b, fma, spec, [pa, pb, out, coef], base);
+                let t = b.use_var(total);
+                let t = b.ins().fadd(t, l);
+                b.def_var(total, t);
+            });
+            let t = b.use_var(total);
+            b.ins().store(flags(), t, aux, 0);
         }
         PointwiseKind::Softmax | PointwiseKind::SoftmaxBackward => {
             counted_loop(b, pos0, pos1, 1, |b, pos| {
@@ -183,6 +206,8 @@ fn forward(b: &mut FunctionBuilder, fma: bool, act: Act, x: Value) -> Value {
         }
         #[cfg(test)]
         Act::Exp => exp(b, fma, x),
+        #[cfg(test)]
+        Act::Ln => super::exp::ln(b, fma, x),
     }
 }
 
@@ -205,7 +230,7 @@ fn derivative(b: &mut FunctionBuilder, fma: bool, act: Act, v: Value) -> Value {
             b.ins().fmul(s, t)
         }
         #[cfg(test)]
-        Act::Exp => exp(b, fma, v),
+        Act::Exp | Act::Ln => exp(b, fma, v),
     }
 }
 
@@ -302,6 +327,89 @@ fn softmax_position(b: &mut FunctionBuilder, fma: bool, spec: &PointwiseSpec, pt
     });
 }
 
+/// Cross-entropy at the position whose first byte is `base`: writes the gradient, returns the
+/// position's loss in lane 0 (other lanes 0).
+fn cross_entropy_position(
+    b: &mut FunctionBuilder,
+    fma: bool,
+    spec: &PointwiseSpec,
+    ptrs: [Value; 4],
+    base: Value,
+) -> Value {
+    let [pa, pb, out, coef] = ptrs;
+    let cs = spec.cs as i64;
+    let a = b.ins().iadd(pa, base);
+    let t = b.ins().iadd(pb, base);
+    let o = b.ins().iadd(out, base);
+    let zero = splat(b, 0.0);
+    let load = |b: &mut FunctionBuilder, p: Value, off: Value| {
+        let q = b.ins().iadd(p, off);
+        b.ins().load(F32X4, flags(), q, 0)
+    };
+    let ninf = splat(b, f32::NEG_INFINITY);
+    let acc = b.declare_var(F32X4);
+    b.def_var(acc, ninf);
+    over_channels(b, cs, |b, off| {
+        let z = load(b, a, off);
+        let valid = load(b, coef, off);
+        let z = b.ins().bitselect(valid, z, ninf);
+        let m = b.use_var(acc);
+        let m = b.ins().fmax(m, z);
+        b.def_var(acc, m);
+    });
+    let m = b.use_var(acc);
+    let max = horizontal(b, m, true);
+    // Σ e^(z − max), Σ t, Σ t·(z − max) over the real classes; nothing stored yet (`out` may
+    // be the logits).
+    let (se, st, stz) = (b.declare_var(F32X4), b.declare_var(F32X4), b.declare_var(F32X4));
+    for v in [se, st, stz] {
+        b.def_var(v, zero);
+    }
+    over_channels(b, cs, |b, off| {
+        let z = load(b, a, off);
+        let tv = load(b, t, off);
+        let valid = load(b, coef, off);
+        let zs = b.ins().fsub(z, max);
+        let e = exp(b, fma, zs);
+        let e = b.ins().bitselect(valid, e, zero);
+        let tv = b.ins().bitselect(valid, tv, zero);
+        let tz = b.ins().fmul(tv, zs);
+        let tz = b.ins().bitselect(valid, tz, zero);
+        for (var, x) in [(se, e), (st, tv), (stz, tz)] {
+            let s = b.use_var(var);
+            let s = b.ins().fadd(s, x);
+            b.def_var(var, s);
+        }
+    });
+    let (s, ts, tzs) = (b.use_var(se), b.use_var(st), b.use_var(stz));
+    let sum = horizontal(b, s, false);
+    let tsum = horizontal(b, ts, false);
+    let tz = horizontal(b, tzs, false);
+    let scale = b.ins().load(F32X4, flags(), coef, (cs * 4) as i32);
+    let one = splat(b, 1.0);
+    let inv = b.ins().fdiv(one, sum);
+    let k = b.ins().fmul(inv, tsum);
+    over_channels(b, cs, |b, off| {
+        let z = load(b, a, off);
+        let tv = load(b, t, off);
+        let valid = load(b, coef, off);
+        let zs = b.ins().fsub(z, max);
+        let e = exp(b, fma, zs);
+        let g = b.ins().fmul(e, k);
+        let g = b.ins().fsub(g, tv);
+        let g = b.ins().fmul(g, scale);
+        let g = b.ins().bitselect(valid, g, zero);
+        let q = b.ins().iadd(o, off);
+        b.ins().store(flags(), g, q, 0);
+    });
+    // tsum·ln Σ − Σ t·(z − max), in lane 0.
+    let lnsum = super::exp::ln(b, fma, sum);
+    let l = b.ins().fmul(tsum, lnsum);
+    let l = b.ins().fsub(l, tz);
+    let l0 = b.ins().extractlane(l, 0);
+    b.ins().insertlane(zero, l0, 0)
+}
+
 #[cfg(test)]
 mod tests {
     //! Accuracy of the generated `exp`, `sigmoid` and `tanh` against f64 (`std`), over the whole
@@ -366,6 +474,18 @@ mod tests {
             let r = f64::from(*x).exp();
             assert!((f64::from(y) - r).abs() <= 1.5e-45 + 2.4e-7 * r, "exp({x}) = {y}, f64 {r}");
         }
+    }
+
+    #[test]
+    fn ln_is_within_about_one_ulp_of_f64() {
+        let (e, at) = worst(Act::Ln, (1.0, 1000.0), 1_000_001, f64::ln);
+        assert!(e < 1.5e-7, "worst relative error {e:e} at x = {at}");
+        // Near 1 ln x ≈ x − 1: relative accuracy kept.
+        let (e, at) = worst(Act::Ln, (1.0 + 1e-6, 1.01), 100_001, f64::ln);
+        assert!(e < 1.5e-7, "near 1: worst relative error {e:e} at x = {at}");
+        assert_eq!(generated(Act::Ln, &[1.0, 1e30])[0], 0.0);
+        let (e, at) = worst(Act::Ln, (1e-30, 1e30), 1_000_001, f64::ln);
+        assert!(e < 1.5e-7, "worst relative error {e:e} at x = {at}");
     }
 
     #[test]

@@ -104,7 +104,7 @@ impl UnaryPlan {
             Unary::Act(Act::Tanh) => "tanh; backward: dy·(1 − y²)".to_string(),
             Unary::Act(Act::Silu) => "silu; backward: dy·σ(x)(1 + x(1 − σ(x)))".to_string(),
             #[cfg(test)]
-            Unary::Act(Act::Exp) => "exp".to_string(),
+            Unary::Act(Act::Exp | Act::Ln) => "a test function".to_string(),
             Unary::Softmax => "softmax over the channels; backward: y·(dy − Σ dy·y)".to_string(),
             Unary::Dropout { p } => {
                 format!("dropout {p}: x times the drawn mask; backward: dy times the mask")
