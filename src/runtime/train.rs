@@ -200,11 +200,14 @@ pub fn load_data(program: &Program, base_dir: &Path) -> Result<Dataset, TrainErr
             data::check_targets(&ds.targets, train.loss, out_shape, &t).map_err(TrainError::Io)?;
             (ds, t.display().to_string())
         }
-        DataSpec::Segy { path, patch, step, noise, seed } => {
+        DataSpec::Segy { path, patch, step, noise, seed, holdout } => {
+            // Read a batch at a time; the scan that sets the scale refuses non-finite samples.
             let p = base_dir.join(path);
-            let ds = data::segy(&p, in_shape, patch.as_deref(), step.as_deref(), noise, *seed)
-                .map_err(TrainError::Io)?;
-            data::check_values(&ds.targets, &p).map_err(TrainError::Io)?;
+            let plan = data::SegyPlan {
+                holdout: *holdout,
+                ..data::SegyPlan::new(patch.as_deref(), step.as_deref())
+            };
+            let ds = data::segy(&p, in_shape, &plan, noise, *seed).map_err(TrainError::Io)?;
             (ds, p.display().to_string())
         }
     };
@@ -366,7 +369,9 @@ pub fn train_with(
         None
     };
     let dataset = load_data(program, base_dir)?;
-    let split = validation::split_of(&dataset, spec.validate, spec.seed);
+    let data_name =
+        data_files(program, base_dir).first().map(|(_, p)| p.display().to_string()).unwrap_or_default();
+    let split = dataset.split(spec.validate, spec.seed, &data_name).map_err(TrainError::Io)?;
     let n_train = split.train.len();
     let smallest = distributed::smallest_batch(n_train, spec.batch);
     if smallest < ranks {
@@ -425,24 +430,25 @@ pub fn train_with(
         .unwrap_or_default();
 
     let val_idx = split.val.clone();
-    let input_snr_db = (score && !val_idx.is_empty()).then(|| validation::input_snr(&dataset, &val_idx));
-    log(&validation::describe(&split, spec.validate, input_snr_db));
+    let input_snr_db = match score && !val_idx.is_empty() {
+        true => Some(validation::input_snr(&dataset, &val_idx).map_err(TrainError::Io)?),
+        false => None,
+    };
+    log(&validation::describe(&split, dataset.patches.as_ref(), spec.validate, input_snr_db));
     let mut report = TrainReport { input_snr_db, ..nothing_to_do() };
     if pos.epoch >= epochs {
         report.epochs = history;
         return Ok(report);
     }
-    // The training data's RMS travels with the weights: inference scales SEG-Y sections to it.
-    // A self-supervised model learned from the noisy inputs: their RMS is what it expects.
+    // The training data's clipped RMS of live samples travels with the weights: inference
+    // measures a file's the same way and scales it to this. A self-supervised model learned
+    // from the noisy inputs: their level is what it expects.
     let supervised_denoiser = denoising && spec.target.is_none();
-    let data_rms = data::rms(if supervised_denoiser { &dataset.targets } else { &dataset.inputs });
+    let levels = dataset.levels(!supervised_denoiser);
+    let data_rms = levels.clipped_rms;
     // What the model saw, so `infer` can say when a file is far from it: the sample interval
     // and the ratio of the largest amplitude to the RMS.
-    let seen = data::Seen::of(
-        &spec.data,
-        base_dir,
-        if supervised_denoiser { &dataset.targets } else { &dataset.inputs },
-    );
+    let seen = data::Seen::of(&spec.data, base_dir, &levels);
     let meta = |epoch: usize| {
         let mut m = provenance(program, &spec, epoch, data_rms);
         m.extend(seen.metadata());
@@ -476,7 +482,7 @@ pub fn train_with(
             // Supervised: a fresh noise draw every epoch. Self-supervised: the one noisy
             // recording the user has (a fresh draw would be a second, independent recording).
             let draw = if spec.target.is_some() { data::NOISE_FIXED } else { epoch as u64 + 1 };
-            let (x, t) = dataset.batch_with_noise(idx, draw);
+            let (x, t) = dataset.batch_with_noise(idx, draw).map_err(TrainError::Io)?;
             let engine = graphs.get(idx.len())?;
             // Dropout masks: rank 0's seed is the single-process one; other shards draw their own.
             let seed = mix(spec.seed, epoch as u64 + 1, b as u64 + 1)
@@ -677,6 +683,7 @@ fn provenance(program: &Program, spec: &TrainSpec, epochs: usize, data_rms: f64)
         ("model".to_string(), program.model.name.clone()),
         ("epochs".to_string(), epochs.to_string()),
         ("data_rms".to_string(), data_rms.to_string()),
+        ("data_scale".to_string(), data::SCALE_METHOD.to_string()),
         ("geonetc_version".to_string(), env!("CARGO_PKG_VERSION").to_string()),
         ("seed".to_string(), spec.seed.to_string()),
         ("data".to_string(), json(&spec.data)),
