@@ -101,6 +101,12 @@ pub fn load_weights(
     let graph = geonetc::ir::lower(program, 1);
     let (params, meta) = geonetc::runtime::checkpoint::load_weights(w, &graph).map_err(super::fail)?;
     let rms = geonetc::runtime::checkpoint::data_rms(&meta, w).map_err(super::fail)?;
+    if rms.is_some() && !meta.contains_key("data_scale") {
+        eprintln!(
+            "note: {} states the plain RMS of its training data (written before training measured the clipped RMS of live samples, as inference does); the input is scaled to it by its clipped RMS",
+            w.display()
+        );
+    }
     Ok((Some((params, meta)), rms))
 }
 

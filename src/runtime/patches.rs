@@ -333,6 +333,18 @@ impl PatchIndex {
         }
     }
 
+    /// What the patches are, after their count (`patches of 64×64 of the inline and crossline sections`).
+    pub fn describe_kind(&self) -> String {
+        let [h, w] = self.size;
+        match (&self.split_axis, self.trace_major) {
+            (_, true) => format!("windows of {h} samples of the traces"),
+            (SplitAxis::Traces, false) => format!("patches of {h}×{w} (samples × traces) of the 2-D line"),
+            (SplitAxis::Inlines(_), false) => {
+                format!("patches of {h}×{w} (samples × traces) of the volume's inline and crossline sections")
+            }
+        }
+    }
+
     /// The shape of one sample: `[1, H, W]`, or `[1, N]` for 1-D windows.
     pub fn sample_shape(&self) -> Vec<usize> {
         if self.trace_major { vec![1, self.size[0]] } else { vec![1, self.size[0], self.size[1]] }

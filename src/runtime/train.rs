@@ -372,6 +372,14 @@ pub fn train_with(
     let data_name =
         data_files(program, base_dir).first().map(|(_, p)| p.display().to_string()).unwrap_or_default();
     let split = dataset.split(spec.validate, spec.seed, &data_name).map_err(TrainError::Io)?;
+    if let (Some(file), Some(index)) = (&dataset.file, &dataset.patches) {
+        log(&format!(
+            "data: {} {}, read from the file a batch at a time; scale: clipped RMS {:.6e} of the live samples",
+            index.len(),
+            index.describe_kind(),
+            file.scale
+        ));
+    }
     let n_train = split.train.len();
     let smallest = distributed::smallest_batch(n_train, spec.batch);
     if smallest < ranks {
