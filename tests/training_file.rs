@@ -173,7 +173,10 @@ fn holdout_keeps_the_named_traces_or_inlines_out_of_training() {
     assert!(
         err(&line, Holdout::Traces { first: 590, last: 700 }).contains("outside the line's traces 1–601")
     );
-    assert!(err(&line, Holdout::Traces { first: 1, last: 10 }).contains("no patch lies wholly inside the held-out traces 1–10"));
+    assert!(
+        err(&line, Holdout::Traces { first: 1, last: 10 })
+            .contains("no patch lies wholly inside the held-out traces 1–10")
+    );
 }
 
 #[test]

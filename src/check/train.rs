@@ -770,7 +770,7 @@ fn check_holdout(expr: &ast::Expr, diags: &mut Vec<Diagnostic>) -> Option<Holdou
                 name.span.clone(),
                 "expected inlines or traces",
             );
-            d = match closest(other, ["inlines", "traces"].into_iter()) {
+            d = match closest(other, ["inlines", "traces"]) {
                 Some(s) => d.with_help(format!("did you mean `{s}`?")),
                 None => d.with_help(usage),
             };

@@ -137,8 +137,8 @@ impl Dataset {
     /// inference measures a file's: see [`Levels`].
     pub fn levels(&self, of_inputs: bool) -> Levels {
         match (&self.file, self.file_peak_to_rms) {
-            // Divided by its own clipped RMS: 1 (x / x is exactly 1).
-            (Some(f), Some(crest)) => Levels { clipped_rms: f.scale / f.scale, peak_to_rms: crest },
+            // Divided by its own clipped RMS (`FilePatches::scale`): 1.
+            (Some(_), Some(crest)) => Levels { clipped_rms: 1.0, peak_to_rms: crest },
             _ => Levels::of(if of_inputs { &self.inputs } else { &self.targets }),
         }
     }
@@ -505,8 +505,10 @@ pub fn segy(
             size[0], size[1]
         ));
     }
-    let mut options = crate::seismic::hygiene::Options::default();
-    options.nonfinite = crate::seismic::hygiene::NonFinite::Mask;
+    let options = crate::seismic::hygiene::Options {
+        nonfinite: crate::seismic::hygiene::NonFinite::Mask,
+        ..Default::default()
+    };
     let (found, (scale, _, _), (peak, plain)) =
         super::stream::file_scan(&f, 1024, &options, &|| false).map_err(|e| format!("{name}: {e}"))?;
     if let Some(&(t, s)) = found.nonfinite.first() {

@@ -95,7 +95,7 @@ fn tile_count(n: usize, tile: usize, step: usize) -> usize {
     }
     let step = step.max(1);
     let regular = (n - tile) / step + 1;
-    regular + usize::from((n - tile) % step != 0)
+    regular + usize::from(!(n - tile).is_multiple_of(step))
 }
 fn tile_origin(k: usize, n: usize, tile: usize, step: usize) -> usize {
     (k * step.max(1)).min(n.saturating_sub(tile))

@@ -206,6 +206,10 @@ fn start_in_order(input: &SeismicFile, out: &Path) -> Result<AtomicFile, String>
 /// At most this many live samples are kept to estimate the clip level of the clipped RMS.
 const SCALE_SAMPLES: usize = 4_000_000;
 
+/// What [`file_scan`] returns: what hygiene found; (clipped RMS, clip, live samples); (largest
+/// |sample|, plain RMS).
+pub(crate) type FileScan = (hygiene::Scan, (f64, f64, usize), (f64, f64));
+
 /// The hygiene pass over the whole file, a window of traces at a time: refuses non-finite
 /// samples (unless masked); returns what the scan found over the file (without the per-sample
 /// mask) and (clipped RMS, clip level, live samples), the clip estimated from an even subsample
@@ -217,7 +221,7 @@ pub(crate) fn file_scan(
     window: usize,
     options: &Options,
     stop: &dyn Fn() -> bool,
-) -> Result<(hygiene::Scan, (f64, f64, usize), (f64, f64)), String> {
+) -> Result<FileScan, String> {
     let mut found = hygiene::Scan {
         nonfinite: vec![],
         dead: vec![],

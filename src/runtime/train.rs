@@ -437,7 +437,7 @@ pub fn train_with(
         })
         .unwrap_or_default();
 
-    let val_idx = split.val.clone();
+    let val_idx = validation::bounded(&split.val);
     let input_snr_db = match score && !val_idx.is_empty() {
         true => Some(validation::input_snr(&dataset, &val_idx).map_err(TrainError::Io)?),
         false => None,

@@ -16,6 +16,19 @@ pub fn split_of(dataset: &Dataset, fraction: f64, seed: u64) -> Result<Split, St
     dataset.split(fraction, seed, "the training data")
 }
 
+/// At most this many held-out samples validate each epoch: a file of any size then validates
+/// in bounded time (10 % of a 20 GB line's patches would be a million patches).
+pub const MAX_VALIDATION: usize = 4096;
+
+/// The held-out samples that validate: all of them up to [`MAX_VALIDATION`], else that many
+/// evenly spaced through them (the same every epoch).
+pub fn bounded(val: &[usize]) -> Vec<usize> {
+    if val.len() <= MAX_VALIDATION {
+        return val.to_vec();
+    }
+    (0..MAX_VALIDATION).map(|k| val[k * val.len() / MAX_VALIDATION]).collect()
+}
+
 /// One line saying what validates, and the baseline: the SNR of the noisy validation inputs
 /// against their clean targets, which a denoiser must beat.
 pub fn describe(
@@ -52,6 +65,9 @@ pub fn describe(
             }
         )
     };
+    if split.val.len() > MAX_VALIDATION {
+        line += &format!(" ({MAX_VALIDATION} of the held-out samples, evenly spaced, validate each epoch)");
+    }
     if let Some(snr) = input_snr_db {
         line += &format!("; noisy-input SNR {} (the baseline)", super::train::fmt_snr(snr));
     }
