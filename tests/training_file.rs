@@ -228,3 +228,37 @@ fn training_and_inference_scale_a_file_by_the_same_clipped_rms() {
     assert!((factor * trained_scale - 1.0).abs() < 1e-6, "×{factor} for scale {trained_scale}");
     let _ = std::fs::remove_dir_all(&d);
 }
+
+#[test]
+fn holdout_diagnostics() {
+    let model = "model d {\n  input x: [1, 32, 32]\n  y = x -> conv(1, kernel=3, pad=same)\n  output y\n}\n";
+    let cases = [
+        ("holdout_empty_range", "segy(\"f.sgy\", holdout = inlines(120, 100))"),
+        ("holdout_trace_zero", "segy(\"f.sgy\", holdout = traces(0, 80))"),
+        ("holdout_unknown_kind", "segy(\"f.sgy\", holdout = inline(100, 120))"),
+        ("holdout_one_number", "segy(\"f.sgy\", holdout = traces(80))"),
+        ("holdout_not_a_range", "segy(\"f.sgy\", holdout = [1, 80])"),
+        ("holdout_twice", "segy(\"f.sgy\", holdout = traces(1, 80), holdout = traces(1, 90))"),
+        ("holdout_on_npy", "npy(input = \"x.npy\", target = \"y.npy\", holdout = traces(1, 80))"),
+    ];
+    for (name, data) in cases {
+        let src = format!("{model}train {{\n  data = {data}\n}}\n");
+        let out = geonetc::check::check_source(&src);
+        assert_eq!(out.diagnostics.len(), 1, "{name}: {:#?}", out.diagnostics);
+        let text = geonetc::diag::render(&out.diagnostics, &format!("{name}.geonet"), &src, false);
+        insta::assert_snapshot!(name, text);
+    }
+    // Both forms accepted, carried into the program.
+    for (data, want) in [
+        ("segy(\"f.sgy\", holdout = inlines(100, 120))", Holdout::Inlines { first: 100, last: 120 }),
+        ("segy(\"f.sgy\", holdout = traces(1, 80))", Holdout::Traces { first: 1, last: 80 }),
+    ] {
+        let out = geonetc::check::check_source(&format!("{model}train {{\n  data = {data}\n}}\n"));
+        assert!(out.diagnostics.iter().all(|d| !d.is_error()), "{:#?}", out.diagnostics);
+        let program = out.program.unwrap();
+        match &program.train.as_ref().unwrap().data {
+            geonetc::check::program::DataSpec::Segy { holdout, .. } => assert_eq!(*holdout, Some(want)),
+            other => panic!("{other:?}"),
+        }
+    }
+}
