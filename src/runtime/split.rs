@@ -230,6 +230,34 @@ mod tests {
         }
     }
 
+    proptest! {
+        /// A held-out range the user names (`holdout = traces(a, b)`): validation patches lie
+        /// inside it, no training patch shares a position with it, every patch is counted once.
+        #[test]
+        fn a_named_holdout_never_overlaps_training_patches(
+            rows in 8usize..80, cols in 8usize..400, h in 1usize..8, w in 1usize..40,
+            sh in 1usize..8, sw in 1usize..40, a in 0usize..400, len in 0usize..200,
+        ) {
+            let (h, w) = (h.min(rows), w.min(cols));
+            let patches = grid(rows, cols, h, w, sh, sw);
+            let held = a.min(cols)..(a + len).min(cols);
+            let span = |i: usize| patches[i].start[1]..patches[i].start[1] + patches[i].size[1];
+            let s = holdout_spans(patches.len(), &span, held.clone());
+            for &t in &s.train {
+                let r = span(t);
+                prop_assert!(r.end <= held.start || held.end <= r.start, "train {:?} touches {:?}", r, held);
+            }
+            for &v in &s.val {
+                let r = span(v);
+                prop_assert!(held.start <= r.start && r.end <= held.end);
+                for &t in &s.train {
+                    prop_assert!(!overlaps(&patches[v], &patches[t]));
+                }
+            }
+            prop_assert_eq!(s.train.len() + s.val.len() + s.dropped, patches.len());
+        }
+    }
+
     #[test]
     fn the_seed_chooses_the_blocks_and_the_fraction_is_reached() {
         // Penobscot-like: 601 traces, 64-trace patches every 32 traces.
