@@ -226,6 +226,29 @@ fn training_and_inference_scale_a_file_by_the_same_clipped_rms() {
     // Printed to 7 significant digits: the same scale, and inference multiplies by its inverse.
     assert!((trained_scale / inferred_scale - 1.0).abs() < 1e-6, "{trained_scale} vs {inferred_scale}");
     assert!((factor * trained_scale - 1.0).abs() < 1e-6, "×{factor} for scale {trained_scale}");
+    assert!(!said.contains("plain RMS"), "{said}");
+    // Weights from before `data_scale` are still read, and inference says how they measured.
+    let program = geonetc::check::check_source(&std::fs::read_to_string(&model).unwrap()).program.unwrap();
+    let graph = geonetc::ir::lower(&program, 1);
+    let params = geonetc::ir::init_params(&graph, 1);
+    let old = d.join("old.safetensors");
+    geonetc::runtime::checkpoint::save_weights(
+        &old,
+        &graph,
+        &params,
+        vec![("data_rms".into(), "0.9".into())],
+    )
+    .unwrap();
+    let out = d.join("out_old.sgy");
+    let infer = Command::new(env!("CARGO_BIN_EXE_geonetc"))
+        .args(["infer", model.to_str().unwrap(), "--weights", old.to_str().unwrap()])
+        .args(["--input", p.to_str().unwrap(), "--output", out.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&infer.stdout).to_string() + &String::from_utf8_lossy(&infer.stderr);
+    assert_eq!(infer.status.code(), Some(0), "{said}");
+    assert!(said.contains("scaled to the training RMS 9.000000e-1"), "{said}");
+    assert!(said.contains("note: these weights state the plain RMS of their training data"), "{said}");
     let _ = std::fs::remove_dir_all(&d);
 }
 

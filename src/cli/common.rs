@@ -101,13 +101,18 @@ pub fn load_weights(
     let graph = geonetc::ir::lower(program, 1);
     let (params, meta) = geonetc::runtime::checkpoint::load_weights(w, &graph).map_err(super::fail)?;
     let rms = geonetc::runtime::checkpoint::data_rms(&meta, w).map_err(super::fail)?;
-    if rms.is_some() && !meta.contains_key("data_scale") {
-        eprintln!(
-            "note: {} states the plain RMS of its training data (written before training measured the clipped RMS of live samples, as inference does); the input is scaled to it by its clipped RMS",
-            w.display()
-        );
-    }
     Ok((Some((params, meta)), rms))
+}
+
+/// After the scale line: how the weights' training RMS was measured, when they predate
+/// `data_scale` (their `data_rms` is then the plain RMS of every training sample).
+pub fn scale_note(weights: &Option<Weights>) -> String {
+    match weights {
+        Some((_, meta)) if meta.contains_key("data_rms") && !meta.contains_key("data_scale") => {
+            "note: these weights state the plain RMS of their training data (written before training measured the clipped RMS of live samples, as the input is measured here)\n".into()
+        }
+        _ => String::new(),
+    }
 }
 
 /// Notes int32 SEG-Y samples that 32-bit floats cannot hold exactly (beyond ±2^24) when the
