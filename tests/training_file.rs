@@ -285,3 +285,49 @@ fn holdout_diagnostics() {
         }
     }
 }
+
+#[test]
+fn no_patch_spans_a_missing_trace_and_an_unsorted_volume_gives_the_same_patches() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/seismic/volumes");
+    // 6 inlines (10..20 step 2) × 7 crosslines (100..106), 16 samples; missing 12/103,
+    // 16/100, 16/101, 20/106. Patches 8 × 3 every 4 × 1; runs of present traces:
+    // inlines 7, 3+3, 7, 5, 7, 6 → 5 + 2 + 5 + 3 + 5 + 4 = 24 columns;
+    // crosslines 3+2, 3+2, 6, 1+4, 6, 6, 5 → 1 + 1 + 4 + 2 + 4 + 4 + 3 = 19 columns; rows 0, 4, 8.
+    let plan = SegyPlan::new(None, Some(&[4, 1]));
+    let patches_of = |name: &str| {
+        let p = dir.join(name);
+        let ds = data::segy(&p, &[1, 8, 3], &plan, &quiet(), 1).unwrap();
+        assert_eq!(ds.len(), (24 + 19) * 3, "{name}");
+        let f = SeismicFile::open(&p).unwrap();
+        let index = ds.patches.as_ref().unwrap();
+        let mut out = vec![];
+        for i in 0..ds.len() {
+            let (traces, r) = index.traces_of(i);
+            let headers: Vec<_> = traces.iter().map(|&t| f.trace_header(t).unwrap()).collect();
+            let keys: Vec<(i32, i32)> = headers.iter().map(|h| (h.inline, h.crossline)).collect();
+            let dead: Vec<bool> = headers.iter().map(|h| h.trace_id == 2).collect();
+            // Neighbours on the grid: the next inline (step 2) or the next crossline.
+            let along_inline = keys.windows(2).all(|w| w[1] == (w[0].0, w[0].1 + 1));
+            let along_crossline = keys.windows(2).all(|w| w[1] == (w[0].0 + 2, w[0].1));
+            assert!(along_inline || along_crossline, "{name}: patch {i} spans {keys:?}");
+            let (_, t) = ds.batch_with_noise(&[i], NOISE_FIXED).unwrap();
+            let scale = ds.file.as_ref().unwrap().scale;
+            out.push((keys, r, t.iter().map(|v| v * scale).collect::<Vec<f64>>(), dead));
+        }
+        out.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
+        out
+    };
+    let sorted = patches_of("missing.sgy");
+    let shuffled = patches_of("unsorted.sgy");
+    // unsorted.sgy marks two traces dead (trace identification code 2): they read as zeros.
+    let mut dead_seen = 0;
+    for (a, b) in sorted.iter().zip(&shuffled) {
+        assert_eq!((&a.0, a.1), (&b.0, b.1));
+        for (k, (x, y)) in a.2.iter().zip(&b.2).enumerate() {
+            let want = if b.3[k % 3] { 0.0 } else { *x };
+            dead_seen += usize::from(b.3[k % 3]);
+            assert!((want - y).abs() <= 1e-9 * x.abs().max(1.0), "{:?}: {want} vs {y}", a.0);
+        }
+    }
+    assert!(dead_seen > 0);
+}

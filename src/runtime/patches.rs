@@ -172,17 +172,9 @@ impl PatchIndex {
             out
         };
         for i in 0..grid.inlines {
+            // 1-D windows take these strips too, one trace wide.
             for (_, run) in runs(grid.inline(i)) {
-                if one_d {
-                    // Each trace is its own strip of one trace.
-                    strips.extend(run.into_iter().map(|t| Strip {
-                        traces: Traces::Run { first: t, len: 1 },
-                        split_start: i,
-                        along_split: false,
-                    }));
-                } else {
-                    strips.push(Strip { traces: Traces::from_list(run), split_start: i, along_split: false });
-                }
+                strips.push(Strip { traces: Traces::from_list(run), split_start: i, along_split: false });
             }
         }
         if !one_d {
