@@ -331,3 +331,28 @@ fn no_patch_spans_a_missing_trace_and_an_unsorted_volume_gives_the_same_patches(
     }
     assert!(dead_seen > 0);
 }
+
+#[test]
+fn ctrl_c_while_a_file_loads_ends_the_run_with_nothing_written() {
+    let Some(p) = data("field/f3.sgy") else { return };
+    let stopped = SegyPlan { stop: &|| true, ..SegyPlan::new(None, None) };
+    assert!(data::segy(&p, &[1, 16, 16], &stopped, &quiet(), 1).unwrap_err().contains("interrupted"));
+    let d = tmp("stop");
+    let src = format!(
+        "model m {{\n  input x: [1, 16, 16]\n  y = x -> conv(1, kernel=1)\n  output y\n}}\noptimizer sgd {{ lr = 1e-3 }}\ntrain {{\n  data = segy(\"{}\")\n  epochs = 1\n  save = \"m.safetensors\"\n}}\n",
+        p.display()
+    );
+    let program = geonetc::check::check_source(&src).program.unwrap();
+    let opts = geonetc::runtime::train::TrainOptions {
+        epochs: None,
+        out_dir: None,
+        resume: None,
+        stop: std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true)),
+        progress_bar: false,
+        backend: geonetc::runtime::engine::Backend::Interp,
+    };
+    let report = geonetc::runtime::train::train(&program, &d, &opts, &mut |_| {}).unwrap();
+    assert!(report.interrupted && report.written.is_empty() && report.trained_epochs == 0);
+    assert!(!d.join("m.safetensors").exists() && !d.join("m.ckpt.safetensors").exists());
+    let _ = std::fs::remove_dir_all(&d);
+}

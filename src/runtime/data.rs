@@ -448,11 +448,17 @@ pub struct SegyPlan<'a> {
     pub step: Option<&'a [usize]>,
     pub holdout: Option<Holdout>,
     pub geometry: crate::seismic::geometry::GeometryOptions,
+    /// Polled during the passes over the file (Ctrl-C); true stops with an error.
+    pub stop: &'a dyn Fn() -> bool,
+}
+
+fn never() -> bool {
+    false
 }
 
 impl SegyPlan<'_> {
     pub fn new<'a>(patch: Option<&'a [usize]>, step: Option<&'a [usize]>) -> SegyPlan<'a> {
-        SegyPlan { patch, step, holdout: None, geometry: Default::default() }
+        SegyPlan { patch, step, holdout: None, geometry: Default::default(), stop: &never }
     }
 }
 
@@ -490,8 +496,8 @@ pub fn segy(
     }
     let (size, step, one_d) = patch_plan(model_in, plan.patch, plan.step, &name)?;
     let (rows, cols) = (f.samples, f.traces());
-    let geometry =
-        crate::seismic::geometry::Geometry::index(&f, plan.geometry).map_err(|e| format!("{name}: {e}"))?;
+    let geometry = crate::seismic::geometry::Geometry::index_until(&f, plan.geometry, plan.stop)
+        .map_err(|e| format!("{name}: {e}"))?;
     let index = match PatchIndex::volume(&geometry, rows, size, step, one_d) {
         Some(index) => index,
         None => {
@@ -510,7 +516,7 @@ pub fn segy(
         ..Default::default()
     };
     let (found, (scale, _, _), (peak, plain)) =
-        super::stream::file_scan(&f, 1024, &options, &|| false).map_err(|e| format!("{name}: {e}"))?;
+        super::stream::file_scan(&f, 1024, &options, plan.stop).map_err(|e| format!("{name}: {e}"))?;
     if let Some(&(t, s)) = found.nonfinite.first() {
         return Err(format!(
             "{name}: trace {} (of {cols}), sample {} is NaN or infinite ({} such samples in all); training needs finite data",

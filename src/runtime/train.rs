@@ -143,6 +143,15 @@ impl std::fmt::Display for TrainError {
 /// sample, every value finite, targets that fit the loss (class indices below the class
 /// count for cross_entropy, the output's shape otherwise).
 pub fn load_data(program: &Program, base_dir: &Path) -> Result<Dataset, TrainError> {
+    load_data_until(program, base_dir, &|| false)
+}
+
+/// [`load_data`], polling `stop` during the passes over a SEG-Y/SU file (minutes on a large one).
+pub fn load_data_until(
+    program: &Program,
+    base_dir: &Path,
+    stop: &dyn Fn() -> bool,
+) -> Result<Dataset, TrainError> {
     let train = program.train.as_ref().ok_or_else(|| TrainError::Io("no train block".into()))?;
     if program.model.inputs.len() != 1 {
         return Err(TrainError::Io(format!(
@@ -205,6 +214,7 @@ pub fn load_data(program: &Program, base_dir: &Path) -> Result<Dataset, TrainErr
             let p = base_dir.join(path);
             let plan = data::SegyPlan {
                 holdout: *holdout,
+                stop,
                 ..data::SegyPlan::new(patch.as_deref(), step.as_deref())
             };
             let ds = data::segy(&p, in_shape, &plan, noise, *seed).map_err(TrainError::Io)?;
@@ -368,7 +378,13 @@ pub fn train_with(
     } else {
         None
     };
-    let dataset = load_data(program, base_dir)?;
+    // Ctrl-C while the data loads (a pass over a large file takes minutes) ends the run with
+    // nothing written. Ranks of a data-parallel run load alike and stop together at a step.
+    let stop_loading = || ranks == 1 && opts.stop.load(Ordering::SeqCst);
+    let dataset = match load_data_until(program, base_dir, &stop_loading) {
+        Err(_) if stop_loading() => return Ok(TrainReport { interrupted: true, ..nothing_to_do() }),
+        loaded => loaded?,
+    };
     let data_name =
         data_files(program, base_dir).first().map(|(_, p)| p.display().to_string()).unwrap_or_default();
     let split = dataset.split(spec.validate, spec.seed, &data_name).map_err(TrainError::Io)?;
