@@ -310,42 +310,43 @@ fn a_two_dimensional_npy_is_a_section_for_infer_with_a_picture() {
 
 #[test]
 fn segy_training_patches() {
-    let Some(p) = data("field/f3.sgy") else { return };
-    // 75 samples × 414 traces; patches 32 × 64 every 16 × 32: rows 0,16,32,43 × cols 0..350.
+    let Some(p) = data("field/penobscot_xl1155.sgy") else { return };
+    // A 2-D line: 1501 samples × 601 traces; patches 32 × 64 every 16 × 32.
+    let plan = geonetc::runtime::data::SegyPlan::new(None, Some(&[16, 32]));
     let ds = geonetc::runtime::data::segy(
         &p,
         &[1, 32, 64],
-        None,
-        Some(&[16, 32]),
+        &plan,
         &geonetc::check::program::NoiseSpec::gaussian(0.0),
         1,
     )
     .unwrap();
-    let rows = geonetc::seismic::tile_starts(75, 32, 16).len();
-    let cols = geonetc::seismic::tile_starts(414, 64, 32).len();
+    let rows = geonetc::seismic::tile_starts(1501, 32, 16).len();
+    let cols = geonetc::seismic::tile_starts(601, 64, 32).len();
     assert_eq!(ds.len(), rows * cols);
-    assert_eq!(ds.inputs, ds.targets); // noise 0
-    // Normalised to unit RMS over the section: the first patch is the section's corner / rms.
+    let (x, t) = ds.batch_with_noise(&[0, 1], 0).unwrap();
+    assert_eq!(x, t); // noise 0
+    // Divided by the file's scale: the first patch is the section's corner / scale.
     let f = SeismicFile::open(&p).unwrap();
     let s = f.section().unwrap();
-    let rms = (s.iter().map(|&v| (v as f64).powi(2)).sum::<f64>() / s.len() as f64).sqrt();
-    assert!((ds.targets[[0, 0, 5, 7]] - s[[7, 5]] as f64 / rms).abs() < 1e-9);
+    let scale = ds.file.as_ref().unwrap().scale;
+    assert!((t[[0, 0, 5, 7]] - s[[7, 5]] as f64 / scale).abs() < 1e-9);
+    assert!((t[[1, 0, 5, 7]] - s[[32 + 7, 5]] as f64 / scale).abs() < 1e-9);
+    let plan = geonetc::runtime::data::SegyPlan::new(None, None);
     let traces = geonetc::runtime::data::segy(
         &p,
         &[1, 40],
-        None,
-        None,
+        &plan,
         &geonetc::check::program::NoiseSpec::gaussian(0.5),
         1,
     )
     .unwrap();
-    assert_eq!(traces.len(), 414 * geonetc::seismic::tile_starts(75, 40, 20).len());
+    assert_eq!(traces.len(), 601 * geonetc::seismic::tile_starts(1501, 40, 20).len());
     assert!(
         geonetc::runtime::data::segy(
             &p,
-            &[1, 128, 64],
-            None,
-            None,
+            &[1, 2048, 64],
+            &plan,
             &geonetc::check::program::NoiseSpec::gaussian(0.5),
             1
         )

@@ -229,15 +229,15 @@ fn masked_mse_on_the_jit_matches_the_interpreter() {
 fn validation_noise_is_fixed_and_training_noise_is_fresh_each_epoch() {
     let ds = data::synthetic(&[1, 16, 16], 6, &NoiseSpec::gaussian(0.5), 2).unwrap();
     let idx = [1, 4];
-    let (fixed, clean) = ds.batch_with_noise(&idx, NOISE_FIXED);
+    let (fixed, clean) = ds.batch_with_noise(&idx, NOISE_FIXED).unwrap();
     assert_eq!(fixed, ds.batch(&idx).0, "validation sees the stored draw");
-    assert_eq!(ds.batch_with_noise(&idx, NOISE_FIXED).0, fixed, "the same every epoch");
-    let (e1, c1) = ds.batch_with_noise(&idx, 1);
-    let (e2, _) = ds.batch_with_noise(&idx, 2);
+    assert_eq!(ds.batch_with_noise(&idx, NOISE_FIXED).unwrap().0, fixed, "the same every epoch");
+    let (e1, c1) = ds.batch_with_noise(&idx, 1).unwrap();
+    let (e2, _) = ds.batch_with_noise(&idx, 2).unwrap();
     assert_eq!(c1, clean, "the clean targets do not change");
     assert_ne!(e1, fixed);
     assert_ne!(e1, e2);
-    assert_eq!(ds.batch_with_noise(&idx, 1).0, e1, "a draw is reproducible (resume)");
+    assert_eq!(ds.batch_with_noise(&idx, 1).unwrap().0, e1, "a draw is reproducible (resume)");
     // Each draw has the requested level: noise std / clean RMS = 0.5.
     for x in [&fixed, &e1, &e2] {
         let ratio = data::rms(&(x - &clean)) / data::rms(&clean);
@@ -273,15 +273,16 @@ fn segy_patches_validate_on_held_out_traces_only() {
         eprintln!("skipped: {} is absent", file.display());
         return;
     }
-    let ds = data::segy(&file, &[1, 64, 64], None, None, &NoiseSpec::gaussian(0.5), 1).unwrap();
-    let split = geonetc::runtime::validation::split_of(&ds, 0.1, 3);
-    let (positions, traces) = ds.patches.as_ref().unwrap();
-    assert_eq!(*traces, 601);
+    let ds = data::segy(&file, &[1, 64, 64], &data::SegyPlan::new(None, None), &NoiseSpec::gaussian(0.5), 1)
+        .unwrap();
+    let split = geonetc::runtime::validation::split_of(&ds, 0.1, 3).unwrap();
+    let index = ds.patches.as_ref().unwrap();
+    assert_eq!(index.split_extent, 601);
     assert!(!split.val.is_empty() && !split.held_out.is_empty());
     for &v in &split.val {
-        let c = positions[v].start[1];
+        let c = index.traces_of(v).0[0];
         for &t in &split.train {
-            let d = positions[t].start[1];
+            let d = index.traces_of(t).0[0];
             assert!(c + 64 <= d || d + 64 <= c, "val patch at trace {c} overlaps train patch at {d}");
         }
     }

@@ -8,6 +8,7 @@
 mod args;
 mod blocks;
 mod calls;
+mod holdout;
 pub mod layers;
 mod model;
 pub mod noise;

@@ -141,6 +141,16 @@ pub enum SelfSupervised {
     BlindTrace { ratio: f64, radius: usize },
 }
 
+/// The part of a recorded file held out for validation (`holdout = inlines(a, b)` or
+/// `traces(a, b)`): inclusive, in the file's own numbers (inline numbers from the headers;
+/// traces counted from 1, as `inspect` and the validation line print them).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Holdout {
+    Inlines { first: i64, last: i64 },
+    Traces { first: i64, last: i64 },
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub enum LossKind {
     Mse,
@@ -154,7 +164,16 @@ pub enum DataSpec {
     /// linear and hyperbolic events, sampled at 4 ms; input = clean + noise, target = clean.
     Synthetic { shape: Shape, count: usize, noise: NoiseSpec, seed: u64 },
     /// Patches (2-D models) or traces (1-D models) cut from a SEG-Y/SU file; paths as written.
-    Segy { path: String, patch: Option<Vec<usize>>, step: Option<Vec<usize>>, noise: NoiseSpec, seed: u64 },
+    /// `holdout` names the part that validates (docs/seismic.md, "Holding out for validation").
+    Segy {
+        path: String,
+        patch: Option<Vec<usize>>,
+        step: Option<Vec<usize>>,
+        noise: NoiseSpec,
+        seed: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        holdout: Option<Holdout>,
+    },
     /// Arrays with the batch axis first; paths as written. With `noise`, the inputs get that
     /// noise (sample interval `dt_ms`, default 4 ms), and the target defaults to the input file.
     /// `target` is None only for self-supervised training without noise (nothing is scored

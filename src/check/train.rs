@@ -1,6 +1,7 @@
 //! The `optimizer` and `train` items: known names and keys, ranges, data sources and losses,
 //! and whether the data fits the model.
 
+use super::holdout::check_holdout;
 use super::model::CheckedModel;
 use super::noise::{NoiseSpec, check_noise};
 use super::program::{DataSpec, LossKind, OptimizerKind, OptimizerSpec, TrainSpec};
@@ -369,7 +370,7 @@ pub fn check_train(
 pub fn source_keys(source: &str) -> Option<&'static [&'static str]> {
     Some(match source {
         "synthetic" => &["shape", "count", "noise", "seed"],
-        "segy" => &["file", "patch", "step", "noise", "seed"],
+        "segy" => &["file", "patch", "step", "noise", "seed", "holdout"],
         "npy" => &["input", "target", "noise", "dt_ms", "seed"],
         _ => return None,
     })
@@ -420,6 +421,8 @@ fn check_data(
     let mut got: HashMap<&'static str, (Value, Span)> = HashMap::new();
     // `noise` is an expression of noise kinds, checked by `noise::check_noise`, not a value.
     let mut noise_expr: Option<&ast::Expr> = None;
+    // `holdout = inlines(a, b)` / `traces(a, b)` is a call, checked by `check_holdout`.
+    let mut holdout_expr: Option<&ast::Expr> = None;
     let positional: &[&'static str] = if source == "segy" { &["file"] } else { &[] };
     let mut pos = positional.iter();
     for a in args {
@@ -459,6 +462,17 @@ fn check_data(
                 diags.push(Diagnostic::error(
                     codes::DUPLICATE_ATTRIBUTE,
                     "`noise` is given twice",
+                    a.span.clone(),
+                    "given again",
+                ));
+            }
+            continue;
+        }
+        if key == "holdout" {
+            if holdout_expr.replace(&a.value).is_some() {
+                diags.push(Diagnostic::error(
+                    codes::DUPLICATE_ATTRIBUTE,
+                    "`holdout` is given twice",
                     a.span.clone(),
                     "given again",
                 ));
@@ -676,6 +690,7 @@ fn check_data(
                 step,
                 noise: noise(diags).unwrap_or_else(|| NoiseSpec::gaussian(0.5)),
                 seed: seed(diags),
+                holdout: holdout_expr.and_then(|e| check_holdout(e, diags)),
             }
         }
         _ => {

@@ -10,13 +10,13 @@ use std::process::ExitCode;
 /// weights check's comparison with the RMS the weights were trained at. None when the data
 /// cannot be loaded (the weights check then says nothing about it).
 fn training_data_rms(program: &Program, file: &Path) -> Option<f64> {
-    use geonetc::runtime::{data, train};
+    use geonetc::runtime::train;
     let spec = program.train.as_ref()?;
     let base = file.parent().map(Path::to_path_buf).unwrap_or_default();
     let set = train::load_data(program, &base).ok()?;
     let denoising =
         spec.loss != check::program::LossKind::CrossEntropy && set.inputs.shape() == set.targets.shape();
-    Some(data::rms(if denoising { &set.targets } else { &set.inputs }))
+    Some(set.levels(!(denoising && spec.target.is_none())).clipped_rms)
 }
 
 pub fn run(file: &Path, format: Format, weights: Option<&Path>) -> ExitCode {

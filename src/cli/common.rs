@@ -104,6 +104,17 @@ pub fn load_weights(
     Ok((Some((params, meta)), rms))
 }
 
+/// After the scale line: how the weights' training RMS was measured, when they predate
+/// `data_scale` (their `data_rms` is then the plain RMS of every training sample).
+pub fn scale_note(weights: &Option<Weights>) -> String {
+    match weights {
+        Some((_, meta)) if meta.contains_key("data_rms") && !meta.contains_key("data_scale") => {
+            "note: these weights state the plain RMS of their training data (written before training measured the clipped RMS of live samples, as the input is measured here)\n".into()
+        }
+        _ => String::new(),
+    }
+}
+
 /// Notes int32 SEG-Y samples that 32-bit floats cannot hold exactly (beyond ±2^24) when the
 /// JIT (f32) runs the model: they come back rounded to 24 significant bits. The interpreter
 /// computes in f64 and keeps them.

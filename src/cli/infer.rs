@@ -1,6 +1,6 @@
 use super::common::{
     DataFormat, backend, check_outputs, data_format, hygiene_options, load_model, load_weights,
-    note_inexact_int32, note_inexact_integers, plot_options, set_threads,
+    note_inexact_int32, note_inexact_integers, plot_options, scale_note, set_threads,
 };
 use super::*;
 use geonetc::runtime::{data, infer};
@@ -127,7 +127,7 @@ pub fn run(mut args: InferArgs) -> ExitCode {
                             return fail(e);
                         }
                     }
-                    print!("{}", report.describe());
+                    print!("{}{}", report.describe(), scale_note(&weights));
                     let axes = geonetc::seismic::plot::Axes::plain(section.nrows(), 0);
                     plot(args.plot.as_deref(), &section, &y, &axes, &args.qc)
                 }
@@ -182,7 +182,7 @@ pub fn run(mut args: InferArgs) -> ExitCode {
         // The far-from-training check on a bounded sample: the first traces of the file.
         let head = leading_traces(&file, 4096);
         warn_far_from_training(weights.as_ref(), &args.input, &head, Some(f64::from(file.dt_us) / 1000.0));
-        return stream(&args, &file, &source, loader, &declared, rms, be);
+        return stream(&args, &file, &source, loader, &declared, (rms, &scale_note(&weights)), be);
     }
     let section = file.section_f64();
     note_inexact_integers(&file, &section, be);
@@ -207,7 +207,7 @@ pub fn run(mut args: InferArgs) -> ExitCode {
                     return fail(e);
                 }
             }
-            print!("{}", report.describe());
+            print!("{}{}", report.describe(), scale_note(&weights));
             plot(
                 args.plot.as_deref(),
                 &section,
@@ -273,7 +273,7 @@ fn stream(
     source: &str,
     loader: Option<infer::ParamLoader>,
     declared: &[usize],
-    rms: Option<f64>,
+    (rms, note): (Option<f64>, &str),
     be: geonetc::runtime::engine::Backend,
 ) -> ExitCode {
     use geonetc::runtime::stream::{Along, StreamOptions, infer_file};
@@ -339,7 +339,7 @@ fn stream(
         Ok(done) => {
             let mode = done.mode;
             note_inexact_int32(file, done.max_abs_input, be);
-            print!("{}", done.hygiene.describe());
+            print!("{}{}", done.hygiene.describe(), note);
             eprintln!(
                 "wrote {} ({} traces, {mode}) in {:.1} s",
                 args.output.display(),

@@ -116,6 +116,10 @@ pub fn run(args: RunArgs) -> ExitCode {
                     Err(e) => return fail(e),
                 }
             }
+            if report.interrupted && report.written.is_empty() {
+                eprintln!("interrupted before the first step: nothing written");
+                return ExitCode::from(130);
+            }
             if report.interrupted {
                 eprintln!(
                     "interrupted: checkpoint saved to {} (continue with --resume)",

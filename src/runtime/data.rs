@@ -1,28 +1,37 @@
 //! Training data: seismic-like synthetic sections and traces, and `.npy` arrays.
 //! A [`Dataset`] holds inputs and targets with the sample axis first, in f64.
 
-use super::split::PatchPos;
-use crate::check::program::{DataSpec, LossKind, NoiseSpec};
+use super::patches::{FilePatches, PatchIndex};
+use crate::check::program::{DataSpec, Holdout, LossKind, NoiseSpec};
 use ndarray::{ArrayD, Axis, IxDyn};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::path::Path;
+use std::sync::Arc;
 
 #[derive(Clone, Debug)]
 pub struct Dataset {
     /// `[N, ...]`: what the model sees (with added noise: its fixed draw, see [`NOISE_FIXED`]).
+    /// Patches read from a file ([`Dataset::file`]) are not held: `[0, ...]` then.
     pub inputs: ArrayD<f64>,
-    /// `[N, ...]` (or `[N]` class indices for cross_entropy).
+    /// `[N, ...]` (or `[N]` class indices for cross_entropy); `[0, ...]` for a file's patches.
     pub targets: ArrayD<f64>,
     /// The noise added to the targets to make the inputs, so it can be drawn again.
     pub noise: Option<AddedNoise>,
-    /// Where each sample was cut from one section, and the section's number of traces: the
-    /// validation split then holds out blocks of traces (`split::split_patches`).
-    pub patches: Option<(Vec<super::split::PatchPos>, usize)>,
+    /// Where each sample was cut from a section or volume: the validation split then holds out
+    /// traces or inlines (`PatchIndex::split`).
+    pub patches: Option<PatchIndex>,
+    /// The file the patches are read from, a batch at a time (SEG-Y/SU training data).
+    pub file: Option<Arc<FilePatches>>,
+    /// The range the user held out for validation (`holdout = ...`).
+    pub holdout: Option<Holdout>,
     /// Whether the targets are a clean reference, so that an SNR against them means something
     /// (not for self-supervised data with no clean target, or a recorded section with no noise
     /// added).
     pub clean_targets: bool,
+    /// The largest |sample| over the plain RMS of a file's samples (its crest factor), from
+    /// the scan that set its scale; in-memory data computes it from its arrays.
+    pub file_peak_to_rms: Option<f64>,
 }
 
 /// The noise added to the clean targets to make the inputs (any [`NoiseSpec`]); draw `d` of
@@ -64,32 +73,126 @@ impl AddedNoise {
 impl Dataset {
     /// Inputs and targets as given (no noise to redraw, independent samples).
     pub fn new(inputs: ArrayD<f64>, targets: ArrayD<f64>) -> Dataset {
-        Dataset { inputs, targets, noise: None, patches: None, clean_targets: true }
+        Dataset {
+            inputs,
+            targets,
+            noise: None,
+            patches: None,
+            file: None,
+            holdout: None,
+            clean_targets: true,
+            file_peak_to_rms: None,
+        }
     }
 
     /// Samples `idx` as one batch with draw `draw` of the added noise (the inputs as stored
-    /// when no noise was added, or for [`NOISE_FIXED`]).
-    pub fn batch_with_noise(&self, idx: &[usize], draw: u64) -> (ArrayD<f64>, ArrayD<f64>) {
-        let Some(noise) = self.noise.as_ref().filter(|_| draw != NOISE_FIXED) else {
-            return self.batch(idx);
+    /// when no noise was added, or for [`NOISE_FIXED`]). A file's patches are read here, and
+    /// get the same noise as the same patches held in memory would.
+    pub fn batch_with_noise(&self, idx: &[usize], draw: u64) -> Result<(ArrayD<f64>, ArrayD<f64>), String> {
+        let t = match (&self.file, &self.patches) {
+            (Some(file), Some(index)) => file.read(index, idx)?,
+            _ => match self.noise.as_ref().filter(|_| draw != NOISE_FIXED) {
+                None => return Ok(self.batch(idx)),
+                Some(_) => self.targets.select(Axis(0), idx),
+            },
         };
-        let t = self.targets.select(Axis(0), idx);
-        let mut x = t.as_standard_layout().into_owned();
-        for (sample, &i) in x.outer_iter_mut().zip(idx) {
-            noise.add_to(sample, i, draw);
+        let mut x = t.clone();
+        if let Some(noise) = &self.noise {
+            for (sample, &i) in x.outer_iter_mut().zip(idx) {
+                noise.add_to(sample, i, draw);
+            }
         }
-        (x, t)
+        Ok((x, t))
     }
 
     pub fn len(&self) -> usize {
-        self.inputs.shape()[0]
+        match (&self.file, &self.patches) {
+            (Some(_), Some(index)) => index.len(),
+            _ => self.inputs.shape()[0],
+        }
     }
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
-    /// Samples `idx` stacked into one batch.
+    /// Samples `idx` stacked into one batch (held in memory; see [`batch_with_noise`](Self::batch_with_noise)).
     pub fn batch(&self, idx: &[usize]) -> (ArrayD<f64>, ArrayD<f64>) {
         (self.inputs.select(Axis(0), idx), self.targets.select(Axis(0), idx))
+    }
+
+    /// The shape of one input sample.
+    pub fn sample_shape(&self) -> Vec<usize> {
+        self.inputs.shape().get(1..).unwrap_or(&[]).to_vec()
+    }
+
+    /// The validation split: `holdout` when given, else held-out blocks of traces (or inlines)
+    /// for patches, a seeded choice of samples otherwise.
+    pub fn split(&self, fraction: f64, seed: u64, what: &str) -> Result<super::split::Split, String> {
+        match &self.patches {
+            Some(index) => index.split(self.holdout, fraction, seed, what),
+            None => Ok(super::split::split_samples(self.len(), fraction, seed)),
+        }
+    }
+
+    /// The level of the data the model sees (the targets, or the inputs when `of_inputs`), as
+    /// inference measures a file's: see [`Levels`].
+    pub fn levels(&self, of_inputs: bool) -> Levels {
+        match (&self.file, self.file_peak_to_rms) {
+            // Divided by its own clipped RMS (`FilePatches::scale`): 1.
+            (Some(_), Some(crest)) => Levels { clipped_rms: 1.0, peak_to_rms: crest },
+            _ => Levels::of(if of_inputs { &self.inputs } else { &self.targets }),
+        }
+    }
+}
+
+/// The scale a model learned: the clipped RMS of the live samples (|x| clipped at the 99.5th
+/// percentile; dead traces and muted zones left out) — what inference measures on a file
+/// (`seismic::hygiene`) and scales it to — and the crest factor (max |x| / plain RMS).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Levels {
+    pub clipped_rms: f64,
+    pub peak_to_rms: f64,
+}
+
+/// The weights' metadata naming how `data_rms` was measured (weights from before it hold the
+/// plain RMS of every sample).
+pub const SCALE_METHOD: &str = "clipped RMS of live samples (99.5th percentile)";
+
+impl Levels {
+    /// Of samples `[N, ...]`: a `[1, H, W]` sample is a section of W traces of H samples, a
+    /// `[1, N]` sample one trace, anything else values with nothing masked.
+    pub fn of(a: &ArrayD<f64>) -> Levels {
+        use crate::seismic::hygiene;
+        let options = hygiene::Options::default();
+        let mut live: Vec<f64> = vec![];
+        for sample in a.outer_iter() {
+            let section = match sample.shape() {
+                [1, _, _] => sample
+                    .index_axis(Axis(0), 0)
+                    .into_dimensionality::<ndarray::Ix2>()
+                    .ok()
+                    .map(|s| s.reversed_axes()),
+                [1, _] => sample.view().into_dimensionality::<ndarray::Ix2>().ok(),
+                _ => None,
+            };
+            match section {
+                Some(s) => {
+                    let scan = hygiene::scan(s, &[], &options);
+                    live.extend(s.iter().zip(scan.masked.iter()).filter(|(_, m)| !**m).map(|(v, _)| v.abs()));
+                }
+                None => live.extend(sample.iter().filter(|v| v.is_finite()).map(|v| v.abs())),
+            }
+        }
+        let n = live.len();
+        let all =
+            ndarray::Array2::from_shape_vec((1, n), live).unwrap_or_else(|_| ndarray::Array2::zeros((1, 0)));
+        let (clipped_rms, _, _) = hygiene::clipped_rms(
+            all.view(),
+            &ndarray::Array2::from_elem((1, n), false),
+            options.clip_quantile,
+        );
+        let peak = a.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+        let r = rms(a);
+        Levels { clipped_rms, peak_to_rms: if r > 0.0 { peak / r } else { 0.0 } }
     }
 }
 
@@ -195,7 +298,7 @@ pub struct Seen {
 }
 
 impl Seen {
-    pub fn of(spec: &DataSpec, base_dir: &Path, data: &ArrayD<f64>) -> Seen {
+    pub fn of(spec: &DataSpec, base_dir: &Path, levels: &Levels) -> Seen {
         let dt_ms = match spec {
             DataSpec::Synthetic { .. } => Some(SYNTHETIC_DT * 1000.0),
             DataSpec::Npy { noise: Some(_), dt_ms, .. } => Some(*dt_ms),
@@ -205,9 +308,7 @@ impl Seen {
                 .filter(|f| f.dt_us > 0)
                 .map(|f| f64::from(f.dt_us) / 1000.0),
         };
-        let peak = data.iter().fold(0.0f64, |m, v| m.max(v.abs()));
-        let r = rms(data);
-        Seen { dt_ms, peak_to_rms: if r > 0.0 { peak / r } else { 0.0 } }
+        Seen { dt_ms, peak_to_rms: levels.peak_to_rms }
     }
 
     pub fn metadata(&self) -> Vec<(String, String)> {
@@ -340,37 +441,145 @@ pub fn rms(a: &ArrayD<f64>) -> f64 {
     (a.iter().map(|v| v * v).sum::<f64>() / a.len().max(1) as f64).sqrt()
 }
 
-/// `segy("file", patch, step, noise, seed)`: training pairs cut from a recorded section.
-/// The section is divided by its RMS (so it has unit RMS); 2-D models take patches of
-/// `patch = [H, W]` (time samples × traces, default the model's input size) every
-/// `step` (default half a patch), the last patch flush with each edge; 1-D models take windows
-/// of `N` samples of every trace. The input adds `noise` (amplitudes relative to the section's
-/// RMS, frequencies at the headers' sample interval); the target is the recorded data.
+/// How `segy(...)` cuts a file: the patch and its step (`None`: the model's input size, half
+/// of it), what is held out for validation, the header bytes of inline and crossline numbers.
+pub struct SegyPlan<'a> {
+    pub patch: Option<&'a [usize]>,
+    pub step: Option<&'a [usize]>,
+    pub holdout: Option<Holdout>,
+    pub geometry: crate::seismic::geometry::GeometryOptions,
+    /// Polled during the passes over the file (Ctrl-C); true stops with an error.
+    pub stop: &'a dyn Fn() -> bool,
+}
+
+fn never() -> bool {
+    false
+}
+
+impl SegyPlan<'_> {
+    pub fn new<'a>(patch: Option<&'a [usize]>, step: Option<&'a [usize]>) -> SegyPlan<'a> {
+        SegyPlan { patch, step, holdout: None, geometry: Default::default(), stop: &never }
+    }
+}
+
+/// `segy("file", patch, step, noise, seed, holdout)`: training pairs cut from a recorded line
+/// or volume, read from the file a batch at a time (docs/seismic.md, "Training on a file").
+/// The data are divided by their clipped RMS of live samples (the scale inference measures):
+/// one pass over the file a window at a time (`stream::file_scan`), which also refuses NaN or
+/// infinite samples. A 2-D line gives patches of `patch = [H, W]` (time samples × traces,
+/// default the model's input size) every `step` (default half a patch), the last flush with
+/// each edge; a 3-D volume (by its headers, `seismic::geometry`) gives such patches of every
+/// inline and every crossline section, never across a missing trace; 1-D models take windows
+/// of `N` samples of every trace. Traces whose header marks them dead read as zeros. The input
+/// adds `noise` (amplitudes relative to the data's scale, frequencies at the headers' sample
+/// interval); the target is the recorded data.
 pub fn segy(
     path: &Path,
     model_in: &[usize],
-    patch: Option<&[usize]>,
-    step: Option<&[usize]>,
+    plan: &SegyPlan,
     noise: &NoiseSpec,
     seed: u64,
 ) -> Result<Dataset, String> {
     let f = crate::seismic::segy::SeismicFile::open(path).map_err(|e| e.to_string())?;
+    let name = path.display().to_string();
     let dt = f64::from(f.dt_us) * 1e-6;
     if dt <= 0.0 && noise.max_freq().is_some() {
+        return Err(format!("{name}: the headers give no sample interval, which noise in Hz needs"));
+    }
+    noise.check_interval(dt, &name)?;
+    if f.traces() == 0 || f.samples == 0 {
         return Err(format!(
-            "{}: the headers give no sample interval, which noise in Hz needs",
-            path.display()
+            "{name}: empty section: {} traces of {} samples, nothing to read",
+            f.traces(),
+            f.samples
         ));
     }
-    noise.check_interval(dt, &path.display().to_string())?;
-    // [samples (time), traces]
-    let section = f.section().map_err(|e| e.to_string())?.t().mapv(f64::from);
+    let (size, step, one_d) = patch_plan(model_in, plan.patch, plan.step, &name)?;
+    let (rows, cols) = (f.samples, f.traces());
+    let geometry = crate::seismic::geometry::Geometry::index_until(&f, plan.geometry, plan.stop)
+        .map_err(|e| format!("{name}: {e}"))?;
+    let index = match PatchIndex::volume(&geometry, rows, size, step, one_d) {
+        Some(index) => index,
+        None => {
+            check_fits(rows, cols, size, one_d, &name)?;
+            PatchIndex::line(cols, rows, size, step, one_d)
+        }
+    };
+    if index.is_empty() {
+        return Err(format!(
+            "{name}: no {}×{} patch fits between the volume's missing traces (inlines and crosslines are cut at missing traces)",
+            size[0], size[1]
+        ));
+    }
+    let options = crate::seismic::hygiene::Options {
+        nonfinite: crate::seismic::hygiene::NonFinite::Mask,
+        ..Default::default()
+    };
+    let (found, (scale, _, _), (peak, plain)) =
+        super::stream::file_scan(&f, 1024, &options, plan.stop).map_err(|e| format!("{name}: {e}"))?;
+    if let Some(&(t, s)) = found.nonfinite.first() {
+        return Err(format!(
+            "{name}: trace {} (of {cols}), sample {} is NaN or infinite ({} such samples in all); training needs finite data",
+            t + 1,
+            s + 1,
+            found.nonfinite.len()
+        ));
+    }
+    let scale = if scale > 0.0 { scale } else { 1.0 };
     let added = AddedNoise { spec: noise.clone(), reference_rms: Some(1.0), dt: dt.max(1e-6), seed };
-    section_patches(section, path, model_in, patch, step, added)
+    let with_noise = !added.spec.is_none();
+    let empty: Vec<usize> = std::iter::once(0).chain(model_in.iter().copied()).collect();
+    Ok(Dataset {
+        inputs: ArrayD::zeros(IxDyn(&empty)),
+        targets: ArrayD::zeros(IxDyn(&empty)),
+        noise: with_noise.then_some(added),
+        patches: Some(index),
+        file: Some(Arc::new(FilePatches { file: f, scale })),
+        holdout: plan.holdout,
+        // With no noise added the recorded data is input and target alike: nothing to score.
+        clean_targets: with_noise,
+        file_peak_to_rms: Some(if plain > 0.0 { peak / plain } else { 0.0 }),
+    })
 }
 
-/// Patches of a section `[samples (time), traces]` read from `path`, as [`segy`] cuts them
-/// (also a 2-D `.npy` section for self-supervised training, laid out as `infer` reads it).
+/// The patch `[H, W]` (`[N, 1]` for 1-D windows), its step, and whether windows are 1-D.
+fn patch_plan(
+    model_in: &[usize],
+    patch: Option<&[usize]>,
+    step: Option<&[usize]>,
+    name: &str,
+) -> Result<([usize; 2], [usize; 2], bool), String> {
+    if model_in.first() != Some(&1) {
+        return Err(format!("{name}: a section has one channel; the model takes {model_in:?}"));
+    }
+    let spatial = &model_in[1..];
+    let patch: Vec<usize> = patch.map_or_else(|| spatial.to_vec(), <[usize]>::to_vec);
+    let step: Vec<usize> =
+        step.map_or_else(|| patch.iter().map(|p| (p / 2).max(1)).collect(), <[usize]>::to_vec);
+    match (patch.as_slice(), step.as_slice()) {
+        ([h, w], [sh, sw]) => Ok(([*h, *w], [*sh, *sw], false)),
+        ([n], [s]) => Ok(([*n, 1], [*s, 1], true)),
+        _ => Err(format!("{name}: patch {patch:?} / step {step:?} do not fit the model input {model_in:?}")),
+    }
+}
+
+/// Refuses a line smaller than one patch.
+fn check_fits(rows: usize, cols: usize, size: [usize; 2], one_d: bool, name: &str) -> Result<(), String> {
+    let [h, w] = size;
+    if one_d && rows < h {
+        return Err(format!("{name}: traces have {rows} samples, fewer than the model's {h}"));
+    }
+    if rows < h || cols < w {
+        return Err(format!(
+            "{name}: the section is {rows}×{cols} (samples × traces), smaller than a {h}×{w} patch"
+        ));
+    }
+    Ok(())
+}
+
+/// Patches of a section `[samples (time), traces]` held in memory (a 2-D `.npy` section for
+/// self-supervised training, laid out as `infer` reads it), cut as [`segy`] cuts a line: the
+/// same positions in the same order, divided by the section's clipped RMS of live samples.
 pub fn section_patches(
     section: ndarray::Array2<f64>,
     path: &Path,
@@ -379,73 +588,34 @@ pub fn section_patches(
     step: Option<&[usize]>,
     added: AddedNoise,
 ) -> Result<Dataset, String> {
-    let scale = rms(&section.clone().into_dyn());
+    use crate::seismic::hygiene;
+    let name = path.display().to_string();
+    let options = hygiene::Options::default();
+    let scan = hygiene::scan(section.t(), &[], &options);
+    let (scale, _, _) = hygiene::clipped_rms(section.t(), &scan.masked, options.clip_quantile);
     let section = section / if scale > 0.0 { scale } else { 1.0 };
-    if model_in.first() != Some(&1) {
-        return Err(format!("{}: a section has one channel; the model takes {:?}", path.display(), model_in));
-    }
-    let spatial = &model_in[1..];
-    let patch: Vec<usize> = patch.map_or_else(|| spatial.to_vec(), <[usize]>::to_vec);
-    let step: Vec<usize> =
-        step.map_or_else(|| patch.iter().map(|p| (p / 2).max(1)).collect(), <[usize]>::to_vec);
+    let (size, step, one_d) = patch_plan(model_in, patch, step, &name)?;
     let (rows, cols) = section.dim();
-    let mut clean: Vec<f64> = vec![];
-    let mut count = 0;
-    let mut positions = vec![];
-    let starts = crate::seismic::tile_starts;
-    let what = path.display().to_string();
-    match (patch.as_slice(), step.as_slice()) {
-        ([h, w], [sh, sw]) => {
-            if rows < *h || cols < *w {
-                return Err(format!(
-                    "{}: the section is {rows}×{cols} (samples × traces), smaller than a {h}×{w} patch",
-                    path.display()
-                ));
-            }
-            let n = starts(rows, *h, *sh).len().saturating_mul(starts(cols, *w, *sw).len());
-            check_dataset_size(&what, n, h.saturating_mul(*w))?;
-            for r in starts(rows, *h, *sh) {
-                for c in starts(cols, *w, *sw) {
-                    clean.extend(section.slice(ndarray::s![r..r + h, c..c + w]).iter());
-                    positions.push(PatchPos { start: vec![r, c], size: vec![*h, *w] });
-                    count += 1;
-                }
-            }
-        }
-        ([n], [s]) => {
-            if rows < *n {
-                return Err(format!(
-                    "{}: traces have {rows} samples, fewer than the model's {n}",
-                    path.display()
-                ));
-            }
-            check_dataset_size(&what, starts(rows, *n, *s).len().saturating_mul(cols), *n)?;
-            for c in 0..cols {
-                for r in starts(rows, *n, *s) {
-                    clean.extend(section.slice(ndarray::s![r..r + n, c]).iter());
-                    positions.push(PatchPos { start: vec![r, c], size: vec![*n, 1] });
-                    count += 1;
-                }
-            }
-        }
-        _ => {
-            return Err(format!(
-                "{}: patch {patch:?} / step {step:?} do not fit the model input {model_in:?}",
-                path.display()
-            ));
-        }
+    check_fits(rows, cols, size, one_d, &name)?;
+    let index = PatchIndex::line(cols, rows, size, step, one_d);
+    let per = size[0] * size[1];
+    check_dataset_size(&name, index.len(), per)?;
+    let mut clean = vec![0.0; index.len() * per];
+    for (i, out) in clean.chunks_exact_mut(per).enumerate() {
+        index.cut(section.view(), i, out);
     }
-    let full: Vec<usize> = std::iter::once(count).chain(model_in.iter().copied()).collect();
+    let full: Vec<usize> = std::iter::once(index.len()).chain(index.sample_shape()).collect();
     let targets = ArrayD::from_shape_vec(IxDyn(&full), clean).map_err(|e| e.to_string())?;
-    // The section has unit RMS: amplitudes are relative to the whole section's RMS.
+    // The section has unit scale: amplitudes are relative to it.
     let with_noise = !added.spec.is_none();
     Ok(Dataset {
         inputs: if with_noise { added.add_all(&targets, NOISE_FIXED) } else { targets.clone() },
         targets,
         noise: with_noise.then_some(added),
-        patches: Some((positions, cols)),
+        patches: Some(index),
         // With no noise added the recorded data is input and target alike: nothing to score.
         clean_targets: with_noise,
+        ..Dataset::new(ArrayD::zeros(IxDyn(&[0])), ArrayD::zeros(IxDyn(&[0])))
     })
 }
 

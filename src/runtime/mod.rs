@@ -12,6 +12,7 @@ pub mod infer;
 pub mod masking;
 pub mod noise;
 pub mod optim;
+pub mod patches;
 pub mod split;
 pub mod stream;
 pub mod train;

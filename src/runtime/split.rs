@@ -56,9 +56,27 @@ pub fn split_samples(n: usize, fraction: f64, seed: u64) -> Split {
 /// axis, at least as wide as the widest patch, held out in a seeded order until `fraction` of
 /// the patches validate (never all of them: some must train). See the module comment.
 pub fn split_patches(patches: &[PatchPos], axis: usize, extent: usize, fraction: f64, seed: u64) -> Split {
-    let all_train = || Split { train: (0..patches.len()).collect(), ..Split::default() };
-    let want = wanted(patches.len(), fraction);
     let widest = patches.iter().filter_map(|p| p.size.get(axis)).copied().max().unwrap_or(1);
+    let span = |i: usize| {
+        let p = &patches[i];
+        let s = p.start.get(axis).copied().unwrap_or(0);
+        s..s + p.size.get(axis).copied().unwrap_or(1)
+    };
+    split_spans(patches.len(), &span, widest, extent, fraction, seed)
+}
+
+/// [`split_patches`] for `n` patches given by their extent along the split axis (`span(i)`),
+/// the widest `widest` long: what a patch index too large to list (`runtime::patches`) uses.
+pub fn split_spans(
+    n: usize,
+    span: &dyn Fn(usize) -> Range<usize>,
+    widest: usize,
+    extent: usize,
+    fraction: f64,
+    seed: u64,
+) -> Split {
+    let all_train = || Split { train: (0..n).collect(), ..Split::default() };
+    let want = wanted(n, fraction);
     let width = widest.max(extent.div_ceil(MAX_BLOCKS)).max(1);
     let blocks = extent / width;
     if want == 0 || blocks < 2 {
@@ -66,20 +84,39 @@ pub fn split_patches(patches: &[PatchPos], axis: usize, extent: usize, fraction:
     }
     // Block k covers k·width .. (k+1)·width; the last one reaches the end of the section.
     let block = |k: usize| k * width..if k + 1 == blocks { extent } else { (k + 1) * width };
-    let span = |p: &PatchPos| {
-        let s = p.start.get(axis).copied().unwrap_or(0).min(extent);
-        s..(s + p.size.get(axis).copied().unwrap_or(1)).min(extent)
+    let span = |i: usize| {
+        let r = span(i);
+        r.start.min(extent)..r.end.min(extent)
+    };
+    // Held-out positions before each position (a prefix sum): a patch's held-out count in O(1).
+    let prefix = |held: &[bool]| -> Vec<usize> {
+        std::iter::once(0)
+            .chain(held.iter().scan(0usize, |acc, &h| {
+                *acc += usize::from(h);
+                Some(*acc)
+            }))
+            .collect()
+    };
+    let class = |sums: &[usize], i: usize| -> Class {
+        let r = span(i);
+        let n_held = sums[r.end] - sums[r.start];
+        if n_held == r.len() && !r.is_empty() {
+            Class::Val
+        } else if n_held == 0 {
+            Class::Train
+        } else {
+            Class::Dropped
+        }
     };
     // Per patch: inside the held-out set (val), touching it (dropped) or clear of it (train).
     let classify = |held: &[bool]| {
+        let sums = prefix(held);
         let (mut val, mut train) = (0, 0);
-        for p in patches {
-            let r = span(p);
-            let n_held = held[r.clone()].iter().filter(|h| **h).count();
-            if n_held == r.len() && !r.is_empty() {
-                val += 1;
-            } else if n_held == 0 {
-                train += 1;
+        for i in 0..n {
+            match class(&sums, i) {
+                Class::Val => val += 1,
+                Class::Train => train += 1,
+                Class::Dropped => {}
             }
         }
         (val, train)
@@ -98,16 +135,13 @@ pub fn split_patches(patches: &[PatchPos], axis: usize, extent: usize, fraction:
             break;
         }
     }
+    let sums = prefix(&held);
     let mut out = Split::default();
-    for (i, p) in patches.iter().enumerate() {
-        let r = span(p);
-        let n_held = held[r.clone()].iter().filter(|h| **h).count();
-        if n_held == r.len() && !r.is_empty() {
-            out.val.push(i);
-        } else if n_held == 0 {
-            out.train.push(i);
-        } else {
-            out.dropped += 1;
+    for i in 0..n {
+        match class(&sums, i) {
+            Class::Val => out.val.push(i),
+            Class::Train => out.train.push(i),
+            Class::Dropped => out.dropped += 1,
         }
     }
     if out.val.is_empty() {
@@ -123,6 +157,30 @@ pub fn split_patches(patches: &[PatchPos], axis: usize, extent: usize, fraction:
             out.held_out.push(s..i);
         }
         i += 1;
+    }
+    out
+}
+
+/// Where a patch falls against the held-out positions.
+enum Class {
+    Val,
+    Train,
+    Dropped,
+}
+
+/// The split the user chose (`holdout = ...`): patches wholly inside `held` validate, patches
+/// clear of it train, patches straddling its edges are dropped.
+pub fn holdout_spans(n: usize, span: &dyn Fn(usize) -> Range<usize>, held: Range<usize>) -> Split {
+    let mut out = Split { held_out: vec![held.clone()], ..Split::default() };
+    for i in 0..n {
+        let r = span(i);
+        if held.start <= r.start && r.end <= held.end && !r.is_empty() {
+            out.val.push(i);
+        } else if r.end <= held.start || held.end <= r.start {
+            out.train.push(i);
+        } else {
+            out.dropped += 1;
+        }
     }
     out
 }
@@ -169,6 +227,34 @@ mod tests {
                 let c = patches[v].start[1];
                 prop_assert!(s.held_out.iter().any(|r| r.start <= c && c + patches[v].size[1] <= r.end));
             }
+        }
+    }
+
+    proptest! {
+        /// A held-out range the user names (`holdout = traces(a, b)`): validation patches lie
+        /// inside it, no training patch shares a position with it, every patch is counted once.
+        #[test]
+        fn a_named_holdout_never_overlaps_training_patches(
+            rows in 8usize..80, cols in 8usize..400, h in 1usize..8, w in 1usize..40,
+            sh in 1usize..8, sw in 1usize..40, a in 0usize..400, len in 0usize..200,
+        ) {
+            let (h, w) = (h.min(rows), w.min(cols));
+            let patches = grid(rows, cols, h, w, sh, sw);
+            let held = a.min(cols)..(a + len).min(cols);
+            let span = |i: usize| patches[i].start[1]..patches[i].start[1] + patches[i].size[1];
+            let s = holdout_spans(patches.len(), &span, held.clone());
+            for &t in &s.train {
+                let r = span(t);
+                prop_assert!(r.end <= held.start || held.end <= r.start, "train {:?} touches {:?}", r, held);
+            }
+            for &v in &s.val {
+                let r = span(v);
+                prop_assert!(held.start <= r.start && r.end <= held.end);
+                for &t in &s.train {
+                    prop_assert!(!overlaps(&patches[v], &patches[t]));
+                }
+            }
+            prop_assert_eq!(s.train.len() + s.val.len() + s.dropped, patches.len());
         }
     }
 

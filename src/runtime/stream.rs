@@ -99,7 +99,7 @@ pub fn infer_file(
         max_abs: std::cell::Cell::new(0.0),
     };
     // One pass before any output: non-finite samples are refused here, and the scale is set.
-    let (found, (rms, clip, live)) = file_scan(input, opts.window_traces, &opts.hygiene, opts.stop)?;
+    let (found, (rms, clip, live), _) = file_scan(input, opts.window_traces, &opts.hygiene, opts.stop)?;
     if let Some(target) = opts.data_rms
         && rms > 0.0
         && target > 0.0
@@ -206,16 +206,22 @@ fn start_in_order(input: &SeismicFile, out: &Path) -> Result<AtomicFile, String>
 /// At most this many live samples are kept to estimate the clip level of the clipped RMS.
 const SCALE_SAMPLES: usize = 4_000_000;
 
+/// What [`file_scan`] returns: what hygiene found; (clipped RMS, clip, live samples); (largest
+/// |sample|, plain RMS).
+pub(crate) type FileScan = (hygiene::Scan, (f64, f64, usize), (f64, f64));
+
 /// The hygiene pass over the whole file, a window of traces at a time: refuses non-finite
 /// samples (unless masked); returns what the scan found over the file (without the per-sample
 /// mask) and (clipped RMS, clip level, live samples), the clip estimated from an even subsample
-/// of at most [`SCALE_SAMPLES`] live samples when the file is larger.
-fn file_scan(
+/// of at most [`SCALE_SAMPLES`] live samples when the file is larger; and (largest |sample|,
+/// plain RMS) of the finite samples (training's crest factor). Training scales by this same
+/// pass (`data::segy`), so training and inference agree on a file's scale.
+pub(crate) fn file_scan(
     input: &SeismicFile,
     window: usize,
     options: &Options,
     stop: &dyn Fn() -> bool,
-) -> Result<(hygiene::Scan, (f64, f64, usize)), String> {
+) -> Result<FileScan, String> {
     let mut found = hygiene::Scan {
         nonfinite: vec![],
         dead: vec![],
@@ -226,6 +232,7 @@ fn file_scan(
     let window = window.max(1);
     let every = (input.traces() * input.samples).div_ceil(SCALE_SAMPLES).max(1);
     let (mut raw, mut live, mut seen) = (Vec::new(), Vec::new(), 0usize);
+    let (mut peak, mut squares, mut finite) = (0.0f64, 0.0f64, 0usize);
     for first in (0..input.traces()).step_by(window) {
         if stop() {
             return Err(interrupted());
@@ -238,6 +245,11 @@ fn file_scan(
             && let Some(&(t, s)) = scan.nonfinite.first()
         {
             return Err(hygiene::nonfinite_refusal(first + t, input.traces(), s, x[[t, s]], ""));
+        }
+        for v in x.iter().filter(|v| v.is_finite()) {
+            peak = peak.max(v.abs());
+            squares += v * v;
+            finite += 1;
         }
         for (v, m) in x.iter().zip(scan.masked.iter()) {
             if !m {
@@ -255,7 +267,8 @@ fn file_scan(
     let all_live = ndarray::Array2::from_shape_vec((1, live.len()), live).map_err(|e| e.to_string())?;
     let none_masked = ndarray::Array2::from_elem(all_live.dim(), false);
     let (rms, clip, _) = hygiene::clipped_rms(all_live.view(), &none_masked, options.clip_quantile);
-    Ok((found, (rms, clip, seen)))
+    let plain_rms = (squares / finite.max(1) as f64).sqrt();
+    Ok((found, (rms, clip, seen), (peak, plain_rms)))
 }
 
 /// Decoded traces `[count, samples]` of a raw window, and which headers mark them dead.

@@ -143,6 +143,15 @@ impl std::fmt::Display for TrainError {
 /// sample, every value finite, targets that fit the loss (class indices below the class
 /// count for cross_entropy, the output's shape otherwise).
 pub fn load_data(program: &Program, base_dir: &Path) -> Result<Dataset, TrainError> {
+    load_data_until(program, base_dir, &|| false)
+}
+
+/// [`load_data`], polling `stop` during the passes over a SEG-Y/SU file (minutes on a large one).
+pub fn load_data_until(
+    program: &Program,
+    base_dir: &Path,
+    stop: &dyn Fn() -> bool,
+) -> Result<Dataset, TrainError> {
     let train = program.train.as_ref().ok_or_else(|| TrainError::Io("no train block".into()))?;
     if program.model.inputs.len() != 1 {
         return Err(TrainError::Io(format!(
@@ -200,11 +209,15 @@ pub fn load_data(program: &Program, base_dir: &Path) -> Result<Dataset, TrainErr
             data::check_targets(&ds.targets, train.loss, out_shape, &t).map_err(TrainError::Io)?;
             (ds, t.display().to_string())
         }
-        DataSpec::Segy { path, patch, step, noise, seed } => {
+        DataSpec::Segy { path, patch, step, noise, seed, holdout } => {
+            // Read a batch at a time; the scan that sets the scale refuses non-finite samples.
             let p = base_dir.join(path);
-            let ds = data::segy(&p, in_shape, patch.as_deref(), step.as_deref(), noise, *seed)
-                .map_err(TrainError::Io)?;
-            data::check_values(&ds.targets, &p).map_err(TrainError::Io)?;
+            let plan = data::SegyPlan {
+                holdout: *holdout,
+                stop,
+                ..data::SegyPlan::new(patch.as_deref(), step.as_deref())
+            };
+            let ds = data::segy(&p, in_shape, &plan, noise, *seed).map_err(TrainError::Io)?;
             (ds, p.display().to_string())
         }
     };
@@ -365,8 +378,24 @@ pub fn train_with(
     } else {
         None
     };
-    let dataset = load_data(program, base_dir)?;
-    let split = validation::split_of(&dataset, spec.validate, spec.seed);
+    // Ctrl-C while the data loads (a pass over a large file takes minutes) ends the run with
+    // nothing written. Ranks of a data-parallel run load alike and stop together at a step.
+    let stop_loading = || ranks == 1 && opts.stop.load(Ordering::SeqCst);
+    let dataset = match load_data_until(program, base_dir, &stop_loading) {
+        Err(_) if stop_loading() => return Ok(TrainReport { interrupted: true, ..nothing_to_do() }),
+        loaded => loaded?,
+    };
+    let data_name =
+        data_files(program, base_dir).first().map(|(_, p)| p.display().to_string()).unwrap_or_default();
+    let split = dataset.split(spec.validate, spec.seed, &data_name).map_err(TrainError::Io)?;
+    if let (Some(file), Some(index)) = (&dataset.file, &dataset.patches) {
+        log(&format!(
+            "data: {} {}, read from the file a batch at a time; scale: clipped RMS {:.6e} of the live samples",
+            index.len(),
+            index.describe_kind(),
+            file.scale
+        ));
+    }
     let n_train = split.train.len();
     let smallest = distributed::smallest_batch(n_train, spec.batch);
     if smallest < ranks {
@@ -424,25 +453,26 @@ pub fn train_with(
         })
         .unwrap_or_default();
 
-    let val_idx = split.val.clone();
-    let input_snr_db = (score && !val_idx.is_empty()).then(|| validation::input_snr(&dataset, &val_idx));
-    log(&validation::describe(&split, spec.validate, input_snr_db));
+    let val_idx = validation::bounded(&split.val);
+    let input_snr_db = match score && !val_idx.is_empty() {
+        true => Some(validation::input_snr(&dataset, &val_idx).map_err(TrainError::Io)?),
+        false => None,
+    };
+    log(&validation::describe(&split, dataset.patches.as_ref(), spec.validate, input_snr_db));
     let mut report = TrainReport { input_snr_db, ..nothing_to_do() };
     if pos.epoch >= epochs {
         report.epochs = history;
         return Ok(report);
     }
-    // The training data's RMS travels with the weights: inference scales SEG-Y sections to it.
-    // A self-supervised model learned from the noisy inputs: their RMS is what it expects.
+    // The training data's clipped RMS of live samples travels with the weights: inference
+    // measures a file's the same way and scales it to this. A self-supervised model learned
+    // from the noisy inputs: their level is what it expects.
     let supervised_denoiser = denoising && spec.target.is_none();
-    let data_rms = data::rms(if supervised_denoiser { &dataset.targets } else { &dataset.inputs });
+    let levels = dataset.levels(!supervised_denoiser);
+    let data_rms = levels.clipped_rms;
     // What the model saw, so `infer` can say when a file is far from it: the sample interval
     // and the ratio of the largest amplitude to the RMS.
-    let seen = data::Seen::of(
-        &spec.data,
-        base_dir,
-        if supervised_denoiser { &dataset.targets } else { &dataset.inputs },
-    );
+    let seen = data::Seen::of(&spec.data, base_dir, &levels);
     let meta = |epoch: usize| {
         let mut m = provenance(program, &spec, epoch, data_rms);
         m.extend(seen.metadata());
@@ -476,7 +506,7 @@ pub fn train_with(
             // Supervised: a fresh noise draw every epoch. Self-supervised: the one noisy
             // recording the user has (a fresh draw would be a second, independent recording).
             let draw = if spec.target.is_some() { data::NOISE_FIXED } else { epoch as u64 + 1 };
-            let (x, t) = dataset.batch_with_noise(idx, draw);
+            let (x, t) = dataset.batch_with_noise(idx, draw).map_err(TrainError::Io)?;
             let engine = graphs.get(idx.len())?;
             // Dropout masks: rank 0's seed is the single-process one; other shards draw their own.
             let seed = mix(spec.seed, epoch as u64 + 1, b as u64 + 1)
@@ -677,6 +707,7 @@ fn provenance(program: &Program, spec: &TrainSpec, epochs: usize, data_rms: f64)
         ("model".to_string(), program.model.name.clone()),
         ("epochs".to_string(), epochs.to_string()),
         ("data_rms".to_string(), data_rms.to_string()),
+        ("data_scale".to_string(), data::SCALE_METHOD.to_string()),
         ("geonetc_version".to_string(), env!("CARGO_PKG_VERSION").to_string()),
         ("seed".to_string(), spec.seed.to_string()),
         ("data".to_string(), json(&spec.data)),

@@ -225,9 +225,22 @@ impl GeometryBuilder {
 impl Geometry {
     /// Indexes `file` in one pass over its trace headers (240 bytes read per trace).
     pub fn index(file: &SeismicFile, options: GeometryOptions) -> Result<Geometry, String> {
+        Geometry::index_until(file, options, &|| false)
+    }
+
+    /// [`index`](Self::index), polling `stop` every 4096 traces (a header pass over a large
+    /// file takes minutes): "interrupted" when it says so.
+    pub fn index_until(
+        file: &SeismicFile,
+        options: GeometryOptions,
+        stop: &dyn Fn() -> bool,
+    ) -> Result<Geometry, String> {
         let mut b = GeometryBuilder::new(options, file.endian);
         let mut header = [0u8; 240];
         for i in 0..file.traces() {
+            if i % 4096 == 0 && stop() {
+                return Err("interrupted".into());
+            }
             file.read_at(file.trace_offset(i), &mut header).map_err(|e| e.to_string())?;
             b.push(&header);
         }
