@@ -60,6 +60,11 @@ impl JitModel {
                 if let Some(px) = plan.pixel() {
                     plan.lend(px.t_fwd, &mut self.pool);
                 }
+                let wino_k = plan.wino_fwd.as_ref().map(|w| w.scratch);
+                let mut wino_scratch = wino_k.map(|k| {
+                    plan.lend(k, &mut self.pool);
+                    std::mem::take(&mut plan.scratch[k])
+                });
                 let x = self.buf(node.inputs[0]);
                 if let Some((k, sc)) = plan.fwd_scatter {
                     sc.run(x, &mut plan.scratch[k]);
@@ -83,8 +88,14 @@ impl JitModel {
                     plan.scratch[px.t_fwd] = t;
                     self.profile_kernel(id, FORWARD, kernel_s);
                 } else {
-                    run_corr(&plan.fwd, xb, &plan.packed_fwd, &plan.packed_bias, &mut y, &[], plan.fwd_rows);
+                    match (&plan.wino_fwd, wino_scratch.as_mut()) {
+                        (Some(wc), Some(ws)) => wc.run(xb, &plan.packed_fwd, &plan.packed_bias, &mut y, &[], ws),
+                        _ => run_corr(&plan.fwd, xb, &plan.packed_fwd, &plan.packed_bias, &mut y, &[], plan.fwd_rows),
+                    }
                     self.profile_kernel(id, FORWARD, kernel.elapsed().as_secs_f64());
+                }
+                if let (Some(k), Some(ws)) = (wino_k, wino_scratch) {
+                    plan.scratch[k] = ws;
                 }
                 self.nodes[dst].value = y;
                 plan.give_back(&mut self.pool);
@@ -317,6 +328,11 @@ impl JitModel {
         plan.lend_partials(&mut self.pool);
         let mut kernel_s = 0.0;
         if let Value::Node(_) = x_ref {
+            let wino_k = plan.wino_bwd.as_ref().map(|w| w.scratch);
+            let mut wino_scratch = wino_k.map(|k| {
+                plan.lend(k, &mut self.pool);
+                std::mem::take(&mut plan.scratch[k])
+            });
             let src: &[f32] = match plan.bwd_src {
                 Src::Value => &dy,
                 Src::Scratch(k) => &plan.scratch[k],
@@ -325,9 +341,15 @@ impl JitModel {
                 // With a folded activation derivative, the mask is that activation's output.
                 let m = if plan.bwd_in.spec.epilogue == Epilogue::None { &[][..] } else { me.buf(x_ref) };
                 let t = Instant::now();
-                run_corr(&plan.bwd_in, src, &plan.packed_bwd, &[], dx, m, plan.bwd_rows);
+                match (&plan.wino_bwd, wino_scratch.as_mut()) {
+                    (Some(wc), Some(ws)) => wc.run(src, &plan.packed_bwd, &[], dx, m, ws),
+                    _ => run_corr(&plan.bwd_in, src, &plan.packed_bwd, &[], dx, m, plan.bwd_rows),
+                }
                 kernel_s += t.elapsed().as_secs_f64();
             });
+            if let (Some(k), Some(ws)) = (wino_k, wino_scratch) {
+                plan.scratch[k] = ws;
+            }
         }
         // Weight gradient over fixed row chunks, summed in chunk order. Its operands: `gx`
         // reduced over, `gd` the per-position lanes (see `LinearKind`).
