@@ -158,7 +158,8 @@ fn wide_layers_match_the_direct_kernels_within_the_stated_error() {
 #[test]
 fn every_example_with_winograd_layers_matches_the_interpreter() {
     let mut any = false;
-    let mut entries: Vec<_> = std::fs::read_dir("examples").expect("examples/").flatten().map(|e| e.path()).collect();
+    let mut entries: Vec<_> =
+        std::fs::read_dir("examples").expect("examples/").flatten().map(|e| e.path()).collect();
     entries.sort();
     for path in entries {
         if path.extension().is_none_or(|e| e != "geonet") {
@@ -197,11 +198,13 @@ fn training_curves_with_winograd_match_direct_convolution() {
         let mut opt = geonetc::runtime::optim::OptState::new(&p.optimizer, &sizes);
         let mut losses = vec![];
         for step in 0..8 {
-            let (loss, grads) = e.train_step(&mut params, std::slice::from_ref(&noisy), &clean, LossKind::Mse, step);
+            let (loss, grads) =
+                e.train_step(&mut params, std::slice::from_ref(&noisy), &clean, LossKind::Mse, step);
             losses.push(loss);
             geonetc::runtime::optim::step(&p.optimizer, &mut opt, &mut params, &grads, &trainable);
         }
-        let algos = e.profile().map(|pr| pr.nodes.iter().map(|n| n.conv.clone()).collect()).unwrap_or_default();
+        let algos =
+            e.profile().map(|pr| pr.nodes.iter().map(|n| n.conv.clone()).collect()).unwrap_or_default();
         (losses, algos)
     };
     let (wino, algos) = curve(ConvAlgorithm::Winograd);

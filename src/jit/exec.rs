@@ -89,8 +89,18 @@ impl JitModel {
                     self.profile_kernel(id, FORWARD, kernel_s);
                 } else {
                     match (&plan.wino_fwd, wino_scratch.as_mut()) {
-                        (Some(wc), Some(ws)) => wc.run(xb, &plan.packed_fwd, &plan.packed_bias, &mut y, &[], ws),
-                        _ => run_corr(&plan.fwd, xb, &plan.packed_fwd, &plan.packed_bias, &mut y, &[], plan.fwd_rows),
+                        (Some(wc), Some(ws)) => {
+                            wc.run(xb, &plan.packed_fwd, &plan.packed_bias, &mut y, &[], ws)
+                        }
+                        _ => run_corr(
+                            &plan.fwd,
+                            xb,
+                            &plan.packed_fwd,
+                            &plan.packed_bias,
+                            &mut y,
+                            &[],
+                            plan.fwd_rows,
+                        ),
                     }
                     self.profile_kernel(id, FORWARD, kernel.elapsed().as_secs_f64());
                 }

@@ -51,7 +51,9 @@ impl ConvAlgorithm {
         [ConvAlgorithm::Direct, ConvAlgorithm::Winograd, ConvAlgorithm::Winograd2, ConvAlgorithm::Auto]
             .into_iter()
             .find(|a| a.name() == text)
-            .ok_or_else(|| format!("convolution algorithm `{text}`: expected direct, winograd, winograd2 or auto"))
+            .ok_or_else(|| {
+                format!("convolution algorithm `{text}`: expected direct, winograd, winograd2 or auto")
+            })
     }
 }
 
@@ -385,7 +387,15 @@ impl WinoCall {
 
     /// `y = act(x ⋆ w + b)` with `u` the transformed filter ([`transform_filter`]); `mask` as for
     /// the direct kernel's mask epilogues; `scratch` at least `spec.scratch_len()` floats.
-    pub(crate) fn run(&self, x: &[f32], u: &[f32], bias: &[f32], y: &mut [f32], mask: &[f32], scratch: &mut [f32]) {
+    pub(crate) fn run(
+        &self,
+        x: &[f32],
+        u: &[f32],
+        bias: &[f32],
+        y: &mut [f32],
+        mask: &[f32],
+        scratch: &mut [f32],
+    ) {
         let Some((input, gemm, output)) = self.fns else { return };
         let s = &self.spec;
         let masked = matches!(s.epilogue, Epilogue::ReluMask | Epilogue::LeakyMask(_));
@@ -395,9 +405,16 @@ impl WinoCall {
         debug_assert!(y.len() >= s.n * s.ho * s.wo * s.cso, "y too short");
         debug_assert!(!masked || mask.len() >= s.n * s.ho * s.wo * s.cso, "mask too short");
         debug_assert!(scratch.len() >= s.scratch_len(), "scratch too short");
-        debug_assert!(s.hp >= padded_extent(s.tile, s.ho, s.wo).0 && s.wp >= padded_extent(s.tile, s.ho, s.wo).1);
-        let (xp, up, bp, mp, yp) =
-            (x.as_ptr() as usize, u.as_ptr() as usize, bias.as_ptr() as usize, mask.as_ptr() as usize, y.as_mut_ptr() as usize);
+        debug_assert!(
+            s.hp >= padded_extent(s.tile, s.ho, s.wo).0 && s.wp >= padded_extent(s.tile, s.ho, s.wo).1
+        );
+        let (xp, up, bp, mp, yp) = (
+            x.as_ptr() as usize,
+            u.as_ptr() as usize,
+            bias.as_ptr() as usize,
+            mask.as_ptr() as usize,
+            y.as_mut_ptr() as usize,
+        );
         let (tiles, ci4, co4, ci) = (s.chunk_tiles(), s.ci4(), s.co4, s.ci);
         let v_len = s.points() * tiles * ci4;
         scratch[..s.scratch_len()].par_chunks_mut(s.chunk_len()).enumerate().for_each(|(c, chunk)| {
@@ -425,7 +442,14 @@ impl WinoCall {
                         1,
                     );
                 }
-                output(mmp as *const f32, bp as *const f32, yp as *mut f32, mp as *const f32, r0 as i64, r1 as i64);
+                output(
+                    mmp as *const f32,
+                    bp as *const f32,
+                    yp as *mut f32,
+                    mp as *const f32,
+                    r0 as i64,
+                    r1 as i64,
+                );
             }
         });
     }
