@@ -1,5 +1,6 @@
-//! The executors: one node's forward and backward step on the planned buffers. This is the only
-//! module that calls generated code ([`run_corr`], [`run_gradw`]); each call checks every buffer
+//! The executors: one node's forward and backward step on the planned buffers. This module
+//! calls the generated code ([`run_corr`], [`run_gradw`]; Winograd layers through
+//! `WinoCall::run` in [`super::winograd`], the only other caller); each call checks every buffer
 //! length against the kernel's spec first (in debug builds) and says why it is sound.
 
 use super::channel::{ChannelFn, ChannelSpec};

@@ -336,7 +336,7 @@ impl WinoSpec {
     /// In words, for the plan and the profile.
     pub(crate) fn describe(&self) -> String {
         format!(
-            "winograd {}, {}x{} tiles per sample, {} tile rows per chunk, ci {} -> co4 {}",
+            "winograd {}, {}x{} tiles per sample, {} tile row(s) per chunk, ci {} -> co4 {}",
             self.tile.name(),
             self.th(),
             self.tw(),
