@@ -63,7 +63,17 @@ fn bench_profile_names_each_layers_convolution_algorithm() {
     let src = "model m {\n    input x: [6, 12, 12]\n    y = x -> conv(8, kernel=3, pad=1) -> relu -> conv(5, kernel=3, stride=2) -> conv(3, kernel=1)\n    output y\n}\n";
     std::fs::write(&file, src).expect("write model");
     let run = |conv: &str| {
-        let args = ["bench", file.to_str().expect("path"), "--batch", "2", "--steps", "1", "--profile", "--conv", conv];
+        let args = [
+            "bench",
+            file.to_str().expect("path"),
+            "--batch",
+            "2",
+            "--steps",
+            "1",
+            "--profile",
+            "--conv",
+            conv,
+        ];
         let (code, out, err) = geonetc(&args);
         assert_eq!(code, 0, "{out}\n{err}");
         out

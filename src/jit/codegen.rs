@@ -498,30 +498,39 @@ fn emit_corr(b: &mut FunctionBuilder, spec: &CorrSpec, blk: Blocking, has_fma: b
             b.def_var(xp, xb);
             b.def_var(wp, wb);
             let zero = b.ins().iconst(PTR, 0);
-            let end = b.ins().iconst(PTR, sp.ci as i64);
+            // Channels unrolled by `unroll` when there are few taps (1×1 kernels, the
+            // Winograd products), so the loop's own instructions do not rival the FMAs.
+            let unroll =
+                if ktaps >= 4 { 1 } else { [4, 2, 1].into_iter().find(|u| sp.ci % u == 0).unwrap_or(1) };
+            let end = b.ins().iconst(PTR, (sp.ci / unroll) as i64);
             counted_loop(b, zero, end, 1, |b, _ci| {
                 let xpv = b.use_var(xp);
                 let wpv = b.use_var(wp);
-                for kh in 0..sp.k[0] {
-                    for kw in 0..sp.k[1] {
-                        let tap = kh * sp.k[1] + kw;
-                        let wv: Vec<Value> = (0..v)
-                            .map(|j| b.ins().load(F32X4, flags(), wpv, ((tap * sp.co4 + 4 * j) * 4) as i32))
-                            .collect();
-                        for i in 0..r {
-                            let off =
-                                ((kh * sp.d[0] * sp.wp + kw * sp.d[1] + i * sp.s[1]) * sp.csx * 4) as i64;
-                            let xs = bcast(b, xpv, off);
-                            for j in 0..v {
-                                let a = b.use_var(accs[i * v + j]);
-                                let a = fmadd(b, has_fma, xs, wv[j], a);
-                                b.def_var(accs[i * v + j], a);
+                for q in 0..unroll {
+                    for kh in 0..sp.k[0] {
+                        for kw in 0..sp.k[1] {
+                            let tap = kh * sp.k[1] + kw;
+                            let wv: Vec<Value> = (0..v)
+                                .map(|j| {
+                                    let off = ((tap * sp.co4 + 4 * j) * 4) as i64 + q as i64 * w_ci_stride;
+                                    b.ins().load(F32X4, flags(), wpv, off as i32)
+                                })
+                                .collect();
+                            for i in 0..r {
+                                let off = ((kh * sp.d[0] * sp.wp + kw * sp.d[1] + i * sp.s[1]) * sp.csx * 4
+                                    + 4 * q) as i64;
+                                let xs = bcast(b, xpv, off);
+                                for j in 0..v {
+                                    let a = b.use_var(accs[i * v + j]);
+                                    let a = fmadd(b, has_fma, xs, wv[j], a);
+                                    b.def_var(accs[i * v + j], a);
+                                }
                             }
                         }
                     }
                 }
-                let xn = b.ins().iadd_imm_s(xpv, 4);
-                let wn = b.ins().iadd_imm_s(wpv, w_ci_stride);
+                let xn = b.ins().iadd_imm_s(xpv, 4 * unroll as i64);
+                let wn = b.ins().iadd_imm_s(wpv, w_ci_stride * unroll as i64);
                 b.def_var(xp, xn);
                 b.def_var(wp, wn);
             });

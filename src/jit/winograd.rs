@@ -168,10 +168,12 @@ impl Tile {
     }
 }
 
-/// The measured relative cost of a transform's vector operation against one multiply-add of the
-/// GEMM (the transforms stream `V` and `M` through memory, the GEMM works from registers); see
-/// docs/jit.md for the calibration.
-const TRANSFORM_COST: f64 = 2.0;
+/// The relative cost of a transform's vector operation against one multiply-add of the GEMM
+/// (the transforms stream `V` and `M` through memory, the GEMM works from registers).
+/// Calibrated on `bench --profile` per-layer times (release, 2 threads, min of 5 steps, busy
+/// machine; docs/jit.md): 16→16 channels gained nothing, 32→32 about 1.2×, 64→64 1.4–1.6×;
+/// 4.0 keeps 16→16 layers direct and picks F(4×4) from about 32 channels on.
+const TRANSFORM_COST: f64 = 4.0;
 /// A Winograd layer must be predicted this much cheaper than the direct kernel to be chosen
 /// (the model ignores the chunk loop and the edge tiles).
 const MARGIN: f64 = 1.15;
@@ -456,27 +458,43 @@ impl WinoCall {
 }
 
 /// `U[point][ci][co4] = G g Gᵀ` from weights packed for the direct kernel (`[ci][3·3][co4]`), in
-/// f64, into `u`.
+/// f64, into `u`. Loops run over the output lanes innermost (contiguous, vectorised).
 pub(crate) fn transform_filter(tile: Tile, packed: &[f32], ci: usize, co4: usize, u: &mut Vec<f32>) {
     let a = tile.alpha();
     let g = tile.g();
     u.clear();
     u.resize(a * a * ci * co4, 0.0);
-    let mut t = vec![0.0f64; a * 3];
+    // t[i][j] = Σ_q G[i][q] · w[q][j], one row of co4 lanes each
+    let mut t = vec![0.0f64; a * 3 * co4];
+    let mut row = vec![0.0f64; co4];
     for c in 0..ci {
-        for o in 0..co4 {
-            let w = |kh: usize, kw: usize| f64::from(packed[(c * 9 + kh * 3 + kw) * co4 + o]);
-            // t = G · w (α × 3), then U = t · Gᵀ
-            for i in 0..a {
-                for j in 0..3 {
-                    t[i * 3 + j] = (0..3).map(|q| g[i * 3 + q] * w(q, j)).sum();
+        let w = &packed[c * 9 * co4..(c + 1) * 9 * co4];
+        t.fill(0.0);
+        for i in 0..a {
+            for j in 0..3 {
+                let ti = &mut t[(i * 3 + j) * co4..(i * 3 + j + 1) * co4];
+                for q in 0..3 {
+                    let gq = g[i * 3 + q];
+                    if gq != 0.0 {
+                        let wq = &w[(q * 3 + j) * co4..(q * 3 + j + 1) * co4];
+                        ti.iter_mut().zip(wq).for_each(|(t, &w)| *t += gq * f64::from(w));
+                    }
                 }
             }
-            for i in 0..a {
-                for j in 0..a {
-                    let v: f64 = (0..3).map(|q| t[i * 3 + q] * g[j * 3 + q]).sum();
-                    u[((i * a + j) * ci + c) * co4 + o] = v as f32;
+        }
+        // U[i][l] = Σ_q t[i][q] · G[l][q]
+        for i in 0..a {
+            for l in 0..a {
+                row.fill(0.0);
+                for q in 0..3 {
+                    let gq = g[l * 3 + q];
+                    if gq != 0.0 {
+                        let tq = &t[(i * 3 + q) * co4..(i * 3 + q + 1) * co4];
+                        row.iter_mut().zip(tq).for_each(|(r, &t)| *r += gq * t);
+                    }
                 }
+                let dst = &mut u[((i * a + l) * ci + c) * co4..((i * a + l) * ci + c + 1) * co4];
+                dst.iter_mut().zip(&row).for_each(|(d, &r)| *d = r as f32);
             }
         }
     }
