@@ -500,8 +500,11 @@ fn emit_corr(b: &mut FunctionBuilder, spec: &CorrSpec, blk: Blocking, has_fma: b
             let zero = b.ins().iconst(PTR, 0);
             // Channels unrolled by `unroll` when there are few taps (1×1 kernels, the
             // Winograd products), so the loop's own instructions do not rival the FMAs.
-            let unroll =
-                if ktaps >= 4 { 1 } else { [4, 2, 1].into_iter().find(|u| sp.ci % u == 0).unwrap_or(1) };
+            let unroll = if ktaps >= 4 {
+                1
+            } else {
+                [4, 2, 1].into_iter().find(|u| sp.ci.is_multiple_of(*u)).unwrap_or(1)
+            };
             let end = b.ins().iconst(PTR, (sp.ci / unroll) as i64);
             counted_loop(b, zero, end, 1, |b, _ci| {
                 let xpv = b.use_var(xp);
