@@ -45,10 +45,51 @@ fn bench_profile_lists_every_layer_and_no_reference_code() {
 #[test]
 fn malformed_tuning_flags_are_one_line_errors() {
     let example = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/seed_edge_filter.geonet");
-    for args in [["--corr-block", "5"], ["--gradw-block", "0x2"], ["--jit-opt", "fast"]] {
+    for args in [["--corr-block", "5"], ["--gradw-block", "0x2"], ["--jit-opt", "fast"], ["--conv", "fft"]] {
         let (code, out, err) = geonetc(&["bench", example, "--steps", "1", args[0], args[1]]);
         assert_eq!(code, 2, "{args:?}: {out}\n{err}");
         assert_eq!(err.trim().lines().count(), 1, "{args:?}: {err}");
         assert!(err.starts_with("error: "), "{args:?}: {err}");
     }
+}
+
+/// `--conv` forces the algorithm of 3×3 stride-1 layers, and the profile says which ran
+/// (forward / input gradient).
+#[test]
+fn bench_profile_names_each_layers_convolution_algorithm() {
+    let dir = std::env::temp_dir().join(format!("geonetc-profile-conv-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let file = dir.join("m.geonet");
+    let src = "model m {\n    input x: [6, 12, 12]\n    y = x -> conv(8, kernel=3, pad=1) -> relu -> conv(5, kernel=3, stride=2) -> conv(3, kernel=1)\n    output y\n}\n";
+    std::fs::write(&file, src).expect("write model");
+    let run = |conv: &str| {
+        let args = [
+            "bench",
+            file.to_str().expect("path"),
+            "--batch",
+            "2",
+            "--steps",
+            "1",
+            "--profile",
+            "--conv",
+            conv,
+        ];
+        let (code, out, err) = geonetc(&args);
+        assert_eq!(code, 0, "{out}\n{err}");
+        out
+    };
+    let line = |out: &str, name: &str| {
+        out.lines().find(|l| l.contains(name)).unwrap_or_else(|| panic!("no {name} in\n{out}")).to_string()
+    };
+    let out = run("winograd");
+    // The first conv both ways; the strided one only for its input gradient (a stride-1
+    // correlation); the 1×1 conv never.
+    assert!(line(&out, "y.conv0").contains("F(4x4, 3x3) / F(4x4, 3x3)"), "{out}");
+    assert!(line(&out, "y.conv1").contains("direct / F(4x4, 3x3)"), "{out}");
+    assert!(line(&out, "y.conv2").contains("direct / direct"), "{out}");
+    let out = run("winograd2");
+    assert!(line(&out, "y.conv0").contains("F(2x2, 3x3) / F(2x2, 3x3)"), "{out}");
+    let out = run("direct");
+    assert!(line(&out, "y.conv0").contains("direct / direct"), "{out}");
+    std::fs::remove_dir_all(&dir).ok();
 }

@@ -1,6 +1,6 @@
 use super::common::{backend, load_program, set_threads};
 use super::*;
-use geonetc::jit::{Blocking, JitOptions, OptLevel};
+use geonetc::jit::{Blocking, ConvAlgorithm, JitOptions, OptLevel};
 use geonetc::runtime::bench;
 
 /// The JIT's knobs as given on the command line.
@@ -10,6 +10,7 @@ pub struct Tuning {
     pub jit_opt: String,
     pub corr_block: Option<String>,
     pub gradw_block: Option<String>,
+    pub conv: String,
 }
 
 impl Tuning {
@@ -21,6 +22,7 @@ impl Tuning {
             opt_level: OptLevel::parse(&self.jit_opt)?,
             corr_blocking: blocking(&self.corr_block, defaults.corr_blocking)?,
             gradw_blocking: blocking(&self.gradw_block, defaults.gradw_blocking)?,
+            conv: ConvAlgorithm::parse(&self.conv)?,
             profile: self.profile,
         })
     }

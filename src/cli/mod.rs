@@ -196,6 +196,11 @@ pub enum Command {
         /// JIT tuning: register blocking RxV of the weight-gradient kernels.
         #[arg(long, value_name = "RxV", hide = true)]
         gradw_block: Option<String>,
+        /// JIT: the algorithm of 3×3 stride-1 2-D convolutions (forward and input gradient):
+        /// direct, winograd (F(4x4, 3x3)), winograd2 (F(2x2, 3x3)) or auto (a cost model picks
+        /// per layer; see docs/jit.md).
+        #[arg(long, value_name = "ALGORITHM", default_value = "auto")]
+        conv: String,
     },
     /// Describe a SEG-Y, Seismic Unix or .npy data file.
     Inspect {
@@ -293,8 +298,9 @@ pub fn dispatch(cli: Cli) -> ExitCode {
             jit_opt,
             corr_block,
             gradw_block,
+            conv,
         } => {
-            let tuning = bench::Tuning { profile, jit_opt, corr_block, gradw_block };
+            let tuning = bench::Tuning { profile, jit_opt, corr_block, gradw_block, conv };
             bench::run(bench::BenchArgs { file, batch, steps, backend, threads, format, tuning })
         }
         Command::Inspect { file, format, iline, xline } => {

@@ -360,6 +360,24 @@ impl Codegen {
         self.module.get_finalized_function(h.0)
     }
 
+    /// Generates a function of `n_ptrs` pointers and two i64 (a row range) whose body `emit`
+    /// writes into the entry block (given its parameters and whether the host has FMA; the
+    /// return is added here); for kernel families outside this file ([`super::winograd`]).
+    pub(crate) fn custom(
+        &mut self,
+        n_ptrs: usize,
+        emit: impl FnOnce(&mut FunctionBuilder, &[Value], bool),
+    ) -> Result<FnHandle, String> {
+        self.generate(n_ptrs, |b, has_fma| {
+            let entry = b.create_block();
+            b.append_block_params_for_function_params(entry);
+            b.switch_to_block(entry);
+            let params = b.block_params(entry).to_vec();
+            emit(b, &params, has_fma);
+            b.ins().return_(&[]);
+        })
+    }
+
     /// Generates a weight-gradient kernel.
     pub fn gradw(&mut self, spec: &GradWSpec, blk: Blocking) -> Result<FnHandle, String> {
         if self.dry {
@@ -418,6 +436,61 @@ pub(crate) fn fmadd(b: &mut FunctionBuilder, has_fma: bool, x: Value, y: Value, 
 fn bcast(b: &mut FunctionBuilder, ptr: Value, off: i64) -> Value {
     let s = b.ins().load(types::F32, flags(), ptr, off as i32);
     b.ins().splat(F32X4, s)
+}
+
+/// The epilogue `e` applied to accumulator `a` before it is stored; a mask epilogue reads the
+/// mask vector at `mask + off` (the mask has the output's layout). `zero` is a zero f32x4.
+pub(crate) fn apply_epilogue(
+    b: &mut FunctionBuilder,
+    e: Epilogue,
+    a: Value,
+    zero: Value,
+    (mask, off): (Value, i32),
+    has_fma: bool,
+) -> Value {
+    match e {
+        Epilogue::None => a,
+        Epilogue::Relu => b.ins().fmax(a, zero),
+        Epilogue::LeakyRelu(s) => {
+            let sv = b.ins().f32const(s);
+            let sv = b.ins().splat(F32X4, sv);
+            let sa = b.ins().fmul(a, sv);
+            if s <= 1.0 { b.ins().fmax(a, sa) } else { b.ins().fmin(a, sa) }
+        }
+        Epilogue::ReluMask | Epilogue::LeakyMask(_) => {
+            let mv = b.ins().load(F32X4, flags(), mask, off);
+            let pos = b.ins().fcmp(FloatCC::GreaterThan, mv, zero);
+            let pos = b.ins().bitcast(
+                F32X4,
+                MemFlagsData::new().with_endianness(cranelift_codegen::ir::Endianness::Little),
+                pos,
+            );
+            let other = match e {
+                Epilogue::LeakyMask(s) => {
+                    let sv = b.ins().f32const(s);
+                    let sv = b.ins().splat(F32X4, sv);
+                    b.ins().fmul(a, sv)
+                }
+                _ => zero,
+            };
+            b.ins().bitselect(pos, a, other)
+        }
+        Epilogue::Sigmoid => super::exp::sigmoid(b, has_fma, a),
+        Epilogue::Tanh => super::exp::tanh(b, has_fma, a),
+        Epilogue::SigmoidMask | Epilogue::TanhMask => {
+            let mv = b.ins().load(F32X4, flags(), mask, off);
+            let one = b.ins().f32const(1.0);
+            let one = b.ins().splat(F32X4, one);
+            let d = if e == Epilogue::SigmoidMask {
+                let r = b.ins().fsub(one, mv);
+                b.ins().fmul(mv, r)
+            } else {
+                let nm = b.ins().fneg(mv);
+                fmadd(b, has_fma, nm, mv, one)
+            };
+            b.ins().fmul(a, d)
+        }
+    }
 }
 
 /// Emits the correlation kernel body into a fresh function.
@@ -481,30 +554,42 @@ fn emit_corr(b: &mut FunctionBuilder, spec: &CorrSpec, blk: Blocking, has_fma: b
             b.def_var(xp, xb);
             b.def_var(wp, wb);
             let zero = b.ins().iconst(PTR, 0);
-            let end = b.ins().iconst(PTR, sp.ci as i64);
+            // Channels unrolled by `unroll` when there are few taps (1×1 kernels, the
+            // Winograd products), so the loop's own instructions do not rival the FMAs.
+            let unroll = if ktaps >= 4 {
+                1
+            } else {
+                [4, 2, 1].into_iter().find(|u| sp.ci.is_multiple_of(*u)).unwrap_or(1)
+            };
+            let end = b.ins().iconst(PTR, (sp.ci / unroll) as i64);
             counted_loop(b, zero, end, 1, |b, _ci| {
                 let xpv = b.use_var(xp);
                 let wpv = b.use_var(wp);
-                for kh in 0..sp.k[0] {
-                    for kw in 0..sp.k[1] {
-                        let tap = kh * sp.k[1] + kw;
-                        let wv: Vec<Value> = (0..v)
-                            .map(|j| b.ins().load(F32X4, flags(), wpv, ((tap * sp.co4 + 4 * j) * 4) as i32))
-                            .collect();
-                        for i in 0..r {
-                            let off =
-                                ((kh * sp.d[0] * sp.wp + kw * sp.d[1] + i * sp.s[1]) * sp.csx * 4) as i64;
-                            let xs = bcast(b, xpv, off);
-                            for j in 0..v {
-                                let a = b.use_var(accs[i * v + j]);
-                                let a = fmadd(b, has_fma, xs, wv[j], a);
-                                b.def_var(accs[i * v + j], a);
+                for q in 0..unroll {
+                    for kh in 0..sp.k[0] {
+                        for kw in 0..sp.k[1] {
+                            let tap = kh * sp.k[1] + kw;
+                            let wv: Vec<Value> = (0..v)
+                                .map(|j| {
+                                    let off = ((tap * sp.co4 + 4 * j) * 4) as i64 + q as i64 * w_ci_stride;
+                                    b.ins().load(F32X4, flags(), wpv, off as i32)
+                                })
+                                .collect();
+                            for i in 0..r {
+                                let off = ((kh * sp.d[0] * sp.wp + kw * sp.d[1] + i * sp.s[1]) * sp.csx * 4
+                                    + 4 * q) as i64;
+                                let xs = bcast(b, xpv, off);
+                                for j in 0..v {
+                                    let a = b.use_var(accs[i * v + j]);
+                                    let a = fmadd(b, has_fma, xs, wv[j], a);
+                                    b.def_var(accs[i * v + j], a);
+                                }
                             }
                         }
                     }
                 }
-                let xn = b.ins().iadd_imm_s(xpv, 4);
-                let wn = b.ins().iadd_imm_s(wpv, w_ci_stride);
+                let xn = b.ins().iadd_imm_s(xpv, 4 * unroll as i64);
+                let wn = b.ins().iadd_imm_s(wpv, w_ci_stride * unroll as i64);
                 b.def_var(xp, xn);
                 b.def_var(wp, wn);
             });
@@ -516,50 +601,7 @@ fn emit_corr(b: &mut FunctionBuilder, spec: &CorrSpec, blk: Blocking, has_fma: b
                 for j in 0..v {
                     let a = b.use_var(accs[i * v + j]);
                     let off = ((i * sp.cso + 4 * j) * 4) as i32;
-                    let out = match spec.epilogue {
-                        Epilogue::None => a,
-                        Epilogue::Relu => b.ins().fmax(a, zero_v),
-                        Epilogue::LeakyRelu(s) => {
-                            let sv = b.ins().f32const(s);
-                            let sv = b.ins().splat(F32X4, sv);
-                            let sa = b.ins().fmul(a, sv);
-                            if s <= 1.0 { b.ins().fmax(a, sa) } else { b.ins().fmin(a, sa) }
-                        }
-                        Epilogue::ReluMask | Epilogue::LeakyMask(_) => {
-                            let mv = b.ins().load(F32X4, flags(), mb, off);
-                            let pos = b.ins().fcmp(FloatCC::GreaterThan, mv, zero_v);
-                            let pos = b.ins().bitcast(
-                                F32X4,
-                                MemFlagsData::new()
-                                    .with_endianness(cranelift_codegen::ir::Endianness::Little),
-                                pos,
-                            );
-                            let other = match spec.epilogue {
-                                Epilogue::LeakyMask(s) => {
-                                    let sv = b.ins().f32const(s);
-                                    let sv = b.ins().splat(F32X4, sv);
-                                    b.ins().fmul(a, sv)
-                                }
-                                _ => zero_v,
-                            };
-                            b.ins().bitselect(pos, a, other)
-                        }
-                        Epilogue::Sigmoid => super::exp::sigmoid(b, has_fma, a),
-                        Epilogue::Tanh => super::exp::tanh(b, has_fma, a),
-                        Epilogue::SigmoidMask | Epilogue::TanhMask => {
-                            let mv = b.ins().load(F32X4, flags(), mb, off);
-                            let one = b.ins().f32const(1.0);
-                            let one = b.ins().splat(F32X4, one);
-                            let d = if spec.epilogue == Epilogue::SigmoidMask {
-                                let r = b.ins().fsub(one, mv);
-                                b.ins().fmul(mv, r)
-                            } else {
-                                let nm = b.ins().fneg(mv);
-                                fmadd(b, has_fma, nm, mv, one)
-                            };
-                            b.ins().fmul(a, d)
-                        }
-                    };
+                    let out = apply_epilogue(b, spec.epilogue, a, zero_v, (mb, off), has_fma);
                     b.ins().store(flags(), out, yb, off);
                 }
             }

@@ -123,10 +123,14 @@ impl JitModel {
                 ),
                 None => String::new(),
             };
+            let algorithm = |w: &Option<super::winograd::WinoCall>, geo: &Geometry| match w {
+                Some(w) => format!("{} (direct: {})", w.spec.describe(), geometry(geo)),
+                None => format!("corr {}", geometry(geo)),
+            };
             let _ = writeln!(
                 out,
-                "    forward: corr {}{}{}; reads {}{}; {} rows",
-                geometry(&p.fwd.spec.geo),
+                "    forward: {}{}{}; reads {}{}; {} rows",
+                algorithm(&p.wino_fwd, &p.fwd.spec.geo),
                 if p.fwd.spec.bias { ", bias" } else { "" },
                 epilogue(p.fwd.spec.epilogue),
                 source(p.fwd_src),
@@ -135,8 +139,8 @@ impl JitModel {
             );
             let _ = writeln!(
                 out,
-                "    input gradient: corr {}{}; reads {}{}; {} rows",
-                geometry(&p.bwd_in.spec.geo),
+                "    input gradient: {}{}; reads {}{}; {} rows",
+                algorithm(&p.wino_bwd, &p.bwd_in.spec.geo),
                 epilogue(p.bwd_in.spec.epilogue),
                 source(p.bwd_src),
                 scatter(p.bwd_scatter),

@@ -1,5 +1,6 @@
-//! The executors: one node's forward and backward step on the planned buffers. This is the only
-//! module that calls generated code ([`run_corr`], [`run_gradw`]); each call checks every buffer
+//! The executors: one node's forward and backward step on the planned buffers. This module
+//! calls the generated code ([`run_corr`], [`run_gradw`]; Winograd layers through
+//! `WinoCall::run` in [`super::winograd`], the only other caller); each call checks every buffer
 //! length against the kernel's spec first (in debug builds) and says why it is sound.
 
 use super::channel::{ChannelFn, ChannelSpec};
@@ -63,6 +64,11 @@ impl JitModel {
                 if let Some(px) = plan.pixel() {
                     plan.lend(px.t_fwd, &mut self.pool);
                 }
+                let wino_k = plan.wino_fwd.as_ref().map(|w| w.scratch);
+                let mut wino_scratch = wino_k.map(|k| {
+                    plan.lend(k, &mut self.pool);
+                    std::mem::take(&mut plan.scratch[k])
+                });
                 let x = self.buf(node.inputs[0]);
                 if let Some((k, sc)) = plan.fwd_scatter {
                     sc.run(x, &mut plan.scratch[k]);
@@ -86,9 +92,16 @@ impl JitModel {
                     plan.scratch[px.t_fwd] = t;
                     self.profile_kernel(id, FORWARD, kernel_s);
                 } else {
+                    // (Winograd is never planned for a conv writing into a concat: `lower.rs`.)
                     let y = &mut y[into.map_or(0, |(_, off)| off)..];
-                    run_corr(&plan.fwd, xb, &plan.packed_fwd, &plan.packed_bias, y, &[], plan.fwd_rows);
+                    match (&plan.wino_fwd, wino_scratch.as_mut()) {
+                        (Some(wc), Some(ws)) => wc.run(xb, &plan.packed_fwd, &plan.packed_bias, y, &[], ws),
+                        _ => run_corr(&plan.fwd, xb, &plan.packed_fwd, &plan.packed_bias, y, &[], plan.fwd_rows),
+                    }
                     self.profile_kernel(id, FORWARD, kernel.elapsed().as_secs_f64());
+                }
+                if let (Some(k), Some(ws)) = (wino_k, wino_scratch) {
+                    plan.scratch[k] = ws;
                 }
                 self.nodes[dst].value = y;
                 plan.give_back(&mut self.pool);
@@ -294,6 +307,11 @@ impl JitModel {
         plan.lend_partials(&mut self.pool);
         let mut kernel_s = 0.0;
         if let Value::Node(_) = x_ref {
+            let wino_k = plan.wino_bwd.as_ref().map(|w| w.scratch);
+            let mut wino_scratch = wino_k.map(|k| {
+                plan.lend(k, &mut self.pool);
+                std::mem::take(&mut plan.scratch[k])
+            });
             let src: &[f32] = match plan.bwd_src {
                 Src::Value => &dy,
                 Src::Scratch(k) => &plan.scratch[k],
@@ -302,9 +320,15 @@ impl JitModel {
                 // With a folded activation derivative, the mask is that activation's output.
                 let m = if plan.bwd_in.spec.epilogue == Epilogue::None { &[][..] } else { me.buf(x_ref) };
                 let t = Instant::now();
-                run_corr(&plan.bwd_in, src, &plan.packed_bwd, &[], dx, m, plan.bwd_rows);
+                match (&plan.wino_bwd, wino_scratch.as_mut()) {
+                    (Some(wc), Some(ws)) => wc.run(src, &plan.packed_bwd, &[], dx, m, ws),
+                    _ => run_corr(&plan.bwd_in, src, &plan.packed_bwd, &[], dx, m, plan.bwd_rows),
+                }
                 kernel_s += t.elapsed().as_secs_f64();
             });
+            if let (Some(k), Some(ws)) = (wino_k, wino_scratch) {
+                plan.scratch[k] = ws;
+            }
         }
         // Weight gradient over fixed row chunks, summed in chunk order. Its operands: `gx`
         // reduced over, `gd` the per-position lanes (see `LinearKind`).

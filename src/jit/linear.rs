@@ -5,6 +5,7 @@
 
 use super::codegen::{self, CorrFn, CorrSpec, GradWFn, GradWSpec};
 use super::native::{Pixel, Scatter};
+use super::winograd::{WinoCall, transform_filter};
 use crate::ir::{Node, Params};
 use crate::ops::Op;
 
@@ -90,9 +91,20 @@ pub(crate) struct LinearPlan {
     /// Weight-gradient partial sums: borrowed from the pool during the backward step.
     pub partials: Vec<f32>,
     pub partials_len: usize,
+    /// The forward and input-gradient correlations as Winograd, when chosen: `packed_fwd` /
+    /// `packed_bwd` then hold the transformed filter instead of the taps.
+    pub wino_fwd: Option<WinoCall>,
+    pub wino_bwd: Option<WinoCall>,
 }
 
 impl LinearPlan {
+    /// The algorithms of the forward and input-gradient correlations, for the profile:
+    /// `direct`, `F(4x4, 3x3)` or `F(2x2, 3x3)` each.
+    pub fn algorithms(&self) -> String {
+        let name = |w: &Option<WinoCall>| w.as_ref().map_or("direct", |w| w.spec.tile.name());
+        format!("{} / {}", name(&self.wino_fwd), name(&self.wino_bwd))
+    }
+
     /// The pixel shuffle of a pixel-shuffle upconv.
     pub fn pixel(&self) -> Option<Pixel> {
         match self.kind {
@@ -115,6 +127,17 @@ impl LinearPlan {
             self.bwd_in.pack_lanes,
             &mut self.packed_bwd,
         );
+        // The filter transforms, once per step (at inference, once per call).
+        for (wino, call, packed) in [
+            (&self.wino_fwd, &self.fwd, &mut self.packed_fwd),
+            (&self.wino_bwd, &self.bwd_in, &mut self.packed_bwd),
+        ] {
+            if let Some(wc) = wino {
+                let mut u = Vec::new();
+                transform_filter(wc.spec.tile, packed, wc.spec.ci, call.pack_lanes, &mut u);
+                *packed = u;
+            }
+        }
         if !self.bias {
             self.packed_bias.fill(0.0);
         }
@@ -193,8 +216,11 @@ impl LinearPlan {
     /// Floats of the packed weights (forward and input-gradient layouts) and bias.
     pub fn packed_len(&self) -> usize {
         let rows = |c: &CorrCall| if c.pack.reduce_axis0 { self.a } else { self.b };
-        (rows(&self.fwd) * self.fwd.pack_lanes + rows(&self.bwd_in) * self.bwd_in.pack_lanes) * self.taps
-            + self.packed_bias.len()
+        let len = |c: &CorrCall, w: &Option<WinoCall>| match w {
+            Some(w) => w.spec.filter_len(),
+            None => rows(c) * c.pack_lanes * self.taps,
+        };
+        len(&self.fwd, &self.wino_fwd) + len(&self.bwd_in, &self.wino_bwd) + self.packed_bias.len()
     }
 
     /// Floats this plan borrows at most at once: (buffers, largest).

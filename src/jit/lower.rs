@@ -9,6 +9,7 @@ use super::fusion::{Fusion, is_pixel};
 use super::layout::{Layout, round4, window2};
 use super::linear::{CorrCall, LinearKind, LinearPlan, Packing, Src};
 use super::native::{Pixel, Scatter};
+use super::winograd::{self, WinoCall, WinoSpec};
 use crate::ir::Node;
 use crate::ops::Op;
 
@@ -53,15 +54,17 @@ impl Scratch {
 }
 
 /// A zero-padding scatter of `src` by `p` into scratch (persistent or not), or the value itself
-/// when there is no padding.
+/// when there is no padding. The padded buffer is at least `min` (height, width) large, zeros
+/// past the padding (a Winograd correlation reads whole tiles).
 fn padded_source(
     src: Layout,
     p: [usize; 2],
+    min: (usize, usize),
     persistent: bool,
     scratch: &mut Scratch,
 ) -> (Layout, Src, Option<(usize, Scatter)>) {
-    let padded = Layout { h: src.h + 2 * p[0], w: src.w + 2 * p[1], ..src };
-    if p == [0, 0] {
+    let padded = Layout { h: (src.h + 2 * p[0]).max(min.0), w: (src.w + 2 * p[1]).max(min.1), ..src };
+    if padded.h == src.h && padded.w == src.w {
         return (padded, Src::Value, None);
     }
     let k = scratch.add(padded, persistent);
@@ -89,6 +92,12 @@ pub(crate) fn plan_linear(
         let pack_lanes = spec.geo.co4;
         Ok(CorrCall { handle, f: None, spec, pack, pack_lanes })
     };
+    // A Winograd form of correlation `geo` when the options and the cost model choose one; its
+    // input must then be padded to whole tiles (`winograd::padded_extent`).
+    let wino_tile = |geo: &Geometry| winograd::choose(options.conv, geo);
+    let extent = |t: Option<winograd::Tile>, ho: usize, wo: usize| {
+        t.map_or((0, 0), |t| winograd::padded_extent(t, ho, wo))
+    };
     // Weights `[a, b, taps]` read as `[b][tap][a]` (forward of conv and dense), or as
     // `[a][tap][b]` (their input gradients; upconv's weight is `[in, out, taps]`), taps reversed
     // where the correlation runs the other way.
@@ -115,25 +124,47 @@ pub(crate) fn plan_linear(
         bias_chunk_rows: usize,
         bias_lanes: usize,
     }
+    let (mut wino_fwd, mut wino_bwd) = (None, None);
     let f = match &node.op {
         Op::Conv(c) => {
             let (k, s, p, d) =
                 (window2(&c.kernel, 1), window2(&c.stride, 1), window2(&c.pad, 0), window2(&c.dilation, 1));
             // forward: x zero-padded by p (kept for the weight gradient)
-            let (padded, fwd_src, fwd_scatter) = padded_source(x, p, true, &mut scratch);
+            let unpadded = Layout { h: x.h + 2 * p[0], w: x.w + 2 * p[1], ..x };
+            // A conv writing into a concat's slice stays direct (Winograd's output transform
+            // stores with the layer's own channel stride).
+            let fwd_tile = wino_tile(&geometry(unpadded, y, k, s, d)).filter(|_| into.is_none());
+            let (padded, fwd_src, fwd_scatter) =
+                padded_source(x, p, extent(fwd_tile, y.h, y.w), true, &mut scratch);
             let geo = geometry(padded, y, k, s, d);
             // Into a concat: rows of the concat's stride (the weight gradient reads this
             // layer's own dy, so its geometry keeps `y`'s).
             let fwd_geo = Geometry { cso: into.map_or(y.cs, |l| l.cs), ..geo.clone() };
-            let fwd =
-                corr(CorrSpec { geo: fwd_geo, bias: c.bias || bn_follows, epilogue }, pack(false, false))?;
+            let fwd_bias = c.bias || bn_follows;
+            let fwd = corr(CorrSpec { geo: fwd_geo, bias: fwd_bias, epilogue }, pack(false, false))?;
             // input gradient: dy interleaved (stride) and shifted, then a stride-1 correlation
             let z = Layout { h: x.h + d[0] * (k[0] - 1), w: x.w + d[1] * (k[1] - 1), ..y };
+            let bwd_tile = wino_tile(&geometry(z, x, k, [1, 1], d));
+            let (zh, zw) = extent(bwd_tile, x.h, x.w);
+            let z = Layout { h: z.h.max(zh), w: z.w.max(zw), ..z };
             let kz = scratch.add(z, false);
             let off = |a: usize| (d[a] * (k[a] - 1)) as i64 - p[a] as i64;
             let bwd_geo = geometry(z, x, k, [1, 1], d);
-            let bwd_in =
-                corr(CorrSpec { geo: bwd_geo, bias: false, epilogue: bwd_epilogue }, pack(true, true))?;
+            let bwd_in = corr(
+                CorrSpec { geo: bwd_geo.clone(), bias: false, epilogue: bwd_epilogue },
+                pack(true, true),
+            )?;
+            let mut wino = |t: Option<winograd::Tile>, geo: &Geometry, bias: bool, e| {
+                t.map(|t| {
+                    let spec = WinoSpec::new(t, geo, x.n, bias, e);
+                    let flat = Layout { n: 1, h: 1, w: spec.scratch_len(), c: 1, cs: 1 };
+                    let k = scratch.add(flat, false);
+                    WinoCall::generate(cg, spec, options.corr_blocking, k)
+                })
+                .transpose()
+            };
+            wino_fwd = wino(fwd_tile, &geo, fwd_bias, epilogue)?;
+            wino_bwd = wino(bwd_tile, &bwd_geo, false, bwd_epilogue)?;
             Family {
                 kind: LinearKind::Direct,
                 out: c.out,
@@ -305,5 +336,7 @@ pub(crate) fn plan_linear(
         packed_bwd: vec![],
         packed_bias: vec![0.0; f.bias_lanes],
         partials: vec![],
+        wino_fwd,
+        wino_bwd,
     })
 }

@@ -50,10 +50,13 @@ mod pointwise;
 mod profile;
 mod spatial;
 pub(crate) mod unary;
+mod winograd;
+mod winograd_emit;
 
 pub use codegen::{Blocking, OptLevel};
 pub use layout::{Layout, from_nhwc, to_nhwc};
 pub use profile::{NodeProfile, Profile};
+pub use winograd::ConvAlgorithm;
 
 use crate::interp::Cache;
 use crate::ir::{Graph, NodeId, Params, Value};
@@ -74,6 +77,8 @@ pub struct JitOptions {
     /// Register blocking of the correlation kernels and of the weight-gradient kernels.
     pub corr_blocking: Blocking,
     pub gradw_blocking: Blocking,
+    /// Direct or Winograd correlation for 3×3 stride-1 2-D layers (forward and input gradient).
+    pub conv: ConvAlgorithm,
     /// Time every node's forward and backward step and the generated kernels in them
     /// ([`JitModel::profile`]).
     pub profile: bool,
@@ -85,6 +90,7 @@ impl Default for JitOptions {
             opt_level: OptLevel::None,
             corr_blocking: codegen::CORR_BLOCKING,
             gradw_blocking: codegen::GRADW_BLOCKING,
+            conv: ConvAlgorithm::Auto,
             profile: false,
         }
     }
@@ -234,6 +240,7 @@ impl JitModel {
                     p.fwd.f = Some(cg.corr_fn(p.fwd.handle));
                     p.bwd_in.f = Some(cg.corr_fn(p.bwd_in.handle));
                     p.gradw = Some(cg.gradw_fn(p.gradw_handle));
+                    p.wino_fwd.iter_mut().chain(p.wino_bwd.iter_mut()).for_each(|w| w.link(&cg));
                 }
                 Step::Norm(p) => p.link(&cg),
                 Step::Elementwise(p) => p.link(&cg),

@@ -3,7 +3,7 @@
 //! when the model is compiled with `JitOptions::profile` (`geonetc bench --profile`).
 
 use super::exec::{BACKWARD, FORWARD};
-use super::{JitModel, NodeState};
+use super::{JitModel, NodeState, Step};
 use crate::ir::{Graph, NodeId};
 use serde::Serialize;
 use std::fmt;
@@ -18,6 +18,9 @@ pub struct NodeProfile {
     /// `kernels` (generated code), `fused` (inside the kernels of the node before it),
     /// `native` (a native loop) or `reference` (the interpreter's code on converted copies).
     pub step: &'static str,
+    /// Linear nodes: the forward and input-gradient algorithms (`direct` or the Winograd tile,
+    /// as `forward / input gradient`); empty otherwise.
+    pub conv: String,
     pub forward_s: f64,
     pub backward_s: f64,
     /// The part of `forward_s` / `backward_s` spent in generated kernels.
@@ -42,6 +45,10 @@ impl Profile {
                 name: n.name.clone(),
                 op: n.op.kind(),
                 step: s.step.label(),
+                conv: match &s.step {
+                    Step::Linear(p) => p.algorithms(),
+                    _ => String::new(),
+                },
                 forward_s: 0.0,
                 backward_s: 0.0,
                 kernel_forward_s: 0.0,
@@ -82,7 +89,8 @@ impl fmt::Display for Profile {
             let total = n.forward_s + n.backward_s;
             let kernels = n.kernel_forward_s + n.kernel_backward_s;
             let share = if total > 0.0 { format!("{:.0} %", 100.0 * kernels / total) } else { "-".into() };
-            let mark = if n.step == "reference" { "  <- reference code" } else { "" };
+            let mark = if n.step == "reference" { "  <- reference code".to_string() } else { String::new() };
+            let mark = if n.conv.is_empty() { mark } else { format!("  {}{mark}", n.conv) };
             writeln!(
                 f,
                 "{:>28} {:>10} {:>9} {:>9.2} {:>9.2} {:>10}{mark}",

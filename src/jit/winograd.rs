@@ -1,0 +1,501 @@
+//! Winograd convolution F(m×m, 3×3) for 3×3 stride-1 2-D correlations (the forward pass of a
+//! conv and its input gradient, which is a correlation with the flipped, transposed kernel).
+//!
+//! A layer's output is cut into m×m tiles, each computed from an (m+2)×(m+2) input tile:
+//! `y = Aᵀ [ Σ_ci (G g Gᵀ)[ci,co] ⊙ (Bᵀ d B)[ci] ] A`. Per transform point (α² = (m+2)² of them)
+//! the sum over input channels is a GEMM `M[tile][co] = V[tile][ci] · U[ci][co]`, which needs
+//! α²/m² multiplies per output and channel pair instead of the direct kernel's 9 (2.25 for
+//! F(4×4), 4 for F(2×2)) — that is where the speed comes from on 128-bit vectors.
+//!
+//! The work is done in chunks of tile rows fixed by the shapes (so results do not depend on the
+//! thread count): per chunk, the input transform ([`super::winograd_emit`]) writes the chunk's
+//! `V`, the direct correlation kernel — generated as a 1×1 correlation over the chunk's tiles —
+//! multiplies each point's `V` by that point's `U`, and the output transform writes the chunk's
+//! output rows with bias and the fused epilogue. A chunk's `V` and `M` are written and read back
+//! while still in cache. The filter transform `U = G g Gᵀ` is done once per step (the weights
+//! change every step), in f64, in [`transform_filter`].
+//!
+//! The matrices are Lavin & Gray's (interpolation points 0, ±1, ±2, ∞ for F(4×4));
+//! `scripts/winograd_matrices.py` checks them against the correlation in numpy.
+
+use super::codegen::{Codegen, CorrFn, CorrSpec, Epilogue, FnHandle, Geometry};
+use super::layout::round4;
+use super::winograd_emit::{InputFn, OutputFn, emit_input, emit_output};
+use rayon::prelude::*;
+
+/// Which algorithm 3×3 stride-1 2-D correlations use (`JitOptions::conv`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ConvAlgorithm {
+    /// The direct correlation kernel everywhere.
+    Direct,
+    /// Winograd F(4×4, 3×3) on every eligible correlation.
+    Winograd,
+    /// Winograd F(2×2, 3×3) on every eligible correlation.
+    Winograd2,
+    /// Per correlation, whichever the cost model ([`choose`]) predicts faster.
+    #[default]
+    Auto,
+}
+
+impl ConvAlgorithm {
+    pub fn name(self) -> &'static str {
+        match self {
+            ConvAlgorithm::Direct => "direct",
+            ConvAlgorithm::Winograd => "winograd",
+            ConvAlgorithm::Winograd2 => "winograd2",
+            ConvAlgorithm::Auto => "auto",
+        }
+    }
+
+    pub fn parse(text: &str) -> Result<ConvAlgorithm, String> {
+        [ConvAlgorithm::Direct, ConvAlgorithm::Winograd, ConvAlgorithm::Winograd2, ConvAlgorithm::Auto]
+            .into_iter()
+            .find(|a| a.name() == text)
+            .ok_or_else(|| {
+                format!("convolution algorithm `{text}`: expected direct, winograd, winograd2 or auto")
+            })
+    }
+}
+
+/// The output tile size m of F(m×m, 3×3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tile {
+    F2,
+    F4,
+}
+
+#[rustfmt::skip]
+const F2_BT: [f64; 16] = [
+    1.0, 0.0, -1.0, 0.0,
+    0.0, 1.0, 1.0, 0.0,
+    0.0, -1.0, 1.0, 0.0,
+    0.0, 1.0, 0.0, -1.0,
+];
+#[rustfmt::skip]
+const F2_G: [f64; 12] = [
+    1.0, 0.0, 0.0,
+    0.5, 0.5, 0.5,
+    0.5, -0.5, 0.5,
+    0.0, 0.0, 1.0,
+];
+#[rustfmt::skip]
+const F2_AT: [f64; 8] = [
+    1.0, 1.0, 1.0, 0.0,
+    0.0, 1.0, -1.0, -1.0,
+];
+#[rustfmt::skip]
+const F4_BT: [f64; 36] = [
+    4.0, 0.0, -5.0, 0.0, 1.0, 0.0,
+    0.0, -4.0, -4.0, 1.0, 1.0, 0.0,
+    0.0, 4.0, -4.0, -1.0, 1.0, 0.0,
+    0.0, -2.0, -1.0, 2.0, 1.0, 0.0,
+    0.0, 2.0, -1.0, -2.0, 1.0, 0.0,
+    0.0, 4.0, 0.0, -5.0, 0.0, 1.0,
+];
+#[rustfmt::skip]
+const F4_G: [f64; 18] = [
+    1.0 / 4.0, 0.0, 0.0,
+    -1.0 / 6.0, -1.0 / 6.0, -1.0 / 6.0,
+    -1.0 / 6.0, 1.0 / 6.0, -1.0 / 6.0,
+    1.0 / 24.0, 1.0 / 12.0, 1.0 / 6.0,
+    1.0 / 24.0, -1.0 / 12.0, 1.0 / 6.0,
+    0.0, 0.0, 1.0,
+];
+#[rustfmt::skip]
+const F4_AT: [f64; 24] = [
+    1.0, 1.0, 1.0, 1.0, 1.0, 0.0,
+    0.0, 1.0, -1.0, 2.0, -2.0, 0.0,
+    0.0, 1.0, 1.0, 4.0, 4.0, 0.0,
+    0.0, 1.0, -1.0, 8.0, -8.0, 1.0,
+];
+
+impl Tile {
+    /// Outputs per tile side.
+    pub fn m(self) -> usize {
+        match self {
+            Tile::F2 => 2,
+            Tile::F4 => 4,
+        }
+    }
+
+    /// Inputs per tile side, m + 2; the transform has α² points.
+    pub fn alpha(self) -> usize {
+        self.m() + 2
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Tile::F2 => "F(2x2, 3x3)",
+            Tile::F4 => "F(4x4, 3x3)",
+        }
+    }
+
+    /// Bᵀ (α × α, row-major).
+    pub(crate) fn bt(self) -> &'static [f64] {
+        match self {
+            Tile::F2 => &F2_BT,
+            Tile::F4 => &F4_BT,
+        }
+    }
+
+    /// G (α × 3).
+    fn g(self) -> &'static [f64] {
+        match self {
+            Tile::F2 => &F2_G,
+            Tile::F4 => &F4_G,
+        }
+    }
+
+    /// Aᵀ (m × α).
+    pub(crate) fn at(self) -> &'static [f64] {
+        match self {
+            Tile::F2 => &F2_AT,
+            Tile::F4 => &F4_AT,
+        }
+    }
+
+    /// Vector operations of the input transform per tile and 4 channels, and of the output
+    /// transform (loads and stores included): the cost model's transform terms.
+    fn transform_ops(self) -> (usize, usize) {
+        let a = self.alpha();
+        let m = self.m();
+        let nz = |rows: &[f64], cols: usize| -> usize {
+            rows.chunks(cols).map(|r| r.iter().filter(|c| **c != 0.0).count().saturating_sub(1)).sum()
+        };
+        let input = a * nz(self.bt(), a) + a * nz(self.bt(), a) + 2 * a * a;
+        let output = a * nz(self.at(), a) + m * nz(self.at(), a) + a * a + 3 * m * m;
+        (input, output)
+    }
+}
+
+/// The relative cost of a transform's vector operation against one multiply-add of the GEMM
+/// (the transforms stream `V` and `M` through memory, the GEMM works from registers).
+/// Calibrated on `bench --profile` per-layer times (release, 2 threads, min of 5 steps, busy
+/// machine; docs/jit.md): 16→16 channels gained nothing, 32→32 about 1.2×, 64→64 1.4–1.6×;
+/// 4.0 keeps 16→16 layers direct and picks F(4×4) from about 32 channels on.
+const TRANSFORM_COST: f64 = 4.0;
+/// A Winograd layer must be predicted this much cheaper than the direct kernel to be chosen
+/// (the model ignores the chunk loop and the edge tiles).
+const MARGIN: f64 = 1.15;
+
+/// Whether a correlation can run as Winograd: 3×3 taps, stride 1, no dilation, a 2-D layer.
+pub(crate) fn eligible(geo: &Geometry) -> bool {
+    geo.k == [3, 3] && geo.s == [1, 1] && geo.d == [1, 1] && geo.ho > 1
+}
+
+/// Predicted cost per output position of the direct kernel and of `tile`, in GEMM
+/// multiply-adds of 4 lanes: the direct kernel does 9·ci·co4/4 of them, Winograd α²/m² as many
+/// per tap-free product plus its transforms.
+pub(crate) fn cost(geo: &Geometry, tile: Option<Tile>) -> f64 {
+    let (ci, co4) = (geo.ci as f64, geo.co4 as f64);
+    let Some(t) = tile else { return 9.0 * ci * co4 / 4.0 };
+    let (m, a) = (t.m() as f64, t.alpha() as f64);
+    let (input, output) = t.transform_ops();
+    // Edge tiles compute whole tiles for partial outputs.
+    let waste = (geo.ho.div_ceil(t.m()) * geo.wo.div_ceil(t.m())) as f64 * m * m / (geo.ho * geo.wo) as f64;
+    let per_tile = a * a * ci * co4 / 4.0
+        + TRANSFORM_COST * (input as f64 * round4(geo.ci) as f64 / 4.0 + output as f64 * co4 / 4.0);
+    waste * per_tile / (m * m)
+}
+
+/// The algorithm of one correlation under `algo`: `None` is the direct kernel.
+pub(crate) fn choose(algo: ConvAlgorithm, geo: &Geometry) -> Option<Tile> {
+    if !eligible(geo) {
+        return None;
+    }
+    match algo {
+        ConvAlgorithm::Direct => None,
+        ConvAlgorithm::Winograd => Some(Tile::F4),
+        ConvAlgorithm::Winograd2 => Some(Tile::F2),
+        ConvAlgorithm::Auto => {
+            let direct = cost(geo, None);
+            [Tile::F4, Tile::F2]
+                .into_iter()
+                .map(|t| (t, cost(geo, Some(t))))
+                .filter(|&(_, c)| c * MARGIN < direct)
+                .min_by(|a, b| a.1.total_cmp(&b.1))
+                .map(|(t, _)| t)
+        }
+    }
+}
+
+/// Input height and width a Winograd correlation reads for `ho × wo` outputs: whole tiles, so
+/// the padded input must be at least this large (the extra rows and columns are zeros).
+pub(crate) fn padded_extent(tile: Tile, ho: usize, wo: usize) -> (usize, usize) {
+    let m = tile.m();
+    (ho.div_ceil(m) * m + 2, wo.div_ceil(m) * m + 2)
+}
+
+/// One Winograd correlation, fully specialised.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct WinoSpec {
+    pub tile: Tile,
+    /// Samples, outputs per sample, the padded input (at least [`padded_extent`]).
+    pub n: usize,
+    pub ho: usize,
+    pub wo: usize,
+    pub hp: usize,
+    pub wp: usize,
+    /// Input channels and the input's channel stride; output lanes and the output's stride.
+    pub ci: usize,
+    pub csx: usize,
+    pub co4: usize,
+    pub cso: usize,
+    /// Tile rows per chunk.
+    pub chunk_rows: usize,
+    pub bias: bool,
+    pub epilogue: Epilogue,
+}
+
+/// Tiles per chunk the chunk size aims at: the chunk's `V` and `M` (α² × tiles × channels)
+/// stay in L2.
+const CHUNK_TILES: usize = 32;
+
+impl WinoSpec {
+    /// The Winograd form of the direct correlation `geo` on `n` samples.
+    pub(crate) fn new(tile: Tile, geo: &Geometry, n: usize, bias: bool, epilogue: Epilogue) -> WinoSpec {
+        let tw = geo.wo.div_ceil(tile.m());
+        WinoSpec {
+            tile,
+            n,
+            ho: geo.ho,
+            wo: geo.wo,
+            hp: geo.hp,
+            wp: geo.wp,
+            ci: geo.ci,
+            csx: geo.csx,
+            co4: geo.co4,
+            cso: geo.cso,
+            chunk_rows: (CHUNK_TILES / tw).max(1),
+            bias,
+            epilogue,
+        }
+    }
+
+    /// Tile rows and columns per sample.
+    pub fn th(&self) -> usize {
+        self.ho.div_ceil(self.tile.m())
+    }
+
+    pub fn tw(&self) -> usize {
+        self.wo.div_ceil(self.tile.m())
+    }
+
+    pub fn ci4(&self) -> usize {
+        round4(self.ci)
+    }
+
+    pub fn points(&self) -> usize {
+        self.tile.alpha() * self.tile.alpha()
+    }
+
+    pub fn chunk_tiles(&self) -> usize {
+        self.chunk_rows * self.tw()
+    }
+
+    /// Tile rows of the whole batch, and chunks of them.
+    pub fn tile_rows(&self) -> usize {
+        self.n * self.th()
+    }
+
+    pub fn chunks(&self) -> usize {
+        self.tile_rows().div_ceil(self.chunk_rows)
+    }
+
+    /// Floats of one chunk's `V` and `M`.
+    fn chunk_len(&self) -> usize {
+        self.points() * self.chunk_tiles() * (self.ci4() + self.co4)
+    }
+
+    /// Floats of the scratch the whole batch uses (every chunk's `V` and `M`).
+    pub fn scratch_len(&self) -> usize {
+        self.chunks() * self.chunk_len()
+    }
+
+    /// Floats of the transformed filter `U[point][ci][co4]`.
+    pub fn filter_len(&self) -> usize {
+        self.points() * self.ci * self.co4
+    }
+
+    /// The per-point product as a direct 1×1 correlation over one chunk's tiles.
+    fn gemm_geometry(&self) -> Geometry {
+        let t = self.chunk_tiles();
+        Geometry {
+            ho: 1,
+            wo: t,
+            hp: 1,
+            wp: t,
+            k: [1, 1],
+            s: [1, 1],
+            d: [1, 1],
+            ci: self.ci,
+            csx: self.ci4(),
+            co4: self.co4,
+            cso: self.co4,
+        }
+    }
+
+    /// In words, for the plan and the profile.
+    pub(crate) fn describe(&self) -> String {
+        format!(
+            "winograd {}, {}x{} tiles per sample, {} tile row(s) per chunk, ci {} -> co4 {}",
+            self.tile.name(),
+            self.th(),
+            self.tw(),
+            self.chunk_rows,
+            self.ci,
+            self.co4
+        )
+    }
+}
+
+/// A Winograd correlation's three kernels, linked after the module is finished.
+pub(crate) struct WinoCall {
+    pub spec: WinoSpec,
+    input: FnHandle,
+    gemm: FnHandle,
+    output: FnHandle,
+    fns: Option<(InputFn, CorrFn, OutputFn)>,
+    /// The plan's (transient) scratch holding every chunk's `V` and `M`.
+    pub scratch: usize,
+}
+
+impl WinoCall {
+    /// Generates the kernels of `spec`.
+    pub(crate) fn generate(
+        cg: &mut Codegen,
+        spec: WinoSpec,
+        gemm_blocking: super::Blocking,
+        scratch: usize,
+    ) -> Result<WinoCall, String> {
+        let input = cg.custom(2, |b, p, fma| emit_input(b, p, &spec, fma))?;
+        let gemm_spec = CorrSpec { geo: spec.gemm_geometry(), bias: false, epilogue: Epilogue::None };
+        let gemm = cg.corr(&gemm_spec, gemm_blocking)?;
+        let output = cg.custom(4, |b, p, fma| emit_output(b, p, &spec, fma))?;
+        Ok(WinoCall { spec, input, gemm, output, fns: None, scratch })
+    }
+
+    /// Takes the generated functions' addresses once the module is finished.
+    pub(crate) fn link(&mut self, cg: &Codegen) {
+        // SAFETY: each function was generated by `generate` with exactly these signatures.
+        self.fns = Some(unsafe {
+            (
+                std::mem::transmute::<*const u8, InputFn>(cg.fn_address(self.input)),
+                cg.corr_fn(self.gemm),
+                std::mem::transmute::<*const u8, OutputFn>(cg.fn_address(self.output)),
+            )
+        });
+    }
+
+    /// `y = act(x ⋆ w + b)` with `u` the transformed filter ([`transform_filter`]); `mask` as for
+    /// the direct kernel's mask epilogues; `scratch` at least `spec.scratch_len()` floats.
+    pub(crate) fn run(
+        &self,
+        x: &[f32],
+        u: &[f32],
+        bias: &[f32],
+        y: &mut [f32],
+        mask: &[f32],
+        scratch: &mut [f32],
+    ) {
+        let Some((input, gemm, output)) = self.fns else { return };
+        let s = &self.spec;
+        let masked = matches!(s.epilogue, Epilogue::ReluMask | Epilogue::LeakyMask(_));
+        debug_assert!(x.len() >= s.n * s.hp * s.wp * s.csx, "x too short");
+        debug_assert!(u.len() >= s.filter_len(), "transformed filter too short");
+        debug_assert!(!s.bias || bias.len() >= s.co4, "bias too short");
+        debug_assert!(y.len() >= s.n * s.ho * s.wo * s.cso, "y too short");
+        debug_assert!(!masked || mask.len() >= s.n * s.ho * s.wo * s.cso, "mask too short");
+        debug_assert!(scratch.len() >= s.scratch_len(), "scratch too short");
+        debug_assert!(
+            s.hp >= padded_extent(s.tile, s.ho, s.wo).0 && s.wp >= padded_extent(s.tile, s.ho, s.wo).1
+        );
+        let (xp, up, bp, mp, yp) = (
+            x.as_ptr() as usize,
+            u.as_ptr() as usize,
+            bias.as_ptr() as usize,
+            mask.as_ptr() as usize,
+            y.as_mut_ptr() as usize,
+        );
+        let (tiles, ci4, co4, ci) = (s.chunk_tiles(), s.ci4(), s.co4, s.ci);
+        let v_len = s.points() * tiles * ci4;
+        scratch[..s.scratch_len()].par_chunks_mut(s.chunk_len()).enumerate().for_each(|(c, chunk)| {
+            let r0 = c * s.chunk_rows;
+            let r1 = ((c + 1) * s.chunk_rows).min(s.tile_rows());
+            let (v, m) = chunk.split_at_mut(v_len);
+            let (vp, mmp) = (v.as_mut_ptr(), m.as_mut_ptr());
+            // SAFETY: the kernels were generated for `s`, whose sizes are constants in them.
+            // The input transform reads the padded input rows of tile rows r0..r1 (inside `x`:
+            // hp and wp cover whole tiles, asserted above) and writes this chunk's `V`; the
+            // products read `V` and point p's `ci × co4` floats of `u` and write this chunk's `M`;
+            // the output transform reads `M`, the bias and the mask and writes only the output
+            // rows of tile rows r0..r1, which no other chunk writes. `V` and `M` are this task's
+            // own slice of `scratch`.
+            unsafe {
+                input(xp as *const f32, vp, r0 as i64, r1 as i64);
+                for p in 0..s.points() {
+                    gemm(
+                        vp.add(p * tiles * ci4) as *const f32,
+                        (up as *const f32).add(p * ci * co4),
+                        std::ptr::null(),
+                        mmp.add(p * tiles * co4),
+                        std::ptr::null(),
+                        0,
+                        1,
+                    );
+                }
+                output(
+                    mmp as *const f32,
+                    bp as *const f32,
+                    yp as *mut f32,
+                    mp as *const f32,
+                    r0 as i64,
+                    r1 as i64,
+                );
+            }
+        });
+    }
+}
+
+/// `U[point][ci][co4] = G g Gᵀ` from weights packed for the direct kernel (`[ci][3·3][co4]`), in
+/// f64, into `u`. Loops run over the output lanes innermost (contiguous, vectorised).
+pub(crate) fn transform_filter(tile: Tile, packed: &[f32], ci: usize, co4: usize, u: &mut Vec<f32>) {
+    let a = tile.alpha();
+    let g = tile.g();
+    u.clear();
+    u.resize(a * a * ci * co4, 0.0);
+    // t[i][j] = Σ_q G[i][q] · w[q][j], one row of co4 lanes each
+    let mut t = vec![0.0f64; a * 3 * co4];
+    let mut row = vec![0.0f64; co4];
+    for c in 0..ci {
+        let w = &packed[c * 9 * co4..(c + 1) * 9 * co4];
+        t.fill(0.0);
+        for i in 0..a {
+            for j in 0..3 {
+                let ti = &mut t[(i * 3 + j) * co4..(i * 3 + j + 1) * co4];
+                for q in 0..3 {
+                    let gq = g[i * 3 + q];
+                    if gq != 0.0 {
+                        let wq = &w[(q * 3 + j) * co4..(q * 3 + j + 1) * co4];
+                        ti.iter_mut().zip(wq).for_each(|(t, &w)| *t += gq * f64::from(w));
+                    }
+                }
+            }
+        }
+        // U[i][l] = Σ_q t[i][q] · G[l][q]
+        for i in 0..a {
+            for l in 0..a {
+                row.fill(0.0);
+                for q in 0..3 {
+                    let gq = g[l * 3 + q];
+                    if gq != 0.0 {
+                        let tq = &t[(i * 3 + q) * co4..(i * 3 + q + 1) * co4];
+                        row.iter_mut().zip(tq).for_each(|(r, &t)| *r += gq * t);
+                    }
+                }
+                let dst = &mut u[((i * a + l) * ci + c) * co4..((i * a + l) * ci + c + 1) * co4];
+                dst.iter_mut().zip(&row).for_each(|(d, &r)| *d = r as f32);
+            }
+        }
+    }
+}

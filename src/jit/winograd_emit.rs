@@ -1,0 +1,230 @@
+//! Cranelift: the two transform kernels of a Winograd layer ([`super::winograd`]), specialised
+//! on the layer's sizes and vectorised over 4 channels (the NHWC lanes):
+//!
+//! - the input transform `V = Bᵀ d B` of every (m+2)×(m+2) input tile, for a range of tile rows,
+//!   into the chunk's `V[point][tile][ci4]`;
+//! - the output transform `y = act(Aᵀ M A + b)` of the chunk's `M[point][tile][co4]`, stored at
+//!   the tile's m×m output positions (fewer at the bottom and right edges) with the bias and
+//!   the same epilogues as the direct kernel.
+//!
+//! The products between them are the direct correlation kernel as a 1×1 GEMM per point.
+
+use super::codegen::{F32X4, PTR, apply_epilogue, counted_loop, flags, fmadd};
+use super::winograd::WinoSpec;
+use cranelift_codegen::ir::condcodes::IntCC;
+use cranelift_codegen::ir::{InstBuilder, Value};
+use cranelift_frontend::FunctionBuilder;
+use std::collections::HashMap;
+
+/// `fn(x, v, row0, row1)`: tile rows `row0..row1` (`n·th + tile row`) of the padded input `x`
+/// into `v`, the chunk's transformed tiles (tile row `row0` first).
+pub type InputFn = unsafe extern "C" fn(*const f32, *mut f32, i64, i64);
+/// `fn(m, bias, y, mask, row0, row1)`: the chunk's products `m` (tile row `row0` first) into the
+/// output rows of tile rows `row0..row1`.
+pub type OutputFn = unsafe extern "C" fn(*const f32, *const f32, *mut f32, *const f32, i64, i64);
+
+/// Splatted f32 constants of one straight-line body, each made once.
+struct Consts(HashMap<u32, Value>);
+
+impl Consts {
+    fn get(&mut self, b: &mut FunctionBuilder, c: f64) -> Value {
+        let c = c as f32;
+        *self.0.entry(c.to_bits()).or_insert_with(|| {
+            let s = b.ins().f32const(c);
+            b.ins().splat(F32X4, s)
+        })
+    }
+}
+
+/// `Σ coef[k]·vals[k]` with the zero coefficients skipped and ±1 as additions.
+fn lin_comb(b: &mut FunctionBuilder, k: &mut Consts, has_fma: bool, coef: &[f64], vals: &[Value]) -> Value {
+    let mut acc: Option<Value> = None;
+    for (&c, &v) in coef.iter().zip(vals) {
+        if c == 0.0 {
+            continue;
+        }
+        acc = Some(match acc {
+            None if c == 1.0 => v,
+            None if c == -1.0 => b.ins().fneg(v),
+            None => {
+                let kc = k.get(b, c);
+                b.ins().fmul(v, kc)
+            }
+            Some(a) if c == 1.0 => b.ins().fadd(a, v),
+            Some(a) if c == -1.0 => b.ins().fsub(a, v),
+            Some(a) => {
+                let kc = k.get(b, c);
+                fmadd(b, has_fma, v, kc, a)
+            }
+        });
+    }
+    acc.unwrap_or_else(|| k.get(b, 0.0))
+}
+
+/// `L · d · Lᵀ` for `d` of `cols × cols` values (row-major) and `L` of `rows × cols`, only the
+/// first `keep.0 × keep.1` results.
+fn sandwich(
+    b: &mut FunctionBuilder,
+    k: &mut Consts,
+    has_fma: bool,
+    l: &[f64],
+    (rows, cols): (usize, usize),
+    d: &[Value],
+    keep: (usize, usize),
+) -> Vec<Value> {
+    // t = L · d   (rows × cols)
+    let mut t = Vec::with_capacity(keep.0 * cols);
+    for i in 0..keep.0 {
+        for j in 0..cols {
+            let column: Vec<Value> = (0..cols).map(|q| d[q * cols + j]).collect();
+            t.push(lin_comb(b, k, has_fma, &l[i * cols..(i + 1) * cols], &column));
+        }
+    }
+    // o = t · Lᵀ
+    let mut o = Vec::with_capacity(keep.0 * keep.1);
+    for i in 0..keep.0 {
+        for j in 0..keep.1 {
+            o.push(lin_comb(b, k, has_fma, &l[j * cols..(j + 1) * cols], &t[i * cols..(i + 1) * cols]));
+        }
+    }
+    debug_assert!(keep.0 <= rows && keep.1 <= rows);
+    o
+}
+
+/// Splits tile row `r` into the input (or output) row of its first position: `n·h + th·m`.
+fn first_row(b: &mut FunctionBuilder, r: Value, th: usize, m: usize, h: usize) -> (Value, Value) {
+    let n = b.ins().udiv_imm_s(r, th as i64);
+    let nth = b.ins().imul_imm_s(n, th as i64);
+    let t_h = b.ins().isub(r, nth);
+    let nh = b.ins().imul_imm_s(n, h as i64);
+    let tm = b.ins().imul_imm_s(t_h, m as i64);
+    (b.ins().iadd(nh, tm), t_h)
+}
+
+/// The input-transform kernel body ([`InputFn`]).
+pub(crate) fn emit_input(b: &mut FunctionBuilder, p: &[Value], spec: &WinoSpec, has_fma: bool) {
+    let (x, v, row0, row1) = (p[0], p[1], p[2], p[3]);
+    let (m, a) = (spec.tile.m(), spec.tile.alpha());
+    let bt = spec.tile.bt();
+    let (ci4, tw) = (spec.ci4(), spec.tw());
+    let point_bytes = (spec.chunk_tiles() * ci4 * 4) as i64;
+    counted_loop(b, row0, row1, 1, |b, r| {
+        let (xr, _) = first_row(b, r, spec.th(), m, spec.hp);
+        let xoff = b.ins().imul_imm_s(xr, (spec.wp * spec.csx * 4) as i64);
+        let xrow = b.ins().iadd(x, xoff);
+        let local = b.ins().isub(r, row0);
+        let voff = b.ins().imul_imm_s(local, (tw * ci4 * 4) as i64);
+        let vrow = b.ins().iadd(v, voff);
+        let zero = b.ins().iconst(PTR, 0);
+        let end = b.ins().iconst(PTR, tw as i64);
+        counted_loop(b, zero, end, 1, |b, t| {
+            let xo = b.ins().imul_imm_s(t, (m * spec.csx * 4) as i64);
+            let xt = b.ins().iadd(xrow, xo);
+            let vo = b.ins().imul_imm_s(t, (ci4 * 4) as i64);
+            let vt = b.ins().iadd(vrow, vo);
+            let zero = b.ins().iconst(PTR, 0);
+            let end = b.ins().iconst(PTR, (ci4 * 4) as i64);
+            counted_loop(b, zero, end, 16, |b, cb| {
+                let xb = b.ins().iadd(xt, cb);
+                let vb = b.ins().iadd(vt, cb);
+                let mut k = Consts(HashMap::new());
+                let d: Vec<Value> = (0..a * a)
+                    .map(|q| {
+                        let off = (((q / a) * spec.wp + q % a) * spec.csx * 4) as i32;
+                        b.ins().load(F32X4, flags(), xb, off)
+                    })
+                    .collect();
+                let out = sandwich(b, &mut k, has_fma, bt, (a, a), &d, (a, a));
+                for (q, &val) in out.iter().enumerate() {
+                    b.ins().store(flags(), val, vb, (q as i64 * point_bytes) as i32);
+                }
+            });
+        });
+    });
+}
+
+/// The output-transform kernel body ([`OutputFn`]).
+pub(crate) fn emit_output(b: &mut FunctionBuilder, p: &[Value], spec: &WinoSpec, has_fma: bool) {
+    let (mm, bias, y, mask, row0, row1) = (p[0], p[1], p[2], p[3], p[4], p[5]);
+    let (m, a) = (spec.tile.m(), spec.tile.alpha());
+    let at = spec.tile.at();
+    let (co4, tw, th) = (spec.co4, spec.tw(), spec.th());
+    let point_bytes = (spec.chunk_tiles() * co4 * 4) as i64;
+    let y_row_bytes = (spec.wo * spec.cso * 4) as i64;
+    counted_loop(b, row0, row1, 1, |b, r| {
+        let (yr, t_h) = first_row(b, r, th, m, spec.ho);
+        let yoff = b.ins().imul_imm_s(yr, y_row_bytes);
+        let yrow = b.ins().iadd(y, yoff);
+        let mrow = b.ins().iadd(mask, yoff);
+        let local = b.ins().isub(r, row0);
+        let moff = b.ins().imul_imm_s(local, (tw * co4 * 4) as i64);
+        let mmrow = b.ins().iadd(mm, moff);
+        // One tile at tile column `t`, `rv × cv` of its outputs inside the layer.
+        let tile = |b: &mut FunctionBuilder, t: Value, rv: usize, cv: usize| {
+            let yo = b.ins().imul_imm_s(t, (m * spec.cso * 4) as i64);
+            let yt = b.ins().iadd(yrow, yo);
+            let mt = b.ins().iadd(mrow, yo);
+            let mo = b.ins().imul_imm_s(t, (co4 * 4) as i64);
+            let mmt = b.ins().iadd(mmrow, mo);
+            let zero = b.ins().iconst(PTR, 0);
+            let end = b.ins().iconst(PTR, (co4 * 4) as i64);
+            counted_loop(b, zero, end, 16, |b, cb| {
+                let src = b.ins().iadd(mmt, cb);
+                let dst = b.ins().iadd(yt, cb);
+                let mdst = b.ins().iadd(mt, cb);
+                let mut k = Consts(HashMap::new());
+                let d: Vec<Value> = (0..a * a)
+                    .map(|q| b.ins().load(F32X4, flags(), src, (q as i64 * point_bytes) as i32))
+                    .collect();
+                let out = sandwich(b, &mut k, has_fma, at, (m, a), &d, (rv, cv));
+                let bv = if spec.bias {
+                    let bb = b.ins().iadd(bias, cb);
+                    Some(b.ins().load(F32X4, flags(), bb, 0))
+                } else {
+                    None
+                };
+                let zero_v = k.get(b, 0.0);
+                for i in 0..rv {
+                    for j in 0..cv {
+                        let mut val = out[i * cv + j];
+                        if let Some(bv) = bv {
+                            val = b.ins().fadd(val, bv);
+                        }
+                        let off = (((i * spec.wo + j) * spec.cso) * 4) as i32;
+                        let val = apply_epilogue(b, spec.epilogue, val, zero_v, (mdst, off), has_fma);
+                        b.ins().store(flags(), val, dst, off);
+                    }
+                }
+            });
+        };
+        // Full tiles, then the last column's partial tile.
+        let row_of_tiles = |b: &mut FunctionBuilder, rv: usize| {
+            let full = spec.wo / m;
+            if full > 0 {
+                let zero = b.ins().iconst(PTR, 0);
+                let end = b.ins().iconst(PTR, full as i64);
+                counted_loop(b, zero, end, 1, |b, t| tile(b, t, rv, m));
+            }
+            if !spec.wo.is_multiple_of(m) {
+                let t = b.ins().iconst(PTR, full as i64);
+                tile(b, t, rv, spec.wo % m);
+            }
+        };
+        if spec.ho.is_multiple_of(m) {
+            row_of_tiles(b, m);
+        } else {
+            let last = b.create_block();
+            let inner = b.create_block();
+            let merge = b.create_block();
+            let is_last = b.ins().icmp_imm_s(IntCC::Equal, t_h, (th - 1) as i64);
+            b.ins().brif(is_last, last, &[], inner, &[]);
+            b.switch_to_block(last);
+            row_of_tiles(b, spec.ho % m);
+            b.ins().jump(merge, &[]);
+            b.switch_to_block(inner);
+            row_of_tiles(b, m);
+            b.ins().jump(merge, &[]);
+            b.switch_to_block(merge);
+        }
+    });
+}

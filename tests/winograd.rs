@@ -1,0 +1,228 @@
+//! Winograd convolution (F(4×4, 3×3) and F(2×2, 3×3), `src/jit/winograd.rs`) against the f64
+//! interpreter and against the JIT's direct kernels: random 3×3 layers (odd sizes, channels not
+//! a multiple of 4, pad 0 and 1, batch > 1, fused activations and their masks), every example
+//! program, and a few training steps.
+//!
+//! Accepted error (docs/jit.md): a layer's output and every gradient within 1e-4 of that
+//! tensor's largest magnitude. The transforms add round-off the direct kernel does not have
+//! (F(4×4)'s Bᵀ and Aᵀ hold entries up to 8, G down to 1/24); `scripts/winograd_matrices.py`
+//! measures ~1.2e-5 of the output's scale for 64 channels in f32.
+
+use geonetc::check::check_source;
+use geonetc::check::program::{LossKind, Program};
+use geonetc::interp;
+use geonetc::ir;
+use geonetc::jit::{ConvAlgorithm, JitModel, JitOptions};
+use geonetc::ops::ParamRole;
+use ndarray::{ArrayD, IxDyn};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+/// The accepted error, relative to the largest magnitude of the reference tensor.
+const TOL: f64 = 1e-4;
+
+fn random(shape: &[usize], rng: &mut ChaCha8Rng) -> ArrayD<f64> {
+    ArrayD::from_shape_fn(IxDyn(shape), |_| rng.random_range(-1.0..1.0))
+}
+
+fn max_abs(a: &ArrayD<f64>) -> f64 {
+    a.iter().fold(0.0f64, |m, v| m.max(v.abs()))
+}
+
+/// Largest |a − b| relative to the largest |b| (at least `floor`).
+fn rel_err(a: &ArrayD<f64>, b: &ArrayD<f64>, floor: f64) -> f64 {
+    assert_eq!(a.shape(), b.shape());
+    let scale = max_abs(b).max(floor).max(1e-12);
+    a.iter().zip(b).fold(0.0f64, |m, (x, y)| m.max((x - y).abs())) / scale
+}
+
+fn program(src: &str) -> Program {
+    let out = check_source(src);
+    out.program.unwrap_or_else(|| panic!("{src}\n{:#?}", out.diagnostics))
+}
+
+fn options(conv: ConvAlgorithm) -> JitOptions {
+    JitOptions { conv, profile: true, ..JitOptions::default() }
+}
+
+/// The forward / input-gradient algorithm of every linear node, as the profile reports them.
+fn algorithms(jit: &JitModel) -> Vec<String> {
+    jit.profile().expect("compiled with profile").nodes.iter().map(|n| n.conv.clone()).collect()
+}
+
+/// Parameters with running statistics away from 0 and 1 and weights perturbed, seeded.
+fn params(g: &ir::Graph, rng: &mut ChaCha8Rng) -> ir::Params {
+    let mut params = ir::init_params(g, 1);
+    for (p, info) in params.iter_mut().zip(g.params()) {
+        match info.role {
+            ParamRole::RunningMean => *p = random(&info.shape, rng) * 0.5,
+            ParamRole::RunningVar => *p = random(&info.shape, rng).mapv(|v| 1.0 + 0.5 * v),
+            _ => *p += &(random(&info.shape, rng) * 0.1),
+        }
+    }
+    params
+}
+
+/// Worst relative errors of `conv`'s outputs and (when `grads`) parameter gradients against the
+/// interpreter, on seeded inputs; also the algorithms the JIT chose.
+fn against_interpreter(
+    p: &Program,
+    batch: usize,
+    training: bool,
+    grads: bool,
+    conv: ConvAlgorithm,
+) -> (f64, f64, Vec<String>) {
+    let g = ir::lower(p, batch);
+    let mut rng = ChaCha8Rng::seed_from_u64(5);
+    let params = params(&g, &mut rng);
+    let inputs: Vec<ArrayD<f64>> = g.inputs().iter().map(|s| random(s, &mut rng)).collect();
+    let mut p_ref = params.clone();
+    let tape = interp::forward(&g, &mut p_ref, &inputs, training, 9);
+    let outs = interp::outputs(&g, &inputs, &tape);
+    let mut jit = JitModel::compile_with(&g, &options(conv)).expect("compiles");
+    let mut p_jit = params.clone();
+    let jouts = jit.forward(&mut p_jit, &inputs, training, 9);
+    assert_eq!(jouts.len(), outs.len());
+    let out_err = jouts.iter().zip(&outs).map(|(a, b)| rel_err(a, b, 0.0)).fold(0.0, f64::max);
+    let mut grad_err = 0.0f64;
+    if grads {
+        let r: Vec<ArrayD<f64>> = outs.iter().map(|o| random(o.shape(), &mut rng)).collect();
+        let gref = interp::backward(&g, &p_ref, &inputs, &tape, &r);
+        let gjit = jit.backward(&p_jit, &r);
+        assert_eq!(gjit.len(), gref.len());
+        let global = gref.iter().map(max_abs).fold(0.0, f64::max);
+        for (k, info) in g.params().iter().enumerate() {
+            if info.trainable() {
+                grad_err = grad_err.max(rel_err(&gjit[k], &gref[k], 1e-2 * global));
+            }
+        }
+    }
+    (out_err, grad_err, algorithms(&jit))
+}
+
+/// Random 3×3 stride-1 layers: odd sizes, channel counts with every remainder mod 4, pad 0 and
+/// 1, batch 1–3, each tile size forced. Two convs in a row (the second's input gradient feeds
+/// the first's weight gradient), without an activation so the gradients are smooth, then with a
+/// leaky_relu fused into the first conv and its derivative into the second's input gradient.
+#[test]
+fn random_layers_match_the_interpreter_within_the_stated_error() {
+    let mut rng = ChaCha8Rng::seed_from_u64(21);
+    let mut worst = [(0.0f64, 0.0f64); 2];
+    for case in 0..12 {
+        let cin = rng.random_range(1..14usize);
+        let cmid = rng.random_range(1..19usize);
+        let cout = rng.random_range(1..11usize);
+        let (h, w) = (rng.random_range(3..15usize), rng.random_range(3..17usize));
+        let pad = case % 2;
+        let batch = 1 + case % 3;
+        let act = if case % 4 >= 2 { " -> leaky_relu(0.25)" } else { "" };
+        let src = format!(
+            "model m {{\n    input x: [{cin}, {h}, {w}]\n    y = x -> conv({cmid}, kernel=3, pad={pad}){act} -> conv({cout}, kernel=3, pad={pad})\n    output y\n}}\n"
+        );
+        let out = check_source(&src);
+        let Some(p) = out.program else { continue };
+        for (t, conv) in [ConvAlgorithm::Winograd, ConvAlgorithm::Winograd2].into_iter().enumerate() {
+            let (o, g, algos) = against_interpreter(&p, batch, true, true, conv);
+            // The first conv's forward and the second's input gradient at least are Winograd.
+            let wino = algos.iter().filter(|a| a.contains("F(")).count();
+            assert!(wino >= 2, "{src}: {algos:?}");
+            assert!(o <= TOL && g <= TOL, "{src} {conv:?}: output {o:.2e}, gradients {g:.2e}");
+            worst[t] = (worst[t].0.max(o), worst[t].1.max(g));
+        }
+    }
+    eprintln!(
+        "worst relative error: F(4x4) output {:.2e}, gradients {:.2e}; F(2x2) output {:.2e}, gradients {:.2e}",
+        worst[0].0, worst[0].1, worst[1].0, worst[1].1
+    );
+}
+
+/// Wide layers, where the sum over channels is long and F(4×4)'s round-off largest.
+#[test]
+fn wide_layers_match_the_direct_kernels_within_the_stated_error() {
+    for (cin, cout, h, w) in [(64, 64, 20, 21), (33, 70, 9, 40)] {
+        let src = format!(
+            "model m {{\n    input x: [{cin}, {h}, {w}]\n    y = x -> conv({cout}, kernel=3, pad=1) -> conv({cin}, kernel=3)\n    output y\n}}\n"
+        );
+        let p = program(&src);
+        let (o, g, algos) = against_interpreter(&p, 2, true, true, ConvAlgorithm::Winograd);
+        assert!(algos.iter().any(|a| a.starts_with("F(4x4")), "{algos:?}");
+        let (od, gd, _) = against_interpreter(&p, 2, true, true, ConvAlgorithm::Direct);
+        eprintln!("{cin}->{cout} {h}x{w}: winograd output {o:.2e} grads {g:.2e}; direct {od:.2e} {gd:.2e}");
+        assert!(o <= TOL && g <= TOL, "{src}: output {o:.2e}, gradients {g:.2e}");
+    }
+}
+
+/// Every example, forward in inference mode (batchnorm folded into a Winograd layer's
+/// transformed filter) and in training mode, with Winograd forced on every eligible layer and
+/// with the cost model's choice: outputs within the stated error of the interpreter.
+#[test]
+fn every_example_with_winograd_layers_matches_the_interpreter() {
+    let mut any = false;
+    let mut entries: Vec<_> =
+        std::fs::read_dir("examples").expect("examples/").flatten().map(|e| e.path()).collect();
+    entries.sort();
+    for path in entries {
+        if path.extension().is_none_or(|e| e != "geonet") {
+            continue;
+        }
+        let p = program(&std::fs::read_to_string(&path).expect("read"));
+        for conv in [ConvAlgorithm::Winograd, ConvAlgorithm::Winograd2, ConvAlgorithm::Auto] {
+            for training in [false, true] {
+                let (o, _, algos) = against_interpreter(&p, 2, training, false, conv);
+                any |= algos.iter().any(|a| a.contains("F("));
+                assert!(o <= TOL, "{} {conv:?} training {training}: output {o:.2e}", path.display());
+            }
+        }
+    }
+    assert!(any, "no example has a Winograd layer");
+}
+
+/// A few training steps of the DnCNN example (3×3 convs with batchnorm and ReLU, its own
+/// optimizer) with Winograd forced and with the direct kernels: the losses agree within 1e-3
+/// relative each step (f32 round-off on either path, ReLU kinks crossed differently, amplified
+/// by the optimizer; a wrong kernel is off by far more from the first step).
+#[test]
+fn training_curves_with_winograd_match_direct_convolution() {
+    use geonetc::runtime::engine::{Backend, Engine};
+    let src = std::fs::read_to_string("examples/dncnn.geonet").expect("read");
+    let p = program(&src);
+    let g = ir::lower(&p, 4);
+    let mut rng = ChaCha8Rng::seed_from_u64(31);
+    let clean = random(&g.inputs()[0], &mut rng).mapv(|v| v * 0.5);
+    let noisy = &clean + &random(&g.inputs()[0], &mut rng).mapv(|v| v * 0.2);
+    let curve = |conv: ConvAlgorithm| -> (Vec<f64>, Vec<String>) {
+        let mut e = Engine::with_options(&g, Backend::Jit, &options(conv)).expect("compiles");
+        let mut params = ir::init_params(&g, 7);
+        let sizes: Vec<usize> = g.params().iter().map(|p| p.shape.iter().product()).collect();
+        let trainable: Vec<bool> = g.params().iter().map(|p| p.trainable()).collect();
+        let mut opt = geonetc::runtime::optim::OptState::new(&p.optimizer, &sizes);
+        let mut losses = vec![];
+        for step in 0..8 {
+            let (loss, grads) =
+                e.train_step(&mut params, std::slice::from_ref(&noisy), &clean, LossKind::Mse, step);
+            losses.push(loss);
+            geonetc::runtime::optim::step(&p.optimizer, &mut opt, &mut params, &grads, &trainable);
+        }
+        let algos =
+            e.profile().map(|pr| pr.nodes.iter().map(|n| n.conv.clone()).collect()).unwrap_or_default();
+        (losses, algos)
+    };
+    let (wino, algos) = curve(ConvAlgorithm::Winograd);
+    assert!(algos.iter().any(|a| a.contains("F(4x4")), "{algos:?}");
+    let (direct, _) = curve(ConvAlgorithm::Direct);
+    eprintln!("losses winograd {wino:?}\n       direct   {direct:?}");
+    assert!(wino.last() < wino.first(), "training does not go down: {wino:?}");
+    for (s, (a, b)) in wino.iter().zip(&direct).enumerate() {
+        assert!((a - b).abs() <= 1e-3 * b.abs(), "step {s}: winograd {a}, direct {b}");
+    }
+}
+
+/// `--conv` is parsed strictly and named in the error.
+#[test]
+fn the_algorithm_knob_parses_its_names_only() {
+    for name in ["direct", "winograd", "winograd2", "auto"] {
+        assert_eq!(ConvAlgorithm::parse(name).map(|a| a.name()), Ok(name));
+    }
+    let err = ConvAlgorithm::parse("fft").unwrap_err();
+    assert!(err.contains("`fft`") && err.contains("winograd"), "{err}");
+}
