@@ -14,6 +14,7 @@ pub mod noise;
 pub mod optim;
 pub mod split;
 pub mod stream;
+pub mod stream_eval;
 pub mod train;
 pub mod validation;
 
