@@ -31,9 +31,12 @@ fn geometry(src: Layout, out: Layout, k: [usize; 2], s: [usize; 2], d: [usize; 2
 }
 
 /// Rows per weight-gradient chunk: about 512 output positions (short f32 partial sums), so a
-/// chunk's inputs stay in L2.
-fn chunk_rows(width: usize) -> usize {
-    (512 / width.max(1)).max(1)
+/// chunk's inputs stay in L2; a divisor of the height, so that no chunk holds rows of two
+/// samples: a shard of a data-parallel batch then has exactly the chunks (and the f32 partial
+/// sums) one process has for those samples, which is what makes ranks agree with one process.
+fn chunk_rows(l: &Layout) -> usize {
+    let most = (512 / l.w.max(1)).max(1);
+    (1..=most.min(l.h.max(1))).rev().find(|r| l.h % r == 0).unwrap_or(1)
 }
 
 /// The scratch buffers of one plan, sized now and allocated later (persistent ones once the
@@ -148,8 +151,8 @@ pub(crate) fn plan_linear(
                 gradw_spec: GradWSpec { geo, bias: c.bias },
                 gradw_x: fwd_src,
                 gradw_rows: y.rows(),
-                gradw_chunk_rows: chunk_rows(y.w),
-                bias_chunk_rows: chunk_rows(y.w),
+                gradw_chunk_rows: chunk_rows(&y),
+                bias_chunk_rows: chunk_rows(&y),
                 bias_lanes: round4(c.out),
             }
         }
@@ -189,8 +192,8 @@ pub(crate) fn plan_linear(
                 gradw_spec: GradWSpec { geo: geometry(x, t_bwd_layout, one, one, one), bias: c.bias },
                 gradw_x: Src::Value,
                 gradw_rows: x.rows(),
-                gradw_chunk_rows: chunk_rows(x.w),
-                bias_chunk_rows: chunk_rows(y.w),
+                gradw_chunk_rows: chunk_rows(&x),
+                bias_chunk_rows: chunk_rows(&y),
                 bias_lanes: taps * co4,
             }
         }
@@ -231,8 +234,8 @@ pub(crate) fn plan_linear(
                 gradw_spec: GradWSpec { geo: bwd_geo, bias: false },
                 gradw_x: Src::Scratch(kp),
                 gradw_rows: x.rows(),
-                gradw_chunk_rows: chunk_rows(x.w),
-                bias_chunk_rows: chunk_rows(y.w),
+                gradw_chunk_rows: chunk_rows(&x),
+                bias_chunk_rows: chunk_rows(&y),
                 bias_lanes: round4(c.out),
             }
         }
