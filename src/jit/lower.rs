@@ -31,12 +31,17 @@ fn geometry(src: Layout, out: Layout, k: [usize; 2], s: [usize; 2], d: [usize; 2
 }
 
 /// Rows per weight-gradient chunk: about 512 output positions (short f32 partial sums), so a
-/// chunk's inputs stay in L2; a divisor of the height, so that no chunk holds rows of two
-/// samples: a shard of a data-parallel batch then has exactly the chunks (and the f32 partial
-/// sums) one process has for those samples, which is what makes ranks agree with one process.
+/// chunk's inputs stay in L2. Preferably a divisor of the height, so that no chunk holds rows of
+/// two samples: a shard of a data-parallel batch then has exactly the chunks (and the f32
+/// partial sums) one process has for its samples, which makes ranks agree with one process bit
+/// for bit. When the height has no divisor of at least half the usual size (a prime height),
+/// the usual size: more, smaller chunks would cost memory and time on every step.
 fn chunk_rows(l: &Layout) -> usize {
     let most = (512 / l.w.max(1)).max(1);
-    (1..=most.min(l.h.max(1))).rev().find(|r| l.h % r == 0).unwrap_or(1)
+    match (1..=most.min(l.h.max(1))).rev().find(|r| l.h % r == 0) {
+        Some(rows) if 2 * rows >= most.min(l.h.max(1)) => rows,
+        _ => most,
+    }
 }
 
 /// The scratch buffers of one plan, sized now and allocated later (persistent ones once the
