@@ -38,7 +38,7 @@ fn geometry(src: Layout, out: Layout, k: [usize; 2], s: [usize; 2], d: [usize; 2
 /// the usual size: more, smaller chunks would cost memory and time on every step.
 fn chunk_rows(l: &Layout) -> usize {
     let most = (512 / l.w.max(1)).max(1);
-    match (1..=most.min(l.h.max(1))).rev().find(|r| l.h % r == 0) {
+    match (1..=most.min(l.h.max(1))).rev().find(|r| l.h.is_multiple_of(*r)) {
         Some(rows) if 2 * rows >= most.min(l.h.max(1)) => rows,
         _ => most,
     }

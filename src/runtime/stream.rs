@@ -135,13 +135,16 @@ fn prepare<'a, 'p>(
     Ok((ctx, report))
 }
 
+/// Receives `(first trace, [samples, count])` blocks of a streamed run's output.
+pub type Consumer<'c> = dyn FnMut(usize, &Array2<f64>) -> Result<(), String> + 'c;
+
 /// Where the model's output goes, a block of consecutive traces at a time, in trace order.
 enum Sink<'s> {
     /// Encoded into the output file, every header byte kept.
     File(&'s mut AtomicFile),
     /// Handed over as `(first trace, [samples, count])` in the file's units (f64, not
     /// encoded), dead and masked samples as the input holds them.
-    Columns(&'s mut dyn FnMut(usize, &Array2<f64>) -> Result<(), String>),
+    Columns(&'s mut Consumer<'s>),
 }
 
 /// The model over a whole file seen as one 2-D line in file order (or trace by trace for a
@@ -177,11 +180,7 @@ impl<'a, 'p> LineRun<'a, 'p> {
 
     /// One pass of the model over the file; `consume(first, block)` gets every trace once, in
     /// order, `block` being `[samples, count]` in the file's units.
-    pub fn run(
-        &mut self,
-        opts: &StreamOptions,
-        consume: &mut dyn FnMut(usize, &Array2<f64>) -> Result<(), String>,
-    ) -> Result<(), String> {
+    pub fn run(&mut self, opts: &StreamOptions, consume: &mut Consumer<'_>) -> Result<(), String> {
         let ctx = &mut self.ctx;
         ctx.done = 0;
         ctx.total = ctx.input.traces();

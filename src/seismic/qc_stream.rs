@@ -215,8 +215,9 @@ impl SimilaritySums {
                 *o = s;
             }
         }
-        for i in 0..samples {
-            let s = similarity(smoothed[0][i], smoothed[1][i], smoothed[2][i], self.eps);
+        let [ab, aa, bb] = &smoothed;
+        for ((&ab, &aa), &bb) in ab.iter().zip(aa).zip(bb) {
+            let s = similarity(ab, aa, bb, self.eps);
             self.sum_abs += s.abs();
             self.max = self.max.max(s);
             self.above += usize::from(s > 0.3);
