@@ -23,8 +23,6 @@ export OMPI_MCA_btl_vader_single_copy_mechanism=none
 scratch=$(mktemp -d)
 trap 'rm -rf "$scratch"' EXIT
 
-# Training samples per epoch: the number `geonetc run` reports ("N training samples").
-samples=""
 
 run_once() { # ranks threads -> seconds of the whole run
     local ranks=$1 threads=$2 out="$scratch/out-$1x$2" log="$scratch/log"
@@ -38,9 +36,6 @@ run_once() { # ranks threads -> seconds of the whole run
             "$bin" run "$program" --out "$out" --threads "$threads" >"$log" 2>&1
     fi
     end=$(date +%s.%N)
-    if [[ -z $samples ]]; then
-        samples=$(grep -oE '[0-9]+ training samples' "$log" | head -1 | grep -oE '^[0-9]+' || true)
-    fi
     echo "$end - $start" | bc -l
 }
 
@@ -56,6 +51,8 @@ for config in 1x1 1x2 2x1 4x1; do
     best[$config]=$b
 done
 
+# Training samples per epoch: the number `geonetc run` reports ("validation: ..., N train").
+samples=$(grep -oE '[0-9]+ train\b' "$scratch/log" | head -1 | grep -oE '^[0-9]+' || true)
 echo "$(basename "$program"), $(nproc) cores, fastest of $repeats runs, $(date -u +%Y-%m-%d):"
 echo
 echo "| ranks × threads | whole run s | samples/s | speed-up vs 1 × 1 |"

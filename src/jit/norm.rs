@@ -1,5 +1,6 @@
 //! Batchnorm on the buffers (`Lowering::Channel`), with the per-channel kernels of
-//! [`super::channel`]: training-mode statistics (one shifted pass), the running-statistics
+//! [`super::channel`]: training-mode statistics (two passes: Σx, then the moments around the
+//! mean; per sample, added in sample order so ranks and one process agree), the running-statistics
 //! update, the normalisation, and the backward pass (two sums, then `dx` in one pass); at
 //! inference the same affine kernel with the running statistics (when the batchnorm is not
 //! folded into the conv before it). Only the per-channel coefficients are computed here, in f64.
