@@ -244,3 +244,79 @@ fn small_windows_and_lines_match_the_in_memory_path() {
         .collect();
     assert!(left.is_empty());
 }
+
+/// Every number of `eval --format json`'s scores, by name.
+fn eval_numbers(args: &[&str]) -> Vec<(String, f64)> {
+    let (code, out, err) = geonetc(args);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let mut found = vec![("data_range".to_string(), v["data_range"].as_f64().unwrap())];
+    for group in ["noisy_scores", "denoised_scores", "leakage"] {
+        for (k, x) in v[group].as_object().unwrap() {
+            if let Some(x) = x.as_f64() {
+                found.push((format!("{group}.{k}"), x));
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn streamed_eval_gives_the_numbers_of_the_in_memory_path() {
+    // 70 traces of 40 samples: SSIM has 64 × 34 windows, local similarity's smoothing reaches
+    // across many windows' worth of traces; the noise is a fixed pseudo-random pattern.
+    let d = tmp("stream", "eval");
+    let ns = 40;
+    let clean_trace = |t: i32| -> Vec<f32> {
+        (0..ns).map(|j| ((j as f32 - 20.0 + 0.1 * t as f32) / 4.0).sin() * (1.0 + 0.01 * t as f32)).collect()
+    };
+    let noise = |t: i32, j: usize| (((t * 31 + j as i32 * 17) % 23) as f32 - 11.0) / 20.0;
+    let write = |name: &str, noisy: bool| {
+        let traces: Vec<Trace> = (0..70)
+            .map(|t| Trace {
+                fields: vec![(1, t + 1)],
+                samples: clean_trace(t)
+                    .into_iter()
+                    .enumerate()
+                    .map(|(j, v)| if noisy { v + noise(t, j) } else { v })
+                    .collect(),
+            })
+            .collect();
+        let p = d.join(name);
+        write_segy(&p, ns, &traces);
+        p
+    };
+    let (clean, noisy) = (write("clean.sgy", false), write("noisy.sgy", true));
+    let two_d = d.join("smooth2d.geonet");
+    std::fs::write(
+        &two_d,
+        "model s {\n    input x: [1, 16, 16]\n    y = x -> conv(1, kernel=3, pad=same, bias=false, init=[[0.1, 0.1, 0.1], [0.1, 0.2, 0.1], [0.1, 0.1, 0.1]])\n    output y\n}\n",
+    )
+    .unwrap();
+    let one_d = d.join("scale1d.geonet");
+    std::fs::write(
+        &one_d,
+        format!("model t {{\n    input x: [1, {ns}]\n    y = x -> conv(1, kernel=1, bias=false, init=[[0.75]])\n    output y\n}}\n"),
+    )
+    .unwrap();
+    for m in [&two_d, &one_d] {
+        let base = ["eval", s(m), "--clean", s(&clean), "--noisy", s(&noisy), "--format", "json"];
+        let streamed = eval_numbers(&base);
+        // A picture needs the whole sections: that run takes the in-memory path.
+        let png = d.join("eval.png");
+        let mut held_args = base.to_vec();
+        held_args.extend(["--plot", s(&png)]);
+        let held = eval_numbers(&held_args);
+        assert_eq!(streamed.len(), held.len());
+        assert!(streamed.len() >= 10, "{streamed:?}");
+        for ((name, a), (_, b)) in streamed.iter().zip(&held) {
+            assert!(a.is_finite(), "{name} = {a}");
+            // The streamed sums add in the in-memory order; the tiles are blended the same way.
+            assert!(
+                (a - b).abs() <= 1e-12 * b.abs().max(1e-12),
+                "{}: {name} streamed {a} vs in memory {b}",
+                m.display()
+            );
+        }
+    }
+}

@@ -78,6 +78,11 @@ pub fn run(mut args: EvalArgs) -> ExitCode {
             return code;
         }
     }
+    let is_npy = |p: &Path| p.extension().is_some_and(|e| e.eq_ignore_ascii_case("npy"));
+    // SEG-Y/SU in and no picture: streamed in bounded memory (a picture needs whole sections).
+    if args.plot.is_none() && !is_npy(&args.clean) && !is_npy(&args.noisy) {
+        return streamed(&args, &program, &source);
+    }
     let (clean, noisy) = match (
         read_section(&args.clean, backend(args.backend)),
         read_section(&args.noisy, backend(args.backend)),
@@ -140,31 +145,133 @@ pub fn run(mut args: EvalArgs) -> ExitCode {
         }
         None => None,
     };
+    let measured = Measured {
+        data_range: qc::data_range(clean.view()),
+        before,
+        after,
+        leakage,
+        hygiene: report,
+        seconds,
+    };
+    print_report(&args, &measured, drawn.as_ref().map(|(p, d)| (p.as_path(), d)));
+    ExitCode::SUCCESS
+}
+
+/// What `eval` measured, in memory or streamed.
+struct Measured {
+    data_range: f64,
+    before: qc::Scores,
+    after: qc::Scores,
+    leakage: qc::Leakage,
+    hygiene: geonetc::seismic::hygiene::Report,
+    seconds: f64,
+}
+
+/// `eval` on SEG-Y/SU files of any size: both files read a window of traces at a time, the
+/// model run over the noisy one as a 2-D line (runtime/stream_eval.rs); the same numbers as the
+/// in-memory path.
+fn streamed(args: &EvalArgs, program: &geonetc::check::program::Program, source: &str) -> ExitCode {
+    let open = |p: &Path| SeismicFile::open(p).map_err(|e| e.to_string());
+    let (clean, noisy) = match (open(&args.clean), open(&args.noisy)) {
+        (Ok(c), Ok(n)) => (c, n),
+        (Err(e), _) | (_, Err(e)) => return fail(e),
+    };
+    for (f, path) in [(&clean, &args.clean), (&noisy, &args.noisy)] {
+        if f.traces() == 0 || f.samples == 0 {
+            return fail(format_args!(
+                "{}: the section is empty ({} traces of {} samples)",
+                path.display(),
+                f.traces(),
+                f.samples
+            ));
+        }
+    }
+    if (clean.traces(), clean.samples) != (noisy.traces(), noisy.samples) {
+        return fail(format_args!(
+            "{} is {:?} but {} is {:?}",
+            args.clean.display(),
+            (clean.traces(), clean.samples),
+            args.noisy.display(),
+            (noisy.traces(), noisy.samples)
+        ));
+    }
+    let (weights, data_rms) = match load_weights(program, args.weights.as_deref()) {
+        Ok(loaded) => loaded,
+        Err(code) => return code,
+    };
+    let be = backend(args.backend);
+    // The far-from-training check on a bounded sample: the first traces of the file.
+    let head = super::infer::leading_traces(&noisy, 4096);
+    super::infer::warn_far_from_training(weights.as_ref(), &args.noisy, &head, None);
+    let load = |_: &geonetc::ir::Graph| weights.as_ref().map(|(p, _)| p.clone()).ok_or_else(String::new);
+    let loader: Option<infer::ParamLoader> = if weights.is_some() { Some(&load) } else { None };
+    let declared = program.model.inputs[0].shape.clone();
+    let stop = super::infer::stop_on_signal();
+    let stopped = || stop.load(std::sync::atomic::Ordering::SeqCst);
+    let bar = super::infer::Progress::new();
+    let progress = |done: usize, total: usize| bar.update(done, total);
+    let opts = geonetc::runtime::stream::StreamOptions {
+        along: geonetc::runtime::stream::Along::Inline,
+        gather_key: None,
+        geometry: geonetc::seismic::geometry::GeometryOptions::default(),
+        window_traces: WINDOW_TRACES,
+        data_rms,
+        hygiene: hygiene_options(&args.qc),
+        progress: &progress,
+        stop: &stopped,
+    };
+    let started = std::time::Instant::now();
+    let result =
+        geonetc::runtime::stream_eval::eval_files(source, loader, be, &declared, &clean, &noisy, &opts);
+    bar.finish();
+    match result {
+        Ok(done) => {
+            super::common::note_inexact_int32(&noisy, done.max_abs_input, be);
+            let measured = Measured {
+                data_range: done.data_range,
+                before: done.noisy,
+                after: done.denoised,
+                leakage: done.leakage,
+                hygiene: done.hygiene,
+                seconds: started.elapsed().as_secs_f64(),
+            };
+            print_report(args, &measured, None);
+            ExitCode::SUCCESS
+        }
+        Err(e) if stopped() => {
+            eprintln!("error: {e}");
+            ExitCode::from(130)
+        }
+        Err(e) => fail(format_args!("{}: {e}", args.noisy.display())),
+    }
+}
+
+/// Traces read at a time by streamed `eval` (the clean file's range pass; 1-D models).
+const WINDOW_TRACES: usize = 4096;
+
+fn print_report(args: &EvalArgs, m: &Measured, drawn: Option<(&Path, &geonetc::seismic::plot::Drawn)>) {
+    let (before, after, leakage, seconds) = (&m.before, &m.after, &m.leakage, m.seconds);
     if args.format == Format::Json {
         let json = serde_json::json!({
             "clean": args.clean.display().to_string(),
             "noisy": args.noisy.display().to_string(),
-            "data_range": qc::data_range(clean.view()),
+            "data_range": m.data_range,
             "noisy_scores": before,
             "denoised_scores": after,
             "leakage": leakage,
-            "hygiene": report,
-            "plot": drawn.as_ref().map(|(p, d)| serde_json::json!({
+            "hygiene": m.hygiene,
+            "plot": drawn.map(|(p, d)| serde_json::json!({
                 "file": p.display().to_string(), "width": d.width, "height": d.height,
                 "clip": d.clip, "clip_percentile": d.percentile,
             })),
             "seconds": seconds,
         });
         println!("{}", serde_json::to_string_pretty(&json).unwrap_or_default());
-        return ExitCode::SUCCESS;
+        return;
     }
     println!("SNR noisy    {}", fmt_db(before.snr_db));
     println!("SNR denoised {}   ({seconds:.1} s)", fmt_db(after.snr_db));
-    println!(
-        "PSNR noisy   {}   (peak: the clean data's range {:.4e})",
-        fmt_db(before.psnr_db),
-        qc::data_range(clean.view())
-    );
+    println!("PSNR noisy   {}   (peak: the clean data's range {:.4e})", fmt_db(before.psnr_db), m.data_range);
     println!("PSNR denoised{}", fmt_db(after.psnr_db));
     println!("SSIM noisy    {:8.4}   (7 × 7 uniform window)", before.ssim);
     println!("SSIM denoised {:8.4}", after.ssim);
@@ -176,9 +283,8 @@ pub fn run(mut args: EvalArgs) -> ExitCode {
         leakage.radii.samples,
         leakage.radii.traces
     );
-    print!("{}", report.describe());
+    print!("{}", m.hygiene.describe());
     if let Some((png, drawn)) = drawn {
         println!("plot {}: {} × {} px, {}", png.display(), drawn.width, drawn.height, drawn.clip_text());
     }
-    ExitCode::SUCCESS
 }

@@ -222,7 +222,7 @@ pub fn run(mut args: InferArgs) -> ExitCode {
 
 /// Says when the input is far from what the weights were trained on (see `fit`).
 /// The first `n` traces of `file` as `[samples, traces]` (fewer if the file is shorter).
-fn leading_traces(file: &SeismicFile, n: usize) -> ndarray::Array2<f64> {
+pub(super) fn leading_traces(file: &SeismicFile, n: usize) -> ndarray::Array2<f64> {
     let n = n.min(file.traces());
     let mut out = ndarray::Array2::zeros((file.samples, n));
     let mut trace = vec![0f32; file.samples];
@@ -277,44 +277,11 @@ fn stream(
     be: geonetc::runtime::engine::Backend,
 ) -> ExitCode {
     use geonetc::runtime::stream::{Along, StreamOptions, infer_file};
-    use std::io::IsTerminal;
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicBool, Ordering};
-    let stop = Arc::new(AtomicBool::new(false));
-    let flag = stop.clone();
-    // Ctrl-C or SIGTERM: the run stops at the next window and the temporary output is removed.
-    let _ = ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst));
-    let bar = std::io::stderr().is_terminal().then(|| {
-        let b = indicatif::ProgressBar::new(0);
-        b.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{bar:30} {pos}/{len} traces  {per_sec}  [{elapsed} < {eta}]",
-            )
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-        );
-        b
-    });
+    use std::sync::atomic::Ordering;
+    let stop = stop_on_signal();
     let started = std::time::Instant::now();
-    let last_line = std::cell::Cell::new(0usize);
-    let progress = |done: usize, total: usize| match &bar {
-        Some(b) => {
-            b.set_length(total as u64);
-            b.set_position(done as u64);
-        }
-        None => {
-            // Plain lines, about every tenth of the work.
-            let tenth = done * 10 / total.max(1);
-            if tenth > last_line.get() {
-                last_line.set(tenth);
-                let secs = started.elapsed().as_secs_f64();
-                let rate = done as f64 / secs.max(1e-9);
-                eprintln!(
-                    "{done}/{total} traces, {rate:.0} traces/s, {:.0} s left",
-                    (total - done) as f64 / rate.max(1e-9)
-                );
-            }
-        }
-    };
+    let bar = Progress::new();
+    let progress = |done: usize, total: usize| bar.update(done, total);
     let stopped = || stop.load(Ordering::SeqCst);
     let s = &args.stream;
     let opts = StreamOptions {
@@ -332,9 +299,7 @@ fn stream(
         stop: &stopped,
     };
     let result = infer_file(source, loader, be, declared, file, &args.output, opts);
-    if let Some(b) = &bar {
-        b.finish_and_clear();
-    }
+    bar.finish();
     match result {
         Ok(done) => {
             let mode = done.mode;
@@ -353,5 +318,75 @@ fn stream(
             ExitCode::from(130)
         }
         Err(e) => fail(format_args!("{}: {e}", args.input.display())),
+    }
+}
+
+/// A flag that Ctrl-C or SIGTERM sets: a streamed run stops at the next window (and removes
+/// its temporary output).
+pub(super) fn stop_on_signal() -> std::sync::Arc<std::sync::atomic::AtomicBool> {
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = stop.clone();
+    let _ = ctrlc::set_handler(move || flag.store(true, std::sync::atomic::Ordering::SeqCst));
+    stop
+}
+
+/// The progress of a streamed run on stderr: a bar with throughput and time left on a
+/// terminal, plain lines about every tenth of the work otherwise.
+pub(super) struct Progress {
+    bar: Option<indicatif::ProgressBar>,
+    started: std::cell::Cell<std::time::Instant>,
+    last_line: std::cell::Cell<usize>,
+}
+
+impl Progress {
+    pub(super) fn new() -> Progress {
+        use std::io::IsTerminal;
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let b = indicatif::ProgressBar::new(0);
+            b.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{bar:30} {pos}/{len} traces  {per_sec}  [{elapsed} < {eta}]",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            b
+        });
+        Progress {
+            bar,
+            started: std::cell::Cell::new(std::time::Instant::now()),
+            last_line: std::cell::Cell::new(0),
+        }
+    }
+
+    /// `done` of `total` traces; a new pass starts when `done` goes back.
+    pub(super) fn update(&self, done: usize, total: usize) {
+        match &self.bar {
+            Some(b) => {
+                b.set_length(total as u64);
+                b.set_position(done as u64);
+            }
+            None => {
+                let tenth = done * 10 / total.max(1);
+                if tenth < self.last_line.get() {
+                    self.last_line.set(0);
+                    self.started.set(std::time::Instant::now());
+                }
+                if tenth > self.last_line.get() {
+                    self.last_line.set(tenth);
+                    let secs = self.started.get().elapsed().as_secs_f64();
+                    let rate = done as f64 / secs.max(1e-9);
+                    eprintln!(
+                        "{done}/{total} traces, {rate:.0} traces/s, {:.0} s left",
+                        (total - done) as f64 / rate.max(1e-9)
+                    );
+                }
+            }
+        }
+    }
+
+    pub(super) fn finish(&self) {
+        if let Some(b) = &self.bar {
+            b.finish_and_clear();
+        }
     }
 }

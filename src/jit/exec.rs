@@ -96,7 +96,15 @@ impl JitModel {
                     let y = &mut y[into.map_or(0, |(_, off)| off)..];
                     match (&plan.wino_fwd, wino_scratch.as_mut()) {
                         (Some(wc), Some(ws)) => wc.run(xb, &plan.packed_fwd, &plan.packed_bias, y, &[], ws),
-                        _ => run_corr(&plan.fwd, xb, &plan.packed_fwd, &plan.packed_bias, y, &[], plan.fwd_rows),
+                        _ => run_corr(
+                            &plan.fwd,
+                            xb,
+                            &plan.packed_fwd,
+                            &plan.packed_bias,
+                            y,
+                            &[],
+                            plan.fwd_rows,
+                        ),
                     }
                     self.profile_kernel(id, FORWARD, kernel.elapsed().as_secs_f64());
                 }

@@ -32,9 +32,17 @@ fn geometry(src: Layout, out: Layout, k: [usize; 2], s: [usize; 2], d: [usize; 2
 }
 
 /// Rows per weight-gradient chunk: about 512 output positions (short f32 partial sums), so a
-/// chunk's inputs stay in L2.
-fn chunk_rows(width: usize) -> usize {
-    (512 / width.max(1)).max(1)
+/// chunk's inputs stay in L2. Preferably a divisor of the height, so that no chunk holds rows of
+/// two samples: a shard of a data-parallel batch then has exactly the chunks (and the f32
+/// partial sums) one process has for its samples, which makes ranks agree with one process bit
+/// for bit. When the height has no divisor of at least half the usual size (a prime height),
+/// the usual size: more, smaller chunks would cost memory and time on every step.
+fn chunk_rows(l: &Layout) -> usize {
+    let most = (512 / l.w.max(1)).max(1);
+    match (1..=most.min(l.h.max(1))).rev().find(|r| l.h.is_multiple_of(*r)) {
+        Some(rows) if 2 * rows >= most.min(l.h.max(1)) => rows,
+        _ => most,
+    }
 }
 
 /// The scratch buffers of one plan, sized now and allocated later (persistent ones once the
@@ -181,8 +189,8 @@ pub(crate) fn plan_linear(
                 gradw_spec: GradWSpec { geo, bias: c.bias },
                 gradw_x: fwd_src,
                 gradw_rows: y.rows(),
-                gradw_chunk_rows: chunk_rows(y.w),
-                bias_chunk_rows: chunk_rows(y.w),
+                gradw_chunk_rows: chunk_rows(&y),
+                bias_chunk_rows: chunk_rows(&y),
                 bias_lanes: round4(c.out),
             }
         }
@@ -222,8 +230,8 @@ pub(crate) fn plan_linear(
                 gradw_spec: GradWSpec { geo: geometry(x, t_bwd_layout, one, one, one), bias: c.bias },
                 gradw_x: Src::Value,
                 gradw_rows: x.rows(),
-                gradw_chunk_rows: chunk_rows(x.w),
-                bias_chunk_rows: chunk_rows(y.w),
+                gradw_chunk_rows: chunk_rows(&x),
+                bias_chunk_rows: chunk_rows(&y),
                 bias_lanes: taps * co4,
             }
         }
@@ -264,8 +272,8 @@ pub(crate) fn plan_linear(
                 gradw_spec: GradWSpec { geo: bwd_geo, bias: false },
                 gradw_x: Src::Scratch(kp),
                 gradw_rows: x.rows(),
-                gradw_chunk_rows: chunk_rows(x.w),
-                bias_chunk_rows: chunk_rows(y.w),
+                gradw_chunk_rows: chunk_rows(&x),
+                bias_chunk_rows: chunk_rows(&y),
                 bias_lanes: round4(c.out),
             }
         }

@@ -1,5 +1,6 @@
 //! Batchnorm on the buffers (`Lowering::Channel`), with the per-channel kernels of
-//! [`super::channel`]: training-mode statistics (one shifted pass), the running-statistics
+//! [`super::channel`]: training-mode statistics (two passes: Σx, then the moments around the
+//! mean; per sample, added in sample order so ranks and one process agree), the running-statistics
 //! update, the normalisation, and the backward pass (two sums, then `dx` in one pass); at
 //! inference the same affine kernel with the running statistics (when the batchnorm is not
 //! folded into the conv before it). Only the per-channel coefficients are computed here, in f64.
@@ -15,6 +16,8 @@ use ndarray::{ArrayD, IxDyn};
 use std::time::Instant;
 
 /// Positions per chunk of the moments: short f32 partial sums, added in f64 in chunk order.
+/// Chunks never hold positions of two samples (each sample is run on its own), so a shard of
+/// a data-parallel batch has exactly the partial sums one process has for its samples.
 pub(crate) const CHUNK_POSITIONS: usize = 64;
 
 /// One generated kernel and its spec.
@@ -82,13 +85,22 @@ impl NormPlan {
     }
 
     fn positions(&self) -> usize {
-        self.layout.n * self.layout.h * self.layout.w
+        self.layout.n * self.sample_positions()
+    }
+
+    fn sample_positions(&self) -> usize {
+        self.layout.h * self.layout.w
+    }
+
+    /// Chunks of the moments over the whole batch (each sample's chunks, sample after sample).
+    fn chunks(&self) -> usize {
+        self.layout.n * self.sample_positions().div_ceil(CHUNK_POSITIONS)
     }
 
     /// Floats of the coefficients and the partial sums.
     pub(crate) fn len(&self) -> usize {
         let cs = self.layout.cs;
-        4 * cs + self.positions().div_ceil(CHUNK_POSITIONS) * 2 * cs
+        4 * cs + self.chunks() * 2 * cs
     }
 
     /// The plan in words (the plan snapshots).
@@ -104,25 +116,39 @@ impl NormPlan {
     pub(crate) fn allocate(&mut self) {
         let cs = self.layout.cs;
         self.coef = vec![0.0; 4 * cs];
-        self.partials = vec![0.0; self.positions().div_ceil(CHUNK_POSITIONS) * 2 * cs];
+        self.partials = vec![0.0; self.chunks() * 2 * cs];
     }
 
-    /// The f64 per-channel sums of the moments kernel `call` over every position.
-    fn moments(&mut self, which: usize, p: &[f32], q: &[f32]) -> (Vec<f64>, Vec<f64>) {
+    /// The f64 per-channel sums of the moments kernel `call`, per sample: `n` rows of
+    /// `[Σ first | Σ second]` (`2·c` values), each sample's chunks added in f64 in order.
+    fn moments(&mut self, which: usize, p: &[f32], q: &[f32]) -> Vec<f64> {
         let call = if which == 0 { &self.stats } else { &self.grad_sums };
         let (c, cs) = (self.layout.c, self.layout.cs);
-        let positions = self.positions();
-        if let Some(f) = call.f {
-            run_moments(f, &call.spec, (positions, CHUNK_POSITIONS), p, q, &self.coef, &mut self.partials);
-        }
-        let (mut s1, mut s2) = (vec![0.0f64; c], vec![0.0f64; c]);
-        for part in self.partials.chunks(2 * cs) {
-            for k in 0..c {
-                s1[k] += f64::from(part[k]);
-                s2[k] += f64::from(part[cs + k]);
+        let per_sample = self.sample_positions();
+        let chunks = per_sample.div_ceil(CHUNK_POSITIONS);
+        let mut rows = vec![0.0f64; self.layout.n * 2 * c];
+        for (sample, row) in rows.chunks_exact_mut(2 * c).enumerate() {
+            let at = sample * per_sample * cs..(sample + 1) * per_sample * cs;
+            let partials = &mut self.partials[sample * chunks * 2 * cs..(sample + 1) * chunks * 2 * cs];
+            if let Some(f) = call.f {
+                run_moments(
+                    f,
+                    &call.spec,
+                    (per_sample, CHUNK_POSITIONS),
+                    &p[at.clone()],
+                    &q[at],
+                    &self.coef,
+                    partials,
+                );
+            }
+            for part in partials.chunks(2 * cs) {
+                for k in 0..c {
+                    row[k] += f64::from(part[k]);
+                    row[c + k] += f64::from(part[cs + k]);
+                }
             }
         }
-        (s1, s2)
+        rows
     }
 
     fn set_coef(&mut self, block: usize, values: impl Iterator<Item = f64>) {
@@ -155,34 +181,39 @@ impl JitModel {
         let x = self.buf(node.inputs[0]);
         let mut kernel_s = 0.0;
         let (mean, var) = if training {
-            // Shift: the first position's values, within a few σ of the mean, so the shifted
-            // second moment does not cancel.
-            plan.set_coef(0, x[..c].iter().map(|&v| f64::from(v)));
-            let shift: Vec<f64> = x[..c].iter().map(|&v| f64::from(v)).collect();
-            let t = Instant::now();
-            let (s1, s2) = plan.moments(0, x, x);
-            kernel_s += t.elapsed().as_secs_f64();
+            // Two passes, as the interpreter's: Σx (no shift), then the moments around the mean
+            // (its f32 rounding as the shift). Every sum is per sample, added in global sample
+            // order (over the ranks in data-parallel training): one process and any number of
+            // ranks take the same shift and add the same numbers in the same order.
+            let sync = crate::ops::batchnorm::current_sync();
+            let batch_sums = |rows: &[f64], k: usize| match &sync {
+                Some(sync) => sync.sum_samples_forward(rows, k),
+                None => crate::ops::batchnorm::sum_rows(rows, k),
+            };
             let mut n = plan.positions() as f64;
-            let mut mean: Vec<f64> = (0..c).map(|k| shift[k] + s1[k] / n).collect();
-            let mut var: Vec<f64> = (0..c).map(|k| (s2[k] / n - (s1[k] / n).powi(2)).max(0.0)).collect();
-            // Data-parallel training: the statistics of the global batch, summed in the same two
-            // passes as the interpreter's (count and Σx, then count and Σ(x − mean)²).
-            if let Some(sync) = crate::ops::batchnorm::current_sync() {
-                let mut sums: Vec<f64> =
-                    std::iter::once(n).chain((0..c).map(|k| s1[k] + n * shift[k])).collect();
-                sync.sum_forward(&mut sums);
-                let global = sums[0];
-                mean = (0..c).map(|k| sums[1 + k] / global).collect();
-                let mut sq: Vec<f64> = std::iter::once(n)
-                    .chain((0..c).map(|k| {
-                        let d = mean[k] - shift[k];
-                        (s2[k] - 2.0 * d * s1[k] + n * d * d).max(0.0)
-                    }))
-                    .collect();
-                sync.sum_forward(&mut sq);
-                var = (0..c).map(|k| sq[1 + k] / global).collect();
-                n = global;
+            if let Some(sync) = &sync {
+                let mut count = [n];
+                sync.sum_forward(&mut count);
+                n = count[0];
             }
+            plan.set_coef(0, std::iter::empty());
+            let t = Instant::now();
+            let rows = plan.moments(0, x, x);
+            kernel_s += t.elapsed().as_secs_f64();
+            let sum_x: Vec<f64> = rows.chunks_exact(2 * c).flat_map(|r| r[..c].to_vec()).collect();
+            let mean: Vec<f64> = batch_sums(&sum_x, c).iter().map(|s| s / n).collect();
+            plan.set_coef(0, mean.iter().copied());
+            let shift: Vec<f64> = plan.coef[..c].iter().map(|&v| f64::from(v)).collect();
+            let t = Instant::now();
+            let rows = plan.moments(0, x, x);
+            kernel_s += t.elapsed().as_secs_f64();
+            let sums = batch_sums(&rows, 2 * c);
+            let var: Vec<f64> = (0..c)
+                .map(|k| {
+                    let d = mean[k] - shift[k];
+                    ((sums[c + k] - 2.0 * d * sums[k] + n * d * d) / n).max(0.0)
+                })
+                .collect();
             let m = bn.momentum;
             let unbiased = if n > 1.0 { n / (n - 1.0) } else { 1.0 };
             let (rm, rv) = (node.params[2], node.params[3]);
@@ -233,30 +264,32 @@ impl JitModel {
         // The shift lanes still hold the f32 mean of the forward pass.
         let shift: Vec<f64> = plan.coef[..c].iter().map(|&v| f64::from(v)).collect();
         let t = Instant::now();
-        let (s1, s2_shifted) = plan.moments(1, &dy, self.buf(xv));
+        let rows = plan.moments(1, &dy, self.buf(xv));
         let mut kernel_s = t.elapsed().as_secs_f64();
         // Σ dy·(x − mean) from the sums around the f32 shift.
-        let s2: Vec<f64> = (0..c).map(|k| s2_shifted[k] - (plan.mean[k] - shift[k]) * s1[k]).collect();
+        let around_mean = |sums: &[f64]| -> (Vec<f64>, Vec<f64>) {
+            let s1 = sums[..c].to_vec();
+            let s2 = (0..c).map(|k| sums[c + k] - (plan.mean[k] - shift[k]) * s1[k]).collect();
+            (s1, s2)
+        };
+        // The parameter gradients are this shard's (the training loop adds them across ranks).
+        let (s1, s2) = around_mean(&crate::ops::batchnorm::sum_rows(&rows, 2 * c));
         pgrads[node.params[0]] =
             ArrayD::from_shape_vec(IxDyn(&[c]), (0..c).map(|k| s2[k] * plan.inv_std[k]).collect())
                 .expect("[C]");
         pgrads[node.params[1]] = ArrayD::from_shape_vec(IxDyn(&[c]), s1.clone()).expect("[C]");
         if let Value::Node(_) = xv {
             let mut n = plan.positions() as f64;
-            // Data-parallel training: dx needs Σdy and Σdy·x̂ over the global batch (the
-            // parameter gradients above stay this shard's), added as the interpreter does.
+            // Data-parallel training: dx needs Σdy and Σdy·x̂ over the global batch, per sample
+            // in global sample order (the bits one process has).
             let (mut s1, mut s2) = (s1, s2);
             if plan.batch_stats
                 && let Some(sync) = crate::ops::batchnorm::current_sync()
             {
                 let mut count = [n];
                 sync.sum_forward(&mut count);
-                let mut buf: Vec<f64> =
-                    s1.iter().copied().chain((0..c).map(|k| s2[k] * plan.inv_std[k])).collect();
-                sync.sum_backward(&mut buf);
                 n = count[0];
-                s1 = buf[..c].to_vec();
-                s2 = (0..c).map(|k| buf[c + k] / plan.inv_std[k]).collect();
+                (s1, s2) = around_mean(&sync.sum_samples_backward(&rows, 2 * c));
             }
             let cs = plan.layout.cs;
             let scale: Vec<f64> = plan.coef[cs..cs + c].iter().map(|&v| f64::from(v)).collect();

@@ -245,6 +245,31 @@ pub trait StatsSync {
     fn sum_forward(&self, partial: &mut [f64]);
     /// Sums of the backward pass (Σdy, Σdy·x̂), which scale with each shard's loss.
     fn sum_backward(&self, partial: &mut [f64]);
+    /// Forward sums from per-sample rows (`k` values per sample of this shard, in order): the
+    /// sums over the global batch added one sample at a time in global sample order, so every
+    /// rank gets the bits [`sum_rows`] gives one process on the whole batch.
+    fn sum_samples_forward(&self, rows: &[f64], k: usize) -> Vec<f64> {
+        let mut total = sum_rows(rows, k);
+        self.sum_forward(&mut total);
+        total
+    }
+    /// [`sum_samples_forward`](StatsSync::sum_samples_forward) for backward sums.
+    fn sum_samples_backward(&self, rows: &[f64], k: usize) -> Vec<f64> {
+        let mut total = sum_rows(rows, k);
+        self.sum_backward(&mut total);
+        total
+    }
+}
+
+/// The column sums of `rows` (`k` values per row), added one row at a time in row order.
+pub fn sum_rows(rows: &[f64], k: usize) -> Vec<f64> {
+    let mut total = vec![0.0; k];
+    for row in rows.chunks_exact(k.max(1)) {
+        for (t, v) in total.iter_mut().zip(row) {
+            *t += v;
+        }
+    }
+    total
 }
 
 thread_local! {

@@ -11,7 +11,7 @@
 //! 0 and added there in rank order, so a run is reproducible for a given rank count.
 
 use crate::ir::Params;
-use crate::ops::batchnorm::StatsSync;
+use crate::ops::batchnorm::{StatsSync, sum_rows};
 use std::rc::Rc;
 
 /// The collective operations of data-parallel training. All ranks must make the same calls in
@@ -113,6 +113,21 @@ pub struct ShardStats {
     pub collective: Rc<dyn Collective>,
     /// `shard / global batch` of this rank, when the shards of this batch are uneven.
     pub uneven_weight: Option<f64>,
+    /// This rank's samples within the global batch, and the global batch's size.
+    pub shard: std::ops::Range<usize>,
+    pub batch: usize,
+}
+
+impl ShardStats {
+    /// Every rank's per-sample rows, in global sample order, on every rank: each rank fills its
+    /// own rows of a zero buffer and the buffers are added, which is exact (every value meets
+    /// only zeros), so the rows keep their bits.
+    fn all_rows(&self, rows: &[f64], k: usize) -> Vec<f64> {
+        let mut all = vec![0.0; self.batch * k];
+        all[self.shard.start * k..self.shard.end * k].copy_from_slice(rows);
+        self.collective.allreduce_sum(&mut all);
+        all
+    }
 }
 
 impl StatsSync for ShardStats {
@@ -127,6 +142,20 @@ impl StatsSync for ShardStats {
                 partial.iter_mut().for_each(|v| *v *= w);
                 self.collective.allreduce_sum(partial);
                 partial.iter_mut().for_each(|v| *v /= w);
+            }
+        }
+    }
+
+    fn sum_samples_forward(&self, rows: &[f64], k: usize) -> Vec<f64> {
+        sum_rows(&self.all_rows(rows, k), k)
+    }
+
+    fn sum_samples_backward(&self, rows: &[f64], k: usize) -> Vec<f64> {
+        match self.uneven_weight {
+            None => self.sum_samples_forward(rows, k),
+            Some(w) => {
+                let scaled: Vec<f64> = rows.iter().map(|v| v * w).collect();
+                sum_rows(&self.all_rows(&scaled, k), k).into_iter().map(|v| v / w).collect()
             }
         }
     }

@@ -15,6 +15,7 @@ pub mod optim;
 pub mod patches;
 pub mod split;
 pub mod stream;
+pub mod stream_eval;
 pub mod train;
 pub mod validation;
 

@@ -85,6 +85,21 @@ pub fn infer_file(
     out: &Path,
     opts: StreamOptions,
 ) -> Result<Streamed, String> {
+    let (mut ctx, report) = prepare(source, params, backend, input, out, &opts)?;
+    let mode = run_modes(&mut ctx, source, declared, opts)?;
+    Ok(Streamed { mode, max_abs_input: ctx.max_abs.get(), hygiene: report })
+}
+
+/// The context of a run over `input`, after the one pass before any output: non-finite
+/// samples are refused there, and the scale is set.
+fn prepare<'a, 'p>(
+    source: &'p str,
+    params: Option<ParamLoader<'p>>,
+    backend: Backend,
+    input: &'a SeismicFile,
+    out: &'a Path,
+    opts: &StreamOptions,
+) -> Result<(Context<'a, 'p>, hygiene::Report), String> {
     if input.traces() == 0 || input.samples == 0 {
         return Err(format!("the section is empty ({} traces of {} samples)", input.traces(), input.samples));
     }
@@ -118,8 +133,72 @@ pub fn infer_file(
     };
     let report = hygiene::Report::new(&found, scale, &opts.hygiene);
     ctx.hygiene = opts.hygiene.clone();
-    let mode = run_modes(&mut ctx, source, declared, opts)?;
-    Ok(Streamed { mode, max_abs_input: ctx.max_abs.get(), hygiene: report })
+    Ok((ctx, report))
+}
+
+/// Receives `(first trace, [samples, count])` blocks of a streamed run's output.
+pub type Consumer<'c> = dyn FnMut(usize, &Array2<f64>) -> Result<(), String> + 'c;
+
+/// Where the model's output goes, a block of consecutive traces at a time, in trace order.
+enum Sink<'s> {
+    /// Encoded into the output file, every header byte kept.
+    File(&'s mut AtomicFile),
+    /// Handed over as `(first trace, [samples, count])` in the file's units (f64, not
+    /// encoded), dead and masked samples as the input holds them.
+    Columns(&'s mut Consumer<'s>),
+}
+
+/// The model over a whole file seen as one 2-D line in file order (or trace by trace for a
+/// 1-D model), exactly as `infer::run_section` treats the section held in memory, with the
+/// output handed to a consumer instead of a file: `eval` on files of any size. Prepared once
+/// (the hygiene scan and the scale), then run as often as the consumer needs passes.
+pub struct LineRun<'a, 'p> {
+    ctx: Context<'a, 'p>,
+    source: &'p str,
+    declared: Vec<usize>,
+    /// What field-data hygiene found and did over the whole file.
+    pub hygiene: hygiene::Report,
+}
+
+impl<'a, 'p> LineRun<'a, 'p> {
+    pub fn new(
+        source: &'p str,
+        params: Option<ParamLoader<'p>>,
+        backend: Backend,
+        declared: &[usize],
+        input: &'a SeismicFile,
+        opts: &StreamOptions,
+    ) -> Result<LineRun<'a, 'p>, String> {
+        // No output file: the path only names one in messages of the file sink.
+        let (ctx, hygiene) = prepare(source, params, backend, input, Path::new(""), opts)?;
+        Ok(LineRun { ctx, source, declared: declared.to_vec(), hygiene })
+    }
+
+    /// The largest |sample| of the input the model saw so far.
+    pub fn max_abs_input(&self) -> f64 {
+        self.ctx.max_abs.get()
+    }
+
+    /// One pass of the model over the file; `consume(first, block)` gets every trace once, in
+    /// order, `block` being `[samples, count]` in the file's units.
+    pub fn run(&mut self, opts: &StreamOptions, consume: &mut Consumer<'_>) -> Result<(), String> {
+        let ctx = &mut self.ctx;
+        ctx.done = 0;
+        ctx.total = ctx.input.traces();
+        let mut sink = Sink::Columns(consume);
+        match self.declared.as_slice() {
+            [1, _] => ctx.trace_by_trace(&mut sink, &self.declared, opts),
+            [1, h, w] => {
+                check_size_preserving(self.source)?;
+                let traces = ctx.input.traces();
+                let overlap = (h.min(w) / 4).max(1);
+                ctx.stream_range(&mut sink, 0, traces, [*h, *w], overlap, &self.declared, opts)
+            }
+            declared => Err(format!(
+                "a SEG-Y section feeds models with one input channel ([1, N] or [1, H, W]); this one takes {declared:?}"
+            )),
+        }
+    }
 }
 
 /// The mode `declared`, the options and the file's geometry call for; returns its description.
@@ -135,7 +214,7 @@ fn run_modes(
             ctx.total = input.traces();
             let mut file = start_in_order(input, out)?;
             let description = describe_mode(declared, None, &opts);
-            ctx.trace_by_trace(&mut file, declared, &opts)?;
+            ctx.trace_by_trace(&mut Sink::File(&mut file), declared, &opts)?;
             file.commit()?;
             Ok(description)
         }
@@ -148,7 +227,15 @@ fn run_modes(
                 ctx.total = input.traces();
                 let mut file = start_in_order(input, out)?;
                 for (first, count, _) in runs {
-                    ctx.stream_range(&mut file, first, count, tile, overlap, declared, &opts)?;
+                    ctx.stream_range(
+                        &mut Sink::File(&mut file),
+                        first,
+                        count,
+                        tile,
+                        overlap,
+                        declared,
+                        &opts,
+                    )?;
                 }
                 file.commit()?;
                 return Ok(describe_mode(declared, None, &opts));
@@ -180,7 +267,15 @@ fn run_modes(
                 None => {
                     ctx.total = input.traces();
                     let mut file = start_in_order(input, out)?;
-                    ctx.stream_range(&mut file, 0, input.traces(), tile, overlap, declared, &opts)?;
+                    ctx.stream_range(
+                        &mut Sink::File(&mut file),
+                        0,
+                        input.traces(),
+                        tile,
+                        overlap,
+                        declared,
+                        &opts,
+                    )?;
                     file.commit()?;
                 }
             }
@@ -272,7 +367,7 @@ pub(crate) fn file_scan(
 }
 
 /// Decoded traces `[count, samples]` of a raw window, and which headers mark them dead.
-fn decode_window(input: &SeismicFile, raw: &[u8], count: usize) -> (Array2<f64>, Vec<bool>) {
+pub(crate) fn decode_window(input: &SeismicFile, raw: &[u8], count: usize) -> (Array2<f64>, Vec<bool>) {
     let mut x = Array2::zeros((count, input.samples));
     let mut dead = Vec::with_capacity(count);
     for (mut row, trace) in x.rows_mut().into_iter().zip(raw.chunks_exact(input.trace_bytes())) {
@@ -343,30 +438,40 @@ impl Context<'_, '_> {
         }
     }
 
-    /// Writes `values` (`[samples, count]`, scaled) as traces `first..` with the input's headers;
-    /// dead traces as they were.
-    fn write_columns(
-        &mut self,
-        file: &mut AtomicFile,
-        first: usize,
-        values: &Array2<f64>,
-    ) -> Result<(), String> {
+    /// Writes `values` (`[samples, count]`, scaled) as traces `first..` with the input's headers
+    /// (or hands them, in the file's units, to a consumer); dead traces as they were.
+    fn write_columns(&mut self, sink: &mut Sink, first: usize, values: &Array2<f64>) -> Result<(), String> {
         let count = values.ncols();
         let mut raw = Vec::new();
         self.input.read_raw_traces(first, count, &mut raw).map_err(|e| e.to_string())?;
         let tb = self.input.trace_bytes();
         let mut column = vec![0f64; self.input.samples];
+        let to_file = matches!(sink, Sink::File(_));
+        let mut block = Array2::zeros(if to_file { (0, 0) } else { (self.input.samples, count) });
         for (j, trace) in raw.chunks_exact_mut(tb).enumerate() {
             if is_dead(trace, self.input) {
+                if !to_file {
+                    self.input.decode_samples(trace, &mut column);
+                    block.column_mut(j).iter_mut().zip(&column).for_each(|(b, &c)| *b = c);
+                }
                 continue;
             }
             for (c, v) in column.iter_mut().zip(values.column(j)) {
                 *c = v / self.scale;
             }
             self.pass_through(trace, &mut column);
-            self.input.encode_samples(&column, trace);
+            if to_file {
+                self.input.encode_samples(&column, trace);
+            } else {
+                block.column_mut(j).iter_mut().zip(&column).for_each(|(b, &c)| *b = c);
+            }
         }
-        write_at(file, self.out, self.input.trace_offset(first), &raw).map_err(|e| e.to_string())
+        match sink {
+            Sink::File(file) => {
+                write_at(file, self.out, self.input.trace_offset(first), &raw).map_err(|e| e.to_string())
+            }
+            Sink::Columns(consume) => consume(first, &block),
+        }
     }
 
     fn advance(&mut self, n: usize, opts: &StreamOptions) -> Result<(), String> {
@@ -377,7 +482,7 @@ impl Context<'_, '_> {
 
     fn trace_by_trace(
         &mut self,
-        file: &mut AtomicFile,
+        sink: &mut Sink,
         declared: &[usize],
         opts: &StreamOptions,
     ) -> Result<(), String> {
@@ -399,7 +504,7 @@ impl Context<'_, '_> {
                     y.dim()
                 ));
             }
-            self.write_columns(file, first, &y.t().to_owned())?;
+            self.write_columns(sink, first, &y.t().to_owned())?;
             self.advance(count, opts)?;
         }
         Ok(())
@@ -409,7 +514,7 @@ impl Context<'_, '_> {
     #[allow(clippy::too_many_arguments)]
     fn stream_range(
         &mut self,
-        file: &mut AtomicFile,
+        sink: &mut Sink,
         first: usize,
         count: usize,
         tile: [usize; 2],
@@ -428,7 +533,7 @@ impl Context<'_, '_> {
             |patch| cell.borrow_mut().model_2d(declared, patch),
             |at, block| {
                 let mut ctx = cell.borrow_mut();
-                ctx.write_columns(file, first + at, &block)?;
+                ctx.write_columns(sink, first + at, &block)?;
                 ctx.advance(block.ncols(), opts)
             },
         )

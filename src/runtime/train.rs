@@ -525,6 +525,8 @@ pub fn train_with(
                     collective: collective.clone(),
                     uneven_weight: (global.len() % ranks != 0)
                         .then(|| idx.len() as f64 / global.len() as f64),
+                    shard: distributed::shard(global.len(), rank, ranks),
+                    batch: global.len(),
                 };
                 crate::ops::batchnorm::with_stats_sync(Rc::new(sync), || step(&mut params))
             } else {

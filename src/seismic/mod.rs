@@ -6,6 +6,7 @@ pub mod hygiene;
 pub mod npy;
 pub mod plot;
 pub mod qc;
+pub mod qc_stream;
 pub mod segy;
 pub mod tiling;
 

@@ -29,18 +29,29 @@ pub fn psnr_db(clean: ArrayView2<f64>, estimate: ArrayView2<f64>) -> f64 {
     10.0 * (r * r / mse).log10()
 }
 
+/// Sums over every `w`-long window of `v` (valid windows only: `len − w + 1`), a running sum.
+/// One row of [`box_sums_rows`]; the streamed measures (`qc_stream`) call it per trace, so
+/// both add in the same order.
+pub(super) fn box_sums_1d(v: &[f64], w: usize) -> Vec<f64> {
+    let m = v.len() + 1 - w;
+    let mut out = vec![0.0; m];
+    let mut s: f64 = v[..w].iter().sum();
+    out[0] = s;
+    for j in 1..m {
+        s += v[j + w - 1] - v[j - 1];
+        out[j] = s;
+    }
+    out
+}
+
 /// Sums over every `w`-long window along axis 1 (valid windows only: `n − w + 1` per row).
 fn box_sums_rows(a: &Array2<f64>, w: usize) -> Array2<f64> {
     let (h, n) = a.dim();
     let m = n + 1 - w;
     let mut out = Array2::zeros((h, m));
-    for i in 0..h {
-        let mut s: f64 = (0..w).map(|j| a[[i, j]]).sum();
-        out[[i, 0]] = s;
-        for j in 1..m {
-            s += a[[i, j + w - 1]] - a[[i, j - 1]];
-            out[[i, j]] = s;
-        }
+    for (i, row) in a.rows().into_iter().enumerate() {
+        let row: Vec<f64> = row.iter().copied().collect();
+        out.row_mut(i).iter_mut().zip(box_sums_1d(&row, w)).for_each(|(o, v)| *o = v);
     }
     out
 }
@@ -74,10 +85,15 @@ pub fn ssim(clean: ArrayView2<f64>, estimate: ArrayView2<f64>) -> f64 {
     let uxy = box_means(&(&x * &y), W);
     let mut sum = 0.0;
     ndarray::Zip::from(&ux).and(&uy).and(&uxx).and(&uyy).and(&uxy).for_each(|&mx, &my, &xx, &yy, &xy| {
-        let (vx, vy, vxy) = (cov_norm * (xx - mx * mx), cov_norm * (yy - my * my), cov_norm * (xy - mx * my));
-        sum += ((2.0 * mx * my + c1) * (2.0 * vxy + c2)) / ((mx * mx + my * my + c1) * (vx + vy + c2));
+        sum += ssim_window([mx, my, xx, yy, xy], c1, c2, cov_norm);
     });
     sum / ux.len() as f64
+}
+
+/// SSIM of one window from its means of x, y, x², y², xy.
+pub(super) fn ssim_window([mx, my, xx, yy, xy]: [f64; 5], c1: f64, c2: f64, cov_norm: f64) -> f64 {
+    let (vx, vy, vxy) = (cov_norm * (xx - mx * mx), cov_norm * (yy - my * my), cov_norm * (xy - mx * my));
+    ((2.0 * mx * my + c1) * (2.0 * vxy + c2)) / ((mx * mx + my * my + c1) * (vx + vy + c2))
 }
 
 /// Triangle smoothing along axis 1 with radius `r`: weights r − |k| for |k| < r, samples outside
@@ -85,17 +101,30 @@ pub fn ssim(clean: ArrayView2<f64>, estimate: ArrayView2<f64>) -> f64 {
 /// so the normalisation cancels.
 fn triangle_rows(a: &Array2<f64>, r: usize) -> Array2<f64> {
     let (h, n) = a.dim();
+    let mut out = Array2::zeros((h, n));
+    for (i, row) in a.rows().into_iter().enumerate() {
+        let row: Vec<f64> = row.iter().copied().collect();
+        out.row_mut(i).iter_mut().zip(triangle_1d(&row, r)).for_each(|(o, v)| *o = v);
+    }
+    out
+}
+
+/// One row of [`triangle_rows`] (also the streamed measures' smoothing along time).
+pub(super) fn triangle_1d(v: &[f64], r: usize) -> Vec<f64> {
+    let n = v.len();
     let r = r.max(1) as isize;
-    Array2::from_shape_fn((h, n), |(i, j)| {
-        let mut s = 0.0;
-        for k in (1 - r)..r {
-            let jj = j as isize + k;
-            if jj >= 0 && (jj as usize) < n {
-                s += (r - k.abs()) as f64 * a[[i, jj as usize]];
+    (0..n)
+        .map(|j| {
+            let mut s = 0.0;
+            for k in (1 - r)..r {
+                let jj = j as isize + k;
+                if jj >= 0 && (jj as usize) < n {
+                    s += (r - k.abs()) as f64 * v[jj as usize];
+                }
             }
-        }
-        s
-    })
+            s
+        })
+        .collect()
 }
 
 /// Triangle smoothing over samples (radius `r_time`) and traces (radius `r_traces`) of a
@@ -128,18 +157,26 @@ impl Default for Radii {
 pub fn local_similarity(a: ArrayView2<f64>, b: ArrayView2<f64>, radii: Radii) -> Array2<f64> {
     let (a, b) = (a.to_owned(), b.to_owned());
     let n = a.len().max(1) as f64;
-    let weight =
-        (radii.samples.max(1) * radii.samples.max(1) * radii.traces.max(1) * radii.traces.max(1)) as f64;
-    let eps = 1e-6 * weight * b.iter().map(|v| v * v).sum::<f64>() / n;
+    let eps = stabiliser(radii, b.iter().map(|v| v * v).sum::<f64>(), n);
     let ab = smooth(&(&a * &b), radii.samples, radii.traces);
     let aa = smooth(&(&a * &a), radii.samples, radii.traces);
     let bb = smooth(&(&b * &b), radii.samples, radii.traces);
     let mut s = ab;
-    ndarray::Zip::from(&mut s).and(&aa).and(&bb).for_each(|s, &aa, &bb| {
-        let d = (aa.max(0.0) * bb.max(0.0) + eps * eps).sqrt();
-        *s = if d > 0.0 { *s / d } else { 0.0 };
-    });
+    ndarray::Zip::from(&mut s).and(&aa).and(&bb).for_each(|s, &aa, &bb| *s = similarity(*s, aa, bb, eps));
     s
+}
+
+/// ε of [`local_similarity`] from Σ b² over `n` samples.
+pub(super) fn stabiliser(radii: Radii, sum_b2: f64, n: f64) -> f64 {
+    let weight =
+        (radii.samples.max(1) * radii.samples.max(1) * radii.traces.max(1) * radii.traces.max(1)) as f64;
+    1e-6 * weight * sum_b2 / n
+}
+
+/// s at one sample from the smoothed S[ab], S[a²], S[b²].
+pub(super) fn similarity(ab: f64, aa: f64, bb: f64, eps: f64) -> f64 {
+    let d = (aa.max(0.0) * bb.max(0.0) + eps * eps).sqrt();
+    if d > 0.0 { ab / d } else { 0.0 }
 }
 
 /// One estimate's scores against the clean section.
