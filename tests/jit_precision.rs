@@ -22,7 +22,7 @@ use geonetc::check::check_source;
 use geonetc::check::program::{LossKind, Program};
 use geonetc::interp;
 use geonetc::ir::{self, Graph, Params};
-use geonetc::jit::JitModel;
+use geonetc::jit::{ConvAlgorithm, JitModel, JitOptions};
 use geonetc::ops::loss::loss;
 use geonetc::runtime::optim::{self, OptState};
 use ndarray::{ArrayD, IxDyn};
@@ -79,7 +79,11 @@ fn interp_grads(g: &Graph, params: &Params, x: &ArrayD<f64>, dy: &ArrayD<f64>) -
 }
 
 fn jit_grads(g: &Graph, params: &Params, x: &ArrayD<f64>, dy: &ArrayD<f64>) -> Params {
-    let mut jit = JitModel::compile(g).expect("compile");
+    jit_grads_with(g, params, x, dy, &JitOptions::default())
+}
+
+fn jit_grads_with(g: &Graph, params: &Params, x: &ArrayD<f64>, dy: &ArrayD<f64>, o: &JitOptions) -> Params {
+    let mut jit = JitModel::compile_with(g, o).expect("compile");
     let mut p = params.clone();
     jit.forward(&mut p, std::slice::from_ref(x), true, 1);
     jit.backward(&p, std::slice::from_ref(dy))
@@ -112,8 +116,11 @@ fn worst_relative(g: &Graph, a: &Params, b: &Params) -> (f64, String) {
 }
 
 /// DnCNN-17 (ReLU) at 16×16 with 64 channels, batch 2 — 6× fewer ReLU inputs than at 40×40, and
-/// none within round-off of its kink for this seed: the JIT's gradients (batchnorm statistics
-/// and backward included) are the interpreter's to 1e-4 of each parameter's scale.
+/// none within round-off of its kink for this seed with the direct convolution kernels: the
+/// JIT's gradients (batchnorm statistics and backward included) are the interpreter's to 1e-4
+/// of each parameter's scale. "For this seed" depends on the f32 rounding of every layer: with
+/// Winograd layers (other round-off, tests/winograd.rs) one ReLU input of this seed takes the
+/// other branch (6.6 % on `noise.cbr11.batchnorm0.bias`), so the direct kernels are pinned here.
 #[test]
 fn relu_dncnn17_at_16x16_matches_the_interpreter() {
     let g = ir::lower(&dncnn17(16, 64), 2);
@@ -121,7 +128,9 @@ fn relu_dncnn17_at_16x16_matches_the_interpreter() {
     let params = weights(&g, &mut rng);
     let x = random(&g.inputs()[0], &mut rng);
     let dy = random(g.shape(g.outputs()[0]), &mut rng);
-    let (gj, gr) = (jit_grads(&g, &params, &x, &dy), interp_grads(&g, &params, &x, &dy));
+    let direct = JitOptions { conv: ConvAlgorithm::Direct, ..JitOptions::default() };
+    let gj = jit_grads_with(&g, &params, &x, &dy, &direct);
+    let gr = interp_grads(&g, &params, &x, &dy);
     assert_eq!(gj.len(), gr.len());
     let (e, name) = worst_relative(&g, &gj, &gr);
     assert!(e < 1e-4, "{name}: {e:e} of its scale");
