@@ -185,6 +185,12 @@ pub struct Codegen {
     count: usize,
     /// Plan only: no code is generated (for sizing buffers, e.g. `check`'s `memory_bytes`).
     dry: bool,
+    /// The correlation and weight-gradient kernels generated so far, by their spec and blocking
+    /// (`Debug` text: the specs hold an f32 slope, so they are not `Hash`). Layers of the same
+    /// sizes (a DnCNN's repeated blocks, a forward and an input gradient of the same shape, the
+    /// per-point products of Winograd layers) share one function: compile time grows with the
+    /// distinct shapes, not the layers.
+    kernels: std::collections::HashMap<String, FnHandle>,
 }
 
 // SAFETY: the JIT module is only used behind `&mut` while compiling; once finished, the code
@@ -216,7 +222,15 @@ impl Codegen {
         let has_fma = isa.isa_flags().iter().any(|f| f.name == "has_fma" && f.as_bool() == Some(true));
         let module = JITModule::new(JITBuilder::with_isa(isa, default_libcall_names()));
         let ctx = module.make_context();
-        Ok(Codegen { module, ctx, fctx: FunctionBuilderContext::new(), has_fma, count: 0, dry: false })
+        Ok(Codegen {
+            module,
+            ctx,
+            fctx: FunctionBuilderContext::new(),
+            has_fma,
+            count: 0,
+            dry: false,
+            kernels: Default::default(),
+        })
     }
 
     /// A code generator that plans but emits nothing; its functions must not be called.
@@ -272,6 +286,16 @@ impl Codegen {
         if self.dry {
             return Ok(FnHandle(FuncId::from_u32(0)));
         }
+        let key = format!("corr {spec:?} {blk:?}");
+        if let Some(&h) = self.kernels.get(&key) {
+            return Ok(h);
+        }
+        let h = self.corr_new(spec, blk)?;
+        self.kernels.insert(key, h);
+        Ok(h)
+    }
+
+    fn corr_new(&mut self, spec: &CorrSpec, blk: Blocking) -> Result<FnHandle, String> {
         let (id, sig) = self.declare(5)?;
         self.ctx.func.signature = sig;
         let has_fma = self.has_fma;
@@ -383,6 +407,16 @@ impl Codegen {
         if self.dry {
             return Ok(FnHandle(FuncId::from_u32(0)));
         }
+        let key = format!("gradw {spec:?} {blk:?}");
+        if let Some(&h) = self.kernels.get(&key) {
+            return Ok(h);
+        }
+        let h = self.gradw_new(spec, blk)?;
+        self.kernels.insert(key, h);
+        Ok(h)
+    }
+
+    fn gradw_new(&mut self, spec: &GradWSpec, blk: Blocking) -> Result<FnHandle, String> {
         let (id, sig) = self.declare(3)?;
         self.ctx.func.signature = sig;
         let has_fma = self.has_fma;
@@ -830,4 +864,49 @@ fn emit_gradw(b: &mut FunctionBuilder, spec: &GradWSpec, blk: Blocking, has_fma:
         }
     });
     b.ins().return_(&[]);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(ci: usize, epilogue: Epilogue) -> CorrSpec {
+        let geo = Geometry {
+            ho: 8,
+            wo: 8,
+            hp: 10,
+            wp: 10,
+            k: [3, 3],
+            s: [1, 1],
+            d: [1, 1],
+            ci,
+            csx: 4,
+            co4: 4,
+            cso: 4,
+        };
+        CorrSpec { geo, bias: true, epilogue }
+    }
+
+    /// Layers of the same sizes share one generated function; any difference in the spec or the
+    /// blocking gives a function of its own.
+    #[test]
+    fn identical_kernel_specs_share_one_function() {
+        let mut cg = Codegen::new(OptLevel::None).expect("host");
+        let a = cg.corr(&spec(3, Epilogue::Relu), CORR_BLOCKING).expect("a");
+        let b = cg.corr(&spec(3, Epilogue::Relu), CORR_BLOCKING).expect("b");
+        assert_eq!(a.0, b.0);
+        assert_eq!(cg.count, 1);
+        let c = cg.corr(&spec(3, Epilogue::LeakyRelu(0.1)), CORR_BLOCKING).expect("c");
+        let d = cg.corr(&spec(3, Epilogue::LeakyRelu(0.2)), CORR_BLOCKING).expect("d");
+        let e = cg.corr(&spec(2, Epilogue::Relu), CORR_BLOCKING).expect("e");
+        let f = cg.corr(&spec(3, Epilogue::Relu), GRADW_BLOCKING).expect("f");
+        let ids = [a.0, c.0, d.0, e.0, f.0];
+        for (i, x) in ids.iter().enumerate() {
+            assert!(ids[i + 1..].iter().all(|y| y != x), "{ids:?}");
+        }
+        let g = GradWSpec { geo: spec(3, Epilogue::None).geo, bias: true };
+        let (g1, g2) = (cg.gradw(&g, GRADW_BLOCKING).expect("g1"), cg.gradw(&g, GRADW_BLOCKING).expect("g2"));
+        assert_eq!(g1.0, g2.0);
+        assert_eq!(cg.count, 6);
+    }
 }

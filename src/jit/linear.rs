@@ -29,7 +29,9 @@ pub(crate) struct Packing {
 
 /// One correlation kernel and the weight packing it reads.
 pub(crate) struct CorrCall {
-    pub handle: codegen::FnHandle,
+    /// None when a Winograd call replaces this direction: its direct kernel is never run, so
+    /// none is generated (compile time); `spec` still describes it for the plan.
+    pub handle: Option<codegen::FnHandle>,
     pub f: Option<CorrFn>,
     pub spec: CorrSpec,
     pub pack: Packing,

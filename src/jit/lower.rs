@@ -96,9 +96,14 @@ pub(crate) fn plan_linear(
     let bn_follows = fusion.bn_fold.is_some();
     let mut scratch = Scratch::default();
     let mut corr = |spec: CorrSpec, pack: Packing| -> Result<CorrCall, String> {
-        let handle = cg.corr(&spec, options.corr_blocking)?;
+        let handle = Some(cg.corr(&spec, options.corr_blocking)?);
         let pack_lanes = spec.geo.co4;
         Ok(CorrCall { handle, f: None, spec, pack, pack_lanes })
+    };
+    // A direction a Winograd call runs: described, never generated.
+    let replaced = |spec: CorrSpec, pack: Packing| {
+        let pack_lanes = spec.geo.co4;
+        CorrCall { handle: None, f: None, spec, pack, pack_lanes }
     };
     // A Winograd form of correlation `geo` when the options and the cost model choose one; its
     // input must then be padded to whole tiles (`winograd::padded_extent`).
@@ -149,7 +154,11 @@ pub(crate) fn plan_linear(
             // layer's own dy, so its geometry keeps `y`'s).
             let fwd_geo = Geometry { cso: into.map_or(y.cs, |l| l.cs), ..geo.clone() };
             let fwd_bias = c.bias || bn_follows;
-            let fwd = corr(CorrSpec { geo: fwd_geo, bias: fwd_bias, epilogue }, pack(false, false))?;
+            let fwd_spec = CorrSpec { geo: fwd_geo, bias: fwd_bias, epilogue };
+            let fwd = match fwd_tile {
+                Some(_) => replaced(fwd_spec, pack(false, false)),
+                None => corr(fwd_spec, pack(false, false))?,
+            };
             // input gradient: dy interleaved (stride) and shifted, then a stride-1 correlation
             let z = Layout { h: x.h + d[0] * (k[0] - 1), w: x.w + d[1] * (k[1] - 1), ..y };
             let bwd_tile = wino_tile(&geometry(z, x, k, [1, 1], d));
@@ -158,10 +167,11 @@ pub(crate) fn plan_linear(
             let kz = scratch.add(z, false);
             let off = |a: usize| (d[a] * (k[a] - 1)) as i64 - p[a] as i64;
             let bwd_geo = geometry(z, x, k, [1, 1], d);
-            let bwd_in = corr(
-                CorrSpec { geo: bwd_geo.clone(), bias: false, epilogue: bwd_epilogue },
-                pack(true, true),
-            )?;
+            let bwd_spec = CorrSpec { geo: bwd_geo.clone(), bias: false, epilogue: bwd_epilogue };
+            let bwd_in = match bwd_tile {
+                Some(_) => replaced(bwd_spec, pack(true, true)),
+                None => corr(bwd_spec, pack(true, true))?,
+            };
             let mut wino = |t: Option<winograd::Tile>, geo: &Geometry, bias: bool, e| {
                 t.map(|t| {
                     let spec = WinoSpec::new(t, geo, x.n, bias, e);

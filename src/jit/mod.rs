@@ -237,8 +237,8 @@ impl JitModel {
         for s in steps.iter_mut().filter(|_| !dry) {
             match s {
                 Step::Linear(p) => {
-                    p.fwd.f = Some(cg.corr_fn(p.fwd.handle));
-                    p.bwd_in.f = Some(cg.corr_fn(p.bwd_in.handle));
+                    p.fwd.f = p.fwd.handle.map(|h| cg.corr_fn(h));
+                    p.bwd_in.f = p.bwd_in.handle.map(|h| cg.corr_fn(h));
                     p.gradw = Some(cg.gradw_fn(p.gradw_handle));
                     p.wino_fwd.iter_mut().chain(p.wino_bwd.iter_mut()).for_each(|w| w.link(&cg));
                 }
