@@ -356,3 +356,68 @@ fn ctrl_c_while_a_file_loads_ends_the_run_with_nothing_written() {
     assert!(!d.join("m.safetensors").exists() && !d.join("m.ckpt.safetensors").exists());
     let _ = std::fs::remove_dir_all(&d);
 }
+
+/// A 3-D volume end to end: `run` trains on patches of F3's inline and crossline sections with
+/// inlines held out, and `infer --along both` denoises the cube into a file with F3's headers.
+/// A patch larger than every section is one located line naming the sections' sizes, not a
+/// claim about missing traces the volume does not have.
+#[test]
+fn a_volume_trains_and_denoises_and_a_too_large_patch_names_the_section_sizes() {
+    let Some(cube) = data("field/f3.sgy") else { return };
+    let d = tmp("volume-run");
+    let program = |n: usize| {
+        format!(
+            "model f3 {{\n  input x: [1, {n}, {n}]\n  y = x -> conv(4, kernel=3, pad=same) -> relu -> conv(1, kernel=3, pad=same)\n  output y\n}}\noptimizer adam {{ lr = 1e-3 }}\ntrain {{\n  data = segy(\"{}\", noise = 0.5, holdout = inlines(120, 125))\n  epochs = 2\n  batch = 8\n  save = \"f3.safetensors\"\n}}\n",
+            cube.display()
+        )
+    };
+    let geonetc = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_geonetc")).args(args).output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout),
+        )
+    };
+    // F3: 75 samples, inline sections of 18 traces, crossline sections of 23.
+    let big = d.join("big.geonet");
+    std::fs::write(&big, program(32)).unwrap();
+    let (code, text) = geonetc(&["run", big.to_str().unwrap(), "--out", d.join("big").to_str().unwrap()]);
+    assert_eq!(code, Some(2), "{text}");
+    assert!(text.contains("no 32×32 patch fits in the volume's sections"), "{text}");
+    assert!(text.contains("inline sections of 18 traces, crossline sections of 23"), "{text}");
+    assert!(!text.contains("missing"), "{text}");
+
+    let small = d.join("small.geonet");
+    std::fs::write(&small, program(16)).unwrap();
+    let out = d.join("out");
+    let (code, text) = geonetc(&["run", small.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("inlines 120–125 (held out)"), "{text}");
+    let weights = out.join("f3.safetensors");
+    let denoised = d.join("f3_denoised.sgy");
+    let (code, text) = geonetc(&[
+        "infer",
+        small.to_str().unwrap(),
+        "--weights",
+        weights.to_str().unwrap(),
+        "--input",
+        cube.to_str().unwrap(),
+        "--output",
+        denoised.to_str().unwrap(),
+        "--along",
+        "both",
+    ]);
+    assert_eq!(code, Some(0), "{text}");
+    let (a, b) = (std::fs::read(&cube).unwrap(), std::fs::read(&denoised).unwrap());
+    assert_eq!(a.len(), b.len());
+    // Every header byte kept (textual, binary, and each trace's 240 bytes); samples changed.
+    let ns = 75;
+    let trace = 240 + 2 * ns;
+    assert_eq!(a[..3600], b[..3600]);
+    for t in 0..(a.len() - 3600) / trace {
+        let h = 3600 + t * trace;
+        assert_eq!(a[h..h + 240], b[h..h + 240], "trace {t}'s header");
+    }
+    assert_ne!(a[3600 + 240..], b[3600 + 240..]);
+    std::fs::remove_dir_all(&d).ok();
+}

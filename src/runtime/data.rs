@@ -506,9 +506,19 @@ pub fn segy(
         }
     };
     if index.is_empty() {
+        // Only a volume can give an empty index (`check_fits` refused a line above): its
+        // sections are short, or cut short at missing traces.
+        let count = |a: &Option<crate::seismic::geometry::AxisRange>| a.as_ref().map_or(0, |a| a.count);
+        let missing = match geometry.missing {
+            0 => String::new(),
+            m => format!(", cut at its {m} missing traces"),
+        };
         return Err(format!(
-            "{name}: no {}×{} patch fits between the volume's missing traces (inlines and crosslines are cut at missing traces)",
-            size[0], size[1]
+            "{name}: no {}×{} patch fits in the volume's sections ({rows} samples; inline sections of {} traces, crossline sections of {}{missing}); give a smaller `patch` or model input",
+            size[0],
+            size.get(1).copied().unwrap_or(1),
+            count(&geometry.crosslines),
+            count(&geometry.inlines),
         ));
     }
     let options = crate::seismic::hygiene::Options {
