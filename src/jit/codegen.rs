@@ -18,10 +18,11 @@
 //! per tap, fused multiply-adds. Taps are unrolled; every address offset inside the reduction
 //! loop is a constant displacement from two pointers.
 
-use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
+use super::linear_emit::{emit_corr, emit_gradw};
+use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::{AbiParam, InstBuilder, MemFlagsData, Type, Value, types};
 use cranelift_codegen::settings::{self, Configurable};
-use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext, Variable};
+use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 use cranelift_jit::{JITBuilder, JITModule};
 use cranelift_module::{FuncId, Linkage, Module, default_libcall_names};
 
@@ -173,8 +174,6 @@ impl OptLevel {
 
 pub const CORR_BLOCKING: Blocking = Blocking { r: 5, v: 2 };
 pub const GRADW_BLOCKING: Blocking = Blocking { r: 4, v: 2 };
-/// Output positions per iteration of the weight-gradient loop.
-const UNROLL: usize = 8;
 
 /// Owns the JIT module (and so the machine code) of one compiled model.
 pub struct Codegen {
@@ -286,11 +285,19 @@ impl Codegen {
         if self.dry {
             return Ok(FnHandle(FuncId::from_u32(0)));
         }
-        let key = format!("corr {spec:?} {blk:?}");
+        self.cached(format!("corr {spec:?} {blk:?}"), |cg| cg.corr_new(spec, blk))
+    }
+
+    /// The function generated for `key` before, or `generate`'s, remembered under `key`.
+    fn cached(
+        &mut self,
+        key: String,
+        generate: impl FnOnce(&mut Codegen) -> Result<FnHandle, String>,
+    ) -> Result<FnHandle, String> {
         if let Some(&h) = self.kernels.get(&key) {
             return Ok(h);
         }
-        let h = self.corr_new(spec, blk)?;
+        let h = generate(self)?;
         self.kernels.insert(key, h);
         Ok(h)
     }
@@ -407,13 +414,7 @@ impl Codegen {
         if self.dry {
             return Ok(FnHandle(FuncId::from_u32(0)));
         }
-        let key = format!("gradw {spec:?} {blk:?}");
-        if let Some(&h) = self.kernels.get(&key) {
-            return Ok(h);
-        }
-        let h = self.gradw_new(spec, blk)?;
-        self.kernels.insert(key, h);
-        Ok(h)
+        self.cached(format!("gradw {spec:?} {blk:?}"), |cg| cg.gradw_new(spec, blk))
     }
 
     fn gradw_new(&mut self, spec: &GradWSpec, blk: Blocking) -> Result<FnHandle, String> {
@@ -465,405 +466,6 @@ pub(crate) fn fmadd(b: &mut FunctionBuilder, has_fma: bool, x: Value, y: Value, 
         let p = b.ins().fmul(x, y);
         b.ins().fadd(p, acc)
     }
-}
-
-fn bcast(b: &mut FunctionBuilder, ptr: Value, off: i64) -> Value {
-    let s = b.ins().load(types::F32, flags(), ptr, off as i32);
-    b.ins().splat(F32X4, s)
-}
-
-/// The epilogue `e` applied to accumulator `a` before it is stored; a mask epilogue reads the
-/// mask vector at `mask + off` (the mask has the output's layout). `zero` is a zero f32x4.
-pub(crate) fn apply_epilogue(
-    b: &mut FunctionBuilder,
-    e: Epilogue,
-    a: Value,
-    zero: Value,
-    (mask, off): (Value, i32),
-    has_fma: bool,
-) -> Value {
-    match e {
-        Epilogue::None => a,
-        Epilogue::Relu => b.ins().fmax(a, zero),
-        Epilogue::LeakyRelu(s) => {
-            let sv = b.ins().f32const(s);
-            let sv = b.ins().splat(F32X4, sv);
-            let sa = b.ins().fmul(a, sv);
-            if s <= 1.0 { b.ins().fmax(a, sa) } else { b.ins().fmin(a, sa) }
-        }
-        Epilogue::ReluMask | Epilogue::LeakyMask(_) => {
-            let mv = b.ins().load(F32X4, flags(), mask, off);
-            let pos = b.ins().fcmp(FloatCC::GreaterThan, mv, zero);
-            let pos = b.ins().bitcast(
-                F32X4,
-                MemFlagsData::new().with_endianness(cranelift_codegen::ir::Endianness::Little),
-                pos,
-            );
-            let other = match e {
-                Epilogue::LeakyMask(s) => {
-                    let sv = b.ins().f32const(s);
-                    let sv = b.ins().splat(F32X4, sv);
-                    b.ins().fmul(a, sv)
-                }
-                _ => zero,
-            };
-            b.ins().bitselect(pos, a, other)
-        }
-        Epilogue::Sigmoid => super::exp::sigmoid(b, has_fma, a),
-        Epilogue::Tanh => super::exp::tanh(b, has_fma, a),
-        Epilogue::SigmoidMask | Epilogue::TanhMask => {
-            let mv = b.ins().load(F32X4, flags(), mask, off);
-            let one = b.ins().f32const(1.0);
-            let one = b.ins().splat(F32X4, one);
-            let d = if e == Epilogue::SigmoidMask {
-                let r = b.ins().fsub(one, mv);
-                b.ins().fmul(mv, r)
-            } else {
-                let nm = b.ins().fneg(mv);
-                fmadd(b, has_fma, nm, mv, one)
-            };
-            b.ins().fmul(a, d)
-        }
-    }
-}
-
-/// Emits the correlation kernel body into a fresh function.
-fn emit_corr(b: &mut FunctionBuilder, spec: &CorrSpec, blk: Blocking, has_fma: bool) {
-    let sp = &spec.geo;
-    let entry = b.create_block();
-    b.append_block_params_for_function_params(entry);
-    b.switch_to_block(entry);
-    let p = b.block_params(entry).to_vec();
-    let (x, w, bias, y, m, row0, row1) = (p[0], p[1], p[2], p[3], p[4], p[5], p[6]);
-    let ktaps = sp.k[0] * sp.k[1];
-    let w_ci_stride = (ktaps * sp.co4 * 4) as i64;
-    let vb = blk.v.min(sp.co4 / 4).max(1);
-    let co_full = sp.co4 / (4 * vb);
-    let co_tail = (sp.co4 / 4) % vb;
-    let r_full = sp.wo / blk.r;
-    let r_tail = sp.wo % blk.r;
-    let x_row_bytes = (sp.wp * sp.csx * 4) as i64;
-    let y_row_bytes = (sp.wo * sp.cso * 4) as i64;
-    counted_loop(b, row0, row1, 1, |b, row| {
-        let n = b.ins().udiv_imm_s(row, sp.ho as i64);
-        let nho = b.ins().imul_imm_s(n, sp.ho as i64);
-        let oh = b.ins().isub(row, nho);
-        // input row of tap (0, ·): n·hp + oh·s₀
-        let nhp = b.ins().imul_imm_s(n, sp.hp as i64);
-        let ohs = b.ins().imul_imm_s(oh, sp.s[0] as i64);
-        let xr = b.ins().iadd(nhp, ohs);
-        let xoff = b.ins().imul_imm_s(xr, x_row_bytes);
-        let xrow = b.ins().iadd(x, xoff);
-        let yoff = b.ins().imul_imm_s(row, y_row_bytes);
-        let yrow = b.ins().iadd(y, yoff);
-        let mrow = b.ins().iadd(m, yoff);
-        // One tile: positions [ow0, ow0 + r) × vectors [co0, co0 + v).
-        let tile = |b: &mut FunctionBuilder,
-                    ow_bytes_x: Value,
-                    ow_bytes_y: Value,
-                    co_bytes: Value,
-                    r: usize,
-                    v: usize| {
-            let xb = b.ins().iadd(xrow, ow_bytes_x);
-            let yb = b.ins().iadd(yrow, ow_bytes_y);
-            let yb = b.ins().iadd(yb, co_bytes);
-            let mb = b.ins().iadd(mrow, ow_bytes_y);
-            let mb = b.ins().iadd(mb, co_bytes);
-            let wb = b.ins().iadd(w, co_bytes);
-            let bb = b.ins().iadd(bias, co_bytes);
-            let accs: Vec<Variable> = (0..r * v).map(|_| b.declare_var(F32X4)).collect();
-            for j in 0..v {
-                let init = if spec.bias {
-                    b.ins().load(F32X4, flags(), bb, (16 * j) as i32)
-                } else {
-                    let z = b.ins().f32const(0.0);
-                    b.ins().splat(F32X4, z)
-                };
-                for i in 0..r {
-                    b.def_var(accs[i * v + j], init);
-                }
-            }
-            let xp = b.declare_var(PTR);
-            let wp = b.declare_var(PTR);
-            b.def_var(xp, xb);
-            b.def_var(wp, wb);
-            let zero = b.ins().iconst(PTR, 0);
-            // Channels unrolled by `unroll` when there are few taps (1×1 kernels, the
-            // Winograd products), so the loop's own instructions do not rival the FMAs.
-            let unroll = if ktaps >= 4 {
-                1
-            } else {
-                [4, 2, 1].into_iter().find(|u| sp.ci.is_multiple_of(*u)).unwrap_or(1)
-            };
-            let end = b.ins().iconst(PTR, (sp.ci / unroll) as i64);
-            counted_loop(b, zero, end, 1, |b, _ci| {
-                let xpv = b.use_var(xp);
-                let wpv = b.use_var(wp);
-                for q in 0..unroll {
-                    for kh in 0..sp.k[0] {
-                        for kw in 0..sp.k[1] {
-                            let tap = kh * sp.k[1] + kw;
-                            let wv: Vec<Value> = (0..v)
-                                .map(|j| {
-                                    let off = ((tap * sp.co4 + 4 * j) * 4) as i64 + q as i64 * w_ci_stride;
-                                    b.ins().load(F32X4, flags(), wpv, off as i32)
-                                })
-                                .collect();
-                            for i in 0..r {
-                                let off = ((kh * sp.d[0] * sp.wp + kw * sp.d[1] + i * sp.s[1]) * sp.csx * 4
-                                    + 4 * q) as i64;
-                                let xs = bcast(b, xpv, off);
-                                for j in 0..v {
-                                    let a = b.use_var(accs[i * v + j]);
-                                    let a = fmadd(b, has_fma, xs, wv[j], a);
-                                    b.def_var(accs[i * v + j], a);
-                                }
-                            }
-                        }
-                    }
-                }
-                let xn = b.ins().iadd_imm_s(xpv, 4 * unroll as i64);
-                let wn = b.ins().iadd_imm_s(wpv, w_ci_stride * unroll as i64);
-                b.def_var(xp, xn);
-                b.def_var(wp, wn);
-            });
-            let zero_v = {
-                let z = b.ins().f32const(0.0);
-                b.ins().splat(F32X4, z)
-            };
-            for i in 0..r {
-                for j in 0..v {
-                    let a = b.use_var(accs[i * v + j]);
-                    let off = ((i * sp.cso + 4 * j) * 4) as i32;
-                    let out = apply_epilogue(b, spec.epilogue, a, zero_v, (mb, off), has_fma);
-                    b.ins().store(flags(), out, yb, off);
-                }
-            }
-        };
-        // Full and tail blocks along the width, each over full and tail channel blocks.
-        let width_part = |b: &mut FunctionBuilder, ow_x: Value, ow_y: Value, r: usize| {
-            if co_full > 0 {
-                let zero = b.ins().iconst(PTR, 0);
-                let end = b.ins().iconst(PTR, (co_full * 16 * vb) as i64);
-                counted_loop(b, zero, end, (16 * vb) as i64, |b, co_bytes| {
-                    tile(b, ow_x, ow_y, co_bytes, r, vb)
-                });
-            }
-            if co_tail > 0 {
-                let co_bytes = b.ins().iconst(PTR, (co_full * 16 * vb) as i64);
-                tile(b, ow_x, ow_y, co_bytes, r, co_tail);
-            }
-        };
-        if r_full > 0 {
-            let zero = b.ins().iconst(PTR, 0);
-            let end = b.ins().iconst(PTR, r_full as i64);
-            counted_loop(b, zero, end, 1, |b, ob| {
-                let ow_x = b.ins().imul_imm_s(ob, (blk.r * sp.s[1] * sp.csx * 4) as i64);
-                let ow_y = b.ins().imul_imm_s(ob, (blk.r * sp.cso * 4) as i64);
-                width_part(b, ow_x, ow_y, blk.r);
-            });
-        }
-        if r_tail > 0 {
-            let ow_x = b.ins().iconst(PTR, (r_full * blk.r * sp.s[1] * sp.csx * 4) as i64);
-            let ow_y = b.ins().iconst(PTR, (r_full * blk.r * sp.cso * 4) as i64);
-            width_part(b, ow_x, ow_y, r_tail);
-        }
-    });
-    b.ins().return_(&[]);
-}
-
-/// Emits the weight-gradient kernel body into a fresh function. Rows are the outer loop, so the
-/// few input rows a tile reads stay in L1 while every tile passes over them; each tile's
-/// accumulators are loaded from and stored back to `dw` per row (the caller zeroes `dw`).
-fn emit_gradw(b: &mut FunctionBuilder, spec: &GradWSpec, blk: Blocking, has_fma: bool) {
-    let sp = &spec.geo;
-    let entry = b.create_block();
-    b.append_block_params_for_function_params(entry);
-    b.switch_to_block(entry);
-    let p = b.block_params(entry).to_vec();
-    let (x, dy, dw, row0, row1) = (p[0], p[1], p[2], p[3], p[4]);
-    let ktaps = sp.k[0] * sp.k[1];
-    let vb = blk.v.min(sp.co4 / 4).max(1);
-    let co_full = sp.co4 / (4 * vb);
-    let co_tail = (sp.co4 / 4) % vb;
-    let rb = blk.r.min(sp.ci).max(1);
-    let ci_full = sp.ci / rb;
-    let ci_tail = sp.ci % rb;
-    let x_row_bytes = (sp.wp * sp.csx * 4) as i64;
-    let d_row_bytes = (sp.wo * sp.cso * 4) as i64;
-    counted_loop(b, row0, row1, 1, |b, row| {
-        let n = b.ins().udiv_imm_s(row, sp.ho as i64);
-        let nho = b.ins().imul_imm_s(n, sp.ho as i64);
-        let oh = b.ins().isub(row, nho);
-        let nhp = b.ins().imul_imm_s(n, sp.hp as i64);
-        let ohs = b.ins().imul_imm_s(oh, sp.s[0] as i64);
-        let xr = b.ins().iadd(nhp, ohs);
-        let xoff = b.ins().imul_imm_s(xr, x_row_bytes);
-        let xrow = b.ins().iadd(x, xoff);
-        let doff = b.ins().imul_imm_s(row, d_row_bytes);
-        let drow = b.ins().iadd(dy, doff);
-        // tile: channels [ci0, ci0 + r) of tap (kh, kw) × vectors [co0, co0 + v).
-        // tile: reduction rows `rows[i] = (channel offset, tap)` relative to channel `ci0` ×
-        // vectors [co0, co0 + v). Rows are consecutive channels at one tap, or — for inputs with
-        // fewer channels than the block — consecutive taps of one channel.
-        let tile =
-            |b: &mut FunctionBuilder, ci_bytes: Value, rows: &[(usize, usize)], co_bytes: Value, v: usize| {
-                let r = rows.len();
-                let ci_off = b.ins().imul_imm_s(ci_bytes, (ktaps * sp.co4) as i64);
-                let wbase = b.ins().iadd(dw, ci_off);
-                let wbase = b.ins().iadd(wbase, co_bytes);
-                let woff =
-                    |i: usize, j: usize| (((rows[i].0 * ktaps + rows[i].1) * sp.co4 + 4 * j) * 4) as i32;
-                let x_off = |i: usize| {
-                    let (c, tap) = rows[i];
-                    let (kh, kw) = (tap / sp.k[1], tap % sp.k[1]);
-                    (((kh * sp.d[0] * sp.wp + kw * sp.d[1]) * sp.csx + c) * 4) as i64
-                };
-                let accs: Vec<Variable> = (0..r * v).map(|_| b.declare_var(F32X4)).collect();
-                for i in 0..r {
-                    for j in 0..v {
-                        let a = b.ins().load(F32X4, flags(), wbase, woff(i, j));
-                        b.def_var(accs[i * v + j], a);
-                    }
-                }
-                let xstart = b.ins().iadd(xrow, ci_bytes);
-                let dstart = b.ins().iadd(drow, co_bytes);
-                let xp = b.declare_var(PTR);
-                let dp = b.declare_var(PTR);
-                b.def_var(xp, xstart);
-                b.def_var(dp, dstart);
-                // Positions unrolled by UNROLL (fewer loop instructions per FMA), then the rest.
-                let x_step = (sp.s[1] * sp.csx * 4) as i64;
-                let d_step = (sp.cso * 4) as i64;
-                let body = |b: &mut FunctionBuilder, u: usize| {
-                    let xpv = b.use_var(xp);
-                    let dpv = b.use_var(dp);
-                    for q in 0..u {
-                        let dv: Vec<Value> = (0..v)
-                            .map(|j| {
-                                b.ins().load(F32X4, flags(), dpv, (q as i64 * d_step + 16 * j as i64) as i32)
-                            })
-                            .collect();
-                        for i in 0..r {
-                            let xs = bcast(b, xpv, q as i64 * x_step + x_off(i));
-                            for j in 0..v {
-                                let a = b.use_var(accs[i * v + j]);
-                                let a = fmadd(b, has_fma, xs, dv[j], a);
-                                b.def_var(accs[i * v + j], a);
-                            }
-                        }
-                    }
-                    let xn = b.ins().iadd_imm_s(xpv, u as i64 * x_step);
-                    let dn = b.ins().iadd_imm_s(dpv, u as i64 * d_step);
-                    b.def_var(xp, xn);
-                    b.def_var(dp, dn);
-                };
-                let full = sp.wo / UNROLL;
-                if full > 0 {
-                    let zero = b.ins().iconst(PTR, 0);
-                    let end = b.ins().iconst(PTR, full as i64);
-                    counted_loop(b, zero, end, 1, |b, _| body(b, UNROLL));
-                }
-                if !sp.wo.is_multiple_of(UNROLL) {
-                    body(b, sp.wo % UNROLL);
-                }
-                for i in 0..r {
-                    for j in 0..v {
-                        let a = b.use_var(accs[i * v + j]);
-                        b.ins().store(flags(), a, wbase, woff(i, j));
-                    }
-                }
-            };
-        let over_co = |b: &mut FunctionBuilder, ci_bytes: Value, rows: &[(usize, usize)]| {
-            if co_full > 0 {
-                let zero = b.ins().iconst(PTR, 0);
-                let end = b.ins().iconst(PTR, (co_full * 16 * vb) as i64);
-                counted_loop(b, zero, end, (16 * vb) as i64, |b, co_bytes| {
-                    tile(b, ci_bytes, rows, co_bytes, vb)
-                });
-            }
-            if co_tail > 0 {
-                let co_bytes = b.ins().iconst(PTR, (co_full * 16 * vb) as i64);
-                tile(b, ci_bytes, rows, co_bytes, co_tail);
-            }
-        };
-        let per_ci = |b: &mut FunctionBuilder, ci_bytes: Value, r: usize| {
-            if r < blk.r && ktaps > 1 {
-                // Few channels: block over taps instead, one channel at a time.
-                for c in 0..r {
-                    let taps: Vec<usize> = (0..ktaps).collect();
-                    for group in taps.chunks(blk.r) {
-                        let rows: Vec<(usize, usize)> = group.iter().map(|&t| (c, t)).collect();
-                        over_co(b, ci_bytes, &rows);
-                    }
-                }
-            } else {
-                for tap in 0..ktaps {
-                    let rows: Vec<(usize, usize)> = (0..r).map(|c| (c, tap)).collect();
-                    over_co(b, ci_bytes, &rows);
-                }
-            }
-        };
-        if ci_full > 0 {
-            let zero = b.ins().iconst(PTR, 0);
-            let end = b.ins().iconst(PTR, (ci_full * rb * 4) as i64);
-            counted_loop(b, zero, end, (rb * 4) as i64, |b, ci_bytes| per_ci(b, ci_bytes, rb));
-        }
-        if ci_tail > 0 {
-            let ci_bytes = b.ins().iconst(PTR, (ci_full * rb * 4) as i64);
-            per_ci(b, ci_bytes, ci_tail);
-        }
-        if spec.bias {
-            // Σ dy per channel over this row in f32x4 while the row is in cache, then added to
-            // f64 sums (two f64x2 per 4 channels) in `dw[ci·taps·co4 ..]`.
-            let base = b.ins().iadd_imm_s(dw, (sp.ci * ktaps * sp.co4 * 4) as i64);
-            let co4 = sp.co4 / 4;
-            let le = MemFlagsData::new().with_endianness(cranelift_codegen::ir::Endianness::Little);
-            let high_half = b.func.dfg.immediates.push(cranelift_codegen::ir::ConstantData::from(vec![
-                8u8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7,
-            ]));
-            for j0 in (0..co4).step_by(4) {
-                let v = (co4 - j0).min(4);
-                let accs: Vec<Variable> = (0..v).map(|_| b.declare_var(F32X4)).collect();
-                let z = b.ins().f32const(0.0);
-                let z = b.ins().splat(F32X4, z);
-                for a in &accs {
-                    b.def_var(*a, z);
-                }
-                let dp = b.declare_var(PTR);
-                b.def_var(dp, drow);
-                let zero = b.ins().iconst(PTR, 0);
-                let end = b.ins().iconst(PTR, sp.wo as i64);
-                counted_loop(b, zero, end, 1, |b, _ow| {
-                    let dpv = b.use_var(dp);
-                    for (j, a) in accs.iter().enumerate() {
-                        let d = b.ins().load(F32X4, flags(), dpv, (16 * (j0 + j)) as i32);
-                        let av = b.use_var(*a);
-                        let sum = b.ins().fadd(av, d);
-                        b.def_var(*a, sum);
-                    }
-                    let dn = b.ins().iadd_imm_s(dpv, (sp.cso * 4) as i64);
-                    b.def_var(dp, dn);
-                });
-                for (j, a) in accs.iter().enumerate() {
-                    let av = b.use_var(*a);
-                    let lo = b.ins().fvpromote_low(av);
-                    let bytes = b.ins().bitcast(types::I8X16, le, av);
-                    let swapped = b.ins().shuffle(bytes, bytes, high_half);
-                    let hi4 = b.ins().bitcast(F32X4, le, swapped);
-                    let hi = b.ins().fvpromote_low(hi4);
-                    let off = (32 * (j0 + j)) as i32;
-                    let s_lo = b.ins().load(types::F64X2, flags(), base, off);
-                    let s_hi = b.ins().load(types::F64X2, flags(), base, off + 16);
-                    let s_lo = b.ins().fadd(s_lo, lo);
-                    let s_hi = b.ins().fadd(s_hi, hi);
-                    b.ins().store(flags(), s_lo, base, off);
-                    b.ins().store(flags(), s_hi, base, off + 16);
-                }
-            }
-        }
-    });
-    b.ins().return_(&[]);
 }
 
 #[cfg(test)]

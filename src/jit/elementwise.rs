@@ -69,10 +69,6 @@ impl ElementPlan {
         }
     }
 
-    fn positions(&self) -> usize {
-        self.layout.n * self.layout.h * self.layout.w
-    }
-
     /// Floats of the coefficients.
     pub(crate) fn len(&self) -> usize {
         8 * self.layout.cs
@@ -97,7 +93,11 @@ impl ElementPlan {
             Elementwise::Merge { sign } if sign > 0.0 => "a + b; backward: dy to both".to_string(),
             Elementwise::Merge { .. } => "a − b; backward: dy, and −dy by the kernel".to_string(),
         };
-        format!("per-channel kernel over {} positions (cs {}): {what}", self.positions(), self.layout.cs)
+        format!(
+            "per-channel kernel over {} positions (cs {}): {what}",
+            self.layout.positions(),
+            self.layout.cs
+        )
     }
 }
 
@@ -108,7 +108,7 @@ impl JitModel {
         let q = node.inputs.get(1).map_or(p, |&v| self.buf(v));
         let t = Instant::now();
         if let Some(f) = plan.forward.f {
-            run_affine(f, &plan.forward.spec, plan.positions(), p, q, &plan.coef_fwd, &mut y);
+            run_affine(f, &plan.forward.spec, plan.layout.positions(), p, q, &plan.coef_fwd, &mut y);
         }
         let kernel_s = t.elapsed().as_secs_f64();
         self.nodes[id.index()].value = y;
@@ -118,7 +118,7 @@ impl JitModel {
     pub(crate) fn backward_elementwise(&mut self, id: NodeId, node: &Node, plan: &mut ElementPlan) {
         let dy = std::mem::take(self.grad_buf(id));
         let mut kernel_s = 0.0;
-        let positions = plan.positions();
+        let positions = plan.layout.positions();
         match plan.op {
             Elementwise::Activation { .. } => {
                 let xv = node.inputs[0];

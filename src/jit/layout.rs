@@ -44,6 +44,11 @@ impl Layout {
     pub(crate) fn rows(&self) -> usize {
         self.n * self.h
     }
+
+    /// Pixels of the whole batch: what per-channel and point-wise kernels run over.
+    pub(crate) fn positions(&self) -> usize {
+        self.n * self.h * self.w
+    }
 }
 
 /// A per-axis attribute (one entry per spatial axis) as height and width; 1-D values have

@@ -122,7 +122,7 @@ impl JitModel {
         };
         let Some(call) = call else { unreachable!("loss kernels exist for a single node output") };
         let coef = call.spec.coefficients(l.c, scale);
-        let positions = l.n * l.h * l.w;
+        let positions = l.positions();
         // About 4096 floats per chunk: f32 lane sums of ~1024 terms, added in f64 in chunk order.
         let chunk = (4096 / l.cs).max(1);
         let mut partials = vec![0.0f32; 4 * positions.div_ceil(chunk)];

@@ -41,6 +41,7 @@ mod gather;
 mod groupnorm;
 mod layout;
 mod linear;
+mod linear_emit;
 mod loss;
 mod lower;
 mod memory;

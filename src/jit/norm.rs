@@ -107,7 +107,7 @@ impl NormPlan {
     pub(crate) fn describe(&self) -> String {
         format!(
             "per-channel kernels over {} positions (cs {}): shifted moments in chunks of {CHUNK_POSITIONS}, normalise; backward: sums of dy and dy·(x − mean), input gradient; {} floats of coefficients and partial sums",
-            self.positions(),
+            self.layout.positions(),
             self.layout.cs,
             self.len()
         )

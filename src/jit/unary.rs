@@ -81,10 +81,6 @@ impl UnaryPlan {
         }
     }
 
-    fn positions(&self) -> usize {
-        self.layout.n * self.layout.h * self.layout.w
-    }
-
     /// Floats of the coefficients and of dropout's mask.
     pub(crate) fn len(&self) -> usize {
         self.forward.spec.coef_len()
@@ -110,7 +106,11 @@ impl UnaryPlan {
                 format!("dropout {p}: x times the drawn mask; backward: dy times the mask")
             }
         };
-        format!("point-wise kernel over {} positions (cs {}): {what}", self.positions(), self.layout.cs)
+        format!(
+            "point-wise kernel over {} positions (cs {}): {what}",
+            self.layout.positions(),
+            self.layout.cs
+        )
     }
 
     /// Draws dropout's mask from `rng` in the interpreter's order (NCHW, one f64 per element).
@@ -140,7 +140,7 @@ impl JitModel {
     ) {
         let mut y = std::mem::take(&mut self.nodes[id.index()].value);
         let x = node.inputs[0];
-        let positions = plan.positions();
+        let positions = plan.layout.positions();
         let mut kernel_s = 0.0;
         match plan.op {
             Unary::Dropout { p } if !(training && p > 0.0) => {
@@ -174,7 +174,7 @@ impl JitModel {
     pub(crate) fn backward_unary(&mut self, id: NodeId, node: &Node, plan: &mut UnaryPlan) {
         let dy = std::mem::take(self.grad_buf(id));
         let xv = node.inputs[0];
-        let positions = plan.positions();
+        let positions = plan.layout.positions();
         let mut kernel_s = 0.0;
         if matches!(plan.op, Unary::Dropout { .. }) && !plan.masked {
             self.accumulate(xv, &dy);

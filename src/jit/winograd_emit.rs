@@ -9,7 +9,8 @@
 //!
 //! The products between them are the direct correlation kernel as a 1×1 GEMM per point.
 
-use super::codegen::{F32X4, PTR, apply_epilogue, counted_loop, flags, fmadd};
+use super::codegen::{F32X4, PTR, counted_loop, flags, fmadd};
+use super::linear_emit::apply_epilogue;
 use super::winograd::WinoSpec;
 use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::{InstBuilder, Value};
