@@ -320,3 +320,34 @@ fn streamed_eval_gives_the_numbers_of_the_in_memory_path() {
         }
     }
 }
+
+/// A NaN in the streamed clean reference is one error naming its trace and sample, not scores
+/// of `NaN dB` (the range pass would skip it, every sum would not).
+#[test]
+fn streamed_eval_refuses_a_non_finite_clean_reference() {
+    let d = tmp("stream", "eval-nan");
+    let ns = 16;
+    let write = |name: &str, nan_at: Option<(usize, usize)>| {
+        let traces: Vec<Trace> = (0..20)
+            .map(|t| Trace {
+                fields: vec![(1, t as i32 + 1)],
+                samples: (0..ns)
+                    .map(
+                        |j| if nan_at == Some((t, j)) { f32::NAN } else { (j as f32 * 0.3 + t as f32).sin() },
+                    )
+                    .collect(),
+            })
+            .collect();
+        let p = d.join(name);
+        write_segy(&p, ns, &traces);
+        p
+    };
+    let (clean, noisy) = (write("clean.sgy", Some((6, 3))), write("noisy.sgy", None));
+    let m = d.join("id.geonet");
+    std::fs::write(&m, format!("model t {{\n    input x: [1, {ns}]\n    y = x -> conv(1, kernel=1, bias=false, init=[[1]])\n    output y\n}}\n"))
+        .unwrap();
+    let (code, _, err) = geonetc(&["eval", s(&m), "--clean", s(&clean), "--noisy", s(&noisy)]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("trace 7 (of 20), sample 4 is NaN"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+}

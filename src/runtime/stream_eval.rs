@@ -62,8 +62,19 @@ pub fn eval_files(
             return Err("interrupted".into());
         }
         let block = traces(clean, first, window.min(n_traces - first))?;
+        // A NaN would pass the range silently (`min`/`max` skip it) and turn every score NaN.
+        if let Some(((t, s), v)) = block.indexed_iter().find(|(_, v)| !v.is_finite()) {
+            return Err(format!(
+                "the clean data's trace {} (of {n_traces}), sample {} is {v}; a reference must be finite",
+                first + t + 1,
+                s + 1
+            ));
+        }
         for row in block.rows() {
-            range.add_trace(&row.to_vec());
+            match row.as_slice() {
+                Some(r) => range.add_trace(r),
+                None => range.add_trace(&row.to_vec()),
+            }
         }
     }
     let mut run = LineRun::new(source, params, backend, declared, noisy, opts)?;
