@@ -149,7 +149,10 @@ impl JitModel {
             let _ = writeln!(
                 out,
                 "    weight gradient: {}{}; x from {}; {} rows in chunks of {}",
-                geometry(&p.gradw_spec.geo),
+                match &p.wino_gradw {
+                    Some(w) => format!("{} (direct: {})", w.describe(), geometry(&p.gradw_spec.geo)),
+                    None => geometry(&p.gradw_spec.geo),
+                },
                 if p.gradw_spec.bias { ", bias sums" } else { "" },
                 source(p.gradw_x),
                 p.gradw_rows,

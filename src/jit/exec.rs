@@ -338,6 +338,12 @@ impl JitModel {
                 plan.scratch[k] = ws;
             }
         }
+        // The Winograd weight gradient's task scratch, when it runs instead of the direct kernel.
+        let wino_k = plan.wino_gradw.as_ref().map(|w| w.scratch);
+        let mut wino_scratch = wino_k.map(|k| {
+            plan.lend(k, &mut self.pool);
+            std::mem::take(&mut plan.scratch[k])
+        });
         // Weight gradient over fixed row chunks, summed in chunk order. Its operands: `gx`
         // reduced over, `gd` the per-position lanes (see `LinearKind`).
         let gx: &[f32] = match plan.gradw_x {
@@ -349,33 +355,49 @@ impl JitModel {
             LinearKind::Transposed => self.buf(x_ref),
             LinearKind::Direct => &dy,
         };
-        let Some(f) = plan.gradw else { return };
-        let t = Instant::now();
-        let rows = (plan.gradw_chunk_rows, plan.gradw_rows);
-        run_gradw(f, &plan.gradw_spec, rows, &mut plan.partials, gx, gd);
-        kernel_s += t.elapsed().as_secs_f64();
         let gs = &plan.gradw_spec;
         let wlen = gs.geo.weight_len();
-        let len = gs.partial_len();
-        // Chunk partial sums added in chunk order, element blocks in parallel.
-        let mut sum = vec![0.0f64; wlen + if gs.bias { gs.geo.co4 } else { 0 }];
-        let partials = &plan.partials;
-        sum.par_chunks_mut(256).enumerate().for_each(|(blk, s)| {
-            for part in partials.chunks(len) {
-                for (k, sv) in s.iter_mut().enumerate() {
-                    let e = blk * 256 + k;
-                    *sv += if e < wlen {
-                        part[e] as f64
-                    } else {
-                        // The bias sums are f64, stored as pairs of f32 slots (little-endian).
-                        let c = e - wlen;
-                        let (lo, hi) =
-                            (part[wlen + 2 * c].to_bits() as u64, part[wlen + 2 * c + 1].to_bits() as u64);
-                        f64::from_bits(hi << 32 | lo)
-                    };
-                }
+        // The sums `[ci][tap][co4]` (then the bias sums), by Winograd or by the direct kernel.
+        let sum = match (&plan.wino_gradw, wino_scratch.as_mut()) {
+            (Some(wg), Some(ws)) => {
+                let (sum, kernel) = wg.run(gx, gd, &mut plan.partials, ws);
+                kernel_s += kernel;
+                sum
             }
-        });
+            _ => {
+                let Some(f) = plan.gradw else { return };
+                let t = Instant::now();
+                let rows = (plan.gradw_chunk_rows, plan.gradw_rows);
+                run_gradw(f, &plan.gradw_spec, rows, &mut plan.partials, gx, gd);
+                kernel_s += t.elapsed().as_secs_f64();
+                let len = gs.partial_len();
+                // Chunk partial sums added in chunk order, element blocks in parallel.
+                let mut sum = vec![0.0f64; wlen + if gs.bias { gs.geo.co4 } else { 0 }];
+                let partials = &plan.partials;
+                sum.par_chunks_mut(256).enumerate().for_each(|(blk, s)| {
+                    for part in partials.chunks(len) {
+                        for (k, sv) in s.iter_mut().enumerate() {
+                            let e = blk * 256 + k;
+                            *sv += if e < wlen {
+                                part[e] as f64
+                            } else {
+                                // The bias sums are f64, stored as pairs of f32 slots (little-endian).
+                                let c = e - wlen;
+                                let (lo, hi) = (
+                                    part[wlen + 2 * c].to_bits() as u64,
+                                    part[wlen + 2 * c + 1].to_bits() as u64,
+                                );
+                                f64::from_bits(hi << 32 | lo)
+                            };
+                        }
+                    }
+                });
+                sum
+            }
+        };
+        if let (Some(k), Some(ws)) = (wino_k, wino_scratch) {
+            plan.scratch[k] = ws;
+        }
         let lanes = gs.geo.co4;
         let (a, b, taps) = (plan.a, plan.b, plan.taps);
         let mut dw = vec![0.0f64; a * b * taps];

@@ -6,6 +6,7 @@
 use super::codegen::{self, CorrFn, CorrSpec, GradWFn, GradWSpec};
 use super::native::{Pixel, Scatter};
 use super::winograd::{WinoCall, transform_filter};
+use super::winograd_gradw::WinoGradW;
 use crate::ir::{Node, Params};
 use crate::ops::Op;
 
@@ -71,7 +72,8 @@ pub(crate) struct LinearPlan {
     pub bwd_src: Src,
     pub bwd_scatter: Option<(usize, Scatter)>,
     pub bwd_rows: usize,
-    pub gradw_handle: codegen::FnHandle,
+    /// None when the Winograd weight gradient replaces the direct kernel (never generated).
+    pub gradw_handle: Option<codegen::FnHandle>,
     pub gradw: Option<GradWFn>,
     pub gradw_spec: GradWSpec,
     /// Weight gradient: the `x` operand (the forward's prepared input for conv/dense, the
@@ -97,14 +99,18 @@ pub(crate) struct LinearPlan {
     /// `packed_bwd` then hold the transformed filter instead of the taps.
     pub wino_fwd: Option<WinoCall>,
     pub wino_bwd: Option<WinoCall>,
+    /// The weight gradient as Winograd, when chosen (conv only): `gradw_spec` then describes
+    /// the direct kernel it replaces, without bias sums (the bias gradient is summed apart).
+    pub wino_gradw: Option<WinoGradW>,
 }
 
 impl LinearPlan {
-    /// The algorithms of the forward and input-gradient correlations, for the profile:
-    /// `direct`, `F(4x4, 3x3)` or `F(2x2, 3x3)` each.
+    /// The algorithms of the forward, input-gradient and weight-gradient passes, for the
+    /// profile: `direct`, `F(4x4, 3x3)` or `F(2x2, 3x3)` each.
     pub fn algorithms(&self) -> String {
         let name = |w: &Option<WinoCall>| w.as_ref().map_or("direct", |w| w.spec.tile.name());
-        format!("{} / {}", name(&self.wino_fwd), name(&self.wino_bwd))
+        let gradw = self.wino_gradw.as_ref().map_or("direct", |w| w.spec.tile.name());
+        format!("{} / {} / {gradw}", name(&self.wino_fwd), name(&self.wino_bwd))
     }
 
     /// The pixel shuffle of a pixel-shuffle upconv.

@@ -10,6 +10,7 @@ use super::layout::{Layout, round4, window2};
 use super::linear::{CorrCall, LinearKind, LinearPlan, Packing, Src};
 use super::native::{Pixel, Scatter};
 use super::winograd::{self, WinoCall, WinoSpec};
+use super::winograd_gradw::WinoGradW;
 use crate::ir::Node;
 use crate::ops::Op;
 
@@ -137,7 +138,7 @@ pub(crate) fn plan_linear(
         bias_chunk_rows: usize,
         bias_lanes: usize,
     }
-    let (mut wino_fwd, mut wino_bwd) = (None, None);
+    let (mut wino_fwd, mut wino_bwd, mut wino_gradw) = (None, None, None);
     let f = match &node.op {
         Op::Conv(c) => {
             let (k, s, p, d) =
@@ -147,8 +148,11 @@ pub(crate) fn plan_linear(
             // A conv writing into a concat's slice stays direct (Winograd's output transform
             // stores with the layer's own channel stride).
             let fwd_tile = wino_tile(&geometry(unpadded, y, k, s, d)).filter(|_| into.is_none());
+            // The weight gradient reads the same padded input, by Winograd whole tiles too.
+            let gradw_tile = winograd::choose_gradw(options.conv, &geometry(unpadded, y, k, s, d));
+            let (fe, ge) = (extent(fwd_tile, y.h, y.w), extent(gradw_tile, y.h, y.w));
             let (padded, fwd_src, fwd_scatter) =
-                padded_source(x, p, extent(fwd_tile, y.h, y.w), true, &mut scratch);
+                padded_source(x, p, (fe.0.max(ge.0), fe.1.max(ge.1)), true, &mut scratch);
             let geo = geometry(padded, y, k, s, d);
             // Into a concat: rows of the concat's stride (the weight gradient reads this
             // layer's own dy, so its geometry keeps `y`'s).
@@ -183,6 +187,14 @@ pub(crate) fn plan_linear(
             };
             wino_fwd = wino(fwd_tile, &geo, fwd_bias, epilogue)?;
             wino_bwd = wino(bwd_tile, &bwd_geo, false, bwd_epilogue)?;
+            wino_gradw = gradw_tile
+                .map(|t| {
+                    let mut w = WinoGradW::generate(cg, t, &geo, x.n, options.gradw_blocking, 0)?;
+                    let flat = Layout { n: 1, h: 1, w: w.scratch_len(), c: 1, cs: 1 };
+                    w.scratch = scratch.add(flat, false);
+                    Ok::<_, String>(w)
+                })
+                .transpose()?;
             Family {
                 kind: LinearKind::Direct,
                 out: c.out,
@@ -196,7 +208,8 @@ pub(crate) fn plan_linear(
                 bwd_src: Src::Scratch(kz),
                 bwd_scatter: Some((kz, Scatter { src: y, dst: z, s, off: [off(0), off(1)] })),
                 bwd_rows: x.rows(),
-                gradw_spec: GradWSpec { geo, bias: c.bias },
+                // (A Winograd weight gradient leaves the bias gradient to its own sums.)
+                gradw_spec: GradWSpec { geo, bias: c.bias && gradw_tile.is_none() },
                 gradw_x: fwd_src,
                 gradw_rows: y.rows(),
                 gradw_chunk_rows: chunk_rows(&y),
@@ -323,8 +336,15 @@ pub(crate) fn plan_linear(
         }
         other => return Err(format!("`{}` is not a linear layer", other.kind())),
     };
-    let gradw_handle = cg.gradw(&f.gradw_spec, options.gradw_blocking)?;
+    let gradw_handle = match wino_gradw {
+        Some(_) => None,
+        None => Some(cg.gradw(&f.gradw_spec, options.gradw_blocking)?),
+    };
     let chunks = f.gradw_rows.div_ceil(f.gradw_chunk_rows);
+    let partials_len = match &wino_gradw {
+        Some(w) => w.partials_len(),
+        None => chunks * f.gradw_spec.partial_len(),
+    };
     Ok(LinearPlan {
         kind: f.kind,
         a: f.out,
@@ -341,7 +361,7 @@ pub(crate) fn plan_linear(
         bwd_rows: f.bwd_rows,
         gradw_handle,
         gradw: None,
-        partials_len: chunks * f.gradw_spec.partial_len(),
+        partials_len,
         gradw_spec: f.gradw_spec,
         gradw_x: f.gradw_x,
         gradw_chunk_rows: f.gradw_chunk_rows,
@@ -356,5 +376,6 @@ pub(crate) fn plan_linear(
         partials: vec![],
         wino_fwd,
         wino_bwd,
+        wino_gradw,
     })
 }

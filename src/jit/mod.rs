@@ -53,6 +53,7 @@ mod spatial;
 pub(crate) mod unary;
 mod winograd;
 mod winograd_emit;
+mod winograd_gradw;
 
 pub use codegen::{Blocking, OptLevel};
 pub use layout::{Layout, from_nhwc, to_nhwc};
@@ -240,8 +241,9 @@ impl JitModel {
                 Step::Linear(p) => {
                     p.fwd.f = p.fwd.handle.map(|h| cg.corr_fn(h));
                     p.bwd_in.f = p.bwd_in.handle.map(|h| cg.corr_fn(h));
-                    p.gradw = Some(cg.gradw_fn(p.gradw_handle));
+                    p.gradw = p.gradw_handle.map(|h| cg.gradw_fn(h));
                     p.wino_fwd.iter_mut().chain(p.wino_bwd.iter_mut()).for_each(|w| w.link(&cg));
+                    p.wino_gradw.iter_mut().for_each(|w| w.link(&cg));
                 }
                 Step::Norm(p) => p.link(&cg),
                 Step::Elementwise(p) => p.link(&cg),

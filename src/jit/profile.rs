@@ -18,8 +18,8 @@ pub struct NodeProfile {
     /// `kernels` (generated code), `fused` (inside the kernels of the node before it),
     /// `native` (a native loop) or `reference` (the interpreter's code on converted copies).
     pub step: &'static str,
-    /// Linear nodes: the forward and input-gradient algorithms (`direct` or the Winograd tile,
-    /// as `forward / input gradient`); empty otherwise.
+    /// Linear nodes: the forward, input-gradient and weight-gradient algorithms (`direct` or
+    /// the Winograd tile, as `forward / input gradient / weight gradient`); empty otherwise.
     pub conv: String,
     pub forward_s: f64,
     pub backward_s: f64,

@@ -139,7 +139,7 @@ impl Tile {
     }
 
     /// G (α × 3).
-    fn g(self) -> &'static [f64] {
+    pub(crate) fn g(self) -> &'static [f64] {
         match self {
             Tile::F2 => &F2_G,
             Tile::F4 => &F4_G,
@@ -213,6 +213,35 @@ pub(crate) fn choose(algo: ConvAlgorithm, geo: &Geometry) -> Option<Tile> {
                 .into_iter()
                 .map(|t| (t, cost(geo, Some(t))))
                 .filter(|&(_, c)| c * MARGIN < direct)
+                .min_by(|a, b| a.1.total_cmp(&b.1))
+                .map(|(t, _)| t)
+        }
+    }
+}
+
+/// A Winograd weight gradient must be predicted this much cheaper than the direct
+/// weight-gradient kernel to be chosen (it also sums larger partials and transforms them back
+/// once per step, which the model ignores).
+const GRADW_MARGIN: f64 = 1.15;
+
+/// The algorithm of the weight gradient of a conv whose forward correlation is `geo`, under
+/// `algo`: `None` is the direct kernel. The cost per output position is the forward's
+/// ([`cost`]): the same GEMM (over tiles instead of channels), the same input transform, and
+/// the output-gradient transform, the adjoint of the output transform, counted as it.
+pub(crate) fn choose_gradw(algo: ConvAlgorithm, geo: &Geometry) -> Option<Tile> {
+    if !eligible(geo) {
+        return None;
+    }
+    match algo {
+        ConvAlgorithm::Direct => None,
+        ConvAlgorithm::Winograd => Some(Tile::F4),
+        ConvAlgorithm::Winograd2 => Some(Tile::F2),
+        ConvAlgorithm::Auto => {
+            let direct = cost(geo, None);
+            [Tile::F4, Tile::F2]
+                .into_iter()
+                .map(|t| (t, cost(geo, Some(t))))
+                .filter(|&(_, c)| c * GRADW_MARGIN < direct)
                 .min_by(|a, b| a.1.total_cmp(&b.1))
                 .map(|(t, _)| t)
         }
@@ -307,9 +336,9 @@ impl WinoSpec {
         self.points() * self.chunk_tiles() * (self.ci4() + self.co4)
     }
 
-    /// Floats of the scratch the whole batch uses (every chunk's `V` and `M`).
+    /// Floats of the scratch: one chunk's `V` and `M` per task slot ([`SlotPool`]).
     pub fn scratch_len(&self) -> usize {
-        self.chunks() * self.chunk_len()
+        task_slots(self.chunks()) * self.chunk_len()
     }
 
     /// Floats of the transformed filter `U[point][ci][co4]`.
@@ -419,41 +448,108 @@ impl WinoCall {
         );
         let (tiles, ci4, co4, ci) = (s.chunk_tiles(), s.ci4(), s.co4, s.ci);
         let v_len = s.points() * tiles * ci4;
-        scratch[..s.scratch_len()].par_chunks_mut(s.chunk_len()).enumerate().for_each(|(c, chunk)| {
-            let r0 = c * s.chunk_rows;
-            let r1 = ((c + 1) * s.chunk_rows).min(s.tile_rows());
-            let (v, m) = chunk.split_at_mut(v_len);
-            let (vp, mmp) = (v.as_mut_ptr(), m.as_mut_ptr());
-            // SAFETY: the kernels were generated for `s`, whose sizes are constants in them.
-            // The input transform reads the padded input rows of tile rows r0..r1 (inside `x`:
-            // hp and wp cover whole tiles, asserted above) and writes this chunk's `V`; the
-            // products read `V` and point p's `ci × co4` floats of `u` and write this chunk's `M`;
-            // the output transform reads `M`, the bias and the mask and writes only the output
-            // rows of tile rows r0..r1, which no other chunk writes. `V` and `M` are this task's
-            // own slice of `scratch`.
-            unsafe {
-                input(xp as *const f32, vp, r0 as i64, r1 as i64);
-                for p in 0..s.points() {
-                    gemm(
-                        vp.add(p * tiles * ci4) as *const f32,
-                        (up as *const f32).add(p * ci * co4),
-                        std::ptr::null(),
-                        mmp.add(p * tiles * co4),
-                        std::ptr::null(),
-                        0,
-                        1,
+        let slots = SlotPool::new(&mut scratch[..s.scratch_len()], s.chunk_len());
+        (0..s.chunks()).into_par_iter().for_each_init(
+            || slots.take(),
+            |chunk, c| {
+                let r0 = c * s.chunk_rows;
+                let r1 = ((c + 1) * s.chunk_rows).min(s.tile_rows());
+                let (v, m) = chunk.split_at_mut(v_len);
+                let (vp, mmp) = (v.as_mut_ptr(), m.as_mut_ptr());
+                // SAFETY: the kernels were generated for `s`, whose sizes are constants in them.
+                // The input transform reads the padded input rows of tile rows r0..r1 (inside `x`:
+                // hp and wp cover whole tiles, asserted above) and writes this chunk's `V`; the
+                // products read `V` and point p's `ci × co4` floats of `u` and write this chunk's `M`;
+                // the output transform reads `M`, the bias and the mask and writes only the output
+                // rows of tile rows r0..r1, which no other chunk writes. `V` and `M` are this task's
+                // own slot of `scratch` (or its own allocation).
+                unsafe {
+                    input(xp as *const f32, vp, r0 as i64, r1 as i64);
+                    for p in 0..s.points() {
+                        gemm(
+                            vp.add(p * tiles * ci4) as *const f32,
+                            (up as *const f32).add(p * ci * co4),
+                            std::ptr::null(),
+                            mmp.add(p * tiles * co4),
+                            std::ptr::null(),
+                            0,
+                            1,
+                        );
+                    }
+                    output(
+                        mmp as *const f32,
+                        bp as *const f32,
+                        yp as *mut f32,
+                        mp as *const f32,
+                        r0 as i64,
+                        r1 as i64,
                     );
                 }
-                output(
-                    mmp as *const f32,
-                    bp as *const f32,
-                    yp as *mut f32,
-                    mp as *const f32,
-                    r0 as i64,
-                    r1 as i64,
-                );
-            }
-        });
+            },
+        );
+    }
+}
+
+/// At most this many tasks hold a Winograd layer's per-task scratch at once without
+/// allocating (more threads than this allocate their scratch per task: correct, slower).
+/// Fixed, so that the memory plan does not depend on the machine.
+const TASK_SLOTS: usize = 8;
+
+/// Scratch slots for `work` units of parallel work: one per task, at most [`TASK_SLOTS`].
+pub(crate) fn task_slots(work: usize) -> usize {
+    work.clamp(1, TASK_SLOTS)
+}
+
+/// A stack of per-task scratch slots cut from one buffer: a parallel loop takes one per task
+/// (`for_each_init(|| pool.take(), …)`) and gives it back when the task ends, so the scratch is
+/// as large as the tasks running at once, not the work. Which slot a chunk gets does not
+/// matter: each chunk writes its part of the slot before reading it.
+pub(crate) struct SlotPool<'a> {
+    free: std::sync::Mutex<Vec<&'a mut [f32]>>,
+    len: usize,
+}
+
+impl<'a> SlotPool<'a> {
+    pub(crate) fn new(scratch: &'a mut [f32], len: usize) -> SlotPool<'a> {
+        SlotPool { free: std::sync::Mutex::new(scratch.chunks_exact_mut(len.max(1)).collect()), len }
+    }
+
+    /// A free slot, or a new allocation when every slot is taken.
+    pub(crate) fn take(&self) -> Slot<'_, 'a> {
+        let buf = self.free.lock().ok().and_then(|mut f| f.pop());
+        let owned = if buf.is_none() { vec![0.0; self.len] } else { Vec::new() };
+        Slot { pool: self, buf, owned }
+    }
+}
+
+/// One task's scratch; back to its pool on drop.
+pub(crate) struct Slot<'p, 'a> {
+    pool: &'p SlotPool<'a>,
+    buf: Option<&'a mut [f32]>,
+    owned: Vec<f32>,
+}
+
+impl std::ops::Deref for Slot<'_, '_> {
+    type Target = [f32];
+    fn deref(&self) -> &[f32] {
+        self.buf.as_deref().unwrap_or(&self.owned)
+    }
+}
+
+impl std::ops::DerefMut for Slot<'_, '_> {
+    fn deref_mut(&mut self) -> &mut [f32] {
+        match self.buf.as_deref_mut() {
+            Some(b) => b,
+            None => &mut self.owned,
+        }
+    }
+}
+
+impl Drop for Slot<'_, '_> {
+    fn drop(&mut self) {
+        if let (Some(b), Ok(mut free)) = (self.buf.take(), self.pool.free.lock()) {
+            free.push(b);
+        }
     }
 }
 

@@ -229,3 +229,84 @@ pub(crate) fn emit_output(b: &mut FunctionBuilder, p: &[Value], spec: &WinoSpec,
         }
     });
 }
+
+/// The output-gradient transform of the Winograd weight gradient ([`super::winograd_gradw`]):
+/// `Ŷ = A dY Aᵀ` of every m×m tile of `dy` (the adjoint of the output transform; positions
+/// beyond the layer's output are zeros), for tile rows `row0..row1`, into the chunk's
+/// `Ŷ[point][tile][co4]` (tile row `row0` first). Same signature as [`InputFn`].
+pub(crate) fn emit_dy_transform(b: &mut FunctionBuilder, p: &[Value], spec: &WinoSpec, has_fma: bool) {
+    let (dy, yhat, row0, row1) = (p[0], p[1], p[2], p[3]);
+    let (m, a) = (spec.tile.m(), spec.tile.alpha());
+    let at = spec.tile.at();
+    // A (α × m) = (Aᵀ)ᵀ, row-major.
+    let a_mat: Vec<f64> = (0..a * m).map(|k| at[(k % m) * a + k / m]).collect();
+    let (co4, tw, th) = (spec.co4, spec.tw(), spec.th());
+    let point_bytes = (spec.chunk_tiles() * co4 * 4) as i64;
+    let dy_row_bytes = (spec.wo * spec.cso * 4) as i64;
+    counted_loop(b, row0, row1, 1, |b, r| {
+        let (yr, t_h) = first_row(b, r, th, m, spec.ho);
+        let doff = b.ins().imul_imm_s(yr, dy_row_bytes);
+        let drow = b.ins().iadd(dy, doff);
+        let local = b.ins().isub(r, row0);
+        let hoff = b.ins().imul_imm_s(local, (tw * co4 * 4) as i64);
+        let hrow = b.ins().iadd(yhat, hoff);
+        // One tile at tile column `t`, `rv × cv` of its positions inside the layer.
+        let tile = |b: &mut FunctionBuilder, t: Value, rv: usize, cv: usize| {
+            let dto = b.ins().imul_imm_s(t, (m * spec.cso * 4) as i64);
+            let dt = b.ins().iadd(drow, dto);
+            let ho = b.ins().imul_imm_s(t, (co4 * 4) as i64);
+            let ht = b.ins().iadd(hrow, ho);
+            let zero = b.ins().iconst(PTR, 0);
+            let end = b.ins().iconst(PTR, (co4 * 4) as i64);
+            counted_loop(b, zero, end, 16, |b, cb| {
+                let src = b.ins().iadd(dt, cb);
+                let dst = b.ins().iadd(ht, cb);
+                let mut k = Consts(HashMap::new());
+                let d: Vec<Value> = (0..m * m)
+                    .map(|q| {
+                        let (i, j) = (q / m, q % m);
+                        if i < rv && j < cv {
+                            let off = ((i * spec.wo + j) * spec.cso * 4) as i32;
+                            b.ins().load(F32X4, flags(), src, off)
+                        } else {
+                            k.get(b, 0.0)
+                        }
+                    })
+                    .collect();
+                let out = sandwich(b, &mut k, has_fma, &a_mat, (a, m), &d, (a, a));
+                for (q, &val) in out.iter().enumerate() {
+                    b.ins().store(flags(), val, dst, (q as i64 * point_bytes) as i32);
+                }
+            });
+        };
+        // Full tiles, then the last column's partial tile.
+        let row_of_tiles = |b: &mut FunctionBuilder, rv: usize| {
+            let full = spec.wo / m;
+            if full > 0 {
+                let zero = b.ins().iconst(PTR, 0);
+                let end = b.ins().iconst(PTR, full as i64);
+                counted_loop(b, zero, end, 1, |b, t| tile(b, t, rv, m));
+            }
+            if !spec.wo.is_multiple_of(m) {
+                let t = b.ins().iconst(PTR, full as i64);
+                tile(b, t, rv, spec.wo % m);
+            }
+        };
+        if spec.ho.is_multiple_of(m) {
+            row_of_tiles(b, m);
+        } else {
+            let last = b.create_block();
+            let inner = b.create_block();
+            let merge = b.create_block();
+            let is_last = b.ins().icmp_imm_s(IntCC::Equal, t_h, (th - 1) as i64);
+            b.ins().brif(is_last, last, &[], inner, &[]);
+            b.switch_to_block(last);
+            row_of_tiles(b, spec.ho % m);
+            b.ins().jump(merge, &[]);
+            b.switch_to_block(inner);
+            row_of_tiles(b, m);
+            b.ins().jump(merge, &[]);
+            b.switch_to_block(merge);
+        }
+    });
+}
