@@ -209,11 +209,108 @@ fn training_curves_with_winograd_match_direct_convolution() {
     };
     let (wino, algos) = curve(ConvAlgorithm::Winograd);
     assert!(algos.iter().any(|a| a.contains("F(4x4")), "{algos:?}");
+    // The weight gradients run Winograd too.
+    assert!(gradw_algorithms(&algos).iter().any(|a| a.starts_with("F(4x4")), "{algos:?}");
     let (direct, _) = curve(ConvAlgorithm::Direct);
     eprintln!("losses winograd {wino:?}\n       direct   {direct:?}");
     assert!(wino.last() < wino.first(), "training does not go down: {wino:?}");
     for (s, (a, b)) in wino.iter().zip(&direct).enumerate() {
         assert!((a - b).abs() <= 1e-3 * b.abs(), "step {s}: winograd {a}, direct {b}");
+    }
+}
+
+/// The weight-gradient algorithm of every linear node (the third of the profile's
+/// `forward / input gradient / weight gradient`).
+fn gradw_algorithms(algos: &[String]) -> Vec<&str> {
+    algos.iter().filter_map(|a| a.split(" / ").nth(2)).collect()
+}
+
+/// The Winograd weight gradient on single random 3×3 layers (odd sizes, channels with every
+/// remainder mod 4, pad 0 and 1, batch 2–3, each tile size forced): dW and db against the f64
+/// interpreter and against the JIT's direct weight-gradient kernel, each within 1e-4 of the
+/// reference's largest magnitude.
+#[test]
+fn winograd_weight_gradient_matches_the_interpreter_and_the_direct_kernel() {
+    let mut rng = ChaCha8Rng::seed_from_u64(77);
+    let mut worst = [0.0f64; 2];
+    for case in 0..10 {
+        let cin = rng.random_range(1..14usize);
+        let cout = rng.random_range(1..19usize);
+        let (h, w) = (rng.random_range(3..23usize), rng.random_range(3..19usize));
+        let (pad, batch) = (case % 2, 2 + case % 2);
+        let src = format!(
+            "model m {{\n    input x: [{cin}, {h}, {w}]\n    y = x -> conv({cout}, kernel=3, pad={pad})\n    output y\n}}\n"
+        );
+        let p = program(&src);
+        let g = ir::lower(&p, batch);
+        let mut rng_case = ChaCha8Rng::seed_from_u64(case as u64);
+        let params = params(&g, &mut rng_case);
+        let inputs: Vec<ArrayD<f64>> = g.inputs().iter().map(|s| random(s, &mut rng_case)).collect();
+        let mut p_ref = params.clone();
+        let tape = interp::forward(&g, &mut p_ref, &inputs, true, 9);
+        let outs = interp::outputs(&g, &inputs, &tape);
+        let r: Vec<ArrayD<f64>> = outs.iter().map(|o| random(o.shape(), &mut rng_case)).collect();
+        let gref = interp::backward(&g, &p_ref, &inputs, &tape, &r);
+        let jit_grads = |conv: ConvAlgorithm| {
+            let mut jit = JitModel::compile_with(&g, &options(conv)).expect("compiles");
+            let mut pj = params.clone();
+            jit.forward(&mut pj, &inputs, true, 9);
+            (jit.backward(&pj, &r), algorithms(&jit))
+        };
+        let (gdir, _) = jit_grads(ConvAlgorithm::Direct);
+        for (t, conv) in [ConvAlgorithm::Winograd, ConvAlgorithm::Winograd2].into_iter().enumerate() {
+            let (gw, algos) = jit_grads(conv);
+            let tile = if t == 0 { "F(4x4" } else { "F(2x2" };
+            assert!(gradw_algorithms(&algos).iter().all(|a| a.starts_with(tile)), "{src}: {algos:?}");
+            for k in 0..gref.len() {
+                let (e_ref, e_dir) = (rel_err(&gw[k], &gref[k], 0.0), rel_err(&gw[k], &gdir[k], 0.0));
+                assert!(e_ref <= TOL && e_dir <= TOL, "{src} {conv:?} param {k}: {e_ref:.2e} / {e_dir:.2e}");
+                worst[t] = worst[t].max(e_ref);
+            }
+        }
+    }
+    eprintln!("worst dW/db error against the interpreter: F(4x4) {:.2e}, F(2x2) {:.2e}", worst[0], worst[1]);
+}
+
+/// Central finite differences of the f64 interpreter's `Σ r·y` against the JIT's Winograd
+/// weight gradient, on a few weights of a 5→6-channel layer (an independent check of the
+/// gradient's definition, not only of agreement with the interpreter's backward pass).
+#[test]
+fn winograd_weight_gradient_matches_finite_differences() {
+    let src = "model m {\n    input x: [5, 9, 11]\n    y = x -> conv(6, kernel=3, pad=1)\n    output y\n}\n";
+    let p = program(src);
+    let g = ir::lower(&p, 2);
+    let mut rng = ChaCha8Rng::seed_from_u64(3);
+    let params = params(&g, &mut rng);
+    let inputs: Vec<ArrayD<f64>> = g.inputs().iter().map(|s| random(s, &mut rng)).collect();
+    let r = {
+        let mut p0 = params.clone();
+        let tape = interp::forward(&g, &mut p0, &inputs, true, 9);
+        let outs = interp::outputs(&g, &inputs, &tape);
+        vec![random(outs[0].shape(), &mut rng)]
+    };
+    let objective = |ps: &ir::Params| -> f64 {
+        let mut ps = ps.clone();
+        let tape = interp::forward(&g, &mut ps, &inputs, true, 9);
+        let outs = interp::outputs(&g, &inputs, &tape);
+        outs[0].iter().zip(r[0].iter()).map(|(y, r)| y * r).sum()
+    };
+    let mut jit = JitModel::compile_with(&g, &options(ConvAlgorithm::Winograd)).expect("compiles");
+    let mut pj = params.clone();
+    jit.forward(&mut pj, &inputs, true, 9);
+    let grads = jit.backward(&pj, &r);
+    assert!(gradw_algorithms(&algorithms(&jit)).iter().all(|a| a.starts_with("F(4x4")));
+    let wk = g.params().iter().position(|i| i.trainable() && i.shape.len() == 4).expect("a weight");
+    let scale = max_abs(&grads[wk]);
+    let h = 1e-4;
+    for flat in [0, 7, 44, 101, 269] {
+        let mut plus = params.clone();
+        let mut minus = params.clone();
+        plus[wk].as_slice_mut().expect("standard")[flat] += h;
+        minus[wk].as_slice_mut().expect("standard")[flat] -= h;
+        let fd = (objective(&plus) - objective(&minus)) / (2.0 * h);
+        let got = grads[wk].as_slice().expect("standard")[flat];
+        assert!((got - fd).abs() <= 1e-4 * scale, "weight {flat}: jit {got}, finite difference {fd}");
     }
 }
 

@@ -196,7 +196,7 @@ pub enum Command {
         /// JIT tuning: register blocking RxV of the weight-gradient kernels.
         #[arg(long, value_name = "RxV", hide = true)]
         gradw_block: Option<String>,
-        /// JIT: the algorithm of 3×3 stride-1 2-D convolutions (forward and input gradient):
+        /// JIT: the algorithm of 3×3 stride-1 2-D convolutions (forward, input and weight gradient):
         /// direct, winograd (F(4x4, 3x3)), winograd2 (F(2x2, 3x3)) or auto (a cost model picks
         /// per layer; see docs/jit.md).
         #[arg(long, value_name = "ALGORITHM", default_value = "auto")]
