@@ -146,18 +146,29 @@ impl JitModel {
                 scatter(p.bwd_scatter),
                 p.bwd_rows
             );
-            let _ = writeln!(
-                out,
-                "    weight gradient: {}{}; x from {}; {} rows in chunks of {}",
-                match &p.wino_gradw {
-                    Some(w) => format!("{} (direct: {})", w.describe(), geometry(&p.gradw_spec.geo)),
-                    None => geometry(&p.gradw_spec.geo),
-                },
-                if p.gradw_spec.bias { ", bias sums" } else { "" },
-                source(p.gradw_x),
-                p.gradw_rows,
-                p.gradw_chunk_rows
-            );
+            match &p.wino_gradw {
+                Some(w) => {
+                    let _ = writeln!(
+                        out,
+                        "    weight gradient: {} (direct: {}); x from {}; scratch {}",
+                        w.describe(),
+                        geometry(&p.gradw_spec.geo),
+                        source(p.gradw_x),
+                        w.scratch
+                    );
+                }
+                None => {
+                    let _ = writeln!(
+                        out,
+                        "    weight gradient: {}{}; x from {}; {} rows in chunks of {}",
+                        geometry(&p.gradw_spec.geo),
+                        if p.gradw_spec.bias { ", bias sums" } else { "" },
+                        source(p.gradw_x),
+                        p.gradw_rows,
+                        p.gradw_chunk_rows
+                    );
+                }
+            }
             let scratch: Vec<String> = p
                 .scratch_len
                 .iter()

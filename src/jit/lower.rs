@@ -149,7 +149,9 @@ pub(crate) fn plan_linear(
             // stores with the layer's own channel stride).
             let fwd_tile = wino_tile(&geometry(unpadded, y, k, s, d)).filter(|_| into.is_none());
             // The weight gradient reads the same padded input, by Winograd whole tiles too.
-            let gradw_tile = winograd::choose_gradw(options.conv, &geometry(unpadded, y, k, s, d));
+            let direct_chunk = chunk_rows(&y) * y.w;
+            let gradw_tile =
+                winograd::choose_gradw(options.conv, &geometry(unpadded, y, k, s, d), direct_chunk);
             let (fe, ge) = (extent(fwd_tile, y.h, y.w), extent(gradw_tile, y.h, y.w));
             let (padded, fwd_src, fwd_scatter) =
                 padded_source(x, p, (fe.0.max(ge.0), fe.1.max(ge.1)), true, &mut scratch);

@@ -220,27 +220,45 @@ pub(crate) fn choose(algo: ConvAlgorithm, geo: &Geometry) -> Option<Tile> {
 }
 
 /// A Winograd weight gradient must be predicted this much cheaper than the direct
-/// weight-gradient kernel to be chosen (it also sums larger partials and transforms them back
-/// once per step, which the model ignores).
+/// weight-gradient kernel to be chosen.
 const GRADW_MARGIN: f64 = 1.15;
 
+/// The cost of adding one partial-sum element (a scalar f32 → f64 addition) relative to a GEMM
+/// multiply-add of 4 lanes: an estimate, not calibrated (it matters only for small images,
+/// where a chunk holds few positions).
+const PARTIAL_SUM_COST: f64 = 1.0;
+
+/// Tiles per Winograd weight-gradient chunk (`winograd_gradw`): about the direct kernel's
+/// 512 positions per chunk in partial-sum memory (α² points per tile instead of 9 taps).
+pub(crate) const GRADW_CHUNK_TILES: usize = 128;
+
 /// The algorithm of the weight gradient of a conv whose forward correlation is `geo`, under
-/// `algo`: `None` is the direct kernel. The cost per output position is the forward's
-/// ([`cost`]): the same GEMM (over tiles instead of channels), the same input transform, and
-/// the output-gradient transform, the adjoint of the output transform, counted as it.
-pub(crate) fn choose_gradw(algo: ConvAlgorithm, geo: &Geometry) -> Option<Tile> {
+/// `algo`: `None` is the direct kernel, whose chunks hold `direct_chunk` output positions.
+/// The cost per output position is the forward's ([`cost`]: the same GEMM, over tiles instead
+/// of channels, the same input transform, and the output-gradient transform — the adjoint of
+/// the output transform, counted as it), plus the f64 sum of each chunk's partial sums (`9·ci·co4`
+/// per chunk for the direct kernel, `α²·ci·co4` for Winograd) spread over the chunk's positions.
+pub(crate) fn choose_gradw(algo: ConvAlgorithm, geo: &Geometry, direct_chunk: usize) -> Option<Tile> {
     if !eligible(geo) {
         return None;
     }
+    let partials = |points: usize, positions: usize| {
+        PARTIAL_SUM_COST * (points * geo.ci * geo.co4) as f64 / positions.max(1) as f64
+    };
     match algo {
         ConvAlgorithm::Direct => None,
         ConvAlgorithm::Winograd => Some(Tile::F4),
         ConvAlgorithm::Winograd2 => Some(Tile::F2),
         ConvAlgorithm::Auto => {
-            let direct = cost(geo, None);
+            let direct = cost(geo, None) + partials(9, direct_chunk);
             [Tile::F4, Tile::F2]
                 .into_iter()
-                .map(|t| (t, cost(geo, Some(t))))
+                .map(|t| {
+                    let (th, tw) = (geo.ho.div_ceil(t.m()), geo.wo.div_ceil(t.m()));
+                    let rows = (GRADW_CHUNK_TILES / tw).clamp(1, th);
+                    let positions = (rows * t.m()).min(geo.ho) * geo.wo;
+                    (t, cost(geo, Some(t)) + partials(t.alpha() * t.alpha(), positions))
+                })
                 .filter(|&(_, c)| c * GRADW_MARGIN < direct)
                 .min_by(|a, b| a.1.total_cmp(&b.1))
                 .map(|(t, _)| t)

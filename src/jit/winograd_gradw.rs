@@ -21,20 +21,18 @@
 //! into the task's scratch slot and multiplied while still in cache.
 
 use super::codegen::{Blocking, Codegen, FnHandle, Geometry, GradWFn, GradWSpec};
-use super::winograd::{SlotPool, Tile, WinoSpec, task_slots};
+use super::winograd::{GRADW_CHUNK_TILES, SlotPool, Tile, WinoSpec, task_slots};
 use super::winograd_emit::{InputFn, emit_dy_transform, emit_input};
 use rayon::prelude::*;
 use std::time::Instant;
 
-/// Tiles per weight-gradient chunk the chunk size aims at: about the direct kernel's 512 output
-/// positions per chunk in partial-sum memory (α² points per tile instead of 9 taps per
-/// position), so the f64 sum of the partials stays small against the products.
-const CHUNK_TILES: usize = 128;
-
 /// The input transform of the weight gradient: `V` of tile rows `r0..r1` of the forward's
 /// padded input. One call, so that the source it reads (padded or not) can change in one place.
+/// Cached by spec, as the transforms below: a DnCNN's repeated layers share one set.
 fn input_transform(cg: &mut Codegen, spec: &WinoSpec) -> Result<FnHandle, String> {
-    cg.custom(2, |b, p, fma| emit_input(b, p, spec, fma))
+    cg.cached(format!("winograd gradw input {spec:?}"), |cg| {
+        cg.custom(2, |b, p, fma| emit_input(b, p, spec, fma))
+    })
 }
 
 /// A conv's Winograd weight gradient, fully specialised; its kernels linked after the module
@@ -64,10 +62,14 @@ impl WinoGradW {
         blocking: Blocking,
         scratch: usize,
     ) -> Result<WinoGradW, String> {
-        let spec = WinoSpec::new(tile, geo, n, false, super::codegen::Epilogue::None);
-        let chunk_rows = (CHUNK_TILES / spec.tw()).clamp(1, spec.th());
+        let mut spec = WinoSpec::new(tile, geo, n, false, super::codegen::Epilogue::None);
+        let chunk_rows = (GRADW_CHUNK_TILES / spec.tw()).clamp(1, spec.th());
+        // A product never spans more than a chunk.
+        spec.chunk_rows = spec.chunk_rows.min(chunk_rows);
         let input = input_transform(cg, &spec)?;
-        let dy = cg.custom(2, |b, p, fma| emit_dy_transform(b, p, &spec, fma))?;
+        let dy = cg.cached(format!("winograd gradw dy {spec:?}"), |cg| {
+            cg.custom(2, |b, p, fma| emit_dy_transform(b, p, &spec, fma))
+        })?;
         let mut w = WinoGradW { spec, chunk_rows, input, dy, gemm: vec![], fns: None, scratch };
         // Every sample has the same chunks; the last sub-chunk of a chunk may be shorter.
         let mut sizes: Vec<usize> = (0..w.chunks_per_sample())
