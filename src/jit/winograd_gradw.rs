@@ -35,6 +35,10 @@ fn input_transform(cg: &mut Codegen, spec: &WinoSpec) -> Result<FnHandle, String
     })
 }
 
+/// The linked kernels: input transform, dy transform (same signature), and the products by
+/// sub-chunk size in tiles.
+type Linked = (InputFn, InputFn, Vec<(usize, GradWFn)>);
+
 /// A conv's Winograd weight gradient, fully specialised; its kernels linked after the module
 /// is finished.
 pub(crate) struct WinoGradW {
@@ -46,7 +50,7 @@ pub(crate) struct WinoGradW {
     dy: FnHandle,
     /// The per-point product for each sub-chunk size (in tiles) that occurs.
     gemm: Vec<(usize, FnHandle)>,
-    fns: Option<(InputFn, InputFn, Vec<(usize, GradWFn)>)>,
+    fns: Option<Linked>,
     /// The plan's (transient) scratch holding the task slots' `V` and `Ŷ`.
     pub scratch: usize,
 }
