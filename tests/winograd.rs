@@ -1,7 +1,8 @@
 //! Winograd convolution (F(4×4, 3×3) and F(2×2, 3×3), `src/jit/winograd.rs`) against the f64
 //! interpreter and against the JIT's direct kernels: random 3×3 layers (odd sizes, channels not
 //! a multiple of 4, pad 0 and 1, batch > 1, fused activations and their masks), every example
-//! program, and a few training steps.
+//! program, and a few training steps; the weight gradient by Winograd also against finite
+//! differences and across thread counts.
 //!
 //! Accepted error (docs/jit.md): a layer's output and every gradient within 1e-4 of that
 //! tensor's largest magnitude. The transforms add round-off the direct kernel does not have
@@ -257,7 +258,9 @@ fn winograd_weight_gradient_matches_the_interpreter_and_the_direct_kernel() {
             jit.forward(&mut pj, &inputs, true, 9);
             (jit.backward(&pj, &r), algorithms(&jit))
         };
-        let (gdir, _) = jit_grads(ConvAlgorithm::Direct);
+        let (gdir, dir_algos) = jit_grads(ConvAlgorithm::Direct);
+        // `--conv direct` keeps all three passes direct.
+        assert!(dir_algos.iter().all(|a| a == "direct / direct / direct"), "{dir_algos:?}");
         for (t, conv) in [ConvAlgorithm::Winograd, ConvAlgorithm::Winograd2].into_iter().enumerate() {
             let (gw, algos) = jit_grads(conv);
             let tile = if t == 0 { "F(4x4" } else { "F(2x2" };
@@ -311,6 +314,37 @@ fn winograd_weight_gradient_matches_finite_differences() {
         let fd = (objective(&plus) - objective(&minus)) / (2.0 * h);
         let got = grads[wk].as_slice().expect("standard")[flat];
         assert!((got - fd).abs() <= 1e-4 * scale, "weight {flat}: jit {got}, finite difference {fd}");
+    }
+}
+
+/// The Winograd weight gradient does not depend on the thread count: fixed chunks within one
+/// sample, partials summed in chunk order (the MPI tests rely on the same property across ranks).
+#[test]
+fn winograd_weight_gradient_is_the_same_on_any_thread_count() {
+    let src = "model m {\n    input x: [12, 21, 17]\n    y = x -> conv(9, kernel=3, pad=1) -> relu -> conv(7, kernel=3, pad=1)\n    output y\n}\n";
+    let p = program(src);
+    let g = ir::lower(&p, 3);
+    let mut rng = ChaCha8Rng::seed_from_u64(11);
+    let params = params(&g, &mut rng);
+    let inputs: Vec<ArrayD<f64>> = g.inputs().iter().map(|s| random(s, &mut rng)).collect();
+    let r = vec![random(&[3, 7, 21, 17], &mut rng)];
+    let grads = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("pool");
+        pool.install(|| {
+            let mut jit = JitModel::compile_with(&g, &options(ConvAlgorithm::Winograd)).expect("compiles");
+            let mut pj = params.clone();
+            jit.forward(&mut pj, &inputs, true, 9);
+            let algos = algorithms(&jit);
+            assert!(gradw_algorithms(&algos).iter().all(|a| a.starts_with("F(4x4")), "{algos:?}");
+            jit.backward(&pj, &r)
+        })
+    };
+    let (one, three) = (grads(1), grads(3));
+    for (a, b) in one.iter().zip(&three) {
+        assert!(
+            a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits()),
+            "gradients differ across thread counts"
+        );
     }
 }
 
