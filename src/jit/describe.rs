@@ -150,8 +150,9 @@ impl JitModel {
                 Some(w) => {
                     let _ = writeln!(
                         out,
-                        "    weight gradient: {} (direct: {}); x from {}; scratch {}",
+                        "    weight gradient: {}{} (direct: {}); x from {}; scratch {}",
                         w.describe(),
+                        if p.gradw_spec.bias { ", bias sums" } else { "" },
                         geometry(&p.gradw_spec.geo),
                         source(p.gradw_x),
                         w.scratch

@@ -100,7 +100,7 @@ pub(crate) struct LinearPlan {
     pub wino_fwd: Option<WinoCall>,
     pub wino_bwd: Option<WinoCall>,
     /// The weight gradient as Winograd, when chosen (conv only): `gradw_spec` then describes
-    /// the direct kernel it replaces, without bias sums (the bias gradient is summed apart).
+    /// the direct kernel it replaces (its bias sums come from the output-gradient transform).
     pub wino_gradw: Option<WinoGradW>,
 }
 

@@ -191,7 +191,7 @@ pub(crate) fn plan_linear(
             wino_bwd = wino(bwd_tile, &bwd_geo, false, bwd_epilogue)?;
             wino_gradw = gradw_tile
                 .map(|t| {
-                    let mut w = WinoGradW::generate(cg, t, &geo, x.n, options.gradw_blocking, 0)?;
+                    let mut w = WinoGradW::generate(cg, t, &geo, x.n, c.bias, options.gradw_blocking, 0)?;
                     let flat = Layout { n: 1, h: 1, w: w.scratch_len(), c: 1, cs: 1 };
                     w.scratch = scratch.add(flat, false);
                     Ok::<_, String>(w)
@@ -210,8 +210,7 @@ pub(crate) fn plan_linear(
                 bwd_src: Src::Scratch(kz),
                 bwd_scatter: Some((kz, Scatter { src: y, dst: z, s, off: [off(0), off(1)] })),
                 bwd_rows: x.rows(),
-                // (A Winograd weight gradient leaves the bias gradient to its own sums.)
-                gradw_spec: GradWSpec { geo, bias: c.bias && gradw_tile.is_none() },
+                gradw_spec: GradWSpec { geo, bias: c.bias },
                 gradw_x: fwd_src,
                 gradw_rows: y.rows(),
                 gradw_chunk_rows: chunk_rows(&y),

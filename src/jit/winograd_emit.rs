@@ -23,6 +23,9 @@ pub type InputFn = unsafe extern "C" fn(*const f32, *mut f32, i64, i64);
 /// `fn(m, bias, y, mask, row0, row1)`: the chunk's products `m` (tile row `row0` first) into the
 /// output rows of tile rows `row0..row1`.
 pub type OutputFn = unsafe extern "C" fn(*const f32, *const f32, *mut f32, *const f32, i64, i64);
+/// `fn(dy, yhat, bias, row0, row1)`: the output-gradient transform of the Winograd weight
+/// gradient ([`emit_dy_transform`]).
+pub type DyFn = unsafe extern "C" fn(*const f32, *mut f32, *mut f32, i64, i64);
 
 /// Splatted f32 constants of one straight-line body, each made once.
 struct Consts(HashMap<u32, Value>);
@@ -233,9 +236,11 @@ pub(crate) fn emit_output(b: &mut FunctionBuilder, p: &[Value], spec: &WinoSpec,
 /// The output-gradient transform of the Winograd weight gradient ([`super::winograd_gradw`]):
 /// `Ŷ = A dY Aᵀ` of every m×m tile of `dy` (the adjoint of the output transform; positions
 /// beyond the layer's output are zeros), for tile rows `row0..row1`, into the chunk's
-/// `Ŷ[point][tile][co4]` (tile row `row0` first). Same signature as [`InputFn`].
+/// `Ŷ[point][tile][co4]` (tile row `row0` first). With `spec.bias`, also adds each tile's sum
+/// of `dY` — its transform at point (1, 1), where A's column is all ones — into the `co4` sums
+/// at `bias` (the bias gradient in the same pass). [`DyFn`].
 pub(crate) fn emit_dy_transform(b: &mut FunctionBuilder, p: &[Value], spec: &WinoSpec, has_fma: bool) {
-    let (dy, yhat, row0, row1) = (p[0], p[1], p[2], p[3]);
+    let (dy, yhat, bias, row0, row1) = (p[0], p[1], p[2], p[3], p[4]);
     let (m, a) = (spec.tile.m(), spec.tile.alpha());
     let at = spec.tile.at();
     // A (α × m) = (Aᵀ)ᵀ, row-major.
@@ -276,6 +281,14 @@ pub(crate) fn emit_dy_transform(b: &mut FunctionBuilder, p: &[Value], spec: &Win
                 let out = sandwich(b, &mut k, has_fma, &a_mat, (a, m), &d, (a, a));
                 for (q, &val) in out.iter().enumerate() {
                     b.ins().store(flags(), val, dst, (q as i64 * point_bytes) as i32);
+                }
+                if spec.bias {
+                    // A's row 1 is all ones (the interpolation point 1): Ŷ(1, 1) = Σ dY.
+                    debug_assert!(a_mat[m..2 * m].iter().all(|&c| c == 1.0));
+                    let bb = b.ins().iadd(bias, cb);
+                    let acc = b.ins().load(F32X4, flags(), bb, 0);
+                    let acc = b.ins().fadd(acc, out[a + 1]);
+                    b.ins().store(flags(), acc, bb, 0);
                 }
             });
         };

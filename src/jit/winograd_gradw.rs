@@ -22,7 +22,7 @@
 
 use super::codegen::{Blocking, Codegen, FnHandle, Geometry, GradWFn, GradWSpec};
 use super::winograd::{GRADW_CHUNK_TILES, SlotPool, Tile, WinoSpec, task_slots};
-use super::winograd_emit::{InputFn, emit_dy_transform, emit_input};
+use super::winograd_emit::{DyFn, InputFn, emit_dy_transform, emit_input};
 use rayon::prelude::*;
 use std::time::Instant;
 
@@ -35,9 +35,9 @@ fn input_transform(cg: &mut Codegen, spec: &WinoSpec) -> Result<FnHandle, String
     })
 }
 
-/// The linked kernels: input transform, dy transform (same signature), and the products by
+/// The linked kernels: input transform, dy transform, and the products by
 /// sub-chunk size in tiles.
-type Linked = (InputFn, InputFn, Vec<(usize, GradWFn)>);
+type Linked = (InputFn, DyFn, Vec<(usize, GradWFn)>);
 
 /// A conv's Winograd weight gradient, fully specialised; its kernels linked after the module
 /// is finished.
@@ -57,22 +57,23 @@ pub(crate) struct WinoGradW {
 
 impl WinoGradW {
     /// Generates the kernels of the weight gradient of the correlation `geo` (the forward's, its
-    /// input padded to whole tiles) on `n` samples.
+    /// input padded to whole tiles) on `n` samples; with `bias`, the bias gradient too.
     pub(crate) fn generate(
         cg: &mut Codegen,
         tile: Tile,
         geo: &Geometry,
         n: usize,
+        bias: bool,
         blocking: Blocking,
         scratch: usize,
     ) -> Result<WinoGradW, String> {
-        let mut spec = WinoSpec::new(tile, geo, n, false, super::codegen::Epilogue::None);
+        let mut spec = WinoSpec::new(tile, geo, n, bias, super::codegen::Epilogue::None);
         let chunk_rows = (GRADW_CHUNK_TILES / spec.tw()).clamp(1, spec.th());
         // A product never spans more than a chunk.
         spec.chunk_rows = spec.chunk_rows.min(chunk_rows);
         let input = input_transform(cg, &spec)?;
         let dy = cg.cached(format!("winograd gradw dy {spec:?}"), |cg| {
-            cg.custom(2, |b, p, fma| emit_dy_transform(b, p, &spec, fma))
+            cg.custom(3, |b, p, fma| emit_dy_transform(b, p, &spec, fma))
         })?;
         let mut w = WinoGradW { spec, chunk_rows, input, dy, gemm: vec![], fns: None, scratch };
         // Every sample has the same chunks; the last sub-chunk of a chunk may be shorter.
@@ -95,7 +96,7 @@ impl WinoGradW {
         let (input, dy) = unsafe {
             (
                 std::mem::transmute::<*const u8, InputFn>(cg.fn_address(self.input)),
-                std::mem::transmute::<*const u8, InputFn>(cg.fn_address(self.dy)),
+                std::mem::transmute::<*const u8, DyFn>(cg.fn_address(self.dy)),
             )
         };
         let gemm = self.gemm.iter().map(|&(t, h)| (t, cg.gradw_fn(h))).collect();
@@ -131,9 +132,9 @@ impl WinoGradW {
         self.spec.n * self.chunks_per_sample()
     }
 
-    /// Floats of one chunk's partial `dU[point][ci][co4]`.
+    /// Floats of one chunk's partial `dU[point][ci][co4]`, then `co4` bias sums.
     pub fn partial_len(&self) -> usize {
-        self.spec.filter_len()
+        self.spec.filter_len() + self.spec.co4
     }
 
     /// Floats of every chunk's partial sums.
@@ -178,7 +179,8 @@ impl WinoGradW {
         )
     }
 
-    /// The weight gradient `Σ x ⋆ dy` as the direct kernel's sums `[ci][3·3][co4]` (f64), from
+    /// The weight gradient `Σ x ⋆ dy` as the direct kernel's sums `[ci][3·3][co4]` (f64; then
+    /// the `co4` bias sums when the spec has a bias), from
     /// the forward's padded input `x` and the output gradient `dy`; also the seconds spent in
     /// generated code. `partials` at least [`Self::partials_len`], `scratch` at least
     /// [`Self::scratch_len`] floats.
@@ -190,7 +192,7 @@ impl WinoGradW {
         scratch: &mut [f32],
     ) -> (Vec<f64>, f64) {
         let s = &self.spec;
-        let Some((input, dyt, gemm)) = &self.fns else { return (vec![0.0; s.ci * 9 * s.co4], 0.0) };
+        let Some((input, dyt, gemm)) = &self.fns else { return (vec![0.0; s.ci * 9 * s.co4 + s.co4], 0.0) };
         debug_assert!(x.len() >= s.n * s.hp * s.wp * s.csx, "x too short");
         debug_assert!(dy.len() >= s.n * s.ho * s.wo * s.cso, "dy too short");
         debug_assert!(partials.len() >= self.partials_len(), "partials too short");
@@ -211,6 +213,8 @@ impl WinoGradW {
                 part.fill(0.0);
                 let (v, yhat) = slot.split_at_mut(v_len);
                 let (vp, hp, pp) = (v.as_mut_ptr(), yhat.as_mut_ptr(), part.as_mut_ptr());
+                // SAFETY: the bias sums are the last `co4` floats of this chunk's partial.
+                let bp = unsafe { pp.add(s.filter_len()) };
                 for (r0, r1) in self.sub_chunks(c) {
                     let n_tiles = (r1 - r0) * s.tw();
                     let Some(&(_, f)) = gemm.iter().find(|(t, _)| *t == n_tiles) else { continue };
@@ -219,13 +223,13 @@ impl WinoGradW {
                     // reads the padded input rows of tile rows r0..r1 (inside `x`: hp and wp
                     // cover whole tiles, asserted above) and writes this slot's `V`; the dy
                     // transform reads the output rows of those tile rows (inside `dy`) and
-                    // writes this slot's `Ŷ`; each product reads point ξ's `n_tiles` tiles of
+                    // writes this slot's `Ŷ` (and adds into the chunk's `co4` bias sums); each product reads point ξ's `n_tiles` tiles of
                     // `V` and `Ŷ` (point strides of `tiles ≥ n_tiles` tiles) and adds into
                     // point ξ's `ci × co4` floats of this chunk's partial. The slot and the
                     // partial are this task's alone.
                     unsafe {
                         input(xp as *const f32, vp, r0 as i64, r1 as i64);
-                        dyt(dp as *const f32, hp, r0 as i64, r1 as i64);
+                        dyt(dp as *const f32, hp, bp, r0 as i64, r1 as i64);
                         for p in 0..s.points() {
                             f(
                                 vp.add(p * tiles * ci4) as *const f32,
@@ -250,7 +254,11 @@ impl WinoGradW {
                 }
             }
         });
-        (inverse_filter_transform(s.tile, &du, s.ci, co4), kernel_s)
+        let mut sum = inverse_filter_transform(s.tile, &du[..s.filter_len()], s.ci, co4);
+        if s.bias {
+            sum.extend_from_slice(&du[s.filter_len()..]);
+        }
+        (sum, kernel_s)
     }
 }
 
