@@ -56,7 +56,7 @@ mod winograd_emit;
 
 pub use codegen::{Blocking, OptLevel};
 pub use layout::{Layout, from_nhwc, to_nhwc};
-pub use profile::{NodeProfile, Profile};
+pub use profile::{LOSS, NodeProfile, OPTIMIZER, Profile, StepPartProfile};
 pub use winograd::ConvAlgorithm;
 
 use crate::interp::Cache;

@@ -28,11 +28,25 @@ pub struct NodeProfile {
     pub kernel_backward_s: f64,
 }
 
+/// A part of the training step that belongs to no node: the loss (and its output gradient)
+/// and the optimizer's update, so the profile's total is the whole step's.
+#[derive(Clone, Debug, Serialize)]
+pub struct StepPartProfile {
+    pub name: &'static str,
+    /// Seconds summed over `passes` calls.
+    pub seconds: f64,
+    /// The part of `seconds` spent in generated kernels.
+    pub kernel_s: f64,
+    pub passes: usize,
+}
+
 #[derive(Clone, Debug, Serialize)]
 pub struct Profile {
     pub nodes: Vec<NodeProfile>,
     pub forward_passes: usize,
     pub backward_passes: usize,
+    /// `loss` (timed by the JIT) and `optimizer` (timed by whoever runs it: `bench`).
+    pub step_parts: Vec<StepPartProfile>,
 }
 
 impl Profile {
@@ -55,16 +69,32 @@ impl Profile {
                 kernel_backward_s: 0.0,
             })
             .collect();
-        Profile { nodes, forward_passes: 0, backward_passes: 0 }
+        let step_parts = [LOSS, OPTIMIZER]
+            .iter()
+            .map(|&name| StepPartProfile { name, seconds: 0.0, kernel_s: 0.0, passes: 0 })
+            .collect();
+        Profile { nodes, forward_passes: 0, backward_passes: 0, step_parts }
     }
 
-    /// Seconds of every step, and of those inside generated kernels.
+    /// Seconds of every step (nodes, loss, optimizer), and of those inside generated kernels.
     pub fn total_s(&self) -> f64 {
-        self.nodes.iter().map(|n| n.forward_s + n.backward_s).sum()
+        let parts: f64 = self.step_parts.iter().map(|p| p.seconds).sum();
+        self.nodes.iter().map(|n| n.forward_s + n.backward_s).sum::<f64>() + parts
     }
 
     pub fn kernel_s(&self) -> f64 {
-        self.nodes.iter().map(|n| n.kernel_forward_s + n.kernel_backward_s).sum()
+        let parts: f64 = self.step_parts.iter().map(|p| p.kernel_s).sum();
+        self.nodes.iter().map(|n| n.kernel_forward_s + n.kernel_backward_s).sum::<f64>() + parts
+    }
+
+    /// Adds one call of the step part `name` (`LOSS` or `OPTIMIZER`): `seconds` in all,
+    /// `kernel_s` of them in generated kernels.
+    pub fn add_step_part(&mut self, name: &str, seconds: f64, kernel_s: f64) {
+        if let Some(p) = self.step_parts.iter_mut().find(|p| p.name == name) {
+            p.seconds += seconds;
+            p.kernel_s += kernel_s;
+            p.passes += 1;
+        }
     }
 
     /// The share of the time spent outside generated kernels (0 to 1).
@@ -105,11 +135,40 @@ impl fmt::Display for Profile {
         let (fwd, bwd): (f64, f64) =
             (self.nodes.iter().map(|n| n.forward_s).sum(), self.nodes.iter().map(|n| n.backward_s).sum());
         writeln!(f, "{:>28} {:>10} {:>9} {:>9.2} {:>9.2}", "all nodes", "", "", per(fwd, nf), per(bwd, nb))?;
+        // Not a node's: the loss with its output gradient, and the optimizer (its ms in the
+        // backward column, per call).
+        for p in &self.step_parts {
+            let step = if p.kernel_s > 0.0 { "kernels" } else { "native" };
+            let share =
+                if p.seconds > 0.0 { format!("{:.0} %", 100.0 * p.kernel_s / p.seconds) } else { "-".into() };
+            writeln!(
+                f,
+                "{:>28} {:>10} {:>9} {:>9} {:>9.2} {:>10}",
+                format!("({})", p.name),
+                "",
+                step,
+                "-",
+                per(p.seconds, p.passes),
+                share
+            )?;
+        }
         write!(f, "{:.1} % of the time outside generated kernels", 100.0 * self.outside_kernels())
     }
 }
 
+/// The step parts' names.
+pub const LOSS: &str = "loss";
+pub const OPTIMIZER: &str = "optimizer";
+
 impl JitModel {
+    /// Adds one call of the step part `name` to the profile (when profiling): the optimizer's
+    /// update is timed by its caller, which runs it outside the JIT.
+    pub fn profile_step_part(&mut self, name: &str, seconds: f64, kernel_s: f64) {
+        if let Some(p) = self.profile.as_mut() {
+            p.add_step_part(name, seconds, kernel_s);
+        }
+    }
+
     /// Adds the time since `started` to node `id`'s step in direction `dir`.
     pub(crate) fn profile_step(&mut self, id: NodeId, dir: usize, started: Instant) {
         if let Some(p) = self.profile.as_mut() {
