@@ -5,15 +5,15 @@
 
 use super::channel::{ChannelFn, ChannelSpec};
 use super::codegen::{Epilogue, GradWFn, GradWSpec};
+use super::elementwise::FusedMask;
 use super::gather::{GatherFn, GatherSpec};
 use super::linear::{CorrCall, LinearKind, LinearPlan, Src};
-use super::native::{CHUNK, add_into, flatten, unflatten};
+use super::native::{add_into, flatten, unflatten};
 use super::pointwise::{PointwiseFn, PointwiseSpec};
 use super::{JitModel, Step, from_nhwc, to_nhwc};
 use crate::interp::{self, Cache};
 use crate::ir::{Node, NodeId, Params, Value};
 use crate::ops::Op;
-use crate::ops::activation::Activation;
 use ndarray::{ArrayD, IxDyn};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -46,7 +46,7 @@ impl JitModel {
         let fusion = self.nodes[i].fusion;
         let mut step = std::mem::replace(&mut self.nodes[i].step, Step::Native);
         match &mut step {
-            Step::FusedActivation => {}
+            Step::FusedActivation(_) => {}
             Step::Linear(plan) => {
                 let fold_bn = if training { None } else { fusion.bn_fold };
                 // A conv writing into a concat's slice (the forward geometry has its stride); a
@@ -196,7 +196,7 @@ impl JitModel {
             let node = graph.node(id);
             let mut step = std::mem::replace(&mut self.nodes[i].step, Step::Native);
             match &mut step {
-                Step::FusedActivation => self.backward_fused_activation(id, node),
+                Step::FusedActivation(mask) => self.backward_fused_activation(id, node, mask.as_deref()),
                 Step::Linear(plan) => self.backward_linear(id, node, plan, &mut pgrads),
                 Step::Native => self.backward_native(id, node),
                 Step::Norm(plan) => self.backward_norm(id, node, plan, &mut pgrads),
@@ -231,25 +231,26 @@ impl JitModel {
     }
 
     /// dy of the linear node = dy · act'(y), from the activation's output, in place in the
-    /// gradient buffer the two share — unless the consumer's input-gradient kernel applied it.
-    fn backward_fused_activation(&mut self, id: NodeId, node: &Node) {
+    /// gradient buffer the two share, by the generated mask kernel — unless the consumer's
+    /// input-gradient kernel applied it (then `mask` is `None`).
+    fn backward_fused_activation(&mut self, id: NodeId, node: &Node, mask: Option<&FusedMask>) {
         let i = id.index();
         let Value::Node(p) = node.inputs[0] else { unreachable!("fused after a layer") };
-        let slope = match node.op {
-            Op::Activation(Activation::LeakyRelu { slope }) => slope as f32,
-            _ => 0.0,
-        };
-        let state = &self.nodes[i];
-        // (sigmoid and tanh are fused only when their derivative folds: `fusion::decide`.)
-        if !state.fusion.mask_folded {
-            self.grad_bufs[state.grad_slot]
-                .par_chunks_mut(CHUNK)
-                .zip(state.value.par_chunks(CHUNK))
-                .for_each(|(g, y)| {
-                    for (g, &y) in g.iter_mut().zip(y) {
-                        *g = if y > 0.0 { *g } else { *g * slope };
-                    }
-                });
+        if let Some(m) = mask
+            && let Some(f) = m.call.f
+        {
+            let t = Instant::now();
+            let state = &self.nodes[i];
+            let positions = state.layout.positions();
+            run_mask_in_place(
+                f,
+                &m.call.spec,
+                positions,
+                &state.value,
+                &m.coef,
+                &mut self.grad_bufs[state.grad_slot],
+            );
+            self.profile_kernel(id, BACKWARD, t.elapsed().as_secs_f64());
         }
         // The memory plan gave the linear node this activation's gradient buffer.
         debug_assert_eq!(self.nodes[i].grad_slot, self.nodes[p.index()].grad_slot);
@@ -501,6 +502,33 @@ pub(crate) fn run_moments(
         // above), and writes only this chunk's `2·cs` floats, which no other task touches.
         unsafe {
             f(pp as *const f32, qp as *const f32, cp as *const f32, part.as_mut_ptr(), p0 as i64, p1 as i64)
+        };
+    });
+}
+
+/// Runs the mask kernel of `spec` (`ChannelKind::Mask`) in place over positions
+/// `0..positions` of `g`: `g` where `y > 0`, else `slope·g`.
+pub(crate) fn run_mask_in_place(
+    f: ChannelFn,
+    spec: &ChannelSpec,
+    positions: usize,
+    y: &[f32],
+    coef: &[f32],
+    g: &mut [f32],
+) {
+    debug_assert!(y.len() >= positions * spec.cs && g.len() >= positions * spec.cs, "operand too short");
+    debug_assert!(coef.len() >= 4 * spec.cs, "coefficients too short");
+    let (yp, cp, gp) = (y.as_ptr() as usize, coef.as_ptr() as usize, g.as_mut_ptr() as usize);
+    let per_task = positions.div_ceil(rayon::current_num_threads() * 4).max(64);
+    (0..positions.div_ceil(per_task)).into_par_iter().for_each(|k| {
+        let (p0, p1) = (k * per_task, ((k + 1) * per_task).min(positions));
+        // SAFETY: the kernel was generated for `spec` (channel stride `cs`); it reads positions
+        // `p0..p1` of `g` (as `p`) and `y` (as `q`) and the coefficients, all in bounds (the
+        // assertions above), and writes those positions of `g` (as `out`), each vector after
+        // loading it, so the in-place alias is sound; no other task touches positions
+        // `p0..p1`, and nothing else touches `g` meanwhile (`&mut`).
+        unsafe {
+            f(gp as *const f32, yp as *const f32, cp as *const f32, gp as *mut f32, p0 as i64, p1 as i64)
         };
     });
 }
