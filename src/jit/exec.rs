@@ -358,32 +358,15 @@ impl JitModel {
         let gs = &plan.gradw_spec;
         let wlen = gs.geo.weight_len();
         let len = gs.partial_len();
-        // Chunk partial sums added in chunk order, element blocks in parallel.
-        let mut sum = vec![0.0f64; wlen + if gs.bias { gs.geo.co4 } else { 0 }];
-        let partials = &plan.partials;
-        sum.par_chunks_mut(256).enumerate().for_each(|(blk, s)| {
-            for part in partials.chunks(len) {
-                for (k, sv) in s.iter_mut().enumerate() {
-                    let e = blk * 256 + k;
-                    *sv += if e < wlen {
-                        part[e] as f64
-                    } else {
-                        // The bias sums are f64, stored as pairs of f32 slots (little-endian).
-                        let c = e - wlen;
-                        let (lo, hi) =
-                            (part[wlen + 2 * c].to_bits() as u64, part[wlen + 2 * c + 1].to_bits() as u64);
-                        f64::from_bits(hi << 32 | lo)
-                    };
-                }
-            }
-        });
+        let sum = sum_partials(&plan.partials, len, wlen, if gs.bias { gs.geo.co4 } else { 0 });
         let lanes = gs.geo.co4;
         let (a, b, taps) = (plan.a, plan.b, plan.taps);
         let mut dw = vec![0.0f64; a * b * taps];
-        for ia in 0..a {
+        let kind = plan.kind;
+        dw.par_chunks_mut((b * taps).max(1)).enumerate().for_each(|(ia, row)| {
             for ib in 0..b {
                 for t in 0..taps {
-                    dw[(ia * b + ib) * taps + t] = match plan.kind {
+                    row[ib * taps + t] = match kind {
                         // sum[in][out·taps + t]
                         LinearKind::PixelShuffle(_) => sum[ib * lanes + ia * taps + t],
                         // sum[out][tap][in]: upconv's dy role is its input
@@ -393,7 +376,7 @@ impl JitModel {
                     };
                 }
             }
-        }
+        });
         let shape = &self.graph.param(node.params[0]).shape;
         pgrads[node.params[0]] = ArrayD::from_shape_vec(IxDyn(shape), dw).expect("weight shape");
         if gs.bias {
@@ -410,6 +393,33 @@ impl JitModel {
         *self.grad_buf(id) = dy;
         self.profile_kernel(id, BACKWARD, kernel_s);
     }
+}
+
+/// Floats of weight-gradient sums per parallel task of [`sum_partials`].
+const SUM_BLOCK: usize = 2048;
+
+/// The weight-gradient chunks' partial sums (`len` floats each: `wlen` f32 weight sums, then
+/// `bias_lanes` f64 bias sums stored as pairs of f32 slots, little-endian) added in f64 in
+/// chunk order, element blocks in parallel: the same sums whatever the thread count.
+fn sum_partials(partials: &[f32], len: usize, wlen: usize, bias_lanes: usize) -> Vec<f64> {
+    let mut sum = vec![0.0f64; wlen + bias_lanes];
+    let (weights, bias) = sum.split_at_mut(wlen);
+    weights.par_chunks_mut(SUM_BLOCK).enumerate().for_each(|(blk, s)| {
+        let (e0, n) = (blk * SUM_BLOCK, s.len());
+        // One contiguous run per chunk: converted and added lane-wise (vectorised).
+        for part in partials.chunks_exact(len) {
+            for (sv, &p) in s.iter_mut().zip(&part[e0..e0 + n]) {
+                *sv += f64::from(p);
+            }
+        }
+    });
+    for part in partials.chunks_exact(len) {
+        for (c, sv) in bias.iter_mut().enumerate() {
+            let (lo, hi) = (part[wlen + 2 * c].to_bits() as u64, part[wlen + 2 * c + 1].to_bits() as u64);
+            *sv += f64::from_bits(hi << 32 | lo);
+        }
+    }
+    sum
 }
 
 /// Runs a correlation kernel over output rows `0..rows`, in parallel tasks of whole rows.
