@@ -1,4 +1,5 @@
-//! Where the time goes: per node and direction, and how much of it is inside generated kernels
+//! Where the time goes: per node and direction, the loss and the optimizer's update (the parts
+//! of a training step that belong to no node), and how much of it is inside generated kernels
 //! (the rest is native loops, data movement around the kernels, and the reference code). On
 //! when the model is compiled with `JitOptions::profile` (`geonetc bench --profile`).
 
@@ -104,7 +105,8 @@ impl Profile {
     }
 }
 
-/// A table of the mean milliseconds per pass of every node, reference steps marked.
+/// A table of the mean milliseconds per pass of every node, reference steps marked, then the
+/// loss and the optimizer (per call), and the share of all of it outside generated kernels.
 impl fmt::Display for Profile {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let per = |s: f64, passes: usize| if passes == 0 { 0.0 } else { s * 1e3 / passes as f64 };
