@@ -4,7 +4,7 @@
 //! fused relu / leaky_relu derivative before a max pooling and a concat (the mask kernel),
 //! weight-gradient chunk sums of convs with bias, a pixel-shuffle and a strided upconv, and the
 //! parallel optimizer updates (adam with a clipping norm, sgd with momentum and weight decay)
-//! over parameters larger than one update chunk.
+//! over parameters larger than one update chunk, and dropout's mask drawn in parallel.
 
 use geonetc::check::check_source;
 use geonetc::check::program::{LossKind, Program};
@@ -93,7 +93,7 @@ optimizer adam { lr = 1e-3, rho1 = 0.9, rho2 = 0.999, eps = 1e-6, clip = 0.5 }
 fn dense_and_sgd_steps_are_bit_identical_on_1_2_and_3_threads() {
     let src = "model m {
     input x: [2, 12, 12]
-    y = x -> conv(64, kernel=3, pad=1) -> relu -> conv(64, kernel=3, pad=1) -> relu -> flatten -> dense(5) -> relu -> dense(3)
+    y = x -> conv(64, kernel=3, pad=1) -> relu -> conv(64, kernel=3, pad=1) -> relu -> dropout(0.3) -> flatten -> dense(5) -> relu -> dense(3)
     output y
 }
 optimizer sgd { lr = 1e-2, momentum = 0.9, weight_decay = 1e-4 }
