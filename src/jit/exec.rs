@@ -28,6 +28,7 @@ pub(crate) const BACKWARD: usize = 1;
 impl JitModel {
     /// Runs the graph on the loaded inputs, leaving the outputs in their buffers.
     pub fn forward_loaded(&mut self, params: &mut Params, training: bool, seed: u64) {
+        let pass = Instant::now();
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let graph = Arc::clone(&self.graph);
         for id in graph.node_ids() {
@@ -35,7 +36,7 @@ impl JitModel {
             self.forward_node(id, params, training, &mut rng);
             self.profile_step(id, FORWARD, t);
         }
-        self.profile_pass(FORWARD);
+        self.profile_pass(FORWARD, pass);
     }
 
     fn forward_node(&mut self, id: NodeId, params: &mut Params, training: bool, rng: &mut ChaCha8Rng) {
@@ -185,6 +186,7 @@ impl JitModel {
 
     /// The backward pass from the output gradients already in place.
     pub(crate) fn backward_seeded(&mut self, params: &Params) -> Params {
+        let pass = Instant::now();
         let graph = Arc::clone(&self.graph);
         let mut pgrads: Params = graph.params().iter().map(|p| ArrayD::zeros(IxDyn(&p.shape))).collect();
         for id in graph.node_ids().rev() {
@@ -226,7 +228,7 @@ impl JitModel {
             self.nodes[i].step = step;
             self.profile_step(id, BACKWARD, t);
         }
-        self.profile_pass(BACKWARD);
+        self.profile_pass(BACKWARD, pass);
         pgrads
     }
 

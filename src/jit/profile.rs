@@ -48,6 +48,10 @@ pub struct Profile {
     pub backward_passes: usize,
     /// `loss` (timed by the JIT) and `optimizer` (timed by whoever runs it: `bench`).
     pub step_parts: Vec<StepPartProfile>,
+    /// Seconds of whole forward and backward passes: beyond the nodes' times, the work between
+    /// them (the parameter gradients' allocation, the executor's loop).
+    pub pass_forward_s: f64,
+    pub pass_backward_s: f64,
 }
 
 impl Profile {
@@ -74,13 +78,29 @@ impl Profile {
             .iter()
             .map(|&name| StepPartProfile { name, seconds: 0.0, kernel_s: 0.0, passes: 0 })
             .collect();
-        Profile { nodes, forward_passes: 0, backward_passes: 0, step_parts }
+        Profile {
+            nodes,
+            forward_passes: 0,
+            backward_passes: 0,
+            step_parts,
+            pass_forward_s: 0.0,
+            pass_backward_s: 0.0,
+        }
     }
 
-    /// Seconds of every step (nodes, loss, optimizer), and of those inside generated kernels.
+    /// Seconds of the passes outside every node's step, forward and backward.
+    pub fn between_nodes_s(&self) -> (f64, f64) {
+        let fwd: f64 = self.nodes.iter().map(|n| n.forward_s).sum();
+        let bwd: f64 = self.nodes.iter().map(|n| n.backward_s).sum();
+        ((self.pass_forward_s - fwd).max(0.0), (self.pass_backward_s - bwd).max(0.0))
+    }
+
+    /// Seconds of every step (nodes, the work between them, loss, optimizer), and of those
+    /// inside generated kernels.
     pub fn total_s(&self) -> f64 {
         let parts: f64 = self.step_parts.iter().map(|p| p.seconds).sum();
-        self.nodes.iter().map(|n| n.forward_s + n.backward_s).sum::<f64>() + parts
+        let (between_fwd, between_bwd) = self.between_nodes_s();
+        self.nodes.iter().map(|n| n.forward_s + n.backward_s).sum::<f64>() + between_fwd + between_bwd + parts
     }
 
     pub fn kernel_s(&self) -> f64 {
@@ -137,6 +157,17 @@ impl fmt::Display for Profile {
         let (fwd, bwd): (f64, f64) =
             (self.nodes.iter().map(|n| n.forward_s).sum(), self.nodes.iter().map(|n| n.backward_s).sum());
         writeln!(f, "{:>28} {:>10} {:>9} {:>9.2} {:>9.2}", "all nodes", "", "", per(fwd, nf), per(bwd, nb))?;
+        let (between_fwd, between_bwd) = self.between_nodes_s();
+        writeln!(
+            f,
+            "{:>28} {:>10} {:>9} {:>9.2} {:>9.2} {:>10}",
+            "(between nodes)",
+            "",
+            "native",
+            per(between_fwd, nf),
+            per(between_bwd, nb),
+            "0 %"
+        )?;
         // Not a node's: the loss with its output gradient, and the optimizer (its ms in the
         // backward column, per call).
         for p in &self.step_parts {
@@ -188,12 +219,19 @@ impl JitModel {
         }
     }
 
-    /// Counts one finished pass in direction `dir`.
-    pub(crate) fn profile_pass(&mut self, dir: usize) {
+    /// Counts one finished pass in direction `dir`, started at `started`.
+    pub(crate) fn profile_pass(&mut self, dir: usize, started: Instant) {
         if let Some(p) = self.profile.as_mut() {
+            let s = started.elapsed().as_secs_f64();
             match dir {
-                BACKWARD => p.backward_passes += 1,
-                _ => p.forward_passes += 1,
+                BACKWARD => {
+                    p.backward_passes += 1;
+                    p.pass_backward_s += s;
+                }
+                _ => {
+                    p.forward_passes += 1;
+                    p.pass_forward_s += s;
+                }
             }
         }
     }
