@@ -256,6 +256,9 @@ fn every_op_matches_the_interpreter() {
         "y = x -> flatten -> dense(7) -> relu -> dense(3) -> softmax",
         "y = x -> upconv(5, kernel=3, stride=2, pad=1)",
         "y = x -> upconv(2, kernel=2, stride=2) -> relu",
+        // A fused activation whose derivative no consumer kernel applies: the mask kernel.
+        "y = x -> conv(4, kernel=3, pad=1) -> relu -> maxpool(2)",
+        "a = x -> conv(5, kernel=3, pad=1) -> leaky_relu(0.2)\n    b = a -> maxpool(3, stride=1, pad=1)\n    y = concat(b, a)",
     ];
     for body in bodies {
         let src = format!("model m {{\n    input x: [3, 9, 10]\n    {body}\n    output y\n}}\n");

@@ -6,6 +6,7 @@
 use super::channel::{ChannelKind, ChannelSpec};
 use super::codegen::{Codegen, Epilogue};
 use super::exec::{BACKWARD, FORWARD, run_affine};
+use super::fusion::Fusion;
 use super::layout::Layout;
 use super::norm::ChannelCall;
 use super::{JitModel, Step};
@@ -152,6 +153,33 @@ impl JitModel {
         *self.grad_buf(id) = dy;
         self.profile_kernel(id, BACKWARD, kernel_s);
     }
+}
+
+/// The backward step of a relu or leaky_relu fused into the linear node before it: the mask
+/// kernel in place on the gradient buffer the two share, `dy · act'(y)` from the activation's
+/// output (`y > 0` has the input's sign for slope ≥ 0, the only slopes fused).
+pub(crate) struct FusedMask {
+    pub call: ChannelCall,
+    /// The mask kernel reads only the (zero) shift block.
+    pub coef: Vec<f32>,
+}
+
+/// The mask kernel of a fused activation whose derivative no consumer's kernel applies (fused
+/// sigmoid and tanh always have theirs applied: `fusion::decide`).
+pub(crate) fn fused_mask(
+    cg: &mut Codegen,
+    node: &Node,
+    fusion: &Fusion,
+    layout: Layout,
+) -> Result<Option<Box<FusedMask>>, String> {
+    let epilogue = match node.op {
+        _ if fusion.mask_folded => return Ok(None),
+        Op::Activation(Activation::Relu) => Epilogue::ReluMask,
+        Op::Activation(Activation::LeakyRelu { slope }) => Epilogue::LeakyMask(slope as f32),
+        _ => return Ok(None),
+    };
+    let spec = ChannelSpec { kind: ChannelKind::Mask, cs: layout.cs, shift_p: false, has_q: true, epilogue };
+    Ok(Some(Box::new(FusedMask { call: ChannelCall::new(cg, spec)?, coef: vec![0.0; 4 * layout.cs] })))
 }
 
 /// The step of an element-wise `Lowering::Channel` op.

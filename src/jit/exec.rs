@@ -5,15 +5,15 @@
 
 use super::channel::{ChannelFn, ChannelSpec};
 use super::codegen::{Epilogue, GradWFn, GradWSpec};
+use super::elementwise::FusedMask;
 use super::gather::{GatherFn, GatherSpec};
 use super::linear::{CorrCall, LinearKind, LinearPlan, Src};
-use super::native::{CHUNK, add_into, flatten, unflatten};
+use super::native::{add_into, flatten, unflatten};
 use super::pointwise::{PointwiseFn, PointwiseSpec};
 use super::{JitModel, Step, from_nhwc, to_nhwc};
 use crate::interp::{self, Cache};
 use crate::ir::{Node, NodeId, Params, Value};
 use crate::ops::Op;
-use crate::ops::activation::Activation;
 use ndarray::{ArrayD, IxDyn};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -28,6 +28,7 @@ pub(crate) const BACKWARD: usize = 1;
 impl JitModel {
     /// Runs the graph on the loaded inputs, leaving the outputs in their buffers.
     pub fn forward_loaded(&mut self, params: &mut Params, training: bool, seed: u64) {
+        let pass = Instant::now();
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let graph = Arc::clone(&self.graph);
         for id in graph.node_ids() {
@@ -35,7 +36,7 @@ impl JitModel {
             self.forward_node(id, params, training, &mut rng);
             self.profile_step(id, FORWARD, t);
         }
-        self.profile_pass(FORWARD);
+        self.profile_pass(FORWARD, pass);
     }
 
     fn forward_node(&mut self, id: NodeId, params: &mut Params, training: bool, rng: &mut ChaCha8Rng) {
@@ -46,7 +47,7 @@ impl JitModel {
         let fusion = self.nodes[i].fusion;
         let mut step = std::mem::replace(&mut self.nodes[i].step, Step::Native);
         match &mut step {
-            Step::FusedActivation => {}
+            Step::FusedActivation(_) => {}
             Step::Linear(plan) => {
                 let fold_bn = if training { None } else { fusion.bn_fold };
                 // A conv writing into a concat's slice (the forward geometry has its stride); a
@@ -185,6 +186,7 @@ impl JitModel {
 
     /// The backward pass from the output gradients already in place.
     pub(crate) fn backward_seeded(&mut self, params: &Params) -> Params {
+        let pass = Instant::now();
         let graph = Arc::clone(&self.graph);
         let mut pgrads: Params = graph.params().iter().map(|p| ArrayD::zeros(IxDyn(&p.shape))).collect();
         for id in graph.node_ids().rev() {
@@ -196,7 +198,7 @@ impl JitModel {
             let node = graph.node(id);
             let mut step = std::mem::replace(&mut self.nodes[i].step, Step::Native);
             match &mut step {
-                Step::FusedActivation => self.backward_fused_activation(id, node),
+                Step::FusedActivation(mask) => self.backward_fused_activation(id, node, mask.as_deref()),
                 Step::Linear(plan) => self.backward_linear(id, node, plan, &mut pgrads),
                 Step::Native => self.backward_native(id, node),
                 Step::Norm(plan) => self.backward_norm(id, node, plan, &mut pgrads),
@@ -226,30 +228,31 @@ impl JitModel {
             self.nodes[i].step = step;
             self.profile_step(id, BACKWARD, t);
         }
-        self.profile_pass(BACKWARD);
+        self.profile_pass(BACKWARD, pass);
         pgrads
     }
 
     /// dy of the linear node = dy · act'(y), from the activation's output, in place in the
-    /// gradient buffer the two share — unless the consumer's input-gradient kernel applied it.
-    fn backward_fused_activation(&mut self, id: NodeId, node: &Node) {
+    /// gradient buffer the two share, by the generated mask kernel — unless the consumer's
+    /// input-gradient kernel applied it (then `mask` is `None`).
+    fn backward_fused_activation(&mut self, id: NodeId, node: &Node, mask: Option<&FusedMask>) {
         let i = id.index();
         let Value::Node(p) = node.inputs[0] else { unreachable!("fused after a layer") };
-        let slope = match node.op {
-            Op::Activation(Activation::LeakyRelu { slope }) => slope as f32,
-            _ => 0.0,
-        };
-        let state = &self.nodes[i];
-        // (sigmoid and tanh are fused only when their derivative folds: `fusion::decide`.)
-        if !state.fusion.mask_folded {
-            self.grad_bufs[state.grad_slot]
-                .par_chunks_mut(CHUNK)
-                .zip(state.value.par_chunks(CHUNK))
-                .for_each(|(g, y)| {
-                    for (g, &y) in g.iter_mut().zip(y) {
-                        *g = if y > 0.0 { *g } else { *g * slope };
-                    }
-                });
+        if let Some(m) = mask
+            && let Some(f) = m.call.f
+        {
+            let t = Instant::now();
+            let state = &self.nodes[i];
+            let positions = state.layout.positions();
+            run_mask_in_place(
+                f,
+                &m.call.spec,
+                positions,
+                &state.value,
+                &m.coef,
+                &mut self.grad_bufs[state.grad_slot],
+            );
+            self.profile_kernel(id, BACKWARD, t.elapsed().as_secs_f64());
         }
         // The memory plan gave the linear node this activation's gradient buffer.
         debug_assert_eq!(self.nodes[i].grad_slot, self.nodes[p.index()].grad_slot);
@@ -371,28 +374,7 @@ impl JitModel {
                 run_gradw(f, &plan.gradw_spec, rows, &mut plan.partials, gx, gd);
                 kernel_s += t.elapsed().as_secs_f64();
                 let len = gs.partial_len();
-                // Chunk partial sums added in chunk order, element blocks in parallel.
-                let mut sum = vec![0.0f64; wlen + if gs.bias { gs.geo.co4 } else { 0 }];
-                let partials = &plan.partials;
-                sum.par_chunks_mut(256).enumerate().for_each(|(blk, s)| {
-                    for part in partials.chunks(len) {
-                        for (k, sv) in s.iter_mut().enumerate() {
-                            let e = blk * 256 + k;
-                            *sv += if e < wlen {
-                                part[e] as f64
-                            } else {
-                                // The bias sums are f64, stored as pairs of f32 slots (little-endian).
-                                let c = e - wlen;
-                                let (lo, hi) = (
-                                    part[wlen + 2 * c].to_bits() as u64,
-                                    part[wlen + 2 * c + 1].to_bits() as u64,
-                                );
-                                f64::from_bits(hi << 32 | lo)
-                            };
-                        }
-                    }
-                });
-                sum
+                sum_partials(&plan.partials, len, wlen, if gs.bias { gs.geo.co4 } else { 0 })
             }
         };
         if let (Some(k), Some(ws)) = (wino_k, wino_scratch) {
@@ -401,10 +383,11 @@ impl JitModel {
         let lanes = gs.geo.co4;
         let (a, b, taps) = (plan.a, plan.b, plan.taps);
         let mut dw = vec![0.0f64; a * b * taps];
-        for ia in 0..a {
+        let kind = plan.kind;
+        dw.par_chunks_mut((b * taps).max(1)).enumerate().for_each(|(ia, row)| {
             for ib in 0..b {
                 for t in 0..taps {
-                    dw[(ia * b + ib) * taps + t] = match plan.kind {
+                    row[ib * taps + t] = match kind {
                         // sum[in][out·taps + t]
                         LinearKind::PixelShuffle(_) => sum[ib * lanes + ia * taps + t],
                         // sum[out][tap][in]: upconv's dy role is its input
@@ -414,7 +397,7 @@ impl JitModel {
                     };
                 }
             }
-        }
+        });
         let shape = &self.graph.param(node.params[0]).shape;
         pgrads[node.params[0]] = ArrayD::from_shape_vec(IxDyn(shape), dw).expect("weight shape");
         if gs.bias {
@@ -431,6 +414,33 @@ impl JitModel {
         *self.grad_buf(id) = dy;
         self.profile_kernel(id, BACKWARD, kernel_s);
     }
+}
+
+/// Floats of weight-gradient sums per parallel task of [`sum_partials`].
+const SUM_BLOCK: usize = 2048;
+
+/// The weight-gradient chunks' partial sums (`len` floats each: `wlen` f32 weight sums, then
+/// `bias_lanes` f64 bias sums stored as pairs of f32 slots, little-endian) added in f64 in
+/// chunk order, element blocks in parallel: the same sums whatever the thread count.
+fn sum_partials(partials: &[f32], len: usize, wlen: usize, bias_lanes: usize) -> Vec<f64> {
+    let mut sum = vec![0.0f64; wlen + bias_lanes];
+    let (weights, bias) = sum.split_at_mut(wlen);
+    weights.par_chunks_mut(SUM_BLOCK).enumerate().for_each(|(blk, s)| {
+        let (e0, n) = (blk * SUM_BLOCK, s.len());
+        // One contiguous run per chunk: converted and added lane-wise (vectorised).
+        for part in partials.chunks_exact(len) {
+            for (sv, &p) in s.iter_mut().zip(&part[e0..e0 + n]) {
+                *sv += f64::from(p);
+            }
+        }
+    });
+    for part in partials.chunks_exact(len) {
+        for (c, sv) in bias.iter_mut().enumerate() {
+            let (lo, hi) = (part[wlen + 2 * c].to_bits() as u64, part[wlen + 2 * c + 1].to_bits() as u64);
+            *sv += f64::from_bits(hi << 32 | lo);
+        }
+    }
+    sum
 }
 
 /// Runs a correlation kernel over output rows `0..rows`, in parallel tasks of whole rows.
@@ -523,6 +533,33 @@ pub(crate) fn run_moments(
         // above), and writes only this chunk's `2·cs` floats, which no other task touches.
         unsafe {
             f(pp as *const f32, qp as *const f32, cp as *const f32, part.as_mut_ptr(), p0 as i64, p1 as i64)
+        };
+    });
+}
+
+/// Runs the mask kernel of `spec` (`ChannelKind::Mask`) in place over positions
+/// `0..positions` of `g`: `g` where `y > 0`, else `slope·g`.
+pub(crate) fn run_mask_in_place(
+    f: ChannelFn,
+    spec: &ChannelSpec,
+    positions: usize,
+    y: &[f32],
+    coef: &[f32],
+    g: &mut [f32],
+) {
+    debug_assert!(y.len() >= positions * spec.cs && g.len() >= positions * spec.cs, "operand too short");
+    debug_assert!(coef.len() >= 4 * spec.cs, "coefficients too short");
+    let (yp, cp, gp) = (y.as_ptr() as usize, coef.as_ptr() as usize, g.as_mut_ptr() as usize);
+    let per_task = positions.div_ceil(rayon::current_num_threads() * 4).max(64);
+    (0..positions.div_ceil(per_task)).into_par_iter().for_each(|k| {
+        let (p0, p1) = (k * per_task, ((k + 1) * per_task).min(positions));
+        // SAFETY: the kernel was generated for `spec` (channel stride `cs`); it reads positions
+        // `p0..p1` of `g` (as `p`) and `y` (as `q`) and the coefficients, all in bounds (the
+        // assertions above), and writes those positions of `g` (as `out`), each vector after
+        // loading it, so the in-place alias is sound; no other task touches positions
+        // `p0..p1`, and nothing else touches `g` meanwhile (`&mut`).
+        unsafe {
+            f(gp as *const f32, yp as *const f32, cp as *const f32, gp as *mut f32, p0 as i64, p1 as i64)
         };
     });
 }

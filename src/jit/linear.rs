@@ -9,6 +9,7 @@ use super::winograd::{WinoCall, transform_filter};
 use super::winograd_gradw::WinoGradW;
 use crate::ir::{Node, Params};
 use crate::ops::Op;
+use rayon::prelude::*;
 
 /// Where a kernel reads its `x` from.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -125,27 +126,12 @@ impl LinearPlan {
     pub fn pack(&mut self, params: &Params, node: &Node) {
         let w = params[node.params[0]].as_standard_layout();
         let w = w.as_slice().expect("standard layout");
-        pack_weight(w, self.a, self.b, self.taps, self.fwd.pack, self.fwd.pack_lanes, &mut self.packed_fwd);
-        pack_weight(
-            w,
-            self.a,
-            self.b,
-            self.taps,
-            self.bwd_in.pack,
-            self.bwd_in.pack_lanes,
-            &mut self.packed_bwd,
+        let abt = (self.a, self.b, self.taps);
+        // The two directions' layouts (and filter transforms) at once.
+        rayon::join(
+            || pack_direction(w, abt, &self.fwd, self.wino_fwd.as_ref(), &mut self.packed_fwd),
+            || pack_direction(w, abt, &self.bwd_in, self.wino_bwd.as_ref(), &mut self.packed_bwd),
         );
-        // The filter transforms, once per step (at inference, once per call).
-        for (wino, call, packed) in [
-            (&self.wino_fwd, &self.fwd, &mut self.packed_fwd),
-            (&self.wino_bwd, &self.bwd_in, &mut self.packed_bwd),
-        ] {
-            if let Some(wc) = wino {
-                let mut u = Vec::new();
-                transform_filter(wc.spec.tile, packed, wc.spec.ci, call.pack_lanes, &mut u);
-                *packed = u;
-            }
-        }
         if !self.bias {
             self.packed_bias.fill(0.0);
         }
@@ -167,14 +153,19 @@ impl LinearPlan {
         let Op::BatchNorm(bn) = &bn_node.op else { return };
         let p = |k: usize| &params[bn_node.params[k]];
         let lanes = self.fwd.pack_lanes;
-        for c in 0..self.a {
-            let scale = p(0)[c] / (p(3)[c] + bn.eps).sqrt();
+        let scale: Vec<f64> = (0..self.a).map(|c| p(0)[c] / (p(3)[c] + bn.eps).sqrt()).collect();
+        for (c, &sc) in scale.iter().enumerate() {
             let b = f64::from(self.packed_bias[c]);
-            self.packed_bias[c] = ((b - p(2)[c]) * scale + p(1)[c]) as f32;
-            for row in self.packed_fwd.chunks_mut(lanes) {
-                row[c] = (f64::from(row[c]) * scale) as f32;
-            }
+            self.packed_bias[c] = ((b - p(2)[c]) * sc + p(1)[c]) as f32;
         }
+        // Every row of output lanes scaled at once (rows in parallel, lanes contiguous).
+        self.packed_fwd.par_chunks_mut(lanes.max(1) * 64).for_each(|rows| {
+            for row in rows.chunks_mut(lanes.max(1)) {
+                for (v, &sc) in row.iter_mut().zip(&scale) {
+                    *v = (f64::from(*v) * sc) as f32;
+                }
+            }
+        });
     }
 
     /// Borrows transient scratch `k` from the pool, unless it is persistent.
@@ -239,17 +230,40 @@ impl LinearPlan {
     }
 }
 
+/// Packs `w` for the correlation `call` into `out`: its taps layout, or (Winograd) the
+/// transformed filter of that layout — once per step (at inference, once per call).
+fn pack_direction(
+    w: &[f64],
+    (a, b, taps): (usize, usize, usize),
+    call: &CorrCall,
+    wino: Option<&WinoCall>,
+    out: &mut Vec<f32>,
+) {
+    match wino {
+        Some(wc) => {
+            let mut packed = Vec::new();
+            pack_weight(w, a, b, taps, call.pack, call.pack_lanes, &mut packed);
+            transform_filter(wc.spec.tile, &packed, wc.spec.ci, call.pack_lanes, out);
+        }
+        None => pack_weight(w, a, b, taps, call.pack, call.pack_lanes, out),
+    }
+}
+
+/// `w[a][b][taps]` (f64) into `out[r][tap][lane]` (f32): `r` the reduced channel, `lane` the
+/// other one (lanes beyond it zero), taps flipped when the packing says; rows in parallel.
 fn pack_weight(w: &[f64], a: usize, b: usize, taps: usize, p: Packing, lanes: usize, out: &mut Vec<f32>) {
     let red = if p.reduce_axis0 { a } else { b };
     out.clear();
     out.resize(red * taps * lanes, 0.0);
-    for ia in 0..a {
-        for ib in 0..b {
+    out.par_chunks_mut((taps * lanes).max(1)).enumerate().for_each(|(r, row)| {
+        let other = if p.reduce_axis0 { b } else { a };
+        debug_assert!(other <= lanes, "every packing has a lane per channel");
+        for l in 0..other.min(lanes) {
+            let (ia, ib) = if p.reduce_axis0 { (r, l) } else { (l, r) };
             for t in 0..taps {
-                let (r, l) = if p.reduce_axis0 { (ia, ib) } else { (ib, ia) };
                 let tp = if p.flip { taps - 1 - t } else { t };
-                out[(r * taps + tp) * lanes + l] = w[(ia * b + ib) * taps + t] as f32;
+                row[tp * lanes + l] = w[(ia * b + ib) * taps + t] as f32;
             }
         }
-    }
+    });
 }

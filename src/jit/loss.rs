@@ -7,12 +7,14 @@ use super::codegen::Codegen;
 use super::exec::run_loss;
 use super::layout::Layout;
 use super::pointwise::{PointwiseKind, PointwiseSpec};
+use super::profile::LOSS;
 use super::unary::PointwiseCall;
 use super::{JitModel, Step};
 use crate::check::program::LossKind;
 use crate::ir::{Graph, Params, Value};
 use ndarray::ArrayD;
 use rayon::prelude::*;
+use std::time::Instant;
 
 /// The loss kernels of a graph's single node output (none otherwise: the converted path).
 pub(crate) struct LossKernels {
@@ -71,6 +73,7 @@ impl JitModel {
     /// logits) are computed on the buffers by a generated kernel (f32 sums within fixed chunks,
     /// added in f64 in chunk order); anything else on the converted output.
     pub fn loss_backward(&mut self, params: &Params, kind: LossKind, target: &ArrayD<f64>) -> (f64, Params) {
+        let started = Instant::now();
         let v = self.graph.outputs()[0];
         let single = self.graph.outputs().len() == 1;
         let loaded = self.target.len() == self.layout(v).len();
@@ -87,6 +90,7 @@ impl JitModel {
             } else {
                 crate::ops::loss::loss(kind, &y, target)
             };
+            self.profile_step_part(LOSS, started.elapsed().as_secs_f64(), 0.0);
             return (l, self.backward(params, &[dy]));
         };
         let l = self.layout(v);
@@ -129,10 +133,12 @@ impl JitModel {
         let t = &self.target;
         // Unmasked, the target stands in for the mask; the kernel does not read it.
         let mask: &[f32] = if masked { &self.mask } else { t };
+        let kernel = Instant::now();
         if let Some(f) = call.f {
             let y = if in_place { None } else { Some(self.buf(v)) };
             run_loss(f, &call.spec, (positions, chunk), y, t, mask, &coef, &mut g, &mut partials);
         }
+        let kernel_s = kernel.elapsed().as_secs_f64();
         let partials: Vec<f64> = partials.iter().map(|&p| f64::from(p)).collect();
         if in_place {
             let old = std::mem::replace(&mut self.grad_bufs[slot], g);
@@ -143,6 +149,7 @@ impl JitModel {
         self.nodes.iter_mut().for_each(|n| n.grad_written = false);
         self.nodes[o.index()].grad_written = true;
         let loss = if count > 0.0 { partials.iter().sum::<f64>() / count } else { 0.0 };
+        self.profile_step_part(LOSS, started.elapsed().as_secs_f64(), kernel_s);
         (loss, self.backward_seeded(params))
     }
 }

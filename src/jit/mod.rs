@@ -57,7 +57,7 @@ mod winograd_gradw;
 
 pub use codegen::{Blocking, OptLevel};
 pub use layout::{Layout, from_nhwc, to_nhwc};
-pub use profile::{NodeProfile, Profile};
+pub use profile::{LOSS, NodeProfile, OPTIMIZER, Profile, StepPartProfile};
 pub use winograd::ConvAlgorithm;
 
 use crate::interp::Cache;
@@ -102,8 +102,9 @@ impl Default for JitOptions {
 pub(crate) enum Step {
     /// The generated kernels.
     Linear(Box<LinearPlan>),
-    /// Folded into the linear node that produces its input.
-    FusedActivation,
+    /// Folded into the linear node that produces its input; backward, the derivative's mask
+    /// kernel, unless the consumer's input-gradient kernel applies it (`Fusion::mask_folded`).
+    FusedActivation(Option<Box<elementwise::FusedMask>>),
     /// A native loop.
     Native,
     /// The per-channel kernels of a batchnorm.
@@ -130,7 +131,7 @@ impl Step {
             | Step::Spatial(_)
             | Step::Unary(_)
             | Step::GroupNorm(_) => "kernels",
-            Step::FusedActivation => "fused",
+            Step::FusedActivation(_) => "fused",
             Step::Native => "native",
             Step::Reference => "reference",
         }
@@ -214,7 +215,12 @@ impl JitModel {
         let mut steps = Vec::with_capacity(layouts.len());
         for (node, f) in graph.nodes().iter().zip(&fusion) {
             let step = match node.op.lowering() {
-                _ if f.into_linear.is_some() => Step::FusedActivation,
+                _ if f.into_linear.is_some() => Step::FusedActivation(elementwise::fused_mask(
+                    &mut cg,
+                    node,
+                    f,
+                    layouts[node.id.index()],
+                )?),
                 Lowering::Linear => {
                     let io = (layout_of(node.inputs[0]), layouts[node.id.index()]);
                     let into = f.concat_in_place.map(|(cn, _)| layouts[cn.index()]);
@@ -250,6 +256,7 @@ impl JitModel {
                 Step::Spatial(p) => p.link(&cg),
                 Step::Unary(p) => p.link(&cg),
                 Step::GroupNorm(p) => p.link(&cg),
+                Step::FusedActivation(Some(m)) => m.call.link(&cg),
                 _ => {}
             }
         }

@@ -2,9 +2,10 @@
 //! kernels of [`super::pointwise`]: forward `y = f(x)` and backward `dx = dy·f'` from the output
 //! (sigmoid, tanh, softmax) or the input (silu); dropout multiplies by its mask both ways.
 //!
-//! Dropout's mask is drawn from the forward pass's random stream in the interpreter's order
-//! (NCHW, one `f64` per element, only while training with p > 0), so both backends drop the same
-//! elements for the same seed; the kernels apply it.
+//! Dropout's mask is counter-based (`ops::dropout::kept`): the node's seed is drawn from the
+//! forward pass's random stream as the interpreter draws it (only while training with p > 0),
+//! then every element by its NCHW index, in parallel — so both backends drop the same elements
+//! for the same seed, whatever the thread count; the kernels apply it.
 
 use super::codegen::Codegen;
 use super::exec::{BACKWARD, FORWARD, run_pointwise};
@@ -14,7 +15,9 @@ use super::{JitModel, Step};
 use crate::ir::{Node, NodeId, Value};
 use crate::ops::Op;
 use crate::ops::activation::Activation;
+use crate::ops::dropout;
 use rand::Rng;
+use rayon::prelude::*;
 use std::time::Instant;
 
 /// One generated point-wise kernel and its spec.
@@ -113,19 +116,24 @@ impl UnaryPlan {
         )
     }
 
-    /// Draws dropout's mask from `rng` in the interpreter's order (NCHW, one f64 per element).
+    /// Draws dropout's mask: the node's seed from `rng` (as the interpreter draws it), then
+    /// every element by its NCHW index ([`dropout::kept`]), positions in parallel.
     fn draw_mask(&mut self, p: f64, rng: &mut dyn rand::RngCore) {
         let l = self.layout;
+        let seed = rng.random::<u64>();
         let keep = (1.0 / (1.0 - p)) as f32;
         let hw = l.h * l.w;
-        for n in 0..l.n {
-            for c in 0..l.c {
-                for pos in 0..hw {
-                    let kept = rng.random::<f64>() >= p;
-                    self.mask[(n * hw + pos) * l.cs + c] = if kept { keep } else { 0.0 };
+        const POSITIONS: usize = 1024;
+        self.mask.par_chunks_mut(POSITIONS * l.cs).enumerate().for_each(|(k, m)| {
+            for (j, lanes) in m.chunks_exact_mut(l.cs).enumerate() {
+                let q = k * POSITIONS + j;
+                let (n, pos) = (q / hw, q % hw);
+                for (c, v) in lanes.iter_mut().enumerate() {
+                    let i = ((n * l.c + c) * hw + pos) as u64;
+                    *v = if c < l.c && dropout::kept(seed, i, p) { keep } else { 0.0 };
                 }
             }
-        }
+        });
     }
 }
 

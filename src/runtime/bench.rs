@@ -100,7 +100,12 @@ pub fn bench(
             }
             e => e.train_step(&mut params, &inputs, &target, LossKind::Mse, i as u64).1,
         };
+        let update = Instant::now();
         optim::step(&program.optimizer, &mut opt, &mut params, &grads, &trainable);
+        // The update is part of the step the profile accounts for (outside generated code).
+        if let Engine::Jit(j) = &mut engine {
+            j.profile_step_part(crate::jit::OPTIMIZER, update.elapsed().as_secs_f64(), 0.0);
+        }
         if i >= warmup {
             train.push(t.elapsed().as_secs_f64() * 1e3);
         }

@@ -10,6 +10,7 @@
 
 use crate::check::program::{OptimizerKind, OptimizerSpec};
 use ndarray::ArrayD;
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 /// Optimizer state: the step count and, per parameter, its slots (sgd: momentum buffer;
@@ -34,7 +35,13 @@ impl OptState {
     }
 }
 
+/// Elements per parallel task of the update (and the least a parameter needs to be split).
+const CHUNK: usize = 4096;
+
 /// One optimizer step over every trainable parameter (`trainable[i]` false: left alone).
+/// Parameters, and chunks of large ones, are updated in parallel: every element's update reads
+/// only its own slots, so the result does not depend on the thread count; the clipping norm
+/// sums each parameter in its order and the parameters in theirs (also thread-independent).
 pub fn step(
     spec: &OptimizerSpec,
     state: &mut OptState,
@@ -44,30 +51,58 @@ pub fn step(
 ) {
     state.t += 1;
     let t = state.t as i32;
-    let norm = grads
-        .iter()
-        .zip(trainable)
-        .filter(|(_, tr)| **tr)
-        .map(|(g, _)| g.iter().map(|v| v * v).sum::<f64>())
-        .sum::<f64>()
-        .sqrt();
     let scale = match spec.clip {
-        Some(c) if norm > c => c / norm,
-        _ => 1.0,
-    };
-    let wd = spec.weight_decay;
-    for (i, (theta, grad)) in params.iter_mut().zip(grads).enumerate() {
-        if !trainable[i] {
-            continue;
+        Some(c) => {
+            let sums: Vec<f64> = grads
+                .par_iter()
+                .zip(trainable)
+                .map(|(g, &tr)| if tr { g.iter().map(|v| v * v).sum::<f64>() } else { 0.0 })
+                .collect();
+            let norm = sums.iter().zip(trainable).filter(|(_, tr)| **tr).map(|(s, _)| s).sum::<f64>().sqrt();
+            if norm > c { c / norm } else { 1.0 }
         }
-        let slots = &mut state.slots[i];
-        let theta = theta.as_slice_mut().expect("parameters are contiguous");
-        let grad = grad.as_standard_layout();
-        let grad = grad.as_slice().expect("standard layout");
-        let g_at = |j: usize, th: f64| grad[j] * scale + wd * th;
-        match spec.kind {
+        None => 1.0,
+    };
+    let rule = Rule { kind: spec.kind.clone(), scale, wd: spec.weight_decay, t };
+    params.par_iter_mut().zip(grads).zip(&mut state.slots).zip(trainable).for_each(
+        |(((theta, grad), slots), &trainable)| {
+            if !trainable {
+                return;
+            }
+            let theta = theta.as_slice_mut().expect("parameters are contiguous");
+            let grad = grad.as_standard_layout();
+            let grad = grad.as_slice().expect("standard layout");
+            let (first, rest) = slots.split_at_mut(1);
+            let s0 = first[0].chunks_mut(CHUNK);
+            // adam's second moment; the other rules have one slot.
+            let s1: Vec<Option<&mut [f64]>> = match rest.first_mut() {
+                Some(v) => v.chunks_mut(CHUNK).map(Some).collect(),
+                None => (0..theta.len().div_ceil(CHUNK)).map(|_| None).collect(),
+            };
+            theta
+                .par_chunks_mut(CHUNK)
+                .zip(grad.par_chunks(CHUNK))
+                .zip(s0.collect::<Vec<_>>())
+                .zip(s1)
+                .for_each(|(((th, g), s0), s1)| rule.apply(th, g, s0, s1));
+        },
+    );
+}
+
+/// The update of one element range, with the step's clip scale, weight decay and step count.
+struct Rule {
+    kind: OptimizerKind,
+    scale: f64,
+    wd: f64,
+    t: i32,
+}
+
+impl Rule {
+    fn apply(&self, theta: &mut [f64], grad: &[f64], s0: &mut [f64], s1: Option<&mut [f64]>) {
+        let g_at = |j: usize, th: f64| grad[j] * self.scale + self.wd * th;
+        match self.kind {
             OptimizerKind::Sgd { lr, momentum, nesterov } => {
-                let buf = &mut slots[0];
+                let buf = s0;
                 for j in 0..theta.len() {
                     let g = g_at(j, theta[j]);
                     // PyTorch starts the buffer at g on the first step; with buf = 0 that is the same.
@@ -77,7 +112,7 @@ pub fn step(
                 }
             }
             OptimizerKind::Adagrad { lr, eps } => {
-                let r = &mut slots[0];
+                let r = s0;
                 for j in 0..theta.len() {
                     let g = g_at(j, theta[j]);
                     r[j] += g * g;
@@ -85,7 +120,7 @@ pub fn step(
                 }
             }
             OptimizerKind::RmsProp { lr, rho, eps } => {
-                let r = &mut slots[0];
+                let r = s0;
                 for j in 0..theta.len() {
                     let g = g_at(j, theta[j]);
                     r[j] = rho * r[j] + (1.0 - rho) * g * g;
@@ -93,9 +128,8 @@ pub fn step(
                 }
             }
             OptimizerKind::Adam { lr, rho1, rho2, eps } => {
-                let (c1, c2) = (1.0 - rho1.powi(t), 1.0 - rho2.powi(t));
-                let (m, rest) = slots.split_at_mut(1);
-                let (m, v) = (&mut m[0], &mut rest[0]);
+                let (c1, c2) = (1.0 - rho1.powi(self.t), 1.0 - rho2.powi(self.t));
+                let (m, v) = (s0, s1.expect("adam keeps two slots"));
                 for j in 0..theta.len() {
                     let g = g_at(j, theta[j]);
                     m[j] = rho1 * m[j] + (1.0 - rho1) * g;
