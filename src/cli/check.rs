@@ -16,7 +16,7 @@ fn training_data_rms(program: &Program, file: &Path) -> Option<f64> {
     let set = train::load_data(program, &base).ok()?;
     let denoising =
         spec.loss != check::program::LossKind::CrossEntropy && set.inputs.shape() == set.targets.shape();
-    Some(set.levels(!(denoising && spec.target.is_none())).clipped_rms)
+    set.levels(!(denoising && spec.target.is_none())).ok().map(|l| l.clipped_rms)
 }
 
 pub fn run(file: &Path, format: Format, weights: Option<&Path>) -> ExitCode {

@@ -50,6 +50,9 @@ pub struct AddedNoise {
 /// The draw of the noise that `Dataset::inputs` holds: validation always sees this one.
 pub const NOISE_FIXED: u64 = 0;
 
+/// Patches of a file read to measure the level of its noisy inputs ([`Dataset::levels`]).
+pub const LEVEL_PATCHES: usize = 256;
+
 impl AddedNoise {
     /// Adds draw `draw` of this noise for sample `index` to `sample` (a clean sample).
     pub fn add_to(&self, sample: ndarray::ArrayViewMutD<f64>, index: usize, draw: u64) {
@@ -135,11 +138,22 @@ impl Dataset {
 
     /// The level of the data the model sees (the targets, or the inputs when `of_inputs`), as
     /// inference measures a file's: see [`Levels`].
-    pub fn levels(&self, of_inputs: bool) -> Levels {
-        match (&self.file, self.file_peak_to_rms) {
-            // Divided by its own clipped RMS (`FilePatches::scale`): 1.
-            (Some(_), Some(crest)) => Levels { clipped_rms: 1.0, peak_to_rms: crest },
-            _ => Levels::of(if of_inputs { &self.inputs } else { &self.targets }),
+    ///
+    /// A file's patches are divided by the file's clipped RMS (`FilePatches::scale`), so their
+    /// level is 1 — unless the model sees them with noise added, which raises it: that level is
+    /// measured on up to [`LEVEL_PATCHES`] evenly spaced patches with the fixed noise draw (what
+    /// the in-memory path measures on all of them), read from the file.
+    pub fn levels(&self, of_inputs: bool) -> Result<Levels, String> {
+        match (&self.file, self.file_peak_to_rms, &self.patches) {
+            (Some(_), Some(crest), Some(index)) if of_inputs && self.noise.is_some() && !index.is_empty() => {
+                let n = index.len();
+                let k = n.min(LEVEL_PATCHES);
+                let idx: Vec<usize> = (0..k).map(|i| i * n / k).collect();
+                let (noisy, _) = self.batch_with_noise(&idx, NOISE_FIXED)?;
+                Ok(Levels { clipped_rms: Levels::of(&noisy).clipped_rms, peak_to_rms: crest })
+            }
+            (Some(_), Some(crest), _) => Ok(Levels { clipped_rms: 1.0, peak_to_rms: crest }),
+            _ => Ok(Levels::of(if of_inputs { &self.inputs } else { &self.targets })),
         }
     }
 }

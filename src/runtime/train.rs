@@ -468,7 +468,7 @@ pub fn train_with(
     // measures a file's the same way and scales it to this. A self-supervised model learned
     // from the noisy inputs: their level is what it expects.
     let supervised_denoiser = denoising && spec.target.is_none();
-    let levels = dataset.levels(!supervised_denoiser);
+    let levels = dataset.levels(!supervised_denoiser).map_err(TrainError::Io)?;
     let data_rms = levels.clipped_rms;
     // What the model saw, so `infer` can say when a file is far from it: the sample interval
     // and the ratio of the largest amplitude to the RMS.
