@@ -236,6 +236,12 @@ fn dead_traces_come_back_unchanged() {
     assert_eq!(y.row(25), x32.row(25));
     // Live traces were denoised (changed).
     assert!(y.row(5).iter().zip(x32.row(5)).any(|(a, b)| a != b));
+    // `--no-pass-through` denoises dead traces too: the model alone (biases 0.1) fills them.
+    let (code, _, err) = infer(&file, &weights, &input, &output, &["--no-pass-through"]);
+    assert_eq!(code, 0, "{err}");
+    let y = read(&output);
+    assert!(y.row(9).iter().any(|&v| v != 0.0), "all-zero dead trace passed through");
+    assert!(y.row(25).iter().zip(x32.row(25)).any(|(a, b)| a != b), "header-dead trace passed through");
 }
 
 #[test]

@@ -439,7 +439,8 @@ impl Context<'_, '_> {
     }
 
     /// Writes `values` (`[samples, count]`, scaled) as traces `first..` with the input's headers
-    /// (or hands them, in the file's units, to a consumer); dead traces as they were.
+    /// (or hands them, in the file's units, to a consumer); dead traces as they were unless
+    /// `--no-pass-through`.
     fn write_columns(&mut self, sink: &mut Sink, first: usize, values: &Array2<f64>) -> Result<(), String> {
         let count = values.ncols();
         let mut raw = Vec::new();
@@ -449,7 +450,8 @@ impl Context<'_, '_> {
         let to_file = matches!(sink, Sink::File(_));
         let mut block = Array2::zeros(if to_file { (0, 0) } else { (self.input.samples, count) });
         for (j, trace) in raw.chunks_exact_mut(tb).enumerate() {
-            if is_dead(trace, self.input) {
+            // (`--no-pass-through`: dead traces get the model's output too, as in memory.)
+            if is_dead(trace, self.input) && self.hygiene.pass_through {
                 if !to_file {
                     self.input.decode_samples(trace, &mut column);
                     block.column_mut(j).iter_mut().zip(&column).for_each(|(b, &c)| *b = c);
