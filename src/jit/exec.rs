@@ -339,7 +339,12 @@ impl JitModel {
             }
         }
         // Weight gradient over fixed row chunks, summed in chunk order. Its operands: `gx`
-        // reduced over, `gd` the per-position lanes (see `LinearKind`).
+        // reduced over, `gd` the per-position lanes (see `LinearKind`). A forward that read x in
+        // place left no padded x: it is made now.
+        if let Some((k, sc)) = plan.gradw_scatter {
+            plan.lend(k, &mut self.pool);
+            sc.run(self.buf(x_ref), &mut plan.scratch[k]);
+        }
         let gx: &[f32] = match plan.gradw_x {
             Src::Value => self.buf(x_ref),
             Src::Scratch(k) => &plan.scratch[k],

@@ -62,16 +62,14 @@ impl Scratch {
 }
 
 /// A zero-padding scatter of `src` by `p` into scratch (persistent or not), or the value itself
-/// when there is no padding. The padded buffer is at least `min` (height, width) large, zeros
-/// past the padding (a Winograd correlation reads whole tiles).
+/// when there is no padding.
 fn padded_source(
     src: Layout,
     p: [usize; 2],
-    min: (usize, usize),
     persistent: bool,
     scratch: &mut Scratch,
 ) -> (Layout, Src, Option<(usize, Scatter)>) {
-    let padded = Layout { h: (src.h + 2 * p[0]).max(min.0), w: (src.w + 2 * p[1]).max(min.1), ..src };
+    let padded = Layout { h: src.h + 2 * p[0], w: src.w + 2 * p[1], ..src };
     if padded.h == src.h && padded.w == src.w {
         return (padded, Src::Value, None);
     }
@@ -105,12 +103,8 @@ pub(crate) fn plan_linear(
         let pack_lanes = spec.geo.co4;
         CorrCall { handle: None, f: None, spec, pack, pack_lanes }
     };
-    // A Winograd form of correlation `geo` when the options and the cost model choose one; its
-    // input must then be padded to whole tiles (`winograd::padded_extent`).
+    // A Winograd form of correlation `geo` when the options and the cost model choose one.
     let wino_tile = |geo: &Geometry| winograd::choose(options.conv, geo);
-    let extent = |t: Option<winograd::Tile>, ho: usize, wo: usize| {
-        t.map_or((0, 0), |t| winograd::padded_extent(t, ho, wo))
-    };
     // Weights `[a, b, taps]` read as `[b][tap][a]` (forward of conv and dense), or as
     // `[a][tap][b]` (their input gradients; upconv's weight is `[in, out, taps]`), taps reversed
     // where the correlation runs the other way.
@@ -124,6 +118,7 @@ pub(crate) fn plan_linear(
         fwd: CorrCall,
         fwd_src: Src,
         fwd_scatter: Option<(usize, Scatter)>,
+        gradw_scatter: Option<(usize, Scatter)>,
         fwd_rows: usize,
         bwd_in: CorrCall,
         bwd_src: Src,
@@ -142,14 +137,20 @@ pub(crate) fn plan_linear(
         Op::Conv(c) => {
             let (k, s, p, d) =
                 (window2(&c.kernel, 1), window2(&c.stride, 1), window2(&c.pad, 0), window2(&c.dilation, 1));
-            // forward: x zero-padded by p (kept for the weight gradient)
-            let unpadded = Layout { h: x.h + 2 * p[0], w: x.w + 2 * p[1], ..x };
+            // forward: x zero-padded by p (kept for the weight gradient) for the direct kernel;
+            // a Winograd forward reads x in place (its input transform knows where the zeros
+            // are), and the padded x is then made for the direct weight gradient only, in the
+            // backward pass (transient).
+            let padded_geo = geometry(Layout { h: x.h + 2 * p[0], w: x.w + 2 * p[1], ..x }, y, k, s, d);
             // A conv writing into a concat's slice stays direct (Winograd's output transform
             // stores with the layer's own channel stride).
-            let fwd_tile = wino_tile(&geometry(unpadded, y, k, s, d)).filter(|_| into.is_none());
-            let (padded, fwd_src, fwd_scatter) =
-                padded_source(x, p, extent(fwd_tile, y.h, y.w), true, &mut scratch);
-            let geo = geometry(padded, y, k, s, d);
+            let fwd_tile = wino_tile(&padded_geo).filter(|_| into.is_none());
+            let (_, padded_src, pad_x) = padded_source(x, p, fwd_tile.is_none(), &mut scratch);
+            let (fwd_src, fwd_scatter, gradw_scatter) = match fwd_tile {
+                Some(_) => (Src::Value, None, pad_x),
+                None => (padded_src, pad_x, None),
+            };
+            let geo = padded_geo;
             // Into a concat: rows of the concat's stride (the weight gradient reads this
             // layer's own dy, so its geometry keeps `y`'s).
             let fwd_geo = Geometry { cso: into.map_or(y.cs, |l| l.cs), ..geo.clone() };
@@ -159,30 +160,44 @@ pub(crate) fn plan_linear(
                 Some(_) => replaced(fwd_spec, pack(false, false)),
                 None => corr(fwd_spec, pack(false, false))?,
             };
-            // input gradient: dy interleaved (stride) and shifted, then a stride-1 correlation
+            // input gradient: dy interleaved (stride) and shifted, then a stride-1 correlation;
+            // a Winograd input gradient of a stride-1 conv reads dy in place, shifted.
             let z = Layout { h: x.h + d[0] * (k[0] - 1), w: x.w + d[1] * (k[1] - 1), ..y };
-            let bwd_tile = wino_tile(&geometry(z, x, k, [1, 1], d));
-            let (zh, zw) = extent(bwd_tile, x.h, x.w);
-            let z = Layout { h: z.h.max(zh), w: z.w.max(zw), ..z };
-            let kz = scratch.add(z, false);
-            let off = |a: usize| (d[a] * (k[a] - 1)) as i64 - p[a] as i64;
             let bwd_geo = geometry(z, x, k, [1, 1], d);
+            let bwd_tile = wino_tile(&bwd_geo);
+            let off = |a: usize| (d[a] * (k[a] - 1)) as i64 - p[a] as i64;
+            let dy_in_place = bwd_tile.is_some() && s == [1, 1];
+            let (bwd_src, bwd_scatter) = if dy_in_place {
+                (Src::Value, None)
+            } else {
+                let kz = scratch.add(z, false);
+                (Src::Scratch(kz), Some((kz, Scatter { src: y, dst: z, s, off: [off(0), off(1)] })))
+            };
             let bwd_spec = CorrSpec { geo: bwd_geo.clone(), bias: false, epilogue: bwd_epilogue };
             let bwd_in = match bwd_tile {
                 Some(_) => replaced(bwd_spec, pack(true, true)),
                 None => corr(bwd_spec, pack(true, true))?,
             };
-            let mut wino = |t: Option<winograd::Tile>, geo: &Geometry, bias: bool, e| {
+            let mut wino = |t: Option<winograd::Tile>,
+                            geo: &Geometry,
+                            bias: bool,
+                            e,
+                            src: Option<(Layout, [i64; 2])>| {
                 t.map(|t| {
                     let spec = WinoSpec::new(t, geo, x.n, bias, e);
+                    let spec = match src {
+                        Some((l, o)) => spec.reading(l, o),
+                        None => spec,
+                    };
                     let flat = Layout { n: 1, h: 1, w: spec.scratch_len(), c: 1, cs: 1 };
                     let k = scratch.add(flat, false);
                     WinoCall::generate(cg, spec, options.corr_blocking, k)
                 })
                 .transpose()
             };
-            wino_fwd = wino(fwd_tile, &geo, fwd_bias, epilogue)?;
-            wino_bwd = wino(bwd_tile, &bwd_geo, false, bwd_epilogue)?;
+            wino_fwd = wino(fwd_tile, &geo, fwd_bias, epilogue, Some((x, [p[0] as i64, p[1] as i64])))?;
+            let dy_src = dy_in_place.then_some((y, [off(0), off(1)]));
+            wino_bwd = wino(bwd_tile, &bwd_geo, false, bwd_epilogue, dy_src)?;
             Family {
                 kind: LinearKind::Direct,
                 out: c.out,
@@ -191,13 +206,14 @@ pub(crate) fn plan_linear(
                 fwd,
                 fwd_src,
                 fwd_scatter,
+                gradw_scatter,
                 fwd_rows: y.rows(),
                 bwd_in,
-                bwd_src: Src::Scratch(kz),
-                bwd_scatter: Some((kz, Scatter { src: y, dst: z, s, off: [off(0), off(1)] })),
+                bwd_src,
+                bwd_scatter,
                 bwd_rows: x.rows(),
                 gradw_spec: GradWSpec { geo, bias: c.bias },
-                gradw_x: fwd_src,
+                gradw_x: padded_src,
                 gradw_rows: y.rows(),
                 gradw_chunk_rows: chunk_rows(&y),
                 bias_chunk_rows: chunk_rows(&y),
@@ -232,6 +248,7 @@ pub(crate) fn plan_linear(
                 fwd,
                 fwd_src: Src::Value,
                 fwd_scatter: None,
+                gradw_scatter: None,
                 fwd_rows: x.rows(),
                 bwd_in,
                 bwd_src: Src::Scratch(t_bwd),
@@ -274,6 +291,7 @@ pub(crate) fn plan_linear(
                 fwd,
                 fwd_src: Src::Scratch(kz),
                 fwd_scatter: Some((kz, Scatter { src: x, dst: z, s, off: [off(0), off(1)] })),
+                gradw_scatter: None,
                 fwd_rows: y.rows(),
                 bwd_in,
                 bwd_src: Src::Scratch(kp),
@@ -307,6 +325,7 @@ pub(crate) fn plan_linear(
                 fwd,
                 fwd_src: Src::Value,
                 fwd_scatter: None,
+                gradw_scatter: None,
                 fwd_rows: 1,
                 bwd_in,
                 bwd_src: Src::Value,
@@ -334,6 +353,7 @@ pub(crate) fn plan_linear(
         fwd: f.fwd,
         fwd_src: f.fwd_src,
         fwd_scatter: f.fwd_scatter,
+        gradw_scatter: f.gradw_scatter,
         fwd_rows: f.fwd_rows,
         bwd_in: f.bwd_in,
         bwd_src: f.bwd_src,

@@ -17,8 +17,8 @@ use cranelift_codegen::ir::{InstBuilder, Value};
 use cranelift_frontend::FunctionBuilder;
 use std::collections::HashMap;
 
-/// `fn(x, v, row0, row1)`: tile rows `row0..row1` (`n·th + tile row`) of the padded input `x`
-/// into `v`, the chunk's transformed tiles (tile row `row0` first).
+/// `fn(x, v, row0, row1)`: tile rows `row0..row1` (`n·th + tile row`) of the input `x` (read in
+/// place, zeros around it) into `v`, the chunk's transformed tiles (tile row `row0` first).
 pub type InputFn = unsafe extern "C" fn(*const f32, *mut f32, i64, i64);
 /// `fn(m, bias, y, mask, row0, row1)`: the chunk's products `m` (tile row `row0` first) into the
 /// output rows of tile rows `row0..row1`.
@@ -37,10 +37,18 @@ impl Consts {
     }
 }
 
-/// `Σ coef[k]·vals[k]` with the zero coefficients skipped and ±1 as additions.
-fn lin_comb(b: &mut FunctionBuilder, k: &mut Consts, has_fma: bool, coef: &[f64], vals: &[Value]) -> Value {
+/// `Σ coef[k]·vals[k]` with the zero coefficients and the known zeros (`None`: inputs outside
+/// the source) skipped and ±1 as additions; `None` when every term is zero.
+fn lin_comb(
+    b: &mut FunctionBuilder,
+    k: &mut Consts,
+    has_fma: bool,
+    coef: &[f64],
+    vals: &[Option<Value>],
+) -> Option<Value> {
     let mut acc: Option<Value> = None;
     for (&c, &v) in coef.iter().zip(vals) {
+        let Some(v) = v else { continue };
         if c == 0.0 {
             continue;
         }
@@ -59,25 +67,25 @@ fn lin_comb(b: &mut FunctionBuilder, k: &mut Consts, has_fma: bool, coef: &[f64]
             }
         });
     }
-    acc.unwrap_or_else(|| k.get(b, 0.0))
+    acc
 }
 
-/// `L · d · Lᵀ` for `d` of `cols × cols` values (row-major) and `L` of `rows × cols`, only the
-/// first `keep.0 × keep.1` results.
+/// `L · d · Lᵀ` for `d` of `cols × cols` values (row-major; `None` a known zero) and `L` of
+/// `rows × cols`, only the first `keep.0 × keep.1` results (`None` where the result is zero).
 fn sandwich(
     b: &mut FunctionBuilder,
     k: &mut Consts,
     has_fma: bool,
     l: &[f64],
     (rows, cols): (usize, usize),
-    d: &[Value],
+    d: &[Option<Value>],
     keep: (usize, usize),
-) -> Vec<Value> {
+) -> Vec<Option<Value>> {
     // t = L · d   (rows × cols)
     let mut t = Vec::with_capacity(keep.0 * cols);
     for i in 0..keep.0 {
         for j in 0..cols {
-            let column: Vec<Value> = (0..cols).map(|q| d[q * cols + j]).collect();
+            let column: Vec<Option<Value>> = (0..cols).map(|q| d[q * cols + j]).collect();
             t.push(lin_comb(b, k, has_fma, &l[i * cols..(i + 1) * cols], &column));
         }
     }
@@ -102,45 +110,130 @@ fn first_row(b: &mut FunctionBuilder, r: Value, th: usize, m: usize, h: usize) -
     (b.ins().iadd(nh, tm), t_h)
 }
 
-/// The input-transform kernel body ([`InputFn`]).
+/// For each tile row (or column) `t` of `count`, which of its α input rows (columns) lie inside
+/// the source: source index `t·m + i − off` in `0..len`. The others are the zero padding.
+fn inside(count: usize, m: usize, alpha: usize, off: i64, len: usize) -> Vec<Vec<bool>> {
+    (0..count)
+        .map(|t| {
+            (0..alpha)
+                .map(|i| {
+                    let s = (t * m + i) as i64 - off;
+                    s >= 0 && s < len as i64
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// The input-transform kernel body ([`InputFn`]). The source is read where it is: tile inputs
+/// outside it (the zero padding, and the rows and columns past it that whole tiles cover) are
+/// known zeros at generation time, so they are neither loaded nor multiplied. Which inputs
+/// those are depends only on the tile's row and column: the tile columns whose inputs all lie
+/// inside run in one loop, every border column is emitted on its own with its pattern, and each
+/// tile row branches to the body of its row pattern (interior rows share one).
 pub(crate) fn emit_input(b: &mut FunctionBuilder, p: &[Value], spec: &WinoSpec, has_fma: bool) {
     let (x, v, row0, row1) = (p[0], p[1], p[2], p[3]);
     let (m, a) = (spec.tile.m(), spec.tile.alpha());
     let bt = spec.tile.bt();
-    let (ci4, tw) = (spec.ci4(), spec.tw());
+    let (ci4, tw, th) = (spec.ci4(), spec.tw(), spec.th());
     let point_bytes = (spec.chunk_tiles() * ci4 * 4) as i64;
+    let pos_bytes = (spec.csx * 4) as i64;
+    let row_bytes = spec.wp as i64 * pos_bytes;
+    let rows_in = inside(th, m, a, spec.off[0], spec.hp);
+    let cols_in = inside(tw, m, a, spec.off[1], spec.wp);
+    let full = vec![true; a];
+    // The tile columns with every input inside are one contiguous run.
+    let interior: Vec<usize> = (0..tw).filter(|&t| cols_in[t] == full).collect();
+    let (c0, c1) = match (interior.first(), interior.last()) {
+        (Some(&f), Some(&l)) => (f, l + 1),
+        _ => (tw, tw),
+    };
     counted_loop(b, row0, row1, 1, |b, r| {
-        let (xr, _) = first_row(b, r, spec.th(), m, spec.hp);
-        let xoff = b.ins().imul_imm_s(xr, (spec.wp * spec.csx * 4) as i64);
+        let n = b.ins().udiv_imm_s(r, th as i64);
+        let nth = b.ins().imul_imm_s(n, th as i64);
+        let t_h = b.ins().isub(r, nth);
+        // Source row n·hp + t_h·m − off₀, column −off₁: the tile's first input, which may lie
+        // outside `x` (only inputs inside are loaded).
+        let nh = b.ins().imul_imm_s(n, spec.hp as i64);
+        let tm = b.ins().imul_imm_s(t_h, m as i64);
+        let sr = b.ins().iadd(nh, tm);
+        let xoff = b.ins().imul_imm_s(sr, row_bytes);
+        let xoff = b.ins().iadd_imm_s(xoff, -spec.off[0] * row_bytes - spec.off[1] * pos_bytes);
         let xrow = b.ins().iadd(x, xoff);
         let local = b.ins().isub(r, row0);
         let voff = b.ins().imul_imm_s(local, (tw * ci4 * 4) as i64);
         let vrow = b.ins().iadd(v, voff);
-        let zero = b.ins().iconst(PTR, 0);
-        let end = b.ins().iconst(PTR, tw as i64);
-        counted_loop(b, zero, end, 1, |b, t| {
-            let xo = b.ins().imul_imm_s(t, (m * spec.csx * 4) as i64);
-            let xt = b.ins().iadd(xrow, xo);
-            let vo = b.ins().imul_imm_s(t, (ci4 * 4) as i64);
-            let vt = b.ins().iadd(vrow, vo);
-            let zero = b.ins().iconst(PTR, 0);
-            let end = b.ins().iconst(PTR, (ci4 * 4) as i64);
-            counted_loop(b, zero, end, 16, |b, cb| {
-                let xb = b.ins().iadd(xt, cb);
-                let vb = b.ins().iadd(vt, cb);
-                let mut k = Consts(HashMap::new());
-                let d: Vec<Value> = (0..a * a)
-                    .map(|q| {
-                        let off = (((q / a) * spec.wp + q % a) * spec.csx * 4) as i32;
-                        b.ins().load(F32X4, flags(), xb, off)
-                    })
-                    .collect();
-                let out = sandwich(b, &mut k, has_fma, bt, (a, a), &d, (a, a));
-                for (q, &val) in out.iter().enumerate() {
-                    b.ins().store(flags(), val, vb, (q as i64 * point_bytes) as i32);
-                }
-            });
-        });
+        // The tiles of one tile row whose inputs in rows `rin` are inside.
+        let row_of_tiles = |b: &mut FunctionBuilder, rin: &[bool]| {
+            let tile = |b: &mut FunctionBuilder, t: Value, cin: &[bool]| {
+                let xo = b.ins().imul_imm_s(t, m as i64 * pos_bytes);
+                let xt = b.ins().iadd(xrow, xo);
+                let vo = b.ins().imul_imm_s(t, (ci4 * 4) as i64);
+                let vt = b.ins().iadd(vrow, vo);
+                let zero = b.ins().iconst(PTR, 0);
+                let end = b.ins().iconst(PTR, (ci4 * 4) as i64);
+                counted_loop(b, zero, end, 16, |b, cb| {
+                    let xb = b.ins().iadd(xt, cb);
+                    let vb = b.ins().iadd(vt, cb);
+                    let mut k = Consts(HashMap::new());
+                    let d: Vec<Option<Value>> = (0..a * a)
+                        .map(|q| {
+                            let (i, j) = (q / a, q % a);
+                            let off = (i as i64 * row_bytes + j as i64 * pos_bytes) as i32;
+                            (rin[i] && cin[j]).then(|| b.ins().load(F32X4, flags(), xb, off))
+                        })
+                        .collect();
+                    let out = sandwich(b, &mut k, has_fma, bt, (a, a), &d, (a, a));
+                    for (q, &val) in out.iter().enumerate() {
+                        let val = val.unwrap_or_else(|| k.get(b, 0.0));
+                        b.ins().store(flags(), val, vb, (q as i64 * point_bytes) as i32);
+                    }
+                });
+            };
+            for t in (0..c0).chain(c1..tw) {
+                let tv = b.ins().iconst(PTR, t as i64);
+                tile(b, tv, &cols_in[t]);
+            }
+            if c1 > c0 {
+                let start = b.ins().iconst(PTR, c0 as i64);
+                let end = b.ins().iconst(PTR, c1 as i64);
+                counted_loop(b, start, end, 1, |b, t| tile(b, t, &full));
+            }
+        };
+        // One body per distinct row pattern; tile rows with a border pattern branch to theirs,
+        // all others fall through to the interior body.
+        let mut patterns: Vec<&Vec<bool>> = vec![];
+        for rin in &rows_in {
+            if !patterns.contains(&rin) {
+                patterns.push(rin);
+            }
+        }
+        if patterns.len() == 1 {
+            row_of_tiles(b, patterns[0]);
+            return;
+        }
+        let merge = b.create_block();
+        let bodies: Vec<_> = patterns.iter().map(|_| b.create_block()).collect();
+        let body_of = |rin: &Vec<bool>| patterns.iter().position(|p| *p == rin).unwrap_or(0);
+        // The body tile rows reach without a test: the interior's, or else the last row's.
+        let fallback = patterns.iter().position(|p| **p == full).unwrap_or_else(|| body_of(&rows_in[th - 1]));
+        for (t, rin) in rows_in.iter().enumerate() {
+            let k = body_of(rin);
+            if k == fallback {
+                continue;
+            }
+            let next = b.create_block();
+            let is = b.ins().icmp_imm_s(IntCC::Equal, t_h, t as i64);
+            b.ins().brif(is, bodies[k], &[], next, &[]);
+            b.switch_to_block(next);
+        }
+        b.ins().jump(bodies[fallback], &[]);
+        for (k, rin) in patterns.iter().enumerate() {
+            b.switch_to_block(bodies[k]);
+            row_of_tiles(b, rin);
+            b.ins().jump(merge, &[]);
+        }
+        b.switch_to_block(merge);
     });
 }
 
@@ -174,8 +267,8 @@ pub(crate) fn emit_output(b: &mut FunctionBuilder, p: &[Value], spec: &WinoSpec,
                 let dst = b.ins().iadd(yt, cb);
                 let mdst = b.ins().iadd(mt, cb);
                 let mut k = Consts(HashMap::new());
-                let d: Vec<Value> = (0..a * a)
-                    .map(|q| b.ins().load(F32X4, flags(), src, (q as i64 * point_bytes) as i32))
+                let d: Vec<Option<Value>> = (0..a * a)
+                    .map(|q| Some(b.ins().load(F32X4, flags(), src, (q as i64 * point_bytes) as i32)))
                     .collect();
                 let out = sandwich(b, &mut k, has_fma, at, (m, a), &d, (rv, cv));
                 let bv = if spec.bias {
@@ -187,7 +280,7 @@ pub(crate) fn emit_output(b: &mut FunctionBuilder, p: &[Value], spec: &WinoSpec,
                 let zero_v = k.get(b, 0.0);
                 for i in 0..rv {
                     for j in 0..cv {
-                        let mut val = out[i * cv + j];
+                        let mut val = out[i * cv + j].unwrap_or(zero_v);
                         if let Some(bv) = bv {
                             val = b.ins().fadd(val, bv);
                         }
