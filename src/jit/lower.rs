@@ -145,11 +145,20 @@ pub(crate) fn plan_linear(
             // A conv writing into a concat's slice stays direct (Winograd's output transform
             // stores with the layer's own channel stride).
             let fwd_tile = wino_tile(&padded_geo).filter(|_| into.is_none());
-            let (_, padded_src, pad_x) = padded_source(x, p, fwd_tile.is_none(), &mut scratch);
-            let (fwd_src, fwd_scatter, gradw_scatter) = match fwd_tile {
-                Some(_) => (Src::Value, None, pad_x),
-                None => (padded_src, pad_x, None),
+            // The weight-gradient kernel reads x in place too (skipping the taps outside it)
+            // unless x has fewer channels than its register block (it then blocks over taps,
+            // which in place would differ per tap): a padded copy of such an x is small.
+            let gradw_in_place = fwd_tile.is_some() && x.c >= options.gradw_blocking.r;
+            let (fwd_src, fwd_scatter, gradw_scatter, gradw_x) = if gradw_in_place {
+                (Src::Value, None, None, Src::Value)
+            } else {
+                let (_, padded_src, pad_x) = padded_source(x, p, fwd_tile.is_none(), &mut scratch);
+                match fwd_tile {
+                    Some(_) => (Src::Value, None, pad_x, padded_src),
+                    None => (padded_src, pad_x, None, padded_src),
+                }
             };
+            let gradw_pad = if gradw_in_place { p } else { [0, 0] };
             let geo = padded_geo;
             // Into a concat: rows of the concat's stride (the weight gradient reads this
             // layer's own dy, so its geometry keeps `y`'s).
@@ -212,8 +221,8 @@ pub(crate) fn plan_linear(
                 bwd_src,
                 bwd_scatter,
                 bwd_rows: x.rows(),
-                gradw_spec: GradWSpec { geo, bias: c.bias },
-                gradw_x: padded_src,
+                gradw_spec: GradWSpec { geo, bias: c.bias, pad: gradw_pad },
+                gradw_x,
                 gradw_rows: y.rows(),
                 gradw_chunk_rows: chunk_rows(&y),
                 bias_chunk_rows: chunk_rows(&y),
@@ -254,7 +263,11 @@ pub(crate) fn plan_linear(
                 bwd_src: Src::Scratch(t_bwd),
                 bwd_scatter: None,
                 bwd_rows: x.rows(),
-                gradw_spec: GradWSpec { geo: geometry(x, t_bwd_layout, one, one, one), bias: c.bias },
+                gradw_spec: GradWSpec {
+                    geo: geometry(x, t_bwd_layout, one, one, one),
+                    bias: c.bias,
+                    pad: [0, 0],
+                },
                 gradw_x: Src::Value,
                 gradw_rows: x.rows(),
                 gradw_chunk_rows: chunk_rows(&x),
@@ -297,7 +310,7 @@ pub(crate) fn plan_linear(
                 bwd_src: Src::Scratch(kp),
                 bwd_scatter: Some((kp, pad)),
                 bwd_rows: x.rows(),
-                gradw_spec: GradWSpec { geo: bwd_geo, bias: false },
+                gradw_spec: GradWSpec { geo: bwd_geo, bias: false, pad: [0, 0] },
                 gradw_x: Src::Scratch(kp),
                 gradw_rows: x.rows(),
                 gradw_chunk_rows: chunk_rows(&x),
@@ -331,7 +344,7 @@ pub(crate) fn plan_linear(
                 bwd_src: Src::Value,
                 bwd_scatter: None,
                 bwd_rows: 1,
-                gradw_spec: GradWSpec { geo, bias: dn.bias },
+                gradw_spec: GradWSpec { geo, bias: dn.bias, pad: [0, 0] },
                 gradw_x: Src::Value,
                 gradw_rows: 1,
                 // One row of N positions: one chunk.
