@@ -293,7 +293,7 @@ impl Codegen {
     }
 
     /// The function generated for `key` before, or `generate`'s, remembered under `key`.
-    fn cached(
+    pub(crate) fn cached(
         &mut self,
         key: String,
         generate: impl FnOnce(&mut Codegen) -> Result<FnHandle, String>,

@@ -378,10 +378,17 @@ impl WinoCall {
         gemm_blocking: super::Blocking,
         scratch: usize,
     ) -> Result<WinoCall, String> {
-        let input = cg.custom(2, |b, p, fma| emit_input(b, p, &spec, fma))?;
+        // The input transform depends on neither the output channels nor the epilogue: layers
+        // (and directions) that read inputs of one shape share it, as they share the products.
+        let input_key = WinoSpec { co4: 0, cso: 0, bias: false, epilogue: Epilogue::None, ..spec.clone() };
+        let input = cg.cached(format!("winograd input {input_key:?}"), |cg| {
+            cg.custom(2, |b, p, fma| emit_input(b, p, &spec, fma))
+        })?;
         let gemm_spec = CorrSpec { geo: spec.gemm_geometry(), bias: false, epilogue: Epilogue::None };
         let gemm = cg.corr(&gemm_spec, gemm_blocking)?;
-        let output = cg.custom(4, |b, p, fma| emit_output(b, p, &spec, fma))?;
+        let output = cg.cached(format!("winograd output {spec:?}"), |cg| {
+            cg.custom(4, |b, p, fma| emit_output(b, p, &spec, fma))
+        })?;
         Ok(WinoCall { spec, input, gemm, output, fns: None, scratch })
     }
 

@@ -110,27 +110,22 @@ fn first_row(b: &mut FunctionBuilder, r: Value, th: usize, m: usize, h: usize) -
     (b.ins().iadd(nh, tm), t_h)
 }
 
-/// For each tile row (or column) `t` of `count`, which of its α input rows (columns) lie inside
-/// the source: source index `t·m + i − off` in `0..len`. The others are the zero padding.
-fn inside(count: usize, m: usize, alpha: usize, off: i64, len: usize) -> Vec<Vec<bool>> {
-    (0..count)
-        .map(|t| {
-            (0..alpha)
-                .map(|i| {
-                    let s = (t * m + i) as i64 - off;
-                    s >= 0 && s < len as i64
-                })
-                .collect()
-        })
-        .collect()
+/// The tile rows (or columns) `t` of `count` whose α inputs `t·m + i − off` all lie in
+/// `0..len`: one contiguous run `lo..hi` (empty when there is none).
+fn inside(count: usize, m: usize, alpha: usize, off: i64, len: usize) -> (usize, usize) {
+    let whole = |t: usize| (t * m) as i64 - off >= 0 && (t * m + alpha) as i64 - off <= len as i64;
+    let all: Vec<usize> = (0..count).filter(|&t| whole(t)).collect();
+    match (all.first(), all.last()) {
+        (Some(&lo), Some(&hi)) => (lo, hi + 1),
+        _ => (0, 0),
+    }
 }
 
-/// The input-transform kernel body ([`InputFn`]). The source is read where it is: tile inputs
-/// outside it (the zero padding, and the rows and columns past it that whole tiles cover) are
-/// known zeros at generation time, so they are neither loaded nor multiplied. Which inputs
-/// those are depends only on the tile's row and column: the tile columns whose inputs all lie
-/// inside run in one loop, every border column is emitted on its own with its pattern, and each
-/// tile row branches to the body of its row pattern (interior rows share one).
+/// The input-transform kernel body ([`InputFn`]). The input is read where it is, with `off`
+/// zero rows and columns before it: a tile whose inputs all lie inside (the interior) loads
+/// them with constant offsets; a border tile tests each input's row and column and loads only
+/// the inputs inside (the others are zeros). Two bodies per kernel whatever the padding, so the
+/// generated code stays small (compile time).
 pub(crate) fn emit_input(b: &mut FunctionBuilder, p: &[Value], spec: &WinoSpec, has_fma: bool) {
     let (x, v, row0, row1) = (p[0], p[1], p[2], p[3]);
     let (m, a) = (spec.tile.m(), spec.tile.alpha());
@@ -139,21 +134,14 @@ pub(crate) fn emit_input(b: &mut FunctionBuilder, p: &[Value], spec: &WinoSpec, 
     let point_bytes = (spec.chunk_tiles() * ci4 * 4) as i64;
     let pos_bytes = (spec.csx * 4) as i64;
     let row_bytes = spec.wp as i64 * pos_bytes;
-    let rows_in = inside(th, m, a, spec.off[0], spec.hp);
-    let cols_in = inside(tw, m, a, spec.off[1], spec.wp);
-    let full = vec![true; a];
-    // The tile columns with every input inside are one contiguous run.
-    let interior: Vec<usize> = (0..tw).filter(|&t| cols_in[t] == full).collect();
-    let (c0, c1) = match (interior.first(), interior.last()) {
-        (Some(&f), Some(&l)) => (f, l + 1),
-        _ => (tw, tw),
-    };
+    let (r_lo, r_hi) = inside(th, m, a, spec.off[0], spec.hp);
+    let (c_lo, c_hi) = inside(tw, m, a, spec.off[1], spec.wp);
     counted_loop(b, row0, row1, 1, |b, r| {
         let n = b.ins().udiv_imm_s(r, th as i64);
         let nth = b.ins().imul_imm_s(n, th as i64);
         let t_h = b.ins().isub(r, nth);
-        // Source row n·hp + t_h·m − off₀, column −off₁: the tile's first input, which may lie
-        // outside `x` (only inputs inside are loaded).
+        // Source row n·hp + t_h·m − off₀, column −off₁: the tile row's first input, which may
+        // lie outside `x` (only inputs inside are loaded).
         let nh = b.ins().imul_imm_s(n, spec.hp as i64);
         let tm = b.ins().imul_imm_s(t_h, m as i64);
         let sr = b.ins().iadd(nh, tm);
@@ -163,77 +151,78 @@ pub(crate) fn emit_input(b: &mut FunctionBuilder, p: &[Value], spec: &WinoSpec, 
         let local = b.ins().isub(r, row0);
         let voff = b.ins().imul_imm_s(local, (tw * ci4 * 4) as i64);
         let vrow = b.ins().iadd(v, voff);
-        // The tiles of one tile row whose inputs in rows `rin` are inside.
-        let row_of_tiles = |b: &mut FunctionBuilder, rin: &[bool]| {
-            let tile = |b: &mut FunctionBuilder, t: Value, cin: &[bool]| {
-                let xo = b.ins().imul_imm_s(t, m as i64 * pos_bytes);
-                let xt = b.ins().iadd(xrow, xo);
-                let vo = b.ins().imul_imm_s(t, (ci4 * 4) as i64);
-                let vt = b.ins().iadd(vrow, vo);
-                let zero = b.ins().iconst(PTR, 0);
-                let end = b.ins().iconst(PTR, (ci4 * 4) as i64);
-                counted_loop(b, zero, end, 16, |b, cb| {
-                    let xb = b.ins().iadd(xt, cb);
-                    let vb = b.ins().iadd(vt, cb);
-                    let mut k = Consts(HashMap::new());
-                    let d: Vec<Option<Value>> = (0..a * a)
-                        .map(|q| {
-                            let (i, j) = (q / a, q % a);
-                            let off = (i as i64 * row_bytes + j as i64 * pos_bytes) as i32;
-                            (rin[i] && cin[j]).then(|| b.ins().load(F32X4, flags(), xb, off))
-                        })
-                        .collect();
-                    let out = sandwich(b, &mut k, has_fma, bt, (a, a), &d, (a, a));
-                    for (q, &val) in out.iter().enumerate() {
-                        let val = val.unwrap_or_else(|| k.get(b, 0.0));
-                        b.ins().store(flags(), val, vb, (q as i64 * point_bytes) as i32);
-                    }
-                });
+        // Whether this tile row's inputs are all inside: unsigned (t_h − lo) < (hi − lo).
+        let rel = b.ins().iadd_imm_s(t_h, -(r_lo as i64));
+        let row_whole = b.ins().icmp_imm_s(IntCC::UnsignedLessThan, rel, (r_hi - r_lo) as i64);
+        // The input rows of this tile row: inside or not (unsigned compare: below 0 wraps).
+        let first_in = b.ins().iadd_imm_s(tm, -spec.off[0]);
+        let row_in: Vec<Value> = (0..a)
+            .map(|i| {
+                let ih = b.ins().iadd_imm_s(first_in, i as i64);
+                b.ins().icmp_imm_s(IntCC::UnsignedLessThan, ih, spec.hp as i64)
+            })
+            .collect();
+        let zero = b.ins().iconst(PTR, 0);
+        let end = b.ins().iconst(PTR, tw as i64);
+        counted_loop(b, zero, end, 1, |b, t| {
+            let xo = b.ins().imul_imm_s(t, m as i64 * pos_bytes);
+            let xt = b.ins().iadd(xrow, xo);
+            let vo = b.ins().imul_imm_s(t, (ci4 * 4) as i64);
+            let vt = b.ins().iadd(vrow, vo);
+            let crel = b.ins().iadd_imm_s(t, -(c_lo as i64));
+            let col_whole = b.ins().icmp_imm_s(IntCC::UnsignedLessThan, crel, (c_hi - c_lo) as i64);
+            let whole = b.ins().band(row_whole, col_whole);
+            let (interior, border, next) = (b.create_block(), b.create_block(), b.create_block());
+            b.ins().brif(whole, interior, &[], border, &[]);
+            // One tile over every channel block; `load(q, xb)` gives input q (or a known zero).
+            let body =
+                |b: &mut FunctionBuilder,
+                 load: &dyn Fn(&mut FunctionBuilder, usize, Value) -> Option<Value>| {
+                    let zero = b.ins().iconst(PTR, 0);
+                    let end = b.ins().iconst(PTR, (ci4 * 4) as i64);
+                    counted_loop(b, zero, end, 16, |b, cb| {
+                        let xb = b.ins().iadd(xt, cb);
+                        let vb = b.ins().iadd(vt, cb);
+                        let mut k = Consts(HashMap::new());
+                        let d: Vec<Option<Value>> = (0..a * a).map(|q| load(b, q, xb)).collect();
+                        let out = sandwich(b, &mut k, has_fma, bt, (a, a), &d, (a, a));
+                        for (q, &val) in out.iter().enumerate() {
+                            let val = val.unwrap_or_else(|| k.get(b, 0.0));
+                            b.ins().store(flags(), val, vb, (q as i64 * point_bytes) as i32);
+                        }
+                    });
+                };
+            let offset = |q: usize| (q / a) as i64 * row_bytes + (q % a) as i64 * pos_bytes;
+            b.switch_to_block(interior);
+            body(b, &|b, q, xb| Some(b.ins().load(F32X4, flags(), xb, offset(q) as i32)));
+            b.ins().jump(next, &[]);
+            // Border: each input loaded from its address when inside, else from the buffer's
+            // first position (always readable), and replaced by zero.
+            b.switch_to_block(border);
+            let first_in = b.ins().imul_imm_s(t, m as i64);
+            let first_in = b.ins().iadd_imm_s(first_in, -spec.off[1]);
+            let col_in: Vec<Value> = (0..a)
+                .map(|j| {
+                    let iw = b.ins().iadd_imm_s(first_in, j as i64);
+                    b.ins().icmp_imm_s(IntCC::UnsignedLessThan, iw, spec.wp as i64)
+                })
+                .collect();
+            let zero_v = {
+                let z = b.ins().f32const(0.0);
+                b.ins().splat(F32X4, z)
             };
-            for t in (0..c0).chain(c1..tw) {
-                let tv = b.ins().iconst(PTR, t as i64);
-                tile(b, tv, &cols_in[t]);
-            }
-            if c1 > c0 {
-                let start = b.ins().iconst(PTR, c0 as i64);
-                let end = b.ins().iconst(PTR, c1 as i64);
-                counted_loop(b, start, end, 1, |b, t| tile(b, t, &full));
-            }
-        };
-        // One body per distinct row pattern; tile rows with a border pattern branch to theirs,
-        // all others fall through to the interior body.
-        let mut patterns: Vec<&Vec<bool>> = vec![];
-        for rin in &rows_in {
-            if !patterns.contains(&rin) {
-                patterns.push(rin);
-            }
-        }
-        if patterns.len() == 1 {
-            row_of_tiles(b, patterns[0]);
-            return;
-        }
-        let merge = b.create_block();
-        let bodies: Vec<_> = patterns.iter().map(|_| b.create_block()).collect();
-        let body_of = |rin: &Vec<bool>| patterns.iter().position(|p| *p == rin).unwrap_or(0);
-        // The body tile rows reach without a test: the interior's, or else the last row's.
-        let fallback = patterns.iter().position(|p| **p == full).unwrap_or_else(|| body_of(&rows_in[th - 1]));
-        for (t, rin) in rows_in.iter().enumerate() {
-            let k = body_of(rin);
-            if k == fallback {
-                continue;
-            }
-            let next = b.create_block();
-            let is = b.ins().icmp_imm_s(IntCC::Equal, t_h, t as i64);
-            b.ins().brif(is, bodies[k], &[], next, &[]);
+            body(b, &|b, q, xb| {
+                let ok = b.ins().band(row_in[q / a], col_in[q % a]);
+                let at = b.ins().iadd_imm_s(xb, offset(q));
+                let safe = b.ins().isub(xb, xt);
+                let safe = b.ins().iadd(x, safe);
+                let addr = b.ins().select(ok, at, safe);
+                let val = b.ins().load(F32X4, flags(), addr, 0);
+                Some(b.ins().select(ok, val, zero_v))
+            });
+            b.ins().jump(next, &[]);
             b.switch_to_block(next);
-        }
-        b.ins().jump(bodies[fallback], &[]);
-        for (k, rin) in patterns.iter().enumerate() {
-            b.switch_to_block(bodies[k]);
-            row_of_tiles(b, rin);
-            b.ins().jump(merge, &[]);
-        }
-        b.switch_to_block(merge);
+        });
     });
 }
 
