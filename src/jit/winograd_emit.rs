@@ -13,7 +13,7 @@ use super::codegen::{F32X4, PTR, counted_loop, flags, fmadd};
 use super::linear_emit::apply_epilogue;
 use super::winograd::WinoSpec;
 use cranelift_codegen::ir::condcodes::IntCC;
-use cranelift_codegen::ir::{InstBuilder, Value};
+use cranelift_codegen::ir::{InstBuilder, StackSlotData, StackSlotKind, Value};
 use cranelift_frontend::FunctionBuilder;
 use std::collections::HashMap;
 
@@ -123,9 +123,9 @@ fn inside(count: usize, m: usize, alpha: usize, off: i64, len: usize) -> (usize,
 
 /// The input-transform kernel body ([`InputFn`]). The input is read where it is, with `off`
 /// zero rows and columns before it: a tile whose inputs all lie inside (the interior) loads
-/// them with constant offsets; a border tile tests each input's row and column and loads only
-/// the inputs inside (the others are zeros). Two bodies per kernel whatever the padding, so the
-/// generated code stays small (compile time).
+/// them with constant offsets; a border tile is first staged on the stack by a small loop that
+/// tests each input's row and column (zeros outside). Two transform bodies per kernel whatever
+/// the padding, so the generated code stays small (compile time).
 pub(crate) fn emit_input(b: &mut FunctionBuilder, p: &[Value], spec: &WinoSpec, has_fma: bool) {
     let (x, v, row0, row1) = (p[0], p[1], p[2], p[3]);
     let (m, a) = (spec.tile.m(), spec.tile.alpha());
@@ -136,6 +136,8 @@ pub(crate) fn emit_input(b: &mut FunctionBuilder, p: &[Value], spec: &WinoSpec, 
     let row_bytes = spec.wp as i64 * pos_bytes;
     let (r_lo, r_hi) = inside(th, m, a, spec.off[0], spec.hp);
     let (c_lo, c_hi) = inside(tw, m, a, spec.off[1], spec.wp);
+    let stage =
+        b.create_sized_stack_slot(StackSlotData::new(StackSlotKind::ExplicitSlot, (16 * a * a) as u32, 4));
     counted_loop(b, row0, row1, 1, |b, r| {
         let n = b.ins().udiv_imm_s(r, th as i64);
         let nth = b.ins().imul_imm_s(n, th as i64);
@@ -155,13 +157,8 @@ pub(crate) fn emit_input(b: &mut FunctionBuilder, p: &[Value], spec: &WinoSpec, 
         let rel = b.ins().iadd_imm_s(t_h, -(r_lo as i64));
         let row_whole = b.ins().icmp_imm_s(IntCC::UnsignedLessThan, rel, (r_hi - r_lo) as i64);
         // The input rows of this tile row: inside or not (unsigned compare: below 0 wraps).
+        // The first input row of this tile row (may be negative: unsigned compares below).
         let first_in = b.ins().iadd_imm_s(tm, -spec.off[0]);
-        let row_in: Vec<Value> = (0..a)
-            .map(|i| {
-                let ih = b.ins().iadd_imm_s(first_in, i as i64);
-                b.ins().icmp_imm_s(IntCC::UnsignedLessThan, ih, spec.hp as i64)
-            })
-            .collect();
         let zero = b.ins().iconst(PTR, 0);
         let end = b.ins().iconst(PTR, tw as i64);
         counted_loop(b, zero, end, 1, |b, t| {
@@ -196,29 +193,53 @@ pub(crate) fn emit_input(b: &mut FunctionBuilder, p: &[Value], spec: &WinoSpec, 
             b.switch_to_block(interior);
             body(b, &|b, q, xb| Some(b.ins().load(F32X4, flags(), xb, offset(q) as i32)));
             b.ins().jump(next, &[]);
-            // Border: each input loaded from its address when inside, else from the buffer's
-            // first position (always readable), and replaced by zero.
+            // Border: per channel block, the α×α inputs staged on the stack by a small loop
+            // (each input loaded from its address when inside, else from the buffer's start —
+            // always readable — and replaced by zero), then the same body reading the stage.
             b.switch_to_block(border);
-            let first_in = b.ins().imul_imm_s(t, m as i64);
-            let first_in = b.ins().iadd_imm_s(first_in, -spec.off[1]);
-            let col_in: Vec<Value> = (0..a)
-                .map(|j| {
-                    let iw = b.ins().iadd_imm_s(first_in, j as i64);
-                    b.ins().icmp_imm_s(IntCC::UnsignedLessThan, iw, spec.wp as i64)
-                })
-                .collect();
-            let zero_v = {
-                let z = b.ins().f32const(0.0);
-                b.ins().splat(F32X4, z)
-            };
-            body(b, &|b, q, xb| {
-                let ok = b.ins().band(row_in[q / a], col_in[q % a]);
-                let at = b.ins().iadd_imm_s(xb, offset(q));
-                let safe = b.ins().isub(xb, xt);
-                let safe = b.ins().iadd(x, safe);
-                let addr = b.ins().select(ok, at, safe);
-                let val = b.ins().load(F32X4, flags(), addr, 0);
-                Some(b.ins().select(ok, val, zero_v))
+            let col0 = b.ins().imul_imm_s(t, m as i64);
+            let col0 = b.ins().iadd_imm_s(col0, -spec.off[1]);
+            let zero = b.ins().iconst(PTR, 0);
+            let end = b.ins().iconst(PTR, (ci4 * 4) as i64);
+            counted_loop(b, zero, end, 16, |b, cb| {
+                let xb = b.ins().iadd(xt, cb);
+                let vb = b.ins().iadd(vt, cb);
+                let safe = b.ins().iadd(x, cb);
+                let st = b.ins().stack_addr(PTR, stage, 0);
+                let zero_v = {
+                    let z = b.ins().f32const(0.0);
+                    b.ins().splat(F32X4, z)
+                };
+                let zero = b.ins().iconst(PTR, 0);
+                let end = b.ins().iconst(PTR, (a * a) as i64);
+                counted_loop(b, zero, end, 1, |b, q| {
+                    let i = b.ins().udiv_imm_s(q, a as i64);
+                    let ia = b.ins().imul_imm_s(i, a as i64);
+                    let j = b.ins().isub(q, ia);
+                    let ih = b.ins().iadd(first_in, i);
+                    let iw = b.ins().iadd(col0, j);
+                    let row_ok = b.ins().icmp_imm_s(IntCC::UnsignedLessThan, ih, spec.hp as i64);
+                    let col_ok = b.ins().icmp_imm_s(IntCC::UnsignedLessThan, iw, spec.wp as i64);
+                    let ok = b.ins().band(row_ok, col_ok);
+                    let ro = b.ins().imul_imm_s(i, row_bytes);
+                    let co = b.ins().imul_imm_s(j, pos_bytes);
+                    let at = b.ins().iadd(xb, ro);
+                    let at = b.ins().iadd(at, co);
+                    let addr = b.ins().select(ok, at, safe);
+                    let val = b.ins().load(F32X4, flags(), addr, 0);
+                    let val = b.ins().select(ok, val, zero_v);
+                    let so = b.ins().imul_imm_s(q, 16);
+                    let sa = b.ins().iadd(st, so);
+                    b.ins().store(flags(), val, sa, 0);
+                });
+                let mut k = Consts(HashMap::new());
+                let d: Vec<Option<Value>> =
+                    (0..a * a).map(|q| Some(b.ins().load(F32X4, flags(), st, (16 * q) as i32))).collect();
+                let out = sandwich(b, &mut k, has_fma, bt, (a, a), &d, (a, a));
+                for (q, &val) in out.iter().enumerate() {
+                    let val = val.unwrap_or_else(|| k.get(b, 0.0));
+                    b.ins().store(flags(), val, vb, (q as i64 * point_bytes) as i32);
+                }
             });
             b.ins().jump(next, &[]);
             b.switch_to_block(next);
