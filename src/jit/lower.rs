@@ -175,7 +175,11 @@ pub(crate) fn plan_linear(
             let bwd_geo = geometry(z, x, k, [1, 1], d);
             let bwd_tile = wino_tile(&bwd_geo);
             let off = |a: usize| (d[a] * (k[a] - 1)) as i64 - p[a] as i64;
-            let dy_in_place = bwd_tile.is_some() && s == [1, 1];
+            // Also a direct input gradient when dy needs neither interleaving nor shifting
+            // (a stride-1 conv padded by d·(k − 1), e.g. 1×1 without padding): dy is its
+            // own input, a copy would be a pass over memory for nothing.
+            let unshifted = s == [1, 1] && off(0) == 0 && off(1) == 0;
+            let dy_in_place = (bwd_tile.is_some() && s == [1, 1]) || unshifted;
             let (bwd_src, bwd_scatter) = if dy_in_place {
                 (Src::Value, None)
             } else {
@@ -205,7 +209,7 @@ pub(crate) fn plan_linear(
                 .transpose()
             };
             wino_fwd = wino(fwd_tile, &geo, fwd_bias, epilogue, Some((x, [p[0] as i64, p[1] as i64])))?;
-            let dy_src = dy_in_place.then_some((y, [off(0), off(1)]));
+            let dy_src = (bwd_tile.is_some() && s == [1, 1]).then_some((y, [off(0), off(1)]));
             wino_bwd = wino(bwd_tile, &bwd_geo, false, bwd_epilogue, dy_src)?;
             Family {
                 kind: LinearKind::Direct,
