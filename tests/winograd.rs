@@ -357,3 +357,28 @@ fn the_algorithm_knob_parses_its_names_only() {
     let err = ConvAlgorithm::parse("fft").unwrap_err();
     assert!(err.contains("`fft`") && err.contains("winograd"), "{err}");
 }
+
+/// Layers whose Winograd input transform reads its input in place with other shifts than pad 1:
+/// pad 2 (two zero rows and columns), pad 3 (the input gradient crops dy: a negative shift), a
+/// stride-2 conv (its input gradient runs Winograd on the interleaved dy, a scattered copy), on
+/// odd sizes and channel counts, batch 2, with a fused relu: outputs and gradients within the
+/// stated error of the interpreter.
+#[test]
+fn in_place_inputs_with_any_padding_match_the_interpreter() {
+    for (layer, h, w) in [
+        ("conv(6, kernel=3, pad=2)", 7, 9),
+        ("conv(5, kernel=3, pad=3)", 6, 5),
+        ("conv(7, kernel=3, stride=2, pad=1)", 9, 8),
+        ("conv(3, kernel=3, pad=2) -> relu", 5, 11),
+    ] {
+        let src = format!(
+            "model m {{\n    input x: [3, {h}, {w}]\n    y = x -> conv(5, kernel=3, pad=1) -> {layer} -> conv(2, kernel=3, pad=1)\n    output y\n}}\n"
+        );
+        let p = program(&src);
+        for conv in [ConvAlgorithm::Winograd, ConvAlgorithm::Winograd2] {
+            let (o, g, algos) = against_interpreter(&p, 2, true, true, conv);
+            assert!(algos.iter().filter(|a| a.contains("F(")).count() >= 2, "{src}: {algos:?}");
+            assert!(o <= TOL && g <= TOL, "{src} {conv:?}: output {o:.2e}, gradients {g:.2e}");
+        }
+    }
+}

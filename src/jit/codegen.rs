@@ -102,6 +102,10 @@ pub struct GradWSpec {
     /// Also sum `dy` per channel (the bias gradient) into `co4` f64 values stored from
     /// `dw[ci·taps·co4]` on (2·co4 f32 slots), in the same pass over the rows.
     pub bias: bool,
+    /// Zero rows and columns around `x` that the kernel knows of instead of reading them: `x`
+    /// is read in place, `(hp − 2·pad₀) × (wp − 2·pad₁)` positions per sample, and each tap sums
+    /// only the positions whose input lies inside. `[0, 0]`: `x` is already padded (`hp × wp`).
+    pub pad: [usize; 2],
 }
 
 impl GradWSpec {
@@ -506,7 +510,7 @@ mod tests {
         for (i, x) in ids.iter().enumerate() {
             assert!(ids[i + 1..].iter().all(|y| y != x), "{ids:?}");
         }
-        let g = GradWSpec { geo: spec(3, Epilogue::None).geo, bias: true };
+        let g = GradWSpec { geo: spec(3, Epilogue::None).geo, bias: true, pad: [0, 0] };
         let (g1, g2) = (cg.gradw(&g, GRADW_BLOCKING).expect("g1"), cg.gradw(&g, GRADW_BLOCKING).expect("g2"));
         assert_eq!(g1.0, g2.0);
         assert_eq!(cg.count, 6);

@@ -4,7 +4,7 @@
 //! Winograd's output transform).
 
 use super::codegen::{Blocking, CorrSpec, Epilogue, F32X4, GradWSpec, PTR, counted_loop, flags, fmadd};
-use cranelift_codegen::ir::condcodes::FloatCC;
+use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
 use cranelift_codegen::ir::{InstBuilder, MemFlagsData, Value, types};
 use cranelift_frontend::{FunctionBuilder, Variable};
 
@@ -233,13 +233,28 @@ pub(super) fn emit_gradw(b: &mut FunctionBuilder, spec: &GradWSpec, blk: Blockin
     let rb = blk.r.min(sp.ci).max(1);
     let ci_full = sp.ci / rb;
     let ci_tail = sp.ci % rb;
-    let x_row_bytes = (sp.wp * sp.csx * 4) as i64;
+    // The buffer `x` is: `hs × ws` positions per sample, `pad` zeros around it not stored.
+    let pad = spec.pad.map(|p| p as i64);
+    let (hs, ws) = (sp.hp - 2 * spec.pad[0], sp.wp - 2 * spec.pad[1]);
+    let x_row_bytes = (ws * sp.csx * 4) as i64;
     let d_row_bytes = (sp.wo * sp.cso * 4) as i64;
+    // Output positions `lo..hi` whose input at column tap `kw` lies inside the buffer.
+    let columns = |kw: usize| -> (usize, usize) {
+        let first = (kw * sp.d[1]) as i64 - pad[1];
+        let lo = ((-first).max(0) as usize).div_ceil(sp.s[1]).min(sp.wo);
+        let hi = ((ws as i64 - first).max(0) as usize).div_ceil(sp.s[1]).min(sp.wo);
+        (lo, hi.max(lo))
+    };
+    // Whether input row `oh·s₀ + kh·d₀ − pad₀` lies inside for every output row (else tested).
+    let rows_inside = |kh: usize| {
+        let first = (kh * sp.d[0]) as i64 - pad[0];
+        first >= 0 && ((sp.ho - 1) * sp.s[0]) as i64 + first < hs as i64
+    };
     counted_loop(b, row0, row1, 1, |b, row| {
         let n = b.ins().udiv_imm_s(row, sp.ho as i64);
         let nho = b.ins().imul_imm_s(n, sp.ho as i64);
         let oh = b.ins().isub(row, nho);
-        let nhp = b.ins().imul_imm_s(n, sp.hp as i64);
+        let nhp = b.ins().imul_imm_s(n, hs as i64);
         let ohs = b.ins().imul_imm_s(oh, sp.s[0] as i64);
         let xr = b.ins().iadd(nhp, ohs);
         let xoff = b.ins().imul_imm_s(xr, x_row_bytes);
@@ -250,9 +265,17 @@ pub(super) fn emit_gradw(b: &mut FunctionBuilder, spec: &GradWSpec, blk: Blockin
         // tile: reduction rows `rows[i] = (channel offset, tap)` relative to channel `ci0` ×
         // vectors [co0, co0 + v). Rows are consecutive channels at one tap, or — for inputs with
         // fewer channels than the block — consecutive taps of one channel.
+        // Positions `lo..hi` only (`columns`: all of them when `x` is padded).
         let tile =
             |b: &mut FunctionBuilder, ci_bytes: Value, rows: &[(usize, usize)], co_bytes: Value, v: usize| {
                 let r = rows.len();
+                let (lo, hi) = rows
+                    .iter()
+                    .map(|&(_, tap)| columns(tap % sp.k[1]))
+                    .fold((0, sp.wo), |(l, h), (a, b)| (l.max(a), h.min(b)));
+                if hi <= lo {
+                    return;
+                }
                 let ci_off = b.ins().imul_imm_s(ci_bytes, (ktaps * sp.co4) as i64);
                 let wbase = b.ins().iadd(dw, ci_off);
                 let wbase = b.ins().iadd(wbase, co_bytes);
@@ -261,7 +284,8 @@ pub(super) fn emit_gradw(b: &mut FunctionBuilder, spec: &GradWSpec, blk: Blockin
                 let x_off = |i: usize| {
                     let (c, tap) = rows[i];
                     let (kh, kw) = (tap / sp.k[1], tap % sp.k[1]);
-                    (((kh * sp.d[0] * sp.wp + kw * sp.d[1]) * sp.csx + c) * 4) as i64
+                    let (ih, iw) = ((kh * sp.d[0]) as i64 - pad[0], (kw * sp.d[1]) as i64 - pad[1]);
+                    ((ih * ws as i64 + iw) * sp.csx as i64 + c as i64) * 4
                 };
                 let accs: Vec<Variable> = (0..r * v).map(|_| b.declare_var(F32X4)).collect();
                 for i in 0..r {
@@ -271,7 +295,9 @@ pub(super) fn emit_gradw(b: &mut FunctionBuilder, spec: &GradWSpec, blk: Blockin
                     }
                 }
                 let xstart = b.ins().iadd(xrow, ci_bytes);
+                let xstart = b.ins().iadd_imm_s(xstart, (lo * sp.s[1] * sp.csx * 4) as i64);
                 let dstart = b.ins().iadd(drow, co_bytes);
+                let dstart = b.ins().iadd_imm_s(dstart, (lo * sp.cso * 4) as i64);
                 let xp = b.declare_var(PTR);
                 let dp = b.declare_var(PTR);
                 b.def_var(xp, xstart);
@@ -302,14 +328,14 @@ pub(super) fn emit_gradw(b: &mut FunctionBuilder, spec: &GradWSpec, blk: Blockin
                     b.def_var(xp, xn);
                     b.def_var(dp, dn);
                 };
-                let full = sp.wo / UNROLL;
+                let full = (hi - lo) / UNROLL;
                 if full > 0 {
                     let zero = b.ins().iconst(PTR, 0);
                     let end = b.ins().iconst(PTR, full as i64);
                     counted_loop(b, zero, end, 1, |b, _| body(b, UNROLL));
                 }
-                if !sp.wo.is_multiple_of(UNROLL) {
-                    body(b, sp.wo % UNROLL);
+                if !(hi - lo).is_multiple_of(UNROLL) {
+                    body(b, (hi - lo) % UNROLL);
                 }
                 for i in 0..r {
                     for j in 0..v {
@@ -331,8 +357,27 @@ pub(super) fn emit_gradw(b: &mut FunctionBuilder, spec: &GradWSpec, blk: Blockin
                 tile(b, ci_bytes, rows, co_bytes, co_tail);
             }
         };
+        // Runs `f` only for rows whose input row of tap row `kh` lies inside the buffer.
+        let when_row_inside = |b: &mut FunctionBuilder, kh: usize, f: &dyn Fn(&mut FunctionBuilder)| {
+            if rows_inside(kh) {
+                return f(b);
+            }
+            let ih = b.ins().imul_imm_s(oh, sp.s[0] as i64);
+            let ih = b.ins().iadd_imm_s(ih, (kh * sp.d[0]) as i64 - pad[0]);
+            let above = b.ins().icmp_imm_s(IntCC::SignedGreaterThanOrEqual, ih, 0);
+            let below = b.ins().icmp_imm_s(IntCC::SignedLessThan, ih, hs as i64);
+            let inside = b.ins().band(above, below);
+            let (run, done) = (b.create_block(), b.create_block());
+            b.ins().brif(inside, run, &[], done, &[]);
+            b.switch_to_block(run);
+            f(b);
+            b.ins().jump(done, &[]);
+            b.switch_to_block(done);
+        };
         let per_ci = |b: &mut FunctionBuilder, ci_bytes: Value, r: usize| {
-            if r < blk.r && ktaps > 1 {
+            // (A padding read in place needs one tap per tile row: its rows and columns differ
+            // per tap. `lower.rs` pads few-channel inputs instead.)
+            if r < blk.r && ktaps > 1 && spec.pad == [0, 0] {
                 // Few channels: block over taps instead, one channel at a time.
                 for c in 0..r {
                     let taps: Vec<usize> = (0..ktaps).collect();
@@ -344,7 +389,7 @@ pub(super) fn emit_gradw(b: &mut FunctionBuilder, spec: &GradWSpec, blk: Blockin
             } else {
                 for tap in 0..ktaps {
                     let rows: Vec<(usize, usize)> = (0..r).map(|c| (c, tap)).collect();
-                    over_co(b, ci_bytes, &rows);
+                    when_row_inside(b, tap / sp.k[1], &|b| over_co(b, ci_bytes, &rows));
                 }
             }
         };
