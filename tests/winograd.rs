@@ -227,7 +227,7 @@ fn gradw_algorithms(algos: &[String]) -> Vec<&str> {
 }
 
 /// The Winograd weight gradient on single random 3×3 layers (odd sizes, channels with every
-/// remainder mod 4, pad 0 and 1, batch 2–3, each tile size forced): dW and db against the f64
+/// remainder mod 4, pad 0, 1 and 2 — x read in place — batch 2–3, each tile size forced): dW and db against the f64
 /// interpreter and against the JIT's direct weight-gradient kernel, each within 1e-4 of the
 /// reference's largest magnitude.
 #[test]
@@ -238,7 +238,7 @@ fn winograd_weight_gradient_matches_the_interpreter_and_the_direct_kernel() {
         let cin = rng.random_range(1..14usize);
         let cout = rng.random_range(1..19usize);
         let (h, w) = (rng.random_range(3..23usize), rng.random_range(3..19usize));
-        let (pad, batch) = (case % 2, 2 + case % 2);
+        let (pad, batch) = (case % 3, 2 + case % 2);
         let src = format!(
             "model m {{\n    input x: [{cin}, {h}, {w}]\n    y = x -> conv({cout}, kernel=3, pad={pad})\n    output y\n}}\n"
         );
@@ -380,5 +380,27 @@ fn in_place_inputs_with_any_padding_match_the_interpreter() {
             assert!(algos.iter().filter(|a| a.contains("F(")).count() >= 2, "{src}: {algos:?}");
             assert!(o <= TOL && g <= TOL, "{src} {conv:?}: output {o:.2e}, gradients {g:.2e}");
         }
+    }
+}
+
+/// A conv whose forward stays direct (it writes into a concat's slice: 8 channels, reading a padded x that
+/// is then the forward's alone) while its weight gradient runs Winograd reading x in place, next
+/// to layers whose three passes are Winograd (pad 1 and 2, x read in place by all of them):
+/// outputs and gradients within the stated error of the interpreter, each tile size forced.
+#[test]
+fn winograd_weight_gradient_after_a_direct_forward_reads_x_in_place() {
+    let src = "model m {\n    input x: [3, 10, 7]\n    b = x -> conv(6, kernel=3, pad=1) -> relu\n    c = b -> conv(8, kernel=3, pad=1)\n    y = concat(c, b) -> conv(2, kernel=3, pad=2)\n    output y\n}\n";
+    let p = program(src);
+    for (conv, tile) in [(ConvAlgorithm::Winograd, "F(4x4"), (ConvAlgorithm::Winograd2, "F(2x2")] {
+        let (o, g, algos) = against_interpreter(&p, 2, true, true, conv);
+        assert!(
+            algos
+                .iter()
+                .any(|a| a.starts_with("direct / ")
+                    && a.split(" / ").nth(2).is_some_and(|w| w.starts_with(tile))),
+            "no direct forward with a Winograd weight gradient: {algos:?}"
+        );
+        assert!(algos.iter().filter(|a| !a.contains("direct")).count() >= 1, "{algos:?}");
+        assert!(o <= TOL && g <= TOL, "{conv:?}: output {o:.2e}, gradients {g:.2e}");
     }
 }
