@@ -383,9 +383,9 @@ fn in_place_inputs_with_any_padding_match_the_interpreter() {
     }
 }
 
-/// A conv whose forward stays direct (it writes into a concat's slice: 8 channels, reading a padded x that
-/// is then the forward's alone) while its weight gradient runs Winograd reading x in place, next
-/// to layers whose three passes are Winograd (pad 1 and 2, x read in place by all of them):
+/// A conv whose forward stays direct (it writes into a concat's slice: 8 channels, reading a
+/// padded x that is then the forward's alone) while its weight gradient runs Winograd reading x
+/// in place, next to layers whose three passes are Winograd (pad 1 and 2, x read in place):
 /// outputs and gradients within the stated error of the interpreter, each tile size forced.
 #[test]
 fn winograd_weight_gradient_after_a_direct_forward_reads_x_in_place() {
