@@ -228,7 +228,7 @@ pub(crate) fn plan_linear(
             wino_gradw = gradw_tile
                 .map(|t| {
                     let mut w =
-                        WinoGradW::generate(cg, t, &geo, x_in_place, x.n, c.bias, options.gradw_blocking, 0)?;
+                        WinoGradW::generate(cg, t, &geo, x_in_place, x.n, c.bias, options.gradw_blocking)?;
                     let flat = Layout { n: 1, h: 1, w: w.scratch_len(), c: 1, cs: 1 };
                     w.scratch = scratch.add(flat, false);
                     Ok::<_, String>(w)

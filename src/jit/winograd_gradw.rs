@@ -59,8 +59,8 @@ pub(crate) struct WinoGradW {
 impl WinoGradW {
     /// Generates the kernels of the weight gradient of the correlation `geo` (the forward's, on
     /// its padded input) on `n` samples; with `bias`, the bias gradient too. With `src` (the
-    /// unpadded input's layout and its padding), x is read in place, not a padded copy.
-    #[allow(clippy::too_many_arguments)]
+    /// unpadded input's layout and its padding), x is read in place, not a padded copy. Its
+    /// scratch index is the planner's to set.
     pub(crate) fn generate(
         cg: &mut Codegen,
         tile: Tile,
@@ -69,7 +69,6 @@ impl WinoGradW {
         n: usize,
         bias: bool,
         blocking: Blocking,
-        scratch: usize,
     ) -> Result<WinoGradW, String> {
         let spec = WinoSpec::new(tile, geo, n, bias, super::codegen::Epilogue::None);
         let mut spec = match src {
@@ -83,7 +82,7 @@ impl WinoGradW {
         let dy = cg.cached(format!("winograd gradw dy {spec:?}"), |cg| {
             cg.custom(3, |b, p, fma| emit_dy_transform(b, p, &spec, fma))
         })?;
-        let mut w = WinoGradW { spec, chunk_rows, input, dy, gemm: vec![], fns: None, scratch };
+        let mut w = WinoGradW { spec, chunk_rows, input, dy, gemm: vec![], fns: None, scratch: 0 };
         // Every sample has the same chunks; the last sub-chunk of a chunk may be shorter.
         let mut sizes: Vec<usize> = (0..w.chunks_per_sample())
             .flat_map(|c| w.sub_chunks(c))
