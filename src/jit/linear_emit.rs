@@ -204,8 +204,7 @@ pub(super) fn emit_corr(b: &mut FunctionBuilder, spec: &CorrSpec, blk: Blocking,
                 let xpv: Vec<Value> = xps.iter().map(|&v| b.use_var(v)).collect();
                 let wpv = b.use_var(wp);
                 for q in 0..unroll {
-                    for kh in 0..sp.k[0] {
-                        let (base, row_off) = tap_rows[kh];
+                    for (kh, &(base, row_off)) in tap_rows.iter().enumerate() {
                         for kw in (0..sp.k[1]).filter(|&kw| cols.is_none_or(|c| c[kw])) {
                             let tap = kh * sp.k[1] + kw;
                             let wv: Vec<Value> = (0..v)
