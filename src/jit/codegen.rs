@@ -2,8 +2,9 @@
 //! their gradients) is lowered to, specialised on every size as a constant.
 //!
 //! Both work on NHWC f32 buffers (`[N, H, W, C]`, channels innermost with a channel stride ≥ C,
-//! a multiple of 4 for outputs) that the caller has already prepared (zero-padded), so the
-//! generated loops never test bounds:
+//! a multiple of 4 for outputs), read either already padded or in place with the padding known
+//! at generation time (`pad`: taps outside are skipped or read a zero row, decided by constants
+//! and one compare per tap row — docs/jit.md, "Padding without copies"):
 //!
 //! - [`CorrSpec`] — a strided, dilated cross-correlation with bias and a fused epilogue:
 //!   `y[n,oh,ow,co] = act(b[co] + Σ_{ci,kh,kw} x[n, oh·s₀+kh·d₀, ow·s₁+kw·d₁, ci] · w[ci,kh,kw,co])`.
