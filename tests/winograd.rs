@@ -383,9 +383,9 @@ fn in_place_inputs_with_any_padding_match_the_interpreter() {
     }
 }
 
-/// A conv whose forward stays direct (it writes into a concat's slice: 8 channels, reading a
-/// padded x that is then the forward's alone) while its weight gradient runs Winograd reading x
-/// in place, next to layers whose three passes are Winograd (pad 1 and 2, x read in place):
+/// A conv whose forward stays direct (it writes into a concat's slice: 8 channels) while its
+/// weight gradient runs Winograd reading x in place, next to layers whose three passes are
+/// Winograd (pad 1 and 2, x read in place):
 /// outputs and gradients within the stated error of the interpreter, each tile size forced.
 #[test]
 fn winograd_weight_gradient_after_a_direct_forward_reads_x_in_place() {
@@ -402,5 +402,36 @@ fn winograd_weight_gradient_after_a_direct_forward_reads_x_in_place() {
         );
         assert!(algos.iter().filter(|a| !a.contains("direct")).count() >= 1, "{algos:?}");
         assert!(o <= TOL && g <= TOL, "{conv:?}: output {o:.2e}, gradients {g:.2e}");
+    }
+}
+
+/// The direct correlation kernels reading their input in place (the padding known to the kernel:
+/// a zero row on the stack for tap rows outside, the taps outside skipped at the left and right
+/// edges): forward with pad 0–3 (a pad larger than the kernel's reach leaves border outputs
+/// with no tap inside), stride 2, dilation 2, tuple pads, 5×5 and 1×7 kernels, odd sizes,
+/// channel counts not a multiple of 4 (and below the weight gradient's register block), batch
+/// 2, with and without a fused relu; and their input gradients (dy read in place, shifted by
+/// d·(k − 1) − p, for stride 1): outputs and gradients within 1e-4 of the interpreter's scale.
+#[test]
+fn direct_kernels_reading_their_input_in_place_match_the_interpreter() {
+    for (layer, h, w) in [
+        ("conv(6, kernel=3, pad=1)", 7, 9),
+        ("conv(5, kernel=3, pad=2) -> relu", 6, 5),
+        ("conv(3, kernel=3, pad=3)", 5, 6),
+        ("conv(7, kernel=3, stride=2, pad=1)", 9, 8),
+        ("conv(4, kernel=3, dilation=2, pad=2)", 9, 7),
+        ("conv(5, kernel=5, pad=(1, 2))", 8, 9),
+        ("conv(6, kernel=(1, 7), pad=(0, 3)) -> relu", 3, 13),
+        ("conv(2, kernel=3, stride=2, pad=2)", 7, 7),
+    ] {
+        for cin in [2, 5] {
+            let src = format!(
+                "model m {{\n    input x: [{cin}, {h}, {w}]\n    y = x -> conv(5, kernel=3, pad=1) -> {layer} -> conv(3, kernel=3, pad=1)\n    output y\n}}\n"
+            );
+            let p = program(&src);
+            let (o, g, algos) = against_interpreter(&p, 2, true, true, ConvAlgorithm::Direct);
+            assert!(algos.iter().all(|a| !a.contains("F(")), "{src}: {algos:?}");
+            assert!(o <= TOL && g <= TOL, "{src}: output {o:.2e}, gradients {g:.2e}");
+        }
     }
 }

@@ -446,7 +446,9 @@ fn run_corr(call: &CorrCall, x: &[f32], w: &[f32], b: &[f32], y: &mut [f32], m: 
     // Rows `n·ho + oh` read the padded rows of samples `0..⌈rows/ho⌉` of x, the packed weights
     // `[ci][tap][co4]`, `co4` bias lanes, and write (and read the mask at) `wo` positions of
     // `cso` floats per row.
-    debug_assert!(x.len() >= rows.div_ceil(g.ho) * g.hp * g.wp * g.csx, "x too short");
+    // (x read in place is `pad` smaller on every side.)
+    let (hs, ws) = (g.hp - 2 * call.spec.pad[0], g.wp - 2 * call.spec.pad[1]);
+    debug_assert!(x.len() >= rows.div_ceil(g.ho) * hs * ws * g.csx, "x too short");
     debug_assert!(w.len() >= g.weight_len(), "packed weights too short");
     debug_assert!(!call.spec.bias || b.len() >= g.co4, "bias too short");
     // (`y` may be a concat's buffer from this layer's first channel on: its last position ends
@@ -462,7 +464,8 @@ fn run_corr(call: &CorrCall, x: &[f32], w: &[f32], b: &[f32], y: &mut [f32], m: 
         let r1 = ((t + 1) * per_task).min(rows);
         // SAFETY: the kernel was generated for `call.spec`, whose sizes are constants in it; the
         // buffers are at least as long as that spec reads and writes over rows `0..rows` (the
-        // assertions above); every task writes only its own rows `r0..r1` of `y`, so no two
+        // assertions above; a kernel reading x in place loads only positions inside it and its
+        // own zero row); every task writes only its own rows `r0..r1` of `y`, so no two
         // tasks write the same element, and nothing else touches `y` meanwhile (`&mut`).
         unsafe {
             f(

@@ -5,7 +5,7 @@
 
 use super::codegen::{Blocking, CorrSpec, Epilogue, F32X4, GradWSpec, PTR, counted_loop, flags, fmadd};
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
-use cranelift_codegen::ir::{InstBuilder, MemFlagsData, Value, types};
+use cranelift_codegen::ir::{InstBuilder, MemFlagsData, StackSlotData, StackSlotKind, Value, types};
 use cranelift_frontend::{FunctionBuilder, Variable};
 
 /// Output positions per iteration of the weight-gradient loop.
@@ -84,31 +84,84 @@ pub(super) fn emit_corr(b: &mut FunctionBuilder, spec: &CorrSpec, blk: Blocking,
     let vb = blk.v.min(sp.co4 / 4).max(1);
     let co_full = sp.co4 / (4 * vb);
     let co_tail = (sp.co4 / 4) % vb;
-    let r_full = sp.wo / blk.r;
-    let r_tail = sp.wo % blk.r;
-    let x_row_bytes = (sp.wp * sp.csx * 4) as i64;
+    // `x` holds `hs × ws` positions per sample; `pad` zeros around it are not stored.
+    let pad = spec.pad.map(|p| p as i64);
+    let (hs, ws) = (sp.hp - 2 * spec.pad[0], sp.wp - 2 * spec.pad[1]);
+    let pos_bytes = (sp.csx * 4) as i64;
+    let x_row_bytes = ws as i64 * pos_bytes;
     let y_row_bytes = (sp.wo * sp.cso * 4) as i64;
+    // Read in place: a zeroed row on the stack stands for the tap rows outside `x` (its
+    // column 0 is input column 0, so the same offsets apply).
+    let zero_row = spec.rows_outside().then(|| {
+        let bytes = spec.zero_row_bytes();
+        let slot =
+            b.create_sized_stack_slot(StackSlotData::new(StackSlotKind::ExplicitSlot, bytes as u32, 4));
+        let base = b.ins().stack_addr(PTR, slot, 0);
+        let z = b.ins().f32const(0.0);
+        let z = b.ins().splat(F32X4, z);
+        let zero = b.ins().iconst(PTR, 0);
+        let end = b.ins().iconst(PTR, bytes as i64);
+        counted_loop(b, zero, end, 16, |b, o| {
+            let at = b.ins().iadd(base, o);
+            b.ins().store(flags(), z, at, 0);
+        });
+        b.ins().iadd_imm_s(base, pad[1] * pos_bytes)
+    });
+    // Output columns `lo..hi` whose every tap column lies inside `x`; the others (at most a
+    // few per edge) are computed one position at a time without the taps outside.
+    let tap_col = |ow: usize, kw: usize| (ow * sp.s[1] + kw * sp.d[1]) as i64 - pad[1];
+    let col_inside = |ow: usize| (0..sp.k[1]).all(|kw| (0..ws as i64).contains(&tap_col(ow, kw)));
+    let lo = (0..sp.wo).find(|&ow| col_inside(ow)).unwrap_or(sp.wo);
+    let hi = (lo..sp.wo).find(|&ow| !col_inside(ow)).unwrap_or(sp.wo);
+    let r_full = (hi - lo) / blk.r;
+    let r_tail = (hi - lo) % blk.r;
     counted_loop(b, row0, row1, 1, |b, row| {
         let n = b.ins().udiv_imm_s(row, sp.ho as i64);
         let nho = b.ins().imul_imm_s(n, sp.ho as i64);
         let oh = b.ins().isub(row, nho);
-        // input row of tap (0, ·): n·hp + oh·s₀
-        let nhp = b.ins().imul_imm_s(n, sp.hp as i64);
+        // input row of tap (0, ·): n·hs + oh·s₀ − pad₀
+        let nhs = b.ins().imul_imm_s(n, hs as i64);
         let ohs = b.ins().imul_imm_s(oh, sp.s[0] as i64);
-        let xr = b.ins().iadd(nhp, ohs);
+        let xr = b.ins().iadd(nhs, ohs);
         let xoff = b.ins().imul_imm_s(xr, x_row_bytes);
         let xrow = b.ins().iadd(x, xoff);
+        // Per tap row: (base pointer index, byte offset from it). Padded: one base. In place:
+        // one per tap row, the zero row where its input row lies outside.
+        let (bases, tap_rows): (Vec<Value>, Vec<(usize, i64)>) = match zero_row {
+            // (Also in place when no tap row is ever outside: e.g. 1-D, padded along w only.)
+            None => (
+                vec![xrow],
+                (0..sp.k[0]).map(|kh| (0, ((kh * sp.d[0]) as i64 - pad[0]) * x_row_bytes)).collect(),
+            ),
+            Some(zr) => {
+                let ptrs = (0..sp.k[0])
+                    .map(|kh| {
+                        let first = (kh * sp.d[0]) as i64 - pad[0];
+                        let at = b.ins().iadd_imm_s(xrow, first * x_row_bytes);
+                        let always = first >= 0 && ((sp.ho - 1) * sp.s[0]) as i64 + first < hs as i64;
+                        if always {
+                            return at;
+                        }
+                        let ih = b.ins().iadd_imm_s(ohs, first);
+                        let ok = b.ins().icmp_imm_s(IntCC::UnsignedLessThan, ih, hs as i64);
+                        b.ins().select(ok, at, zr)
+                    })
+                    .collect();
+                (ptrs, (0..sp.k[0]).map(|kh| (kh, 0)).collect())
+            }
+        };
         let yoff = b.ins().imul_imm_s(row, y_row_bytes);
         let yrow = b.ins().iadd(y, yoff);
         let mrow = b.ins().iadd(m, yoff);
-        // One tile: positions [ow0, ow0 + r) × vectors [co0, co0 + v).
+        // One tile: positions [ow0, ow0 + r) × vectors [co0, co0 + v); `ow_x` is the byte
+        // offset of input column ow0·s₁ − pad₁. `cols`: the tap columns inside (all if None).
         let tile = |b: &mut FunctionBuilder,
                     ow_bytes_x: Value,
                     ow_bytes_y: Value,
                     co_bytes: Value,
                     r: usize,
-                    v: usize| {
-            let xb = b.ins().iadd(xrow, ow_bytes_x);
+                    v: usize,
+                    cols: Option<&[bool]>| {
             let yb = b.ins().iadd(yrow, ow_bytes_y);
             let yb = b.ins().iadd(yb, co_bytes);
             let mb = b.ins().iadd(mrow, ow_bytes_y);
@@ -127,9 +180,16 @@ pub(super) fn emit_corr(b: &mut FunctionBuilder, spec: &CorrSpec, blk: Blocking,
                     b.def_var(accs[i * v + j], init);
                 }
             }
-            let xp = b.declare_var(PTR);
+            let xps: Vec<Variable> = bases
+                .iter()
+                .map(|&base| {
+                    let xp = b.declare_var(PTR);
+                    let xb = b.ins().iadd(base, ow_bytes_x);
+                    b.def_var(xp, xb);
+                    xp
+                })
+                .collect();
             let wp = b.declare_var(PTR);
-            b.def_var(xp, xb);
             b.def_var(wp, wb);
             let zero = b.ins().iconst(PTR, 0);
             // Channels unrolled by `unroll` when there are few taps (1×1 kernels, the
@@ -141,11 +201,11 @@ pub(super) fn emit_corr(b: &mut FunctionBuilder, spec: &CorrSpec, blk: Blocking,
             };
             let end = b.ins().iconst(PTR, (sp.ci / unroll) as i64);
             counted_loop(b, zero, end, 1, |b, _ci| {
-                let xpv = b.use_var(xp);
+                let xpv: Vec<Value> = xps.iter().map(|&v| b.use_var(v)).collect();
                 let wpv = b.use_var(wp);
                 for q in 0..unroll {
-                    for kh in 0..sp.k[0] {
-                        for kw in 0..sp.k[1] {
+                    for (kh, &(base, row_off)) in tap_rows.iter().enumerate() {
+                        for kw in (0..sp.k[1]).filter(|&kw| cols.is_none_or(|c| c[kw])) {
                             let tap = kh * sp.k[1] + kw;
                             let wv: Vec<Value> = (0..v)
                                 .map(|j| {
@@ -154,9 +214,9 @@ pub(super) fn emit_corr(b: &mut FunctionBuilder, spec: &CorrSpec, blk: Blocking,
                                 })
                                 .collect();
                             for i in 0..r {
-                                let off = ((kh * sp.d[0] * sp.wp + kw * sp.d[1] + i * sp.s[1]) * sp.csx * 4
-                                    + 4 * q) as i64;
-                                let xs = bcast(b, xpv, off);
+                                let off =
+                                    row_off + (kw * sp.d[1] + i * sp.s[1]) as i64 * pos_bytes + 4 * q as i64;
+                                let xs = bcast(b, xpv[base], off);
                                 for j in 0..v {
                                     let a = b.use_var(accs[i * v + j]);
                                     let a = fmadd(b, has_fma, xs, wv[j], a);
@@ -166,9 +226,11 @@ pub(super) fn emit_corr(b: &mut FunctionBuilder, spec: &CorrSpec, blk: Blocking,
                         }
                     }
                 }
-                let xn = b.ins().iadd_imm_s(xpv, 4 * unroll as i64);
+                for (xp, &xv) in xps.iter().zip(&xpv) {
+                    let xn = b.ins().iadd_imm_s(xv, 4 * unroll as i64);
+                    b.def_var(*xp, xn);
+                }
                 let wn = b.ins().iadd_imm_s(wpv, w_ci_stride * unroll as i64);
-                b.def_var(xp, xn);
                 b.def_var(wp, wn);
             });
             let zero_v = {
@@ -185,32 +247,43 @@ pub(super) fn emit_corr(b: &mut FunctionBuilder, spec: &CorrSpec, blk: Blocking,
             }
         };
         // Full and tail blocks along the width, each over full and tail channel blocks.
-        let width_part = |b: &mut FunctionBuilder, ow_x: Value, ow_y: Value, r: usize| {
-            if co_full > 0 {
-                let zero = b.ins().iconst(PTR, 0);
-                let end = b.ins().iconst(PTR, (co_full * 16 * vb) as i64);
-                counted_loop(b, zero, end, (16 * vb) as i64, |b, co_bytes| {
-                    tile(b, ow_x, ow_y, co_bytes, r, vb)
-                });
-            }
-            if co_tail > 0 {
-                let co_bytes = b.ins().iconst(PTR, (co_full * 16 * vb) as i64);
-                tile(b, ow_x, ow_y, co_bytes, r, co_tail);
-            }
-        };
+        let width_part =
+            |b: &mut FunctionBuilder, ow_x: Value, ow_y: Value, r: usize, cols: Option<&[bool]>| {
+                if co_full > 0 {
+                    let zero = b.ins().iconst(PTR, 0);
+                    let end = b.ins().iconst(PTR, (co_full * 16 * vb) as i64);
+                    counted_loop(b, zero, end, (16 * vb) as i64, |b, co_bytes| {
+                        tile(b, ow_x, ow_y, co_bytes, r, vb, cols)
+                    });
+                }
+                if co_tail > 0 {
+                    let co_bytes = b.ins().iconst(PTR, (co_full * 16 * vb) as i64);
+                    tile(b, ow_x, ow_y, co_bytes, r, co_tail, cols);
+                }
+            };
+        let x_at = |ow: usize| (ow * sp.s[1]) as i64 * pos_bytes - pad[1] * pos_bytes;
         if r_full > 0 {
             let zero = b.ins().iconst(PTR, 0);
             let end = b.ins().iconst(PTR, r_full as i64);
             counted_loop(b, zero, end, 1, |b, ob| {
-                let ow_x = b.ins().imul_imm_s(ob, (blk.r * sp.s[1] * sp.csx * 4) as i64);
+                let ow_x = b.ins().imul_imm_s(ob, (blk.r * sp.s[1]) as i64 * pos_bytes);
+                let ow_x = b.ins().iadd_imm_s(ow_x, x_at(lo));
                 let ow_y = b.ins().imul_imm_s(ob, (blk.r * sp.cso * 4) as i64);
-                width_part(b, ow_x, ow_y, blk.r);
+                let ow_y = b.ins().iadd_imm_s(ow_y, (lo * sp.cso * 4) as i64);
+                width_part(b, ow_x, ow_y, blk.r, None);
             });
         }
         if r_tail > 0 {
-            let ow_x = b.ins().iconst(PTR, (r_full * blk.r * sp.s[1] * sp.csx * 4) as i64);
-            let ow_y = b.ins().iconst(PTR, (r_full * blk.r * sp.cso * 4) as i64);
-            width_part(b, ow_x, ow_y, r_tail);
+            let ow = lo + r_full * blk.r;
+            let ow_x = b.ins().iconst(PTR, x_at(ow));
+            let ow_y = b.ins().iconst(PTR, (ow * sp.cso * 4) as i64);
+            width_part(b, ow_x, ow_y, r_tail, None);
+        }
+        for ow in (0..lo).chain(hi..sp.wo) {
+            let cols: Vec<bool> = (0..sp.k[1]).map(|kw| (0..ws as i64).contains(&tap_col(ow, kw))).collect();
+            let ow_x = b.ins().iconst(PTR, x_at(ow));
+            let ow_y = b.ins().iconst(PTR, (ow * sp.cso * 4) as i64);
+            width_part(b, ow_x, ow_y, 1, Some(&cols));
         }
     });
     b.ins().return_(&[]);

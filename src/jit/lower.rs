@@ -4,7 +4,7 @@
 //! weight-gradient kernel of a layer reuses the geometry of the correlation it differentiates.
 
 use super::JitOptions;
-use super::codegen::{Codegen, CorrSpec, Geometry, GradWSpec};
+use super::codegen::{Codegen, CorrSpec, Geometry, GradWSpec, MAX_ZERO_ROW_BYTES};
 use super::fusion::{Fusion, is_pixel};
 use super::layout::{Layout, round4, window2};
 use super::linear::{CorrCall, LinearKind, LinearPlan, Packing, Src};
@@ -138,68 +138,69 @@ pub(crate) fn plan_linear(
         Op::Conv(c) => {
             let (k, s, p, d) =
                 (window2(&c.kernel, 1), window2(&c.stride, 1), window2(&c.pad, 0), window2(&c.dilation, 1));
-            // forward: x zero-padded by p (kept for the weight gradient) for the direct kernel;
-            // a Winograd forward reads x in place (its input transform knows where the zeros
-            // are), and the padded x is then made for the direct weight gradient only, in the
-            // backward pass (transient).
+            // forward: x read in place, the padding known to the kernel — Winograd's input
+            // transform, or the direct kernel with a zero row on the stack (when that row is
+            // small, else x zero-padded by a copy kept for the weight gradient).
             let padded_geo = geometry(Layout { h: x.h + 2 * p[0], w: x.w + 2 * p[1], ..x }, y, k, s, d);
             // A conv writing into a concat's slice stays direct (Winograd's output transform
             // stores with the layer's own channel stride).
             let fwd_tile = wino_tile(&padded_geo).filter(|_| into.is_none());
+            let fits = |spec: &CorrSpec| spec.zero_row_bytes() <= MAX_ZERO_ROW_BYTES;
+            let fwd_bias = c.bias || bn_follows;
+            // Into a concat: rows of the concat's stride (the weight gradient reads this
+            // layer's own dy, so its geometry keeps `y`'s).
+            let fwd_geo = Geometry { cso: into.map_or(y.cs, |l| l.cs), ..padded_geo.clone() };
+            let fwd_spec = CorrSpec { geo: fwd_geo, bias: fwd_bias, epilogue, pad: p };
+            let x_in_place = fwd_tile.is_some() || fits(&fwd_spec);
+            let fwd_spec = CorrSpec { pad: if x_in_place { p } else { [0, 0] }, ..fwd_spec };
             // The weight gradient by Winograd whole tiles too when the cost model says so; its
             // input transform reads x in place, as the forward's does.
             let direct_chunk = chunk_rows(&y) * y.w;
             let gradw_tile = winograd::choose_gradw(options.conv, &padded_geo, direct_chunk);
             // The direct weight-gradient kernel reads x in place too (skipping the taps outside
-            // it) when the forward is Winograd, unless x has fewer channels than its register
-            // block (it then blocks over taps, which in place would differ per tap): a padded
-            // copy of such an x is small.
-            let direct_gradw_in_place =
-                gradw_tile.is_none() && fwd_tile.is_some() && x.c >= options.gradw_blocking.r;
+            // it) unless x has fewer channels than its register block (it then blocks over taps,
+            // which in place would differ per tap): a padded copy of such an x is small.
+            let direct_gradw_in_place = gradw_tile.is_none() && x_in_place && x.c >= options.gradw_blocking.r;
             let gradw_in_place = gradw_tile.is_some() || direct_gradw_in_place;
-            let (fwd_src, fwd_scatter, gradw_scatter, gradw_x) = match (fwd_tile, gradw_in_place) {
-                (Some(_), true) => (Src::Value, None, None, Src::Value),
-                // A direct forward reads the padded x, kept for a direct weight gradient only.
-                (None, in_place) => {
+            let (fwd_src, fwd_scatter, gradw_scatter, gradw_x) = match (x_in_place, gradw_in_place) {
+                (true, true) => (Src::Value, None, None, Src::Value),
+                // A forward reading a padded x, kept for a direct weight gradient only.
+                (false, in_place) => {
                     let (_, padded_src, pad_x) = padded_source(x, p, !in_place, &mut scratch);
                     (padded_src, pad_x, None, if in_place { Src::Value } else { padded_src })
                 }
-                // A direct weight gradient after a Winograd forward: x padded in the backward
-                // pass (transient).
-                (Some(_), false) => {
+                // A direct weight gradient after a forward reading x in place: x padded in the
+                // backward pass (transient).
+                (true, false) => {
                     let (_, padded_src, pad_x) = padded_source(x, p, false, &mut scratch);
                     (Src::Value, None, pad_x, padded_src)
                 }
             };
             let gradw_pad = if direct_gradw_in_place { p } else { [0, 0] };
             let geo = padded_geo;
-            // Into a concat: rows of the concat's stride (the weight gradient reads this
-            // layer's own dy, so its geometry keeps `y`'s).
-            let fwd_geo = Geometry { cso: into.map_or(y.cs, |l| l.cs), ..geo.clone() };
-            let fwd_bias = c.bias || bn_follows;
-            let fwd_spec = CorrSpec { geo: fwd_geo, bias: fwd_bias, epilogue };
             let fwd = match fwd_tile {
                 Some(_) => replaced(fwd_spec, pack(false, false)),
                 None => corr(fwd_spec, pack(false, false))?,
             };
-            // input gradient: dy interleaved (stride) and shifted, then a stride-1 correlation;
-            // a Winograd input gradient of a stride-1 conv reads dy in place, shifted.
+            // input gradient: dy interleaved (stride) and shifted, then a stride-1 correlation.
+            // A stride-1 conv's dy needs no interleaving: Winograd reads it in place, shifted,
+            // and so does the direct kernel when the shift is a padding (d·(k − 1) ≥ p) whose
+            // zero row is small — or no shift at all (e.g. 1×1 without padding).
             let z = Layout { h: x.h + d[0] * (k[0] - 1), w: x.w + d[1] * (k[1] - 1), ..y };
             let bwd_geo = geometry(z, x, k, [1, 1], d);
             let bwd_tile = wino_tile(&bwd_geo);
             let off = |a: usize| (d[a] * (k[a] - 1)) as i64 - p[a] as i64;
-            // Also a direct input gradient when dy needs neither interleaving nor shifting
-            // (a stride-1 conv padded by d·(k − 1), e.g. 1×1 without padding): dy is its
-            // own input, a copy would be a pass over memory for nothing.
-            let unshifted = s == [1, 1] && off(0) == 0 && off(1) == 0;
-            let dy_in_place = (bwd_tile.is_some() && s == [1, 1]) || unshifted;
+            let shift = [off(0).max(0) as usize, off(1).max(0) as usize];
+            let bwd_spec = CorrSpec { geo: bwd_geo.clone(), bias: false, epilogue: bwd_epilogue, pad: shift };
+            let direct_in_place = off(0) >= 0 && off(1) >= 0 && fits(&bwd_spec);
+            let dy_in_place = s == [1, 1] && (bwd_tile.is_some() || direct_in_place);
+            let bwd_spec = CorrSpec { pad: if dy_in_place { shift } else { [0, 0] }, ..bwd_spec };
             let (bwd_src, bwd_scatter) = if dy_in_place {
                 (Src::Value, None)
             } else {
                 let kz = scratch.add(z, false);
                 (Src::Scratch(kz), Some((kz, Scatter { src: y, dst: z, s, off: [off(0), off(1)] })))
             };
-            let bwd_spec = CorrSpec { geo: bwd_geo.clone(), bias: false, epilogue: bwd_epilogue };
             let bwd_in = match bwd_tile {
                 Some(_) => replaced(bwd_spec, pack(true, true)),
                 None => corr(bwd_spec, pack(true, true))?,
@@ -269,13 +270,20 @@ pub(crate) fn plan_linear(
             let t_bwd = scratch.add(t_bwd_layout, false);
             let one = [1, 1];
             let mut fwd = corr(
-                CorrSpec { geo: geometry(x, t_fwd_layout, one, one, one), bias: c.bias, epilogue },
+                CorrSpec {
+                    geo: geometry(x, t_fwd_layout, one, one, one),
+                    bias: c.bias,
+                    epilogue,
+                    pad: [0, 0],
+                },
                 pack(false, false),
             )?;
             fwd.pack_lanes = co4;
             let bwd_geo = geometry(t_bwd_layout, x, one, one, one);
-            let bwd_in =
-                corr(CorrSpec { geo: bwd_geo, bias: false, epilogue: bwd_epilogue }, pack(true, false))?;
+            let bwd_in = corr(
+                CorrSpec { geo: bwd_geo, bias: false, epilogue: bwd_epilogue, pad: [0, 0] },
+                pack(true, false),
+            )?;
             Family {
                 kind: LinearKind::PixelShuffle(Pixel { x, y, k, co4, t_fwd, t_bwd, cs_bwd }),
                 out: c.out,
@@ -309,7 +317,7 @@ pub(crate) fn plan_linear(
             let kz = scratch.add(z, false);
             let off = |a: usize| (k[a] - 1) as i64 - p[a] as i64;
             let fwd = corr(
-                CorrSpec { geo: geometry(z, y, k, [1, 1], [1, 1]), bias: c.bias, epilogue },
+                CorrSpec { geo: geometry(z, y, k, [1, 1], [1, 1]), bias: c.bias, epilogue, pad: [0, 0] },
                 pack(false, true),
             )?;
             // input gradient: the strided convolution of dy zero-padded by p; the weight
@@ -320,7 +328,7 @@ pub(crate) fn plan_linear(
             let pad = Scatter { src: y, dst: padded, s: [1, 1], off: [p[0] as i64, p[1] as i64] };
             let bwd_geo = geometry(padded, x, k, s, [1, 1]);
             let bwd_in = corr(
-                CorrSpec { geo: bwd_geo.clone(), bias: false, epilogue: bwd_epilogue },
+                CorrSpec { geo: bwd_geo.clone(), bias: false, epilogue: bwd_epilogue, pad: [0, 0] },
                 pack(true, false),
             )?;
             Family {
@@ -351,12 +359,14 @@ pub(crate) fn plan_linear(
             let one = [1, 1];
             let geo = geometry(xr, yr, one, one, one);
             let fwd = corr(
-                CorrSpec { geo: geo.clone(), bias: dn.bias || bn_follows, epilogue },
+                CorrSpec { geo: geo.clone(), bias: dn.bias || bn_follows, epilogue, pad: [0, 0] },
                 pack(false, false),
             )?;
             let bwd_geo = geometry(yr, xr, one, one, one);
-            let bwd_in =
-                corr(CorrSpec { geo: bwd_geo, bias: false, epilogue: bwd_epilogue }, pack(true, false))?;
+            let bwd_in = corr(
+                CorrSpec { geo: bwd_geo, bias: false, epilogue: bwd_epilogue, pad: [0, 0] },
+                pack(true, false),
+            )?;
             Family {
                 kind: LinearKind::Direct,
                 out: dn.out,
