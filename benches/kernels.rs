@@ -31,13 +31,13 @@ fn kernels(c: &mut Criterion) {
             co4: C,
             cso: C,
         };
-        let spec = |epilogue| CorrSpec { geo: geo.clone(), bias: true, epilogue };
+        let spec = |epilogue| CorrSpec { geo: geo.clone(), bias: true, epilogue, pad: [0, 0] };
         let fwd = cg.corr(&spec(Epilogue::Relu), geonetc::jit::codegen::CORR_BLOCKING).expect("codegen");
         // The input gradient is the same correlation (flipped weights, no bias), masked by relu.
         let bwd = cg
             .corr(&CorrSpec { bias: false, ..spec(Epilogue::ReluMask) }, geonetc::jit::codegen::CORR_BLOCKING)
             .expect("codegen");
-        let gw_spec = GradWSpec { geo: geo.clone(), bias: true };
+        let gw_spec = GradWSpec { geo: geo.clone(), bias: true, pad: [0, 0] };
         let gw = cg.gradw(&gw_spec, geonetc::jit::codegen::GRADW_BLOCKING).expect("codegen");
         cg.finish().expect("finalize");
         let (fwd, bwd, gw) = (cg.corr_fn(fwd), cg.corr_fn(bwd), cg.gradw_fn(gw));

@@ -227,7 +227,7 @@ fn gradw_algorithms(algos: &[String]) -> Vec<&str> {
 }
 
 /// The Winograd weight gradient on single random 3×3 layers (odd sizes, channels with every
-/// remainder mod 4, pad 0 and 1, batch 2–3, each tile size forced): dW and db against the f64
+/// remainder mod 4, pad 0, 1 and 2 — x read in place — batch 2–3, each tile size forced): dW and db against the f64
 /// interpreter and against the JIT's direct weight-gradient kernel, each within 1e-4 of the
 /// reference's largest magnitude.
 #[test]
@@ -238,7 +238,7 @@ fn winograd_weight_gradient_matches_the_interpreter_and_the_direct_kernel() {
         let cin = rng.random_range(1..14usize);
         let cout = rng.random_range(1..19usize);
         let (h, w) = (rng.random_range(3..23usize), rng.random_range(3..19usize));
-        let (pad, batch) = (case % 2, 2 + case % 2);
+        let (pad, batch) = (case % 3, 2 + case % 2);
         let src = format!(
             "model m {{\n    input x: [{cin}, {h}, {w}]\n    y = x -> conv({cout}, kernel=3, pad={pad})\n    output y\n}}\n"
         );
@@ -356,4 +356,82 @@ fn the_algorithm_knob_parses_its_names_only() {
     }
     let err = ConvAlgorithm::parse("fft").unwrap_err();
     assert!(err.contains("`fft`") && err.contains("winograd"), "{err}");
+}
+
+/// Layers whose Winograd input transform reads its input in place with other shifts than pad 1:
+/// pad 2 (two zero rows and columns), pad 3 (the input gradient crops dy: a negative shift), a
+/// stride-2 conv (its input gradient runs Winograd on the interleaved dy, a scattered copy), on
+/// odd sizes and channel counts, batch 2, with a fused relu: outputs and gradients within the
+/// stated error of the interpreter.
+#[test]
+fn in_place_inputs_with_any_padding_match_the_interpreter() {
+    for (layer, h, w) in [
+        ("conv(6, kernel=3, pad=2)", 7, 9),
+        ("conv(5, kernel=3, pad=3)", 6, 5),
+        ("conv(7, kernel=3, stride=2, pad=1)", 9, 8),
+        ("conv(3, kernel=3, pad=2) -> relu", 5, 11),
+    ] {
+        let src = format!(
+            "model m {{\n    input x: [3, {h}, {w}]\n    y = x -> conv(5, kernel=3, pad=1) -> {layer} -> conv(2, kernel=3, pad=1)\n    output y\n}}\n"
+        );
+        let p = program(&src);
+        for conv in [ConvAlgorithm::Winograd, ConvAlgorithm::Winograd2] {
+            let (o, g, algos) = against_interpreter(&p, 2, true, true, conv);
+            assert!(algos.iter().filter(|a| a.contains("F(")).count() >= 2, "{src}: {algos:?}");
+            assert!(o <= TOL && g <= TOL, "{src} {conv:?}: output {o:.2e}, gradients {g:.2e}");
+        }
+    }
+}
+
+/// A conv whose forward stays direct (it writes into a concat's slice: 8 channels) while its
+/// weight gradient runs Winograd reading x in place, next to layers whose three passes are
+/// Winograd (pad 1 and 2, x read in place):
+/// outputs and gradients within the stated error of the interpreter, each tile size forced.
+#[test]
+fn winograd_weight_gradient_after_a_direct_forward_reads_x_in_place() {
+    let src = "model m {\n    input x: [3, 10, 7]\n    b = x -> conv(6, kernel=3, pad=1) -> relu\n    c = b -> conv(8, kernel=3, pad=1)\n    y = concat(c, b) -> conv(2, kernel=3, pad=2)\n    output y\n}\n";
+    let p = program(src);
+    for (conv, tile) in [(ConvAlgorithm::Winograd, "F(4x4"), (ConvAlgorithm::Winograd2, "F(2x2")] {
+        let (o, g, algos) = against_interpreter(&p, 2, true, true, conv);
+        assert!(
+            algos
+                .iter()
+                .any(|a| a.starts_with("direct / ")
+                    && a.split(" / ").nth(2).is_some_and(|w| w.starts_with(tile))),
+            "no direct forward with a Winograd weight gradient: {algos:?}"
+        );
+        assert!(algos.iter().filter(|a| !a.contains("direct")).count() >= 1, "{algos:?}");
+        assert!(o <= TOL && g <= TOL, "{conv:?}: output {o:.2e}, gradients {g:.2e}");
+    }
+}
+
+/// The direct correlation kernels reading their input in place (the padding known to the kernel:
+/// a zero row on the stack for tap rows outside, the taps outside skipped at the left and right
+/// edges): forward with pad 0–3 (a pad larger than the kernel's reach leaves border outputs
+/// with no tap inside), stride 2, dilation 2, tuple pads, 5×5 and 1×7 kernels, odd sizes,
+/// channel counts not a multiple of 4 (and below the weight gradient's register block), batch
+/// 2, with and without a fused relu; and their input gradients (dy read in place, shifted by
+/// d·(k − 1) − p, for stride 1): outputs and gradients within 1e-4 of the interpreter's scale.
+#[test]
+fn direct_kernels_reading_their_input_in_place_match_the_interpreter() {
+    for (layer, h, w) in [
+        ("conv(6, kernel=3, pad=1)", 7, 9),
+        ("conv(5, kernel=3, pad=2) -> relu", 6, 5),
+        ("conv(3, kernel=3, pad=3)", 5, 6),
+        ("conv(7, kernel=3, stride=2, pad=1)", 9, 8),
+        ("conv(4, kernel=3, dilation=2, pad=2)", 9, 7),
+        ("conv(5, kernel=5, pad=(1, 2))", 8, 9),
+        ("conv(6, kernel=(1, 7), pad=(0, 3)) -> relu", 3, 13),
+        ("conv(2, kernel=3, stride=2, pad=2)", 7, 7),
+    ] {
+        for cin in [2, 5] {
+            let src = format!(
+                "model m {{\n    input x: [{cin}, {h}, {w}]\n    y = x -> conv(5, kernel=3, pad=1) -> {layer} -> conv(3, kernel=3, pad=1)\n    output y\n}}\n"
+            );
+            let p = program(&src);
+            let (o, g, algos) = against_interpreter(&p, 2, true, true, ConvAlgorithm::Direct);
+            assert!(algos.iter().all(|a| !a.contains("F(")), "{src}: {algos:?}");
+            assert!(o <= TOL && g <= TOL, "{src}: output {o:.2e}, gradients {g:.2e}");
+        }
+    }
 }

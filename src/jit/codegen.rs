@@ -2,8 +2,9 @@
 //! their gradients) is lowered to, specialised on every size as a constant.
 //!
 //! Both work on NHWC f32 buffers (`[N, H, W, C]`, channels innermost with a channel stride ≥ C,
-//! a multiple of 4 for outputs) that the caller has already prepared (zero-padded), so the
-//! generated loops never test bounds:
+//! a multiple of 4 for outputs), read either already padded or in place with the padding known
+//! at generation time (`pad`: taps outside are skipped or read a zero row, decided by constants
+//! and one compare per tap row — docs/jit.md, "Padding without copies"):
 //!
 //! - [`CorrSpec`] — a strided, dilated cross-correlation with bias and a fused epilogue:
 //!   `y[n,oh,ow,co] = act(b[co] + Σ_{ci,kh,kw} x[n, oh·s₀+kh·d₀, ow·s₁+kw·d₁, ci] · w[ci,kh,kw,co])`.
@@ -93,6 +94,37 @@ pub struct CorrSpec {
     pub geo: Geometry,
     pub bias: bool,
     pub epilogue: Epilogue,
+    /// Zero rows and columns around `x` the kernel knows of instead of reading them (`x` read in
+    /// place, `(hp − 2·pad₀) × (wp − 2·pad₁)` positions per sample): a tap row outside reads a
+    /// zeroed row on the stack, and the output positions near the left and right edges skip
+    /// the tap columns outside. `[0, 0]`: `x` is already padded.
+    pub pad: [usize; 2],
+}
+
+/// Largest zero row (bytes, on the stack of the calling thread) a correlation reading its input
+/// in place may use; wider rows are padded by a copy instead.
+pub(crate) const MAX_ZERO_ROW_BYTES: usize = 64 << 10;
+
+impl CorrSpec {
+    /// Whether some output row has a tap row outside `x` (read in place).
+    pub(crate) fn rows_outside(&self) -> bool {
+        let g = &self.geo;
+        let hs = (g.hp - 2 * self.pad[0]) as i64;
+        (0..g.k[0]).any(|kh| {
+            let first = (kh * g.d[0]) as i64 - self.pad[0] as i64;
+            first < 0 || ((g.ho - 1) * g.s[0]) as i64 + first >= hs
+        })
+    }
+
+    /// Bytes of the zero row a kernel reading `x` in place keeps on the stack: the input
+    /// columns one output row's taps span (none when no tap row is ever outside, e.g. 1-D).
+    pub(crate) fn zero_row_bytes(&self) -> usize {
+        let g = &self.geo;
+        if !self.rows_outside() {
+            return 0;
+        }
+        ((g.wo - 1) * g.s[1] + (g.k[1] - 1) * g.d[1] + 1) * g.csx * 4
+    }
 }
 
 /// A weight-gradient kernel, fully specialised.
@@ -102,6 +134,10 @@ pub struct GradWSpec {
     /// Also sum `dy` per channel (the bias gradient) into `co4` f64 values stored from
     /// `dw[ci·taps·co4]` on (2·co4 f32 slots), in the same pass over the rows.
     pub bias: bool,
+    /// Zero rows and columns around `x` that the kernel knows of instead of reading them: `x`
+    /// is read in place, `(hp − 2·pad₀) × (wp − 2·pad₁)` positions per sample, and each tap sums
+    /// only the positions whose input lies inside. `[0, 0]`: `x` is already padded (`hp × wp`).
+    pub pad: [usize; 2],
 }
 
 impl GradWSpec {
@@ -486,7 +522,7 @@ mod tests {
             co4: 4,
             cso: 4,
         };
-        CorrSpec { geo, bias: true, epilogue }
+        CorrSpec { geo, bias: true, epilogue, pad: [0, 0] }
     }
 
     /// Layers of the same sizes share one generated function; any difference in the spec or the
@@ -506,7 +542,7 @@ mod tests {
         for (i, x) in ids.iter().enumerate() {
             assert!(ids[i + 1..].iter().all(|y| y != x), "{ids:?}");
         }
-        let g = GradWSpec { geo: spec(3, Epilogue::None).geo, bias: true };
+        let g = GradWSpec { geo: spec(3, Epilogue::None).geo, bias: true, pad: [0, 0] };
         let (g1, g2) = (cg.gradw(&g, GRADW_BLOCKING).expect("g1"), cg.gradw(&g, GRADW_BLOCKING).expect("g2"));
         assert_eq!(g1.0, g2.0);
         assert_eq!(cg.count, 6);

@@ -161,10 +161,18 @@ impl JitModel {
                 None => {
                     let _ = writeln!(
                         out,
-                        "    weight gradient: {}{}; x from {}; {} rows in chunks of {}",
+                        "    weight gradient: {}{}; x from {}{}{}; {} rows in chunks of {}",
                         geometry(&p.gradw_spec.geo),
                         if p.gradw_spec.bias { ", bias sums" } else { "" },
                         source(p.gradw_x),
+                        match p.gradw_spec.pad {
+                            [0, 0] => String::new(),
+                            [a, b] => format!(" in place, padding {a}x{b} skipped"),
+                        },
+                        match p.gradw_scatter {
+                            Some(_) => format!("{} in the backward pass", scatter(p.gradw_scatter)),
+                            None => String::new(),
+                        },
                         p.gradw_rows,
                         p.gradw_chunk_rows
                     );

@@ -348,7 +348,12 @@ impl JitModel {
             std::mem::take(&mut plan.scratch[k])
         });
         // Weight gradient over fixed row chunks, summed in chunk order. Its operands: `gx`
-        // reduced over, `gd` the per-position lanes (see `LinearKind`).
+        // reduced over, `gd` the per-position lanes (see `LinearKind`). A forward that read x in
+        // place left no padded x: it is made now.
+        if let Some((k, sc)) = plan.gradw_scatter {
+            plan.lend(k, &mut self.pool);
+            sc.run(self.buf(x_ref), &mut plan.scratch[k]);
+        }
         let gx: &[f32] = match plan.gradw_x {
             Src::Value => self.buf(x_ref),
             Src::Scratch(k) => &plan.scratch[k],
@@ -451,7 +456,9 @@ fn run_corr(call: &CorrCall, x: &[f32], w: &[f32], b: &[f32], y: &mut [f32], m: 
     // Rows `n·ho + oh` read the padded rows of samples `0..⌈rows/ho⌉` of x, the packed weights
     // `[ci][tap][co4]`, `co4` bias lanes, and write (and read the mask at) `wo` positions of
     // `cso` floats per row.
-    debug_assert!(x.len() >= rows.div_ceil(g.ho) * g.hp * g.wp * g.csx, "x too short");
+    // (x read in place is `pad` smaller on every side.)
+    let (hs, ws) = (g.hp - 2 * call.spec.pad[0], g.wp - 2 * call.spec.pad[1]);
+    debug_assert!(x.len() >= rows.div_ceil(g.ho) * hs * ws * g.csx, "x too short");
     debug_assert!(w.len() >= g.weight_len(), "packed weights too short");
     debug_assert!(!call.spec.bias || b.len() >= g.co4, "bias too short");
     // (`y` may be a concat's buffer from this layer's first channel on: its last position ends
@@ -467,7 +474,8 @@ fn run_corr(call: &CorrCall, x: &[f32], w: &[f32], b: &[f32], y: &mut [f32], m: 
         let r1 = ((t + 1) * per_task).min(rows);
         // SAFETY: the kernel was generated for `call.spec`, whose sizes are constants in it; the
         // buffers are at least as long as that spec reads and writes over rows `0..rows` (the
-        // assertions above); every task writes only its own rows `r0..r1` of `y`, so no two
+        // assertions above; a kernel reading x in place loads only positions inside it and its
+        // own zero row); every task writes only its own rows `r0..r1` of `y`, so no two
         // tasks write the same element, and nothing else touches `y` meanwhile (`&mut`).
         unsafe {
             f(
@@ -495,7 +503,9 @@ fn run_gradw(
 ) {
     let len = spec.partial_len();
     let g = &spec.geo;
-    debug_assert!(gx.len() >= total.div_ceil(g.ho) * g.hp * g.wp * g.csx, "gradw x too short");
+    // (x read in place is `pad` smaller on every side.)
+    let (hs, ws) = (g.hp - 2 * spec.pad[0], g.wp - 2 * spec.pad[1]);
+    debug_assert!(gx.len() >= total.div_ceil(g.ho) * hs * ws * g.csx, "gradw x too short");
     debug_assert!(gd.len() >= total * g.wo * g.cso, "gradw dy too short");
     debug_assert!(partials.len() >= total.div_ceil(chunk) * len, "gradw partials too short");
     let (gxp, gdp) = (gx.as_ptr() as usize, gd.as_ptr() as usize);
@@ -504,7 +514,7 @@ fn run_gradw(
         let r1 = ((c + 1) * chunk).min(total);
         part.fill(0.0);
         // SAFETY: the kernel was generated for `spec`; `gx` and `gd` cover rows
-        // `0..total` of that spec and `part` is one chunk's `partial_len` floats (the assertions
+        // `0..total` of that spec (a kernel reading x in place loads only positions inside it) and `part` is one chunk's `partial_len` floats (the assertions
         // above); the kernel only reads `gx`/`gd` and writes `part`, which no other task touches.
         unsafe { f(gxp as *const f32, gdp as *const f32, part.as_mut_ptr(), r0 as i64, r1 as i64) };
     });

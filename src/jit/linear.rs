@@ -67,6 +67,9 @@ pub(crate) struct LinearPlan {
     pub fwd: CorrCall,
     pub fwd_src: Src,
     pub fwd_scatter: Option<(usize, Scatter)>,
+    /// The zero-padded x of the weight gradient when the forward does not read it (a Winograd
+    /// forward reads x in place): made in the backward pass, into transient scratch.
+    pub gradw_scatter: Option<(usize, Scatter)>,
     /// Rows the forward kernel is called on (`n·ho + oh`).
     pub fwd_rows: usize,
     pub bwd_in: CorrCall,
@@ -87,8 +90,8 @@ pub(crate) struct LinearPlan {
     pub bias_chunk_rows: usize,
     pub scratch: Vec<Vec<f32>>,
     pub scratch_len: Vec<usize>,
-    /// The padded forward input of a conv lives until the backward pass reads it; every other
-    /// scratch is transient, borrowed from a pool shared by all nodes for one step.
+    /// The padded forward input of a direct conv lives until the backward pass reads it; every
+    /// other scratch is transient, borrowed from a pool shared by all nodes for one step.
     pub scratch_persistent: Vec<bool>,
     pub packed_fwd: Vec<f32>,
     pub packed_bwd: Vec<f32>,

@@ -4,8 +4,8 @@
 //! Winograd's output transform).
 
 use super::codegen::{Blocking, CorrSpec, Epilogue, F32X4, GradWSpec, PTR, counted_loop, flags, fmadd};
-use cranelift_codegen::ir::condcodes::FloatCC;
-use cranelift_codegen::ir::{InstBuilder, MemFlagsData, Value, types};
+use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
+use cranelift_codegen::ir::{InstBuilder, MemFlagsData, StackSlotData, StackSlotKind, Value, types};
 use cranelift_frontend::{FunctionBuilder, Variable};
 
 /// Output positions per iteration of the weight-gradient loop.
@@ -84,31 +84,84 @@ pub(super) fn emit_corr(b: &mut FunctionBuilder, spec: &CorrSpec, blk: Blocking,
     let vb = blk.v.min(sp.co4 / 4).max(1);
     let co_full = sp.co4 / (4 * vb);
     let co_tail = (sp.co4 / 4) % vb;
-    let r_full = sp.wo / blk.r;
-    let r_tail = sp.wo % blk.r;
-    let x_row_bytes = (sp.wp * sp.csx * 4) as i64;
+    // `x` holds `hs × ws` positions per sample; `pad` zeros around it are not stored.
+    let pad = spec.pad.map(|p| p as i64);
+    let (hs, ws) = (sp.hp - 2 * spec.pad[0], sp.wp - 2 * spec.pad[1]);
+    let pos_bytes = (sp.csx * 4) as i64;
+    let x_row_bytes = ws as i64 * pos_bytes;
     let y_row_bytes = (sp.wo * sp.cso * 4) as i64;
+    // Read in place: a zeroed row on the stack stands for the tap rows outside `x` (its
+    // column 0 is input column 0, so the same offsets apply).
+    let zero_row = spec.rows_outside().then(|| {
+        let bytes = spec.zero_row_bytes();
+        let slot =
+            b.create_sized_stack_slot(StackSlotData::new(StackSlotKind::ExplicitSlot, bytes as u32, 4));
+        let base = b.ins().stack_addr(PTR, slot, 0);
+        let z = b.ins().f32const(0.0);
+        let z = b.ins().splat(F32X4, z);
+        let zero = b.ins().iconst(PTR, 0);
+        let end = b.ins().iconst(PTR, bytes as i64);
+        counted_loop(b, zero, end, 16, |b, o| {
+            let at = b.ins().iadd(base, o);
+            b.ins().store(flags(), z, at, 0);
+        });
+        b.ins().iadd_imm_s(base, pad[1] * pos_bytes)
+    });
+    // Output columns `lo..hi` whose every tap column lies inside `x`; the others (at most a
+    // few per edge) are computed one position at a time without the taps outside.
+    let tap_col = |ow: usize, kw: usize| (ow * sp.s[1] + kw * sp.d[1]) as i64 - pad[1];
+    let col_inside = |ow: usize| (0..sp.k[1]).all(|kw| (0..ws as i64).contains(&tap_col(ow, kw)));
+    let lo = (0..sp.wo).find(|&ow| col_inside(ow)).unwrap_or(sp.wo);
+    let hi = (lo..sp.wo).find(|&ow| !col_inside(ow)).unwrap_or(sp.wo);
+    let r_full = (hi - lo) / blk.r;
+    let r_tail = (hi - lo) % blk.r;
     counted_loop(b, row0, row1, 1, |b, row| {
         let n = b.ins().udiv_imm_s(row, sp.ho as i64);
         let nho = b.ins().imul_imm_s(n, sp.ho as i64);
         let oh = b.ins().isub(row, nho);
-        // input row of tap (0, ·): n·hp + oh·s₀
-        let nhp = b.ins().imul_imm_s(n, sp.hp as i64);
+        // input row of tap (0, ·): n·hs + oh·s₀ − pad₀
+        let nhs = b.ins().imul_imm_s(n, hs as i64);
         let ohs = b.ins().imul_imm_s(oh, sp.s[0] as i64);
-        let xr = b.ins().iadd(nhp, ohs);
+        let xr = b.ins().iadd(nhs, ohs);
         let xoff = b.ins().imul_imm_s(xr, x_row_bytes);
         let xrow = b.ins().iadd(x, xoff);
+        // Per tap row: (base pointer index, byte offset from it). Padded: one base. In place:
+        // one per tap row, the zero row where its input row lies outside.
+        let (bases, tap_rows): (Vec<Value>, Vec<(usize, i64)>) = match zero_row {
+            // (Also in place when no tap row is ever outside: e.g. 1-D, padded along w only.)
+            None => (
+                vec![xrow],
+                (0..sp.k[0]).map(|kh| (0, ((kh * sp.d[0]) as i64 - pad[0]) * x_row_bytes)).collect(),
+            ),
+            Some(zr) => {
+                let ptrs = (0..sp.k[0])
+                    .map(|kh| {
+                        let first = (kh * sp.d[0]) as i64 - pad[0];
+                        let at = b.ins().iadd_imm_s(xrow, first * x_row_bytes);
+                        let always = first >= 0 && ((sp.ho - 1) * sp.s[0]) as i64 + first < hs as i64;
+                        if always {
+                            return at;
+                        }
+                        let ih = b.ins().iadd_imm_s(ohs, first);
+                        let ok = b.ins().icmp_imm_s(IntCC::UnsignedLessThan, ih, hs as i64);
+                        b.ins().select(ok, at, zr)
+                    })
+                    .collect();
+                (ptrs, (0..sp.k[0]).map(|kh| (kh, 0)).collect())
+            }
+        };
         let yoff = b.ins().imul_imm_s(row, y_row_bytes);
         let yrow = b.ins().iadd(y, yoff);
         let mrow = b.ins().iadd(m, yoff);
-        // One tile: positions [ow0, ow0 + r) × vectors [co0, co0 + v).
+        // One tile: positions [ow0, ow0 + r) × vectors [co0, co0 + v); `ow_x` is the byte
+        // offset of input column ow0·s₁ − pad₁. `cols`: the tap columns inside (all if None).
         let tile = |b: &mut FunctionBuilder,
                     ow_bytes_x: Value,
                     ow_bytes_y: Value,
                     co_bytes: Value,
                     r: usize,
-                    v: usize| {
-            let xb = b.ins().iadd(xrow, ow_bytes_x);
+                    v: usize,
+                    cols: Option<&[bool]>| {
             let yb = b.ins().iadd(yrow, ow_bytes_y);
             let yb = b.ins().iadd(yb, co_bytes);
             let mb = b.ins().iadd(mrow, ow_bytes_y);
@@ -127,9 +180,16 @@ pub(super) fn emit_corr(b: &mut FunctionBuilder, spec: &CorrSpec, blk: Blocking,
                     b.def_var(accs[i * v + j], init);
                 }
             }
-            let xp = b.declare_var(PTR);
+            let xps: Vec<Variable> = bases
+                .iter()
+                .map(|&base| {
+                    let xp = b.declare_var(PTR);
+                    let xb = b.ins().iadd(base, ow_bytes_x);
+                    b.def_var(xp, xb);
+                    xp
+                })
+                .collect();
             let wp = b.declare_var(PTR);
-            b.def_var(xp, xb);
             b.def_var(wp, wb);
             let zero = b.ins().iconst(PTR, 0);
             // Channels unrolled by `unroll` when there are few taps (1×1 kernels, the
@@ -141,11 +201,11 @@ pub(super) fn emit_corr(b: &mut FunctionBuilder, spec: &CorrSpec, blk: Blocking,
             };
             let end = b.ins().iconst(PTR, (sp.ci / unroll) as i64);
             counted_loop(b, zero, end, 1, |b, _ci| {
-                let xpv = b.use_var(xp);
+                let xpv: Vec<Value> = xps.iter().map(|&v| b.use_var(v)).collect();
                 let wpv = b.use_var(wp);
                 for q in 0..unroll {
-                    for kh in 0..sp.k[0] {
-                        for kw in 0..sp.k[1] {
+                    for (kh, &(base, row_off)) in tap_rows.iter().enumerate() {
+                        for kw in (0..sp.k[1]).filter(|&kw| cols.is_none_or(|c| c[kw])) {
                             let tap = kh * sp.k[1] + kw;
                             let wv: Vec<Value> = (0..v)
                                 .map(|j| {
@@ -154,9 +214,9 @@ pub(super) fn emit_corr(b: &mut FunctionBuilder, spec: &CorrSpec, blk: Blocking,
                                 })
                                 .collect();
                             for i in 0..r {
-                                let off = ((kh * sp.d[0] * sp.wp + kw * sp.d[1] + i * sp.s[1]) * sp.csx * 4
-                                    + 4 * q) as i64;
-                                let xs = bcast(b, xpv, off);
+                                let off =
+                                    row_off + (kw * sp.d[1] + i * sp.s[1]) as i64 * pos_bytes + 4 * q as i64;
+                                let xs = bcast(b, xpv[base], off);
                                 for j in 0..v {
                                     let a = b.use_var(accs[i * v + j]);
                                     let a = fmadd(b, has_fma, xs, wv[j], a);
@@ -166,9 +226,11 @@ pub(super) fn emit_corr(b: &mut FunctionBuilder, spec: &CorrSpec, blk: Blocking,
                         }
                     }
                 }
-                let xn = b.ins().iadd_imm_s(xpv, 4 * unroll as i64);
+                for (xp, &xv) in xps.iter().zip(&xpv) {
+                    let xn = b.ins().iadd_imm_s(xv, 4 * unroll as i64);
+                    b.def_var(*xp, xn);
+                }
                 let wn = b.ins().iadd_imm_s(wpv, w_ci_stride * unroll as i64);
-                b.def_var(xp, xn);
                 b.def_var(wp, wn);
             });
             let zero_v = {
@@ -185,32 +247,43 @@ pub(super) fn emit_corr(b: &mut FunctionBuilder, spec: &CorrSpec, blk: Blocking,
             }
         };
         // Full and tail blocks along the width, each over full and tail channel blocks.
-        let width_part = |b: &mut FunctionBuilder, ow_x: Value, ow_y: Value, r: usize| {
-            if co_full > 0 {
-                let zero = b.ins().iconst(PTR, 0);
-                let end = b.ins().iconst(PTR, (co_full * 16 * vb) as i64);
-                counted_loop(b, zero, end, (16 * vb) as i64, |b, co_bytes| {
-                    tile(b, ow_x, ow_y, co_bytes, r, vb)
-                });
-            }
-            if co_tail > 0 {
-                let co_bytes = b.ins().iconst(PTR, (co_full * 16 * vb) as i64);
-                tile(b, ow_x, ow_y, co_bytes, r, co_tail);
-            }
-        };
+        let width_part =
+            |b: &mut FunctionBuilder, ow_x: Value, ow_y: Value, r: usize, cols: Option<&[bool]>| {
+                if co_full > 0 {
+                    let zero = b.ins().iconst(PTR, 0);
+                    let end = b.ins().iconst(PTR, (co_full * 16 * vb) as i64);
+                    counted_loop(b, zero, end, (16 * vb) as i64, |b, co_bytes| {
+                        tile(b, ow_x, ow_y, co_bytes, r, vb, cols)
+                    });
+                }
+                if co_tail > 0 {
+                    let co_bytes = b.ins().iconst(PTR, (co_full * 16 * vb) as i64);
+                    tile(b, ow_x, ow_y, co_bytes, r, co_tail, cols);
+                }
+            };
+        let x_at = |ow: usize| (ow * sp.s[1]) as i64 * pos_bytes - pad[1] * pos_bytes;
         if r_full > 0 {
             let zero = b.ins().iconst(PTR, 0);
             let end = b.ins().iconst(PTR, r_full as i64);
             counted_loop(b, zero, end, 1, |b, ob| {
-                let ow_x = b.ins().imul_imm_s(ob, (blk.r * sp.s[1] * sp.csx * 4) as i64);
+                let ow_x = b.ins().imul_imm_s(ob, (blk.r * sp.s[1]) as i64 * pos_bytes);
+                let ow_x = b.ins().iadd_imm_s(ow_x, x_at(lo));
                 let ow_y = b.ins().imul_imm_s(ob, (blk.r * sp.cso * 4) as i64);
-                width_part(b, ow_x, ow_y, blk.r);
+                let ow_y = b.ins().iadd_imm_s(ow_y, (lo * sp.cso * 4) as i64);
+                width_part(b, ow_x, ow_y, blk.r, None);
             });
         }
         if r_tail > 0 {
-            let ow_x = b.ins().iconst(PTR, (r_full * blk.r * sp.s[1] * sp.csx * 4) as i64);
-            let ow_y = b.ins().iconst(PTR, (r_full * blk.r * sp.cso * 4) as i64);
-            width_part(b, ow_x, ow_y, r_tail);
+            let ow = lo + r_full * blk.r;
+            let ow_x = b.ins().iconst(PTR, x_at(ow));
+            let ow_y = b.ins().iconst(PTR, (ow * sp.cso * 4) as i64);
+            width_part(b, ow_x, ow_y, r_tail, None);
+        }
+        for ow in (0..lo).chain(hi..sp.wo) {
+            let cols: Vec<bool> = (0..sp.k[1]).map(|kw| (0..ws as i64).contains(&tap_col(ow, kw))).collect();
+            let ow_x = b.ins().iconst(PTR, x_at(ow));
+            let ow_y = b.ins().iconst(PTR, (ow * sp.cso * 4) as i64);
+            width_part(b, ow_x, ow_y, 1, Some(&cols));
         }
     });
     b.ins().return_(&[]);
@@ -233,13 +306,28 @@ pub(super) fn emit_gradw(b: &mut FunctionBuilder, spec: &GradWSpec, blk: Blockin
     let rb = blk.r.min(sp.ci).max(1);
     let ci_full = sp.ci / rb;
     let ci_tail = sp.ci % rb;
-    let x_row_bytes = (sp.wp * sp.csx * 4) as i64;
+    // The buffer `x` is: `hs × ws` positions per sample, `pad` zeros around it not stored.
+    let pad = spec.pad.map(|p| p as i64);
+    let (hs, ws) = (sp.hp - 2 * spec.pad[0], sp.wp - 2 * spec.pad[1]);
+    let x_row_bytes = (ws * sp.csx * 4) as i64;
     let d_row_bytes = (sp.wo * sp.cso * 4) as i64;
+    // Output positions `lo..hi` whose input at column tap `kw` lies inside the buffer.
+    let columns = |kw: usize| -> (usize, usize) {
+        let first = (kw * sp.d[1]) as i64 - pad[1];
+        let lo = ((-first).max(0) as usize).div_ceil(sp.s[1]).min(sp.wo);
+        let hi = ((ws as i64 - first).max(0) as usize).div_ceil(sp.s[1]).min(sp.wo);
+        (lo, hi.max(lo))
+    };
+    // Whether input row `oh·s₀ + kh·d₀ − pad₀` lies inside for every output row (else tested).
+    let rows_inside = |kh: usize| {
+        let first = (kh * sp.d[0]) as i64 - pad[0];
+        first >= 0 && ((sp.ho - 1) * sp.s[0]) as i64 + first < hs as i64
+    };
     counted_loop(b, row0, row1, 1, |b, row| {
         let n = b.ins().udiv_imm_s(row, sp.ho as i64);
         let nho = b.ins().imul_imm_s(n, sp.ho as i64);
         let oh = b.ins().isub(row, nho);
-        let nhp = b.ins().imul_imm_s(n, sp.hp as i64);
+        let nhp = b.ins().imul_imm_s(n, hs as i64);
         let ohs = b.ins().imul_imm_s(oh, sp.s[0] as i64);
         let xr = b.ins().iadd(nhp, ohs);
         let xoff = b.ins().imul_imm_s(xr, x_row_bytes);
@@ -250,9 +338,17 @@ pub(super) fn emit_gradw(b: &mut FunctionBuilder, spec: &GradWSpec, blk: Blockin
         // tile: reduction rows `rows[i] = (channel offset, tap)` relative to channel `ci0` ×
         // vectors [co0, co0 + v). Rows are consecutive channels at one tap, or — for inputs with
         // fewer channels than the block — consecutive taps of one channel.
+        // Positions `lo..hi` only (`columns`: all of them when `x` is padded).
         let tile =
             |b: &mut FunctionBuilder, ci_bytes: Value, rows: &[(usize, usize)], co_bytes: Value, v: usize| {
                 let r = rows.len();
+                let (lo, hi) = rows
+                    .iter()
+                    .map(|&(_, tap)| columns(tap % sp.k[1]))
+                    .fold((0, sp.wo), |(l, h), (a, b)| (l.max(a), h.min(b)));
+                if hi <= lo {
+                    return;
+                }
                 let ci_off = b.ins().imul_imm_s(ci_bytes, (ktaps * sp.co4) as i64);
                 let wbase = b.ins().iadd(dw, ci_off);
                 let wbase = b.ins().iadd(wbase, co_bytes);
@@ -261,7 +357,8 @@ pub(super) fn emit_gradw(b: &mut FunctionBuilder, spec: &GradWSpec, blk: Blockin
                 let x_off = |i: usize| {
                     let (c, tap) = rows[i];
                     let (kh, kw) = (tap / sp.k[1], tap % sp.k[1]);
-                    (((kh * sp.d[0] * sp.wp + kw * sp.d[1]) * sp.csx + c) * 4) as i64
+                    let (ih, iw) = ((kh * sp.d[0]) as i64 - pad[0], (kw * sp.d[1]) as i64 - pad[1]);
+                    ((ih * ws as i64 + iw) * sp.csx as i64 + c as i64) * 4
                 };
                 let accs: Vec<Variable> = (0..r * v).map(|_| b.declare_var(F32X4)).collect();
                 for i in 0..r {
@@ -271,7 +368,9 @@ pub(super) fn emit_gradw(b: &mut FunctionBuilder, spec: &GradWSpec, blk: Blockin
                     }
                 }
                 let xstart = b.ins().iadd(xrow, ci_bytes);
+                let xstart = b.ins().iadd_imm_s(xstart, (lo * sp.s[1] * sp.csx * 4) as i64);
                 let dstart = b.ins().iadd(drow, co_bytes);
+                let dstart = b.ins().iadd_imm_s(dstart, (lo * sp.cso * 4) as i64);
                 let xp = b.declare_var(PTR);
                 let dp = b.declare_var(PTR);
                 b.def_var(xp, xstart);
@@ -302,14 +401,14 @@ pub(super) fn emit_gradw(b: &mut FunctionBuilder, spec: &GradWSpec, blk: Blockin
                     b.def_var(xp, xn);
                     b.def_var(dp, dn);
                 };
-                let full = sp.wo / UNROLL;
+                let full = (hi - lo) / UNROLL;
                 if full > 0 {
                     let zero = b.ins().iconst(PTR, 0);
                     let end = b.ins().iconst(PTR, full as i64);
                     counted_loop(b, zero, end, 1, |b, _| body(b, UNROLL));
                 }
-                if !sp.wo.is_multiple_of(UNROLL) {
-                    body(b, sp.wo % UNROLL);
+                if !(hi - lo).is_multiple_of(UNROLL) {
+                    body(b, (hi - lo) % UNROLL);
                 }
                 for i in 0..r {
                     for j in 0..v {
@@ -331,8 +430,27 @@ pub(super) fn emit_gradw(b: &mut FunctionBuilder, spec: &GradWSpec, blk: Blockin
                 tile(b, ci_bytes, rows, co_bytes, co_tail);
             }
         };
+        // Runs `f` only for rows whose input row of tap row `kh` lies inside the buffer.
+        let when_row_inside = |b: &mut FunctionBuilder, kh: usize, f: &dyn Fn(&mut FunctionBuilder)| {
+            if rows_inside(kh) {
+                return f(b);
+            }
+            let ih = b.ins().imul_imm_s(oh, sp.s[0] as i64);
+            let ih = b.ins().iadd_imm_s(ih, (kh * sp.d[0]) as i64 - pad[0]);
+            let above = b.ins().icmp_imm_s(IntCC::SignedGreaterThanOrEqual, ih, 0);
+            let below = b.ins().icmp_imm_s(IntCC::SignedLessThan, ih, hs as i64);
+            let inside = b.ins().band(above, below);
+            let (run, done) = (b.create_block(), b.create_block());
+            b.ins().brif(inside, run, &[], done, &[]);
+            b.switch_to_block(run);
+            f(b);
+            b.ins().jump(done, &[]);
+            b.switch_to_block(done);
+        };
         let per_ci = |b: &mut FunctionBuilder, ci_bytes: Value, r: usize| {
-            if r < blk.r && ktaps > 1 {
+            // (A padding read in place needs one tap per tile row: its rows and columns differ
+            // per tap. `lower.rs` pads few-channel inputs instead.)
+            if r < blk.r && ktaps > 1 && spec.pad == [0, 0] {
                 // Few channels: block over taps instead, one channel at a time.
                 for c in 0..r {
                     let taps: Vec<usize> = (0..ktaps).collect();
@@ -344,7 +462,7 @@ pub(super) fn emit_gradw(b: &mut FunctionBuilder, spec: &GradWSpec, blk: Blockin
             } else {
                 for tap in 0..ktaps {
                     let rows: Vec<(usize, usize)> = (0..r).map(|c| (c, tap)).collect();
-                    over_co(b, ci_bytes, &rows);
+                    when_row_inside(b, tap / sp.k[1], &|b| over_co(b, ci_bytes, &rows));
                 }
             }
         };

@@ -4,7 +4,7 @@
 //! weight-gradient kernel of a layer reuses the geometry of the correlation it differentiates.
 
 use super::JitOptions;
-use super::codegen::{Codegen, CorrSpec, Geometry, GradWSpec};
+use super::codegen::{Codegen, CorrSpec, Geometry, GradWSpec, MAX_ZERO_ROW_BYTES};
 use super::fusion::{Fusion, is_pixel};
 use super::layout::{Layout, round4, window2};
 use super::linear::{CorrCall, LinearKind, LinearPlan, Packing, Src};
@@ -63,16 +63,14 @@ impl Scratch {
 }
 
 /// A zero-padding scatter of `src` by `p` into scratch (persistent or not), or the value itself
-/// when there is no padding. The padded buffer is at least `min` (height, width) large, zeros
-/// past the padding (a Winograd correlation reads whole tiles).
+/// when there is no padding.
 fn padded_source(
     src: Layout,
     p: [usize; 2],
-    min: (usize, usize),
     persistent: bool,
     scratch: &mut Scratch,
 ) -> (Layout, Src, Option<(usize, Scatter)>) {
-    let padded = Layout { h: (src.h + 2 * p[0]).max(min.0), w: (src.w + 2 * p[1]).max(min.1), ..src };
+    let padded = Layout { h: src.h + 2 * p[0], w: src.w + 2 * p[1], ..src };
     if padded.h == src.h && padded.w == src.w {
         return (padded, Src::Value, None);
     }
@@ -106,12 +104,8 @@ pub(crate) fn plan_linear(
         let pack_lanes = spec.geo.co4;
         CorrCall { handle: None, f: None, spec, pack, pack_lanes }
     };
-    // A Winograd form of correlation `geo` when the options and the cost model choose one; its
-    // input must then be padded to whole tiles (`winograd::padded_extent`).
+    // A Winograd form of correlation `geo` when the options and the cost model choose one.
     let wino_tile = |geo: &Geometry| winograd::choose(options.conv, geo);
-    let extent = |t: Option<winograd::Tile>, ho: usize, wo: usize| {
-        t.map_or((0, 0), |t| winograd::padded_extent(t, ho, wo))
-    };
     // Weights `[a, b, taps]` read as `[b][tap][a]` (forward of conv and dense), or as
     // `[a][tap][b]` (their input gradients; upconv's weight is `[in, out, taps]`), taps reversed
     // where the correlation runs the other way.
@@ -125,6 +119,7 @@ pub(crate) fn plan_linear(
         fwd: CorrCall,
         fwd_src: Src,
         fwd_scatter: Option<(usize, Scatter)>,
+        gradw_scatter: Option<(usize, Scatter)>,
         fwd_rows: usize,
         bwd_in: CorrCall,
         bwd_src: Src,
@@ -143,55 +138,98 @@ pub(crate) fn plan_linear(
         Op::Conv(c) => {
             let (k, s, p, d) =
                 (window2(&c.kernel, 1), window2(&c.stride, 1), window2(&c.pad, 0), window2(&c.dilation, 1));
-            // forward: x zero-padded by p (kept for the weight gradient)
-            let unpadded = Layout { h: x.h + 2 * p[0], w: x.w + 2 * p[1], ..x };
+            // forward: x read in place, the padding known to the kernel — Winograd's input
+            // transform, or the direct kernel with a zero row on the stack (when that row is
+            // small, else x zero-padded by a copy kept for the weight gradient).
+            let padded_geo = geometry(Layout { h: x.h + 2 * p[0], w: x.w + 2 * p[1], ..x }, y, k, s, d);
             // A conv writing into a concat's slice stays direct (Winograd's output transform
             // stores with the layer's own channel stride).
-            let fwd_tile = wino_tile(&geometry(unpadded, y, k, s, d)).filter(|_| into.is_none());
-            // The weight gradient reads the same padded input, by Winograd whole tiles too.
-            let direct_chunk = chunk_rows(&y) * y.w;
-            let gradw_tile =
-                winograd::choose_gradw(options.conv, &geometry(unpadded, y, k, s, d), direct_chunk);
-            let (fe, ge) = (extent(fwd_tile, y.h, y.w), extent(gradw_tile, y.h, y.w));
-            let (padded, fwd_src, fwd_scatter) =
-                padded_source(x, p, (fe.0.max(ge.0), fe.1.max(ge.1)), true, &mut scratch);
-            let geo = geometry(padded, y, k, s, d);
+            let fwd_tile = wino_tile(&padded_geo).filter(|_| into.is_none());
+            let fits = |spec: &CorrSpec| spec.zero_row_bytes() <= MAX_ZERO_ROW_BYTES;
+            let fwd_bias = c.bias || bn_follows;
             // Into a concat: rows of the concat's stride (the weight gradient reads this
             // layer's own dy, so its geometry keeps `y`'s).
-            let fwd_geo = Geometry { cso: into.map_or(y.cs, |l| l.cs), ..geo.clone() };
-            let fwd_bias = c.bias || bn_follows;
-            let fwd_spec = CorrSpec { geo: fwd_geo, bias: fwd_bias, epilogue };
+            let fwd_geo = Geometry { cso: into.map_or(y.cs, |l| l.cs), ..padded_geo.clone() };
+            let fwd_spec = CorrSpec { geo: fwd_geo, bias: fwd_bias, epilogue, pad: p };
+            let x_in_place = fwd_tile.is_some() || fits(&fwd_spec);
+            let fwd_spec = CorrSpec { pad: if x_in_place { p } else { [0, 0] }, ..fwd_spec };
+            // The weight gradient by Winograd whole tiles too when the cost model says so; its
+            // input transform reads x in place, as the forward's does.
+            let direct_chunk = chunk_rows(&y) * y.w;
+            let gradw_tile = winograd::choose_gradw(options.conv, &padded_geo, direct_chunk);
+            // The direct weight-gradient kernel reads x in place too (skipping the taps outside
+            // it) unless x has fewer channels than its register block (it then blocks over taps,
+            // which in place would differ per tap): a padded copy of such an x is small.
+            let direct_gradw_in_place = gradw_tile.is_none() && x_in_place && x.c >= options.gradw_blocking.r;
+            let gradw_in_place = gradw_tile.is_some() || direct_gradw_in_place;
+            let (fwd_src, fwd_scatter, gradw_scatter, gradw_x) = match (x_in_place, gradw_in_place) {
+                (true, true) => (Src::Value, None, None, Src::Value),
+                // A forward reading a padded x, kept for a direct weight gradient only.
+                (false, in_place) => {
+                    let (_, padded_src, pad_x) = padded_source(x, p, !in_place, &mut scratch);
+                    (padded_src, pad_x, None, if in_place { Src::Value } else { padded_src })
+                }
+                // A direct weight gradient after a forward reading x in place: x padded in the
+                // backward pass (transient).
+                (true, false) => {
+                    let (_, padded_src, pad_x) = padded_source(x, p, false, &mut scratch);
+                    (Src::Value, None, pad_x, padded_src)
+                }
+            };
+            let gradw_pad = if direct_gradw_in_place { p } else { [0, 0] };
+            let geo = padded_geo;
             let fwd = match fwd_tile {
                 Some(_) => replaced(fwd_spec, pack(false, false)),
                 None => corr(fwd_spec, pack(false, false))?,
             };
-            // input gradient: dy interleaved (stride) and shifted, then a stride-1 correlation
+            // input gradient: dy interleaved (stride) and shifted, then a stride-1 correlation.
+            // A stride-1 conv's dy needs no interleaving: Winograd reads it in place, shifted,
+            // and so does the direct kernel when the shift is a padding (d·(k − 1) ≥ p) whose
+            // zero row is small — or no shift at all (e.g. 1×1 without padding).
             let z = Layout { h: x.h + d[0] * (k[0] - 1), w: x.w + d[1] * (k[1] - 1), ..y };
-            let bwd_tile = wino_tile(&geometry(z, x, k, [1, 1], d));
-            let (zh, zw) = extent(bwd_tile, x.h, x.w);
-            let z = Layout { h: z.h.max(zh), w: z.w.max(zw), ..z };
-            let kz = scratch.add(z, false);
-            let off = |a: usize| (d[a] * (k[a] - 1)) as i64 - p[a] as i64;
             let bwd_geo = geometry(z, x, k, [1, 1], d);
-            let bwd_spec = CorrSpec { geo: bwd_geo.clone(), bias: false, epilogue: bwd_epilogue };
+            let bwd_tile = wino_tile(&bwd_geo);
+            let off = |a: usize| (d[a] * (k[a] - 1)) as i64 - p[a] as i64;
+            let shift = [off(0).max(0) as usize, off(1).max(0) as usize];
+            let bwd_spec = CorrSpec { geo: bwd_geo.clone(), bias: false, epilogue: bwd_epilogue, pad: shift };
+            let direct_in_place = off(0) >= 0 && off(1) >= 0 && fits(&bwd_spec);
+            let dy_in_place = s == [1, 1] && (bwd_tile.is_some() || direct_in_place);
+            let bwd_spec = CorrSpec { pad: if dy_in_place { shift } else { [0, 0] }, ..bwd_spec };
+            let (bwd_src, bwd_scatter) = if dy_in_place {
+                (Src::Value, None)
+            } else {
+                let kz = scratch.add(z, false);
+                (Src::Scratch(kz), Some((kz, Scatter { src: y, dst: z, s, off: [off(0), off(1)] })))
+            };
             let bwd_in = match bwd_tile {
                 Some(_) => replaced(bwd_spec, pack(true, true)),
                 None => corr(bwd_spec, pack(true, true))?,
             };
-            let mut wino = |t: Option<winograd::Tile>, geo: &Geometry, bias: bool, e| {
+            let mut wino = |t: Option<winograd::Tile>,
+                            geo: &Geometry,
+                            bias: bool,
+                            e,
+                            src: Option<(Layout, [i64; 2])>| {
                 t.map(|t| {
                     let spec = WinoSpec::new(t, geo, x.n, bias, e);
+                    let spec = match src {
+                        Some((l, o)) => spec.reading(l, o),
+                        None => spec,
+                    };
                     let flat = Layout { n: 1, h: 1, w: spec.scratch_len(), c: 1, cs: 1 };
                     let k = scratch.add(flat, false);
                     WinoCall::generate(cg, spec, options.corr_blocking, k)
                 })
                 .transpose()
             };
-            wino_fwd = wino(fwd_tile, &geo, fwd_bias, epilogue)?;
-            wino_bwd = wino(bwd_tile, &bwd_geo, false, bwd_epilogue)?;
+            let x_in_place = Some((x, [p[0] as i64, p[1] as i64]));
+            wino_fwd = wino(fwd_tile, &geo, fwd_bias, epilogue, x_in_place)?;
+            let dy_src = (bwd_tile.is_some() && s == [1, 1]).then_some((y, [off(0), off(1)]));
+            wino_bwd = wino(bwd_tile, &bwd_geo, false, bwd_epilogue, dy_src)?;
             wino_gradw = gradw_tile
                 .map(|t| {
-                    let mut w = WinoGradW::generate(cg, t, &geo, x.n, c.bias, options.gradw_blocking, 0)?;
+                    let mut w =
+                        WinoGradW::generate(cg, t, &geo, x_in_place, x.n, c.bias, options.gradw_blocking)?;
                     let flat = Layout { n: 1, h: 1, w: w.scratch_len(), c: 1, cs: 1 };
                     w.scratch = scratch.add(flat, false);
                     Ok::<_, String>(w)
@@ -205,13 +243,14 @@ pub(crate) fn plan_linear(
                 fwd,
                 fwd_src,
                 fwd_scatter,
+                gradw_scatter,
                 fwd_rows: y.rows(),
                 bwd_in,
-                bwd_src: Src::Scratch(kz),
-                bwd_scatter: Some((kz, Scatter { src: y, dst: z, s, off: [off(0), off(1)] })),
+                bwd_src,
+                bwd_scatter,
                 bwd_rows: x.rows(),
-                gradw_spec: GradWSpec { geo, bias: c.bias },
-                gradw_x: fwd_src,
+                gradw_spec: GradWSpec { geo, bias: c.bias, pad: gradw_pad },
+                gradw_x,
                 gradw_rows: y.rows(),
                 gradw_chunk_rows: chunk_rows(&y),
                 bias_chunk_rows: chunk_rows(&y),
@@ -231,13 +270,20 @@ pub(crate) fn plan_linear(
             let t_bwd = scratch.add(t_bwd_layout, false);
             let one = [1, 1];
             let mut fwd = corr(
-                CorrSpec { geo: geometry(x, t_fwd_layout, one, one, one), bias: c.bias, epilogue },
+                CorrSpec {
+                    geo: geometry(x, t_fwd_layout, one, one, one),
+                    bias: c.bias,
+                    epilogue,
+                    pad: [0, 0],
+                },
                 pack(false, false),
             )?;
             fwd.pack_lanes = co4;
             let bwd_geo = geometry(t_bwd_layout, x, one, one, one);
-            let bwd_in =
-                corr(CorrSpec { geo: bwd_geo, bias: false, epilogue: bwd_epilogue }, pack(true, false))?;
+            let bwd_in = corr(
+                CorrSpec { geo: bwd_geo, bias: false, epilogue: bwd_epilogue, pad: [0, 0] },
+                pack(true, false),
+            )?;
             Family {
                 kind: LinearKind::PixelShuffle(Pixel { x, y, k, co4, t_fwd, t_bwd, cs_bwd }),
                 out: c.out,
@@ -246,12 +292,17 @@ pub(crate) fn plan_linear(
                 fwd,
                 fwd_src: Src::Value,
                 fwd_scatter: None,
+                gradw_scatter: None,
                 fwd_rows: x.rows(),
                 bwd_in,
                 bwd_src: Src::Scratch(t_bwd),
                 bwd_scatter: None,
                 bwd_rows: x.rows(),
-                gradw_spec: GradWSpec { geo: geometry(x, t_bwd_layout, one, one, one), bias: c.bias },
+                gradw_spec: GradWSpec {
+                    geo: geometry(x, t_bwd_layout, one, one, one),
+                    bias: c.bias,
+                    pad: [0, 0],
+                },
                 gradw_x: Src::Value,
                 gradw_rows: x.rows(),
                 gradw_chunk_rows: chunk_rows(&x),
@@ -266,7 +317,7 @@ pub(crate) fn plan_linear(
             let kz = scratch.add(z, false);
             let off = |a: usize| (k[a] - 1) as i64 - p[a] as i64;
             let fwd = corr(
-                CorrSpec { geo: geometry(z, y, k, [1, 1], [1, 1]), bias: c.bias, epilogue },
+                CorrSpec { geo: geometry(z, y, k, [1, 1], [1, 1]), bias: c.bias, epilogue, pad: [0, 0] },
                 pack(false, true),
             )?;
             // input gradient: the strided convolution of dy zero-padded by p; the weight
@@ -277,7 +328,7 @@ pub(crate) fn plan_linear(
             let pad = Scatter { src: y, dst: padded, s: [1, 1], off: [p[0] as i64, p[1] as i64] };
             let bwd_geo = geometry(padded, x, k, s, [1, 1]);
             let bwd_in = corr(
-                CorrSpec { geo: bwd_geo.clone(), bias: false, epilogue: bwd_epilogue },
+                CorrSpec { geo: bwd_geo.clone(), bias: false, epilogue: bwd_epilogue, pad: [0, 0] },
                 pack(true, false),
             )?;
             Family {
@@ -288,12 +339,13 @@ pub(crate) fn plan_linear(
                 fwd,
                 fwd_src: Src::Scratch(kz),
                 fwd_scatter: Some((kz, Scatter { src: x, dst: z, s, off: [off(0), off(1)] })),
+                gradw_scatter: None,
                 fwd_rows: y.rows(),
                 bwd_in,
                 bwd_src: Src::Scratch(kp),
                 bwd_scatter: Some((kp, pad)),
                 bwd_rows: x.rows(),
-                gradw_spec: GradWSpec { geo: bwd_geo, bias: false },
+                gradw_spec: GradWSpec { geo: bwd_geo, bias: false, pad: [0, 0] },
                 gradw_x: Src::Scratch(kp),
                 gradw_rows: x.rows(),
                 gradw_chunk_rows: chunk_rows(&x),
@@ -307,12 +359,14 @@ pub(crate) fn plan_linear(
             let one = [1, 1];
             let geo = geometry(xr, yr, one, one, one);
             let fwd = corr(
-                CorrSpec { geo: geo.clone(), bias: dn.bias || bn_follows, epilogue },
+                CorrSpec { geo: geo.clone(), bias: dn.bias || bn_follows, epilogue, pad: [0, 0] },
                 pack(false, false),
             )?;
             let bwd_geo = geometry(yr, xr, one, one, one);
-            let bwd_in =
-                corr(CorrSpec { geo: bwd_geo, bias: false, epilogue: bwd_epilogue }, pack(true, false))?;
+            let bwd_in = corr(
+                CorrSpec { geo: bwd_geo, bias: false, epilogue: bwd_epilogue, pad: [0, 0] },
+                pack(true, false),
+            )?;
             Family {
                 kind: LinearKind::Direct,
                 out: dn.out,
@@ -321,12 +375,13 @@ pub(crate) fn plan_linear(
                 fwd,
                 fwd_src: Src::Value,
                 fwd_scatter: None,
+                gradw_scatter: None,
                 fwd_rows: 1,
                 bwd_in,
                 bwd_src: Src::Value,
                 bwd_scatter: None,
                 bwd_rows: 1,
-                gradw_spec: GradWSpec { geo, bias: dn.bias },
+                gradw_spec: GradWSpec { geo, bias: dn.bias, pad: [0, 0] },
                 gradw_x: Src::Value,
                 gradw_rows: 1,
                 // One row of N positions: one chunk.
@@ -355,6 +410,7 @@ pub(crate) fn plan_linear(
         fwd: f.fwd,
         fwd_src: f.fwd_src,
         fwd_scatter: f.fwd_scatter,
+        gradw_scatter: f.gradw_scatter,
         fwd_rows: f.fwd_rows,
         bwd_in: f.bwd_in,
         bwd_src: f.bwd_src,

@@ -19,7 +19,7 @@
 //! `scripts/winograd_matrices.py` checks them against the correlation in numpy.
 
 use super::codegen::{Codegen, CorrFn, CorrSpec, Epilogue, FnHandle, Geometry};
-use super::layout::round4;
+use super::layout::{Layout, round4};
 use super::winograd_emit::{InputFn, OutputFn, emit_input, emit_output};
 use rayon::prelude::*;
 
@@ -266,23 +266,21 @@ pub(crate) fn choose_gradw(algo: ConvAlgorithm, geo: &Geometry, direct_chunk: us
     }
 }
 
-/// Input height and width a Winograd correlation reads for `ho × wo` outputs: whole tiles, so
-/// the padded input must be at least this large (the extra rows and columns are zeros).
-pub(crate) fn padded_extent(tile: Tile, ho: usize, wo: usize) -> (usize, usize) {
-    let m = tile.m();
-    (ho.div_ceil(m) * m + 2, wo.div_ceil(m) * m + 2)
-}
-
 /// One Winograd correlation, fully specialised.
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) struct WinoSpec {
     pub tile: Tile,
-    /// Samples, outputs per sample, the padded input (at least [`padded_extent`]).
+    /// Samples, outputs per sample, the input's height and width.
     pub n: usize,
     pub ho: usize,
     pub wo: usize,
     pub hp: usize,
     pub wp: usize,
+    /// Zero rows above and columns left of the input that the correlation slides over (its
+    /// padding): tile `(t_h, t)` reads input rows from `t_h·m − off₀` and columns from
+    /// `t·m − off₁`. Inputs outside `hp × wp` read as zeros inside the generated kernel, so the
+    /// input is read in place, not copied into a padded buffer first.
+    pub off: [i64; 2],
     /// Input channels and the input's channel stride; output lanes and the output's stride.
     pub ci: usize,
     pub csx: usize,
@@ -299,7 +297,8 @@ pub(crate) struct WinoSpec {
 const CHUNK_TILES: usize = 32;
 
 impl WinoSpec {
-    /// The Winograd form of the direct correlation `geo` on `n` samples.
+    /// The Winograd form of the direct correlation `geo` on `n` samples, reading its (already
+    /// padded) input as `geo` does; [`WinoSpec::reading`] makes it read an unpadded one.
     pub(crate) fn new(tile: Tile, geo: &Geometry, n: usize, bias: bool, epilogue: Epilogue) -> WinoSpec {
         let tw = geo.wo.div_ceil(tile.m());
         WinoSpec {
@@ -309,6 +308,7 @@ impl WinoSpec {
             wo: geo.wo,
             hp: geo.hp,
             wp: geo.wp,
+            off: [0, 0],
             ci: geo.ci,
             csx: geo.csx,
             co4: geo.co4,
@@ -317,6 +317,12 @@ impl WinoSpec {
             bias,
             epilogue,
         }
+    }
+
+    /// The same correlation reading `src` (its height, width and channel stride) with `off`
+    /// rows and columns of zeros before it instead of a padded copy.
+    pub(crate) fn reading(self, src: Layout, off: [i64; 2]) -> WinoSpec {
+        WinoSpec { hp: src.h, wp: src.w, csx: src.cs, off, ..self }
     }
 
     /// Tile rows and columns per sample.
@@ -385,13 +391,17 @@ impl WinoSpec {
     /// In words, for the plan and the profile.
     pub(crate) fn describe(&self) -> String {
         format!(
-            "winograd {}, {}x{} tiles per sample, {} tile row(s) per chunk, ci {} -> co4 {}",
+            "winograd {}, {}x{} tiles per sample, {} tile row(s) per chunk, ci {} -> co4 {}, input {}x{} read at offset {}x{}",
             self.tile.name(),
             self.th(),
             self.tw(),
             self.chunk_rows,
             self.ci,
-            self.co4
+            self.co4,
+            self.hp,
+            self.wp,
+            self.off[0],
+            self.off[1]
         )
     }
 }
@@ -415,10 +425,18 @@ impl WinoCall {
         gemm_blocking: super::Blocking,
         scratch: usize,
     ) -> Result<WinoCall, String> {
-        let input = cg.custom(2, |b, p, fma| emit_input(b, p, &spec, fma))?;
-        let gemm_spec = CorrSpec { geo: spec.gemm_geometry(), bias: false, epilogue: Epilogue::None };
+        // The input transform depends on neither the output channels nor the epilogue: layers
+        // (and directions) that read inputs of one shape share it, as they share the products.
+        let input_key = WinoSpec { co4: 0, cso: 0, bias: false, epilogue: Epilogue::None, ..spec.clone() };
+        let input = cg.cached(format!("winograd input {input_key:?}"), |cg| {
+            cg.custom(2, |b, p, fma| emit_input(b, p, &spec, fma))
+        })?;
+        let gemm_spec =
+            CorrSpec { geo: spec.gemm_geometry(), bias: false, epilogue: Epilogue::None, pad: [0, 0] };
         let gemm = cg.corr(&gemm_spec, gemm_blocking)?;
-        let output = cg.custom(4, |b, p, fma| emit_output(b, p, &spec, fma))?;
+        let output = cg.cached(format!("winograd output {spec:?}"), |cg| {
+            cg.custom(4, |b, p, fma| emit_output(b, p, &spec, fma))
+        })?;
         Ok(WinoCall { spec, input, gemm, output, fns: None, scratch })
     }
 
@@ -454,9 +472,6 @@ impl WinoCall {
         debug_assert!(y.len() >= s.n * s.ho * s.wo * s.cso, "y too short");
         debug_assert!(!masked || mask.len() >= s.n * s.ho * s.wo * s.cso, "mask too short");
         debug_assert!(scratch.len() >= s.scratch_len(), "scratch too short");
-        debug_assert!(
-            s.hp >= padded_extent(s.tile, s.ho, s.wo).0 && s.wp >= padded_extent(s.tile, s.ho, s.wo).1
-        );
         let (xp, up, bp, mp, yp) = (
             x.as_ptr() as usize,
             u.as_ptr() as usize,
@@ -475,8 +490,9 @@ impl WinoCall {
                 let (v, m) = chunk.split_at_mut(v_len);
                 let (vp, mmp) = (v.as_mut_ptr(), m.as_mut_ptr());
                 // SAFETY: the kernels were generated for `s`, whose sizes are constants in them.
-                // The input transform reads the padded input rows of tile rows r0..r1 (inside `x`:
-                // hp and wp cover whole tiles, asserted above) and writes this chunk's `V`; the
+                // The input transform reads the input rows of tile rows r0..r1, only positions
+                // inside the `n × hp × wp` input (asserted above; the others are zeros it never
+                // loads), and writes this chunk's `V`; the
                 // products read `V` and point p's `ci × co4` floats of `u` and write this chunk's `M`;
                 // the output transform reads `M`, the bias and the mask and writes only the output
                 // rows of tile rows r0..r1, which no other chunk writes. `V` and `M` are this task's
@@ -609,6 +625,153 @@ pub(crate) fn transform_filter(tile: Tile, packed: &[f32], ci: usize, co4: usize
                 }
                 let dst = &mut u[((i * a + l) * ci + c) * co4..((i * a + l) * ci + c + 1) * co4];
                 dst.iter_mut().zip(&row).for_each(|(d, &r)| *d = r as f32);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::jit::codegen::{CORR_BLOCKING, OptLevel};
+    use rand::{Rng, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+
+    /// A 3×3 layer: `n` samples of `h × w × ci` (channel stride `csx`) to `ho × wo × co4`, the
+    /// input shifted by `off` (its zero padding; negative crops).
+    struct Layer {
+        n: usize,
+        h: usize,
+        w: usize,
+        ci: usize,
+        csx: usize,
+        co4: usize,
+        ho: usize,
+        wo: usize,
+        off: [i64; 2],
+    }
+
+    impl Layer {
+        fn geometry(&self, hp: usize, wp: usize, csx: usize) -> Geometry {
+            let (ho, wo, ci, co4) = (self.ho, self.wo, self.ci, self.co4);
+            Geometry { ho, wo, hp, wp, k: [3, 3], s: [1, 1], d: [1, 1], ci, csx, co4, cso: co4 }
+        }
+
+        /// Runs `spec` on `x` with the packed weights and bias; the output.
+        fn run(&self, spec: WinoSpec, x: &[f32], packed: &[f32], bias: &[f32]) -> Vec<f32> {
+            let mut cg = Codegen::new(OptLevel::None).expect("host");
+            let mut call = WinoCall::generate(&mut cg, spec.clone(), CORR_BLOCKING, 0).expect("generates");
+            cg.finish().expect("finishes");
+            call.link(&cg);
+            let mut u = vec![];
+            transform_filter(spec.tile, packed, self.ci, self.co4, &mut u);
+            let mut y = vec![f32::NAN; self.n * self.ho * self.wo * self.co4];
+            let mut scratch = vec![f32::NAN; spec.scratch_len()];
+            call.run(x, &u, bias, &mut y, &[], &mut scratch);
+            y
+        }
+
+        /// The correlation in f64, straight from its definition (zeros outside the input).
+        fn reference(&self, x: &[f32], packed: &[f32], bias: &[f32]) -> Vec<f64> {
+            let mut y = vec![0.0; self.n * self.ho * self.wo * self.co4];
+            for n in 0..self.n {
+                for oh in 0..self.ho {
+                    for ow in 0..self.wo {
+                        for co in 0..self.co4 {
+                            let mut s = f64::from(bias[co]);
+                            for ci in 0..self.ci {
+                                for tap in 0..9 {
+                                    let ih = (oh + tap / 3) as i64 - self.off[0];
+                                    let iw = (ow + tap % 3) as i64 - self.off[1];
+                                    if ih < 0 || iw < 0 || ih >= self.h as i64 || iw >= self.w as i64 {
+                                        continue;
+                                    }
+                                    let xi =
+                                        ((n * self.h + ih as usize) * self.w + iw as usize) * self.csx + ci;
+                                    let wi = (ci * 9 + tap) * self.co4 + co;
+                                    s += f64::from(x[xi]) * f64::from(packed[wi]);
+                                }
+                            }
+                            y[((n * self.ho + oh) * self.wo + ow) * self.co4 + co] = s;
+                        }
+                    }
+                }
+            }
+            y
+        }
+    }
+
+    /// The input transform reading the unpadded input in place gives the same bits as reading a
+    /// zero-padded copy (the zeros it skips add nothing), and both match the correlation's
+    /// definition within the stated error (1e-4 of the output's scale): odd sizes, channels not
+    /// a multiple of 4 (the pad lanes hold garbage), padding 0, 1 and 2 and a crop, outputs
+    /// past the last whole tile, several samples.
+    #[test]
+    fn reading_the_input_in_place_matches_a_padded_copy_bit_for_bit() {
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        let cases = [
+            (2, 5, 7, 3, 1),
+            (1, 9, 4, 5, 0),
+            (3, 6, 11, 8, 2),
+            (2, 3, 3, 1, 2),
+            (1, 13, 10, 6, 1),
+            (2, 8, 9, 4, -1),
+        ];
+        for tile in [Tile::F4, Tile::F2] {
+            for &(n, h, w, ci, pad) in &cases {
+                let csx = round4(ci);
+                let (ho, wo) = ((h as i64 + 2 * pad - 2) as usize, (w as i64 + 2 * pad - 2) as usize);
+                let layer = Layer { n, h, w, ci, csx, co4: 8, ho, wo, off: [pad, pad] };
+                // Pad lanes hold garbage: they must never be read into a sum.
+                let x: Vec<f32> = (0..n * h * w * csx)
+                    .map(|i| if i % csx < ci { rng.random_range(-1.0..1.0) } else { f32::NAN })
+                    .collect();
+                let packed: Vec<f32> = (0..ci * 9 * 8).map(|_| rng.random_range(-1.0..1.0)).collect();
+                let bias: Vec<f32> = (0..8).map(|_| rng.random_range(-1.0..1.0)).collect();
+                let src = Layout { n, h, w, c: ci, cs: csx };
+                let geo = layer.geometry(h, w, csx);
+                let in_place = layer.run(
+                    WinoSpec::new(tile, &geo, n, true, Epilogue::None).reading(src, layer.off),
+                    &x,
+                    &packed,
+                    &bias,
+                );
+                let reference = layer.reference(&x, &packed, &bias);
+                let scale = reference.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+                let err = in_place
+                    .iter()
+                    .zip(&reference)
+                    .fold(0.0f64, |m, (a, b)| m.max((f64::from(*a) - b).abs()));
+                assert!(
+                    err <= 1e-4 * scale,
+                    "{tile:?} {n}x{h}x{w}x{ci} pad {pad}: error {:.2e} of scale",
+                    err / scale
+                );
+                if pad < 0 {
+                    continue;
+                }
+                // The same layer on a zero-padded copy (zeros in the pad lanes too), read from 0.
+                let p = pad as usize;
+                let (hp, wp) = (h + 2 * p, w + 2 * p);
+                let mut padded = vec![0.0f32; n * hp * wp * csx];
+                for s in 0..n {
+                    for r in 0..h {
+                        for c in 0..w {
+                            for k in 0..ci {
+                                padded[((s * hp + r + p) * wp + c + p) * csx + k] =
+                                    x[((s * h + r) * w + c) * csx + k];
+                            }
+                        }
+                    }
+                }
+                let copy = layer.run(
+                    WinoSpec::new(tile, &layer.geometry(hp, wp, csx), n, true, Epilogue::None),
+                    &padded,
+                    &packed,
+                    &bias,
+                );
+                let differ = in_place.iter().zip(&copy).filter(|(a, b)| a.to_bits() != b.to_bits()).count();
+                assert_eq!(differ, 0, "{tile:?} {n}x{h}x{w}x{ci} pad {pad}: {differ} outputs differ");
             }
         }
     }

@@ -13,12 +13,12 @@ use super::codegen::{F32X4, PTR, counted_loop, flags, fmadd};
 use super::linear_emit::apply_epilogue;
 use super::winograd::WinoSpec;
 use cranelift_codegen::ir::condcodes::IntCC;
-use cranelift_codegen::ir::{InstBuilder, Value};
+use cranelift_codegen::ir::{InstBuilder, StackSlotData, StackSlotKind, Value};
 use cranelift_frontend::FunctionBuilder;
 use std::collections::HashMap;
 
-/// `fn(x, v, row0, row1)`: tile rows `row0..row1` (`n·th + tile row`) of the padded input `x`
-/// into `v`, the chunk's transformed tiles (tile row `row0` first).
+/// `fn(x, v, row0, row1)`: tile rows `row0..row1` (`n·th + tile row`) of the input `x` (read in
+/// place, zeros around it) into `v`, the chunk's transformed tiles (tile row `row0` first).
 pub type InputFn = unsafe extern "C" fn(*const f32, *mut f32, i64, i64);
 /// `fn(m, bias, y, mask, row0, row1)`: the chunk's products `m` (tile row `row0` first) into the
 /// output rows of tile rows `row0..row1`.
@@ -40,10 +40,18 @@ impl Consts {
     }
 }
 
-/// `Σ coef[k]·vals[k]` with the zero coefficients skipped and ±1 as additions.
-fn lin_comb(b: &mut FunctionBuilder, k: &mut Consts, has_fma: bool, coef: &[f64], vals: &[Value]) -> Value {
+/// `Σ coef[k]·vals[k]` with the zero coefficients and the known zeros (`None`: inputs outside
+/// the source) skipped and ±1 as additions; `None` when every term is zero.
+fn lin_comb(
+    b: &mut FunctionBuilder,
+    k: &mut Consts,
+    has_fma: bool,
+    coef: &[f64],
+    vals: &[Option<Value>],
+) -> Option<Value> {
     let mut acc: Option<Value> = None;
     for (&c, &v) in coef.iter().zip(vals) {
+        let Some(v) = v else { continue };
         if c == 0.0 {
             continue;
         }
@@ -62,25 +70,25 @@ fn lin_comb(b: &mut FunctionBuilder, k: &mut Consts, has_fma: bool, coef: &[f64]
             }
         });
     }
-    acc.unwrap_or_else(|| k.get(b, 0.0))
+    acc
 }
 
-/// `L · d · Lᵀ` for `d` of `cols × cols` values (row-major) and `L` of `rows × cols`, only the
-/// first `keep.0 × keep.1` results.
+/// `L · d · Lᵀ` for `d` of `cols × cols` values (row-major; `None` a known zero) and `L` of
+/// `rows × cols`, only the first `keep.0 × keep.1` results (`None` where the result is zero).
 fn sandwich(
     b: &mut FunctionBuilder,
     k: &mut Consts,
     has_fma: bool,
     l: &[f64],
     (rows, cols): (usize, usize),
-    d: &[Value],
+    d: &[Option<Value>],
     keep: (usize, usize),
-) -> Vec<Value> {
+) -> Vec<Option<Value>> {
     // t = L · d   (rows × cols)
     let mut t = Vec::with_capacity(keep.0 * cols);
     for i in 0..keep.0 {
         for j in 0..cols {
-            let column: Vec<Value> = (0..cols).map(|q| d[q * cols + j]).collect();
+            let column: Vec<Option<Value>> = (0..cols).map(|q| d[q * cols + j]).collect();
             t.push(lin_comb(b, k, has_fma, &l[i * cols..(i + 1) * cols], &column));
         }
     }
@@ -105,44 +113,139 @@ fn first_row(b: &mut FunctionBuilder, r: Value, th: usize, m: usize, h: usize) -
     (b.ins().iadd(nh, tm), t_h)
 }
 
-/// The input-transform kernel body ([`InputFn`]).
+/// The tile rows (or columns) `t` of `count` whose α inputs `t·m + i − off` all lie in
+/// `0..len`: one contiguous run `lo..hi` (empty when there is none).
+fn inside(count: usize, m: usize, alpha: usize, off: i64, len: usize) -> (usize, usize) {
+    let whole = |t: usize| (t * m) as i64 - off >= 0 && (t * m + alpha) as i64 - off <= len as i64;
+    let all: Vec<usize> = (0..count).filter(|&t| whole(t)).collect();
+    match (all.first(), all.last()) {
+        (Some(&lo), Some(&hi)) => (lo, hi + 1),
+        _ => (0, 0),
+    }
+}
+
+/// The input-transform kernel body ([`InputFn`]). The input is read where it is, with `off`
+/// zero rows and columns before it: a tile whose inputs all lie inside (the interior) loads
+/// them with constant offsets; a border tile is first staged on the stack by a small loop that
+/// tests each input's row and column (zeros outside). Two transform bodies per kernel whatever
+/// the padding, so the generated code stays small (compile time).
 pub(crate) fn emit_input(b: &mut FunctionBuilder, p: &[Value], spec: &WinoSpec, has_fma: bool) {
     let (x, v, row0, row1) = (p[0], p[1], p[2], p[3]);
     let (m, a) = (spec.tile.m(), spec.tile.alpha());
     let bt = spec.tile.bt();
-    let (ci4, tw) = (spec.ci4(), spec.tw());
+    let (ci4, tw, th) = (spec.ci4(), spec.tw(), spec.th());
     let point_bytes = (spec.chunk_tiles() * ci4 * 4) as i64;
+    let pos_bytes = (spec.csx * 4) as i64;
+    let row_bytes = spec.wp as i64 * pos_bytes;
+    let (r_lo, r_hi) = inside(th, m, a, spec.off[0], spec.hp);
+    let (c_lo, c_hi) = inside(tw, m, a, spec.off[1], spec.wp);
+    let stage =
+        b.create_sized_stack_slot(StackSlotData::new(StackSlotKind::ExplicitSlot, (16 * a * a) as u32, 4));
     counted_loop(b, row0, row1, 1, |b, r| {
-        let (xr, _) = first_row(b, r, spec.th(), m, spec.hp);
-        let xoff = b.ins().imul_imm_s(xr, (spec.wp * spec.csx * 4) as i64);
+        let n = b.ins().udiv_imm_s(r, th as i64);
+        let nth = b.ins().imul_imm_s(n, th as i64);
+        let t_h = b.ins().isub(r, nth);
+        // Source row n·hp + t_h·m − off₀, column −off₁: the tile row's first input, which may
+        // lie outside `x` (only inputs inside are loaded).
+        let nh = b.ins().imul_imm_s(n, spec.hp as i64);
+        let tm = b.ins().imul_imm_s(t_h, m as i64);
+        let sr = b.ins().iadd(nh, tm);
+        let xoff = b.ins().imul_imm_s(sr, row_bytes);
+        let xoff = b.ins().iadd_imm_s(xoff, -spec.off[0] * row_bytes - spec.off[1] * pos_bytes);
         let xrow = b.ins().iadd(x, xoff);
         let local = b.ins().isub(r, row0);
         let voff = b.ins().imul_imm_s(local, (tw * ci4 * 4) as i64);
         let vrow = b.ins().iadd(v, voff);
+        // Whether this tile row's inputs are all inside: unsigned (t_h − lo) < (hi − lo).
+        let rel = b.ins().iadd_imm_s(t_h, -(r_lo as i64));
+        let row_whole = b.ins().icmp_imm_s(IntCC::UnsignedLessThan, rel, (r_hi - r_lo) as i64);
+        // The input rows of this tile row: inside or not (unsigned compare: below 0 wraps).
+        // The first input row of this tile row (may be negative: unsigned compares below).
+        let first_in = b.ins().iadd_imm_s(tm, -spec.off[0]);
         let zero = b.ins().iconst(PTR, 0);
         let end = b.ins().iconst(PTR, tw as i64);
         counted_loop(b, zero, end, 1, |b, t| {
-            let xo = b.ins().imul_imm_s(t, (m * spec.csx * 4) as i64);
+            let xo = b.ins().imul_imm_s(t, m as i64 * pos_bytes);
             let xt = b.ins().iadd(xrow, xo);
             let vo = b.ins().imul_imm_s(t, (ci4 * 4) as i64);
             let vt = b.ins().iadd(vrow, vo);
+            let crel = b.ins().iadd_imm_s(t, -(c_lo as i64));
+            let col_whole = b.ins().icmp_imm_s(IntCC::UnsignedLessThan, crel, (c_hi - c_lo) as i64);
+            let whole = b.ins().band(row_whole, col_whole);
+            let (interior, border, next) = (b.create_block(), b.create_block(), b.create_block());
+            b.ins().brif(whole, interior, &[], border, &[]);
+            // One tile over every channel block; `load(q, xb)` gives input q (or a known zero).
+            let body =
+                |b: &mut FunctionBuilder,
+                 load: &dyn Fn(&mut FunctionBuilder, usize, Value) -> Option<Value>| {
+                    let zero = b.ins().iconst(PTR, 0);
+                    let end = b.ins().iconst(PTR, (ci4 * 4) as i64);
+                    counted_loop(b, zero, end, 16, |b, cb| {
+                        let xb = b.ins().iadd(xt, cb);
+                        let vb = b.ins().iadd(vt, cb);
+                        let mut k = Consts(HashMap::new());
+                        let d: Vec<Option<Value>> = (0..a * a).map(|q| load(b, q, xb)).collect();
+                        let out = sandwich(b, &mut k, has_fma, bt, (a, a), &d, (a, a));
+                        for (q, &val) in out.iter().enumerate() {
+                            let val = val.unwrap_or_else(|| k.get(b, 0.0));
+                            b.ins().store(flags(), val, vb, (q as i64 * point_bytes) as i32);
+                        }
+                    });
+                };
+            let offset = |q: usize| (q / a) as i64 * row_bytes + (q % a) as i64 * pos_bytes;
+            b.switch_to_block(interior);
+            body(b, &|b, q, xb| Some(b.ins().load(F32X4, flags(), xb, offset(q) as i32)));
+            b.ins().jump(next, &[]);
+            // Border: per channel block, the α×α inputs staged on the stack by a small loop
+            // (each input loaded from its address when inside, else from the buffer's start —
+            // always readable — and replaced by zero), then the same body reading the stage.
+            b.switch_to_block(border);
+            let col0 = b.ins().imul_imm_s(t, m as i64);
+            let col0 = b.ins().iadd_imm_s(col0, -spec.off[1]);
             let zero = b.ins().iconst(PTR, 0);
             let end = b.ins().iconst(PTR, (ci4 * 4) as i64);
             counted_loop(b, zero, end, 16, |b, cb| {
                 let xb = b.ins().iadd(xt, cb);
                 let vb = b.ins().iadd(vt, cb);
+                let safe = b.ins().iadd(x, cb);
+                let st = b.ins().stack_addr(PTR, stage, 0);
+                let zero_v = {
+                    let z = b.ins().f32const(0.0);
+                    b.ins().splat(F32X4, z)
+                };
+                let zero = b.ins().iconst(PTR, 0);
+                let end = b.ins().iconst(PTR, (a * a) as i64);
+                counted_loop(b, zero, end, 1, |b, q| {
+                    let i = b.ins().udiv_imm_s(q, a as i64);
+                    let ia = b.ins().imul_imm_s(i, a as i64);
+                    let j = b.ins().isub(q, ia);
+                    let ih = b.ins().iadd(first_in, i);
+                    let iw = b.ins().iadd(col0, j);
+                    let row_ok = b.ins().icmp_imm_s(IntCC::UnsignedLessThan, ih, spec.hp as i64);
+                    let col_ok = b.ins().icmp_imm_s(IntCC::UnsignedLessThan, iw, spec.wp as i64);
+                    let ok = b.ins().band(row_ok, col_ok);
+                    let ro = b.ins().imul_imm_s(i, row_bytes);
+                    let co = b.ins().imul_imm_s(j, pos_bytes);
+                    let at = b.ins().iadd(xb, ro);
+                    let at = b.ins().iadd(at, co);
+                    let addr = b.ins().select(ok, at, safe);
+                    let val = b.ins().load(F32X4, flags(), addr, 0);
+                    let val = b.ins().select(ok, val, zero_v);
+                    let so = b.ins().imul_imm_s(q, 16);
+                    let sa = b.ins().iadd(st, so);
+                    b.ins().store(flags(), val, sa, 0);
+                });
                 let mut k = Consts(HashMap::new());
-                let d: Vec<Value> = (0..a * a)
-                    .map(|q| {
-                        let off = (((q / a) * spec.wp + q % a) * spec.csx * 4) as i32;
-                        b.ins().load(F32X4, flags(), xb, off)
-                    })
-                    .collect();
+                let d: Vec<Option<Value>> =
+                    (0..a * a).map(|q| Some(b.ins().load(F32X4, flags(), st, (16 * q) as i32))).collect();
                 let out = sandwich(b, &mut k, has_fma, bt, (a, a), &d, (a, a));
                 for (q, &val) in out.iter().enumerate() {
+                    let val = val.unwrap_or_else(|| k.get(b, 0.0));
                     b.ins().store(flags(), val, vb, (q as i64 * point_bytes) as i32);
                 }
             });
+            b.ins().jump(next, &[]);
+            b.switch_to_block(next);
         });
     });
 }
@@ -177,8 +280,8 @@ pub(crate) fn emit_output(b: &mut FunctionBuilder, p: &[Value], spec: &WinoSpec,
                 let dst = b.ins().iadd(yt, cb);
                 let mdst = b.ins().iadd(mt, cb);
                 let mut k = Consts(HashMap::new());
-                let d: Vec<Value> = (0..a * a)
-                    .map(|q| b.ins().load(F32X4, flags(), src, (q as i64 * point_bytes) as i32))
+                let d: Vec<Option<Value>> = (0..a * a)
+                    .map(|q| Some(b.ins().load(F32X4, flags(), src, (q as i64 * point_bytes) as i32)))
                     .collect();
                 let out = sandwich(b, &mut k, has_fma, at, (m, a), &d, (rv, cv));
                 let bv = if spec.bias {
@@ -190,7 +293,7 @@ pub(crate) fn emit_output(b: &mut FunctionBuilder, p: &[Value], spec: &WinoSpec,
                 let zero_v = k.get(b, 0.0);
                 for i in 0..rv {
                     for j in 0..cv {
-                        let mut val = out[i * cv + j];
+                        let mut val = out[i * cv + j].unwrap_or(zero_v);
                         if let Some(bv) = bv {
                             val = b.ins().fadd(val, bv);
                         }
@@ -267,28 +370,30 @@ pub(crate) fn emit_dy_transform(b: &mut FunctionBuilder, p: &[Value], spec: &Win
                 let src = b.ins().iadd(dt, cb);
                 let dst = b.ins().iadd(ht, cb);
                 let mut k = Consts(HashMap::new());
-                let d: Vec<Value> = (0..m * m)
+                // Positions beyond the layer's output are known zeros (`None`).
+                let d: Vec<Option<Value>> = (0..m * m)
                     .map(|q| {
                         let (i, j) = (q / m, q % m);
-                        if i < rv && j < cv {
+                        (i < rv && j < cv).then(|| {
                             let off = ((i * spec.wo + j) * spec.cso * 4) as i32;
                             b.ins().load(F32X4, flags(), src, off)
-                        } else {
-                            k.get(b, 0.0)
-                        }
+                        })
                     })
                     .collect();
                 let out = sandwich(b, &mut k, has_fma, &a_mat, (a, m), &d, (a, a));
                 for (q, &val) in out.iter().enumerate() {
+                    let val = val.unwrap_or_else(|| k.get(b, 0.0));
                     b.ins().store(flags(), val, dst, (q as i64 * point_bytes) as i32);
                 }
                 if spec.bias {
                     // A's row 1 is all ones (the interpolation point 1): Ŷ(1, 1) = Σ dY.
                     debug_assert!(a_mat[m..2 * m].iter().all(|&c| c == 1.0));
-                    let bb = b.ins().iadd(bias, cb);
-                    let acc = b.ins().load(F32X4, flags(), bb, 0);
-                    let acc = b.ins().fadd(acc, out[a + 1]);
-                    b.ins().store(flags(), acc, bb, 0);
+                    if let Some(tile_sum) = out[a + 1] {
+                        let bb = b.ins().iadd(bias, cb);
+                        let acc = b.ins().load(F32X4, flags(), bb, 0);
+                        let acc = b.ins().fadd(acc, tile_sum);
+                        b.ins().store(flags(), acc, bb, 0);
+                    }
                 }
             });
         };

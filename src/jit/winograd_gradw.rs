@@ -21,13 +21,14 @@
 //! into the task's scratch slot and multiplied while still in cache.
 
 use super::codegen::{Blocking, Codegen, FnHandle, Geometry, GradWFn, GradWSpec};
+use super::layout::Layout;
 use super::winograd::{GRADW_CHUNK_TILES, SlotPool, Tile, WinoSpec, task_slots};
 use super::winograd_emit::{DyFn, InputFn, emit_dy_transform, emit_input};
 use rayon::prelude::*;
 use std::time::Instant;
 
 /// The input transform of the weight gradient: `V` of tile rows `r0..r1` of the forward's
-/// padded input. One call, so that the source it reads (padded or not) can change in one place.
+/// input, read in place (zeros around it generated in) as the forward's input transform reads it.
 /// Cached by spec, as the transforms below: a DnCNN's repeated layers share one set.
 fn input_transform(cg: &mut Codegen, spec: &WinoSpec) -> Result<FnHandle, String> {
     cg.cached(format!("winograd gradw input {spec:?}"), |cg| {
@@ -56,18 +57,24 @@ pub(crate) struct WinoGradW {
 }
 
 impl WinoGradW {
-    /// Generates the kernels of the weight gradient of the correlation `geo` (the forward's, its
-    /// input padded to whole tiles) on `n` samples; with `bias`, the bias gradient too.
+    /// Generates the kernels of the weight gradient of the correlation `geo` (the forward's, on
+    /// its padded input) on `n` samples; with `bias`, the bias gradient too. With `src` (the
+    /// unpadded input's layout and its padding), x is read in place, not a padded copy. Its
+    /// scratch index is the planner's to set.
     pub(crate) fn generate(
         cg: &mut Codegen,
         tile: Tile,
         geo: &Geometry,
+        src: Option<(Layout, [i64; 2])>,
         n: usize,
         bias: bool,
         blocking: Blocking,
-        scratch: usize,
     ) -> Result<WinoGradW, String> {
-        let mut spec = WinoSpec::new(tile, geo, n, bias, super::codegen::Epilogue::None);
+        let spec = WinoSpec::new(tile, geo, n, bias, super::codegen::Epilogue::None);
+        let mut spec = match src {
+            Some((l, off)) => spec.reading(l, off),
+            None => spec,
+        };
         let chunk_rows = (GRADW_CHUNK_TILES / spec.tw()).clamp(1, spec.th());
         // A product never spans more than a chunk.
         spec.chunk_rows = spec.chunk_rows.min(chunk_rows);
@@ -75,7 +82,7 @@ impl WinoGradW {
         let dy = cg.cached(format!("winograd gradw dy {spec:?}"), |cg| {
             cg.custom(3, |b, p, fma| emit_dy_transform(b, p, &spec, fma))
         })?;
-        let mut w = WinoGradW { spec, chunk_rows, input, dy, gemm: vec![], fns: None, scratch };
+        let mut w = WinoGradW { spec, chunk_rows, input, dy, gemm: vec![], fns: None, scratch: 0 };
         // Every sample has the same chunks; the last sub-chunk of a chunk may be shorter.
         let mut sizes: Vec<usize> = (0..w.chunks_per_sample())
             .flat_map(|c| w.sub_chunks(c))
@@ -120,7 +127,7 @@ impl WinoGradW {
             co4: s.co4,
             cso: s.co4,
         };
-        GradWSpec { geo, bias: false }
+        GradWSpec { geo, bias: false, pad: [0, 0] }
     }
 
     fn chunks_per_sample(&self) -> usize {
@@ -167,7 +174,7 @@ impl WinoGradW {
     pub(crate) fn describe(&self) -> String {
         let s = &self.spec;
         format!(
-            "winograd {}, {}x{} tiles per sample, {} chunk(s) of {} tile row(s) ({} per product), ci {} -> co4 {}",
+            "winograd {}, {}x{} tiles per sample, {} chunk(s) of {} tile row(s) ({} per product), ci {} -> co4 {}, input {}x{} read at offset {}x{}",
             s.tile.name(),
             s.th(),
             s.tw(),
@@ -175,13 +182,17 @@ impl WinoGradW {
             self.chunk_rows,
             s.chunk_rows,
             s.ci,
-            s.co4
+            s.co4,
+            s.hp,
+            s.wp,
+            s.off[0],
+            s.off[1]
         )
     }
 
     /// The weight gradient `Σ x ⋆ dy` as the direct kernel's sums `[ci][3·3][co4]` (f64; then
     /// the `co4` bias sums when the spec has a bias), from
-    /// the forward's padded input `x` and the output gradient `dy`; also the seconds spent in
+    /// the forward's input `x` (unpadded when read in place) and the output gradient `dy`; also the seconds spent in
     /// generated code. `partials` at least [`Self::partials_len`], `scratch` at least
     /// [`Self::scratch_len`] floats.
     pub(crate) fn run(
@@ -197,10 +208,6 @@ impl WinoGradW {
         debug_assert!(dy.len() >= s.n * s.ho * s.wo * s.cso, "dy too short");
         debug_assert!(partials.len() >= self.partials_len(), "partials too short");
         debug_assert!(scratch.len() >= self.scratch_len(), "scratch too short");
-        debug_assert!(
-            s.hp >= super::winograd::padded_extent(s.tile, s.ho, s.wo).0
-                && s.wp >= super::winograd::padded_extent(s.tile, s.ho, s.wo).1
-        );
         let t = Instant::now();
         let (xp, dp) = (x.as_ptr() as usize, dy.as_ptr() as usize);
         let (tiles, ci4, co4, plen) = (s.chunk_tiles(), s.ci4(), s.co4, self.partial_len());
@@ -220,8 +227,9 @@ impl WinoGradW {
                     let Some(&(_, f)) = gemm.iter().find(|(t, _)| *t == n_tiles) else { continue };
                     // SAFETY: the kernels were generated for `s` (and the products for
                     // `n_tiles` tiles), whose sizes are constants in them. The input transform
-                    // reads the padded input rows of tile rows r0..r1 (inside `x`: hp and wp
-                    // cover whole tiles, asserted above) and writes this slot's `V`; the dy
+                    // reads the input rows of tile rows r0..r1, only positions inside the
+                    // `n × hp × wp` input (asserted above; the others are zeros it never
+                    // loads), and writes this slot's `V`; the dy
                     // transform reads the output rows of those tile rows (inside `dy`) and
                     // writes this slot's `Ŷ` (and adds into the chunk's `co4` bias sums); each product reads point ξ's `n_tiles` tiles of
                     // `V` and `Ŷ` (point strides of `tiles ≥ n_tiles` tiles) and adds into
