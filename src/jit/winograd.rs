@@ -588,46 +588,58 @@ impl Drop for Slot<'_, '_> {
 }
 
 /// `U[point][ci][co4] = G g Gᵀ` from weights packed for the direct kernel (`[ci][3·3][co4]`), in
-/// f64, into `u`. Loops run over the output lanes innermost (contiguous, vectorised).
+/// f64, into `u`. Loops run over the output lanes innermost (contiguous, vectorised); input
+/// channels in parallel (each element's arithmetic is the same on any thread count).
 pub(crate) fn transform_filter(tile: Tile, packed: &[f32], ci: usize, co4: usize, u: &mut Vec<f32>) {
+    use rayon::prelude::*;
     let a = tile.alpha();
     let g = tile.g();
     u.clear();
     u.resize(a * a * ci * co4, 0.0);
-    // t[i][j] = Σ_q G[i][q] · w[q][j], one row of co4 lanes each
-    let mut t = vec![0.0f64; a * 3 * co4];
-    let mut row = vec![0.0f64; co4];
-    for c in 0..ci {
-        let w = &packed[c * 9 * co4..(c + 1) * 9 * co4];
-        t.fill(0.0);
-        for i in 0..a {
-            for j in 0..3 {
-                let ti = &mut t[(i * 3 + j) * co4..(i * 3 + j + 1) * co4];
-                for q in 0..3 {
-                    let gq = g[i * 3 + q];
-                    if gq != 0.0 {
-                        let wq = &w[(q * 3 + j) * co4..(q * 3 + j + 1) * co4];
-                        ti.iter_mut().zip(wq).for_each(|(t, &w)| *t += gq * f64::from(w));
+    // Per input channel: its `[point][co4]` block.
+    let per_channel: Vec<Vec<f32>> = (0..ci)
+        .into_par_iter()
+        .map(|c| {
+            let w = &packed[c * 9 * co4..(c + 1) * 9 * co4];
+            // t[i][j] = Σ_q G[i][q] · w[q][j], one row of co4 lanes each
+            let mut t = vec![0.0f64; a * 3 * co4];
+            for i in 0..a {
+                for j in 0..3 {
+                    let ti = &mut t[(i * 3 + j) * co4..(i * 3 + j + 1) * co4];
+                    for q in 0..3 {
+                        let gq = g[i * 3 + q];
+                        if gq != 0.0 {
+                            let wq = &w[(q * 3 + j) * co4..(q * 3 + j + 1) * co4];
+                            ti.iter_mut().zip(wq).for_each(|(t, &w)| *t += gq * f64::from(w));
+                        }
                     }
                 }
             }
-        }
-        // U[i][l] = Σ_q t[i][q] · G[l][q]
-        for i in 0..a {
-            for l in 0..a {
-                row.fill(0.0);
-                for q in 0..3 {
-                    let gq = g[l * 3 + q];
-                    if gq != 0.0 {
-                        let tq = &t[(i * 3 + q) * co4..(i * 3 + q + 1) * co4];
-                        row.iter_mut().zip(tq).for_each(|(r, &t)| *r += gq * t);
+            // U[i][l] = Σ_q t[i][q] · G[l][q]
+            let mut block = vec![0.0f32; a * a * co4];
+            let mut row = vec![0.0f64; co4];
+            for i in 0..a {
+                for l in 0..a {
+                    row.fill(0.0);
+                    for q in 0..3 {
+                        let gq = g[l * 3 + q];
+                        if gq != 0.0 {
+                            let tq = &t[(i * 3 + q) * co4..(i * 3 + q + 1) * co4];
+                            row.iter_mut().zip(tq).for_each(|(r, &t)| *r += gq * t);
+                        }
                     }
+                    let dst = &mut block[(i * a + l) * co4..(i * a + l + 1) * co4];
+                    dst.iter_mut().zip(&row).for_each(|(d, &r)| *d = r as f32);
                 }
-                let dst = &mut u[((i * a + l) * ci + c) * co4..((i * a + l) * ci + c + 1) * co4];
-                dst.iter_mut().zip(&row).for_each(|(d, &r)| *d = r as f32);
             }
+            block
+        })
+        .collect();
+    u.par_chunks_mut((ci * co4).max(1)).enumerate().for_each(|(point, dst)| {
+        for (c, block) in per_channel.iter().enumerate() {
+            dst[c * co4..(c + 1) * co4].copy_from_slice(&block[point * co4..(point + 1) * co4]);
         }
-    }
+    });
 }
 
 #[cfg(test)]

@@ -276,10 +276,11 @@ pub(crate) fn inverse_filter_transform(tile: Tile, du: &[f64], ci: usize, co4: u
     let a = tile.alpha();
     let g = tile.g();
     let mut dg = vec![0.0f64; ci * 9 * co4];
-    // t[kh][j] = Σ_i G[i][kh] · dU[i][j], one row of co4 lanes each
-    let mut t = vec![0.0f64; 3 * a * co4];
-    for c in 0..ci {
-        t.fill(0.0);
+    // Input channels in parallel: each writes its own `[9][co4]` block, in the same order of
+    // operations on any thread count.
+    dg.par_chunks_mut((9 * co4).max(1)).enumerate().for_each(|(c, dgc)| {
+        // t[kh][j] = Σ_i G[i][kh] · dU[i][j], one row of co4 lanes each
+        let mut t = vec![0.0f64; 3 * a * co4];
         for i in 0..a {
             for kh in 0..3 {
                 let gi = g[i * 3 + kh];
@@ -295,7 +296,7 @@ pub(crate) fn inverse_filter_transform(tile: Tile, du: &[f64], ci: usize, co4: u
         }
         for kh in 0..3 {
             for kw in 0..3 {
-                let dst = &mut dg[(c * 9 + kh * 3 + kw) * co4..(c * 9 + kh * 3 + kw + 1) * co4];
+                let dst = &mut dgc[(kh * 3 + kw) * co4..(kh * 3 + kw + 1) * co4];
                 for j in 0..a {
                     let gj = g[j * 3 + kw];
                     if gj != 0.0 {
@@ -305,7 +306,7 @@ pub(crate) fn inverse_filter_transform(tile: Tile, du: &[f64], ci: usize, co4: u
                 }
             }
         }
-    }
+    });
     dg
 }
 
