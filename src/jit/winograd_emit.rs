@@ -304,36 +304,48 @@ pub(crate) fn emit_output(b: &mut FunctionBuilder, p: &[Value], spec: &WinoSpec,
                 }
             });
         };
-        // Full tiles, then the last column's partial tile.
-        let row_of_tiles = |b: &mut FunctionBuilder, rv: usize| {
-            let full = spec.wo / m;
-            if full > 0 {
-                let zero = b.ins().iconst(PTR, 0);
-                let end = b.ins().iconst(PTR, full as i64);
-                counted_loop(b, zero, end, 1, |b, t| tile(b, t, rv, m));
-            }
-            if !spec.wo.is_multiple_of(m) {
-                let t = b.ins().iconst(PTR, full as i64);
-                tile(b, t, rv, spec.wo % m);
-            }
-        };
-        if spec.ho.is_multiple_of(m) {
-            row_of_tiles(b, m);
-        } else {
-            let last = b.create_block();
-            let inner = b.create_block();
-            let merge = b.create_block();
-            let is_last = b.ins().icmp_imm_s(IntCC::Equal, t_h, (th - 1) as i64);
-            b.ins().brif(is_last, last, &[], inner, &[]);
-            b.switch_to_block(last);
-            row_of_tiles(b, spec.ho % m);
-            b.ins().jump(merge, &[]);
-            b.switch_to_block(inner);
-            row_of_tiles(b, m);
-            b.ins().jump(merge, &[]);
-            b.switch_to_block(merge);
-        }
+        each_tile_of_row(b, (spec.ho, spec.wo, m), th, t_h, &tile);
     });
+}
+
+/// Emits `tile(b, t, rows, cols)` for every m×m tile of tile row `t_h` (of `th`) of an
+/// `ho × wo` output: the full tiles in a loop over `t`, then the last column's partial tile;
+/// the last tile row, when `ho` is not a multiple of `m`, has fewer rows (a branch on `t_h`).
+fn each_tile_of_row(
+    b: &mut FunctionBuilder,
+    (ho, wo, m): (usize, usize, usize),
+    th: usize,
+    t_h: Value,
+    tile: &dyn Fn(&mut FunctionBuilder, Value, usize, usize),
+) {
+    let row_of_tiles = |b: &mut FunctionBuilder, rv: usize| {
+        let full = wo / m;
+        if full > 0 {
+            let zero = b.ins().iconst(PTR, 0);
+            let end = b.ins().iconst(PTR, full as i64);
+            counted_loop(b, zero, end, 1, |b, t| tile(b, t, rv, m));
+        }
+        if !wo.is_multiple_of(m) {
+            let t = b.ins().iconst(PTR, full as i64);
+            tile(b, t, rv, wo % m);
+        }
+    };
+    if ho.is_multiple_of(m) {
+        row_of_tiles(b, m);
+    } else {
+        let last = b.create_block();
+        let inner = b.create_block();
+        let merge = b.create_block();
+        let is_last = b.ins().icmp_imm_s(IntCC::Equal, t_h, (th - 1) as i64);
+        b.ins().brif(is_last, last, &[], inner, &[]);
+        b.switch_to_block(last);
+        row_of_tiles(b, ho % m);
+        b.ins().jump(merge, &[]);
+        b.switch_to_block(inner);
+        row_of_tiles(b, m);
+        b.ins().jump(merge, &[]);
+        b.switch_to_block(merge);
+    }
 }
 
 /// The output-gradient transform of the Winograd weight gradient ([`super::winograd_gradw`]):
@@ -397,34 +409,6 @@ pub(crate) fn emit_dy_transform(b: &mut FunctionBuilder, p: &[Value], spec: &Win
                 }
             });
         };
-        // Full tiles, then the last column's partial tile.
-        let row_of_tiles = |b: &mut FunctionBuilder, rv: usize| {
-            let full = spec.wo / m;
-            if full > 0 {
-                let zero = b.ins().iconst(PTR, 0);
-                let end = b.ins().iconst(PTR, full as i64);
-                counted_loop(b, zero, end, 1, |b, t| tile(b, t, rv, m));
-            }
-            if !spec.wo.is_multiple_of(m) {
-                let t = b.ins().iconst(PTR, full as i64);
-                tile(b, t, rv, spec.wo % m);
-            }
-        };
-        if spec.ho.is_multiple_of(m) {
-            row_of_tiles(b, m);
-        } else {
-            let last = b.create_block();
-            let inner = b.create_block();
-            let merge = b.create_block();
-            let is_last = b.ins().icmp_imm_s(IntCC::Equal, t_h, (th - 1) as i64);
-            b.ins().brif(is_last, last, &[], inner, &[]);
-            b.switch_to_block(last);
-            row_of_tiles(b, spec.ho % m);
-            b.ins().jump(merge, &[]);
-            b.switch_to_block(inner);
-            row_of_tiles(b, m);
-            b.ins().jump(merge, &[]);
-            b.switch_to_block(merge);
-        }
+        each_tile_of_row(b, (spec.ho, spec.wo, m), th, t_h, &tile);
     });
 }
