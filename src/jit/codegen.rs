@@ -82,6 +82,24 @@ pub struct Geometry {
 }
 
 impl Geometry {
+    /// A 1×1 correlation over `positions` positions of one row: the per-point products of a
+    /// Winograd layer (`V · U` forward, `Vᵀ · Ŷ` for its weight gradient) as a GEMM.
+    pub(crate) fn gemm(positions: usize, ci: usize, csx: usize, co4: usize) -> Geometry {
+        Geometry {
+            ho: 1,
+            wo: positions,
+            hp: 1,
+            wp: positions,
+            k: [1, 1],
+            s: [1, 1],
+            d: [1, 1],
+            ci,
+            csx,
+            co4,
+            cso: co4,
+        }
+    }
+
     /// Floats of a weight (or weight gradient) packed as `[ci][tap][co4]`.
     pub fn weight_len(&self) -> usize {
         self.ci * self.k[0] * self.k[1] * self.co4

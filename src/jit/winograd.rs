@@ -372,20 +372,7 @@ impl WinoSpec {
 
     /// The per-point product as a direct 1×1 correlation over one chunk's tiles.
     fn gemm_geometry(&self) -> Geometry {
-        let t = self.chunk_tiles();
-        Geometry {
-            ho: 1,
-            wo: t,
-            hp: 1,
-            wp: t,
-            k: [1, 1],
-            s: [1, 1],
-            d: [1, 1],
-            ci: self.ci,
-            csx: self.ci4(),
-            co4: self.co4,
-            cso: self.co4,
-        }
+        Geometry::gemm(self.chunk_tiles(), self.ci, self.ci4(), self.co4)
     }
 
     /// In words, for the plan and the profile.

@@ -114,19 +114,7 @@ impl WinoGradW {
     /// (`tiles × ci4`), `dy` is `Ŷ[ξ]` (`tiles × co4`), the sums `dU[ξ]` are `ci × co4`.
     fn gemm_spec(&self, tiles: usize) -> GradWSpec {
         let s = &self.spec;
-        let geo = Geometry {
-            ho: 1,
-            wo: tiles,
-            hp: 1,
-            wp: tiles,
-            k: [1, 1],
-            s: [1, 1],
-            d: [1, 1],
-            ci: s.ci,
-            csx: s.ci4(),
-            co4: s.co4,
-            cso: s.co4,
-        };
+        let geo = Geometry::gemm(tiles, s.ci, s.ci4(), s.co4);
         GradWSpec { geo, bias: false, pad: [0, 0] }
     }
 
