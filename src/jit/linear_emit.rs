@@ -116,15 +116,8 @@ pub(super) fn emit_corr(b: &mut FunctionBuilder, spec: &CorrSpec, blk: Blocking,
     let r_full = (hi - lo) / blk.r;
     let r_tail = (hi - lo) % blk.r;
     counted_loop(b, row0, row1, 1, |b, row| {
-        let n = b.ins().udiv_imm_s(row, sp.ho as i64);
-        let nho = b.ins().imul_imm_s(n, sp.ho as i64);
-        let oh = b.ins().isub(row, nho);
-        // input row of tap (0, ·): n·hs + oh·s₀ − pad₀
-        let nhs = b.ins().imul_imm_s(n, hs as i64);
-        let ohs = b.ins().imul_imm_s(oh, sp.s[0] as i64);
-        let xr = b.ins().iadd(nhs, ohs);
-        let xoff = b.ins().imul_imm_s(xr, x_row_bytes);
-        let xrow = b.ins().iadd(x, xoff);
+        // input row of tap (0, ·): n·hs + oh·s₀ (− pad₀ by the tap rows below)
+        let (ohs, xrow) = x_row_of(b, x, row, (sp.ho, hs, sp.s[0]), x_row_bytes);
         // Per tap row: (base pointer index, byte offset from it). Padded: one base. In place:
         // one per tap row, the zero row where its input row lies outside.
         let (bases, tap_rows): (Vec<Value>, Vec<(usize, i64)>) = match zero_row {
@@ -324,14 +317,7 @@ pub(super) fn emit_gradw(b: &mut FunctionBuilder, spec: &GradWSpec, blk: Blockin
         first >= 0 && ((sp.ho - 1) * sp.s[0]) as i64 + first < hs as i64
     };
     counted_loop(b, row0, row1, 1, |b, row| {
-        let n = b.ins().udiv_imm_s(row, sp.ho as i64);
-        let nho = b.ins().imul_imm_s(n, sp.ho as i64);
-        let oh = b.ins().isub(row, nho);
-        let nhp = b.ins().imul_imm_s(n, hs as i64);
-        let ohs = b.ins().imul_imm_s(oh, sp.s[0] as i64);
-        let xr = b.ins().iadd(nhp, ohs);
-        let xoff = b.ins().imul_imm_s(xr, x_row_bytes);
-        let xrow = b.ins().iadd(x, xoff);
+        let (ohs, xrow) = x_row_of(b, x, row, (sp.ho, hs, sp.s[0]), x_row_bytes);
         let doff = b.ins().imul_imm_s(row, d_row_bytes);
         let drow = b.ins().iadd(dy, doff);
         // tile: channels [ci0, ci0 + r) of tap (kh, kw) × vectors [co0, co0 + v).
@@ -435,8 +421,7 @@ pub(super) fn emit_gradw(b: &mut FunctionBuilder, spec: &GradWSpec, blk: Blockin
             if rows_inside(kh) {
                 return f(b);
             }
-            let ih = b.ins().imul_imm_s(oh, sp.s[0] as i64);
-            let ih = b.ins().iadd_imm_s(ih, (kh * sp.d[0]) as i64 - pad[0]);
+            let ih = b.ins().iadd_imm_s(ohs, (kh * sp.d[0]) as i64 - pad[0]);
             let above = b.ins().icmp_imm_s(IntCC::SignedGreaterThanOrEqual, ih, 0);
             let below = b.ins().icmp_imm_s(IntCC::SignedLessThan, ih, hs as i64);
             let inside = b.ins().band(above, below);
@@ -526,4 +511,23 @@ pub(super) fn emit_gradw(b: &mut FunctionBuilder, spec: &GradWSpec, blk: Blockin
         }
     });
     b.ins().return_(&[]);
+}
+
+/// For output row `row = n·ho + oh`: `oh·s₀`, and the address of input row `n·hs + oh·s₀` of `x`
+/// (rows of `x_row_bytes`) — where the correlation and weight-gradient kernels start a row.
+fn x_row_of(
+    b: &mut FunctionBuilder,
+    x: Value,
+    row: Value,
+    (ho, hs, s0): (usize, usize, usize),
+    x_row_bytes: i64,
+) -> (Value, Value) {
+    let n = b.ins().udiv_imm_s(row, ho as i64);
+    let nho = b.ins().imul_imm_s(n, ho as i64);
+    let oh = b.ins().isub(row, nho);
+    let nhs = b.ins().imul_imm_s(n, hs as i64);
+    let ohs = b.ins().imul_imm_s(oh, s0 as i64);
+    let xr = b.ins().iadd(nhs, ohs);
+    let xoff = b.ins().imul_imm_s(xr, x_row_bytes);
+    (ohs, b.ins().iadd(x, xoff))
 }
