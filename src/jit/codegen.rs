@@ -25,7 +25,9 @@ use cranelift_codegen::ir::{AbiParam, InstBuilder, MemFlagsData, Type, Value, ty
 use cranelift_codegen::settings::{self, Configurable};
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 use cranelift_jit::{JITBuilder, JITModule};
-use cranelift_module::{FuncId, Linkage, Module, default_libcall_names};
+use cranelift_codegen::control::ControlPlane;
+use cranelift_codegen::ir::Function;
+use cranelift_module::{FuncId, Linkage, Module, ModuleReloc, default_libcall_names};
 
 /// What happens to each accumulator before it is stored.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -244,6 +246,9 @@ pub struct Codegen {
     /// per-point products of Winograd layers) share one function: compile time grows with the
     /// distinct shapes, not the layers.
     kernels: std::collections::HashMap<String, FnHandle>,
+    /// Functions built but not yet compiled: [`Codegen::finish`] compiles them all at once, in
+    /// parallel (compile time is most of a model's start-up, and functions are independent).
+    pending: Vec<(FuncId, Function)>,
 }
 
 // SAFETY: the JIT module is only used behind `&mut` while compiling; once finished, the code
@@ -270,6 +275,9 @@ impl Codegen {
         fb.set("opt_level", opt.name()).map_err(|e| e.to_string())?;
         fb.set("is_pic", "false").map_err(|e| e.to_string())?;
         fb.set("use_colocated_libcalls", "false").map_err(|e| e.to_string())?;
+        // The IR verifier is a sixth of compile time; debug builds (every test) keep it.
+        let verify = if cfg!(debug_assertions) { "true" } else { "false" };
+        fb.set("enable_verifier", verify).map_err(|e| e.to_string())?;
         let isa_builder = cranelift_native::builder().map_err(|e| format!("unsupported host: {e}"))?;
         let isa = isa_builder.finish(settings::Flags::new(fb)).map_err(|e| e.to_string())?;
         let has_fma = isa.isa_flags().iter().any(|f| f.name == "has_fma" && f.as_bool() == Some(true));
@@ -283,6 +291,7 @@ impl Codegen {
             count: 0,
             dry: false,
             kernels: Default::default(),
+            pending: Vec::new(),
         })
     }
 
@@ -304,9 +313,11 @@ impl Codegen {
         Ok((id, sig))
     }
 
+    /// Takes the function built in `self.ctx` for compiling at [`Codegen::finish`].
     fn define(&mut self, id: FuncId) -> Result<FnHandle, String> {
-        self.module.define_function(id, &mut self.ctx).map_err(|e| format!("cranelift: {e:?}"))?;
+        let func = std::mem::replace(&mut self.ctx.func, Function::new());
         self.module.clear_context(&mut self.ctx);
+        self.pending.push((id, func));
         Ok(FnHandle(id))
     }
 
@@ -314,10 +325,35 @@ impl Codegen {
         self.dry
     }
 
-    /// Makes every defined function callable.
+    /// Compiles every function defined since the last call — on all threads, each with its own
+    /// context (Cranelift compiles a function without reference to any other) — then defines
+    /// them in their order of definition and makes them callable. The machine code does not
+    /// depend on the thread count: each function's code is a function of its IR alone.
     pub fn finish(&mut self) -> Result<(), String> {
+        use rayon::prelude::*;
         if self.dry {
             return Ok(());
+        }
+        let pending = std::mem::take(&mut self.pending);
+        let isa = self.module.isa();
+        let compiled: Vec<Result<(FuncId, u64, Vec<u8>, Vec<ModuleReloc>), String>> = pending
+            .into_par_iter()
+            .map(|(id, func)| {
+                let mut ctx = cranelift_codegen::Context::for_function(func);
+                ctx.compile(isa, &mut ControlPlane::default()).map_err(|e| format!("cranelift: {:?}", e.inner))?;
+                let code = ctx.compiled_code().ok_or("cranelift: no code after compiling")?;
+                let alignment = u64::from(code.buffer.alignment);
+                let bytes = code.code_buffer().to_vec();
+                let relocs: Vec<ModuleReloc> =
+                    code.buffer.relocs().iter().map(|r| ModuleReloc::from_mach_reloc(r, &ctx.func, id)).collect();
+                Ok((id, alignment, bytes, relocs))
+            })
+            .collect();
+        for c in compiled {
+            let (id, alignment, bytes, relocs) = c?;
+            self.module
+                .define_function_bytes(id, alignment, &bytes, &relocs)
+                .map_err(|e| format!("cranelift: {e:?}"))?;
         }
         self.module.finalize_definitions().map_err(|e| e.to_string())
     }
