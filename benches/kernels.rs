@@ -31,7 +31,7 @@ fn kernels(c: &mut Criterion) {
             co4: C,
             cso: C,
         };
-        let spec = |epilogue| CorrSpec { geo: geo.clone(), bias: true, epilogue, pad: [0, 0] };
+        let spec = |epilogue| CorrSpec { geo: geo.clone(), bias: true, epilogue, pad: [0, 0], shuffle: None };
         let fwd = cg.corr(&spec(Epilogue::Relu), geonetc::jit::codegen::CORR_BLOCKING).expect("codegen");
         // The input gradient is the same correlation (flipped weights, no bias), masked by relu.
         let bwd = cg

@@ -45,6 +45,7 @@ fn clif_of_a_small_correlation_kernel() {
         bias: true,
         epilogue: Epilogue::Relu,
         pad: [0, 0],
+        shuffle: None,
     };
     let mut cg = Codegen::new(OptLevel::None).expect("host ISA");
     insta::assert_snapshot!("corr_3x3_2to4_relu", cg.corr_clif(&spec, CORR_BLOCKING));

@@ -20,13 +20,13 @@
 //! loop is a constant displacement from two pointers.
 
 use super::linear_emit::{emit_corr, emit_gradw};
+use cranelift_codegen::control::ControlPlane;
+use cranelift_codegen::ir::Function;
 use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::{AbiParam, InstBuilder, MemFlagsData, Type, Value, types};
 use cranelift_codegen::settings::{self, Configurable};
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 use cranelift_jit::{JITBuilder, JITModule};
-use cranelift_codegen::control::ControlPlane;
-use cranelift_codegen::ir::Function;
 use cranelift_module::{FuncId, Linkage, Module, ModuleReloc, default_libcall_names};
 
 /// What happens to each accumulator before it is stored.
@@ -119,6 +119,42 @@ pub struct CorrSpec {
     /// zeroed row on the stack, and the output positions near the left and right edges skip
     /// the tap columns outside. `[0, 0]`: `x` is already padded.
     pub pad: [usize; 2],
+    /// Output positions scattered as a pixel-shuffle upconv's (`None`: position `p`'s lanes at
+    /// `p·cso`, rows `wo·cso` apart).
+    pub shuffle: Option<Shuffle>,
+}
+
+/// The store of a pixel-shuffle upconv (kernel = stride `k`, no padding), fused into its 1×1
+/// correlation: the lanes of input position `(n, h, w)` are `k₀·k₁` taps of `lanes` channels,
+/// and tap `(kh, kw)`'s go to output position `(n, h·k₀ + kh, w·k₁ + kw)` of a buffer `wy`
+/// positions wide with channel stride `cs` — so the output is written once, in place, with no
+/// depth-to-space copy after the kernel.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Shuffle {
+    pub k: [usize; 2],
+    /// Output channels rounded to 4: lanes per tap.
+    pub lanes: usize,
+    /// The output buffer's width and channel stride.
+    pub wy: usize,
+    pub cs: usize,
+}
+
+impl Shuffle {
+    /// Bytes from one input row's outputs to the next's: `k₀` output rows.
+    pub(crate) fn row_bytes(&self) -> i64 {
+        (self.k[0] * self.wy * self.cs * 4) as i64
+    }
+
+    /// Floats from one input position's outputs to the next's along a row.
+    pub(crate) fn pos_stride(&self) -> usize {
+        self.k[1] * self.cs
+    }
+
+    /// Bytes from an input position's first output to tap `t`'s.
+    pub(crate) fn tap_bytes(&self, t: usize) -> i64 {
+        let (kh, kw) = (t / self.k[1], t % self.k[1]);
+        ((kh * self.wy + kw) * self.cs * 4) as i64
+    }
 }
 
 /// Largest zero row (bytes, on the stack of the calling thread) a correlation reading its input
@@ -126,6 +162,23 @@ pub struct CorrSpec {
 pub(crate) const MAX_ZERO_ROW_BYTES: usize = 64 << 10;
 
 impl CorrSpec {
+    /// Floats of `y` (and of the mask `m`) the kernel reaches over rows `0..rows`, from its
+    /// first output lane: up to the last position's last group of lanes.
+    pub(crate) fn y_len(&self, rows: usize) -> usize {
+        let g = &self.geo;
+        if rows == 0 {
+            return 0;
+        }
+        match self.shuffle {
+            None => (rows * g.wo - 1) * g.cso + g.co4,
+            Some(sh) => {
+                let taps = sh.k[0] * sh.k[1];
+                let last = (rows - 1) as i64 * sh.row_bytes() / 4 + ((g.wo - 1) * sh.pos_stride()) as i64;
+                last as usize + sh.tap_bytes(taps - 1) as usize / 4 + sh.lanes
+            }
+        }
+    }
+
     /// Whether some output row has a tap row outside `x` (read in place).
     pub(crate) fn rows_outside(&self) -> bool {
         let g = &self.geo;
@@ -257,6 +310,9 @@ unsafe impl Send for Codegen {}
 // SAFETY: as for `Send`: a `&Codegen` gives no way to mutate the module.
 unsafe impl Sync for Codegen {}
 
+/// One function's machine code: its id, alignment, bytes and relocations.
+type Compiled = (FuncId, u64, Vec<u8>, Vec<ModuleReloc>);
+
 /// Handle of a function that becomes callable after [`Codegen::finish`].
 #[derive(Clone, Copy, Debug)]
 pub struct FnHandle(FuncId);
@@ -336,16 +392,21 @@ impl Codegen {
         }
         let pending = std::mem::take(&mut self.pending);
         let isa = self.module.isa();
-        let compiled: Vec<Result<(FuncId, u64, Vec<u8>, Vec<ModuleReloc>), String>> = pending
+        let compiled: Vec<Result<Compiled, String>> = pending
             .into_par_iter()
             .map(|(id, func)| {
                 let mut ctx = cranelift_codegen::Context::for_function(func);
-                ctx.compile(isa, &mut ControlPlane::default()).map_err(|e| format!("cranelift: {:?}", e.inner))?;
+                ctx.compile(isa, &mut ControlPlane::default())
+                    .map_err(|e| format!("cranelift: {:?}", e.inner))?;
                 let code = ctx.compiled_code().ok_or("cranelift: no code after compiling")?;
                 let alignment = u64::from(code.buffer.alignment);
                 let bytes = code.code_buffer().to_vec();
-                let relocs: Vec<ModuleReloc> =
-                    code.buffer.relocs().iter().map(|r| ModuleReloc::from_mach_reloc(r, &ctx.func, id)).collect();
+                let relocs: Vec<ModuleReloc> = code
+                    .buffer
+                    .relocs()
+                    .iter()
+                    .map(|r| ModuleReloc::from_mach_reloc(r, &ctx.func, id))
+                    .collect();
                 Ok((id, alignment, bytes, relocs))
             })
             .collect();
@@ -576,7 +637,7 @@ mod tests {
             co4: 4,
             cso: 4,
         };
-        CorrSpec { geo, bias: true, epilogue, pad: [0, 0] }
+        CorrSpec { geo, bias: true, epilogue, pad: [0, 0], shuffle: None }
     }
 
     /// Layers of the same sizes share one generated function; any difference in the spec or the
@@ -600,5 +661,99 @@ mod tests {
         let (g1, g2) = (cg.gradw(&g, GRADW_BLOCKING).expect("g1"), cg.gradw(&g, GRADW_BLOCKING).expect("g2"));
         assert_eq!(g1.0, g2.0);
         assert_eq!(cg.count, 6);
+    }
+
+    /// A pixel-shuffle upconv's forward with the shuffle fused into the store writes exactly
+    /// what the 1×1 kernel followed by a depth-to-space copy wrote (the oracle below, the
+    /// former path): bit for bit, into the layer's own value or a concat's slice, for taps of
+    /// 2×2 and 3×2, lanes per tap a multiple of the register block or not.
+    #[test]
+    fn a_pixel_shuffle_store_is_the_depth_to_space_of_the_unshuffled_kernel() {
+        use rand::{Rng, SeedableRng};
+        // t[n,h,w,(tap,co)] → y[n, h·k₀+kh, w·k₁+kw, off + co]
+        #[allow(clippy::too_many_arguments)]
+        fn depth_to_space(
+            t: &[f32],
+            y: &mut [f32],
+            n: usize,
+            (h, w): (usize, usize),
+            k: [usize; 2],
+            co4: usize,
+            (wy, cs, off): (usize, usize, usize),
+        ) {
+            let taps = k[0] * k[1];
+            for s in 0..n {
+                for i in 0..h {
+                    for j in 0..w {
+                        for kh in 0..k[0] {
+                            for kw in 0..k[1] {
+                                let src = (((s * h + i) * w + j) * taps + kh * k[1] + kw) * co4;
+                                let dst = (((s * h + i) * k[0] + kh) * wy + j * k[1] + kw) * cs + off;
+                                y[dst..dst + co4].copy_from_slice(&t[src..src + co4]);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+        for (k, co4, cs, off, epilogue) in [
+            ([2, 2], 8, 8, 0, Epilogue::None),
+            ([2, 2], 12, 20, 4, Epilogue::Relu),
+            ([3, 2], 4, 4, 0, Epilogue::LeakyRelu(0.1)),
+            ([2, 2], 20, 24, 0, Epilogue::None),
+        ] {
+            let (n, h, w, ci, csx) = (2, 3, 7, 6, 8);
+            let taps = k[0] * k[1];
+            let geo = Geometry {
+                ho: h,
+                wo: w,
+                hp: h,
+                wp: w,
+                k: [1, 1],
+                s: [1, 1],
+                d: [1, 1],
+                ci,
+                csx,
+                co4: taps * co4,
+                cso: taps * co4,
+            };
+            let plain = CorrSpec { geo, bias: true, epilogue, pad: [0, 0], shuffle: None };
+            let wy = w * k[1];
+            let shuffle = Shuffle { k, lanes: co4, wy, cs };
+            let fused = CorrSpec { shuffle: Some(shuffle), ..plain.clone() };
+            let mut cg = Codegen::new(OptLevel::Speed).expect("host");
+            let (hp, hf) = (
+                cg.corr(&plain, CORR_BLOCKING).expect("plain"),
+                cg.corr(&fused, CORR_BLOCKING).expect("fused"),
+            );
+            cg.finish().expect("finishes");
+            let (fp, ff) = (cg.corr_fn(hp), cg.corr_fn(hf));
+            let mut r = |len: usize| (0..len).map(|_| rng.random_range(-1.0f32..1.0)).collect::<Vec<f32>>();
+            let (x, wt, bias) = (r(n * h * w * csx), r(ci * taps * co4), r(taps * co4));
+            let rows = n * h;
+            let ylen = n * h * k[0] * wy * cs;
+            assert!(fused.y_len(rows) <= ylen - off, "y_len {} of {}", fused.y_len(rows), ylen - off);
+            let mut t = vec![0.0f32; rows * w * taps * co4];
+            let mut want = vec![f32::NAN; ylen];
+            let mut got = want.clone();
+            // SAFETY: both kernels were generated for these sizes; the buffers hold what they
+            // read and write (`y_len`, asserted above), no mask is read.
+            unsafe {
+                fp(x.as_ptr(), wt.as_ptr(), bias.as_ptr(), t.as_mut_ptr(), [].as_ptr(), 0, rows as i64);
+                ff(
+                    x.as_ptr(),
+                    wt.as_ptr(),
+                    bias.as_ptr(),
+                    got[off..].as_mut_ptr(),
+                    [].as_ptr(),
+                    0,
+                    rows as i64,
+                );
+            }
+            depth_to_space(&t, &mut want, n, (h, w), k, co4, (wy, cs, off));
+            let same = want.iter().zip(&got).all(|(a, b)| a.to_bits() == b.to_bits());
+            assert!(same, "k {k:?} co4 {co4} cs {cs} off {off}");
+        }
     }
 }

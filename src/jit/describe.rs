@@ -129,10 +129,17 @@ impl JitModel {
             };
             let _ = writeln!(
                 out,
-                "    forward: {}{}{}; reads {}{}; {} rows",
+                "    forward: {}{}{}{}; reads {}{}; {} rows",
                 algorithm(&p.wino_fwd, &p.fwd.spec.geo),
                 if p.fwd.spec.bias { ", bias" } else { "" },
                 epilogue(p.fwd.spec.epilogue),
+                match p.fwd.spec.shuffle {
+                    Some(sh) => format!(
+                        ", stored shuffled: {}x{} taps of {} lanes into rows {} wide (cs {})",
+                        sh.k[0], sh.k[1], sh.lanes, sh.wy, sh.cs
+                    ),
+                    None => String::new(),
+                },
                 source(p.fwd_src),
                 scatter(p.fwd_scatter),
                 p.fwd_rows

@@ -50,9 +50,9 @@ impl JitModel {
             Step::FusedActivation(_) => {}
             Step::Linear(plan) => {
                 let fold_bn = if training { None } else { fusion.bn_fold };
-                // A conv writing into a concat's slice (the forward geometry has its stride); a
-                // pixel-shuffle upconv does so in its depth-to-space copy below.
-                let into = fusion.concat_in_place.filter(|_| plan.pixel().is_none());
+                // A conv or pixel-shuffle upconv writing into a concat's slice (the forward
+                // kernel stores with the concat's strides).
+                let into = fusion.concat_in_place;
                 let dst = into.map(|(cn, _)| cn).or(fold_bn).or(fusion.activation).unwrap_or(id).index();
                 let mut y = std::mem::take(&mut self.nodes[dst].value);
                 plan.pack(params, node);
@@ -61,9 +61,6 @@ impl JitModel {
                 }
                 if let Some((k, _)) = plan.fwd_scatter {
                     plan.lend(k, &mut self.pool);
-                }
-                if let Some(px) = plan.pixel() {
-                    plan.lend(px.t_fwd, &mut self.pool);
                 }
                 let wino_k = plan.wino_fwd.as_ref().map(|w| w.scratch);
                 let mut wino_scratch = wino_k.map(|k| {
@@ -79,36 +76,15 @@ impl JitModel {
                     Src::Scratch(k) => &plan.scratch[k],
                 };
                 let kernel = Instant::now();
-                if let Some(px) = plan.pixel() {
-                    let mut t = std::mem::take(&mut plan.scratch[px.t_fwd]);
-                    run_corr(&plan.fwd, x, &plan.packed_fwd, &plan.packed_bias, &mut t, &[], plan.fwd_rows);
-                    let kernel_s = kernel.elapsed().as_secs_f64();
-                    match fusion.concat_in_place {
-                        Some((cn, off)) => {
-                            let cl = self.nodes[cn.index()].layout;
-                            px.depth_to_space(&t, &mut self.nodes[cn.index()].value, cl, off);
-                        }
-                        None => px.depth_to_space(&t, &mut y, out_l, 0),
+                // (Winograd is never planned for a conv writing into a concat: `lower.rs`.)
+                let y_at = &mut y[into.map_or(0, |(_, off)| off)..];
+                match (&plan.wino_fwd, wino_scratch.as_mut()) {
+                    (Some(wc), Some(ws)) => wc.run(xb, &plan.packed_fwd, &plan.packed_bias, y_at, &[], ws),
+                    _ => {
+                        run_corr(&plan.fwd, xb, &plan.packed_fwd, &plan.packed_bias, y_at, &[], plan.fwd_rows)
                     }
-                    plan.scratch[px.t_fwd] = t;
-                    self.profile_kernel(id, FORWARD, kernel_s);
-                } else {
-                    // (Winograd is never planned for a conv writing into a concat: `lower.rs`.)
-                    let y = &mut y[into.map_or(0, |(_, off)| off)..];
-                    match (&plan.wino_fwd, wino_scratch.as_mut()) {
-                        (Some(wc), Some(ws)) => wc.run(xb, &plan.packed_fwd, &plan.packed_bias, y, &[], ws),
-                        _ => run_corr(
-                            &plan.fwd,
-                            xb,
-                            &plan.packed_fwd,
-                            &plan.packed_bias,
-                            y,
-                            &[],
-                            plan.fwd_rows,
-                        ),
-                    }
-                    self.profile_kernel(id, FORWARD, kernel.elapsed().as_secs_f64());
                 }
+                self.profile_kernel(id, FORWARD, kernel.elapsed().as_secs_f64());
                 if let (Some(k), Some(ws)) = (wino_k, wino_scratch) {
                     plan.scratch[k] = ws;
                 }
@@ -463,9 +439,9 @@ fn run_corr(call: &CorrCall, x: &[f32], w: &[f32], b: &[f32], y: &mut [f32], m: 
     debug_assert!(!call.spec.bias || b.len() >= g.co4, "bias too short");
     // (`y` may be a concat's buffer from this layer's first channel on: its last position ends
     // `co4` lanes in.)
-    debug_assert!(y.len() >= (rows * g.wo).saturating_sub(1) * g.cso + g.co4, "y too short");
+    debug_assert!(y.len() >= call.spec.y_len(rows), "y too short");
     let masked = call.spec.epilogue.reads_mask();
-    debug_assert!(!masked || m.len() >= rows * g.wo * g.cso, "mask too short");
+    debug_assert!(!masked || m.len() >= call.spec.y_len(rows), "mask too short");
     let (xp, wp, bp, mp) =
         (x.as_ptr() as usize, w.as_ptr() as usize, b.as_ptr() as usize, m.as_ptr() as usize);
     let yp = y.as_mut_ptr() as usize;

@@ -81,15 +81,24 @@ pub(super) fn emit_corr(b: &mut FunctionBuilder, spec: &CorrSpec, blk: Blocking,
     let (x, w, bias, y, m, row0, row1) = (p[0], p[1], p[2], p[3], p[4], p[5], p[6]);
     let ktaps = sp.k[0] * sp.k[1];
     let w_ci_stride = (ktaps * sp.co4 * 4) as i64;
-    let vb = blk.v.min(sp.co4 / 4).max(1);
-    let co_full = sp.co4 / (4 * vb);
-    let co_tail = (sp.co4 / 4) % vb;
+    // Output lanes in groups stored together: all `co4`, or a pixel shuffle's per tap (a
+    // register block never spans two taps, whose outputs lie apart).
+    let (group_lanes, groups) = match spec.shuffle {
+        Some(sh) => (sh.lanes, sp.co4 / sh.lanes),
+        None => (sp.co4, 1),
+    };
+    // Floats from one output position to the next, and the byte offset of each group's.
+    let y_pos = spec.shuffle.map_or(sp.cso, |sh| sh.pos_stride());
+    let group_y_bytes = |g: usize| spec.shuffle.map_or(0, |sh| sh.tap_bytes(g));
+    let vb = blk.v.min(group_lanes / 4).max(1);
+    let co_full = group_lanes / (4 * vb);
+    let co_tail = (group_lanes / 4) % vb;
     // `x` holds `hs × ws` positions per sample; `pad` zeros around it are not stored.
     let pad = spec.pad.map(|p| p as i64);
     let (hs, ws) = (sp.hp - 2 * spec.pad[0], sp.wp - 2 * spec.pad[1]);
     let pos_bytes = (sp.csx * 4) as i64;
     let x_row_bytes = ws as i64 * pos_bytes;
-    let y_row_bytes = (sp.wo * sp.cso * 4) as i64;
+    let y_row_bytes = spec.shuffle.map_or((sp.wo * sp.cso * 4) as i64, |sh| sh.row_bytes());
     // Read in place: a zeroed row on the stack stands for the tap rows outside `x` (its
     // column 0 is input column 0, so the same offsets apply).
     let zero_row = spec.rows_outside().then(|| {
@@ -146,21 +155,27 @@ pub(super) fn emit_corr(b: &mut FunctionBuilder, spec: &CorrSpec, blk: Blocking,
         let yoff = b.ins().imul_imm_s(row, y_row_bytes);
         let yrow = b.ins().iadd(y, yoff);
         let mrow = b.ins().iadd(m, yoff);
-        // One tile: positions [ow0, ow0 + r) × vectors [co0, co0 + v); `ow_x` is the byte
-        // offset of input column ow0·s₁ − pad₁. `cols`: the tap columns inside (all if None).
+        // One tile: positions [ow0, ow0 + r) × vectors [co0, co0 + v) of lane group `g`;
+        // `ow_x` is the byte offset of input column ow0·s₁ − pad₁, `co_bytes` of vector co0
+        // within the group. `cols`: the tap columns inside (all if None).
         let tile = |b: &mut FunctionBuilder,
                     ow_bytes_x: Value,
                     ow_bytes_y: Value,
-                    co_bytes: Value,
+                    (g, co_bytes): (usize, Value),
                     r: usize,
                     v: usize,
                     cols: Option<&[bool]>| {
+            // (No add for group 0: the unshuffled kernel's code stays as it was.)
+            let plus =
+                |b: &mut FunctionBuilder, v: Value, k: i64| if k == 0 { v } else { b.ins().iadd_imm_s(v, k) };
+            let lanes_at = plus(b, co_bytes, (g * group_lanes * 4) as i64);
+            let out_at = plus(b, co_bytes, group_y_bytes(g));
             let yb = b.ins().iadd(yrow, ow_bytes_y);
-            let yb = b.ins().iadd(yb, co_bytes);
+            let yb = b.ins().iadd(yb, out_at);
             let mb = b.ins().iadd(mrow, ow_bytes_y);
-            let mb = b.ins().iadd(mb, co_bytes);
-            let wb = b.ins().iadd(w, co_bytes);
-            let bb = b.ins().iadd(bias, co_bytes);
+            let mb = b.ins().iadd(mb, out_at);
+            let wb = b.ins().iadd(w, lanes_at);
+            let bb = b.ins().iadd(bias, lanes_at);
             let accs: Vec<Variable> = (0..r * v).map(|_| b.declare_var(F32X4)).collect();
             for j in 0..v {
                 let init = if spec.bias {
@@ -233,7 +248,7 @@ pub(super) fn emit_corr(b: &mut FunctionBuilder, spec: &CorrSpec, blk: Blocking,
             for i in 0..r {
                 for j in 0..v {
                     let a = b.use_var(accs[i * v + j]);
-                    let off = ((i * sp.cso + 4 * j) * 4) as i32;
+                    let off = ((i * y_pos + 4 * j) * 4) as i32;
                     let out = apply_epilogue(b, spec.epilogue, a, zero_v, (mb, off), has_fma);
                     b.ins().store(flags(), out, yb, off);
                 }
@@ -242,16 +257,18 @@ pub(super) fn emit_corr(b: &mut FunctionBuilder, spec: &CorrSpec, blk: Blocking,
         // Full and tail blocks along the width, each over full and tail channel blocks.
         let width_part =
             |b: &mut FunctionBuilder, ow_x: Value, ow_y: Value, r: usize, cols: Option<&[bool]>| {
-                if co_full > 0 {
-                    let zero = b.ins().iconst(PTR, 0);
-                    let end = b.ins().iconst(PTR, (co_full * 16 * vb) as i64);
-                    counted_loop(b, zero, end, (16 * vb) as i64, |b, co_bytes| {
-                        tile(b, ow_x, ow_y, co_bytes, r, vb, cols)
-                    });
-                }
-                if co_tail > 0 {
-                    let co_bytes = b.ins().iconst(PTR, (co_full * 16 * vb) as i64);
-                    tile(b, ow_x, ow_y, co_bytes, r, co_tail, cols);
+                for g in 0..groups {
+                    if co_full > 0 {
+                        let zero = b.ins().iconst(PTR, 0);
+                        let end = b.ins().iconst(PTR, (co_full * 16 * vb) as i64);
+                        counted_loop(b, zero, end, (16 * vb) as i64, |b, co_bytes| {
+                            tile(b, ow_x, ow_y, (g, co_bytes), r, vb, cols)
+                        });
+                    }
+                    if co_tail > 0 {
+                        let co_bytes = b.ins().iconst(PTR, (co_full * 16 * vb) as i64);
+                        tile(b, ow_x, ow_y, (g, co_bytes), r, co_tail, cols);
+                    }
                 }
             };
         let x_at = |ow: usize| (ow * sp.s[1]) as i64 * pos_bytes - pad[1] * pos_bytes;
@@ -261,21 +278,21 @@ pub(super) fn emit_corr(b: &mut FunctionBuilder, spec: &CorrSpec, blk: Blocking,
             counted_loop(b, zero, end, 1, |b, ob| {
                 let ow_x = b.ins().imul_imm_s(ob, (blk.r * sp.s[1]) as i64 * pos_bytes);
                 let ow_x = b.ins().iadd_imm_s(ow_x, x_at(lo));
-                let ow_y = b.ins().imul_imm_s(ob, (blk.r * sp.cso * 4) as i64);
-                let ow_y = b.ins().iadd_imm_s(ow_y, (lo * sp.cso * 4) as i64);
+                let ow_y = b.ins().imul_imm_s(ob, (blk.r * y_pos * 4) as i64);
+                let ow_y = b.ins().iadd_imm_s(ow_y, (lo * y_pos * 4) as i64);
                 width_part(b, ow_x, ow_y, blk.r, None);
             });
         }
         if r_tail > 0 {
             let ow = lo + r_full * blk.r;
             let ow_x = b.ins().iconst(PTR, x_at(ow));
-            let ow_y = b.ins().iconst(PTR, (ow * sp.cso * 4) as i64);
+            let ow_y = b.ins().iconst(PTR, (ow * y_pos * 4) as i64);
             width_part(b, ow_x, ow_y, r_tail, None);
         }
         for ow in (0..lo).chain(hi..sp.wo) {
             let cols: Vec<bool> = (0..sp.k[1]).map(|kw| (0..ws as i64).contains(&tap_col(ow, kw))).collect();
             let ow_x = b.ins().iconst(PTR, x_at(ow));
-            let ow_y = b.ins().iconst(PTR, (ow * sp.cso * 4) as i64);
+            let ow_y = b.ins().iconst(PTR, (ow * y_pos * 4) as i64);
             width_part(b, ow_x, ow_y, 1, Some(&cols));
         }
     });

@@ -4,7 +4,7 @@
 //! weight-gradient kernel of a layer reuses the geometry of the correlation it differentiates.
 
 use super::JitOptions;
-use super::codegen::{Codegen, CorrSpec, Geometry, GradWSpec, MAX_ZERO_ROW_BYTES};
+use super::codegen::{Codegen, CorrSpec, Geometry, GradWSpec, MAX_ZERO_ROW_BYTES, Shuffle};
 use super::fusion::{Fusion, is_pixel};
 use super::layout::{Layout, round4, window2};
 use super::linear::{CorrCall, LinearKind, LinearPlan, Packing, Src};
@@ -150,7 +150,7 @@ pub(crate) fn plan_linear(
             // Into a concat: rows of the concat's stride (the weight gradient reads this
             // layer's own dy, so its geometry keeps `y`'s).
             let fwd_geo = Geometry { cso: into.map_or(y.cs, |l| l.cs), ..padded_geo.clone() };
-            let fwd_spec = CorrSpec { geo: fwd_geo, bias: fwd_bias, epilogue, pad: p };
+            let fwd_spec = CorrSpec { geo: fwd_geo, bias: fwd_bias, epilogue, pad: p, shuffle: None };
             let x_in_place = fwd_tile.is_some() || fits(&fwd_spec);
             let fwd_spec = CorrSpec { pad: if x_in_place { p } else { [0, 0] }, ..fwd_spec };
             // The weight gradient by Winograd whole tiles too when the cost model says so; its
@@ -191,7 +191,13 @@ pub(crate) fn plan_linear(
             let bwd_tile = wino_tile(&bwd_geo);
             let off = |a: usize| (d[a] * (k[a] - 1)) as i64 - p[a] as i64;
             let shift = [off(0).max(0) as usize, off(1).max(0) as usize];
-            let bwd_spec = CorrSpec { geo: bwd_geo.clone(), bias: false, epilogue: bwd_epilogue, pad: shift };
+            let bwd_spec = CorrSpec {
+                geo: bwd_geo.clone(),
+                bias: false,
+                epilogue: bwd_epilogue,
+                pad: shift,
+                shuffle: None,
+            };
             let direct_in_place = off(0) >= 0 && off(1) >= 0 && fits(&bwd_spec);
             let dy_in_place = s == [1, 1] && (bwd_tile.is_some() || direct_in_place);
             let bwd_spec = CorrSpec { pad: if dy_in_place { shift } else { [0, 0] }, ..bwd_spec };
@@ -261,9 +267,11 @@ pub(crate) fn plan_linear(
             let k = window2(&c.kernel, 1);
             let taps = k[0] * k[1];
             let co4 = round4(y.c);
-            // forward: a 1×1 correlation to taps × channels lanes, then depth-to-space
+            // forward: a 1×1 correlation to taps × channels lanes, each tap's lanes stored at
+            // its output position (in this layer's value or the concat's slice it feeds)
             let t_fwd_layout = Layout { c: taps * co4, cs: taps * co4, ..x };
-            let t_fwd = scratch.add(t_fwd_layout, false);
+            let out = into.unwrap_or(y);
+            let shuffle = Shuffle { k, lanes: co4, wy: out.w, cs: out.cs };
             // backward: dy space-to-depth, then 1×1 correlations
             let cs_bwd = round4(y.c * taps);
             let t_bwd_layout = Layout { c: y.c * taps, cs: cs_bwd, ..x };
@@ -275,17 +283,18 @@ pub(crate) fn plan_linear(
                     bias: c.bias,
                     epilogue,
                     pad: [0, 0],
+                    shuffle: Some(shuffle),
                 },
                 pack(false, false),
             )?;
             fwd.pack_lanes = co4;
             let bwd_geo = geometry(t_bwd_layout, x, one, one, one);
             let bwd_in = corr(
-                CorrSpec { geo: bwd_geo, bias: false, epilogue: bwd_epilogue, pad: [0, 0] },
+                CorrSpec { geo: bwd_geo, bias: false, epilogue: bwd_epilogue, pad: [0, 0], shuffle: None },
                 pack(true, false),
             )?;
             Family {
-                kind: LinearKind::PixelShuffle(Pixel { x, y, k, co4, t_fwd, t_bwd, cs_bwd }),
+                kind: LinearKind::PixelShuffle(Pixel { x, y, k, t_bwd, cs_bwd }),
                 out: c.out,
                 bias: c.bias,
                 taps,
@@ -317,7 +326,13 @@ pub(crate) fn plan_linear(
             let kz = scratch.add(z, false);
             let off = |a: usize| (k[a] - 1) as i64 - p[a] as i64;
             let fwd = corr(
-                CorrSpec { geo: geometry(z, y, k, [1, 1], [1, 1]), bias: c.bias, epilogue, pad: [0, 0] },
+                CorrSpec {
+                    geo: geometry(z, y, k, [1, 1], [1, 1]),
+                    bias: c.bias,
+                    epilogue,
+                    pad: [0, 0],
+                    shuffle: None,
+                },
                 pack(false, true),
             )?;
             // input gradient: the strided convolution of dy zero-padded by p; the weight
@@ -328,7 +343,13 @@ pub(crate) fn plan_linear(
             let pad = Scatter { src: y, dst: padded, s: [1, 1], off: [p[0] as i64, p[1] as i64] };
             let bwd_geo = geometry(padded, x, k, s, [1, 1]);
             let bwd_in = corr(
-                CorrSpec { geo: bwd_geo.clone(), bias: false, epilogue: bwd_epilogue, pad: [0, 0] },
+                CorrSpec {
+                    geo: bwd_geo.clone(),
+                    bias: false,
+                    epilogue: bwd_epilogue,
+                    pad: [0, 0],
+                    shuffle: None,
+                },
                 pack(true, false),
             )?;
             Family {
@@ -359,12 +380,18 @@ pub(crate) fn plan_linear(
             let one = [1, 1];
             let geo = geometry(xr, yr, one, one, one);
             let fwd = corr(
-                CorrSpec { geo: geo.clone(), bias: dn.bias || bn_follows, epilogue, pad: [0, 0] },
+                CorrSpec {
+                    geo: geo.clone(),
+                    bias: dn.bias || bn_follows,
+                    epilogue,
+                    pad: [0, 0],
+                    shuffle: None,
+                },
                 pack(false, false),
             )?;
             let bwd_geo = geometry(yr, xr, one, one, one);
             let bwd_in = corr(
-                CorrSpec { geo: bwd_geo, bias: false, epilogue: bwd_epilogue, pad: [0, 0] },
+                CorrSpec { geo: bwd_geo, bias: false, epilogue: bwd_epilogue, pad: [0, 0], shuffle: None },
                 pack(true, false),
             )?;
             Family {

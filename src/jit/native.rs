@@ -75,43 +75,21 @@ impl Scatter {
 }
 
 /// An upconv whose kernel equals its stride and has no padding writes each input pixel's
-/// `k₀×k₁` output block independently: a 1×1 correlation to taps × channels lanes, then a
-/// depth-to-space copy (and the reverse backward). No multiply touches an interleaved zero.
+/// `k₀×k₁` output block independently: a 1×1 correlation to taps × channels lanes, each tap's
+/// lanes stored at their output position by the kernel (`codegen::Shuffle`); backward, a
+/// space-to-depth copy of dy, then 1×1 correlations. No multiply touches an interleaved zero.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Pixel {
     pub x: Layout,
     pub y: Layout,
     pub k: [usize; 2],
-    /// Output channels rounded to 4 (lanes per tap in the forward).
-    pub co4: usize,
-    /// The linear plan's scratch buffers of the forward and backward space-to-depth values.
-    pub t_fwd: usize,
+    /// The linear plan's scratch buffer of the backward space-to-depth dy.
     pub t_bwd: usize,
     /// Channel stride of the space-to-depth dy: round4(out · taps).
     pub cs_bwd: usize,
 }
 
 impl Pixel {
-    /// `t[n,h,w,(tap,co)]` → `y[n, h·k₀+kh, w·k₁+kw, co]`.
-    /// Into `y` of layout `yl` (this upconv's own value, or the concat it feeds) at channel `off`.
-    pub fn depth_to_space(&self, t: &[f32], y: &mut [f32], yl: Layout, off: usize) {
-        let (x, k, co4) = (self.x, self.k, self.co4);
-        let taps = k[0] * k[1];
-        y.par_chunks_mut(yl.h * yl.w * yl.cs).zip(t.par_chunks(x.h * x.w * taps * co4)).for_each(|(y, t)| {
-            for h in 0..x.h {
-                for w in 0..x.w {
-                    for kh in 0..k[0] {
-                        for kw in 0..k[1] {
-                            let src = ((h * x.w + w) * taps + kh * k[1] + kw) * co4;
-                            let dst = ((h * k[0] + kh) * yl.w + w * k[1] + kw) * yl.cs + off;
-                            y[dst..dst + co4].copy_from_slice(&t[src..src + co4]);
-                        }
-                    }
-                }
-            }
-        });
-    }
-
     /// `dy[n, h·k₀+kh, w·k₁+kw, co]` → `t[n,h,w, co·taps + tap]` (lanes past out·taps zero).
     pub fn space_to_depth(&self, dy: &[f32], t: &mut [f32]) {
         let (x, yl, k, cs) = (self.x, self.y, self.k, self.cs_bwd);

@@ -418,8 +418,13 @@ impl WinoCall {
         let input = cg.cached(format!("winograd input {input_key:?}"), |cg| {
             cg.custom(2, |b, p, fma| emit_input(b, p, &spec, fma))
         })?;
-        let gemm_spec =
-            CorrSpec { geo: spec.gemm_geometry(), bias: false, epilogue: Epilogue::None, pad: [0, 0] };
+        let gemm_spec = CorrSpec {
+            geo: spec.gemm_geometry(),
+            bias: false,
+            epilogue: Epilogue::None,
+            pad: [0, 0],
+            shuffle: None,
+        };
         let gemm = cg.corr(&gemm_spec, gemm_blocking)?;
         let output = cg.cached(format!("winograd output {spec:?}"), |cg| {
             cg.custom(4, |b, p, fma| emit_output(b, p, &spec, fma))
