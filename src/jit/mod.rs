@@ -51,6 +51,7 @@ mod pointwise;
 mod profile;
 mod spatial;
 pub(crate) mod unary;
+pub mod update;
 mod winograd;
 mod winograd_emit;
 mod winograd_gradw;
