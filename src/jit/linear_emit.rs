@@ -345,11 +345,17 @@ pub(super) fn emit_gradw(b: &mut FunctionBuilder, spec: &GradWSpec, blk: Blockin
         let tile =
             |b: &mut FunctionBuilder, ci_bytes: Value, rows: &[(usize, usize)], co_bytes: Value, v: usize| {
                 let r = rows.len();
-                let (lo, hi) = rows
-                    .iter()
-                    .map(|&(_, tap)| columns(tap % sp.k[1]))
-                    .fold((0, sp.wo), |(l, h), (a, b)| (l.max(a), h.min(b)));
-                if hi <= lo {
+                // Positions every row's input lies inside, run together; a row's others (rows
+                // of different taps, read in place: at most a few near each edge) one by one.
+                let row_columns: Vec<(usize, usize)> =
+                    rows.iter().map(|&(_, tap)| columns(tap % sp.k[1])).collect();
+                let (lo, hi) = row_columns.iter().fold((0, sp.wo), |(l, h), &(a, b)| (l.max(a), h.min(b)));
+                let hi = hi.max(lo);
+                let alone = |i: usize| {
+                    let (a, z) = row_columns[i];
+                    (a..z).filter(move |p| !(lo..hi).contains(p))
+                };
+                if hi == lo && (0..r).all(|i| alone(i).next().is_none()) {
                     return;
                 }
                 let ci_off = b.ins().imul_imm_s(ci_bytes, (ktaps * sp.co4) as i64);
@@ -414,6 +420,20 @@ pub(super) fn emit_gradw(b: &mut FunctionBuilder, spec: &GradWSpec, blk: Blockin
                     body(b, (hi - lo) % UNROLL);
                 }
                 for i in 0..r {
+                    for p in alone(i) {
+                        // Position p of row i, at constant offsets from the row's starts.
+                        let xp = b.ins().iadd(xrow, ci_bytes);
+                        let xs = bcast(b, xp, (p * sp.s[1] * sp.csx * 4) as i64 + x_off(i));
+                        let dp = b.ins().iadd(drow, co_bytes);
+                        for j in 0..v {
+                            let d = b.ins().load(F32X4, flags(), dp, ((p * sp.cso + 4 * j) * 4) as i32);
+                            let a = b.use_var(accs[i * v + j]);
+                            let a = fmadd(b, has_fma, xs, d, a);
+                            b.def_var(accs[i * v + j], a);
+                        }
+                    }
+                }
+                for i in 0..r {
                     for j in 0..v {
                         let a = b.use_var(accs[i * v + j]);
                         b.ins().store(flags(), a, wbase, woff(i, j));
@@ -450,15 +470,17 @@ pub(super) fn emit_gradw(b: &mut FunctionBuilder, spec: &GradWSpec, blk: Blockin
             b.switch_to_block(done);
         };
         let per_ci = |b: &mut FunctionBuilder, ci_bytes: Value, r: usize| {
-            // (A padding read in place needs one tap per tile row: its rows and columns differ
-            // per tap. `lower.rs` pads few-channel inputs instead.)
-            if r < blk.r && ktaps > 1 && spec.pad == [0, 0] {
-                // Few channels: block over taps instead, one channel at a time.
+            if r < blk.r && ktaps > 1 {
+                // Few channels: block over taps instead, one channel at a time — the taps of
+                // one tap row together, so one test says whether their input row is inside
+                // (read in place; the tile sums each tap's own columns).
                 for c in 0..r {
-                    let taps: Vec<usize> = (0..ktaps).collect();
-                    for group in taps.chunks(blk.r) {
-                        let rows: Vec<(usize, usize)> = group.iter().map(|&t| (c, t)).collect();
-                        over_co(b, ci_bytes, &rows);
+                    for kh in 0..sp.k[0] {
+                        let taps: Vec<usize> = (kh * sp.k[1]..(kh + 1) * sp.k[1]).collect();
+                        for group in taps.chunks(blk.r) {
+                            let rows: Vec<(usize, usize)> = group.iter().map(|&t| (c, t)).collect();
+                            when_row_inside(b, kh, &|b| over_co(b, ci_bytes, &rows));
+                        }
                     }
                 }
             } else {

@@ -157,10 +157,10 @@ pub(crate) fn plan_linear(
             // input transform reads x in place, as the forward's does.
             let direct_chunk = chunk_rows(&y) * y.w;
             let gradw_tile = winograd::choose_gradw(options.conv, &padded_geo, direct_chunk);
-            // The direct weight-gradient kernel reads x in place too (skipping the taps outside
-            // it) unless x has fewer channels than its register block (it then blocks over taps,
-            // which in place would differ per tap): a padded copy of such an x is small.
-            let direct_gradw_in_place = gradw_tile.is_none() && x_in_place && x.c >= options.gradw_blocking.r;
+            // The direct weight-gradient kernel reads x in place too, skipping the taps outside
+            // it (with fewer channels than its register block it blocks over the taps of a tap
+            // row, each summing its own columns).
+            let direct_gradw_in_place = gradw_tile.is_none() && x_in_place;
             let gradw_in_place = gradw_tile.is_some() || direct_gradw_in_place;
             let (fwd_src, fwd_scatter, gradw_scatter, gradw_x) = match (x_in_place, gradw_in_place) {
                 (true, true) => (Src::Value, None, None, Src::Value),
