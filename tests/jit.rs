@@ -250,6 +250,11 @@ fn every_op_matches_the_interpreter() {
         "a = x -> conv(3, kernel=1)\n    y = sub(x, a) -> relu",
         "a = x -> conv(3, kernel=1)\n    b = add(a, a) -> leaky_relu(0.3)\n    y = add(b, a) -> conv(2, kernel=1)",
         "y = x -> conv(4, kernel=1) -> batchnorm -> leaky_relu(0.1) -> conv(3, kernel=3) -> batchnorm",
+        // batchnorm → relu fused: consumed by a pooling or a concat (its mask applied in place),
+        // as the output, and by a conv (the conv's input-gradient kernel applies it).
+        "y = x -> conv(4, kernel=3, pad=1) -> batchnorm -> relu -> maxpool(2)",
+        "a = x -> conv(4, kernel=1) -> batchnorm -> relu\n    y = concat(a, x) -> conv(2, kernel=3, pad=1) -> batchnorm -> relu",
+        "y = x -> batchnorm -> leaky_relu(0.2) -> conv(3, kernel=3, pad=1)",
         "a = x -> conv(3, kernel=1)\n    y = concat(a, x) -> conv(2, kernel=3, pad=1)",
         "a = x -> conv(3, kernel=1)\n    y = add(a, x) -> conv(2, kernel=1)",
         "a = x -> conv(3, kernel=1)\n    y = sub(a, x) -> conv(2, kernel=1)",

@@ -11,12 +11,14 @@ use crate::ops::{Lowering, Op};
 /// What was fused into or out of one node. All `None`/`false` means the node runs on its own.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub(crate) struct Fusion {
-    /// A linear node: the activation that follows it, applied by its forward kernel as it stores.
-    /// Its value and its gradient buffer are that activation's.
+    /// A linear node or a batchnorm: the activation that follows it, applied by its forward
+    /// kernel as it stores (the correlation's, or the normalisation's). Its value and its
+    /// gradient buffer are that activation's.
     pub activation: Option<NodeId>,
-    /// An activation computed by the kernel of the linear node that produces its input.
+    /// An activation computed by the kernel of the node that produces its input (a linear node
+    /// or a batchnorm).
     pub into_linear: Option<NodeId>,
-    /// A linear node's forward kernel epilogue (its fused activation).
+    /// A linear node's or batchnorm's forward kernel epilogue (its fused activation).
     pub epilogue: Epilogue,
     /// A linear node's input-gradient kernel epilogue: the derivative of the fused activation
     /// before it, applied as the gradient is stored.
@@ -105,6 +107,21 @@ pub(crate) fn decide(graph: &Graph, layout_of: impl Fn(Value) -> Layout) -> Vec<
             fusion[node.id.index()].into_linear = Some(*p);
         }
     }
+    // batchnorm → relu|leaky_relu (slope ≥ 0): the normalisation kernel applies it as it stores
+    // (one pass over the values instead of two), and its derivative is taken from its output
+    // as after a linear node. At inference this replaces folding the batchnorm into the conv
+    // before it: the same passes (conv, then normalise + relu instead of conv + bn, then relu).
+    for node in graph.nodes() {
+        let norm = |p: NodeId| matches!(graph.node(p).op, Op::BatchNorm(_));
+        if let (Op::Activation(a), [Value::Node(p)]) = (&node.op, node.inputs.as_slice())
+            && let (true, 1, Some(e @ (Epilogue::Relu | Epilogue::LeakyRelu(_)))) =
+                (norm(*p), consumers[p.index()], fusable(a))
+        {
+            fusion[p.index()].activation = Some(node.id);
+            fusion[p.index()].epilogue = e;
+            fusion[node.id.index()].into_linear = Some(*p);
+        }
+    }
     // A pixel-shuffle upconv or a conv whose only consumer is a concat writes its output
     // straight into the concat's buffer (when its channel count fills whole 4-lane vectors); so
     // does a pooling or an upsample (its gather kernel writes any channel count into a slice).
@@ -133,7 +150,9 @@ pub(crate) fn decide(graph: &Graph, layout_of: impl Fn(Value) -> Layout) -> Vec<
     for node in graph.nodes() {
         if let (Op::BatchNorm(_), [Value::Node(p)]) = (&node.op, node.inputs.as_slice()) {
             let foldable = linear(*p) && matches!(graph.node(*p).op, Op::Conv(_) | Op::Dense(_));
-            if foldable && consumers[p.index()] == 1 && fusion[p.index()].activation.is_none() {
+            let fused_after = fusion[node.id.index()].activation.is_some();
+            if foldable && consumers[p.index()] == 1 && fusion[p.index()].activation.is_none() && !fused_after
+            {
                 fusion[p.index()].bn_fold = Some(node.id);
                 fusion[node.id.index()].bn_folded_from = Some(*p);
             }

@@ -227,7 +227,7 @@ impl JitModel {
                     let into = f.concat_in_place.map(|(cn, _)| layouts[cn.index()]);
                     Step::Linear(Box::new(lower::plan_linear(&mut cg, options, node, io, f, into)?))
                 }
-                Lowering::Channel => norm::plan(&mut cg, node, layouts[node.id.index()])?,
+                Lowering::Channel => norm::plan(&mut cg, node, layouts[node.id.index()], f.epilogue)?,
                 Lowering::Spatial => {
                     spatial::plan(&mut cg, node, &layout_of, layouts[node.id.index()], &fusion)?
                 }

@@ -56,7 +56,8 @@ pub(crate) struct NormPlan {
 }
 
 impl NormPlan {
-    pub(crate) fn new(cg: &mut Codegen, layout: Layout) -> Result<NormPlan, String> {
+    /// `activation`: the epilogue of an activation fused after the normalisation.
+    pub(crate) fn new(cg: &mut Codegen, layout: Layout, activation: Epilogue) -> Result<NormPlan, String> {
         let spec = |kind, shift_p, has_q| ChannelSpec {
             kind,
             cs: layout.cs,
@@ -64,10 +65,11 @@ impl NormPlan {
             has_q,
             epilogue: Epilogue::None,
         };
+        let normalise = ChannelSpec { epilogue: activation, ..spec(ChannelKind::Affine, true, false) };
         Ok(NormPlan {
             layout,
             stats: ChannelCall::new(cg, spec(ChannelKind::Moments, true, false))?,
-            normalise: ChannelCall::new(cg, spec(ChannelKind::Affine, true, false))?,
+            normalise: ChannelCall::new(cg, normalise)?,
             grad_sums: ChannelCall::new(cg, spec(ChannelKind::Moments, false, true))?,
             grad_input: ChannelCall::new(cg, spec(ChannelKind::Affine, false, true))?,
             coef: vec![],
@@ -235,14 +237,16 @@ impl JitModel {
         let beta = &params[node.params[1]];
         let d: Vec<f64> = (0..c).map(|k| beta[k] + (shift[k] - mean[k]) * gamma[k] * inv_std[k]).collect();
         plan.set_coef(3, d.into_iter());
-        let mut y = std::mem::take(&mut self.nodes[id.index()].value);
+        // Into the value of the activation fused after it, when there is one.
+        let dst = self.nodes[id.index()].fusion.activation.unwrap_or(id).index();
+        let mut y = std::mem::take(&mut self.nodes[dst].value);
         let x = self.buf(node.inputs[0]);
         let t = Instant::now();
         if let Some(f) = plan.normalise.f {
             run_affine(f, &plan.normalise.spec, plan.positions(), x, x, &plan.coef, &mut y);
         }
         kernel_s += t.elapsed().as_secs_f64();
-        self.nodes[id.index()].value = y;
+        self.nodes[dst].value = y;
         plan.mean = mean;
         plan.inv_std = inv_std;
         plan.batch_stats = training;
@@ -320,7 +324,13 @@ impl JitModel {
 }
 
 /// The step of a `Lowering::Channel` op: element-wise, or a normalisation.
-pub(crate) fn plan(cg: &mut Codegen, node: &Node, layout: Layout) -> Result<Step, String> {
+/// `activation`: the epilogue of an activation fused after a batchnorm.
+pub(crate) fn plan(
+    cg: &mut Codegen,
+    node: &Node,
+    layout: Layout,
+    activation: Epilogue,
+) -> Result<Step, String> {
     if let Some(step) = super::elementwise::plan(cg, node, layout)? {
         return Ok(step);
     }
@@ -328,7 +338,7 @@ pub(crate) fn plan(cg: &mut Codegen, node: &Node, layout: Layout) -> Result<Step
         return Ok(step);
     }
     match &node.op {
-        Op::BatchNorm(_) => Ok(Step::Norm(Box::new(NormPlan::new(cg, layout)?))),
+        Op::BatchNorm(_) => Ok(Step::Norm(Box::new(NormPlan::new(cg, layout, activation)?))),
         other => Err(format!("`{}` has no per-channel kernels", other.kind())),
     }
 }
