@@ -38,6 +38,7 @@ pub(crate) mod exec;
 mod exp;
 mod fusion;
 mod gather;
+mod gradw_finish;
 mod groupnorm;
 mod layout;
 mod linear;
@@ -250,6 +251,7 @@ impl JitModel {
                     p.gradw = p.gradw_handle.map(|h| cg.gradw_fn(h));
                     p.wino_fwd.iter_mut().chain(p.wino_bwd.iter_mut()).for_each(|w| w.link(&cg));
                     p.wino_gradw.iter_mut().for_each(|w| w.link(&cg));
+                    p.finish.link(&cg);
                 }
                 Step::Norm(p) => p.link(&cg),
                 Step::Elementwise(p) => p.link(&cg),
