@@ -188,7 +188,7 @@ impl JitModel {
     pub(crate) fn backward_seeded(&mut self, params: &Params) -> Params {
         let pass = Instant::now();
         let graph = Arc::clone(&self.graph);
-        let mut pgrads: Params = graph.params().iter().map(|p| ArrayD::zeros(IxDyn(&p.shape))).collect();
+        let mut pgrads = self.zeroed_grads();
         for id in graph.node_ids().rev() {
             let i = id.index();
             if !self.nodes[i].grad_written {
@@ -230,6 +230,24 @@ impl JitModel {
         }
         self.profile_pass(BACKWARD, pass);
         pgrads
+    }
+
+    /// Zero gradients of every parameter: the arrays handed back by
+    /// [`JitModel::recycle_grads`] when they fit (zeroed in place: no fresh pages every step),
+    /// else new ones.
+    fn zeroed_grads(&mut self) -> Params {
+        let mut spare = std::mem::take(&mut self.spare_grads);
+        let params = self.graph.params();
+        let fits = spare.len() == params.len()
+            && spare
+                .iter()
+                .zip(params)
+                .all(|(g, p)| g.shape() == p.shape.as_slice() && g.is_standard_layout());
+        if !fits {
+            return params.iter().map(|p| ArrayD::zeros(IxDyn(&p.shape))).collect();
+        }
+        spare.par_iter_mut().for_each(|g| g.fill(0.0));
+        spare
     }
 
     /// dy of the linear node = dy · act'(y), from the activation's output, in place in the

@@ -520,6 +520,9 @@ mod tests {
         LinearKind::PixelShuffle(Pixel { x: l, y: l, k: [1, 1], co4: 4, t_fwd: 0, t_bwd: 0, cs_bwd: 4 })
     }
 
+    /// A finish case: (what, kind, a, b, window, bias, chunks).
+    type Case = (&'static str, LinearKind, usize, usize, [usize; 2], bool, usize);
+
     /// Direct conv, dense, transposed and pixel-shuffle upconvs, channel counts that are and are
     /// not multiples of 4, with and without bias: the generated finish gives the native sums
     /// and unpack bit for bit.
@@ -527,7 +530,7 @@ mod tests {
     fn generated_finish_matches_the_native_sum_and_unpack() {
         // (kind, a, b, window, bias, chunks); the gradw geometry's reduced channels and lanes
         // follow the kind, as `lower.rs` builds them.
-        let cases: Vec<(&str, LinearKind, usize, usize, [usize; 2], bool, usize)> = vec![
+        let cases: Vec<Case> = vec![
             ("conv", LinearKind::Direct, 8, 4, [3, 3], true, 5),
             ("conv", LinearKind::Direct, 5, 3, [3, 3], false, 3),
             ("conv", LinearKind::Direct, 21, 6, [1, 3], true, 2),

@@ -180,6 +180,9 @@ pub struct JitModel {
     pub compile_ms: f64,
     pub memory_bytes: usize,
     profile: Option<Profile>,
+    /// Parameter gradients handed back after a step ([`JitModel::recycle_grads`]), zeroed and
+    /// reused by the next backward pass instead of fresh arrays.
+    spare_grads: Params,
 }
 
 impl JitModel {
@@ -317,6 +320,7 @@ impl JitModel {
         Ok(JitModel {
             memory_bytes: plan.bytes,
             profile: options.profile.then(|| Profile::new(&graph, &nodes)),
+            spare_grads: Params::new(),
             graph,
             input_layouts,
             nodes,
@@ -441,6 +445,12 @@ impl JitModel {
     /// Output `k` of the last forward pass.
     pub fn output(&self, k: usize) -> ArrayD<f64> {
         self.value_f64(self.graph.outputs()[k])
+    }
+
+    /// Hands back the parameter gradients of a step once they are used: the next backward pass
+    /// zeroes and fills these arrays instead of allocating (and faulting in) new ones.
+    pub fn recycle_grads(&mut self, grads: Params) {
+        self.spare_grads = grads;
     }
 
     /// Gradients of every parameter, given the gradients of the graph's outputs (after
