@@ -131,13 +131,23 @@ impl FinishSpec {
         budget.max(q).min(self.lanes.div_ceil(q) * q).max(4)
     }
 
-    /// Elements of the weight gradient the kernel writes (`a·b·taps`).
-    fn dw_len(&self) -> usize {
+    /// Taps per output lane the kernel stores.
+    fn taps(&self) -> usize {
         match self.unpack {
-            Unpack::Taps(t) => self.rows * t * self.valid,
-            Unpack::Shuffle(t) => self.rows * t * self.valid,
-            Unpack::Winograd(_) => self.rows * 9 * self.valid,
+            Unpack::Taps(t) | Unpack::Shuffle(t) => t,
+            Unpack::Winograd(_) => 9,
         }
+    }
+
+    /// One past the last element of `dw` the kernel writes: `r·dst_row + t + l·dst_lane` for the
+    /// last row, tap and valid lane.
+    fn dw_end(&self) -> usize {
+        (self.rows.max(1) - 1) * self.dst_row + self.taps() + (self.valid.max(1) - 1) * self.dst_lane
+    }
+
+    /// One past the last float of a chunk's partial the kernel reads.
+    fn partial_end(&self) -> usize {
+        (self.rows.max(1) - 1) * self.row_stride + (self.points.max(1) - 1) * self.point_stride + self.lanes
     }
 }
 
@@ -176,18 +186,21 @@ impl GradWFinish {
     pub(crate) fn run(&self, partials: &[f32], dw: &mut [f64]) {
         let Some(f) = self.f else { return };
         let s = &self.spec;
+        assert!(s.partial_end() <= s.partial_len, "gradw finish: rows beyond a chunk's partial");
         assert!(partials.len() >= s.chunks * s.partial_len, "gradw finish: partials too short");
-        assert_eq!(dw.len(), s.dw_len(), "gradw finish: weight gradient of the wrong size");
+        assert_eq!(dw.len(), s.rows * s.taps() * s.valid, "gradw finish: weight gradient of the wrong size");
+        assert!(s.dw_end() <= dw.len(), "gradw finish: stores beyond the weight gradient");
         let per_task = s.rows.div_ceil(rayon::current_num_threads() * 4).max(1);
         let (pp, dp) = (partials.as_ptr() as usize, dw.as_mut_ptr() as usize);
         (0..s.rows.div_ceil(per_task)).into_par_iter().for_each(|t| {
             let (r0, r1) = (t * per_task, ((t + 1) * per_task).min(s.rows));
             // SAFETY: the kernel was generated for `s`, whose sizes are constants in it: it reads
-            // `chunks` partials of `partial_len` floats (in bounds: asserted above) and writes,
-            // for rows `r0..r1`, the elements `r·dst_row + t + l·dst_lane` of `dw` (`l` a valid
-            // lane or output channel, `t` a tap), all below `dw_len` (asserted) and distinct for
-            // distinct (r, l, t): no two tasks write the same element, and nothing else touches
-            // `dw` meanwhile (`&mut`).
+            // floats below `partial_end` of each of `chunks` partials of `partial_len` floats (in
+            // bounds: asserted above) and writes, for rows `r0..r1`, the elements
+            // `r·dst_row + t + l·dst_lane` of `dw` (`l` a valid lane or output channel, `t` a
+            // tap), all below `dw_end` (asserted). The layouts of `LinearKind` map distinct
+            // (r, t, l) to distinct elements, so no two tasks write the same element, and nothing
+            // else touches `dw` meanwhile (`&mut`).
             unsafe { f(pp as *const f32, dp as *mut f64, r0 as i64, r1 as i64) };
         });
     }
