@@ -164,7 +164,7 @@ impl JitModel {
     pub(crate) fn backward_seeded(&mut self, params: &Params) -> Params {
         let pass = Instant::now();
         let graph = Arc::clone(&self.graph);
-        let mut pgrads: Params = graph.params().iter().map(|p| ArrayD::zeros(IxDyn(&p.shape))).collect();
+        let mut pgrads = self.zeroed_grads();
         for id in graph.node_ids().rev() {
             let i = id.index();
             if !self.nodes[i].grad_written {
@@ -206,6 +206,24 @@ impl JitModel {
         }
         self.profile_pass(BACKWARD, pass);
         pgrads
+    }
+
+    /// Zero gradients of every parameter: the arrays handed back by
+    /// [`JitModel::recycle_grads`] when they fit (zeroed in place: no fresh pages every step),
+    /// else new ones.
+    fn zeroed_grads(&mut self) -> Params {
+        let mut spare = std::mem::take(&mut self.spare_grads);
+        let params = self.graph.params();
+        let fits = spare.len() == params.len()
+            && spare
+                .iter()
+                .zip(params)
+                .all(|(g, p)| g.shape() == p.shape.as_slice() && g.is_standard_layout());
+        if !fits {
+            return params.iter().map(|p| ArrayD::zeros(IxDyn(&p.shape))).collect();
+        }
+        spare.par_iter_mut().for_each(|g| g.fill(0.0));
+        spare
     }
 
     /// dy of the linear node = dy · act'(y), from the activation's output, in place in the
@@ -276,7 +294,7 @@ impl JitModel {
                     *s += v;
                 }
             }
-            pgrads[node.params[1]] = ArrayD::from_shape_vec(IxDyn(&[yl.c]), sums).expect("bias shape");
+            grad_slice(&mut pgrads[node.params[1]]).copy_from_slice(&sums);
         }
         // Input gradient (skipped for graph inputs, which need none).
         // (upconv's weight gradient reads the scattered dy too.)
@@ -339,57 +357,27 @@ impl JitModel {
             LinearKind::Transposed => self.buf(x_ref),
             LinearKind::Direct => &dy,
         };
-        let gs = &plan.gradw_spec;
-        let wlen = gs.geo.weight_len();
-        // The sums `[ci][tap][co4]` (then the bias sums), by Winograd or by the direct kernel.
-        let sum = match (&plan.wino_gradw, wino_scratch.as_mut()) {
-            (Some(wg), Some(ws)) => {
-                let (sum, kernel) = wg.run(gx, gd, &mut plan.partials, ws);
-                kernel_s += kernel;
-                sum
-            }
+        // The chunks' partial sums, by Winograd or by the direct kernel.
+        match (&plan.wino_gradw, wino_scratch.as_mut()) {
+            (Some(wg), Some(ws)) => kernel_s += wg.run(gx, gd, &mut plan.partials, ws),
             _ => {
                 let Some(f) = plan.gradw else { return };
                 let t = Instant::now();
                 let rows = (plan.gradw_chunk_rows, plan.gradw_rows);
                 run_gradw(f, &plan.gradw_spec, rows, &mut plan.partials, gx, gd);
                 kernel_s += t.elapsed().as_secs_f64();
-                let len = gs.partial_len();
-                sum_partials(&plan.partials, len, wlen, if gs.bias { gs.geo.co4 } else { 0 })
             }
-        };
+        }
         if let (Some(k), Some(ws)) = (wino_k, wino_scratch) {
             plan.scratch[k] = ws;
         }
-        let lanes = gs.geo.co4;
-        let (a, b, taps) = (plan.a, plan.b, plan.taps);
-        let mut dw = vec![0.0f64; a * b * taps];
-        let kind = plan.kind;
-        dw.par_chunks_mut((b * taps).max(1)).enumerate().for_each(|(ia, row)| {
-            for ib in 0..b {
-                for t in 0..taps {
-                    row[ib * taps + t] = match kind {
-                        // sum[in][out·taps + t]
-                        LinearKind::PixelShuffle(_) => sum[ib * lanes + ia * taps + t],
-                        // sum[out][tap][in]: upconv's dy role is its input
-                        LinearKind::Transposed => sum[(ia * taps + t) * lanes + ib],
-                        // sum[in][tap][out]
-                        LinearKind::Direct => sum[(ib * taps + t) * lanes + ia],
-                    };
-                }
-            }
-        });
-        let shape = &self.graph.param(node.params[0]).shape;
-        pgrads[node.params[0]] = ArrayD::from_shape_vec(IxDyn(shape), dw).expect("weight shape");
-        if gs.bias {
-            let db: Vec<f64> = match plan.kind {
-                // lanes out·taps + t
-                LinearKind::PixelShuffle(_) => {
-                    (0..a).map(|o| (0..taps).map(|t| sum[wlen + o * taps + t]).sum()).collect()
-                }
-                _ => sum[wlen..wlen + a].to_vec(),
-            };
-            pgrads[node.params[1]] = ArrayD::from_shape_vec(IxDyn(&[a]), db).expect("bias shape");
+        // Summed in chunk order (Winograd's transformed back) straight into the weight's layout
+        // by the generated finish; the bias sums' few lanes natively.
+        let t = Instant::now();
+        plan.finish.run(&plan.partials, grad_slice(&mut pgrads[node.params[0]]));
+        kernel_s += t.elapsed().as_secs_f64();
+        if plan.gradw_spec.bias {
+            plan.finish.bias(&plan.partials, grad_slice(&mut pgrads[node.params[1]]));
         }
         plan.give_back(&mut self.pool);
         *self.grad_buf(id) = dy;
@@ -398,12 +386,21 @@ impl JitModel {
 }
 
 /// Floats of weight-gradient sums per parallel task of [`sum_partials`].
+#[cfg(test)]
 const SUM_BLOCK: usize = 2048;
+
+/// A parameter gradient's elements (the arrays [`JitModel::backward_seeded`] makes are in
+/// standard layout).
+fn grad_slice(g: &mut ArrayD<f64>) -> &mut [f64] {
+    g.as_slice_mut().expect("parameter gradients are in standard layout")
+}
 
 /// The weight-gradient chunks' partial sums (`len` floats each: `wlen` f32 weight sums, then
 /// `bias_lanes` f64 bias sums stored as pairs of f32 slots, little-endian) added in f64 in
-/// chunk order, element blocks in parallel: the same sums whatever the thread count.
-fn sum_partials(partials: &[f32], len: usize, wlen: usize, bias_lanes: usize) -> Vec<f64> {
+/// chunk order, element blocks in parallel: the same sums whatever the thread count. The
+/// generated finish ([`super::gradw_finish`]) replaced it; this is the tests' oracle.
+#[cfg(test)]
+pub(crate) fn sum_partials(partials: &[f32], len: usize, wlen: usize, bias_lanes: usize) -> Vec<f64> {
     let mut sum = vec![0.0f64; wlen + bias_lanes];
     let (weights, bias) = sum.split_at_mut(wlen);
     weights.par_chunks_mut(SUM_BLOCK).enumerate().for_each(|(blk, s)| {
@@ -422,6 +419,45 @@ fn sum_partials(partials: &[f32], len: usize, wlen: usize, bias_lanes: usize) ->
         }
     }
     sum
+}
+
+/// The native unpack the generated finish replaced, as the tests' oracle: the summed weight
+/// gradient `sum` (`[r][tap][lanes]`, then the bias sums) into `dw[a][b][taps]` and `db[a]`.
+#[cfg(test)]
+pub(crate) fn unpack_oracle(
+    kind: LinearKind,
+    (a, b, taps): (usize, usize, usize),
+    (lanes, wlen): (usize, usize),
+    sum: &[f64],
+    bias: bool,
+) -> (Vec<f64>, Vec<f64>) {
+    let mut dw = vec![0.0f64; a * b * taps];
+    dw.par_chunks_mut((b * taps).max(1)).enumerate().for_each(|(ia, row)| {
+        for ib in 0..b {
+            for t in 0..taps {
+                row[ib * taps + t] = match kind {
+                    // sum[in][out·taps + t]
+                    LinearKind::PixelShuffle(_) => sum[ib * lanes + ia * taps + t],
+                    // sum[out][tap][in]: upconv's dy role is its input
+                    LinearKind::Transposed => sum[(ia * taps + t) * lanes + ib],
+                    // sum[in][tap][out]
+                    LinearKind::Direct => sum[(ib * taps + t) * lanes + ia],
+                };
+            }
+        }
+    });
+    let db = if !bias {
+        vec![]
+    } else {
+        match kind {
+            // lanes out·taps + t
+            LinearKind::PixelShuffle(_) => {
+                (0..a).map(|o| (0..taps).map(|t| sum[wlen + o * taps + t]).sum()).collect()
+            }
+            _ => sum[wlen..wlen + a].to_vec(),
+        }
+    };
+    (dw, db)
 }
 
 /// Runs a correlation kernel over output rows `0..rows`, in parallel tasks of whole rows.

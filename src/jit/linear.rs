@@ -4,6 +4,7 @@
 //! [`super::exec`].
 
 use super::codegen::{self, CorrFn, CorrSpec, GradWFn, GradWSpec};
+use super::gradw_finish::GradWFinish;
 use super::native::{Pixel, Scatter};
 use super::winograd::{WinoCall, transform_filter};
 use super::winograd_gradw::WinoGradW;
@@ -106,6 +107,9 @@ pub(crate) struct LinearPlan {
     /// The weight gradient as Winograd, when chosen (conv only): `gradw_spec` then describes
     /// the direct kernel it replaces (its bias sums come from the output-gradient transform).
     pub wino_gradw: Option<WinoGradW>,
+    /// The generated finish: the chunks' partial sums (of the direct or Winograd weight
+    /// gradient) into the f64 gradient in the weight's layout.
+    pub finish: GradWFinish,
 }
 
 impl LinearPlan {

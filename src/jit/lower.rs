@@ -6,6 +6,7 @@
 use super::JitOptions;
 use super::codegen::{Codegen, CorrSpec, Geometry, GradWSpec, MAX_ZERO_ROW_BYTES, Shuffle};
 use super::fusion::{Fusion, is_pixel};
+use super::gradw_finish::{FinishSpec, GradWFinish};
 use super::layout::{Layout, round4, window2};
 use super::linear::{CorrCall, LinearKind, LinearPlan, Packing, Src};
 use super::native::{Pixel, Scatter};
@@ -424,6 +425,9 @@ pub(crate) fn plan_linear(
         None => Some(cg.gradw(&f.gradw_spec, options.gradw_blocking)?),
     };
     let chunks = f.gradw_rows.div_ceil(f.gradw_chunk_rows);
+    let abt = (f.out, x.c, f.taps);
+    let finish_spec = FinishSpec::new(f.kind, abt, &f.gradw_spec, chunks, wino_gradw.as_ref());
+    let finish = GradWFinish::generate(cg, finish_spec)?;
     let partials_len = match &wino_gradw {
         Some(w) => w.partials_len(),
         None => chunks * f.gradw_spec.partial_len(),
@@ -461,5 +465,6 @@ pub(crate) fn plan_linear(
         wino_fwd,
         wino_bwd,
         wino_gradw,
+        finish,
     })
 }

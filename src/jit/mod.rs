@@ -38,6 +38,7 @@ pub(crate) mod exec;
 mod exp;
 mod fusion;
 mod gather;
+mod gradw_finish;
 mod groupnorm;
 mod layout;
 mod linear;
@@ -180,6 +181,9 @@ pub struct JitModel {
     pub compile_ms: f64,
     pub memory_bytes: usize,
     profile: Option<Profile>,
+    /// Parameter gradients handed back after a step ([`JitModel::recycle_grads`]), zeroed and
+    /// reused by the next backward pass instead of fresh arrays.
+    spare_grads: Params,
 }
 
 impl JitModel {
@@ -251,6 +255,7 @@ impl JitModel {
                     p.gradw = p.gradw_handle.map(|h| cg.gradw_fn(h));
                     p.wino_fwd.iter_mut().chain(p.wino_bwd.iter_mut()).for_each(|w| w.link(&cg));
                     p.wino_gradw.iter_mut().for_each(|w| w.link(&cg));
+                    p.finish.link(&cg);
                 }
                 Step::Norm(p) => p.link(&cg),
                 Step::Elementwise(p) => p.link(&cg),
@@ -316,6 +321,7 @@ impl JitModel {
         Ok(JitModel {
             memory_bytes: plan.bytes,
             profile: options.profile.then(|| Profile::new(&graph, &nodes)),
+            spare_grads: Params::new(),
             graph,
             input_layouts,
             nodes,
@@ -440,6 +446,12 @@ impl JitModel {
     /// Output `k` of the last forward pass.
     pub fn output(&self, k: usize) -> ArrayD<f64> {
         self.value_f64(self.graph.outputs()[k])
+    }
+
+    /// Hands back the parameter gradients of a step once they are used: the next backward pass
+    /// zeroes and fills these arrays instead of allocating (and faulting in) new ones.
+    pub fn recycle_grads(&mut self, grads: Params) {
+        self.spare_grads = grads;
     }
 
     /// Gradients of every parameter, given the gradients of the graph's outputs (after

@@ -9,7 +9,8 @@
 //! - `dU[ξ][ci][co] = Σ_tiles V[ξ][tile][ci] · Ŷ[ξ][tile][co]` — a GEMM over the tiles, which *is*
 //!   the direct weight-gradient kernel generated for a 1×1 geometry over a chunk's tiles (as
 //!   the forward's per-point product is the 1×1 correlation kernel);
-//! - `dg = Gᵀ dU G` per (ci, co), once per step, in f64 ([`inverse_filter_transform`]).
+//! - `dg = Gᵀ dU G` per (ci, co), once per step, in f64, by the layer's generated finish
+//!   ([`super::gradw_finish`]), which also sums the chunks' partial `dU`.
 //!
 //! That is α²/m² multiply-adds per output position and channel pair (2.25 for F(4×4)) instead
 //! of the direct kernel's 9, plus the two transforms.
@@ -178,20 +179,14 @@ impl WinoGradW {
         )
     }
 
-    /// The weight gradient `Σ x ⋆ dy` as the direct kernel's sums `[ci][3·3][co4]` (f64; then
-    /// the `co4` bias sums when the spec has a bias), from
-    /// the forward's input `x` (unpadded when read in place) and the output gradient `dy`; also the seconds spent in
-    /// generated code. `partials` at least [`Self::partials_len`], `scratch` at least
-    /// [`Self::scratch_len`] floats.
-    pub(crate) fn run(
-        &self,
-        x: &[f32],
-        dy: &[f32],
-        partials: &mut [f32],
-        scratch: &mut [f32],
-    ) -> (Vec<f64>, f64) {
+    /// The chunks' partial sums of the weight gradient `Σ x ⋆ dy` (each chunk's `dU[ξ][ci][co4]`,
+    /// then `co4` f32 bias sums) from the forward's input `x` (unpadded when read in place) and
+    /// the output gradient `dy`, into `partials` (at least [`Self::partials_len`] floats;
+    /// `scratch` at least [`Self::scratch_len`]); returns the seconds it took. The layer's
+    /// generated finish ([`super::gradw_finish`]) sums them and transforms `dU` back.
+    pub(crate) fn run(&self, x: &[f32], dy: &[f32], partials: &mut [f32], scratch: &mut [f32]) -> f64 {
         let s = &self.spec;
-        let Some((input, dyt, gemm)) = &self.fns else { return (vec![0.0; s.ci * 9 * s.co4 + s.co4], 0.0) };
+        let Some((input, dyt, gemm)) = &self.fns else { return 0.0 };
         debug_assert!(x.len() >= s.n * s.hp * s.wp * s.csx, "x too short");
         debug_assert!(dy.len() >= s.n * s.ho * s.wo * s.cso, "dy too short");
         debug_assert!(partials.len() >= self.partials_len(), "partials too short");
@@ -239,8 +234,15 @@ impl WinoGradW {
                 }
             },
         );
-        let kernel_s = t.elapsed().as_secs_f64();
-        // Chunk partial sums added in chunk order, element blocks in parallel.
+        t.elapsed().as_secs_f64()
+    }
+
+    /// The native finish the generated one replaced, as the tests' oracle: the weight gradient
+    /// as the direct kernel's sums `[ci][3·3][co4]` (f64; then the `co4` bias sums when the spec
+    /// has a bias) from the chunks' partial sums, added in chunk order.
+    #[cfg(test)]
+    pub(crate) fn finish_oracle(&self, partials: &[f32]) -> Vec<f64> {
+        let (s, plen) = (&self.spec, self.partial_len());
         let mut du = vec![0.0f64; plen];
         let parts = &partials[..self.partials_len()];
         du.par_chunks_mut(256).enumerate().for_each(|(blk, d)| {
@@ -250,16 +252,18 @@ impl WinoGradW {
                 }
             }
         });
-        let mut sum = inverse_filter_transform(s.tile, &du[..s.filter_len()], s.ci, co4);
+        let mut sum = inverse_filter_transform(s.tile, &du[..s.filter_len()], s.ci, s.co4);
         if s.bias {
             sum.extend_from_slice(&du[s.filter_len()..]);
         }
-        (sum, kernel_s)
+        sum
     }
 }
 
 /// `dg[ci][kh·3 + kw][co4] = Σ_{i,j} G[i][kh] · dU[i·α + j][ci][co4] · G[j][kw]` (the adjoint of
-/// [`super::winograd::transform_filter`]), in f64, output lanes innermost.
+/// [`super::winograd::transform_filter`]), in f64, output lanes innermost. The generated finish
+/// ([`super::gradw_finish`]) computes it now; this is the tests' oracle.
+#[cfg(test)]
 pub(crate) fn inverse_filter_transform(tile: Tile, du: &[f64], ci: usize, co4: usize) -> Vec<f64> {
     let a = tile.alpha();
     let g = tile.g();

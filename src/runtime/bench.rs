@@ -106,6 +106,7 @@ pub fn bench(
         if let Engine::Jit(j) = &mut engine {
             j.profile_step_part(crate::jit::OPTIMIZER, update.elapsed().as_secs_f64(), kernel_s);
         }
+        engine.recycle_grads(grads);
         if i >= warmup {
             train.push(t.elapsed().as_secs_f64() * 1e3);
         }

@@ -145,6 +145,14 @@ impl Engine {
         }
     }
 
+    /// Hands back a step's parameter gradients once they are used, for the next step to reuse
+    /// (the JIT; the interpreter drops them).
+    pub fn recycle_grads(&mut self, grads: Params) {
+        if let Engine::Jit(j) = self {
+            j.recycle_grads(grads);
+        }
+    }
+
     /// Parameter gradients of the last forward pass, given the gradients of its outputs.
     pub fn backward(&mut self, params: &Params, d_outputs: &[ArrayD<f64>]) -> Params {
         match self {

@@ -561,6 +561,7 @@ pub fn train_with(
                 )));
             }
             optim::step(&program.optimizer, &mut opt, &mut params, &grads, &trainable);
+            engine.recycle_grads(grads);
             loss_sum += l * global.len() as f64;
             seen += global.len();
             let stop = opts.stop.load(Ordering::SeqCst);
