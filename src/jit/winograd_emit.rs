@@ -28,7 +28,8 @@ pub type OutputFn = unsafe extern "C" fn(*const f32, *const f32, *mut f32, *cons
 pub type DyFn = unsafe extern "C" fn(*const f32, *mut f32, *mut f32, i64, i64);
 
 /// Splatted f32 constants of one straight-line body, each made once.
-struct Consts(HashMap<u32, Value>);
+#[derive(Default)]
+pub(crate) struct Consts(HashMap<u32, Value>);
 
 impl Consts {
     fn get(&mut self, b: &mut FunctionBuilder, c: f64) -> Value {
@@ -75,7 +76,7 @@ fn lin_comb(
 
 /// `L · d · Lᵀ` for `d` of `cols × cols` values (row-major; `None` a known zero) and `L` of
 /// `rows × cols`, only the first `keep.0 × keep.1` results (`None` where the result is zero).
-fn sandwich(
+pub(crate) fn sandwich(
     b: &mut FunctionBuilder,
     k: &mut Consts,
     has_fma: bool,
