@@ -262,38 +262,48 @@ mod tests {
     #[test]
     fn generated_packing_matches_the_native_packing_and_filter_transform() {
         let mut rng = ChaCha8Rng::seed_from_u64(11);
-        let pack = |reduce_axis0: bool, flip: bool| Packing { reduce_axis0, flip };
-        // (what, a, b, taps, packing, lanes, tile): lanes as lower.rs gives them, plus one
-        // layout with more lanes than channels.
-        let mut cases: Vec<(&str, usize, usize, usize, Packing, usize, Option<Tile>)> = vec![];
+        // A packing of `[a][b][taps]`, reducing over axis 0 or not, taps flipped or not.
+        let spec = |(a, b, taps): (usize, usize, usize), (reduce_axis0, flip), lanes, tile| PackSpec {
+            a,
+            b,
+            taps,
+            pack: Packing { reduce_axis0, flip },
+            lanes,
+            tile,
+        };
+        // Lanes as lower.rs gives them, plus layouts with more lanes than channels.
+        let mut cases: Vec<(&str, PackSpec)> = vec![];
         for (a, b) in [(8, 4), (6, 3), (1, 5), (16, 13)] {
+            let (fwd, bwd) = ((false, false), (true, true));
             // conv (`[out, in, 3·3]`) forward and input gradient, and a 1-D conv of 5 taps
-            cases.push(("conv forward", a, b, 9, pack(false, false), round4(a), None));
-            cases.push(("conv input gradient", a, b, 9, pack(true, true), round4(b), None));
-            cases.push(("conv1d input gradient", a, b, 5, pack(true, true), round4(b), None));
+            cases.push(("conv forward", spec((a, b, 9), fwd, round4(a), None)));
+            cases.push(("conv input gradient", spec((a, b, 9), bwd, round4(b), None)));
+            cases.push(("conv1d input gradient", spec((a, b, 5), bwd, round4(b), None)));
             // transposed upconv: forward with flipped taps, input gradient not
-            cases.push(("upconv forward", a, b, 9, pack(false, true), round4(a), None));
-            cases.push(("upconv input gradient", a, b, 16, pack(true, false), round4(b), None));
+            cases.push(("upconv forward", spec((a, b, 9), (false, true), round4(a), None)));
+            cases.push(("upconv input gradient", spec((a, b, 16), (true, false), round4(b), None)));
             // pixel-shuffle upconv 2×2: the taps × channels lanes are the rows' lanes
-            cases.push(("pixel-shuffle forward", a, b, 4, pack(false, false), round4(a), None));
-            cases.push(("pixel-shuffle input gradient", a, b, 4, pack(true, false), round4(b), None));
+            cases.push(("pixel-shuffle forward", spec((a, b, 4), fwd, round4(a), None)));
+            cases.push(("pixel-shuffle input gradient", spec((a, b, 4), (true, false), round4(b), None)));
             // dense
-            cases.push(("dense forward", a, b, 1, pack(false, false), round4(a), None));
-            cases.push(("dense input gradient", a, b, 1, pack(true, false), round4(b), None));
+            cases.push(("dense forward", spec((a, b, 1), fwd, round4(a), None)));
+            cases.push(("dense input gradient", spec((a, b, 1), (true, false), round4(b), None)));
             for tile in [Tile::F4, Tile::F2] {
-                cases.push(("winograd forward", a, b, 9, pack(false, false), round4(a), Some(tile)));
-                cases.push(("winograd input gradient", a, b, 9, pack(true, true), round4(b), Some(tile)));
+                cases.push(("winograd forward", spec((a, b, 9), fwd, round4(a), Some(tile))));
+                cases.push(("winograd input gradient", spec((a, b, 9), bwd, round4(b), Some(tile))));
             }
         }
         // Several tasks (more reduced channels than one task packs), and spare lanes.
-        cases.push(("winograd forward, many channels", 64, 70, 9, pack(false, false), 64, Some(Tile::F4)));
-        cases.push(("conv forward, many channels", 64, 400, 9, pack(false, false), 64, None));
-        cases.push(("conv forward, spare lanes", 5, 3, 9, pack(false, false), 12, None));
-        cases.push(("winograd input gradient, spare lanes", 5, 3, 9, pack(true, true), 8, Some(Tile::F4)));
+        cases
+            .push(("winograd forward, many channels", spec((64, 70, 9), (false, false), 64, Some(Tile::F4))));
+        cases.push(("conv forward, many channels", spec((64, 400, 9), (false, false), 64, None)));
+        cases.push(("conv forward, spare lanes", spec((5, 3, 9), (false, false), 12, None)));
+        cases
+            .push(("winograd input gradient, spare lanes", spec((5, 3, 9), (true, true), 8, Some(Tile::F4))));
         let mut worst = 0.0f64;
-        for (what, a, b, taps, p, lanes, tile) in cases {
+        for (what, spec) in cases {
+            let PackSpec { a, b, taps, pack: p, lanes, tile } = spec;
             let w: Vec<f64> = (0..a * b * taps).map(|_| rng.random_range(-1.0..1.0)).collect();
-            let spec = PackSpec { a, b, taps, pack: p, lanes, tile };
             let got = generated(&spec, &w);
             let mut packed = vec![];
             pack_weight(&w, a, b, taps, p, lanes, &mut packed);
