@@ -15,7 +15,7 @@
 use super::codegen::{Codegen, F32X4, FnHandle, PTR, counted_loop, flags};
 use super::linear::{CorrCall, Packing};
 use super::winograd::Tile;
-use super::winograd_emit::{Consts, sandwich};
+use super::winograd_emit::{Consts, lin_comb};
 use cranelift_codegen::ir::{InstBuilder, Value, types};
 use cranelift_frontend::FunctionBuilder;
 use rayon::prelude::*;
@@ -219,15 +219,26 @@ fn emit_group(b: &mut FunctionBuilder, spec: &PackSpec, wg: Value, og: Value, va
                     (valid > 0).then(|| lanes_of(b, wg, t as i64 * 8))
                 })
                 .collect();
-            let a = tile.alpha();
+            // Row by row of U (t = row i of G·g, then its α points), each point stored as soon
+            // as it is made: few values live at once, so a short register allocation (compile
+            // time) and no spills.
+            let (a, gm) = (tile.alpha(), tile.g());
             let mut k = Consts::default();
-            let u = sandwich(b, &mut k, has_fma, tile.g(), (a, 3), &g, (a, a));
             let point_bytes = spec.reduced() as i64 * lanes_bytes;
             let z = b.ins().f32const(0.0);
             let zero = b.ins().splat(F32X4, z);
-            for (point, v) in u.into_iter().enumerate() {
-                let (dst, d) = at(b, og, point as i64 * point_bytes);
-                b.ins().store(flags(), v.unwrap_or(zero), dst, d);
+            for i in 0..a {
+                let t: Vec<Option<Value>> = (0..3)
+                    .map(|j| {
+                        let column: Vec<Option<Value>> = (0..3).map(|q| g[q * 3 + j]).collect();
+                        lin_comb(b, &mut k, has_fma, &gm[i * 3..i * 3 + 3], &column)
+                    })
+                    .collect();
+                for l in 0..a {
+                    let v = lin_comb(b, &mut k, has_fma, &gm[l * 3..l * 3 + 3], &t);
+                    let (dst, d) = at(b, og, (i * a + l) as i64 * point_bytes);
+                    b.ins().store(flags(), v.unwrap_or(zero), dst, d);
+                }
             }
         }
     }

@@ -43,7 +43,7 @@ impl Consts {
 
 /// `Σ coef[k]·vals[k]` with the zero coefficients and the known zeros (`None`: inputs outside
 /// the source) skipped and ±1 as additions; `None` when every term is zero.
-fn lin_comb(
+pub(crate) fn lin_comb(
     b: &mut FunctionBuilder,
     k: &mut Consts,
     has_fma: bool,
@@ -76,7 +76,7 @@ fn lin_comb(
 
 /// `L · d · Lᵀ` for `d` of `cols × cols` values (row-major; `None` a known zero) and `L` of
 /// `rows × cols`, only the first `keep.0 × keep.1` results (`None` where the result is zero).
-pub(crate) fn sandwich(
+fn sandwich(
     b: &mut FunctionBuilder,
     k: &mut Consts,
     has_fma: bool,
