@@ -55,7 +55,8 @@ impl JitModel {
                 let into = fusion.concat_in_place;
                 let dst = into.map(|(cn, _)| cn).or(fold_bn).or(fusion.activation).unwrap_or(id).index();
                 let mut y = std::mem::take(&mut self.nodes[dst].value);
-                plan.pack(params, node);
+                let pack_s = plan.pack(params, node);
+                self.profile_kernel(id, FORWARD, pack_s);
                 if let Some(bn) = fold_bn {
                     plan.fold_batchnorm(params, graph.node(bn));
                 }

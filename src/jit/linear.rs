@@ -6,7 +6,8 @@
 use super::codegen::{self, CorrFn, CorrSpec, GradWFn, GradWSpec};
 use super::gradw_finish::GradWFinish;
 use super::native::{Pixel, Scatter};
-use super::winograd::{WinoCall, transform_filter};
+use super::pack::WeightPack;
+use super::winograd::WinoCall;
 use super::winograd_gradw::WinoGradW;
 use crate::ir::{Node, Params};
 use crate::ops::Op;
@@ -94,6 +95,10 @@ pub(crate) struct LinearPlan {
     /// The padded forward input of a direct conv lives until the backward pass reads it; every
     /// other scratch is transient, borrowed from a pool shared by all nodes for one step.
     pub scratch_persistent: Vec<bool>,
+    /// The generated packings of the weight into `packed_fwd` and `packed_bwd` (the taps, or a
+    /// Winograd direction's transformed filter).
+    pub pack_fwd: WeightPack,
+    pub pack_bwd: WeightPack,
     pub packed_fwd: Vec<f32>,
     pub packed_bwd: Vec<f32>,
     pub packed_bias: Vec<f32>,
@@ -129,16 +134,18 @@ impl LinearPlan {
         }
     }
 
-    /// Packs the current parameters into the kernels' layouts.
-    pub fn pack(&mut self, params: &Params, node: &Node) {
+    /// Packs the current parameters into the kernels' layouts; the seconds spent in the
+    /// generated packing kernels (the bias, a few floats, is copied natively).
+    pub fn pack(&mut self, params: &Params, node: &Node) -> f64 {
         let w = params[node.params[0]].as_standard_layout();
         let w = w.as_slice().expect("standard layout");
-        let abt = (self.a, self.b, self.taps);
+        let started = std::time::Instant::now();
         // The two directions' layouts (and filter transforms) at once.
         rayon::join(
-            || pack_direction(w, abt, &self.fwd, self.wino_fwd.as_ref(), &mut self.packed_fwd),
-            || pack_direction(w, abt, &self.bwd_in, self.wino_bwd.as_ref(), &mut self.packed_bwd),
+            || self.pack_fwd.run(w, &mut self.packed_fwd),
+            || self.pack_bwd.run(w, &mut self.packed_bwd),
         );
+        let kernel_s = started.elapsed().as_secs_f64();
         if !self.bias {
             self.packed_bias.fill(0.0);
         }
@@ -152,6 +159,7 @@ impl LinearPlan {
                 }
             }
         }
+        kernel_s
     }
 
     /// Folds an inference-mode batchnorm after this conv/dense into the packed forward weights
@@ -221,12 +229,7 @@ impl LinearPlan {
 
     /// Floats of the packed weights (forward and input-gradient layouts) and bias.
     pub fn packed_len(&self) -> usize {
-        let rows = |c: &CorrCall| if c.pack.reduce_axis0 { self.a } else { self.b };
-        let len = |c: &CorrCall, w: &Option<WinoCall>| match w {
-            Some(w) => w.spec.filter_len(),
-            None => rows(c) * c.pack_lanes * self.taps,
-        };
-        len(&self.fwd, &self.wino_fwd) + len(&self.bwd_in, &self.wino_bwd) + self.packed_bias.len()
+        self.pack_fwd.spec.out_len() + self.pack_bwd.spec.out_len() + self.packed_bias.len()
     }
 
     /// Floats this plan borrows at most at once: (buffers, largest).
@@ -237,28 +240,19 @@ impl LinearPlan {
     }
 }
 
-/// Packs `w` for the correlation `call` into `out`: its taps layout, or (Winograd) the
-/// transformed filter of that layout — once per step (at inference, once per call).
-fn pack_direction(
-    w: &[f64],
-    (a, b, taps): (usize, usize, usize),
-    call: &CorrCall,
-    wino: Option<&WinoCall>,
-    out: &mut Vec<f32>,
-) {
-    match wino {
-        Some(wc) => {
-            let mut packed = Vec::new();
-            pack_weight(w, a, b, taps, call.pack, call.pack_lanes, &mut packed);
-            transform_filter(wc.spec.tile, &packed, wc.spec.ci, call.pack_lanes, out);
-        }
-        None => pack_weight(w, a, b, taps, call.pack, call.pack_lanes, out),
-    }
-}
-
+/// The native packing the generated one ([`super::pack`]) replaced, kept as its test oracle:
 /// `w[a][b][taps]` (f64) into `out[r][tap][lane]` (f32): `r` the reduced channel, `lane` the
 /// other one (lanes beyond it zero), taps flipped when the packing says; rows in parallel.
-fn pack_weight(w: &[f64], a: usize, b: usize, taps: usize, p: Packing, lanes: usize, out: &mut Vec<f32>) {
+#[cfg(test)]
+pub(crate) fn pack_weight(
+    w: &[f64],
+    a: usize,
+    b: usize,
+    taps: usize,
+    p: Packing,
+    lanes: usize,
+    out: &mut Vec<f32>,
+) {
     let red = if p.reduce_axis0 { a } else { b };
     out.clear();
     out.resize(red * taps * lanes, 0.0);

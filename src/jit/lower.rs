@@ -10,6 +10,7 @@ use super::gradw_finish::{FinishSpec, GradWFinish};
 use super::layout::{Layout, round4, window2};
 use super::linear::{CorrCall, LinearKind, LinearPlan, Packing, Src};
 use super::native::{Pixel, Scatter};
+use super::pack::{PackSpec, WeightPack};
 use super::winograd::{self, WinoCall, WinoSpec};
 use super::winograd_gradw::WinoGradW;
 use crate::ir::Node;
@@ -424,6 +425,11 @@ pub(crate) fn plan_linear(
         Some(_) => None,
         None => Some(cg.gradw(&f.gradw_spec, options.gradw_blocking)?),
     };
+    // The weight packing of each direction: its taps, or its Winograd call's transformed filter.
+    let abt = (f.out, x.c, f.taps);
+    let tile = |w: &Option<WinoCall>| w.as_ref().map(|w| w.spec.tile);
+    let pack_fwd = WeightPack::generate(cg, PackSpec::new(abt, &f.fwd, tile(&wino_fwd)))?;
+    let pack_bwd = WeightPack::generate(cg, PackSpec::new(abt, &f.bwd_in, tile(&wino_bwd)))?;
     let chunks = f.gradw_rows.div_ceil(f.gradw_chunk_rows);
     let abt = (f.out, x.c, f.taps);
     let finish_spec = FinishSpec::new(f.kind, abt, &f.gradw_spec, chunks, wino_gradw.as_ref());
@@ -458,6 +464,8 @@ pub(crate) fn plan_linear(
         scratch: vec![vec![]; scratch.len.len()],
         scratch_len: scratch.len,
         scratch_persistent: scratch.persistent,
+        pack_fwd,
+        pack_bwd,
         packed_fwd: vec![],
         packed_bwd: vec![],
         packed_bias: vec![0.0; f.bias_lanes],

@@ -48,6 +48,7 @@ mod lower;
 mod memory;
 mod native;
 mod norm;
+mod pack;
 mod pointwise;
 mod profile;
 mod spatial;
@@ -256,6 +257,8 @@ impl JitModel {
                     p.wino_fwd.iter_mut().chain(p.wino_bwd.iter_mut()).for_each(|w| w.link(&cg));
                     p.wino_gradw.iter_mut().for_each(|w| w.link(&cg));
                     p.finish.link(&cg);
+                    p.pack_fwd.link(&cg);
+                    p.pack_bwd.link(&cg);
                 }
                 Step::Norm(p) => p.link(&cg),
                 Step::Elementwise(p) => p.link(&cg),

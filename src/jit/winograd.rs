@@ -13,7 +13,7 @@
 //! multiplies each point's `V` by that point's `U`, and the output transform writes the chunk's
 //! output rows with bias and the fused epilogue. A chunk's `V` and `M` are written and read back
 //! while still in cache. The filter transform `U = G g Gᵀ` is done once per step (the weights
-//! change every step), in f64, in [`transform_filter`].
+//! change every step) by a generated kernel straight from the f64 weights ([`super::pack`]).
 //!
 //! The matrices are Lavin & Gray's (interpolation points 0, ±1, ±2, ∞ for F(4×4));
 //! `scripts/winograd_matrices.py` checks them against the correlation in numpy.
@@ -444,7 +444,7 @@ impl WinoCall {
         });
     }
 
-    /// `y = act(x ⋆ w + b)` with `u` the transformed filter ([`transform_filter`]); `mask` as for
+    /// `y = act(x ⋆ w + b)` with `u` the transformed filter ([`super::pack`]); `mask` as for
     /// the direct kernel's mask epilogues; `scratch` at least `spec.scratch_len()` floats.
     pub(crate) fn run(
         &self,
@@ -580,8 +580,10 @@ impl Drop for Slot<'_, '_> {
 }
 
 /// `U[point][ci][co4] = G g Gᵀ` from weights packed for the direct kernel (`[ci][3·3][co4]`), in
-/// f64, into `u`. Loops run over the output lanes innermost (contiguous, vectorised); input
-/// channels in parallel (each element's arithmetic is the same on any thread count).
+/// f64, into `u`: the native filter transform the generated packing ([`super::pack`]) replaced,
+/// kept as the tests' oracle. Loops run over the output lanes innermost; input channels in
+/// parallel.
+#[cfg(test)]
 pub(crate) fn transform_filter(tile: Tile, packed: &[f32], ci: usize, co4: usize, u: &mut Vec<f32>) {
     use rayon::prelude::*;
     let a = tile.alpha();

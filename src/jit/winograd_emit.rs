@@ -28,7 +28,8 @@ pub type OutputFn = unsafe extern "C" fn(*const f32, *const f32, *mut f32, *cons
 pub type DyFn = unsafe extern "C" fn(*const f32, *mut f32, *mut f32, i64, i64);
 
 /// Splatted f32 constants of one straight-line body, each made once.
-struct Consts(HashMap<u32, Value>);
+#[derive(Default)]
+pub(crate) struct Consts(HashMap<u32, Value>);
 
 impl Consts {
     fn get(&mut self, b: &mut FunctionBuilder, c: f64) -> Value {
@@ -42,7 +43,7 @@ impl Consts {
 
 /// `Σ coef[k]·vals[k]` with the zero coefficients and the known zeros (`None`: inputs outside
 /// the source) skipped and ±1 as additions; `None` when every term is zero.
-fn lin_comb(
+pub(crate) fn lin_comb(
     b: &mut FunctionBuilder,
     k: &mut Consts,
     has_fma: bool,
