@@ -108,7 +108,7 @@ fn against_interpreter(
 #[test]
 fn random_layers_match_the_interpreter_within_the_stated_error() {
     let mut rng = ChaCha8Rng::seed_from_u64(21);
-    let mut worst = [(0.0f64, 0.0f64); 2];
+    let mut worst = [(0.0f64, 0.0f64); 3];
     for case in 0..12 {
         let cin = rng.random_range(1..14usize);
         let cmid = rng.random_range(1..19usize);
@@ -122,7 +122,10 @@ fn random_layers_match_the_interpreter_within_the_stated_error() {
         );
         let out = check_source(&src);
         let Some(p) = out.program else { continue };
-        for (t, conv) in [ConvAlgorithm::Winograd, ConvAlgorithm::Winograd2].into_iter().enumerate() {
+        for (t, conv) in [ConvAlgorithm::Winograd, ConvAlgorithm::Winograd2, ConvAlgorithm::Winograd6]
+            .into_iter()
+            .enumerate()
+        {
             let (o, g, algos) = against_interpreter(&p, batch, true, true, conv);
             // The first conv's forward and the second's input gradient at least are Winograd.
             let wino = algos.iter().filter(|a| a.contains("F(")).count();
@@ -132,8 +135,8 @@ fn random_layers_match_the_interpreter_within_the_stated_error() {
         }
     }
     eprintln!(
-        "worst relative error: F(4x4) output {:.2e}, gradients {:.2e}; F(2x2) output {:.2e}, gradients {:.2e}",
-        worst[0].0, worst[0].1, worst[1].0, worst[1].1
+        "worst relative error: F(4x4) output {:.2e}, gradients {:.2e}; F(2x2) output {:.2e}, gradients {:.2e}; F(6x6) output {:.2e}, gradients {:.2e}",
+        worst[0].0, worst[0].1, worst[1].0, worst[1].1, worst[2].0, worst[2].1
     );
 }
 
@@ -233,7 +236,7 @@ fn gradw_algorithms(algos: &[String]) -> Vec<&str> {
 #[test]
 fn winograd_weight_gradient_matches_the_interpreter_and_the_direct_kernel() {
     let mut rng = ChaCha8Rng::seed_from_u64(77);
-    let mut worst = [0.0f64; 2];
+    let mut worst = [0.0f64; 3];
     for case in 0..10 {
         let cin = rng.random_range(1..14usize);
         let cout = rng.random_range(1..19usize);
@@ -261,9 +264,12 @@ fn winograd_weight_gradient_matches_the_interpreter_and_the_direct_kernel() {
         let (gdir, dir_algos) = jit_grads(ConvAlgorithm::Direct);
         // `--conv direct` keeps all three passes direct.
         assert!(dir_algos.iter().all(|a| a == "direct / direct / direct"), "{dir_algos:?}");
-        for (t, conv) in [ConvAlgorithm::Winograd, ConvAlgorithm::Winograd2].into_iter().enumerate() {
+        for (t, conv) in [ConvAlgorithm::Winograd, ConvAlgorithm::Winograd2, ConvAlgorithm::Winograd6]
+            .into_iter()
+            .enumerate()
+        {
             let (gw, algos) = jit_grads(conv);
-            let tile = if t == 0 { "F(4x4" } else { "F(2x2" };
+            let tile = ["F(4x4", "F(2x2", "F(6x6"][t];
             assert!(gradw_algorithms(&algos).iter().all(|a| a.starts_with(tile)), "{src}: {algos:?}");
             for k in 0..gref.len() {
                 let (e_ref, e_dir) = (rel_err(&gw[k], &gref[k], 0.0), rel_err(&gw[k], &gdir[k], 0.0));
@@ -272,7 +278,10 @@ fn winograd_weight_gradient_matches_the_interpreter_and_the_direct_kernel() {
             }
         }
     }
-    eprintln!("worst dW/db error against the interpreter: F(4x4) {:.2e}, F(2x2) {:.2e}", worst[0], worst[1]);
+    eprintln!(
+        "worst dW/db error against the interpreter: F(4x4) {:.2e}, F(2x2) {:.2e}, F(6x6) {:.2e}",
+        worst[0], worst[1], worst[2]
+    );
 }
 
 /// Central finite differences of the f64 interpreter's `Σ r·y` against the JIT's Winograd
@@ -351,7 +360,7 @@ fn winograd_weight_gradient_is_the_same_on_any_thread_count() {
 /// `--conv` is parsed strictly and named in the error.
 #[test]
 fn the_algorithm_knob_parses_its_names_only() {
-    for name in ["direct", "winograd", "winograd2", "auto"] {
+    for name in ["direct", "winograd", "winograd2", "winograd6", "auto"] {
         assert_eq!(ConvAlgorithm::parse(name).map(|a| a.name()), Ok(name));
     }
     let err = ConvAlgorithm::parse("fft").unwrap_err();
@@ -375,7 +384,7 @@ fn in_place_inputs_with_any_padding_match_the_interpreter() {
             "model m {{\n    input x: [3, {h}, {w}]\n    y = x -> conv(5, kernel=3, pad=1) -> {layer} -> conv(2, kernel=3, pad=1)\n    output y\n}}\n"
         );
         let p = program(&src);
-        for conv in [ConvAlgorithm::Winograd, ConvAlgorithm::Winograd2] {
+        for conv in [ConvAlgorithm::Winograd, ConvAlgorithm::Winograd2, ConvAlgorithm::Winograd6] {
             let (o, g, algos) = against_interpreter(&p, 2, true, true, conv);
             assert!(algos.iter().filter(|a| a.contains("F(")).count() >= 2, "{src}: {algos:?}");
             assert!(o <= TOL && g <= TOL, "{src} {conv:?}: output {o:.2e}, gradients {g:.2e}");
@@ -391,7 +400,11 @@ fn in_place_inputs_with_any_padding_match_the_interpreter() {
 fn winograd_weight_gradient_after_a_direct_forward_reads_x_in_place() {
     let src = "model m {\n    input x: [3, 10, 7]\n    b = x -> conv(6, kernel=3, pad=1) -> relu\n    c = b -> conv(8, kernel=3, pad=1)\n    y = concat(c, b) -> conv(2, kernel=3, pad=2)\n    output y\n}\n";
     let p = program(src);
-    for (conv, tile) in [(ConvAlgorithm::Winograd, "F(4x4"), (ConvAlgorithm::Winograd2, "F(2x2")] {
+    for (conv, tile) in [
+        (ConvAlgorithm::Winograd, "F(4x4"),
+        (ConvAlgorithm::Winograd2, "F(2x2"),
+        (ConvAlgorithm::Winograd6, "F(6x6"),
+    ] {
         let (o, g, algos) = against_interpreter(&p, 2, true, true, conv);
         assert!(
             algos

@@ -530,7 +530,7 @@ mod tests {
 
     fn pixel() -> LinearKind {
         let l = Layout { n: 1, h: 1, w: 1, c: 1, cs: 4 };
-        LinearKind::PixelShuffle(Pixel { x: l, y: l, k: [1, 1], co4: 4, t_fwd: 0, t_bwd: 0, cs_bwd: 4 })
+        LinearKind::PixelShuffle(Pixel { x: l, y: l, k: [1, 1], t_bwd: 0, cs_bwd: 4 })
     }
 
     /// A finish case: (what, kind, a, b, window, bias, chunks).
@@ -588,6 +588,7 @@ mod tests {
             (Tile::F4, 6, 3, false, 2),
             (Tile::F2, 5, 7, true, 2),
             (Tile::F2, 12, 2, false, 3),
+            (Tile::F6, 7, 5, true, 2),
             (Tile::F4, 230, 2, true, 2),
         ] {
             let geo = Geometry {

@@ -299,7 +299,7 @@ mod tests {
             // dense
             cases.push(("dense forward", spec((a, b, 1), fwd, round4(a), None)));
             cases.push(("dense input gradient", spec((a, b, 1), (true, false), round4(b), None)));
-            for tile in [Tile::F4, Tile::F2] {
+            for tile in [Tile::F4, Tile::F2, Tile::F6] {
                 cases.push(("winograd forward", spec((a, b, 9), fwd, round4(a), Some(tile))));
                 cases.push(("winograd input gradient", spec((a, b, 9), bwd, round4(b), Some(tile))));
             }

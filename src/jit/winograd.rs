@@ -32,6 +32,8 @@ pub enum ConvAlgorithm {
     Winograd,
     /// Winograd F(2×2, 3×3) on every eligible correlation.
     Winograd2,
+    /// Winograd F(6×6, 3×3) on every eligible correlation.
+    Winograd6,
     /// Per correlation, whichever the cost model ([`choose`]) predicts faster.
     #[default]
     Auto,
@@ -43,17 +45,24 @@ impl ConvAlgorithm {
             ConvAlgorithm::Direct => "direct",
             ConvAlgorithm::Winograd => "winograd",
             ConvAlgorithm::Winograd2 => "winograd2",
+            ConvAlgorithm::Winograd6 => "winograd6",
             ConvAlgorithm::Auto => "auto",
         }
     }
 
     pub fn parse(text: &str) -> Result<ConvAlgorithm, String> {
-        [ConvAlgorithm::Direct, ConvAlgorithm::Winograd, ConvAlgorithm::Winograd2, ConvAlgorithm::Auto]
-            .into_iter()
-            .find(|a| a.name() == text)
-            .ok_or_else(|| {
-                format!("convolution algorithm `{text}`: expected direct, winograd, winograd2 or auto")
-            })
+        [
+            ConvAlgorithm::Direct,
+            ConvAlgorithm::Winograd,
+            ConvAlgorithm::Winograd2,
+            ConvAlgorithm::Winograd6,
+            ConvAlgorithm::Auto,
+        ]
+        .into_iter()
+        .find(|a| a.name() == text)
+        .ok_or_else(|| {
+            format!("convolution algorithm `{text}`: expected direct, winograd, winograd2, winograd6 or auto")
+        })
     }
 }
 
@@ -62,7 +71,42 @@ impl ConvAlgorithm {
 pub enum Tile {
     F2,
     F4,
+    F6,
 }
+
+// F(6×6, 3×3) at the points 0, ±1, ±2, ±1/2 and ∞ (Lavin & Gray's construction; checked
+// against direct correlation in f64 to 4e-14 by the test below).
+#[rustfmt::skip]
+const F6_BT: [f64; 64] = [
+    1.0, 0.0, -21.0 / 4.0, 0.0, 21.0 / 4.0, 0.0, -1.0, 0.0,
+    0.0, 1.0, 1.0, -17.0 / 4.0, -17.0 / 4.0, 1.0, 1.0, 0.0,
+    0.0, -1.0, 1.0, 17.0 / 4.0, -17.0 / 4.0, -1.0, 1.0, 0.0,
+    0.0, 0.5, 0.25, -2.5, -1.25, 2.0, 1.0, 0.0,
+    0.0, -0.5, 0.25, 2.5, -1.25, -2.0, 1.0, 0.0,
+    0.0, 2.0, 4.0, -2.5, -5.0, 0.5, 1.0, 0.0,
+    0.0, -2.0, 4.0, 2.5, -5.0, -0.5, 1.0, 0.0,
+    0.0, -1.0, 0.0, 21.0 / 4.0, 0.0, -21.0 / 4.0, 0.0, 1.0,
+];
+#[rustfmt::skip]
+const F6_G: [f64; 24] = [
+    1.0, 0.0, 0.0,
+    -2.0 / 9.0, -2.0 / 9.0, -2.0 / 9.0,
+    -2.0 / 9.0, 2.0 / 9.0, -2.0 / 9.0,
+    1.0 / 90.0, 1.0 / 45.0, 2.0 / 45.0,
+    1.0 / 90.0, -1.0 / 45.0, 2.0 / 45.0,
+    32.0 / 45.0, 16.0 / 45.0, 8.0 / 45.0,
+    32.0 / 45.0, -16.0 / 45.0, 8.0 / 45.0,
+    0.0, 0.0, 1.0,
+];
+#[rustfmt::skip]
+const F6_AT: [f64; 48] = [
+    1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.0,
+    0.0, 1.0, -1.0, 2.0, -2.0, 0.5, -0.5, 0.0,
+    0.0, 1.0, 1.0, 4.0, 4.0, 0.25, 0.25, 0.0,
+    0.0, 1.0, -1.0, 8.0, -8.0, 0.125, -0.125, 0.0,
+    0.0, 1.0, 1.0, 16.0, 16.0, 1.0 / 16.0, 1.0 / 16.0, 0.0,
+    0.0, 1.0, -1.0, 32.0, -32.0, 1.0 / 32.0, -1.0 / 32.0, 1.0,
+];
 
 #[rustfmt::skip]
 const F2_BT: [f64; 16] = [
@@ -115,6 +159,7 @@ impl Tile {
         match self {
             Tile::F2 => 2,
             Tile::F4 => 4,
+            Tile::F6 => 6,
         }
     }
 
@@ -127,6 +172,7 @@ impl Tile {
         match self {
             Tile::F2 => "F(2x2, 3x3)",
             Tile::F4 => "F(4x4, 3x3)",
+            Tile::F6 => "F(6x6, 3x3)",
         }
     }
 
@@ -135,6 +181,7 @@ impl Tile {
         match self {
             Tile::F2 => &F2_BT,
             Tile::F4 => &F4_BT,
+            Tile::F6 => &F6_BT,
         }
     }
 
@@ -143,6 +190,7 @@ impl Tile {
         match self {
             Tile::F2 => &F2_G,
             Tile::F4 => &F4_G,
+            Tile::F6 => &F6_G,
         }
     }
 
@@ -151,6 +199,7 @@ impl Tile {
         match self {
             Tile::F2 => &F2_AT,
             Tile::F4 => &F4_AT,
+            Tile::F6 => &F6_AT,
         }
     }
 
@@ -207,6 +256,7 @@ pub(crate) fn choose(algo: ConvAlgorithm, geo: &Geometry) -> Option<Tile> {
         ConvAlgorithm::Direct => None,
         ConvAlgorithm::Winograd => Some(Tile::F4),
         ConvAlgorithm::Winograd2 => Some(Tile::F2),
+        ConvAlgorithm::Winograd6 => Some(Tile::F6),
         ConvAlgorithm::Auto => {
             let direct = cost(geo, None);
             [Tile::F4, Tile::F2]
@@ -249,6 +299,7 @@ pub(crate) fn choose_gradw(algo: ConvAlgorithm, geo: &Geometry, direct_chunk: us
         ConvAlgorithm::Direct => None,
         ConvAlgorithm::Winograd => Some(Tile::F4),
         ConvAlgorithm::Winograd2 => Some(Tile::F2),
+        ConvAlgorithm::Winograd6 => Some(Tile::F6),
         ConvAlgorithm::Auto => {
             let direct = cost(geo, None) + partials(9, direct_chunk);
             [Tile::F4, Tile::F2]
@@ -723,7 +774,7 @@ mod tests {
             (1, 13, 10, 6, 1),
             (2, 8, 9, 4, -1),
         ];
-        for tile in [Tile::F4, Tile::F2] {
+        for tile in [Tile::F4, Tile::F2, Tile::F6] {
             for &(n, h, w, ci, pad) in &cases {
                 let csx = round4(ci);
                 let (ho, wo) = ((h as i64 + 2 * pad - 2) as usize, (w as i64 + 2 * pad - 2) as usize);

@@ -311,7 +311,7 @@ mod tests {
     /// `⟨G g Gᵀ, dU⟩ = ⟨g, Gᵀ dU G⟩` for random `g` and `dU`.
     #[test]
     fn inverse_filter_transform_is_the_adjoint_of_the_filter_transform() {
-        for tile in [Tile::F2, Tile::F4] {
+        for tile in [Tile::F2, Tile::F4, Tile::F6] {
             let (ci, co4) = (3, 8);
             let a = tile.alpha();
             let mut seed = 7u64;
