@@ -441,9 +441,19 @@ impl JitModel {
     }
 
     /// Value `v` of the last forward pass (for differential tests and debugging). A linear
-    /// node with a fused activation has no value of its own: this is the activation's.
+    /// node or batchnorm with a fused activation has no value of its own: this is the
+    /// activation's ([`JitModel::has_own_value`]).
     pub fn value(&self, v: Value) -> ArrayD<f64> {
         self.value_f64(v)
+    }
+
+    /// Whether [`JitModel::value`] of `v` is `v`'s own value: false for a linear node or a
+    /// batchnorm whose fused activation's kernel stores only the activation's output.
+    pub fn has_own_value(&self, v: Value) -> bool {
+        match v {
+            Value::Node(n) => self.nodes[n.index()].fusion.activation.is_none(),
+            Value::Input(_) => true,
+        }
     }
 
     /// Output `k` of the last forward pass.
