@@ -163,17 +163,28 @@ impl Codegen {
     }
 }
 
+/// A rule and its kernel, or `None` when it could not be generated.
+type Known = (UpdateRule, Option<UpdateFn>);
+
 /// The process's update kernels, one per rule, compiled on first use. Their code lives as long
 /// as the process (a handful of small functions), so a plain function pointer can be handed to
 /// any thread.
 pub fn kernel(rule: UpdateRule) -> Option<UpdateFn> {
-    static KERNELS: OnceLock<Mutex<Vec<(UpdateRule, UpdateFn)>>> = OnceLock::new();
+    // `None` remembered too: a host Cranelift cannot generate for keeps the runtime's native
+    // loop without trying to compile again every step.
+    static KERNELS: OnceLock<Mutex<Vec<Known>>> = OnceLock::new();
     let kernels = KERNELS.get_or_init(|| Mutex::new(Vec::new()));
     let mut kernels = kernels.lock().ok()?;
     if let Some(&(_, f)) = kernels.iter().find(|(r, _)| *r == rule) {
-        return Some(f);
+        return f;
     }
-    // A host Cranelift cannot generate for keeps the runtime's native loop (None).
+    let f = generate(rule);
+    kernels.push((rule, f));
+    f
+}
+
+/// Compiles the kernel of `rule` into a module kept for the process's lifetime.
+fn generate(rule: UpdateRule) -> Option<UpdateFn> {
     let mut cg = Codegen::new(super::codegen::OptLevel::None).ok()?;
     let h = cg.update(rule).ok()?;
     cg.finish().ok()?;
@@ -182,6 +193,5 @@ pub fn kernel(rule: UpdateRule) -> Option<UpdateFn> {
     let f = unsafe { std::mem::transmute::<*const u8, UpdateFn>(cg.fn_address(h)) };
     // The module owns the code: kept for the process's lifetime.
     Box::leak(Box::new(cg));
-    kernels.push((rule, f));
     Some(f)
 }
