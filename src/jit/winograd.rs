@@ -204,25 +204,28 @@ impl Tile {
     }
 
     /// Vector operations of the input transform per tile and 4 channels, and of the output
-    /// transform (loads and stores included): the cost model's transform terms.
+    /// transform (loads and stores included, and those of the stage between the two passes of
+    /// `winograd_emit`): the cost model's transform terms.
     fn transform_ops(self) -> (usize, usize) {
         let a = self.alpha();
         let m = self.m();
         let nz = |rows: &[f64], cols: usize| -> usize {
             rows.chunks(cols).map(|r| r.iter().filter(|c| **c != 0.0).count().saturating_sub(1)).sum()
         };
-        let input = a * nz(self.bt(), a) + a * nz(self.bt(), a) + 2 * a * a;
-        let output = a * nz(self.at(), a) + m * nz(self.at(), a) + a * a + 3 * m * m;
+        let input = a * nz(self.bt(), a) + a * nz(self.bt(), a) + 4 * a * a;
+        let output = a * nz(self.at(), a) + m * nz(self.at(), a) + a * a + 2 * a * m + 3 * m * m;
         (input, output)
     }
 }
 
 /// The relative cost of a transform's vector operation against one multiply-add of the GEMM
 /// (the transforms stream `V` and `M` through memory, the GEMM works from registers).
-/// Calibrated on `bench --profile` per-layer times (release, 2 threads, min of 5 steps, busy
-/// machine; docs/jit.md): 16→16 channels gained nothing, 32→32 about 1.2×, 64→64 1.4–1.6×;
-/// 4.0 keeps 16→16 layers direct and picks F(4×4) from about 32 channels on.
-const TRANSFORM_COST: f64 = 4.0;
+/// Calibrated on `bench --profile` per-layer times of every 3×3 layer of UNet-S, DnCNN-17,
+/// U-Net-BN and conv16 under each forced algorithm (release, 2 threads, min of 2×4 steps;
+/// `scripts/calibrate_winograd.py`, docs/jit.md): 0.5–1.0 picks within 1.6 ms of each layer's
+/// fastest algorithm summed over all of them; 1.0 prefers F(4×4) where the two are within noise
+/// (fewer distinct kernels to compile). Layers with one input channel stay direct.
+const TRANSFORM_COST: f64 = 1.0;
 /// A Winograd layer must be predicted this much cheaper than the direct kernel to be chosen
 /// (the model ignores the chunk loop and the edge tiles).
 const MARGIN: f64 = 1.15;
@@ -259,7 +262,7 @@ pub(crate) fn choose(algo: ConvAlgorithm, geo: &Geometry) -> Option<Tile> {
         ConvAlgorithm::Winograd6 => Some(Tile::F6),
         ConvAlgorithm::Auto => {
             let direct = cost(geo, None);
-            [Tile::F4, Tile::F2]
+            [Tile::F4, Tile::F2, Tile::F6]
                 .into_iter()
                 .map(|t| (t, cost(geo, Some(t))))
                 .filter(|&(_, c)| c * MARGIN < direct)
@@ -302,7 +305,7 @@ pub(crate) fn choose_gradw(algo: ConvAlgorithm, geo: &Geometry, direct_chunk: us
         ConvAlgorithm::Winograd6 => Some(Tile::F6),
         ConvAlgorithm::Auto => {
             let direct = cost(geo, None) + partials(9, direct_chunk);
-            [Tile::F4, Tile::F2]
+            [Tile::F4, Tile::F2, Tile::F6]
                 .into_iter()
                 .map(|t| {
                     let (th, tw) = (geo.ho.div_ceil(t.m()), geo.wo.div_ceil(t.m()));
@@ -397,6 +400,16 @@ impl WinoSpec {
         self.chunk_rows * self.tw()
     }
 
+    /// Floats from one transform point to the next in a chunk's `V` (`lanes` = `ci4`) or `M`
+    /// (`co4`): the chunk's tiles × lanes, rounded up to an odd number of cache lines. A stride
+    /// of an even number of lines — a power of two in the usual case, image widths and F(4×4)'s
+    /// tiles per row being powers of two — puts the α² points of one tile into a few L1 sets,
+    /// and their conflict misses made F(4×4) twice as slow on 128-wide 16-channel layers.
+    pub fn point_stride(&self, lanes: usize) -> usize {
+        let lines = (self.chunk_tiles() * lanes).div_ceil(16);
+        16 * (lines | 1)
+    }
+
     /// Tile rows of the whole batch, and chunks of them.
     pub fn tile_rows(&self) -> usize {
         self.n * self.th()
@@ -408,7 +421,7 @@ impl WinoSpec {
 
     /// Floats of one chunk's `V` and `M`.
     fn chunk_len(&self) -> usize {
-        self.points() * self.chunk_tiles() * (self.ci4() + self.co4)
+        self.points() * (self.point_stride(self.ci4()) + self.point_stride(self.co4))
     }
 
     /// Floats of the scratch: one chunk's `V` and `M` per task slot ([`SlotPool`]).
@@ -522,8 +535,9 @@ impl WinoCall {
             mask.as_ptr() as usize,
             y.as_mut_ptr() as usize,
         );
-        let (tiles, ci4, co4, ci) = (s.chunk_tiles(), s.ci4(), s.co4, s.ci);
-        let v_len = s.points() * tiles * ci4;
+        let (ci, co4) = (s.ci, s.co4);
+        let (v_stride, m_stride) = (s.point_stride(s.ci4()), s.point_stride(co4));
+        let v_len = s.points() * v_stride;
         let slots = SlotPool::new(&mut scratch[..s.scratch_len()], s.chunk_len());
         (0..s.chunks()).into_par_iter().for_each_init(
             || slots.take(),
@@ -544,10 +558,10 @@ impl WinoCall {
                     input(xp as *const f32, vp, r0 as i64, r1 as i64);
                     for p in 0..s.points() {
                         gemm(
-                            vp.add(p * tiles * ci4) as *const f32,
+                            vp.add(p * v_stride) as *const f32,
                             (up as *const f32).add(p * ci * co4),
                             std::ptr::null(),
-                            mmp.add(p * tiles * co4),
+                            mmp.add(p * m_stride),
                             std::ptr::null(),
                             0,
                             1,

@@ -74,34 +74,73 @@ pub(crate) fn lin_comb(
     acc
 }
 
-/// `L · d · Lᵀ` for `d` of `cols × cols` values (row-major; `None` a known zero) and `L` of
-/// `rows × cols`, only the first `keep.0 × keep.1` results (`None` where the result is zero).
-fn sandwich(
+/// The `keep` combinations `Σ_q l[p·n + q]·vals[q]` for `p < keep` (`n = vals.len()`),
+/// `None` where every term is zero.
+fn combos(
     b: &mut FunctionBuilder,
     k: &mut Consts,
     has_fma: bool,
     l: &[f64],
-    (rows, cols): (usize, usize),
-    d: &[Option<Value>],
-    keep: (usize, usize),
+    vals: &[Option<Value>],
+    keep: usize,
 ) -> Vec<Option<Value>> {
-    // t = L · d   (rows × cols)
-    let mut t = Vec::with_capacity(keep.0 * cols);
-    for i in 0..keep.0 {
-        for j in 0..cols {
-            let column: Vec<Option<Value>> = (0..cols).map(|q| d[q * cols + j]).collect();
-            t.push(lin_comb(b, k, has_fma, &l[i * cols..(i + 1) * cols], &column));
+    let n = vals.len();
+    (0..keep).map(|p| lin_comb(b, k, has_fma, &l[p * n..(p + 1) * n], vals)).collect()
+}
+
+/// A 16-byte-aligned stack slot of `vectors` f32x4 values: the intermediate `L · d` of a
+/// separable transform.
+fn stage_slot(b: &mut FunctionBuilder, vectors: usize) -> cranelift_codegen::ir::StackSlot {
+    b.create_sized_stack_slot(StackSlotData::new(StackSlotKind::ExplicitSlot, (16 * vectors) as u32, 4))
+}
+
+/// `0..count` as a loop: the two passes of a separable transform are loops over the lines of
+/// the tile, so the generated code holds one line's values at a time (α of them, not α²):
+/// straight-line α×α transforms made regalloc the larger part of compile time for F(6×6).
+fn each_line(b: &mut FunctionBuilder, count: usize, body: impl FnMut(&mut FunctionBuilder, Value)) {
+    let zero = b.ins().iconst(PTR, 0);
+    let end = b.ins().iconst(PTR, count as i64);
+    counted_loop(b, zero, end, 1, body);
+}
+
+/// The input transform `V = Bᵀ d B` of one tile and channel block: `d` (α×α) at `src` with
+/// the given (row, column) byte strides, `V` point `(i, j)` stored at `v + (i·α + j)·point_bytes`,
+/// `t` a stage of α² vectors. Pass 1 (per column j): `t[·][j] = Bᵀ d[·][j]`; pass 2 (per row
+/// i): `V[i][·] = B t[i][·]`.
+fn input_tile(
+    b: &mut FunctionBuilder,
+    has_fma: bool,
+    (bt, a): (&[f64], usize),
+    (src, row_stride, col_stride): (Value, i64, i64),
+    t: Value,
+    (v, point_bytes): (Value, i64),
+) {
+    each_line(b, a, |b, j| {
+        let co = b.ins().imul_imm_s(j, col_stride);
+        let col = b.ins().iadd(src, co);
+        let to = b.ins().imul_imm_s(j, 16);
+        let tcol = b.ins().iadd(t, to);
+        let mut k = Consts::default();
+        let d: Vec<Option<Value>> =
+            (0..a).map(|q| Some(b.ins().load(F32X4, flags(), col, (q as i64 * row_stride) as i32))).collect();
+        for (i, val) in combos(b, &mut k, has_fma, bt, &d, a).into_iter().enumerate() {
+            let val = val.unwrap_or_else(|| k.get(b, 0.0));
+            b.ins().store(flags(), val, tcol, (16 * i * a) as i32);
         }
-    }
-    // o = t · Lᵀ
-    let mut o = Vec::with_capacity(keep.0 * keep.1);
-    for i in 0..keep.0 {
-        for j in 0..keep.1 {
-            o.push(lin_comb(b, k, has_fma, &l[j * cols..(j + 1) * cols], &t[i * cols..(i + 1) * cols]));
+    });
+    each_line(b, a, |b, i| {
+        let to = b.ins().imul_imm_s(i, (16 * a) as i64);
+        let trow = b.ins().iadd(t, to);
+        let vo = b.ins().imul_imm_s(i, a as i64 * point_bytes);
+        let vrow = b.ins().iadd(v, vo);
+        let mut k = Consts::default();
+        let d: Vec<Option<Value>> =
+            (0..a).map(|q| Some(b.ins().load(F32X4, flags(), trow, (16 * q) as i32))).collect();
+        for (j, val) in combos(b, &mut k, has_fma, bt, &d, a).into_iter().enumerate() {
+            let val = val.unwrap_or_else(|| k.get(b, 0.0));
+            b.ins().store(flags(), val, vrow, (j as i64 * point_bytes) as i32);
         }
-    }
-    debug_assert!(keep.0 <= rows && keep.1 <= rows);
-    o
+    });
 }
 
 /// Splits tile row `r` into the input (or output) row of its first position: `n·h + th·m`.
@@ -135,13 +174,13 @@ pub(crate) fn emit_input(b: &mut FunctionBuilder, p: &[Value], spec: &WinoSpec, 
     let (m, a) = (spec.tile.m(), spec.tile.alpha());
     let bt = spec.tile.bt();
     let (ci4, tw, th) = (spec.ci4(), spec.tw(), spec.th());
-    let point_bytes = (spec.chunk_tiles() * ci4 * 4) as i64;
+    let point_bytes = (spec.point_stride(ci4) * 4) as i64;
     let pos_bytes = (spec.csx * 4) as i64;
     let row_bytes = spec.wp as i64 * pos_bytes;
     let (r_lo, r_hi) = inside(th, m, a, spec.off[0], spec.hp);
     let (c_lo, c_hi) = inside(tw, m, a, spec.off[1], spec.wp);
-    let stage =
-        b.create_sized_stack_slot(StackSlotData::new(StackSlotKind::ExplicitSlot, (16 * a * a) as u32, 4));
+    let stage = stage_slot(b, a * a);
+    let t_stage = stage_slot(b, a * a);
     counted_loop(b, row0, row1, 1, |b, r| {
         let n = b.ins().udiv_imm_s(r, th as i64);
         let nth = b.ins().imul_imm_s(n, th as i64);
@@ -175,27 +214,15 @@ pub(crate) fn emit_input(b: &mut FunctionBuilder, p: &[Value], spec: &WinoSpec, 
             let whole = b.ins().band(row_whole, col_whole);
             let (interior, border, next) = (b.create_block(), b.create_block(), b.create_block());
             b.ins().brif(whole, interior, &[], border, &[]);
-            // One tile over every channel block; `load(q, xb)` gives input q (or a known zero).
-            let body =
-                |b: &mut FunctionBuilder,
-                 load: &dyn Fn(&mut FunctionBuilder, usize, Value) -> Option<Value>| {
-                    let zero = b.ins().iconst(PTR, 0);
-                    let end = b.ins().iconst(PTR, (ci4 * 4) as i64);
-                    counted_loop(b, zero, end, 16, |b, cb| {
-                        let xb = b.ins().iadd(xt, cb);
-                        let vb = b.ins().iadd(vt, cb);
-                        let mut k = Consts(HashMap::new());
-                        let d: Vec<Option<Value>> = (0..a * a).map(|q| load(b, q, xb)).collect();
-                        let out = sandwich(b, &mut k, has_fma, bt, (a, a), &d, (a, a));
-                        for (q, &val) in out.iter().enumerate() {
-                            let val = val.unwrap_or_else(|| k.get(b, 0.0));
-                            b.ins().store(flags(), val, vb, (q as i64 * point_bytes) as i32);
-                        }
-                    });
-                };
-            let offset = |q: usize| (q / a) as i64 * row_bytes + (q % a) as i64 * pos_bytes;
             b.switch_to_block(interior);
-            body(b, &|b, q, xb| Some(b.ins().load(F32X4, flags(), xb, offset(q) as i32)));
+            let zero = b.ins().iconst(PTR, 0);
+            let end = b.ins().iconst(PTR, (ci4 * 4) as i64);
+            counted_loop(b, zero, end, 16, |b, cb| {
+                let xb = b.ins().iadd(xt, cb);
+                let vb = b.ins().iadd(vt, cb);
+                let ts = b.ins().stack_addr(PTR, t_stage, 0);
+                input_tile(b, has_fma, (bt, a), (xb, row_bytes, pos_bytes), ts, (vb, point_bytes));
+            });
             b.ins().jump(next, &[]);
             // Border: per channel block, the α×α inputs staged on the stack by a small loop
             // (each input loaded from its address when inside, else from the buffer's start —
@@ -236,14 +263,8 @@ pub(crate) fn emit_input(b: &mut FunctionBuilder, p: &[Value], spec: &WinoSpec, 
                     let sa = b.ins().iadd(st, so);
                     b.ins().store(flags(), val, sa, 0);
                 });
-                let mut k = Consts(HashMap::new());
-                let d: Vec<Option<Value>> =
-                    (0..a * a).map(|q| Some(b.ins().load(F32X4, flags(), st, (16 * q) as i32))).collect();
-                let out = sandwich(b, &mut k, has_fma, bt, (a, a), &d, (a, a));
-                for (q, &val) in out.iter().enumerate() {
-                    let val = val.unwrap_or_else(|| k.get(b, 0.0));
-                    b.ins().store(flags(), val, vb, (q as i64 * point_bytes) as i32);
-                }
+                let ts = b.ins().stack_addr(PTR, t_stage, 0);
+                input_tile(b, has_fma, (bt, a), (st, (16 * a) as i64, 16), ts, (vb, point_bytes));
             });
             b.ins().jump(next, &[]);
             b.switch_to_block(next);
@@ -257,8 +278,9 @@ pub(crate) fn emit_output(b: &mut FunctionBuilder, p: &[Value], spec: &WinoSpec,
     let (m, a) = (spec.tile.m(), spec.tile.alpha());
     let at = spec.tile.at();
     let (co4, tw, th) = (spec.co4, spec.tw(), spec.th());
-    let point_bytes = (spec.chunk_tiles() * co4 * 4) as i64;
+    let point_bytes = (spec.point_stride(co4) * 4) as i64;
     let y_row_bytes = (spec.wo * spec.cso * 4) as i64;
+    let t_stage = stage_slot(b, m * a);
     counted_loop(b, row0, row1, 1, |b, r| {
         let (yr, t_h) = first_row(b, r, th, m, spec.ho);
         let yoff = b.ins().imul_imm_s(yr, y_row_bytes);
@@ -280,29 +302,56 @@ pub(crate) fn emit_output(b: &mut FunctionBuilder, p: &[Value], spec: &WinoSpec,
                 let src = b.ins().iadd(mmt, cb);
                 let dst = b.ins().iadd(yt, cb);
                 let mdst = b.ins().iadd(mt, cb);
-                let mut k = Consts(HashMap::new());
-                let d: Vec<Option<Value>> = (0..a * a)
-                    .map(|q| Some(b.ins().load(F32X4, flags(), src, (q as i64 * point_bytes) as i32)))
-                    .collect();
-                let out = sandwich(b, &mut k, has_fma, at, (m, a), &d, (rv, cv));
+                let ts = b.ins().stack_addr(PTR, t_stage, 0);
                 let bv = if spec.bias {
                     let bb = b.ins().iadd(bias, cb);
                     Some(b.ins().load(F32X4, flags(), bb, 0))
                 } else {
                     None
                 };
-                let zero_v = k.get(b, 0.0);
-                for i in 0..rv {
-                    for j in 0..cv {
-                        let mut val = out[i * cv + j].unwrap_or(zero_v);
+                // Pass 1 (per column j of M): t[i][j] = Σ_q Aᵀ[i][q]·M[q][j], rows i < rv.
+                each_line(b, a, |b, j| {
+                    let co = b.ins().imul_imm_s(j, point_bytes);
+                    let col = b.ins().iadd(src, co);
+                    let to = b.ins().imul_imm_s(j, 16);
+                    let tcol = b.ins().iadd(ts, to);
+                    let mut k = Consts::default();
+                    let d: Vec<Option<Value>> = (0..a)
+                        .map(|q| {
+                            Some(b.ins().load(
+                                F32X4,
+                                flags(),
+                                col,
+                                (q as i64 * a as i64 * point_bytes) as i32,
+                            ))
+                        })
+                        .collect();
+                    for (i, val) in combos(b, &mut k, has_fma, at, &d, rv).into_iter().enumerate() {
+                        let val = val.unwrap_or_else(|| k.get(b, 0.0));
+                        b.ins().store(flags(), val, tcol, (16 * i * a) as i32);
+                    }
+                });
+                // Pass 2 (per output row i): y[i][j] = Σ_q Aᵀ[j][q]·t[i][q] (+ bias, epilogue).
+                each_line(b, rv, |b, i| {
+                    let to = b.ins().imul_imm_s(i, (16 * a) as i64);
+                    let trow = b.ins().iadd(ts, to);
+                    let yo = b.ins().imul_imm_s(i, y_row_bytes);
+                    let yrow = b.ins().iadd(dst, yo);
+                    let mrow = b.ins().iadd(mdst, yo);
+                    let mut k = Consts::default();
+                    let d: Vec<Option<Value>> =
+                        (0..a).map(|q| Some(b.ins().load(F32X4, flags(), trow, (16 * q) as i32))).collect();
+                    let zero_v = k.get(b, 0.0);
+                    for (j, val) in combos(b, &mut k, has_fma, at, &d, cv).into_iter().enumerate() {
+                        let mut val = val.unwrap_or(zero_v);
                         if let Some(bv) = bv {
                             val = b.ins().fadd(val, bv);
                         }
-                        let off = (((i * spec.wo + j) * spec.cso) * 4) as i32;
-                        let val = apply_epilogue(b, spec.epilogue, val, zero_v, (mdst, off), has_fma);
-                        b.ins().store(flags(), val, dst, off);
+                        let off = (j * spec.cso * 4) as i32;
+                        let val = apply_epilogue(b, spec.epilogue, val, zero_v, (mrow, off), has_fma);
+                        b.ins().store(flags(), val, yrow, off);
                     }
-                }
+                });
             });
         };
         each_tile_of_row(b, (spec.ho, spec.wo, m), th, t_h, &tile);
@@ -362,8 +411,9 @@ pub(crate) fn emit_dy_transform(b: &mut FunctionBuilder, p: &[Value], spec: &Win
     // A (α × m) = (Aᵀ)ᵀ, row-major.
     let a_mat: Vec<f64> = (0..a * m).map(|k| at[(k % m) * a + k / m]).collect();
     let (co4, tw, th) = (spec.co4, spec.tw(), spec.th());
-    let point_bytes = (spec.chunk_tiles() * co4 * 4) as i64;
+    let point_bytes = (spec.point_stride(co4) * 4) as i64;
     let dy_row_bytes = (spec.wo * spec.cso * 4) as i64;
+    let t_stage = stage_slot(b, a * m);
     counted_loop(b, row0, row1, 1, |b, r| {
         let (yr, t_h) = first_row(b, r, th, m, spec.ho);
         let doff = b.ins().imul_imm_s(yr, dy_row_bytes);
@@ -382,31 +432,49 @@ pub(crate) fn emit_dy_transform(b: &mut FunctionBuilder, p: &[Value], spec: &Win
             counted_loop(b, zero, end, 16, |b, cb| {
                 let src = b.ins().iadd(dt, cb);
                 let dst = b.ins().iadd(ht, cb);
-                let mut k = Consts(HashMap::new());
-                // Positions beyond the layer's output are known zeros (`None`).
-                let d: Vec<Option<Value>> = (0..m * m)
-                    .map(|q| {
-                        let (i, j) = (q / m, q % m);
-                        (i < rv && j < cv).then(|| {
-                            let off = ((i * spec.wo + j) * spec.cso * 4) as i32;
-                            b.ins().load(F32X4, flags(), src, off)
+                let ts = b.ins().stack_addr(PTR, t_stage, 0);
+                // Pass 1 (per column j < cv of dY): t[i][j] = Σ_q A[i][q]·dY[q][j]; rows q ≥ rv
+                // and columns j ≥ cv lie beyond the layer's output: known zeros.
+                each_line(b, cv, |b, j| {
+                    let co = b.ins().imul_imm_s(j, (spec.cso * 4) as i64);
+                    let col = b.ins().iadd(src, co);
+                    let to = b.ins().imul_imm_s(j, 16);
+                    let tcol = b.ins().iadd(ts, to);
+                    let mut k = Consts::default();
+                    let d: Vec<Option<Value>> = (0..m)
+                        .map(|q| {
+                            (q < rv)
+                                .then(|| b.ins().load(F32X4, flags(), col, (q as i64 * dy_row_bytes) as i32))
                         })
-                    })
-                    .collect();
-                let out = sandwich(b, &mut k, has_fma, &a_mat, (a, m), &d, (a, a));
-                for (q, &val) in out.iter().enumerate() {
-                    let val = val.unwrap_or_else(|| k.get(b, 0.0));
-                    b.ins().store(flags(), val, dst, (q as i64 * point_bytes) as i32);
-                }
+                        .collect();
+                    for (i, val) in combos(b, &mut k, has_fma, &a_mat, &d, a).into_iter().enumerate() {
+                        let val = val.unwrap_or_else(|| k.get(b, 0.0));
+                        b.ins().store(flags(), val, tcol, (16 * i * m) as i32);
+                    }
+                });
+                // Pass 2 (per row i): Ŷ[i][j] = Σ_q A[j][q]·t[i][q].
+                each_line(b, a, |b, i| {
+                    let to = b.ins().imul_imm_s(i, (16 * m) as i64);
+                    let trow = b.ins().iadd(ts, to);
+                    let ho = b.ins().imul_imm_s(i, a as i64 * point_bytes);
+                    let hrow = b.ins().iadd(dst, ho);
+                    let mut k = Consts::default();
+                    let d: Vec<Option<Value>> = (0..m)
+                        .map(|q| (q < cv).then(|| b.ins().load(F32X4, flags(), trow, (16 * q) as i32)))
+                        .collect();
+                    for (j, val) in combos(b, &mut k, has_fma, &a_mat, &d, a).into_iter().enumerate() {
+                        let val = val.unwrap_or_else(|| k.get(b, 0.0));
+                        b.ins().store(flags(), val, hrow, (j as i64 * point_bytes) as i32);
+                    }
+                });
                 if spec.bias {
                     // A's row 1 is all ones (the interpolation point 1): Ŷ(1, 1) = Σ dY.
                     debug_assert!(a_mat[m..2 * m].iter().all(|&c| c == 1.0));
-                    if let Some(tile_sum) = out[a + 1] {
-                        let bb = b.ins().iadd(bias, cb);
-                        let acc = b.ins().load(F32X4, flags(), bb, 0);
-                        let acc = b.ins().fadd(acc, tile_sum);
-                        b.ins().store(flags(), acc, bb, 0);
-                    }
+                    let tile_sum = b.ins().load(F32X4, flags(), dst, ((a + 1) as i64 * point_bytes) as i32);
+                    let bb = b.ins().iadd(bias, cb);
+                    let acc = b.ins().load(F32X4, flags(), bb, 0);
+                    let acc = b.ins().fadd(acc, tile_sum);
+                    b.ins().store(flags(), acc, bb, 0);
                 }
             });
         };

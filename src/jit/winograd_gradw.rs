@@ -141,7 +141,7 @@ impl WinoGradW {
     /// Floats of one task's `V` and `Ŷ` of a sub-chunk.
     fn slot_len(&self) -> usize {
         let s = &self.spec;
-        s.points() * s.chunk_tiles() * (s.ci4() + s.co4)
+        s.points() * (s.point_stride(s.ci4()) + s.point_stride(s.co4))
     }
 
     /// Floats of the scratch: one slot per task.
@@ -193,9 +193,10 @@ impl WinoGradW {
         debug_assert!(scratch.len() >= self.scratch_len(), "scratch too short");
         let t = Instant::now();
         let (xp, dp) = (x.as_ptr() as usize, dy.as_ptr() as usize);
-        let (tiles, ci4, co4, plen) = (s.chunk_tiles(), s.ci4(), s.co4, self.partial_len());
+        let (co4, plen) = (s.co4, self.partial_len());
         let point_u = s.ci * co4;
-        let v_len = s.points() * tiles * ci4;
+        let (v_stride, h_stride) = (s.point_stride(s.ci4()), s.point_stride(co4));
+        let v_len = s.points() * v_stride;
         let slots = SlotPool::new(&mut scratch[..self.scratch_len()], self.slot_len());
         partials[..self.partials_len()].par_chunks_mut(plen).enumerate().for_each_init(
             || slots.take(),
@@ -215,7 +216,7 @@ impl WinoGradW {
                     // loads), and writes this slot's `V`; the dy
                     // transform reads the output rows of those tile rows (inside `dy`) and
                     // writes this slot's `Ŷ` (and adds into the chunk's `co4` bias sums); each product reads point ξ's `n_tiles` tiles of
-                    // `V` and `Ŷ` (point strides of `tiles ≥ n_tiles` tiles) and adds into
+                    // `V` and `Ŷ` (point strides of at least `n_tiles` tiles) and adds into
                     // point ξ's `ci × co4` floats of this chunk's partial. The slot and the
                     // partial are this task's alone.
                     unsafe {
@@ -223,8 +224,8 @@ impl WinoGradW {
                         dyt(dp as *const f32, hp, bp, r0 as i64, r1 as i64);
                         for p in 0..s.points() {
                             f(
-                                vp.add(p * tiles * ci4) as *const f32,
-                                hp.add(p * tiles * co4) as *const f32,
+                                vp.add(p * v_stride) as *const f32,
+                                hp.add(p * h_stride) as *const f32,
                                 pp.add(p * point_u),
                                 0,
                                 1,
