@@ -84,7 +84,7 @@ fn compare(program: &Program, batch: usize, training: bool) -> Result<(), String
         close(&format!("state {}", g.params()[k].name), a, b, 1e-4, 0.0)?;
     }
     if training {
-        let upstream_of = relu_kink_crossed(&g, &jit, &tape, 1e-5)?;
+        let upstream_of = relu_kink_crossed(&g, &jit, &tape, KINK_NEAR)?;
         let r: Vec<ArrayD<f64>> = outs.iter().map(|o| random(o.shape(), &mut rng)).collect();
         let gref = interp::backward(&g, &p_ref, &inputs, &tape, &r);
         let gjit = jit.backward(&p_jit, &r);
@@ -101,6 +101,13 @@ fn compare(program: &Program, batch: usize, training: bool) -> Result<(), String
     }
     Ok(())
 }
+
+/// How near 0 (of the node's scale) both backends' values must be where a ReLU input lies on
+/// either side: the tolerance of the value comparisons themselves (1e-4, the Winograd accuracy
+/// budget of a layer's output). A deep stack of Winograd layers puts a pre-activation ~1.4e-5 of
+/// its scale from the f64 value (DnCNN-17's 15th layer, measured), so a tighter bound here
+/// would call round-off that every value comparison accepts a wrong kernel.
+const KINK_NEAR: f64 = 1e-4;
 
 /// The deepest ReLU (or leaky ReLU) at which the JIT's f32 forward pass put some input on the
 /// other side of 0 than the interpreter, if any. A ReLU's derivative jumps at 0, so the
@@ -176,7 +183,7 @@ fn three_steps(program: &Program, batch: usize) -> Result<(), String> {
         let tape = interp::forward(&g, &mut pr, &inputs, true, step);
         let y = interp::outputs(&g, &inputs, &tape).remove(0);
         let gr = interp::backward(&g, &pr, &inputs, &tape, &[loss(kind, &y, &target).1]);
-        let upstream_of = relu_kink_crossed(&g, &jit, &tape, 1e-5)?;
+        let upstream_of = relu_kink_crossed(&g, &jit, &tape, KINK_NEAR)?;
         optim::step(&program.optimizer, &mut opt_j, &mut pj, &gj, &trainable);
         // The JIT reuses its gradient arrays from the second step on, as in training.
         jit.recycle_grads(gj);

@@ -302,6 +302,9 @@ pub struct Codegen {
     /// Functions built but not yet compiled: [`Codegen::finish`] compiles them all at once, in
     /// parallel (compile time is most of a model's start-up, and functions are independent).
     pending: Vec<(FuncId, Function)>,
+    /// The key of the function [`Codegen::cached`] is generating: part of its symbol name, so
+    /// `perf record` (cranelift-jit writes `/tmp/perf-<pid>.map` under perf) names each kernel.
+    generating: Option<String>,
 }
 
 // SAFETY: the JIT module is only used behind `&mut` while compiling; once finished, the code
@@ -348,6 +351,7 @@ impl Codegen {
             dry: false,
             kernels: Default::default(),
             pending: Vec::new(),
+            generating: None,
         })
     }
 
@@ -363,7 +367,10 @@ impl Codegen {
         for _ in 0..n_ptrs + 2 {
             sig.params.push(AbiParam::new(PTR));
         }
-        let name = format!("k{}", self.count);
+        let name = match self.generating.take() {
+            Some(key) => format!("k{} {key}", self.count),
+            None => format!("k{}", self.count),
+        };
         self.count += 1;
         let id = self.module.declare_function(&name, Linkage::Local, &sig).map_err(|e| e.to_string())?;
         Ok((id, sig))
@@ -455,7 +462,10 @@ impl Codegen {
         if let Some(&h) = self.kernels.get(&key) {
             return Ok(h);
         }
-        let h = generate(self)?;
+        self.generating = Some(key.chars().take(160).collect());
+        let h = generate(self);
+        self.generating = None;
+        let h = h?;
         self.kernels.insert(key, h);
         Ok(h)
     }

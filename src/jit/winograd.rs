@@ -209,11 +209,12 @@ impl Tile {
     fn transform_ops(self) -> (usize, usize) {
         let a = self.alpha();
         let m = self.m();
-        let nz = |rows: &[f64], cols: usize| -> usize {
-            rows.chunks(cols).map(|r| r.iter().filter(|c| **c != 0.0).count().saturating_sub(1)).sum()
-        };
-        let input = a * nz(self.bt(), a) + a * nz(self.bt(), a) + 4 * a * a;
-        let output = a * nz(self.at(), a) + m * nz(self.at(), a) + a * a + 2 * a * m + 3 * m * m;
+        // Each pass forms one line's combinations per line: α lines of Bᵀ's α rows twice; α
+        // lines of Aᵀ's m rows, then m lines of them.
+        let bt = super::winograd_emit::combos_ops(self.bt(), a, a);
+        let at = super::winograd_emit::combos_ops(self.at(), a, m);
+        let input = 2 * a * bt + 4 * a * a;
+        let output = (a + m) * at + a * a + 2 * a * m + 3 * m * m;
         (input, output)
     }
 }
@@ -222,10 +223,11 @@ impl Tile {
 /// (the transforms stream `V` and `M` through memory, the GEMM works from registers).
 /// Calibrated on `bench --profile` per-layer times of every 3×3 layer of UNet-S, DnCNN-17,
 /// U-Net-BN and conv16 under each forced algorithm (release, 2 threads, min of 2×4 steps;
-/// `scripts/calibrate_winograd.py`, docs/jit.md): 0.5–1.0 picks within 1.6 ms of each layer's
-/// fastest algorithm summed over all of them; 1.0 prefers F(4×4) where the two are within noise
-/// (fewer distinct kernels to compile). Layers with one input channel stay direct.
-const TRANSFORM_COST: f64 = 1.0;
+/// `scripts/calibrate_winograd.py`, docs/jit.md): from 1.5 to 2.5 the model's picks lose 1.0 ms
+/// forward and 1.9 ms backward against each layer's fastest algorithm, summed over all of them;
+/// 1.0 loses 0.9 and 2.7 (it moves one-output-channel layers to Winograd, slower backward).
+/// Layers with one input channel stay direct.
+const TRANSFORM_COST: f64 = 2.0;
 /// A Winograd layer must be predicted this much cheaper than the direct kernel to be chosen
 /// (the model ignores the chunk loop and the edge tiles).
 const MARGIN: f64 = 1.15;
