@@ -91,8 +91,6 @@ pub(super) fn emit_corr(b: &mut FunctionBuilder, spec: &CorrSpec, blk: Blocking,
     let y_pos = spec.shuffle.map_or(sp.cso, |sh| sh.pos_stride());
     let group_y_bytes = |g: usize| spec.shuffle.map_or(0, |sh| sh.tap_bytes(g));
     let vb = blk.v.min(group_lanes / 4).max(1);
-    let co_full = group_lanes / (4 * vb);
-    let co_tail = (group_lanes / 4) % vb;
     // `x` holds `hs × ws` positions per sample; `pad` zeros around it are not stored.
     let pad = spec.pad.map(|p| p as i64);
     let (hs, ws) = (sp.hp - 2 * spec.pad[0], sp.wp - 2 * spec.pad[1]);
@@ -254,23 +252,30 @@ pub(super) fn emit_corr(b: &mut FunctionBuilder, spec: &CorrSpec, blk: Blocking,
                 }
             }
         };
-        // Full and tail blocks along the width, each over full and tail channel blocks.
+        // Full and tail blocks along the width, each over full and tail channel blocks, of `v`
+        // vectors per block.
         let width_part =
-            |b: &mut FunctionBuilder, ow_x: Value, ow_y: Value, r: usize, cols: Option<&[bool]>| {
+            |b: &mut FunctionBuilder, ow_x: Value, ow_y: Value, r: usize, v: usize, cols: Option<&[bool]>| {
+                let (co_full, co_tail) = (group_lanes / (4 * v), (group_lanes / 4) % v);
                 for g in 0..groups {
                     if co_full > 0 {
                         let zero = b.ins().iconst(PTR, 0);
-                        let end = b.ins().iconst(PTR, (co_full * 16 * vb) as i64);
-                        counted_loop(b, zero, end, (16 * vb) as i64, |b, co_bytes| {
-                            tile(b, ow_x, ow_y, (g, co_bytes), r, vb, cols)
+                        let end = b.ins().iconst(PTR, (co_full * 16 * v) as i64);
+                        counted_loop(b, zero, end, (16 * v) as i64, |b, co_bytes| {
+                            tile(b, ow_x, ow_y, (g, co_bytes), r, v, cols)
                         });
                     }
                     if co_tail > 0 {
-                        let co_bytes = b.ins().iconst(PTR, (co_full * 16 * vb) as i64);
+                        let co_bytes = b.ins().iconst(PTR, (co_full * 16 * v) as i64);
                         tile(b, ow_x, ow_y, (g, co_bytes), r, co_tail, cols);
                     }
                 }
             };
+        // The tail block of fewer positions takes more vectors, so that it still has about as
+        // many independent accumulators as the FMA pipes need in flight (2 pipes × 4 cycles):
+        // a 2-position tail of the 5×2 blocking had 4. At most 14 of the 16 vector registers:
+        // r·v accumulators, v weights and one broadcast.
+        let tail_v = |r: usize| (14 / (r + 1)).max(vb).min(group_lanes / 4).max(1);
         let x_at = |ow: usize| (ow * sp.s[1]) as i64 * pos_bytes - pad[1] * pos_bytes;
         if r_full > 0 {
             let zero = b.ins().iconst(PTR, 0);
@@ -280,20 +285,20 @@ pub(super) fn emit_corr(b: &mut FunctionBuilder, spec: &CorrSpec, blk: Blocking,
                 let ow_x = b.ins().iadd_imm_s(ow_x, x_at(lo));
                 let ow_y = b.ins().imul_imm_s(ob, (blk.r * y_pos * 4) as i64);
                 let ow_y = b.ins().iadd_imm_s(ow_y, (lo * y_pos * 4) as i64);
-                width_part(b, ow_x, ow_y, blk.r, None);
+                width_part(b, ow_x, ow_y, blk.r, vb, None);
             });
         }
         if r_tail > 0 {
             let ow = lo + r_full * blk.r;
             let ow_x = b.ins().iconst(PTR, x_at(ow));
             let ow_y = b.ins().iconst(PTR, (ow * y_pos * 4) as i64);
-            width_part(b, ow_x, ow_y, r_tail, None);
+            width_part(b, ow_x, ow_y, r_tail, tail_v(r_tail), None);
         }
         for ow in (0..lo).chain(hi..sp.wo) {
             let cols: Vec<bool> = (0..sp.k[1]).map(|kw| (0..ws as i64).contains(&tap_col(ow, kw))).collect();
             let ow_x = b.ins().iconst(PTR, x_at(ow));
             let ow_y = b.ins().iconst(PTR, (ow * y_pos * 4) as i64);
-            width_part(b, ow_x, ow_y, 1, Some(&cols));
+            width_part(b, ow_x, ow_y, 1, vb, Some(&cols));
         }
     });
     b.ins().return_(&[]);
