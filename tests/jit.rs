@@ -378,3 +378,33 @@ fn training_steps_with_the_loss_on_buffers_match_the_interpreter() {
         }
     }
 }
+
+/// An inference pass packs only the forward weights; a backward pass after it packs the input
+/// gradient's from the parameters it is given — not the stale ones of an earlier training pass.
+#[test]
+fn a_backward_pass_after_an_inference_pass_packs_its_own_weights() {
+    let p = program(
+        "model m {\n    input x: [4, 12, 12]\n    y = x -> conv(8, kernel=3, pad=same) -> relu -> conv(8, kernel=3, pad=same) -> relu -> conv(4, kernel=3, pad=same)\n    output y\n}\n",
+    );
+    let g = ir::lower(&p, 2);
+    let mut rng = ChaCha8Rng::seed_from_u64(8);
+    let x: Vec<ArrayD<f64>> = g.inputs().iter().map(|s| random(s, &mut rng)).collect();
+    let p1 = ir::init_params(&g, 1);
+    let p2 = ir::init_params(&g, 2);
+    let dy = vec![random(g.shape(g.outputs()[0]), &mut rng)];
+    let mut a = JitModel::compile(&g).expect("compiles");
+    a.forward(&mut p1.clone(), &x, true, 0);
+    a.forward(&mut p2.clone(), &x, false, 0);
+    let after_training = a.backward(&p2, &dy);
+    let mut b = JitModel::compile(&g).expect("compiles");
+    b.forward(&mut p2.clone(), &x, false, 0);
+    let fresh = b.backward(&p2, &dy);
+    assert_eq!(after_training, fresh);
+    // And they are p2's gradients: the input gradient reaches the first layer's weights.
+    let tape = interp::forward(&g, &mut p2.clone(), &x, false, 0);
+    let reference = interp::backward(&g, &p2, &x, &tape, &dy);
+    for (k, info) in g.params().iter().enumerate() {
+        close(&format!("grad {}", info.name), &fresh[k], &reference[k], 1e-4, 0.0)
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+}

@@ -55,7 +55,7 @@ impl JitModel {
                 let into = fusion.concat_in_place;
                 let dst = into.map(|(cn, _)| cn).or(fold_bn).or(fusion.activation).unwrap_or(id).index();
                 let mut y = std::mem::take(&mut self.nodes[dst].value);
-                let pack_s = plan.pack(params, node);
+                let pack_s = plan.pack(params, node, training);
                 self.profile_kernel(id, FORWARD, pack_s);
                 if let Some(bn) = fold_bn {
                     plan.fold_batchnorm(params, graph.node(bn));
@@ -176,7 +176,7 @@ impl JitModel {
             let mut step = std::mem::replace(&mut self.nodes[i].step, Step::Native);
             match &mut step {
                 Step::FusedActivation(mask) => self.backward_fused_activation(id, node, mask.as_deref()),
-                Step::Linear(plan) => self.backward_linear(id, node, plan, &mut pgrads),
+                Step::Linear(plan) => self.backward_linear(id, node, plan, params, &mut pgrads),
                 Step::Native => self.backward_native(id, node),
                 Step::Norm(plan) => self.backward_norm(id, node, plan, &mut pgrads),
                 Step::Elementwise(plan) => self.backward_elementwise(id, node, plan),
@@ -267,7 +267,16 @@ impl JitModel {
         *self.grad_buf(id) = dy;
     }
 
-    fn backward_linear(&mut self, id: NodeId, node: &Node, plan: &mut LinearPlan, pgrads: &mut Params) {
+    fn backward_linear(
+        &mut self,
+        id: NodeId,
+        node: &Node,
+        plan: &mut LinearPlan,
+        params: &Params,
+        pgrads: &mut Params,
+    ) {
+        let pack_s = plan.pack_backward(params, node);
+        self.profile_kernel(id, BACKWARD, pack_s);
         let dy = std::mem::take(self.grad_buf(id));
         let x_ref = node.inputs[0];
         // Bias gradient: per-channel sums over fixed row chunks (f64), added in chunk order —

@@ -101,6 +101,8 @@ pub(crate) struct LinearPlan {
     pub pack_bwd: WeightPack,
     pub packed_fwd: Vec<f32>,
     pub packed_bwd: Vec<f32>,
+    /// Whether `packed_bwd` holds the parameters the last forward pass packed.
+    pub bwd_packed: bool,
     pub packed_bias: Vec<f32>,
     /// Weight-gradient partial sums: borrowed from the pool during the backward step.
     pub partials: Vec<f32>,
@@ -134,17 +136,25 @@ impl LinearPlan {
         }
     }
 
-    /// Packs the current parameters into the kernels' layouts; the seconds spent in the
-    /// generated packing kernels (the bias, a few floats, is copied natively).
-    pub fn pack(&mut self, params: &Params, node: &Node) -> f64 {
+    /// Packs the current parameters into the kernels' layouts — the input gradient's too when
+    /// `backward` (a training pass); else it is packed by [`Self::pack_backward`] if a backward
+    /// pass comes (inference never needs it: for a Winograd layer it is a second filter
+    /// transform). The seconds spent in the generated packing kernels (the bias, a few floats,
+    /// is copied natively).
+    pub fn pack(&mut self, params: &Params, node: &Node, backward: bool) -> f64 {
         let w = params[node.params[0]].as_standard_layout();
         let w = w.as_slice().expect("standard layout");
         let started = std::time::Instant::now();
-        // The two directions' layouts (and filter transforms) at once.
-        rayon::join(
-            || self.pack_fwd.run(w, &mut self.packed_fwd),
-            || self.pack_bwd.run(w, &mut self.packed_bwd),
-        );
+        if backward {
+            // The two directions' layouts (and filter transforms) at once.
+            rayon::join(
+                || self.pack_fwd.run(w, &mut self.packed_fwd),
+                || self.pack_bwd.run(w, &mut self.packed_bwd),
+            );
+        } else {
+            self.pack_fwd.run(w, &mut self.packed_fwd);
+        }
+        self.bwd_packed = backward;
         let kernel_s = started.elapsed().as_secs_f64();
         if !self.bias {
             self.packed_bias.fill(0.0);
@@ -160,6 +170,20 @@ impl LinearPlan {
             }
         }
         kernel_s
+    }
+
+    /// Packs the input gradient's layout if the last forward pass did not (an inference pass
+    /// followed by a backward one); the seconds it took.
+    pub fn pack_backward(&mut self, params: &Params, node: &Node) -> f64 {
+        if self.bwd_packed {
+            return 0.0;
+        }
+        let w = params[node.params[0]].as_standard_layout();
+        let w = w.as_slice().expect("standard layout");
+        let started = std::time::Instant::now();
+        self.pack_bwd.run(w, &mut self.packed_bwd);
+        self.bwd_packed = true;
+        started.elapsed().as_secs_f64()
     }
 
     /// Folds an inference-mode batchnorm after this conv/dense into the packed forward weights

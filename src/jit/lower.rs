@@ -468,6 +468,7 @@ pub(crate) fn plan_linear(
         pack_bwd,
         packed_fwd: vec![],
         packed_bwd: vec![],
+        bwd_packed: false,
         packed_bias: vec![0.0; f.bias_lanes],
         partials: vec![],
         wino_fwd,
