@@ -87,7 +87,7 @@ impl FinishSpec {
                 rows: s.ci,
                 row_stride: s.co4,
                 points: s.points(),
-                point_stride: s.ci * s.co4,
+                point_stride: s.filter_point_stride(),
                 lanes: s.co4,
                 unpack: Unpack::Winograd(s.tile),
                 dst_row: taps,

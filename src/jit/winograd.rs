@@ -232,6 +232,16 @@ const TRANSFORM_COST: f64 = 2.0;
 /// (the model ignores the chunk loop and the edge tiles).
 const MARGIN: f64 = 1.15;
 
+/// Floats from one point of a transformed filter `U[point][reduced][lanes]` (or of its gradient
+/// `dU`) to the next: an odd number of rows of `lanes`. With `reduced` a power of two, the α²
+/// points of one (channel, lanes) group — written together by the filter transform, read
+/// together by the weight-gradient finish — lay 2^k rows apart and fell into the same few L1
+/// sets (16 KB apart for 64→64 channels); rows stay whole, so every row of `lanes` is still one
+/// output channel group (a folded batchnorm scales the rows as they are).
+pub(crate) fn filter_point_stride(reduced: usize, lanes: usize) -> usize {
+    (reduced | 1) * lanes
+}
+
 /// Whether a correlation can run as Winograd: 3×3 taps, stride 1, no dilation, a 2-D layer.
 pub(crate) fn eligible(geo: &Geometry) -> bool {
     geo.k == [3, 3] && geo.s == [1, 1] && geo.d == [1, 1] && geo.ho > 1
@@ -431,9 +441,14 @@ impl WinoSpec {
         task_slots(self.chunks()) * self.chunk_len()
     }
 
-    /// Floats of the transformed filter `U[point][ci][co4]`.
+    /// Floats of the transformed filter `U[point][ci][co4]` (and of the weight gradient's
+    /// partial `dU`), points [`filter_point_stride`] apart.
     pub fn filter_len(&self) -> usize {
-        self.points() * self.ci * self.co4
+        self.points() * self.filter_point_stride()
+    }
+
+    pub fn filter_point_stride(&self) -> usize {
+        filter_point_stride(self.ci, self.co4)
     }
 
     /// The per-point product as a direct 1×1 correlation over one chunk's tiles.
@@ -537,7 +552,7 @@ impl WinoCall {
             mask.as_ptr() as usize,
             y.as_mut_ptr() as usize,
         );
-        let (ci, co4) = (s.ci, s.co4);
+        let (co4, u_stride) = (s.co4, s.filter_point_stride());
         let (v_stride, m_stride) = (s.point_stride(s.ci4()), s.point_stride(co4));
         let v_len = s.points() * v_stride;
         let slots = SlotPool::new(&mut scratch[..s.scratch_len()], s.chunk_len());
@@ -561,7 +576,7 @@ impl WinoCall {
                     for p in 0..s.points() {
                         gemm(
                             vp.add(p * v_stride) as *const f32,
-                            (up as *const f32).add(p * ci * co4),
+                            (up as *const f32).add(p * u_stride),
                             std::ptr::null(),
                             mmp.add(p * m_stride),
                             std::ptr::null(),
@@ -736,8 +751,14 @@ mod tests {
             let mut call = WinoCall::generate(&mut cg, spec.clone(), CORR_BLOCKING, 0).expect("generates");
             cg.finish().expect("finishes");
             call.link(&cg);
-            let mut u = vec![];
-            transform_filter(spec.tile, packed, self.ci, self.co4, &mut u);
+            let mut dense = vec![];
+            transform_filter(spec.tile, packed, self.ci, self.co4, &mut dense);
+            // Its points at the layout's stride (the padding rows are never read: NaN).
+            let (len, stride) = (self.ci * self.co4, spec.filter_point_stride());
+            let mut u = vec![f32::NAN; spec.filter_len()];
+            for (dst, src) in u.chunks_mut(stride).zip(dense.chunks(len)) {
+                dst[..len].copy_from_slice(src);
+            }
             let mut y = vec![f32::NAN; self.n * self.ho * self.wo * self.co4];
             let mut scratch = vec![f32::NAN; spec.scratch_len()];
             call.run(x, &u, bias, &mut y, &[], &mut scratch);

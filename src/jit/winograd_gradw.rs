@@ -194,7 +194,7 @@ impl WinoGradW {
         let t = Instant::now();
         let (xp, dp) = (x.as_ptr() as usize, dy.as_ptr() as usize);
         let (co4, plen) = (s.co4, self.partial_len());
-        let point_u = s.ci * co4;
+        let point_u = s.filter_point_stride();
         let (v_stride, h_stride) = (s.point_stride(s.ci4()), s.point_stride(co4));
         let v_len = s.points() * v_stride;
         let slots = SlotPool::new(&mut scratch[..self.scratch_len()], self.slot_len());
@@ -253,7 +253,12 @@ impl WinoGradW {
                 }
             }
         });
-        let mut sum = inverse_filter_transform(s.tile, &du[..s.filter_len()], s.ci, s.co4);
+        // The points of `dU` without the rows that pad their stride.
+        let dense: Vec<f64> = du[..s.filter_len()]
+            .chunks(s.filter_point_stride())
+            .flat_map(|point| point[..s.ci * s.co4].iter().copied())
+            .collect();
+        let mut sum = inverse_filter_transform(s.tile, &dense, s.ci, s.co4);
         if s.bias {
             sum.extend_from_slice(&du[s.filter_len()..]);
         }
