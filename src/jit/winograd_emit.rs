@@ -279,6 +279,42 @@ fn each_line(b: &mut FunctionBuilder, count: usize, body: impl FnMut(&mut Functi
     counted_loop(b, zero, end, 1, body);
 }
 
+/// Where one pass of a transform reads or writes: line `s`'s value `q` at byte offset
+/// `s·line + q·step` from `base`.
+#[derive(Clone, Copy)]
+struct Lines {
+    base: Value,
+    line: i64,
+    step: i64,
+}
+
+/// One pass of a separable transform over `lines` lines: each line's `n` values (the first
+/// `known` loaded, the rest known zeros) combined by the first `keep` rows of `l` (`· × n`), the
+/// results stored in order (a zero vector where a combination is known to be zero).
+fn transform_pass(
+    b: &mut FunctionBuilder,
+    has_fma: bool,
+    (l, n, keep): (&[f64], usize, usize),
+    (lines, known): (usize, usize),
+    src: Lines,
+    dst: Lines,
+) {
+    each_line(b, lines, |b, s| {
+        let so = b.ins().imul_imm_s(s, src.line);
+        let from = b.ins().iadd(src.base, so);
+        let dof = b.ins().imul_imm_s(s, dst.line);
+        let to = b.ins().iadd(dst.base, dof);
+        let mut k = Consts::default();
+        let d: Vec<Option<Value>> = (0..n)
+            .map(|q| (q < known).then(|| b.ins().load(F32X4, flags(), from, (q as i64 * src.step) as i32)))
+            .collect();
+        for (p, val) in combos(b, &mut k, has_fma, l, &d, keep).into_iter().enumerate() {
+            let val = val.unwrap_or_else(|| k.get(b, 0.0));
+            b.ins().store(flags(), val, to, (p as i64 * dst.step) as i32);
+        }
+    });
+}
+
 /// The input transform `V = Bᵀ d B` of one tile and channel block: `d` (α×α) at `src` with
 /// the given (row, column) byte strides, `V` point `(i, j)` stored at `v + (i·α + j)·point_bytes`,
 /// `t` a stage of α² vectors. Pass 1 (per column j): `t[·][j] = Bᵀ d[·][j]`; pass 2 (per row
@@ -291,32 +327,12 @@ fn input_tile(
     t: Value,
     (v, point_bytes): (Value, i64),
 ) {
-    each_line(b, a, |b, j| {
-        let co = b.ins().imul_imm_s(j, col_stride);
-        let col = b.ins().iadd(src, co);
-        let to = b.ins().imul_imm_s(j, 16);
-        let tcol = b.ins().iadd(t, to);
-        let mut k = Consts::default();
-        let d: Vec<Option<Value>> =
-            (0..a).map(|q| Some(b.ins().load(F32X4, flags(), col, (q as i64 * row_stride) as i32))).collect();
-        for (i, val) in combos(b, &mut k, has_fma, bt, &d, a).into_iter().enumerate() {
-            let val = val.unwrap_or_else(|| k.get(b, 0.0));
-            b.ins().store(flags(), val, tcol, (16 * i * a) as i32);
-        }
-    });
-    each_line(b, a, |b, i| {
-        let to = b.ins().imul_imm_s(i, (16 * a) as i64);
-        let trow = b.ins().iadd(t, to);
-        let vo = b.ins().imul_imm_s(i, a as i64 * point_bytes);
-        let vrow = b.ins().iadd(v, vo);
-        let mut k = Consts::default();
-        let d: Vec<Option<Value>> =
-            (0..a).map(|q| Some(b.ins().load(F32X4, flags(), trow, (16 * q) as i32))).collect();
-        for (j, val) in combos(b, &mut k, has_fma, bt, &d, a).into_iter().enumerate() {
-            let val = val.unwrap_or_else(|| k.get(b, 0.0));
-            b.ins().store(flags(), val, vrow, (j as i64 * point_bytes) as i32);
-        }
-    });
+    let stage_col = Lines { base: t, line: 16, step: (16 * a) as i64 };
+    let stage_row = Lines { base: t, line: (16 * a) as i64, step: 16 };
+    let input = Lines { base: src, line: col_stride, step: row_stride };
+    transform_pass(b, has_fma, (bt, a, a), (a, a), input, stage_col);
+    let points = Lines { base: v, line: a as i64 * point_bytes, step: point_bytes };
+    transform_pass(b, has_fma, (bt, a, a), (a, a), stage_row, points);
 }
 
 /// Splits tile row `r` into the input (or output) row of its first position: `n·h + th·m`.
@@ -486,27 +502,9 @@ pub(crate) fn emit_output(b: &mut FunctionBuilder, p: &[Value], spec: &WinoSpec,
                     None
                 };
                 // Pass 1 (per column j of M): t[i][j] = Σ_q Aᵀ[i][q]·M[q][j], rows i < rv.
-                each_line(b, a, |b, j| {
-                    let co = b.ins().imul_imm_s(j, point_bytes);
-                    let col = b.ins().iadd(src, co);
-                    let to = b.ins().imul_imm_s(j, 16);
-                    let tcol = b.ins().iadd(ts, to);
-                    let mut k = Consts::default();
-                    let d: Vec<Option<Value>> = (0..a)
-                        .map(|q| {
-                            Some(b.ins().load(
-                                F32X4,
-                                flags(),
-                                col,
-                                (q as i64 * a as i64 * point_bytes) as i32,
-                            ))
-                        })
-                        .collect();
-                    for (i, val) in combos(b, &mut k, has_fma, at, &d, rv).into_iter().enumerate() {
-                        let val = val.unwrap_or_else(|| k.get(b, 0.0));
-                        b.ins().store(flags(), val, tcol, (16 * i * a) as i32);
-                    }
-                });
+                let m_col = Lines { base: src, line: point_bytes, step: a as i64 * point_bytes };
+                let stage_col = Lines { base: ts, line: 16, step: (16 * a) as i64 };
+                transform_pass(b, has_fma, (at, a, rv), (a, a), m_col, stage_col);
                 // Pass 2 (per output row i): y[i][j] = Σ_q Aᵀ[j][q]·t[i][q] (+ bias, epilogue).
                 each_line(b, rv, |b, i| {
                     let to = b.ins().imul_imm_s(i, (16 * a) as i64);
@@ -611,38 +609,13 @@ pub(crate) fn emit_dy_transform(b: &mut FunctionBuilder, p: &[Value], spec: &Win
                 let ts = b.ins().stack_addr(PTR, t_stage, 0);
                 // Pass 1 (per column j < cv of dY): t[i][j] = Σ_q A[i][q]·dY[q][j]; rows q ≥ rv
                 // and columns j ≥ cv lie beyond the layer's output: known zeros.
-                each_line(b, cv, |b, j| {
-                    let co = b.ins().imul_imm_s(j, (spec.cso * 4) as i64);
-                    let col = b.ins().iadd(src, co);
-                    let to = b.ins().imul_imm_s(j, 16);
-                    let tcol = b.ins().iadd(ts, to);
-                    let mut k = Consts::default();
-                    let d: Vec<Option<Value>> = (0..m)
-                        .map(|q| {
-                            (q < rv)
-                                .then(|| b.ins().load(F32X4, flags(), col, (q as i64 * dy_row_bytes) as i32))
-                        })
-                        .collect();
-                    for (i, val) in combos(b, &mut k, has_fma, &a_mat, &d, a).into_iter().enumerate() {
-                        let val = val.unwrap_or_else(|| k.get(b, 0.0));
-                        b.ins().store(flags(), val, tcol, (16 * i * m) as i32);
-                    }
-                });
-                // Pass 2 (per row i): Ŷ[i][j] = Σ_q A[j][q]·t[i][q].
-                each_line(b, a, |b, i| {
-                    let to = b.ins().imul_imm_s(i, (16 * m) as i64);
-                    let trow = b.ins().iadd(ts, to);
-                    let ho = b.ins().imul_imm_s(i, a as i64 * point_bytes);
-                    let hrow = b.ins().iadd(dst, ho);
-                    let mut k = Consts::default();
-                    let d: Vec<Option<Value>> = (0..m)
-                        .map(|q| (q < cv).then(|| b.ins().load(F32X4, flags(), trow, (16 * q) as i32)))
-                        .collect();
-                    for (j, val) in combos(b, &mut k, has_fma, &a_mat, &d, a).into_iter().enumerate() {
-                        let val = val.unwrap_or_else(|| k.get(b, 0.0));
-                        b.ins().store(flags(), val, hrow, (j as i64 * point_bytes) as i32);
-                    }
-                });
+                let dy_col = Lines { base: src, line: (spec.cso * 4) as i64, step: dy_row_bytes };
+                let stage_col = Lines { base: ts, line: 16, step: (16 * m) as i64 };
+                transform_pass(b, has_fma, (&a_mat, m, a), (cv, rv), dy_col, stage_col);
+                // Pass 2 (per row i): Ŷ[i][j] = Σ_q A[j][q]·t[i][q] (columns q ≥ cv: zeros).
+                let stage_row = Lines { base: ts, line: (16 * m) as i64, step: 16 };
+                let points = Lines { base: dst, line: a as i64 * point_bytes, step: point_bytes };
+                transform_pass(b, has_fma, (&a_mat, m, a), (a, cv), stage_row, points);
                 if spec.bias {
                     // A's row 1 is all ones (the interpolation point 1): Ŷ(1, 1) = Σ dY.
                     debug_assert!(a_mat[m..2 * m].iter().all(|&c| c == 1.0));
