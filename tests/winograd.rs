@@ -182,9 +182,9 @@ fn every_example_with_winograd_layers_matches_the_interpreter() {
 }
 
 /// A few training steps of the DnCNN example (3×3 convs with batchnorm and ReLU, its own
-/// optimizer) with Winograd forced and with the direct kernels: the losses agree within 1e-3
-/// relative each step (f32 round-off on either path, ReLU kinks crossed differently, amplified
-/// by the optimizer; a wrong kernel is off by far more from the first step).
+/// optimizer) with Winograd F(4×4), with F(6×6) and with the direct kernels: the losses agree
+/// within 1e-3 relative each step (f32 round-off on either path, ReLU kinks crossed differently,
+/// amplified by the optimizer; a wrong kernel is off by far more from the first step).
 #[test]
 fn training_curves_with_winograd_match_direct_convolution() {
     use geonetc::runtime::engine::{Backend, Engine};
@@ -211,15 +211,17 @@ fn training_curves_with_winograd_match_direct_convolution() {
             e.profile().map(|pr| pr.nodes.iter().map(|n| n.conv.clone()).collect()).unwrap_or_default();
         (losses, algos)
     };
-    let (wino, algos) = curve(ConvAlgorithm::Winograd);
-    assert!(algos.iter().any(|a| a.contains("F(4x4")), "{algos:?}");
-    // The weight gradients run Winograd too.
-    assert!(gradw_algorithms(&algos).iter().any(|a| a.starts_with("F(4x4")), "{algos:?}");
     let (direct, _) = curve(ConvAlgorithm::Direct);
-    eprintln!("losses winograd {wino:?}\n       direct   {direct:?}");
-    assert!(wino.last() < wino.first(), "training does not go down: {wino:?}");
-    for (s, (a, b)) in wino.iter().zip(&direct).enumerate() {
-        assert!((a - b).abs() <= 1e-3 * b.abs(), "step {s}: winograd {a}, direct {b}");
+    for (conv, tile) in [(ConvAlgorithm::Winograd, "F(4x4"), (ConvAlgorithm::Winograd6, "F(6x6")] {
+        let (wino, algos) = curve(conv);
+        assert!(algos.iter().any(|a| a.contains(tile)), "{algos:?}");
+        // The weight gradients run Winograd too.
+        assert!(gradw_algorithms(&algos).iter().any(|a| a.starts_with(tile)), "{algos:?}");
+        eprintln!("losses {tile}) {wino:?}\n       direct   {direct:?}");
+        assert!(wino.last() < wino.first(), "training does not go down: {wino:?}");
+        for (s, (a, b)) in wino.iter().zip(&direct).enumerate() {
+            assert!((a - b).abs() <= 1e-3 * b.abs(), "{tile}) step {s}: winograd {a}, direct {b}");
+        }
     }
 }
 
