@@ -7,7 +7,10 @@
 //!   the tile's m×m output positions (fewer at the bottom and right edges) with the bias and
 //!   the same epilogues as the direct kernel.
 //!
-//! The products between them are the direct correlation kernel as a 1×1 GEMM per point.
+//! The products between them are the direct correlation kernel as a 1×1 GEMM per point. Each
+//! transform is separable and runs as two loops over the tile's lines through a stack stage
+//! ([`transform_pass`]), forming the rows of its matrix with the ±p pairs shared
+//! ([`CombosPlan`]).
 
 use super::codegen::{F32X4, PTR, counted_loop, flags, fmadd};
 use super::linear_emit::apply_epilogue;
@@ -27,7 +30,7 @@ pub type OutputFn = unsafe extern "C" fn(*const f32, *const f32, *mut f32, *cons
 /// gradient ([`emit_dy_transform`]).
 pub type DyFn = unsafe extern "C" fn(*const f32, *mut f32, *mut f32, i64, i64);
 
-/// Splatted f32 constants of one straight-line body, each made once.
+/// Splatted f32 constants of one loop body (one line of a transform pass), each made once.
 #[derive(Default)]
 pub(crate) struct Consts(HashMap<u32, Value>);
 
