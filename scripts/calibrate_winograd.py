@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
-"""Calibrates the Winograd cost model (`TRANSFORM_COST` in src/jit/winograd.rs).
+"""Calibrates the Winograd cost model (`TRANSFORM_COST` in src/jit/winograd_choice.rs).
 
 Runs `geonetc bench --profile` on each workload under every forced algorithm (direct, F(2x2),
 F(4x4), F(6x6)), keeps each 3x3 layer's fastest forward and backward time over `--reps` runs,
-then replays the cost model of src/jit/winograd.rs (same formulas, matrices read from the
+then replays the cost model of src/jit/winograd_choice.rs (same formulas, matrices read from the
 source) for a grid of TRANSFORM_COST values and prints, per value, the milliseconds lost
 against each layer's measured fastest algorithm, summed over the layers.
 
@@ -85,7 +85,7 @@ def combos_ops(l, n, keep):
 
 
 def transform_ops(src, m):
-    """Tile::transform_ops of src/jit/winograd.rs."""
+    """Tile::transform_ops of src/jit/winograd_tile.rs."""
     a = m + 2
     bt, at = matrix(src, f"F{m}_BT"), matrix(src, f"F{m}_AT")
     return 2 * a * combos_ops(bt, a, a) + 4 * a * a, (a + m) * combos_ops(at, a, m) + a * a + 2 * a * m + 3 * m * m
@@ -106,7 +106,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("geonetc")
     ap.add_argument("--reps", type=int, default=2)
-    ap.add_argument("--source", default="src/jit/winograd.rs")
+    ap.add_argument("--source", default="src/jit/winograd_tile.rs", help="where the matrices are")
     args = ap.parse_args()
     src = open(args.source).read()
     times = collections.defaultdict(dict)  # (workload, layer) -> algo -> (fwd, bwd)

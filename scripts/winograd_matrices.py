@@ -1,4 +1,4 @@
-"""Independent check of the Winograd transform matrices geonetc's JIT uses (src/jit/winograd.rs).
+"""Independent check of the Winograd transform matrices geonetc's JIT uses (src/jit/winograd_tile.rs).
 
 For F(2x2, 3x3), F(4x4, 3x3) (Lavin & Gray 2016, interpolation points 0, ±1, ±2, ∞) and
 F(6x6, 3x3) (points 0, ±1, ±2, ±1/2, ∞), checks

@@ -17,8 +17,8 @@
 
 use super::codegen::{Codegen, F32X4, FnHandle, GradWSpec, PTR, counted_loop, flags};
 use super::linear::LinearKind;
-use super::winograd::Tile;
 use super::winograd_gradw::WinoGradW;
+use super::winograd_tile::Tile;
 use cranelift_codegen::ir::{
     ConstantData, Endianness, InstBuilder, MemFlagsData, StackSlotData, StackSlotKind, Value, types,
 };

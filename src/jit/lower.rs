@@ -11,8 +11,9 @@ use super::layout::{Layout, round4, window2};
 use super::linear::{CorrCall, LinearKind, LinearPlan, Packing, Src};
 use super::native::{Pixel, Scatter};
 use super::pack::{PackSpec, WeightPack};
-use super::winograd::{self, WinoCall, WinoSpec};
+use super::winograd::{WinoCall, WinoSpec};
 use super::winograd_gradw::WinoGradW;
+use super::{winograd_choice, winograd_tile};
 use crate::ir::Node;
 use crate::ops::Op;
 
@@ -107,7 +108,7 @@ pub(crate) fn plan_linear(
         CorrCall { handle: None, f: None, spec, pack, pack_lanes }
     };
     // A Winograd form of correlation `geo` when the options and the cost model choose one.
-    let wino_tile = |geo: &Geometry| winograd::choose(options.conv, geo);
+    let wino_tile = |geo: &Geometry| winograd_choice::choose(options.conv, geo);
     // Weights `[a, b, taps]` read as `[b][tap][a]` (forward of conv and dense), or as
     // `[a][tap][b]` (their input gradients; upconv's weight is `[in, out, taps]`), taps reversed
     // where the correlation runs the other way.
@@ -158,7 +159,7 @@ pub(crate) fn plan_linear(
             // The weight gradient by Winograd whole tiles too when the cost model says so; its
             // input transform reads x in place, as the forward's does.
             let direct_chunk = chunk_rows(&y) * y.w;
-            let gradw_tile = winograd::choose_gradw(options.conv, &padded_geo, direct_chunk);
+            let gradw_tile = winograd_choice::choose_gradw(options.conv, &padded_geo, direct_chunk);
             // The direct weight-gradient kernel reads x in place too, skipping the taps outside
             // it (with fewer channels than its register block it blocks over the taps of a tap
             // row, each summing its own columns).
@@ -213,7 +214,7 @@ pub(crate) fn plan_linear(
                 Some(_) => replaced(bwd_spec, pack(true, true)),
                 None => corr(bwd_spec, pack(true, true))?,
             };
-            let mut wino = |t: Option<winograd::Tile>,
+            let mut wino = |t: Option<winograd_tile::Tile>,
                             geo: &Geometry,
                             bias: bool,
                             e,

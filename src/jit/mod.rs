@@ -55,13 +55,15 @@ mod spatial;
 pub(crate) mod unary;
 pub mod update;
 mod winograd;
+mod winograd_choice;
 mod winograd_emit;
 mod winograd_gradw;
+mod winograd_tile;
 
 pub use codegen::{Blocking, OptLevel};
 pub use layout::{Layout, from_nhwc, to_nhwc};
 pub use profile::{LOSS, NodeProfile, OPTIMIZER, Profile, StepPartProfile};
-pub use winograd::ConvAlgorithm;
+pub use winograd_choice::ConvAlgorithm;
 
 use crate::interp::Cache;
 use crate::ir::{Graph, NodeId, Params, Value};

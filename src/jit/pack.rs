@@ -14,8 +14,9 @@
 
 use super::codegen::{Codegen, F32X4, FnHandle, PTR, counted_loop, flags};
 use super::linear::{CorrCall, Packing};
-use super::winograd::{Tile, filter_point_stride};
+use super::winograd::filter_point_stride;
 use super::winograd_emit::{Consts, lin_comb};
+use super::winograd_tile::Tile;
 use cranelift_codegen::ir::{InstBuilder, Value, types};
 use cranelift_frontend::FunctionBuilder;
 use rayon::prelude::*;
@@ -258,7 +259,7 @@ mod tests {
     use crate::jit::codegen::OptLevel;
     use crate::jit::layout::round4;
     use crate::jit::linear::pack_weight;
-    use crate::jit::winograd::transform_filter;
+    use crate::jit::winograd_tile::transform_filter;
     use rand::{Rng, SeedableRng};
     use rand_chacha::ChaCha8Rng;
 

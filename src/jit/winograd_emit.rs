@@ -637,7 +637,7 @@ pub(crate) fn emit_dy_transform(b: &mut FunctionBuilder, p: &[Value], spec: &Win
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::jit::winograd::Tile;
+    use crate::jit::winograd_tile::Tile;
     use rand::{Rng, SeedableRng};
     use rand_chacha::ChaCha8Rng;
 
@@ -707,7 +707,7 @@ mod tests {
         let plain = |l: &[f64], n: usize, keep: usize| -> usize {
             (0..keep).map(|r| lin_comb_ops(&l[r * n..(r + 1) * n])).sum()
         };
-        // Counted by hand from the matrices (winograd.rs): e.g. Bᵀ's rows 1 and 2 of F(6×6),
+        // Counted by hand from the matrices (winograd_tile.rs): e.g. Bᵀ's rows 1 and 2 of F(6×6),
         // 5 + 5 operations alone, are d₂ − 17/4·d₄ + d₆ (2) and d₁ − 17/4·d₃ + d₅ (2) then a sum
         // and a difference (2): 6.
         assert_eq!((plain(Tile::F6.bt(), 8, 8), combos_ops(Tile::F6.bt(), 8, 8)), (42, 29));

@@ -23,10 +23,15 @@
 
 use super::codegen::{Blocking, Codegen, FnHandle, Geometry, GradWFn, GradWSpec};
 use super::layout::Layout;
-use super::winograd::{GRADW_CHUNK_TILES, SlotPool, Tile, WinoSpec, task_slots};
+use super::winograd::{SlotPool, WinoSpec, task_slots};
 use super::winograd_emit::{DyFn, InputFn, emit_dy_transform, emit_input};
+use super::winograd_tile::Tile;
 use rayon::prelude::*;
 use std::time::Instant;
+
+/// Tiles per Winograd weight-gradient chunk (`winograd_gradw`): about the direct kernel's
+/// 512 positions per chunk in partial-sum memory (α² points per tile instead of 9 taps).
+pub(crate) const GRADW_CHUNK_TILES: usize = 128;
 
 /// The input transform of the weight gradient: `V` of tile rows `r0..r1` of the forward's
 /// input, read in place (zeros around it generated in) as the forward's input transform reads it.
@@ -310,7 +315,7 @@ pub(crate) fn inverse_filter_transform(tile: Tile, du: &[f64], ci: usize, co4: u
 
 #[cfg(test)]
 mod tests {
-    use super::super::winograd::transform_filter;
+    use super::super::winograd_tile::transform_filter;
     use super::*;
 
     /// The inverse filter transform is the adjoint of the filter transform:
