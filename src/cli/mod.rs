@@ -197,9 +197,9 @@ pub enum Command {
         #[arg(long, value_name = "RxV", hide = true)]
         gradw_block: Option<String>,
         /// JIT: the algorithm of 3×3 stride-1 2-D convolutions (forward, input and weight gradient):
-        /// direct, winograd (F(4x4, 3x3)), winograd2 (F(2x2, 3x3)), winograd6 (F(6x6, 3x3): fewer
-        /// multiplies, slower to compile) or auto (a cost model picks per layer among direct,
-        /// F(4x4) and F(2x2); see docs/jit.md).
+        /// direct, winograd (F(4x4, 3x3)), winograd2 (F(2x2, 3x3)), winograd6 (F(6x6, 3x3)) or
+        /// auto (a cost model picks per layer among direct, F(4x4), F(2x2) and F(6x6); see
+        /// docs/jit.md).
         #[arg(long, value_name = "ALGORITHM", default_value = "auto")]
         conv: String,
     },

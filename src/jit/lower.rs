@@ -432,7 +432,6 @@ pub(crate) fn plan_linear(
     let pack_fwd = WeightPack::generate(cg, PackSpec::new(abt, &f.fwd, tile(&wino_fwd)))?;
     let pack_bwd = WeightPack::generate(cg, PackSpec::new(abt, &f.bwd_in, tile(&wino_bwd)))?;
     let chunks = f.gradw_rows.div_ceil(f.gradw_chunk_rows);
-    let abt = (f.out, x.c, f.taps);
     let finish_spec = FinishSpec::new(f.kind, abt, &f.gradw_spec, chunks, wino_gradw.as_ref());
     let finish = GradWFinish::generate(cg, finish_spec)?;
     let partials_len = match &wino_gradw {

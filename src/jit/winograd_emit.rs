@@ -35,11 +35,14 @@ pub type DyFn = unsafe extern "C" fn(*const f32, *mut f32, *mut f32, i64, i64);
 pub(crate) struct Consts(HashMap<u32, Value>);
 
 impl Consts {
+    /// `c` in all four lanes: a 16-byte constant (one load from the constant pool, where a
+    /// splatted scalar is a load and a shuffle — in every line of every transform).
     fn get(&mut self, b: &mut FunctionBuilder, c: f64) -> Value {
         let c = c as f32;
         *self.0.entry(c.to_bits()).or_insert_with(|| {
-            let s = b.ins().f32const(c);
-            b.ins().splat(F32X4, s)
+            let bytes: Vec<u8> = (0..4).flat_map(|_| c.to_le_bytes()).collect();
+            let k = b.func.dfg.constants.insert(bytes.into());
+            b.ins().vconst(F32X4, k)
         })
     }
 }
