@@ -18,7 +18,7 @@
 //! moments' f32 chunk sums in f64.
 
 use super::codegen::{Epilogue, F32X4, counted_loop, flags, fmadd};
-use cranelift_codegen::ir::condcodes::FloatCC;
+use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
 use cranelift_codegen::ir::{Endianness, InstBuilder, MemFlagsData, Value};
 use cranelift_frontend::{FunctionBuilder, Variable};
 
@@ -56,6 +56,9 @@ impl ChannelSpec {
 /// Vectors per block: 2 accumulators each for the moments, within the 16 vector registers.
 const BLOCK: usize = 4;
 
+/// Positions per run ([`emit`]).
+const RUN: i64 = 16;
+
 fn splat0(b: &mut FunctionBuilder) -> Value {
     let z = b.ins().f32const(0.0);
     b.ins().splat(F32X4, z)
@@ -69,8 +72,37 @@ pub(crate) fn emit(b: &mut FunctionBuilder, spec: &ChannelSpec, has_fma: bool) {
     let prm = b.block_params(entry).to_vec();
     let (p, q, coef, out, pos0, pos1) = (prm[0], prm[1], prm[2], prm[3], prm[4], prm[5]);
     let vectors = spec.cs / 4;
-    let pos_bytes = (spec.cs * 4) as i64;
     let q = if spec.has_q { q } else { p };
+    if spec.kind == ChannelKind::Moments {
+        // The sums live in `out` between runs.
+        let z = splat0(b);
+        for j in 0..2 * vectors {
+            b.ins().store(flags(), z, out, (16 * j) as i32);
+        }
+    }
+    // Positions in runs of `RUN`: a run's `RUN × cs` floats stay in L1 while each block of
+    // channels passes over them (a block passing over all positions read every operand from L2
+    // or further once per block).
+    counted_loop(b, pos0, pos1, RUN, |b, r0| {
+        let r1 = b.ins().iadd_imm_s(r0, RUN);
+        let before_end = b.ins().icmp(IntCC::SignedLessThan, r1, pos1);
+        let r1 = b.ins().select(before_end, r1, pos1);
+        emit_run(b, spec, has_fma, [p, q, coef, out], r0, r1);
+    });
+    b.ins().return_(&[]);
+}
+
+/// The kernel's work on positions `pos0..pos1` (one run), block of channels after block.
+fn emit_run(
+    b: &mut FunctionBuilder,
+    spec: &ChannelSpec,
+    has_fma: bool,
+    [p, q, coef, out]: [Value; 4],
+    pos0: Value,
+    pos1: Value,
+) {
+    let vectors = spec.cs / 4;
+    let pos_bytes = (spec.cs * 4) as i64;
     for j0 in (0..vectors).step_by(BLOCK) {
         let v = (vectors - j0).min(BLOCK);
         let load_coef = |b: &mut FunctionBuilder, block: usize, j: usize| {
@@ -80,9 +112,11 @@ pub(crate) fn emit(b: &mut FunctionBuilder, spec: &ChannelSpec, has_fma: bool) {
         match spec.kind {
             ChannelKind::Moments => {
                 let acc: Vec<Variable> = (0..2 * v).map(|_| b.declare_var(F32X4)).collect();
-                let z = splat0(b);
-                for a in &acc {
-                    b.def_var(*a, z);
+                for j in 0..v {
+                    let s1 = b.ins().load(F32X4, flags(), out, (16 * (j0 + j)) as i32);
+                    let s2 = b.ins().load(F32X4, flags(), out, ((spec.cs + 4 * (j0 + j)) * 4) as i32);
+                    b.def_var(acc[j], s1);
+                    b.def_var(acc[v + j], s2);
                 }
                 counted_loop(b, pos0, pos1, 1, |b, pos| {
                     let off = b.ins().imul_imm_s(pos, pos_bytes);
@@ -190,5 +224,4 @@ pub(crate) fn emit(b: &mut FunctionBuilder, spec: &ChannelSpec, has_fma: bool) {
             }
         }
     }
-    b.ins().return_(&[]);
 }

@@ -88,6 +88,11 @@ impl JitModel {
             if let Some(b) = f.bn_fold {
                 notes.push(format!("folds {b} at inference"));
             }
+            if let (Some(b), Step::Linear(l)) = (f.stats_into, &state.step)
+                && l.stats.is_some()
+            {
+                notes.push(format!("sums {b}'s training statistics as it stores"));
+            }
             if let Some(p) = f.bn_folded_from {
                 notes.push(format!("folded into {p} at inference"));
             }
@@ -95,7 +100,10 @@ impl JitModel {
                 let _ = writeln!(out, "    {}", notes.join("; "));
             }
             if let Step::Norm(p) = &state.step {
-                let _ = writeln!(out, "    {}", p.describe());
+                let fused = f.stats_from.is_some_and(
+                    |c| matches!(&self.nodes[c.index()].step, Step::Linear(l) if l.stats.is_some()),
+                );
+                let _ = writeln!(out, "    {}", p.describe(fused));
             }
             if let Step::Elementwise(p) = &state.step {
                 let _ = writeln!(out, "    {}", p.describe());

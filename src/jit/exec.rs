@@ -79,8 +79,16 @@ impl JitModel {
                 let kernel = Instant::now();
                 // (Winograd is never planned for a conv writing into a concat: `lower.rs`.)
                 let y_at = &mut y[into.map_or(0, |(_, off)| off)..];
+                // Training: the batchnorm's statistics as the output is stored (when generated).
+                let stats = plan.stats.as_mut().zip(fusion.stats_into).filter(|_| training).map(|(s, bn)| {
+                    s.set_shift(params, graph.node(bn));
+                    s.fresh = true;
+                    (&mut s.sums[..], &s.shift[..])
+                });
                 match (&plan.wino_fwd, wino_scratch.as_mut()) {
-                    (Some(wc), Some(ws)) => wc.run(xb, &plan.packed_fwd, &plan.packed_bias, y_at, &[], ws),
+                    (Some(wc), Some(ws)) => {
+                        wc.run(xb, &plan.packed_fwd, &plan.packed_bias, y_at, &[], ws, stats)
+                    }
                     _ => {
                         run_corr(&plan.fwd, xb, &plan.packed_fwd, &plan.packed_bias, y_at, &[], plan.fwd_rows)
                     }
@@ -336,7 +344,7 @@ impl JitModel {
                 let m = if plan.bwd_in.spec.epilogue == Epilogue::None { &[][..] } else { me.buf(x_ref) };
                 let t = Instant::now();
                 match (&plan.wino_bwd, wino_scratch.as_mut()) {
-                    (Some(wc), Some(ws)) => wc.run(src, &plan.packed_bwd, &[], dx, m, ws),
+                    (Some(wc), Some(ws)) => wc.run(src, &plan.packed_bwd, &[], dx, m, ws, None),
                     _ => run_corr(&plan.bwd_in, src, &plan.packed_bwd, &[], dx, m, plan.bwd_rows),
                 }
                 kernel_s += t.elapsed().as_secs_f64();

@@ -34,6 +34,12 @@ pub(crate) struct Fusion {
     pub bn_fold: Option<NodeId>,
     /// A batchnorm folded into the layer before it at inference.
     pub bn_folded_from: Option<NodeId>,
+    /// A conv: the batchnorm after it (its only consumer), whose training statistics its
+    /// Winograd output transform gathers as it stores (`norm::FusedStats`; a direct conv
+    /// leaves them to the batchnorm's moments kernel).
+    pub stats_into: Option<NodeId>,
+    /// A batchnorm: the conv that may gather its training statistics.
+    pub stats_from: Option<NodeId>,
 }
 
 impl Default for Fusion {
@@ -47,6 +53,8 @@ impl Default for Fusion {
             concat_in_place: None,
             bn_fold: None,
             bn_folded_from: None,
+            stats_into: None,
+            stats_from: None,
         }
     }
 }
@@ -156,6 +164,20 @@ pub(crate) fn decide(graph: &Graph, layout_of: impl Fn(Value) -> Layout) -> Vec<
                 fusion[p.index()].bn_fold = Some(node.id);
                 fusion[node.id.index()].bn_folded_from = Some(*p);
             }
+        }
+    }
+    // conv → batchnorm (its only consumer): in training the conv sums the batchnorm's
+    // statistics as it stores its output, so the batchnorm does not read it for them.
+    for node in graph.nodes() {
+        if let (Op::BatchNorm(_), [Value::Node(p)]) = (&node.op, node.inputs.as_slice())
+            && linear(*p)
+            && matches!(graph.node(*p).op, Op::Conv(_))
+            && consumers[p.index()] == 1
+            && fusion[p.index()].activation.is_none()
+            && fusion[p.index()].concat_in_place.is_none()
+        {
+            fusion[p.index()].stats_into = Some(node.id);
+            fusion[node.id.index()].stats_from = Some(*p);
         }
     }
     // A fused activation whose only consumer is a linear layer: that layer's input-gradient

@@ -6,6 +6,7 @@
 use super::codegen::{self, CorrFn, CorrSpec, GradWFn, GradWSpec};
 use super::gradw_finish::GradWFinish;
 use super::native::{Pixel, Scatter};
+use super::norm::FusedStats;
 use super::pack::WeightPack;
 use super::winograd::WinoCall;
 use super::winograd_gradw::WinoGradW;
@@ -117,6 +118,9 @@ pub(crate) struct LinearPlan {
     /// The generated finish: the chunks' partial sums (of the direct or Winograd weight
     /// gradient) into the f64 gradient in the weight's layout.
     pub finish: GradWFinish,
+    /// The training statistics of the batchnorm after this conv, gathered by its Winograd
+    /// forward (`Fusion::stats_into`).
+    pub stats: Option<FusedStats>,
 }
 
 impl LinearPlan {
@@ -239,8 +243,16 @@ impl LinearPlan {
     }
 
     /// Floats of the persistent scratch (the padded forward inputs).
+    /// Floats kept from step to step: the persistent scratch and the fused statistics.
     pub fn persistent_len(&self) -> usize {
-        self.scratch_len.iter().zip(&self.scratch_persistent).filter(|(_, p)| **p).map(|(l, _)| l).sum()
+        let stats = self.stats.as_ref().map_or(0, |s| s.len());
+        self.scratch_len
+            .iter()
+            .zip(&self.scratch_persistent)
+            .filter(|(_, p)| **p)
+            .map(|(l, _)| l)
+            .sum::<usize>()
+            + stats
     }
 
     pub fn allocate_persistent(&mut self) {
@@ -248,6 +260,9 @@ impl LinearPlan {
             if self.scratch_persistent[k] {
                 *b = vec![0.0; self.scratch_len[k]];
             }
+        }
+        if let Some(s) = &mut self.stats {
+            s.allocate();
         }
     }
 

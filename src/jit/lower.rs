@@ -10,6 +10,7 @@ use super::gradw_finish::{FinishSpec, GradWFinish};
 use super::layout::{Layout, round4, window2};
 use super::linear::{CorrCall, LinearKind, LinearPlan, Packing, Src};
 use super::native::{Pixel, Scatter};
+use super::norm::FusedStats;
 use super::pack::{PackSpec, WeightPack};
 use super::winograd::{WinoCall, WinoSpec};
 use super::winograd_gradw::WinoGradW;
@@ -218,7 +219,8 @@ pub(crate) fn plan_linear(
                             geo: &Geometry,
                             bias: bool,
                             e,
-                            src: Option<(Layout, [i64; 2])>| {
+                            src: Option<(Layout, [i64; 2])>,
+                            stats: bool| {
                 t.map(|t| {
                     let spec = WinoSpec::new(t, geo, x.n, bias, e);
                     let spec = match src {
@@ -227,14 +229,14 @@ pub(crate) fn plan_linear(
                     };
                     let flat = Layout { n: 1, h: 1, w: spec.scratch_len(), c: 1, cs: 1 };
                     let k = scratch.add(flat, false);
-                    WinoCall::generate(cg, spec, options.corr_blocking, k)
+                    WinoCall::generate(cg, spec, options.corr_blocking, k, stats)
                 })
                 .transpose()
             };
             let x_in_place = Some((x, [p[0] as i64, p[1] as i64]));
-            wino_fwd = wino(fwd_tile, &geo, fwd_bias, epilogue, x_in_place)?;
+            wino_fwd = wino(fwd_tile, &geo, fwd_bias, epilogue, x_in_place, fusion.stats_into.is_some())?;
             let dy_src = (bwd_tile.is_some() && s == [1, 1]).then_some((y, [off(0), off(1)]));
-            wino_bwd = wino(bwd_tile, &bwd_geo, false, bwd_epilogue, dy_src)?;
+            wino_bwd = wino(bwd_tile, &bwd_geo, false, bwd_epilogue, dy_src, false)?;
             wino_gradw = gradw_tile
                 .map(|t| {
                     let mut w =
@@ -438,6 +440,10 @@ pub(crate) fn plan_linear(
         Some(w) => w.partials_len(),
         None => chunks * f.gradw_spec.partial_len(),
     };
+    let stats = wino_fwd.as_ref().filter(|w| w.gathers_stats()).map(|w| {
+        let s = &w.spec;
+        FusedStats::new(w.sums_len(), s.th() * s.tw(), s.co4)
+    });
     Ok(LinearPlan {
         kind: f.kind,
         a: f.out,
@@ -475,5 +481,6 @@ pub(crate) fn plan_linear(
         wino_bwd,
         wino_gradw,
         finish,
+        stats,
     })
 }

@@ -37,6 +37,71 @@ impl ChannelCall {
     }
 }
 
+/// A batchnorm's training statistics gathered by the conv before it: its Winograd output
+/// transform sums `y − s` and `(y − s)²` per tile and channel as it stores `y`
+/// ([`super::winograd::WinoCall::run`]), so the batchnorm does not read `y` for them. Held by the
+/// conv's plan; read (and the shift set) by the batchnorm's forward step.
+pub(crate) struct FusedStats {
+    /// Per tile, `[Σ(y − s) | Σ(y − s)²]` of `co4` lanes each, tiles in order (sample after
+    /// sample): `sums_len` floats once allocated.
+    pub sums: Vec<f32>,
+    sums_len: usize,
+    /// The shift `s` of those sums, `co4` lanes: the batchnorm's running mean in f32 (set by
+    /// [`FusedStats::set_shift`] before the conv runs). Near the batch mean once training has
+    /// run a while, and — a parameter — the same on every rank and after a resume.
+    pub shift: Vec<f32>,
+    tiles_per_sample: usize,
+    co4: usize,
+    /// Whether the last forward pass wrote `sums` (a training pass).
+    pub fresh: bool,
+}
+
+impl FusedStats {
+    pub(crate) fn new(sums_len: usize, tiles_per_sample: usize, co4: usize) -> FusedStats {
+        FusedStats { sums: vec![], sums_len, shift: vec![], tiles_per_sample, co4, fresh: false }
+    }
+
+    /// Floats it holds once allocated.
+    pub(crate) fn len(&self) -> usize {
+        self.sums_len + self.co4
+    }
+
+    pub(crate) fn allocate(&mut self) {
+        self.sums = vec![0.0; self.sums_len];
+        self.shift = vec![0.0; self.co4];
+    }
+
+    /// Takes the shift from the running mean of the batchnorm `bn`.
+    pub(crate) fn set_shift(&mut self, params: &Params, bn: &Node) {
+        self.shift.fill(0.0);
+        for (s, &m) in self.shift.iter_mut().zip(params[bn.params[2]].iter()) {
+            *s = m as f32;
+        }
+    }
+
+    /// The per-sample rows `[Σ(y − s) | Σ(y − s)²]` (`2·c` values each) of the last forward
+    /// pass, each sample's tiles added in f64 in order — the rows [`NormPlan::moments`] gives.
+    fn rows(&self, n: usize, c: usize) -> Vec<f64> {
+        let tile_len = 2 * self.co4;
+        let mut rows = vec![0.0f64; n * 2 * c];
+        let per_sample = self.sums.chunks_exact(tile_len * self.tiles_per_sample);
+        for (row, tiles) in rows.chunks_exact_mut(2 * c).zip(per_sample) {
+            for tile in tiles.chunks_exact(tile_len) {
+                for k in 0..c {
+                    row[k] += f64::from(tile[k]);
+                    row[c + k] += f64::from(tile[self.co4 + k]);
+                }
+            }
+        }
+        rows
+    }
+}
+
+/// Sums around a shift `s` (the running mean) lose `(mean − s)² / σ²` times f32's precision to
+/// cancellation: beyond this ratio the batch statistics are taken again in two passes (Σx, then
+/// the moments around the mean).
+const SHIFT_SLACK: f64 = 16.0;
+
 /// The kernels of one batchnorm node and what its forward pass leaves for the backward pass.
 pub(crate) struct NormPlan {
     pub layout: Layout,
@@ -105,10 +170,17 @@ impl NormPlan {
         4 * cs + self.chunks() * 2 * cs
     }
 
-    /// The plan in words (the plan snapshots).
-    pub(crate) fn describe(&self) -> String {
+    /// The plan in words (the plan snapshots); `fused`: the conv before it gathers the
+    /// training statistics.
+    pub(crate) fn describe(&self, fused: bool) -> String {
+        let stats = if fused {
+            "training statistics from the conv's output transform (sums around the last batch mean per tile)"
+                .to_string()
+        } else {
+            format!("sums around the last batch mean in chunks of {CHUNK_POSITIONS}")
+        };
         format!(
-            "per-channel kernels over {} positions (cs {}): shifted moments in chunks of {CHUNK_POSITIONS}, normalise; backward: sums of dy and dy·(x − mean), input gradient; {} floats of coefficients and partial sums",
+            "per-channel kernels over {} positions (cs {}): {stats}, normalise; backward: sums of dy and dy·(x − mean), input gradient; {} floats of coefficients and partial sums",
             self.layout.positions(),
             self.layout.cs,
             self.len()
@@ -180,13 +252,11 @@ impl JitModel {
     ) {
         let Op::BatchNorm(bn) = &node.op else { unreachable!("a norm plan is a batchnorm's") };
         let c = plan.layout.c;
-        let x = self.buf(node.inputs[0]);
         let mut kernel_s = 0.0;
         let (mean, var) = if training {
-            // Two passes, as the interpreter's: Σx (no shift), then the moments around the mean
-            // (its f32 rounding as the shift). Every sum is per sample, added in global sample
-            // order (over the ranks in data-parallel training): one process and any number of
-            // ranks take the same shift and add the same numbers in the same order.
+            // Every sum is per sample, added in global sample order (over the ranks in
+            // data-parallel training): one process and any number of ranks take the same
+            // shift and add the same numbers in the same order.
             let sync = crate::ops::batchnorm::current_sync();
             let batch_sums = |rows: &[f64], k: usize| match &sync {
                 Some(sync) => sync.sum_samples_forward(rows, k),
@@ -198,24 +268,58 @@ impl JitModel {
                 sync.sum_forward(&mut count);
                 n = count[0];
             }
-            plan.set_coef(0, std::iter::empty());
-            let t = Instant::now();
-            let rows = plan.moments(0, x, x);
-            kernel_s += t.elapsed().as_secs_f64();
-            let sum_x: Vec<f64> = rows.chunks_exact(2 * c).flat_map(|r| r[..c].to_vec()).collect();
-            let mean: Vec<f64> = batch_sums(&sum_x, c).iter().map(|s| s / n).collect();
-            plan.set_coef(0, mean.iter().copied());
-            let shift: Vec<f64> = plan.coef[..c].iter().map(|&v| f64::from(v)).collect();
-            let t = Instant::now();
-            let rows = plan.moments(0, x, x);
-            kernel_s += t.elapsed().as_secs_f64();
+            // One pass: the sums around the running mean, gathered by the conv before as it
+            // stored x (`FusedStats`), else by the moments kernel.
+            let shift: Vec<f64> = params[node.params[2]].iter().map(|&m| f64::from(m as f32)).collect();
+            let fused =
+                match self.nodes[id.index()].fusion.stats_from.map(|p| &mut self.nodes[p.index()].step) {
+                    Some(Step::Linear(p)) => p.stats.as_mut().filter(|s| s.fresh),
+                    _ => None,
+                };
+            let rows = match fused {
+                Some(stats) => {
+                    stats.fresh = false;
+                    stats.rows(plan.layout.n, c)
+                }
+                None => {
+                    plan.set_coef(0, shift.iter().copied());
+                    let t = Instant::now();
+                    let rows = plan.moments(0, self.buf(node.inputs[0]), self.buf(node.inputs[0]));
+                    kernel_s += t.elapsed().as_secs_f64();
+                    rows
+                }
+            };
             let sums = batch_sums(&rows, 2 * c);
-            let var: Vec<f64> = (0..c)
+            let mut mean: Vec<f64> = (0..c).map(|k| shift[k] + sums[k] / n).collect();
+            let mut var: Vec<f64> = (0..c)
                 .map(|k| {
-                    let d = mean[k] - shift[k];
-                    ((sums[c + k] - 2.0 * d * sums[k] + n * d * d) / n).max(0.0)
+                    let d = sums[k] / n;
+                    (sums[c + k] / n - d * d).max(0.0)
                 })
                 .collect();
+            if (0..c).any(|k| (mean[k] - shift[k]).powi(2) > SHIFT_SLACK * var[k]) {
+                // The mean moved far from the shift (the first step, or a jump): two passes, Σx
+                // (no shift), then the moments around the mean (its f32 rounding as the shift).
+                let x = self.buf(node.inputs[0]);
+                plan.set_coef(0, std::iter::empty());
+                let t = Instant::now();
+                let rows = plan.moments(0, x, x);
+                kernel_s += t.elapsed().as_secs_f64();
+                let sum_x: Vec<f64> = rows.chunks_exact(2 * c).flat_map(|r| r[..c].to_vec()).collect();
+                mean = batch_sums(&sum_x, c).iter().map(|s| s / n).collect();
+                plan.set_coef(0, mean.iter().copied());
+                let shift: Vec<f64> = plan.coef[..c].iter().map(|&v| f64::from(v)).collect();
+                let t = Instant::now();
+                let rows = plan.moments(0, x, x);
+                kernel_s += t.elapsed().as_secs_f64();
+                let sums = batch_sums(&rows, 2 * c);
+                var = (0..c)
+                    .map(|k| {
+                        let d = mean[k] - shift[k];
+                        ((sums[c + k] - 2.0 * d * sums[k] + n * d * d) / n).max(0.0)
+                    })
+                    .collect();
+            }
             let m = bn.momentum;
             let unbiased = if n > 1.0 { n / (n - 1.0) } else { 1.0 };
             let (rm, rv) = (node.params[2], node.params[3]);

@@ -23,9 +23,13 @@ use std::collections::HashMap;
 /// `fn(x, v, row0, row1)`: tile rows `row0..row1` (`n·th + tile row`) of the input `x` (read in
 /// place, zeros around it) into `v`, the chunk's transformed tiles (tile row `row0` first).
 pub type InputFn = unsafe extern "C" fn(*const f32, *mut f32, i64, i64);
-/// `fn(m, bias, y, mask, row0, row1)`: the chunk's products `m` (tile row `row0` first) into the
-/// output rows of tile rows `row0..row1`.
-pub type OutputFn = unsafe extern "C" fn(*const f32, *const f32, *mut f32, *const f32, i64, i64);
+/// `fn(m, bias, y, mask, sums, shift, row0, row1)`: the chunk's products `m` (tile row `row0`
+/// first) into the output rows of tile rows `row0..row1`. The statistics variant also writes
+/// each tile's per-channel sums of `y − shift` and `(y − shift)²` (a batchnorm's statistics,
+/// [`super::norm::FusedStats`]) at `sums + tile·2·co4` (`tile = row·tw + column`; `[Σ | Σ²]`, `co4`
+/// lanes each); the plain variant ignores `sums` and `shift`.
+pub type OutputFn =
+    unsafe extern "C" fn(*const f32, *const f32, *mut f32, *const f32, *mut f32, *const f32, i64, i64);
 /// `fn(dy, yhat, bias, row0, row1)`: the output-gradient transform of the Winograd weight
 /// gradient ([`emit_dy_transform`]).
 pub type DyFn = unsafe extern "C" fn(*const f32, *mut f32, *mut f32, i64, i64);
@@ -471,8 +475,9 @@ pub(crate) fn emit_input(b: &mut FunctionBuilder, p: &[Value], spec: &WinoSpec, 
 }
 
 /// The output-transform kernel body ([`OutputFn`]).
-pub(crate) fn emit_output(b: &mut FunctionBuilder, p: &[Value], spec: &WinoSpec, has_fma: bool) {
-    let (mm, bias, y, mask, row0, row1) = (p[0], p[1], p[2], p[3], p[4], p[5]);
+/// With `stats`, the statistics variant: the values it stores are also summed per tile.
+pub(crate) fn emit_output(b: &mut FunctionBuilder, p: &[Value], spec: &WinoSpec, has_fma: bool, stats: bool) {
+    let (mm, bias, y, mask, sums, shift, row0, row1) = (p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7]);
     let (m, a) = (spec.tile.m(), spec.tile.alpha());
     let at = spec.tile.at();
     let (co4, tw, th) = (spec.co4, spec.tw(), spec.th());
@@ -487,6 +492,9 @@ pub(crate) fn emit_output(b: &mut FunctionBuilder, p: &[Value], spec: &WinoSpec,
         let local = b.ins().isub(r, row0);
         let moff = b.ins().imul_imm_s(local, (tw * co4 * 4) as i64);
         let mmrow = b.ins().iadd(mm, moff);
+        // The sums of tile (r, 0): the tiles' sums are as contiguous as their products.
+        let soff = b.ins().imul_imm_s(r, (tw * 2 * co4 * 4) as i64);
+        let srow = b.ins().iadd(sums, soff);
         // One tile at tile column `t`, `rv × cv` of its outputs inside the layer.
         let tile = |b: &mut FunctionBuilder, t: Value, rv: usize, cv: usize| {
             let yo = b.ins().imul_imm_s(t, (m * spec.cso * 4) as i64);
@@ -494,6 +502,8 @@ pub(crate) fn emit_output(b: &mut FunctionBuilder, p: &[Value], spec: &WinoSpec,
             let mt = b.ins().iadd(mrow, yo);
             let mo = b.ins().imul_imm_s(t, (co4 * 4) as i64);
             let mmt = b.ins().iadd(mmrow, mo);
+            let so = b.ins().imul_imm_s(t, (2 * co4 * 4) as i64);
+            let st = b.ins().iadd(srow, so);
             let zero = b.ins().iconst(PTR, 0);
             let end = b.ins().iconst(PTR, (co4 * 4) as i64);
             counted_loop(b, zero, end, 16, |b, cb| {
@@ -507,6 +517,17 @@ pub(crate) fn emit_output(b: &mut FunctionBuilder, p: &[Value], spec: &WinoSpec,
                 } else {
                     None
                 };
+                // The tile's sums of `y − s` and `(y − s)²`, carried over its lines.
+                let acc = stats.then(|| {
+                    let sa = b.ins().iadd(shift, cb);
+                    let s = b.ins().load(F32X4, flags(), sa, 0);
+                    let zero_v = b.ins().f32const(0.0);
+                    let zero_v = b.ins().splat(F32X4, zero_v);
+                    let (s1, s2) = (b.declare_var(F32X4), b.declare_var(F32X4));
+                    b.def_var(s1, zero_v);
+                    b.def_var(s2, zero_v);
+                    (s, s1, s2)
+                });
                 // Pass 1 (per column j of M): t[i][j] = Σ_q Aᵀ[i][q]·M[q][j], rows i < rv.
                 let m_col = Lines { base: src, line: point_bytes, step: a as i64 * point_bytes };
                 let stage_col = Lines { base: ts, line: 16, step: (16 * a) as i64 };
@@ -530,8 +551,24 @@ pub(crate) fn emit_output(b: &mut FunctionBuilder, p: &[Value], spec: &WinoSpec,
                         let off = (j * spec.cso * 4) as i32;
                         let val = apply_epilogue(b, spec.epilogue, val, zero_v, (mrow, off), has_fma);
                         b.ins().store(flags(), val, yrow, off);
+                        if let Some((s, s1, s2)) = acc {
+                            let d = b.ins().fsub(val, s);
+                            let a1 = b.use_var(s1);
+                            let a1 = b.ins().fadd(a1, d);
+                            b.def_var(s1, a1);
+                            let a2 = b.use_var(s2);
+                            let a2 = fmadd(b, has_fma, d, d, a2);
+                            b.def_var(s2, a2);
+                        }
                     }
                 });
+                if let Some((_, s1, s2)) = acc {
+                    let dst = b.ins().iadd(st, cb);
+                    let a1 = b.use_var(s1);
+                    let a2 = b.use_var(s2);
+                    b.ins().store(flags(), a1, dst, 0);
+                    b.ins().store(flags(), a2, dst, (co4 * 4) as i32);
+                }
             });
         };
         each_tile_of_row(b, (spec.ho, spec.wo, m), th, t_h, &tile);
