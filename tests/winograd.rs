@@ -451,43 +451,67 @@ fn direct_kernels_reading_their_input_in_place_match_the_interpreter() {
     }
 }
 
-/// Batchnorm after a conv, training passes one after another: the normalised output (so the
-/// batch statistics) and the running statistics match the interpreter's after every pass,
-/// whether the conv's Winograd output transform sums the statistics as it stores (around the
-/// last pass's mean) or the batchnorm's own kernel does (direct) — also on the first pass with
-/// the channels' means far from 0 (a large bias), when the mean jumps (the input offset by 40,
-/// then back), where sums around the old mean would cancel.
+/// Batchnorm between convs, training passes one after another: the normalised output (so the
+/// batch statistics), the running statistics and every parameter gradient match the
+/// interpreter's after every pass — whether a conv's Winograd output transforms sum the
+/// batchnorm's statistics as they store (its output around the running mean forward; its output
+/// gradient and that times its centred input backward) or the batchnorm's own kernels do
+/// (direct) — also on the first pass with the channels' means far from 0 (a large bias), and
+/// when the mean jumps (the input offset by 40, then back), where sums around the running mean
+/// would cancel. With and without a relu between the batchnorm and the next conv.
 #[test]
 fn batchnorm_statistics_follow_the_interpreter_pass_after_pass() {
-    let src = "model m {\n    input x: [5, 13, 11]\n    y = x -> conv(8, kernel=3, pad=1) -> batchnorm -> relu -> conv(3, kernel=3, pad=1) -> batchnorm\n    output y\n}\n";
-    let p = program(src);
-    let g = ir::lower(&p, 3);
-    for conv in
-        [ConvAlgorithm::Direct, ConvAlgorithm::Winograd, ConvAlgorithm::Winograd2, ConvAlgorithm::Winograd6]
-    {
-        let mut rng = ChaCha8Rng::seed_from_u64(12);
-        let mut start = params(&g, &mut rng);
-        let first_bias = g.params().iter().position(|i| i.role == ParamRole::Bias).expect("a conv bias");
-        start[first_bias].mapv_inplace(|b| b + 25.0);
-        let (mut p_ref, mut p_jit) = (start.clone(), start);
-        let mut jit = JitModel::compile_with(&g, &options(conv)).expect("compiles");
-        for (pass, offset) in [0.0, 0.0, 40.0, 40.0, 0.0, 0.0].into_iter().enumerate() {
-            let x = random(&g.inputs()[0], &mut rng).mapv(|v| v + offset);
-            let inputs = [x];
-            let tape = interp::forward(&g, &mut p_ref, &inputs, true, 3);
-            let want = interp::outputs(&g, &inputs, &tape);
-            let got = jit.forward(&mut p_jit, &inputs, true, 3);
-            let err = rel_err(&got[0], &want[0], 0.0);
-            assert!(err <= TOL, "{conv:?} pass {pass}: output off by {err:.2e} of its scale");
-            for (k, info) in g.params().iter().enumerate() {
-                if matches!(info.role, ParamRole::RunningMean | ParamRole::RunningVar) {
-                    let err = rel_err(&p_jit[k], &p_ref[k], 0.0);
-                    assert!(err <= TOL, "{conv:?} pass {pass}: {:?} {k} off by {err:.2e}", info.role);
+    for between in ["-> relu ", ""] {
+        let src = format!(
+            "model m {{\n    input x: [5, 13, 11]\n    y = x -> conv(8, kernel=3, pad=1) -> batchnorm {between}-> conv(3, kernel=3, pad=1) -> batchnorm\n    output y\n}}\n"
+        );
+        let p = program(&src);
+        let g = ir::lower(&p, 3);
+        for conv in [
+            ConvAlgorithm::Direct,
+            ConvAlgorithm::Winograd,
+            ConvAlgorithm::Winograd2,
+            ConvAlgorithm::Winograd6,
+        ] {
+            let mut rng = ChaCha8Rng::seed_from_u64(12);
+            let mut start = params(&g, &mut rng);
+            let first_bias = g.params().iter().position(|i| i.role == ParamRole::Bias).expect("a conv bias");
+            start[first_bias].mapv_inplace(|b| b + 25.0);
+            let (mut p_ref, mut p_jit) = (start.clone(), start);
+            let mut jit = JitModel::compile_with(&g, &options(conv)).expect("compiles");
+            for (pass, offset) in [0.0, 0.0, 40.0, 40.0, 0.0, 0.0].into_iter().enumerate() {
+                let at = format!("{between}{conv:?} pass {pass}");
+                let x = random(&g.inputs()[0], &mut rng).mapv(|v| v + offset);
+                let inputs = [x];
+                let tape = interp::forward(&g, &mut p_ref, &inputs, true, 3);
+                let want = interp::outputs(&g, &inputs, &tape);
+                let got = jit.forward(&mut p_jit, &inputs, true, 3);
+                let err = rel_err(&got[0], &want[0], 0.0);
+                assert!(err <= TOL, "{at}: output off by {err:.2e} of its scale");
+                for (k, info) in g.params().iter().enumerate() {
+                    if matches!(info.role, ParamRole::RunningMean | ParamRole::RunningVar) {
+                        let err = rel_err(&p_jit[k], &p_ref[k], 0.0);
+                        assert!(err <= TOL, "{at}: {:?} {k} off by {err:.2e}", info.role);
+                    }
+                }
+                let r = [random(want[0].shape(), &mut rng)];
+                let gref = interp::backward(&g, &p_ref, &inputs, &tape, &r);
+                let gjit = jit.backward(&p_jit, &r);
+                // Both convs' biases come right before a batchnorm: their exact gradient is 0,
+                // round-off on either side (f32 here, from x − mean with x near 65), so they are
+                // held to the largest gradient's scale; the others to 1/100 of it.
+                let global = gref.iter().map(max_abs).fold(0.0, f64::max);
+                for (k, info) in g.params().iter().enumerate().filter(|(_, i)| i.trainable()) {
+                    let conv_bias = info.role == ParamRole::Bias
+                        && matches!(g.node(info.node).op, geonetc::ops::Op::Conv(_));
+                    let floor = if conv_bias { global } else { 1e-2 * global };
+                    let err = rel_err(&gjit[k], &gref[k], floor);
+                    assert!(err <= TOL, "{at}: gradient of {:?} {k} off by {err:.2e}", info.role);
                 }
             }
-        }
-        if conv != ConvAlgorithm::Direct {
-            assert!(algorithms(&jit)[0].starts_with("F("), "{conv:?}: {:?}", algorithms(&jit));
+            if conv != ConvAlgorithm::Direct {
+                assert!(algorithms(&jit)[0].starts_with("F("), "{conv:?}: {:?}", algorithms(&jit));
+            }
         }
     }
 }

@@ -10,6 +10,7 @@ use super::gather::{GatherFn, GatherSpec};
 use super::linear::{CorrCall, LinearKind, LinearPlan, Src};
 use super::native::{add_into, flatten, unflatten};
 use super::pointwise::{PointwiseFn, PointwiseSpec};
+use super::winograd::SumsOut;
 use super::{JitModel, Step, from_nhwc, to_nhwc};
 use crate::interp::{self, Cache};
 use crate::ir::{Node, NodeId, Params, Value};
@@ -83,11 +84,11 @@ impl JitModel {
                 let stats = plan.stats.as_mut().zip(fusion.stats_into).filter(|_| training).map(|(s, bn)| {
                     s.set_shift(params, graph.node(bn));
                     s.fresh = true;
-                    (&mut s.sums[..], &s.shift[..])
+                    SumsOut { sums: &mut s.sums, shift: &s.shift, q: None }
                 });
                 match (&plan.wino_fwd, wino_scratch.as_mut()) {
                     (Some(wc), Some(ws)) => {
-                        wc.run(xb, &plan.packed_fwd, &plan.packed_bias, y_at, &[], ws, stats)
+                        wc.run(xb, &plan.packed_fwd, &plan.packed_bias, (y_at, &[]), ws, stats)
                     }
                     _ => {
                         run_corr(&plan.fwd, xb, &plan.packed_fwd, &plan.packed_bias, y_at, &[], plan.fwd_rows)
@@ -339,12 +340,26 @@ impl JitModel {
                 Src::Value => &dy,
                 Src::Scratch(k) => &plan.scratch[k],
             };
+            let grad_stats_into = self.nodes[id.index()].fusion.grad_stats_into;
             self.emit_grad(x_ref, |me, dx| {
                 // With a folded activation derivative, the mask is that activation's output.
                 let m = if plan.bwd_in.spec.epilogue == Epilogue::None { &[][..] } else { me.buf(x_ref) };
+                // The backward sums of the batchnorm before: of dx (its output gradient) and
+                // of dx·(x − mean), x its input and mean its f32 forward mean.
+                let sums = match (plan.grad_stats.as_mut(), grad_stats_into) {
+                    (Some(s), Some(bn)) => match &me.nodes[bn.index()].step {
+                        Step::Norm(norm) => {
+                            s.fresh = true;
+                            let q = me.buf(me.graph.node(bn).inputs[0]);
+                            Some(SumsOut { sums: &mut s.sums, shift: norm.shift_lanes(), q: Some(q) })
+                        }
+                        _ => None,
+                    },
+                    _ => None,
+                };
                 let t = Instant::now();
                 match (&plan.wino_bwd, wino_scratch.as_mut()) {
-                    (Some(wc), Some(ws)) => wc.run(src, &plan.packed_bwd, &[], dx, m, ws, None),
+                    (Some(wc), Some(ws)) => wc.run(src, &plan.packed_bwd, &[], (dx, m), ws, sums),
                     _ => run_corr(&plan.bwd_in, src, &plan.packed_bwd, &[], dx, m, plan.bwd_rows),
                 }
                 kernel_s += t.elapsed().as_secs_f64();

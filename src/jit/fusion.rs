@@ -40,6 +40,12 @@ pub(crate) struct Fusion {
     pub stats_into: Option<NodeId>,
     /// A batchnorm: the conv that may gather its training statistics.
     pub stats_from: Option<NodeId>,
+    /// A conv reading a batchnorm's value (or the activation fused into it) alone: the
+    /// batchnorm, whose backward sums (`Σ dy`, `Σ dy·(x − mean)`) its Winograd input-gradient
+    /// output transform gathers as it stores that `dy`.
+    pub grad_stats_into: Option<NodeId>,
+    /// A batchnorm: the conv that may gather its backward sums.
+    pub grad_stats_from: Option<NodeId>,
 }
 
 impl Default for Fusion {
@@ -55,6 +61,8 @@ impl Default for Fusion {
             bn_folded_from: None,
             stats_into: None,
             stats_from: None,
+            grad_stats_into: None,
+            grad_stats_from: None,
         }
     }
 }
@@ -178,6 +186,20 @@ pub(crate) fn decide(graph: &Graph, layout_of: impl Fn(Value) -> Layout) -> Vec<
         {
             fusion[p.index()].stats_into = Some(node.id);
             fusion[node.id.index()].stats_from = Some(*p);
+        }
+    }
+    // batchnorm (→ its fused activation) → conv, read by the conv alone: the conv's input
+    // gradient is the batchnorm's whole output gradient (the activation's derivative applied
+    // by the conv's kernel), so that kernel can sum it for the batchnorm's backward pass.
+    for node in graph.nodes().iter().filter(|n| linear(n.id) && matches!(n.op, Op::Conv(_))) {
+        let Value::Node(v) = node.inputs[0] else { continue };
+        let bn = fusion[v.index()].into_linear.unwrap_or(v);
+        if matches!(graph.node(bn).op, Op::BatchNorm(_))
+            && consumers[v.index()] == 1
+            && consumers[bn.index()] == 1
+        {
+            fusion[node.id.index()].grad_stats_into = Some(bn);
+            fusion[bn.index()].grad_stats_from = Some(node.id);
         }
     }
     // A fused activation whose only consumer is a linear layer: that layer's input-gradient

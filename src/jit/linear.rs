@@ -121,6 +121,9 @@ pub(crate) struct LinearPlan {
     /// The training statistics of the batchnorm after this conv, gathered by its Winograd
     /// forward (`Fusion::stats_into`).
     pub stats: Option<FusedStats>,
+    /// The backward sums of the batchnorm before this conv, gathered by its Winograd input
+    /// gradient (`Fusion::grad_stats_into`).
+    pub grad_stats: Option<FusedStats>,
 }
 
 impl LinearPlan {
@@ -245,7 +248,7 @@ impl LinearPlan {
     /// Floats of the persistent scratch (the padded forward inputs).
     /// Floats kept from step to step: the persistent scratch and the fused statistics.
     pub fn persistent_len(&self) -> usize {
-        let stats = self.stats.as_ref().map_or(0, |s| s.len());
+        let stats = self.stats.iter().chain(&self.grad_stats).map(|s| s.len()).sum::<usize>();
         self.scratch_len
             .iter()
             .zip(&self.scratch_persistent)
@@ -261,9 +264,7 @@ impl LinearPlan {
                 *b = vec![0.0; self.scratch_len[k]];
             }
         }
-        if let Some(s) = &mut self.stats {
-            s.allocate();
-        }
+        self.stats.iter_mut().chain(&mut self.grad_stats).for_each(|s| s.allocate());
     }
 
     /// Floats of the packed weights (forward and input-gradient layouts) and bias.

@@ -13,6 +13,7 @@ use super::native::{Pixel, Scatter};
 use super::norm::FusedStats;
 use super::pack::{PackSpec, WeightPack};
 use super::winograd::{WinoCall, WinoSpec};
+use super::winograd_emit::TileSums;
 use super::winograd_gradw::WinoGradW;
 use super::{winograd_choice, winograd_tile};
 use crate::ir::Node;
@@ -220,7 +221,7 @@ pub(crate) fn plan_linear(
                             bias: bool,
                             e,
                             src: Option<(Layout, [i64; 2])>,
-                            stats: bool| {
+                            stats: Option<TileSums>| {
                 t.map(|t| {
                     let spec = WinoSpec::new(t, geo, x.n, bias, e);
                     let spec = match src {
@@ -234,9 +235,11 @@ pub(crate) fn plan_linear(
                 .transpose()
             };
             let x_in_place = Some((x, [p[0] as i64, p[1] as i64]));
-            wino_fwd = wino(fwd_tile, &geo, fwd_bias, epilogue, x_in_place, fusion.stats_into.is_some())?;
+            let fwd_sums = fusion.stats_into.map(|_| TileSums::Moments);
+            wino_fwd = wino(fwd_tile, &geo, fwd_bias, epilogue, x_in_place, fwd_sums)?;
             let dy_src = (bwd_tile.is_some() && s == [1, 1]).then_some((y, [off(0), off(1)]));
-            wino_bwd = wino(bwd_tile, &bwd_geo, false, bwd_epilogue, dy_src, false)?;
+            let bwd_sums = fusion.grad_stats_into.map(|_| TileSums::WithOperand);
+            wino_bwd = wino(bwd_tile, &bwd_geo, false, bwd_epilogue, dy_src, bwd_sums)?;
             wino_gradw = gradw_tile
                 .map(|t| {
                     let mut w =
@@ -440,10 +443,13 @@ pub(crate) fn plan_linear(
         Some(w) => w.partials_len(),
         None => chunks * f.gradw_spec.partial_len(),
     };
-    let stats = wino_fwd.as_ref().filter(|w| w.gathers_stats()).map(|w| {
-        let s = &w.spec;
-        FusedStats::new(w.sums_len(), s.th() * s.tw(), s.co4)
-    });
+    let fused_stats = |w: &Option<WinoCall>| {
+        w.as_ref().filter(|w| w.gathers_stats()).map(|w| {
+            let s = &w.spec;
+            FusedStats::new(w.sums_len(), s.th() * s.tw(), s.co4)
+        })
+    };
+    let (stats, grad_stats) = (fused_stats(&wino_fwd), fused_stats(&wino_bwd));
     Ok(LinearPlan {
         kind: f.kind,
         a: f.out,
@@ -482,5 +488,6 @@ pub(crate) fn plan_linear(
         wino_gradw,
         finish,
         stats,
+        grad_stats,
     })
 }

@@ -145,6 +145,11 @@ impl NormPlan {
         })
     }
 
+    /// The f32 mean of the last forward pass (`cs` lanes): the shift of the backward sums.
+    pub(crate) fn shift_lanes(&self) -> &[f32] {
+        &self.coef[..self.layout.cs]
+    }
+
     pub(crate) fn link(&mut self, cg: &Codegen) {
         for call in [&mut self.stats, &mut self.normalise, &mut self.grad_sums, &mut self.grad_input] {
             call.link(cg);
@@ -371,9 +376,26 @@ impl JitModel {
         let xv = node.inputs[0];
         // The shift lanes still hold the f32 mean of the forward pass.
         let shift: Vec<f64> = plan.coef[..c].iter().map(|&v| f64::from(v)).collect();
-        let t = Instant::now();
-        let rows = plan.moments(1, &dy, self.buf(xv));
-        let mut kernel_s = t.elapsed().as_secs_f64();
+        // Σ dy and Σ dy·(x − shift) per sample: summed by the conv after as it stored dy
+        // (`FusedStats`), else by the moments kernel.
+        let fused =
+            match self.nodes[id.index()].fusion.grad_stats_from.map(|p| &mut self.nodes[p.index()].step) {
+                Some(Step::Linear(p)) => p.grad_stats.as_mut().filter(|s| s.fresh),
+                _ => None,
+            };
+        let mut kernel_s = 0.0;
+        let rows = match fused {
+            Some(stats) => {
+                stats.fresh = false;
+                stats.rows(plan.layout.n, c)
+            }
+            None => {
+                let t = Instant::now();
+                let rows = plan.moments(1, &dy, self.buf(xv));
+                kernel_s += t.elapsed().as_secs_f64();
+                rows
+            }
+        };
         // Σ dy·(x − mean) from the sums around the f32 shift.
         let around_mean = |sums: &[f64]| -> (Vec<f64>, Vec<f64>) {
             let s1 = sums[..c].to_vec();

@@ -22,7 +22,7 @@
 
 use super::codegen::{Codegen, CorrFn, CorrSpec, Epilogue, FnHandle, Geometry};
 use super::layout::{Layout, round4};
-use super::winograd_emit::{InputFn, OutputFn, emit_input, emit_output};
+use super::winograd_emit::{InputFn, OutputFn, TileSums, emit_input, emit_output};
 use super::winograd_tile::Tile;
 use rayon::prelude::*;
 
@@ -178,6 +178,14 @@ impl WinoSpec {
     }
 }
 
+/// Where an output transform's variant with [`TileSums`] writes its sums, and what it reads
+/// for them: the shift (`co4` lanes) and, for [`TileSums::WithOperand`], `q` (laid out as `y`).
+pub(crate) struct SumsOut<'a> {
+    pub sums: &'a mut [f32],
+    pub shift: &'a [f32],
+    pub q: Option<&'a [f32]>,
+}
+
 /// A Winograd correlation's three kernels, linked after the module is finished.
 pub(crate) struct WinoCall {
     pub spec: WinoSpec,
@@ -185,22 +193,23 @@ pub(crate) struct WinoCall {
     gemm: FnHandle,
     output: FnHandle,
     /// The output transform that also sums its values per tile (a batchnorm's statistics in
-    /// training, [`super::norm::FusedStats`]), when the layer feeds a batchnorm.
+    /// training, [`super::norm::FusedStats`]), when the layer feeds a batchnorm or produces its
+    /// output gradient.
     output_stats: Option<FnHandle>,
+    sums_kind: Option<TileSums>,
     fns: Option<(InputFn, CorrFn, OutputFn, Option<OutputFn>)>,
     /// The plan's (transient) scratch holding every chunk's `V` and `M`.
     pub scratch: usize,
 }
 
 impl WinoCall {
-    /// Generates the kernels of `spec` (and the statistics variant of the output transform with
-    /// `stats`).
+    /// Generates the kernels of `spec` (and the output transform's variant gathering `stats`).
     pub(crate) fn generate(
         cg: &mut Codegen,
         spec: WinoSpec,
         gemm_blocking: super::Blocking,
         scratch: usize,
-        stats: bool,
+        stats: Option<TileSums>,
     ) -> Result<WinoCall, String> {
         // The input transform depends on neither the output channels nor the epilogue: layers
         // (and directions) that read inputs of one shape share it, as they share the products.
@@ -217,16 +226,16 @@ impl WinoCall {
         };
         let gemm = cg.corr(&gemm_spec, gemm_blocking)?;
         let output = cg.cached(format!("winograd output {spec:?}"), |cg| {
-            cg.custom(6, |b, p, fma| emit_output(b, p, &spec, fma, false))
+            cg.custom(7, |b, p, fma| emit_output(b, p, &spec, fma, None))
         })?;
         let output_stats = stats
-            .then(|| {
-                cg.cached(format!("winograd output with sums {spec:?}"), |cg| {
-                    cg.custom(6, |b, p, fma| emit_output(b, p, &spec, fma, true))
+            .map(|kind| {
+                cg.cached(format!("winograd output with sums {kind:?} {spec:?}"), |cg| {
+                    cg.custom(7, |b, p, fma| emit_output(b, p, &spec, fma, Some(kind)))
                 })
             })
             .transpose()?;
-        Ok(WinoCall { spec, input, gemm, output, output_stats, fns: None, scratch })
+        Ok(WinoCall { spec, input, gemm, output, output_stats, sums_kind: stats, fns: None, scratch })
     }
 
     /// Floats of the per-tile sums the statistics variant writes: `[Σ | Σ²]` per tile.
@@ -253,27 +262,33 @@ impl WinoCall {
 
     /// `y = act(x ⋆ w + b)` with `u` the transformed filter ([`super::pack`]); `mask` as for
     /// the direct kernel's mask epilogues; `scratch` at least `spec.scratch_len()` floats. With
-    /// `stats` (`(sums, shift)`: [`Self::sums_len`] floats and the `co4` shift lanes) and the
-    /// statistics variant generated, also each tile's sums of `y − shift` and `(y − shift)²`.
+    /// `sums` and the variant generated, also each tile's sums ([`TileSums`]).
     pub(crate) fn run(
         &self,
         x: &[f32],
         u: &[f32],
         bias: &[f32],
-        y: &mut [f32],
-        mask: &[f32],
+        (y, mask): (&mut [f32], &[f32]),
         scratch: &mut [f32],
-        stats: Option<(&mut [f32], &[f32])>,
+        sums: Option<SumsOut>,
     ) {
         let Some((input, gemm, plain, with_sums)) = self.fns else { return };
-        let (output, sums, shift) = match (with_sums, stats) {
-            (Some(f), Some((sums, shift))) => {
-                assert!(sums.len() >= self.sums_len() && shift.len() >= self.spec.co4, "sums too short");
-                (f, sums.as_mut_ptr() as usize, shift.as_ptr() as usize)
-            }
-            _ => (plain, 0, 0),
-        };
         let s = &self.spec;
+        let (output, sums, shift, q) = match (with_sums, sums) {
+            (Some(f), Some(out)) => {
+                assert!(out.sums.len() >= self.sums_len() && out.shift.len() >= s.co4, "sums too short");
+                let q = match (self.sums_kind, out.q) {
+                    (Some(TileSums::WithOperand), Some(q)) => {
+                        assert!(q.len() >= s.n * s.ho * s.wo * s.cso, "q too short");
+                        q.as_ptr() as usize
+                    }
+                    (Some(TileSums::WithOperand), None) => panic!("the sums with an operand need q"),
+                    _ => 0,
+                };
+                (f, out.sums.as_mut_ptr() as usize, out.shift.as_ptr() as usize, q)
+            }
+            _ => (plain, 0, 0, 0),
+        };
         let masked = matches!(s.epilogue, Epilogue::ReluMask | Epilogue::LeakyMask(_));
         debug_assert!(x.len() >= s.n * s.hp * s.wp * s.csx, "x too short");
         debug_assert!(u.len() >= s.filter_len(), "transformed filter too short");
@@ -328,6 +343,7 @@ impl WinoCall {
                         mp as *const f32,
                         sums as *mut f32,
                         shift as *const f32,
+                        q as *const f32,
                         r0 as i64,
                         r1 as i64,
                     );
@@ -443,7 +459,7 @@ mod tests {
             sums: Option<(&mut [f32], &[f32])>,
         ) -> Vec<f32> {
             let mut cg = Codegen::new(OptLevel::None).expect("host");
-            let stats = sums.is_some();
+            let stats = sums.is_some().then_some(TileSums::Moments);
             let mut call =
                 WinoCall::generate(&mut cg, spec.clone(), CORR_BLOCKING, 0, stats).expect("generates");
             cg.finish().expect("finishes");
@@ -458,7 +474,8 @@ mod tests {
             }
             let mut y = vec![f32::NAN; self.n * self.ho * self.wo * self.co4];
             let mut scratch = vec![f32::NAN; spec.scratch_len()];
-            call.run(x, &u, bias, &mut y, &[], &mut scratch, sums);
+            let sums = sums.map(|(sums, shift)| SumsOut { sums, shift, q: None });
+            call.run(x, &u, bias, (&mut y, &[]), &mut scratch, sums);
             y
         }
 

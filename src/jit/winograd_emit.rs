@@ -23,13 +23,32 @@ use std::collections::HashMap;
 /// `fn(x, v, row0, row1)`: tile rows `row0..row1` (`n·th + tile row`) of the input `x` (read in
 /// place, zeros around it) into `v`, the chunk's transformed tiles (tile row `row0` first).
 pub type InputFn = unsafe extern "C" fn(*const f32, *mut f32, i64, i64);
-/// `fn(m, bias, y, mask, sums, shift, row0, row1)`: the chunk's products `m` (tile row `row0`
-/// first) into the output rows of tile rows `row0..row1`. The statistics variant also writes
-/// each tile's per-channel sums of `y − shift` and `(y − shift)²` (a batchnorm's statistics,
-/// [`super::norm::FusedStats`]) at `sums + tile·2·co4` (`tile = row·tw + column`; `[Σ | Σ²]`, `co4`
-/// lanes each); the plain variant ignores `sums` and `shift`.
-pub type OutputFn =
-    unsafe extern "C" fn(*const f32, *const f32, *mut f32, *const f32, *mut f32, *const f32, i64, i64);
+/// `fn(m, bias, y, mask, sums, shift, q, row0, row1)`: the chunk's products `m` (tile row `row0`
+/// first) into the output rows of tile rows `row0..row1`. The variants with [`TileSums`] also
+/// write each tile's per-channel sums (a batchnorm's, [`super::norm::FusedStats`]) at
+/// `sums + tile·2·co4` (`tile = row·tw + column`; two sums of `co4` lanes each); the plain
+/// variant ignores `sums`, `shift` and `q`.
+pub type OutputFn = unsafe extern "C" fn(
+    *const f32,
+    *const f32,
+    *mut f32,
+    *const f32,
+    *mut f32,
+    *const f32,
+    *const f32,
+    i64,
+    i64,
+);
+
+/// The per-tile sums an output transform can gather as it stores `y`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) enum TileSums {
+    /// `Σ (y − s)` and `Σ (y − s)²`: a batchnorm's statistics in the forward pass.
+    Moments,
+    /// `Σ y` and `Σ y·(q − s)`, `q` read at `y`'s positions (same layout): a batchnorm's
+    /// backward sums, `y` its output gradient and `q` its input.
+    WithOperand,
+}
 /// `fn(dy, yhat, bias, row0, row1)`: the output-gradient transform of the Winograd weight
 /// gradient ([`emit_dy_transform`]).
 pub type DyFn = unsafe extern "C" fn(*const f32, *mut f32, *mut f32, i64, i64);
@@ -475,9 +494,18 @@ pub(crate) fn emit_input(b: &mut FunctionBuilder, p: &[Value], spec: &WinoSpec, 
 }
 
 /// The output-transform kernel body ([`OutputFn`]).
-/// With `stats`, the statistics variant: the values it stores are also summed per tile.
-pub(crate) fn emit_output(b: &mut FunctionBuilder, p: &[Value], spec: &WinoSpec, has_fma: bool, stats: bool) {
-    let (mm, bias, y, mask, sums, shift, row0, row1) = (p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7]);
+/// With `stats`, a variant that also sums the values it stores per tile.
+pub(crate) fn emit_output(
+    b: &mut FunctionBuilder,
+    p: &[Value],
+    spec: &WinoSpec,
+    has_fma: bool,
+    stats: Option<TileSums>,
+) {
+    let (mm, bias, y, mask, sums, shift, q) = (p[0], p[1], p[2], p[3], p[4], p[5], p[6]);
+    let (row0, row1) = (p[7], p[8]);
+    // `q` at an output address `a`: `a + (q − y)`.
+    let q_delta = b.ins().isub(q, y);
     let (m, a) = (spec.tile.m(), spec.tile.alpha());
     let at = spec.tile.at();
     let (co4, tw, th) = (spec.co4, spec.tw(), spec.th());
@@ -518,7 +546,7 @@ pub(crate) fn emit_output(b: &mut FunctionBuilder, p: &[Value], spec: &WinoSpec,
                     None
                 };
                 // The tile's sums of `y − s` and `(y − s)²`, carried over its lines.
-                let acc = stats.then(|| {
+                let acc = stats.map(|kind| {
                     let sa = b.ins().iadd(shift, cb);
                     let s = b.ins().load(F32X4, flags(), sa, 0);
                     let zero_v = b.ins().f32const(0.0);
@@ -526,7 +554,7 @@ pub(crate) fn emit_output(b: &mut FunctionBuilder, p: &[Value], spec: &WinoSpec,
                     let (s1, s2) = (b.declare_var(F32X4), b.declare_var(F32X4));
                     b.def_var(s1, zero_v);
                     b.def_var(s2, zero_v);
-                    (s, s1, s2)
+                    (kind, s, s1, s2)
                 });
                 // Pass 1 (per column j of M): t[i][j] = Σ_q Aᵀ[i][q]·M[q][j], rows i < rv.
                 let m_col = Lines { base: src, line: point_bytes, step: a as i64 * point_bytes };
@@ -551,18 +579,28 @@ pub(crate) fn emit_output(b: &mut FunctionBuilder, p: &[Value], spec: &WinoSpec,
                         let off = (j * spec.cso * 4) as i32;
                         let val = apply_epilogue(b, spec.epilogue, val, zero_v, (mrow, off), has_fma);
                         b.ins().store(flags(), val, yrow, off);
-                        if let Some((s, s1, s2)) = acc {
-                            let d = b.ins().fsub(val, s);
+                        if let Some((kind, s, s1, s2)) = acc {
+                            let (first, second) = match kind {
+                                TileSums::Moments => {
+                                    let d = b.ins().fsub(val, s);
+                                    (d, d)
+                                }
+                                TileSums::WithOperand => {
+                                    let qa = b.ins().iadd(yrow, q_delta);
+                                    let qv = b.ins().load(F32X4, flags(), qa, off);
+                                    (val, b.ins().fsub(qv, s))
+                                }
+                            };
                             let a1 = b.use_var(s1);
-                            let a1 = b.ins().fadd(a1, d);
+                            let a1 = b.ins().fadd(a1, first);
                             b.def_var(s1, a1);
                             let a2 = b.use_var(s2);
-                            let a2 = fmadd(b, has_fma, d, d, a2);
+                            let a2 = fmadd(b, has_fma, first, second, a2);
                             b.def_var(s2, a2);
                         }
                     }
                 });
-                if let Some((_, s1, s2)) = acc {
+                if let Some((_, _, s1, s2)) = acc {
                     let dst = b.ins().iadd(st, cb);
                     let a1 = b.use_var(s1);
                     let a2 = b.use_var(s2);
