@@ -93,6 +93,11 @@ impl JitModel {
             {
                 notes.push(format!("sums {b}'s training statistics as it stores"));
             }
+            if let (Some(b), Step::Linear(l)) = (f.grad_stats_into, &state.step)
+                && l.grad_stats.is_some()
+            {
+                notes.push(format!("sums {b}'s backward sums as it stores its input gradient"));
+            }
             if let Some(p) = f.bn_folded_from {
                 notes.push(format!("folded into {p} at inference"));
             }
@@ -100,9 +105,19 @@ impl JitModel {
                 let _ = writeln!(out, "    {}", notes.join("; "));
             }
             if let Step::Norm(p) = &state.step {
-                let fused = f.stats_from.is_some_and(
-                    |c| matches!(&self.nodes[c.index()].step, Step::Linear(l) if l.stats.is_some()),
-                );
+                let sums = |c: Option<crate::ir::NodeId>, grad: bool| {
+                    c.is_some_and(|c| match &self.nodes[c.index()].step {
+                        Step::Linear(l) => {
+                            if grad {
+                                l.grad_stats.is_some()
+                            } else {
+                                l.stats.is_some()
+                            }
+                        }
+                        _ => false,
+                    })
+                };
+                let fused = (sums(f.stats_from, false), sums(f.grad_stats_from, true));
                 let _ = writeln!(out, "    {}", p.describe(fused));
             }
             if let Step::Elementwise(p) = &state.step {

@@ -175,17 +175,17 @@ impl NormPlan {
         4 * cs + self.chunks() * 2 * cs
     }
 
-    /// The plan in words (the plan snapshots); `fused`: the conv before it gathers the
-    /// training statistics.
-    pub(crate) fn describe(&self, fused: bool) -> String {
+    /// The plan in words (the plan snapshots); `fused`: whether the conv before it sums the
+    /// training statistics, and the conv after it the backward sums.
+    pub(crate) fn describe(&self, (fused, grad_fused): (bool, bool)) -> String {
         let stats = if fused {
-            "training statistics from the conv's output transform (sums around the last batch mean per tile)"
-                .to_string()
+            "training statistics summed per tile by the conv before (around the running mean)".to_string()
         } else {
-            format!("sums around the last batch mean in chunks of {CHUNK_POSITIONS}")
+            format!("training statistics around the running mean in chunks of {CHUNK_POSITIONS}")
         };
+        let grad_sums = if grad_fused { "summed per tile by the conv after" } else { "in chunks" };
         format!(
-            "per-channel kernels over {} positions (cs {}): {stats}, normalise; backward: sums of dy and dy·(x − mean), input gradient; {} floats of coefficients and partial sums",
+            "per-channel kernels over {} positions (cs {}): {stats}, normalise; backward: sums of dy and dy·(x − mean) {grad_sums}, input gradient; {} floats of coefficients and partial sums",
             self.layout.positions(),
             self.layout.cs,
             self.len()
