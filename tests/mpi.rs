@@ -84,8 +84,20 @@ fn program(dir: &Path, batchnorm: bool, batch: usize) -> PathBuf {
     // No bias before a batchnorm (it would cancel; its gradient is rounding noise, which adam
     // turns into steps of the full learning rate).
     let (norm, nobias) = if batchnorm { (" -> batchnorm", ", bias=false") } else { ("", "") };
+    program_with(dir, &format!("conv(4, kernel=3, pad=same{nobias}){norm} -> relu"), batch)
+}
+
+/// Two 16-channel convs, each with a batchnorm: on the JIT the second runs Winograd forward and
+/// backward (the cost model's pick at 16×16), so its transforms sum both batchnorms' statistics
+/// (the second's forward, the first's backward) per tile.
+fn program_wide(dir: &Path, batch: usize) -> PathBuf {
+    let cbr = "conv(16, kernel=3, pad=same, bias=false) -> batchnorm -> relu";
+    program_with(dir, &format!("{cbr} -> {cbr}"), batch)
+}
+
+fn program_with(dir: &Path, layers: &str, batch: usize) -> PathBuf {
     let text = format!(
-        "model small {{\n    input x: [1, 16, 16]\n    h = x -> conv(4, kernel=3, pad=same{nobias}){norm} -> relu\n    n = h -> conv(1, kernel=3, pad=same)\n    output sub(x, n)\n}}\n\noptimizer adam {{ lr = 1e-2 }}\n\ntrain {{\n    data     = synthetic(shape = [1, 16, 16], count = 40, noise = 0.5, seed = 5)\n    batch    = {batch}\n    epochs   = 2\n    validate = 0.1\n    save     = \"small.safetensors\"\n}}\n"
+        "model small {{\n    input x: [1, 16, 16]\n    h = x -> {layers}\n    n = h -> conv(1, kernel=3, pad=same)\n    output sub(x, n)\n}}\n\noptimizer adam {{ lr = 1e-2 }}\n\ntrain {{\n    data     = synthetic(shape = [1, 16, 16], count = 40, noise = 0.5, seed = 5)\n    batch    = {batch}\n    epochs   = 2\n    validate = 0.1\n    save     = \"small.safetensors\"\n}}\n"
     );
     let p = dir.join("small.geonet");
     std::fs::write(&p, text).unwrap();
@@ -144,7 +156,7 @@ fn max_relative_difference(a: &[u8], b: &[u8], per_tensor: bool) -> f64 {
 /// and without batchnorm. On the JIT this rests on: weight-gradient chunks and batchnorm's
 /// moment chunks that never hold two samples (a 1-sample shard of the last batch, 4 samples on
 /// 4 ranks, has the chunks one process has); batchnorm's statistics per sample, added in
-/// global sample order on every rank as in one process, around the same shift (the batch mean);
+/// global sample order on every rank as in one process, around the same shift (the running mean);
 /// the per-rank loss scale (global batch / shard) a power of two here.
 fn same_weights_for_every_rank_count(name: &str, batchnorm: bool, backend: &str) {
     if !mpirun_available() {
@@ -152,15 +164,31 @@ fn same_weights_for_every_rank_count(name: &str, batchnorm: bool, backend: &str)
     }
     let dir = tmp("mpi", name);
     let file = program(&dir, batchnorm, 8);
-    let one = train(None, &file, &dir.join("alone"), backend, &[]);
+    same_weights_for(name, &dir, &file, backend);
+}
+
+fn same_weights_for(name: &str, dir: &Path, file: &Path, backend: &str) {
+    let one = train(None, file, &dir.join("alone"), backend, &[]);
     for np in [1, 2, 4] {
-        let got = train(Some(np), &file, &dir.join(format!("np{np}")), backend, &[]);
+        let got = train(Some(np), file, &dir.join(format!("np{np}")), backend, &[]);
         let d = max_relative_difference(&got, &one, false);
         assert!(
             got == one,
             "{name}: the weights of {np} ranks differ from one process's (by {d:e} relative)"
         );
     }
+}
+
+/// The same with batchnorm statistics summed in Winograd transforms (their tiles never hold two
+/// samples, and the shift is the running mean, the same on every rank).
+#[test]
+fn ranks_with_batchnorm_summed_in_winograd_transforms_give_the_weights_of_one_process() {
+    if !mpirun_available() {
+        return;
+    }
+    let dir = tmp("mpi", "bn-wide-jit");
+    let file = program_wide(&dir, 8);
+    same_weights_for("bn-wide-jit", &dir, &file, "jit");
 }
 
 #[test]
