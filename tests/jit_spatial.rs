@@ -237,3 +237,40 @@ fn spatial_backward_kernels_match_finite_differences() {
         }
     }
 }
+
+/// `upsample → 1×1 conv` runs as `1×1 conv → upsample` on the JIT (`src/ir/commute.rs`: both
+/// linear, the upsample's taps summing to 1, so the bias commutes too): outputs, every node's
+/// own value and every gradient match the interpreter, which runs the graph as written — linear
+/// and nearest, 1-D and 2-D, with an activation after the conv (applied after the upsample),
+/// into a concat (the upsample then writes the concat's slice). Not commuted: a conv that widens
+/// the upsampled values, or an upsample read twice.
+#[test]
+fn an_upsample_before_a_pointwise_conv_runs_after_it_and_matches_the_interpreter() {
+    let cases = [
+        ("[6, 5, 7]", "y = x -> upsample(2, mode=linear) -> conv(3, kernel=1)", true),
+        ("[6, 5, 7]", "y = x -> upsample(3) -> conv(4, kernel=1, bias=false) -> relu", true),
+        (
+            "[5, 9]",
+            "y = x -> upsample(3, mode=linear) -> conv(2, kernel=1) -> conv(3, kernel=3, pad=1)",
+            true,
+        ),
+        (
+            "[8, 6, 5]",
+            "a = x -> upsample(2, mode=linear) -> conv(4, kernel=1)\n    s = x -> upsample(2)\n    y = concat(a, s) -> conv(2, kernel=3, pad=1)",
+            true,
+        ),
+        ("[1, 5, 6]", "y = x -> upsample(2) -> conv(8, kernel=1)", false),
+        ("[4, 5, 6]", "u = x -> upsample(2)\n    c = u -> conv(2, kernel=1)\n    y = concat(c, u)", false),
+    ];
+    for (shape, body, commuted) in cases {
+        let p = program(&model(shape, body));
+        compare(&p, 2).unwrap_or_else(|e| panic!("{body}: {e}"));
+        let plan = JitModel::describe_plan(&ir::lower(&p, 2)).expect("plan");
+        let at = |name: &str| plan.find(&format!(".{name} ")).unwrap_or_else(|| panic!("{name}\n{plan}"));
+        assert_eq!(at("conv0") < at("upsample0"), commuted, "{body}:\n{plan}");
+        if body.contains("concat(a, s)") {
+            let line = plan_line(&p, 2, "a.upsample0");
+            assert!(line.contains("writes into"), "{line}");
+        }
+    }
+}

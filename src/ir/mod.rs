@@ -1,6 +1,8 @@
 //! The typed graph a backend runs: the checked program's layers at a concrete batch size, with
 //! their parameter tensors (named `{layer}.{suffix}`, the checkpoint names) listed once.
 
+mod commute;
+
 use crate::check::program::{Init, Program, ValueRef};
 use crate::ops::{Op, ParamInit, ParamRole};
 use ndarray::{ArrayD, IxDyn};

@@ -53,7 +53,7 @@ impl JitModel {
     pub(crate) fn describe(&self) -> String {
         let mut out = String::new();
         for ((node, state), value_len) in
-            self.graph.nodes().iter().zip(&self.nodes).zip(&self.buffers.value_len)
+            self.executed.nodes().iter().zip(&self.nodes).zip(&self.buffers.value_len)
         {
             let l = state.layout;
             let _ = writeln!(

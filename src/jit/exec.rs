@@ -31,7 +31,7 @@ impl JitModel {
     pub fn forward_loaded(&mut self, params: &mut Params, training: bool, seed: u64) {
         let pass = Instant::now();
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        let graph = Arc::clone(&self.graph);
+        let graph = Arc::clone(&self.executed);
         for id in graph.node_ids() {
             let t = Instant::now();
             self.forward_node(id, params, training, &mut rng);
@@ -42,7 +42,7 @@ impl JitModel {
 
     fn forward_node(&mut self, id: NodeId, params: &mut Params, training: bool, rng: &mut ChaCha8Rng) {
         let i = id.index();
-        let graph = Arc::clone(&self.graph);
+        let graph = Arc::clone(&self.executed);
         let node = graph.node(id);
         let out_l = self.nodes[i].layout;
         let fusion = self.nodes[i].fusion;
@@ -173,7 +173,7 @@ impl JitModel {
     /// The backward pass from the output gradients already in place.
     pub(crate) fn backward_seeded(&mut self, params: &Params) -> Params {
         let pass = Instant::now();
-        let graph = Arc::clone(&self.graph);
+        let graph = Arc::clone(&self.executed);
         let mut pgrads = self.zeroed_grads();
         for id in graph.node_ids().rev() {
             let i = id.index();
@@ -223,7 +223,7 @@ impl JitModel {
     /// else new ones.
     fn zeroed_grads(&mut self) -> Params {
         let mut spare = std::mem::take(&mut self.spare_grads);
-        let params = self.graph.params();
+        let params = self.executed.params();
         let fits = spare.len() == params.len()
             && spare
                 .iter()
@@ -350,7 +350,7 @@ impl JitModel {
                     (Some(s), Some(bn)) => match &me.nodes[bn.index()].step {
                         Step::Norm(norm) => {
                             s.fresh = true;
-                            let q = me.buf(me.graph.node(bn).inputs[0]);
+                            let q = me.buf(me.executed.node(bn).inputs[0]);
                             Some(SumsOut { sums: &mut s.sums, shift: norm.shift_lanes(), q: Some(q) })
                         }
                         _ => None,

@@ -61,7 +61,7 @@ impl JitModel {
     pub fn load_mask(&mut self, mask: Option<&ArrayD<f64>>) {
         match mask {
             Some(m) if m.shape() == self.output_shape(0) => {
-                let l = self.layout(self.graph.outputs()[0]);
+                let l = self.layout(self.executed.outputs()[0]);
                 super::layout::to_nhwc(m, l, &mut self.mask);
             }
             _ => self.mask.clear(),
@@ -74,8 +74,8 @@ impl JitModel {
     /// added in f64 in chunk order); anything else on the converted output.
     pub fn loss_backward(&mut self, params: &Params, kind: LossKind, target: &ArrayD<f64>) -> (f64, Params) {
         let started = Instant::now();
-        let v = self.graph.outputs()[0];
-        let single = self.graph.outputs().len() == 1;
+        let v = self.executed.outputs()[0];
+        let single = self.executed.outputs().len() == 1;
         let loaded = self.target.len() == self.layout(v).len();
         let masked = !self.mask.is_empty() && kind == LossKind::Mse;
         let generated = match kind {

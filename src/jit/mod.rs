@@ -164,6 +164,12 @@ pub(crate) struct NodeState {
 /// One model compiled at one batch size.
 pub struct JitModel {
     /// Shared so that a step can hold a node while mutating the model (no per-step clones).
+    /// The graph it runs: the given one with `upsample → 1×1 conv` pairs commuted
+    /// ([`Graph::with_upsample_after_pointwise_conv`]); `commuted` lists each pair's first node,
+    /// whose value is then the conv's, not the upsample's.
+    executed: Arc<Graph>,
+    commuted: Vec<NodeId>,
+    /// The graph as given (the parameters, shapes and outputs callers see).
     graph: Arc<Graph>,
     input_layouts: Vec<Layout>,
     nodes: Vec<NodeState>,
@@ -211,8 +217,10 @@ impl JitModel {
         Ok(Self::build(graph, Codegen::dry()?, &JitOptions::default())?.describe())
     }
 
-    fn build(graph: &Graph, mut cg: Codegen, options: &JitOptions) -> Result<JitModel, String> {
+    fn build(source: &Graph, mut cg: Codegen, options: &JitOptions) -> Result<JitModel, String> {
         let started = Instant::now();
+        let (rewritten, commuted) = source.with_upsample_after_pointwise_conv();
+        let graph = &rewritten;
         let input_layouts: Vec<Layout> = graph.inputs().iter().map(|s| Layout::of(s)).collect();
         let layouts: Vec<Layout> = graph.nodes().iter().map(|n| Layout::of(&n.shape)).collect();
         let layout_of = |v: Value| match v {
@@ -322,12 +330,14 @@ impl JitModel {
                 cache: None,
             });
         }
-        let graph = Arc::new(graph.clone());
+        let graph = Arc::new(rewritten);
         Ok(JitModel {
+            commuted,
+            graph: Arc::new(source.clone()),
             memory_bytes: plan.bytes,
             profile: options.profile.then(|| Profile::new(&graph, &nodes)),
             spare_grads: Params::new(),
-            graph,
+            executed: graph,
             input_layouts,
             nodes,
             inputs: plan.input_len.iter().map(|&l| zeros(l)).collect(),
@@ -343,6 +353,7 @@ impl JitModel {
         })
     }
 
+    /// The graph as given.
     pub fn graph(&self) -> &Graph {
         &self.graph
     }
@@ -383,9 +394,9 @@ impl JitModel {
         {
             // Written into its slice of the concat's buffer (it has none of its own).
             let slice = Layout { cs: self.nodes[cn.index()].layout.cs, ..self.layout(v) };
-            return from_nhwc(&self.nodes[cn.index()].value[off..], slice, self.graph.shape(v));
+            return from_nhwc(&self.nodes[cn.index()].value[off..], slice, self.executed.shape(v));
         }
-        from_nhwc(self.buf(v), self.layout(v), self.graph.shape(v))
+        from_nhwc(self.buf(v), self.layout(v), self.executed.shape(v))
     }
 
     /// The gradient buffer of node `n`'s value.
@@ -403,7 +414,7 @@ impl JitModel {
     ) -> Vec<ArrayD<f64>> {
         self.load_inputs(inputs);
         self.forward_loaded(params, training, seed);
-        (0..self.graph.outputs().len()).map(|k| self.output(k)).collect()
+        (0..self.executed.outputs().len()).map(|k| self.output(k)).collect()
     }
 
     /// Converts a batch into the input buffers.
@@ -420,7 +431,7 @@ impl JitModel {
             && b == tb
         {
             // Class indices for logits [B, K]: one-hot, the index clamped as `ops::loss` does.
-            let (k, l) = (*k, self.layout(self.graph.outputs()[0]));
+            let (k, l) = (*k, self.layout(self.executed.outputs()[0]));
             self.target.clear();
             self.target.resize(l.len(), 0.0);
             for (n, &c) in target.iter().enumerate() {
@@ -433,13 +444,13 @@ impl JitModel {
             self.target.clear();
             return;
         }
-        let l = self.layout(self.graph.outputs()[0]);
+        let l = self.layout(self.executed.outputs()[0]);
         to_nhwc(target, l, &mut self.target);
     }
 
     /// Shape of output `k`, with the batch axis.
     pub fn output_shape(&self, k: usize) -> &[usize] {
-        self.graph.shape(self.graph.outputs()[k])
+        self.executed.shape(self.executed.outputs()[k])
     }
 
     /// Value `v` of the last forward pass (for differential tests and debugging). A linear
@@ -450,17 +461,20 @@ impl JitModel {
     }
 
     /// Whether [`JitModel::value`] of `v` is `v`'s own value: false for a linear node or a
-    /// batchnorm whose fused activation's kernel stores only the activation's output.
+    /// batchnorm whose fused activation's kernel stores only the activation's output, and for
+    /// an upsample commuted with the 1×1 conv after it (its node holds the conv's value).
     pub fn has_own_value(&self, v: Value) -> bool {
         match v {
-            Value::Node(n) => self.nodes[n.index()].fusion.activation.is_none(),
+            Value::Node(n) => {
+                self.nodes[n.index()].fusion.activation.is_none() && !self.commuted.contains(&n)
+            }
             Value::Input(_) => true,
         }
     }
 
     /// Output `k` of the last forward pass.
     pub fn output(&self, k: usize) -> ArrayD<f64> {
-        self.value_f64(self.graph.outputs()[k])
+        self.value_f64(self.executed.outputs()[k])
     }
 
     /// Hands back the parameter gradients of a step once they are used: the next backward pass
@@ -473,7 +487,7 @@ impl JitModel {
     /// [`JitModel::forward`] in training mode).
     pub fn backward(&mut self, params: &Params, d_outputs: &[ArrayD<f64>]) -> Params {
         self.nodes.iter_mut().for_each(|n| n.grad_written = false);
-        let graph = Arc::clone(&self.graph);
+        let graph = Arc::clone(&self.executed);
         for (&v, d) in graph.outputs().iter().zip(d_outputs) {
             let mut g = vec![0.0; self.layout(v).len()];
             to_nhwc(d, self.layout(v), &mut g);
