@@ -48,7 +48,8 @@ pub(crate) struct FusedStats {
     sums_len: usize,
     /// The shift `s` of those sums, `co4` lanes: the batchnorm's running mean in f32 (set by
     /// [`FusedStats::set_shift`] before the conv runs). Near the batch mean once training has
-    /// run a while, and — a parameter — the same on every rank and after a resume.
+    /// run a while, and — a parameter — the same on every rank and after a resume. (Unused by
+    /// the backward sums, whose shift is the batchnorm's forward mean, [`NormPlan::shift_lanes`].)
     pub shift: Vec<f32>,
     tiles_per_sample: usize,
     co4: usize,
@@ -245,6 +246,23 @@ fn vector(a: &ArrayD<f64>) -> impl Iterator<Item = f64> + '_ {
 }
 
 impl JitModel {
+    /// The per-sample rows the conv `conv` summed for this batchnorm in this pass — its
+    /// statistics forward, its output-gradient sums `backward` — taken once (`FusedStats`).
+    fn fused_rows(
+        &mut self,
+        conv: Option<NodeId>,
+        backward: bool,
+        (n, c): (usize, usize),
+    ) -> Option<Vec<f64>> {
+        let Some(Step::Linear(p)) = conv.map(|p| &mut self.nodes[p.index()].step) else { return None };
+        let stats = if backward { p.grad_stats.as_mut() } else { p.stats.as_mut() }?;
+        if !stats.fresh {
+            return None;
+        }
+        stats.fresh = false;
+        Some(stats.rows(n, c))
+    }
+
     /// Batchnorm forward into the node's value: batch statistics (and the running-statistics
     /// update, as the interpreter does) in training, the running statistics at inference.
     pub(crate) fn forward_norm(
@@ -276,16 +294,9 @@ impl JitModel {
             // One pass: the sums around the running mean, gathered by the conv before as it
             // stored x (`FusedStats`), else by the moments kernel.
             let shift: Vec<f64> = params[node.params[2]].iter().map(|&m| f64::from(m as f32)).collect();
-            let fused =
-                match self.nodes[id.index()].fusion.stats_from.map(|p| &mut self.nodes[p.index()].step) {
-                    Some(Step::Linear(p)) => p.stats.as_mut().filter(|s| s.fresh),
-                    _ => None,
-                };
+            let fused = self.fused_rows(self.nodes[id.index()].fusion.stats_from, false, (plan.layout.n, c));
             let rows = match fused {
-                Some(stats) => {
-                    stats.fresh = false;
-                    stats.rows(plan.layout.n, c)
-                }
+                Some(rows) => rows,
                 None => {
                     plan.set_coef(0, shift.iter().copied());
                     let t = Instant::now();
@@ -378,17 +389,10 @@ impl JitModel {
         let shift: Vec<f64> = plan.coef[..c].iter().map(|&v| f64::from(v)).collect();
         // Σ dy and Σ dy·(x − shift) per sample: summed by the conv after as it stored dy
         // (`FusedStats`), else by the moments kernel.
-        let fused =
-            match self.nodes[id.index()].fusion.grad_stats_from.map(|p| &mut self.nodes[p.index()].step) {
-                Some(Step::Linear(p)) => p.grad_stats.as_mut().filter(|s| s.fresh),
-                _ => None,
-            };
+        let fused = self.fused_rows(self.nodes[id.index()].fusion.grad_stats_from, true, (plan.layout.n, c));
         let mut kernel_s = 0.0;
         let rows = match fused {
-            Some(stats) => {
-                stats.fresh = false;
-                stats.rows(plan.layout.n, c)
-            }
+            Some(rows) => rows,
             None => {
                 let t = Instant::now();
                 let rows = plan.moments(1, &dy, self.buf(xv));
