@@ -86,7 +86,10 @@ impl JitModel {
                 notes.push(format!("writes into {c} at channel {off}"));
             }
             if let Some(b) = f.bn_fold {
-                notes.push(format!("folds {b} at inference"));
+                match self.nodes[b.index()].fusion.activation {
+                    Some(a) => notes.push(format!("folds {b} and {a} at inference")),
+                    None => notes.push(format!("folds {b} at inference")),
+                }
             }
             if let (Some(b), Step::Linear(l)) = (f.stats_into, &state.step)
                 && l.stats.is_some()

@@ -10,7 +10,7 @@ use super::gather::{GatherFn, GatherSpec};
 use super::linear::{CorrCall, LinearKind, LinearPlan, Src};
 use super::native::{add_into, flatten, unflatten};
 use super::pointwise::{PointwiseFn, PointwiseSpec};
-use super::winograd::SumsOut;
+use super::winograd::{Output, SumsOut};
 use super::{JitModel, Step, from_nhwc, to_nhwc};
 use crate::interp::{self, Cache};
 use crate::ir::{Node, NodeId, Params, Value};
@@ -54,7 +54,10 @@ impl JitModel {
                 // A conv or pixel-shuffle upconv writing into a concat's slice (the forward
                 // kernel stores with the concat's strides).
                 let into = fusion.concat_in_place;
-                let dst = into.map(|(cn, _)| cn).or(fold_bn).or(fusion.activation).unwrap_or(id).index();
+                // A folded batchnorm's value is the activation fused after it, if any.
+                let folded_into = fold_bn.map(|bn| self.nodes[bn.index()].fusion.activation.unwrap_or(bn));
+                let dst = into.map(|(cn, _)| cn).or(folded_into).or(fusion.activation).unwrap_or(id).index();
+                let folded_act = fold_bn.is_some() && fusion.folded_epilogue != Epilogue::None;
                 let mut y = std::mem::take(&mut self.nodes[dst].value);
                 let pack_s = plan.pack(params, node, training);
                 self.profile_kernel(id, FORWARD, pack_s);
@@ -86,13 +89,20 @@ impl JitModel {
                     s.fresh = true;
                     SumsOut { sums: &mut s.sums, shift: &s.shift, q: None }
                 });
+                let output = match stats {
+                    Some(sums) => Output::Sums(sums),
+                    None if folded_act => Output::Folded,
+                    None => Output::Plain,
+                };
+                let fwd = match &plan.fwd_folded {
+                    Some(folded) if folded_act => folded,
+                    _ => &plan.fwd,
+                };
                 match (&plan.wino_fwd, wino_scratch.as_mut()) {
                     (Some(wc), Some(ws)) => {
-                        wc.run(xb, &plan.packed_fwd, &plan.packed_bias, (y_at, &[]), ws, stats)
+                        wc.run(xb, &plan.packed_fwd, &plan.packed_bias, (y_at, &[]), ws, output)
                     }
-                    _ => {
-                        run_corr(&plan.fwd, xb, &plan.packed_fwd, &plan.packed_bias, y_at, &[], plan.fwd_rows)
-                    }
+                    _ => run_corr(fwd, xb, &plan.packed_fwd, &plan.packed_bias, y_at, &[], plan.fwd_rows),
                 }
                 self.profile_kernel(id, FORWARD, kernel.elapsed().as_secs_f64());
                 if let (Some(k), Some(ws)) = (wino_k, wino_scratch) {
@@ -359,7 +369,10 @@ impl JitModel {
                 };
                 let t = Instant::now();
                 match (&plan.wino_bwd, wino_scratch.as_mut()) {
-                    (Some(wc), Some(ws)) => wc.run(src, &plan.packed_bwd, &[], (dx, m), ws, sums),
+                    (Some(wc), Some(ws)) => {
+                        let output = sums.map_or(Output::Plain, Output::Sums);
+                        wc.run(src, &plan.packed_bwd, &[], (dx, m), ws, output)
+                    }
                     _ => run_corr(&plan.bwd_in, src, &plan.packed_bwd, &[], dx, m, plan.bwd_rows),
                 }
                 kernel_s += t.elapsed().as_secs_f64();

@@ -32,6 +32,9 @@ pub(crate) struct Fusion {
     pub concat_in_place: Option<(NodeId, usize)>,
     /// A conv/dense: the inference-mode batchnorm after it, folded into its packed weights.
     pub bn_fold: Option<NodeId>,
+    /// A conv/dense with a batchnorm folded into it: the epilogue of the activation fused after
+    /// that batchnorm, which its inference kernel then applies too (`None` without one).
+    pub folded_epilogue: Epilogue,
     /// A batchnorm folded into the layer before it at inference.
     pub bn_folded_from: Option<NodeId>,
     /// A conv: the batchnorm after it (its only consumer), whose training statistics its
@@ -58,6 +61,7 @@ impl Default for Fusion {
             mask_folded: false,
             concat_in_place: None,
             bn_fold: None,
+            folded_epilogue: Epilogue::None,
             bn_folded_from: None,
             stats_into: None,
             stats_from: None,
@@ -162,14 +166,15 @@ pub(crate) fn decide(graph: &Graph, layout_of: impl Fn(Value) -> Layout) -> Vec<
         }
     }
     // conv/dense → batchnorm: at inference the normalisation is folded into the layer's packed
-    // weights and bias, and the layer writes the batchnorm's value directly.
+    // weights and bias, and the layer writes the batchnorm's value directly — or, with an
+    // activation fused after the batchnorm, that activation's value, applying it as it stores
+    // (conv + batchnorm + relu in one kernel: no pass of the batchnorm's own).
     for node in graph.nodes() {
         if let (Op::BatchNorm(_), [Value::Node(p)]) = (&node.op, node.inputs.as_slice()) {
             let foldable = linear(*p) && matches!(graph.node(*p).op, Op::Conv(_) | Op::Dense(_));
-            let fused_after = fusion[node.id.index()].activation.is_some();
-            if foldable && consumers[p.index()] == 1 && fusion[p.index()].activation.is_none() && !fused_after
-            {
+            if foldable && consumers[p.index()] == 1 && fusion[p.index()].activation.is_none() {
                 fusion[p.index()].bn_fold = Some(node.id);
+                fusion[p.index()].folded_epilogue = fusion[node.id.index()].epilogue;
                 fusion[node.id.index()].bn_folded_from = Some(*p);
             }
         }

@@ -68,6 +68,9 @@ pub(crate) struct LinearPlan {
     pub taps: usize,
     pub bias: bool,
     pub fwd: CorrCall,
+    /// The direct forward kernel with the folded batchnorm's activation as its epilogue
+    /// (`Fusion::folded_epilogue`), run at inference.
+    pub fwd_folded: Option<CorrCall>,
     pub fwd_src: Src,
     pub fwd_scatter: Option<(usize, Scatter)>,
     /// The zero-padded x of the weight gradient when the forward does not read it (a Winograd

@@ -4,7 +4,7 @@
 //! weight-gradient kernel of a layer reuses the geometry of the correlation it differentiates.
 
 use super::JitOptions;
-use super::codegen::{Codegen, CorrSpec, Geometry, GradWSpec, MAX_ZERO_ROW_BYTES, Shuffle};
+use super::codegen::{Codegen, CorrSpec, Epilogue, Geometry, GradWSpec, MAX_ZERO_ROW_BYTES, Shuffle};
 use super::fusion::{Fusion, is_pixel};
 use super::gradw_finish::{FinishSpec, GradWFinish};
 use super::layout::{Layout, round4, window2};
@@ -221,7 +221,7 @@ pub(crate) fn plan_linear(
                             bias: bool,
                             e,
                             src: Option<(Layout, [i64; 2])>,
-                            stats: Option<TileSums>| {
+                            variants: (Option<TileSums>, Epilogue)| {
                 t.map(|t| {
                     let spec = WinoSpec::new(t, geo, x.n, bias, e);
                     let spec = match src {
@@ -230,16 +230,17 @@ pub(crate) fn plan_linear(
                     };
                     let flat = Layout { n: 1, h: 1, w: spec.scratch_len(), c: 1, cs: 1 };
                     let k = scratch.add(flat, false);
-                    WinoCall::generate(cg, spec, options.corr_blocking, k, stats)
+                    WinoCall::generate(cg, spec, options.corr_blocking, k, variants)
                 })
                 .transpose()
             };
             let x_in_place = Some((x, [p[0] as i64, p[1] as i64]));
             let fwd_sums = fusion.stats_into.map(|_| TileSums::Moments);
-            wino_fwd = wino(fwd_tile, &geo, fwd_bias, epilogue, x_in_place, fwd_sums)?;
+            let fwd_variants = (fwd_sums, fusion.folded_epilogue);
+            wino_fwd = wino(fwd_tile, &geo, fwd_bias, epilogue, x_in_place, fwd_variants)?;
             let dy_src = (bwd_tile.is_some() && s == [1, 1]).then_some((y, [off(0), off(1)]));
             let bwd_sums = fusion.grad_stats_into.map(|_| TileSums::WithOperand);
-            wino_bwd = wino(bwd_tile, &bwd_geo, false, bwd_epilogue, dy_src, bwd_sums)?;
+            wino_bwd = wino(bwd_tile, &bwd_geo, false, bwd_epilogue, dy_src, (bwd_sums, Epilogue::None))?;
             wino_gradw = gradw_tile
                 .map(|t| {
                     let mut w =
@@ -427,6 +428,16 @@ pub(crate) fn plan_linear(
         }
         other => return Err(format!("`{}` is not a linear layer", other.kind())),
     };
+    // At inference with a batchnorm and its activation folded in, a direct forward kernel
+    // applying that activation as it stores (a Winograd one has its output variant).
+    let fwd_folded = match (&wino_fwd, fusion.folded_epilogue) {
+        (None, e) if e != Epilogue::None => {
+            let spec = CorrSpec { epilogue: e, ..f.fwd.spec.clone() };
+            let handle = Some(cg.corr(&spec, options.corr_blocking)?);
+            Some(CorrCall { handle, f: None, spec, pack: f.fwd.pack, pack_lanes: f.fwd.pack_lanes })
+        }
+        _ => None,
+    };
     let gradw_handle = match wino_gradw {
         Some(_) => None,
         None => Some(cg.gradw(&f.gradw_spec, options.gradw_blocking)?),
@@ -457,6 +468,7 @@ pub(crate) fn plan_linear(
         taps: f.taps,
         bias: f.bias,
         fwd: f.fwd,
+        fwd_folded,
         fwd_src: f.fwd_src,
         fwd_scatter: f.fwd_scatter,
         gradw_scatter: f.gradw_scatter,

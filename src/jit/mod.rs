@@ -262,6 +262,9 @@ impl JitModel {
             match s {
                 Step::Linear(p) => {
                     p.fwd.f = p.fwd.handle.map(|h| cg.corr_fn(h));
+                    if let Some(folded) = &mut p.fwd_folded {
+                        folded.f = folded.handle.map(|h| cg.corr_fn(h));
+                    }
                     p.bwd_in.f = p.bwd_in.handle.map(|h| cg.corr_fn(h));
                     p.gradw = p.gradw_handle.map(|h| cg.gradw_fn(h));
                     p.wino_fwd.iter_mut().chain(p.wino_bwd.iter_mut()).for_each(|w| w.link(&cg));
