@@ -21,12 +21,7 @@ impl Graph {
     /// upsample, with the conv's old shape — every other value, every node id and every
     /// parameter keep their meaning (the parameters now name the first node).
     pub fn with_upsample_after_pointwise_conv(&self) -> (Graph, Vec<NodeId>) {
-        let mut readers = vec![0usize; self.nodes.len()];
-        for v in self.nodes.iter().flat_map(|n| n.inputs.iter()).chain(&self.outputs) {
-            if let Value::Node(n) = v {
-                readers[n.index()] += 1;
-            }
-        }
+        let readers = self.readers();
         let mut g = self.clone();
         let mut firsts = vec![];
         for c in 0..g.nodes.len() {

@@ -138,6 +138,18 @@ impl Graph {
         &self.params[id.0]
     }
 
+    /// How many times each node's value is read: as a node's input (once per input slot) or
+    /// as a graph output.
+    pub fn readers(&self) -> Vec<usize> {
+        let mut readers = vec![0usize; self.nodes.len()];
+        for v in self.nodes.iter().flat_map(|n| n.inputs.iter()).chain(&self.outputs) {
+            if let Value::Node(n) = v {
+                readers[n.index()] += 1;
+            }
+        }
+        readers
+    }
+
     /// The shape of a value, with the batch axis.
     pub fn shape(&self, v: Value) -> &[usize] {
         match v {

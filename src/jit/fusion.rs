@@ -97,13 +97,7 @@ pub(crate) fn decide(graph: &Graph, layout_of: impl Fn(Value) -> Layout) -> Vec<
     let nn = graph.nodes().len();
     let linear = |n: NodeId| graph.node(n).op.lowering() == Lowering::Linear;
     // Consumers of each node's value: only a value read once can be fused away.
-    let mut consumers = vec![0usize; nn];
-    let reads = graph.nodes().iter().flat_map(|n| n.inputs.iter()).chain(graph.outputs());
-    for v in reads {
-        if let Value::Node(n) = v {
-            consumers[n.index()] += 1;
-        }
-    }
+    let consumers = graph.readers();
     // Values whose only reader is a linear layer's input: that layer's input-gradient kernel
     // can apply their derivative.
     let mut read_by_linear_only = vec![false; nn];
