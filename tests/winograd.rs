@@ -515,3 +515,70 @@ fn batchnorm_statistics_follow_the_interpreter_pass_after_pass() {
         }
     }
 }
+
+/// A batchnorm whose normalisation (and relu or leaky relu) the Winograd conv after it applies
+/// as its input transforms load the batchnorm's input — no normalised copy stored — gives the
+/// bits of the batchnorm's own normalisation pass: outputs, running statistics, every
+/// parameter gradient and the activations read back, over training passes with a jump in the
+/// input (the two-pass statistics), then an inference pass. Every tile; two such batchnorms in
+/// a row; the mask of the relu recomputed from the batchnorm's input. (Against the
+/// interpreter: `batchnorm_statistics_follow_the_interpreter_pass_after_pass`, which runs this
+/// path with its relu.)
+#[test]
+fn a_batchnorm_normalised_as_the_conv_after_loads_gives_the_bits_of_its_own_pass() {
+    for act in ["-> relu ", "-> leaky_relu(0.1) ", ""] {
+        let src = format!(
+            "model m {{\n    input x: [3, 14, 10]\n    y = x -> conv(8, kernel=3, pad=1) -> batchnorm {act}-> conv(8, kernel=3, pad=1) -> batchnorm {act}-> conv(6, kernel=3, pad=1) -> batchnorm\n    output y\n}}\n"
+        );
+        let p = program(&src);
+        let g = ir::lower(&p, 2);
+        for conv in [ConvAlgorithm::Winograd, ConvAlgorithm::Winograd2, ConvAlgorithm::Winograd6] {
+            let fused_options = options(conv);
+            let own_pass = JitOptions { norm_on_load: false, ..options(conv) };
+            let mut fused = JitModel::compile_with(&g, &fused_options).expect("compiles");
+            let mut plain = JitModel::compile_with(&g, &own_pass).expect("compiles");
+            let plan = fused.describe();
+            assert_eq!(
+                plan.matches("as it loads it").count(),
+                2,
+                "{act}{conv:?}: the two convs after a batchnorm\n{plan}"
+            );
+            assert!(!plain.describe().contains("as it loads it"), "{act}{conv:?}: the option turns it off");
+            let mut rng = ChaCha8Rng::seed_from_u64(21);
+            let start = params(&g, &mut rng);
+            let (mut pf, mut pp) = (start.clone(), start);
+            // How many elements differ in their bits.
+            let differ = |a: &ArrayD<f64>, b: &ArrayD<f64>| {
+                a.iter().zip(b).filter(|(x, y)| x.to_bits() != y.to_bits()).count()
+            };
+            for (pass, offset) in [0.0, 30.0, 0.0, 0.0].into_iter().enumerate() {
+                let at = format!("{act}{conv:?} pass {pass}");
+                let inputs = [random(&g.inputs()[0], &mut rng).mapv(|v| v + offset)];
+                let (yf, yp) =
+                    (fused.forward(&mut pf, &inputs, true, 3), plain.forward(&mut pp, &inputs, true, 3));
+                assert_eq!(differ(&yf[0], &yp[0]), 0, "{at}: outputs");
+                let values = |fused: &JitModel, plain: &JitModel, when: &str| {
+                    for node in g.nodes() {
+                        let v = ir::Value::Node(node.id);
+                        let n = differ(&fused.value(v), &plain.value(v));
+                        assert_eq!(n, 0, "{at}: value of {} {when}", node.name);
+                    }
+                };
+                values(&fused, &plain, "after the forward pass");
+                for (k, (a, b)) in pf.iter().zip(&pp).enumerate() {
+                    assert_eq!(differ(a, b), 0, "{at}: parameter {k} (running statistics)");
+                }
+                let r = [random(yf[0].shape(), &mut rng)];
+                let (gf, gp) = (fused.backward(&pf, &r), plain.backward(&pp, &r));
+                for (k, (a, b)) in gf.iter().zip(&gp).enumerate() {
+                    assert_eq!(differ(a, b), 0, "{at}: gradient {k}");
+                }
+                values(&fused, &plain, "after the backward pass");
+            }
+            let inputs = [random(&g.inputs()[0], &mut rng)];
+            let (yf, yp) =
+                (fused.forward(&mut pf, &inputs, false, 0), plain.forward(&mut pp, &inputs, false, 0));
+            assert_eq!(differ(&yf[0], &yp[0]), 0, "{act}{conv:?}: inference outputs");
+        }
+    }
+}

@@ -24,6 +24,7 @@ impl Tuning {
             gradw_blocking: blocking(&self.gradw_block, defaults.gradw_blocking)?,
             conv: ConvAlgorithm::parse(&self.conv)?,
             profile: self.profile,
+            ..defaults
         })
     }
 }

@@ -30,8 +30,9 @@ use cranelift_jit::{JITBuilder, JITModule};
 use cranelift_module::{FuncId, Linkage, Module, ModuleReloc, default_libcall_names};
 
 /// What happens to each accumulator before it is stored.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub enum Epilogue {
+    #[default]
     None,
     Relu,
     LeakyRelu(f32),

@@ -50,7 +50,9 @@ fn source(s: Src) -> String {
 }
 
 impl JitModel {
-    pub(crate) fn describe(&self) -> String {
+    /// This model's plan in words, as [`JitModel::describe_plan`] gives it for the default
+    /// options.
+    pub fn describe(&self) -> String {
         let mut out = String::new();
         for ((node, state), value_len) in
             self.executed.nodes().iter().zip(&self.nodes).zip(&self.buffers.value_len)
@@ -101,6 +103,14 @@ impl JitModel {
             {
                 notes.push(format!("sums {b}'s backward sums as it stores its input gradient"));
             }
+            if let (Some(b), Step::Linear(l)) = (f.norm_on_load, &state.step)
+                && let Some(nm) = l.norm_load
+            {
+                let act = if nm.act == Epilogue::None { "" } else { " and activates" };
+                notes.push(format!(
+                    "in training normalises{act} {b}'s input as it loads it (forward and weight gradient)"
+                ));
+            }
             if let Some(p) = f.bn_folded_from {
                 notes.push(format!("folded into {p} at inference"));
             }
@@ -121,7 +131,10 @@ impl JitModel {
                     })
                 };
                 let fused = (sums(f.stats_from, false), sums(f.grad_stats_from, true));
-                let _ = writeln!(out, "    {}", p.describe(fused));
+                let by_consumer = f.norm_on_load_by.is_some_and(
+                    |c| matches!(&self.nodes[c.index()].step, Step::Linear(l) if l.norm_load.is_some()),
+                );
+                let _ = writeln!(out, "    {}", p.describe(fused, by_consumer));
             }
             if let Step::Elementwise(p) = &state.step {
                 let _ = writeln!(out, "    {}", p.describe());

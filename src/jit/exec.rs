@@ -72,7 +72,10 @@ impl JitModel {
                     plan.lend(k, &mut self.pool);
                     std::mem::take(&mut plan.scratch[k])
                 });
-                let x = self.buf(node.inputs[0]);
+                // Training with the batchnorm before applied as the input is loaded: the
+                // batchnorm's input and coefficients.
+                let norm = self.norm_source(plan, fusion).filter(|_| training);
+                let x = norm.map_or_else(|| self.buf(node.inputs[0]), |(x, _)| x);
                 if let Some((k, sc)) = plan.fwd_scatter {
                     sc.run(x, &mut plan.scratch[k]);
                 }
@@ -100,7 +103,8 @@ impl JitModel {
                 };
                 match (&plan.wino_fwd, wino_scratch.as_mut()) {
                     (Some(wc), Some(ws)) => {
-                        wc.run(xb, &plan.packed_fwd, &plan.packed_bias, (y_at, &[]), ws, output)
+                        let xn = (xb, norm.map(|(_, coef)| coef));
+                        wc.run(xn, &plan.packed_fwd, &plan.packed_bias, (y_at, &[]), ws, output)
                     }
                     _ => run_corr(fwd, xb, &plan.packed_fwd, &plan.packed_bias, y_at, &[], plan.fwd_rows),
                 }
@@ -352,16 +356,22 @@ impl JitModel {
             };
             let grad_stats_into = self.nodes[id.index()].fusion.grad_stats_into;
             self.emit_grad(x_ref, |me, dx| {
-                // With a folded activation derivative, the mask is that activation's output.
-                let m = if plan.bwd_in.spec.epilogue == Epilogue::None { &[][..] } else { me.buf(x_ref) };
+                // With a folded activation derivative, the mask is that activation's output —
+                // unless it is recomputed from the batchnorm's input (`norm_load`).
+                let m = if plan.bwd_in.spec.epilogue == Epilogue::None || plan.norm_load.is_some() {
+                    &[][..]
+                } else {
+                    me.buf(x_ref)
+                };
                 // The backward sums of the batchnorm before: of dx (its output gradient) and
-                // of dx·(x − mean), x its input and mean its f32 forward mean.
+                // of dx·(x − mean), x its input and mean its f32 forward mean (the first block
+                // of its coefficients, which the mask recomputed from x reads too).
                 let sums = match (plan.grad_stats.as_mut(), grad_stats_into) {
                     (Some(s), Some(bn)) => match &me.nodes[bn.index()].step {
                         Step::Norm(norm) => {
                             s.fresh = true;
                             let q = me.buf(me.executed.node(bn).inputs[0]);
-                            Some(SumsOut { sums: &mut s.sums, shift: norm.shift_lanes(), q: Some(q) })
+                            Some(SumsOut { sums: &mut s.sums, shift: norm.coef(), q: Some(q) })
                         }
                         _ => None,
                     },
@@ -371,7 +381,7 @@ impl JitModel {
                 match (&plan.wino_bwd, wino_scratch.as_mut()) {
                     (Some(wc), Some(ws)) => {
                         let output = sums.map_or(Output::Plain, Output::Sums);
-                        wc.run(src, &plan.packed_bwd, &[], (dx, m), ws, output)
+                        wc.run((src, None), &plan.packed_bwd, &[], (dx, m), ws, output)
                     }
                     _ => run_corr(&plan.bwd_in, src, &plan.packed_bwd, &[], dx, m, plan.bwd_rows),
                 }
@@ -394,9 +404,13 @@ impl JitModel {
             plan.lend(k, &mut self.pool);
             sc.run(self.buf(x_ref), &mut plan.scratch[k]);
         }
-        let gx: &[f32] = match plan.gradw_x {
-            Src::Value => self.buf(x_ref),
-            Src::Scratch(k) => &plan.scratch[k],
+        // With the batchnorm before applied as x is loaded, x is the batchnorm's input.
+        let fusion = self.nodes[id.index()].fusion;
+        let norm = self.norm_source(plan, fusion);
+        let gx: &[f32] = match (plan.gradw_x, norm) {
+            (Src::Value, Some((x, _))) => x,
+            (Src::Value, None) => self.buf(x_ref),
+            (Src::Scratch(k), _) => &plan.scratch[k],
         };
         let gd: &[f32] = match plan.kind {
             LinearKind::PixelShuffle(px) => &plan.scratch[px.t_bwd],
@@ -405,7 +419,9 @@ impl JitModel {
         };
         // The chunks' partial sums, by Winograd or by the direct kernel.
         match (&plan.wino_gradw, wino_scratch.as_mut()) {
-            (Some(wg), Some(ws)) => kernel_s += wg.run(gx, gd, &mut plan.partials, ws),
+            (Some(wg), Some(ws)) => {
+                kernel_s += wg.run((gx, norm.map(|(_, coef)| coef)), gd, &mut plan.partials, ws)
+            }
             _ => {
                 let Some(f) = plan.gradw else { return };
                 let t = Instant::now();

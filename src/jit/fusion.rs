@@ -49,6 +49,14 @@ pub(crate) struct Fusion {
     pub grad_stats_into: Option<NodeId>,
     /// A batchnorm: the conv that may gather its backward sums.
     pub grad_stats_from: Option<NodeId>,
+    /// A conv reading a batchnorm's value (or the activation fused into it) alone, with the
+    /// batchnorm's input laid out as its own input: the batchnorm, whose normalisation and
+    /// activation its Winograd input transforms may apply as they load the batchnorm's input in
+    /// training (when all three directions run Winograd: `LinearPlan::norm_load`), so that the
+    /// batchnorm stores no normalised copy.
+    pub norm_on_load: Option<NodeId>,
+    /// A batchnorm: the conv that may normalise its input as it loads it.
+    pub norm_on_load_by: Option<NodeId>,
 }
 
 impl Default for Fusion {
@@ -67,6 +75,8 @@ impl Default for Fusion {
             stats_from: None,
             grad_stats_into: None,
             grad_stats_from: None,
+            norm_on_load: None,
+            norm_on_load_by: None,
         }
     }
 }
@@ -92,8 +102,9 @@ pub(crate) fn is_pixel(c: &crate::ops::conv::UpConv) -> bool {
     window2(&c.kernel, 1) == window2(&c.stride, 1) && window2(&c.pad, 0) == [0, 0]
 }
 
-/// Decides every fusion of `graph`; `layout_of` gives each value's layout.
-pub(crate) fn decide(graph: &Graph, layout_of: impl Fn(Value) -> Layout) -> Vec<Fusion> {
+/// Decides every fusion of `graph`; `layout_of` gives each value's layout; `norm_on_load`
+/// allows [`Fusion::norm_on_load`] (an option, for measuring and testing it).
+pub(crate) fn decide(graph: &Graph, layout_of: impl Fn(Value) -> Layout, norm_on_load: bool) -> Vec<Fusion> {
     let nn = graph.nodes().len();
     let linear = |n: NodeId| graph.node(n).op.lowering() == Lowering::Linear;
     // Consumers of each node's value: only a value read once can be fused away.
@@ -199,6 +210,13 @@ pub(crate) fn decide(graph: &Graph, layout_of: impl Fn(Value) -> Layout) -> Vec<
         {
             fusion[node.id.index()].grad_stats_into = Some(bn);
             fusion[bn.index()].grad_stats_from = Some(node.id);
+            // The same reader may normalise the batchnorm's input as it loads it, reading it
+            // where the batchnorm's value would be (same layout).
+            let bn_input = graph.node(bn).inputs[0];
+            if norm_on_load && layout_of(bn_input) == layout_of(node.inputs[0]) {
+                fusion[node.id.index()].norm_on_load = Some(bn);
+                fusion[bn.index()].norm_on_load_by = Some(node.id);
+            }
         }
     }
     // A fused activation whose only consumer is a linear layer: that layer's input-gradient

@@ -605,8 +605,8 @@ mod tests {
                 cso: round4(a),
             };
             let mut cg = Codegen::new(OptLevel::None).expect("host");
-            let wg =
-                WinoGradW::generate(&mut cg, tile, &geo, None, n, bias, GRADW_BLOCKING).expect("winograd");
+            let wg = WinoGradW::generate(&mut cg, tile, &geo, (None, None), n, bias, GRADW_BLOCKING)
+                .expect("winograd");
             let partials: Vec<f32> =
                 values(wg.partials_len(), (a * 13 + b) as u64).iter().map(|&x| x as f32).collect();
             let sum = wg.finish_oracle(&partials);

@@ -9,6 +9,7 @@ use super::native::{Pixel, Scatter};
 use super::norm::FusedStats;
 use super::pack::WeightPack;
 use super::winograd::WinoCall;
+use super::winograd_emit::Normalise;
 use super::winograd_gradw::WinoGradW;
 use crate::ir::{Node, Params};
 use crate::ops::Op;
@@ -127,6 +128,12 @@ pub(crate) struct LinearPlan {
     /// The backward sums of the batchnorm before this conv, gathered by its Winograd input
     /// gradient (`Fusion::grad_stats_into`).
     pub grad_stats: Option<FusedStats>,
+    /// Training: the batchnorm before the layer (`Fusion::norm_on_load`), normalised (and
+    /// activated) by the forward and weight-gradient input transforms as they load its input,
+    /// its activation's derivative taken from that input by the input gradient's output
+    /// transform; so the batchnorm stores no normalised copy. Used by training passes only
+    /// (inference reads the batchnorm's value); `None` unless all three directions run Winograd.
+    pub norm_load: Option<Normalise>,
 }
 
 impl LinearPlan {

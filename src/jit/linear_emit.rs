@@ -37,21 +37,7 @@ pub(crate) fn apply_epilogue(
         }
         Epilogue::ReluMask | Epilogue::LeakyMask(_) => {
             let mv = b.ins().load(F32X4, flags(), mask, off);
-            let pos = b.ins().fcmp(FloatCC::GreaterThan, mv, zero);
-            let pos = b.ins().bitcast(
-                F32X4,
-                MemFlagsData::new().with_endianness(cranelift_codegen::ir::Endianness::Little),
-                pos,
-            );
-            let other = match e {
-                Epilogue::LeakyMask(s) => {
-                    let sv = b.ins().f32const(s);
-                    let sv = b.ins().splat(F32X4, sv);
-                    b.ins().fmul(a, sv)
-                }
-                _ => zero,
-            };
-            b.ins().bitselect(pos, a, other)
+            mask_select(b, e, a, mv, zero)
         }
         Epilogue::Sigmoid => super::exp::sigmoid(b, has_fma, a),
         Epilogue::Tanh => super::exp::tanh(b, has_fma, a),
@@ -69,6 +55,28 @@ pub(crate) fn apply_epilogue(
             b.ins().fmul(a, d)
         }
     }
+}
+
+/// A relu's (`ReluMask`) or leaky relu's (`LeakyMask`) derivative applied to the gradient `a`:
+/// `a` where `mv > 0`, else 0 (or `slope·a`). `mv` is the activation's output — or its input,
+/// which has the same sign for slopes ≥ 0 (the only ones fused).
+pub(crate) fn mask_select(b: &mut FunctionBuilder, e: Epilogue, a: Value, mv: Value, zero: Value) -> Value {
+    let pos = b.ins().fcmp(FloatCC::GreaterThan, mv, zero);
+    let pos = b.ins().bitcast(
+        F32X4,
+        MemFlagsData::new().with_endianness(cranelift_codegen::ir::Endianness::Little),
+        pos,
+    );
+    let other = match e {
+        Epilogue::LeakyMask(s) => {
+            let sv = b.ins().f32const(s);
+            let sv = b.ins().splat(F32X4, sv);
+            b.ins().fmul(a, sv)
+        }
+        Epilogue::ReluMask => zero,
+        other => unreachable!("{other:?} is not a relu's derivative"),
+    };
+    b.ins().bitselect(pos, a, other)
 }
 
 /// Emits the correlation kernel body into a fresh function.

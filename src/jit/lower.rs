@@ -12,8 +12,8 @@ use super::linear::{CorrCall, LinearKind, LinearPlan, Packing, Src};
 use super::native::{Pixel, Scatter};
 use super::norm::FusedStats;
 use super::pack::{PackSpec, WeightPack};
-use super::winograd::{WinoCall, WinoSpec};
-use super::winograd_emit::TileSums;
+use super::winograd::{Variants, WinoCall, WinoSpec};
+use super::winograd_emit::{Normalise, TileSums};
 use super::winograd_gradw::WinoGradW;
 use super::{winograd_choice, winograd_tile};
 use crate::ir::Node;
@@ -139,6 +139,7 @@ pub(crate) fn plan_linear(
         bias_lanes: usize,
     }
     let (mut wino_fwd, mut wino_bwd, mut wino_gradw) = (None, None, None);
+    let mut norm_load = None;
     let f = match &node.op {
         Op::Conv(c) => {
             let (k, s, p, d) =
@@ -216,12 +217,27 @@ pub(crate) fn plan_linear(
                 Some(_) => replaced(bwd_spec, pack(true, true)),
                 None => corr(bwd_spec, pack(true, true))?,
             };
+            // Training: with every direction by Winograd, the batchnorm before (and its
+            // activation, whose derivative is the input gradient's mask) applied as the input
+            // transforms load its input, and the mask recomputed from it.
+            let bn_act = match bwd_epilogue {
+                Epilogue::ReluMask => Some(Epilogue::Relu),
+                Epilogue::LeakyMask(s) => Some(Epilogue::LeakyRelu(s)),
+                Epilogue::None => Some(Epilogue::None),
+                _ => None,
+            };
+            let all_winograd =
+                fwd_tile.is_some() && gradw_tile.is_some() && bwd_tile.is_some() && s == [1, 1];
+            norm_load = match (fusion.norm_on_load, bn_act) {
+                (Some(_), Some(act)) if all_winograd => Some(Normalise { cs: x.cs, act }),
+                _ => None,
+            };
             let mut wino = |t: Option<winograd_tile::Tile>,
                             geo: &Geometry,
                             bias: bool,
                             e,
                             src: Option<(Layout, [i64; 2])>,
-                            variants: (Option<TileSums>, Epilogue)| {
+                            variants: Variants| {
                 t.map(|t| {
                     let spec = WinoSpec::new(t, geo, x.n, bias, e);
                     let spec = match src {
@@ -235,16 +251,23 @@ pub(crate) fn plan_linear(
                 .transpose()
             };
             let x_in_place = Some((x, [p[0] as i64, p[1] as i64]));
-            let fwd_sums = fusion.stats_into.map(|_| TileSums::Moments);
-            let fwd_variants = (fwd_sums, fusion.folded_epilogue);
+            let fwd_variants = Variants {
+                sums: fusion.stats_into.map(|_| TileSums::Moments),
+                folded: fusion.folded_epilogue,
+                norm_input: norm_load,
+            };
             wino_fwd = wino(fwd_tile, &geo, fwd_bias, epilogue, x_in_place, fwd_variants)?;
             let dy_src = (bwd_tile.is_some() && s == [1, 1]).then_some((y, [off(0), off(1)]));
-            let bwd_sums = fusion.grad_stats_into.map(|_| TileSums::WithOperand);
-            wino_bwd = wino(bwd_tile, &bwd_geo, false, bwd_epilogue, dy_src, (bwd_sums, Epilogue::None))?;
+            let mask = norm_load.filter(|_| bwd_epilogue.reads_mask());
+            let bwd_variants = Variants {
+                sums: fusion.grad_stats_into.map(|_| TileSums::WithOperand { mask }),
+                ..Variants::default()
+            };
+            wino_bwd = wino(bwd_tile, &bwd_geo, false, bwd_epilogue, dy_src, bwd_variants)?;
             wino_gradw = gradw_tile
                 .map(|t| {
-                    let mut w =
-                        WinoGradW::generate(cg, t, &geo, x_in_place, x.n, c.bias, options.gradw_blocking)?;
+                    let src = (x_in_place, norm_load);
+                    let mut w = WinoGradW::generate(cg, t, &geo, src, x.n, c.bias, options.gradw_blocking)?;
                     let flat = Layout { n: 1, h: 1, w: w.scratch_len(), c: 1, cs: 1 };
                     w.scratch = scratch.add(flat, false);
                     Ok::<_, String>(w)
@@ -501,5 +524,6 @@ pub(crate) fn plan_linear(
         finish,
         stats,
         grad_stats,
+        norm_load,
     })
 }

@@ -89,6 +89,11 @@ pub struct JitOptions {
     /// Time every node's forward and backward step and the generated kernels in them
     /// ([`JitModel::profile`]).
     pub profile: bool,
+    /// In training, let a Winograd conv after a batchnorm (and its relu) normalise the
+    /// batchnorm's input as it loads it, instead of the batchnorm storing a normalised copy
+    /// (`Fusion::norm_on_load`). On by default; off to measure it, and in the tests that show
+    /// it gives the same bits.
+    pub norm_on_load: bool,
 }
 
 impl Default for JitOptions {
@@ -99,6 +104,7 @@ impl Default for JitOptions {
             gradw_blocking: codegen::GRADW_BLOCKING,
             conv: ConvAlgorithm::Auto,
             profile: false,
+            norm_on_load: true,
         }
     }
 }
@@ -227,7 +233,7 @@ impl JitModel {
             Value::Input(i) => input_layouts[i],
             Value::Node(n) => layouts[n.index()],
         };
-        let fusion = fusion::decide(graph, layout_of);
+        let fusion = fusion::decide(graph, layout_of, options.norm_on_load);
         let mut steps = Vec::with_capacity(layouts.len());
         for (node, f) in graph.nodes().iter().zip(&fusion) {
             let step = match node.op.lowering() {
@@ -392,6 +398,9 @@ impl JitModel {
     }
 
     fn value_f64(&self, v: Value) -> ArrayD<f64> {
+        if let Some(y) = self.normalised_by_consumer(v) {
+            return from_nhwc(&y, self.layout(v), self.executed.shape(v));
+        }
         if let Value::Node(n) = v
             && let Some((cn, off)) = self.nodes[n.index()].fusion.concat_in_place
         {

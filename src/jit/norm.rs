@@ -8,7 +8,9 @@
 use super::channel::{ChannelFn, ChannelKind, ChannelSpec};
 use super::codegen::{Codegen, Epilogue, FnHandle};
 use super::exec::{BACKWARD, FORWARD, run_affine, run_moments};
+use super::fusion::Fusion;
 use super::layout::Layout;
+use super::linear::LinearPlan;
 use super::{JitModel, Step};
 use crate::ir::{Node, NodeId, Params, Value};
 use crate::ops::Op;
@@ -111,14 +113,19 @@ pub(crate) struct NormPlan {
     pub normalise: ChannelCall,
     pub grad_sums: ChannelCall,
     pub grad_input: ChannelCall,
-    /// `[shift | scale | c | d]` lanes for the kernels.
+    /// `[shift | scale | c | d]` lanes for the kernels of the forward pass (and the backward
+    /// sums); `grad_coef` the same for the input gradient.
     coef: Vec<f32>,
+    grad_coef: Vec<f32>,
     partials: Vec<f32>,
     /// Of the last forward pass: the mean it normalised with (f64, and its f32 shift in
     /// `coef`), 1/σ, and whether these are batch statistics.
     mean: Vec<f64>,
     inv_std: Vec<f64>,
     batch_stats: bool,
+    /// Whether the last forward pass left the normalisation to the conv after it
+    /// (`LinearPlan::norm_load`): its value buffer was not written.
+    normalised_by_consumer: bool,
 }
 
 impl NormPlan {
@@ -139,16 +146,27 @@ impl NormPlan {
             grad_sums: ChannelCall::new(cg, spec(ChannelKind::Moments, false, true))?,
             grad_input: ChannelCall::new(cg, spec(ChannelKind::Affine, false, true))?,
             coef: vec![],
+            grad_coef: vec![],
             partials: vec![],
             mean: vec![],
             inv_std: vec![],
             batch_stats: false,
+            normalised_by_consumer: false,
         })
     }
 
-    /// The f32 mean of the last forward pass (`cs` lanes): the shift of the backward sums.
-    pub(crate) fn shift_lanes(&self) -> &[f32] {
-        &self.coef[..self.layout.cs]
+    /// The forward's `[shift | scale | c | d]` lanes (`cs` each): after a forward pass the
+    /// shift is its f32 mean (the shift of the backward sums), and shift, scale and `d`
+    /// normalise as it did (`(x − shift)·scale + d`).
+    pub(crate) fn coef(&self) -> &[f32] {
+        &self.coef
+    }
+
+    /// `y = act((x − shift)·scale + d)` with the coefficients as they are.
+    fn normalise_into(&self, x: &[f32], y: &mut [f32]) {
+        if let Some(f) = self.normalise.f {
+            run_affine(f, &self.normalise.spec, self.positions(), x, x, &self.coef, y);
+        }
     }
 
     pub(crate) fn link(&mut self, cg: &Codegen) {
@@ -173,20 +191,26 @@ impl NormPlan {
     /// Floats of the coefficients and the partial sums.
     pub(crate) fn len(&self) -> usize {
         let cs = self.layout.cs;
-        4 * cs + self.chunks() * 2 * cs
+        8 * cs + self.chunks() * 2 * cs
     }
 
     /// The plan in words (the plan snapshots); `fused`: whether the conv before it sums the
-    /// training statistics, and the conv after it the backward sums.
-    pub(crate) fn describe(&self, (fused, grad_fused): (bool, bool)) -> String {
+    /// training statistics, and the conv after it the backward sums; `by_consumer`: whether
+    /// the conv after it normalises as it loads, in training.
+    pub(crate) fn describe(&self, (fused, grad_fused): (bool, bool), by_consumer: bool) -> String {
         let stats = if fused {
             "training statistics summed per tile by the conv before (around the running mean)".to_string()
         } else {
             format!("training statistics around the running mean in chunks of {CHUNK_POSITIONS}")
         };
         let grad_sums = if grad_fused { "summed per tile by the conv after" } else { "in chunks" };
+        let normalise = if by_consumer {
+            "normalise at inference (in training the conv after normalises as it loads)"
+        } else {
+            "normalise"
+        };
         format!(
-            "per-channel kernels over {} positions (cs {}): {stats}, normalise; backward: sums of dy and dy·(x − mean) {grad_sums}, input gradient; {} floats of coefficients and partial sums",
+            "per-channel kernels over {} positions (cs {}): {stats}, {normalise}; backward: sums of dy and dy·(x − mean) {grad_sums}, input gradient; {} floats of coefficients and partial sums",
             self.layout.positions(),
             self.layout.cs,
             self.len()
@@ -196,6 +220,7 @@ impl NormPlan {
     pub(crate) fn allocate(&mut self) {
         let cs = self.layout.cs;
         self.coef = vec![0.0; 4 * cs];
+        self.grad_coef = vec![0.0; 4 * cs];
         self.partials = vec![0.0; self.chunks() * 2 * cs];
     }
 
@@ -232,12 +257,16 @@ impl NormPlan {
     }
 
     fn set_coef(&mut self, block: usize, values: impl Iterator<Item = f64>) {
-        let cs = self.layout.cs;
-        let lanes = &mut self.coef[block * cs..(block + 1) * cs];
-        lanes.fill(0.0);
-        for (l, v) in lanes.iter_mut().zip(values) {
-            *l = v as f32;
-        }
+        set_lanes(&mut self.coef, self.layout.cs, block, values);
+    }
+}
+
+/// Block `block` of `cs` lanes of `coef` set to `values` in f32 (zeros past them).
+fn set_lanes(coef: &mut [f32], cs: usize, block: usize, values: impl Iterator<Item = f64>) {
+    let lanes = &mut coef[block * cs..(block + 1) * cs];
+    lanes.fill(0.0);
+    for (l, v) in lanes.iter_mut().zip(values) {
+        *l = v as f32;
     }
 }
 
@@ -246,6 +275,37 @@ fn vector(a: &ArrayD<f64>) -> impl Iterator<Item = f64> + '_ {
 }
 
 impl JitModel {
+    /// Whether the conv reading batchnorm `bn` normalises its input as it loads it in training.
+    fn consumer_normalises(&self, bn: NodeId) -> bool {
+        let conv = self.nodes[bn.index()].fusion.norm_on_load_by;
+        matches!(conv.map(|c| &self.nodes[c.index()].step), Some(Step::Linear(p)) if p.norm_load.is_some())
+    }
+
+    /// For a linear layer normalising the batchnorm before it as it loads
+    /// (`LinearPlan::norm_load`, with `fusion` its fusions): that batchnorm's input and
+    /// coefficients.
+    pub(crate) fn norm_source(&self, plan: &LinearPlan, fusion: Fusion) -> Option<(&[f32], &[f32])> {
+        plan.norm_load?;
+        let bn = fusion.norm_on_load?;
+        let Step::Norm(p) = &self.nodes[bn.index()].step else { return None };
+        Some((self.buf(self.executed.node(bn).inputs[0]), p.coef()))
+    }
+
+    /// Value `v` when it is a batchnorm's (or the activation's fused into it) whose last
+    /// forward pass left the normalisation to the conv after it: computed now by the
+    /// batchnorm's normalisation kernel (the values that conv loaded, bit for bit).
+    pub(crate) fn normalised_by_consumer(&self, v: Value) -> Option<Vec<f32>> {
+        let Value::Node(n) = v else { return None };
+        let bn = self.nodes[n.index()].fusion.into_linear.unwrap_or(n);
+        let Step::Norm(p) = &self.nodes[bn.index()].step else { return None };
+        if !p.normalised_by_consumer {
+            return None;
+        }
+        let mut y = vec![0.0; p.layout.len()];
+        p.normalise_into(self.buf(self.executed.node(bn).inputs[0]), &mut y);
+        Some(y)
+    }
+
     /// The per-sample rows the conv `conv` summed for this batchnorm in this pass — its
     /// statistics forward, its output-gradient sums `backward` — taken once (`FusedStats`).
     fn fused_rows(
@@ -357,16 +417,18 @@ impl JitModel {
         let beta = &params[node.params[1]];
         let d: Vec<f64> = (0..c).map(|k| beta[k] + (shift[k] - mean[k]) * gamma[k] * inv_std[k]).collect();
         plan.set_coef(3, d.into_iter());
-        // Into the value of the activation fused after it, when there is one.
-        let dst = self.nodes[id.index()].fusion.activation.unwrap_or(id).index();
-        let mut y = std::mem::take(&mut self.nodes[dst].value);
-        let x = self.buf(node.inputs[0]);
-        let t = Instant::now();
-        if let Some(f) = plan.normalise.f {
-            run_affine(f, &plan.normalise.spec, plan.positions(), x, x, &plan.coef, &mut y);
+        // Into the value of the activation fused after it, when there is one — unless, in
+        // training, the conv after it normalises as it loads x.
+        let by_consumer = training && self.consumer_normalises(id);
+        if !by_consumer {
+            let dst = self.nodes[id.index()].fusion.activation.unwrap_or(id).index();
+            let mut y = std::mem::take(&mut self.nodes[dst].value);
+            let t = Instant::now();
+            plan.normalise_into(self.buf(node.inputs[0]), &mut y);
+            kernel_s += t.elapsed().as_secs_f64();
+            self.nodes[dst].value = y;
         }
-        kernel_s += t.elapsed().as_secs_f64();
-        self.nodes[dst].value = y;
+        plan.normalised_by_consumer = by_consumer;
         plan.mean = mean;
         plan.inv_std = inv_std;
         plan.batch_stats = training;
@@ -437,13 +499,16 @@ impl JitModel {
             } else {
                 (vec![0.0; c], vec![0.0; c])
             };
-            plan.set_coef(2, cc.into_iter());
-            plan.set_coef(3, d.into_iter());
+            // dx's own coefficients: the forward's stay as they normalised (the conv after may
+            // have normalised as it loaded, and `value` recomputes from them).
+            plan.grad_coef.copy_from_slice(&plan.coef);
+            set_lanes(&mut plan.grad_coef, cs, 2, cc.into_iter());
+            set_lanes(&mut plan.grad_coef, cs, 3, d.into_iter());
             let positions = plan.positions();
             self.emit_grad(xv, |me, dx| {
                 let t = Instant::now();
                 if let Some(f) = plan.grad_input.f {
-                    run_affine(f, &plan.grad_input.spec, positions, &dy, me.buf(xv), &plan.coef, dx);
+                    run_affine(f, &plan.grad_input.spec, positions, &dy, me.buf(xv), &plan.grad_coef, dx);
                 }
                 kernel_s += t.elapsed().as_secs_f64();
             });

@@ -12,17 +12,19 @@
 //! ([`transform_pass`]), forming the rows of its matrix with the ±p pairs shared
 //! ([`CombosPlan`]).
 
-use super::codegen::{F32X4, PTR, counted_loop, flags, fmadd};
-use super::linear_emit::apply_epilogue;
+use super::codegen::{Epilogue, F32X4, PTR, counted_loop, flags, fmadd};
+use super::linear_emit::{apply_epilogue, mask_select};
 use super::winograd::WinoSpec;
 use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::{InstBuilder, StackSlotData, StackSlotKind, Value};
 use cranelift_frontend::FunctionBuilder;
 use std::collections::HashMap;
 
-/// `fn(x, v, row0, row1)`: tile rows `row0..row1` (`n·th + tile row`) of the input `x` (read in
-/// place, zeros around it) into `v`, the chunk's transformed tiles (tile row `row0` first).
-pub type InputFn = unsafe extern "C" fn(*const f32, *mut f32, i64, i64);
+/// `fn(x, v, coef, row0, row1)`: tile rows `row0..row1` (`n·th + tile row`) of the input `x`
+/// (read in place, zeros around it) into `v`, the chunk's transformed tiles (tile row `row0`
+/// first). The variant with a [`Normalise`] reads its coefficients at `coef`; the plain one
+/// ignores it.
+pub type InputFn = unsafe extern "C" fn(*const f32, *mut f32, *const f32, i64, i64);
 /// `fn(m, bias, y, mask, sums, shift, q, row0, row1)`: the chunk's products `m` (tile row `row0`
 /// first) into the output rows of tile rows `row0..row1`. The variants with [`TileSums`] also
 /// write each tile's per-channel sums (a batchnorm's, [`super::norm::FusedStats`]) at
@@ -46,9 +48,54 @@ pub(crate) enum TileSums {
     /// `Σ (y − s)` and `Σ (y − s)²`: a batchnorm's statistics in the forward pass.
     Moments,
     /// `Σ y` and `Σ y·(q − s)`, `q` read at `y`'s positions (same layout): a batchnorm's
-    /// backward sums, `y` its output gradient and `q` its input.
-    WithOperand,
+    /// backward sums, `y` its output gradient and `q` its input. With `mask`, the layer's mask
+    /// epilogue takes its sign from the batchnorm's pre-activation `(q − s)·scale + d` (the
+    /// coefficients at `shift`, whose first block is `s`), recomputed as the consumer's input
+    /// transforms computed it, instead of from a stored activation.
+    WithOperand { mask: Option<Normalise> },
 }
+/// A batchnorm's normalisation, and the relu/leaky_relu fused after it, applied by a Winograd
+/// kernel to each value of the batchnorm's input as it loads it (training: the consumer conv's
+/// input transforms read the batchnorm's input, and no normalised copy is stored):
+/// `act((x − shift)·scale + d)`, with the batchnorm's per-channel lanes `[shift | scale | c | d]`
+/// at `coef`, blocks `cs` floats apart ([`super::norm::NormPlan`]). The operations are those of
+/// the batchnorm's own normalisation kernel ([`super::channel`]'s affine) in their order, so the
+/// values are that kernel's bit for bit.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct Normalise {
+    pub cs: usize,
+    /// `None`, `Relu` or `LeakyRelu` (slope ≥ 0).
+    pub act: Epilogue,
+}
+
+impl Normalise {
+    /// The shift, scale and `d` lanes of the channel block at byte offset `cb`.
+    fn coefficients(&self, b: &mut FunctionBuilder, coef: Value, cb: Value) -> [Value; 3] {
+        let at = b.ins().iadd(coef, cb);
+        let lanes = |b: &mut FunctionBuilder, block: usize| {
+            b.ins().load(F32X4, flags(), at, (block * self.cs * 4) as i32)
+        };
+        [lanes(b, 0), lanes(b, 1), lanes(b, 3)]
+    }
+
+    /// `(x − shift)·scale + d`: the activation's input.
+    fn pre_activation(
+        b: &mut FunctionBuilder,
+        has_fma: bool,
+        x: Value,
+        [shift, scale, d]: [Value; 3],
+    ) -> Value {
+        let x = b.ins().fsub(x, shift);
+        fmadd(b, has_fma, x, scale, d)
+    }
+
+    /// The normalised, activated value of `x`.
+    fn apply(&self, b: &mut FunctionBuilder, has_fma: bool, x: Value, k: [Value; 3], zero: Value) -> Value {
+        let r = Self::pre_activation(b, has_fma, x, k);
+        apply_epilogue(b, self.act, r, zero, (zero, 0), has_fma)
+    }
+}
+
 /// `fn(dy, yhat, bias, row0, row1)`: the output-gradient transform of the Winograd weight
 /// gradient ([`emit_dy_transform`]).
 pub type DyFn = unsafe extern "C" fn(*const f32, *mut f32, *mut f32, i64, i64);
@@ -293,6 +340,12 @@ fn combos(
     out
 }
 
+/// 0.0 in all four lanes.
+fn splat_zero(b: &mut FunctionBuilder) -> Value {
+    let z = b.ins().f32const(0.0);
+    b.ins().splat(F32X4, z)
+}
+
 /// A 16-byte-aligned stack slot of `vectors` f32x4 values: the intermediate `L · d` of a
 /// separable transform.
 fn stage_slot(b: &mut FunctionBuilder, vectors: usize) -> cranelift_codegen::ir::StackSlot {
@@ -317,15 +370,19 @@ struct Lines {
     step: i64,
 }
 
+/// What a transform pass does to each value it loads (a [`Normalise`]), if anything.
+type OnLoad<'a> = Option<&'a dyn Fn(&mut FunctionBuilder, Value) -> Value>;
+
 /// One pass of a separable transform over `lines` lines: each line's `n` values (the first
-/// `known` loaded, the rest known zeros) combined by the first `keep` rows of `l` (`· × n`), the
-/// results stored in order (a zero vector where a combination is known to be zero).
+/// `known` loaded, mapped by `on_load`; the rest known zeros) combined by the first `keep` rows
+/// of `l` (`· × n`), the results stored in order (a zero vector where a combination is known to
+/// be zero).
 fn transform_pass(
     b: &mut FunctionBuilder,
     has_fma: bool,
     (l, n, keep): (&[f64], usize, usize),
     (lines, known): (usize, usize),
-    src: Lines,
+    (src, on_load): (Lines, OnLoad),
     dst: Lines,
 ) {
     each_line(b, lines, |b, s| {
@@ -335,7 +392,12 @@ fn transform_pass(
         let to = b.ins().iadd(dst.base, dof);
         let mut k = Consts::default();
         let d: Vec<Option<Value>> = (0..n)
-            .map(|q| (q < known).then(|| b.ins().load(F32X4, flags(), from, (q as i64 * src.step) as i32)))
+            .map(|q| {
+                (q < known).then(|| {
+                    let v = b.ins().load(F32X4, flags(), from, (q as i64 * src.step) as i32);
+                    on_load.map_or(v, |f| f(b, v))
+                })
+            })
             .collect();
         for (p, val) in combos(b, &mut k, has_fma, l, &d, keep).into_iter().enumerate() {
             let val = val.unwrap_or_else(|| k.get(b, 0.0));
@@ -346,22 +408,22 @@ fn transform_pass(
 
 /// The input transform `V = Bᵀ d B` of one tile and channel block: `d` (α×α) at `src` with
 /// the given (row, column) byte strides, `V` point `(i, j)` stored at `v + (i·α + j)·point_bytes`,
-/// `t` a stage of α² vectors. Pass 1 (per column j): `t[·][j] = Bᵀ d[·][j]`; pass 2 (per row
-/// i): `V[i][·] = B t[i][·]`.
+/// `t` a stage of α² vectors; each input mapped by `on_load` as it is loaded. Pass 1 (per
+/// column j): `t[·][j] = Bᵀ d[·][j]`; pass 2 (per row i): `V[i][·] = B t[i][·]`.
 fn input_tile(
     b: &mut FunctionBuilder,
     has_fma: bool,
     (bt, a): (&[f64], usize),
-    (src, row_stride, col_stride): (Value, i64, i64),
+    (src, row_stride, col_stride, on_load): (Value, i64, i64, OnLoad),
     t: Value,
     (v, point_bytes): (Value, i64),
 ) {
     let stage_col = Lines { base: t, line: 16, step: (16 * a) as i64 };
     let stage_row = Lines { base: t, line: (16 * a) as i64, step: 16 };
     let input = Lines { base: src, line: col_stride, step: row_stride };
-    transform_pass(b, has_fma, (bt, a, a), (a, a), input, stage_col);
+    transform_pass(b, has_fma, (bt, a, a), (a, a), (input, on_load), stage_col);
     let points = Lines { base: v, line: a as i64 * point_bytes, step: point_bytes };
-    transform_pass(b, has_fma, (bt, a, a), (a, a), stage_row, points);
+    transform_pass(b, has_fma, (bt, a, a), (a, a), (stage_row, None), points);
 }
 
 /// Splits tile row `r` into the input (or output) row of its first position: `n·h + th·m`.
@@ -389,9 +451,17 @@ fn inside(count: usize, m: usize, alpha: usize, off: i64, len: usize) -> (usize,
 /// zero rows and columns before it: a tile whose inputs all lie inside (the interior) loads
 /// them with constant offsets; a border tile is first staged on the stack by a small loop that
 /// tests each input's row and column (zeros outside). Two transform bodies per kernel whatever
-/// the padding, so the generated code stays small (compile time).
-pub(crate) fn emit_input(b: &mut FunctionBuilder, p: &[Value], spec: &WinoSpec, has_fma: bool) {
-    let (x, v, row0, row1) = (p[0], p[1], p[2], p[3]);
+/// the padding, so the generated code stays small (compile time). With `norm`, each input
+/// inside is normalised (and activated) as it is loaded; the zeros around stay zeros (the
+/// padding is the normalised value's).
+pub(crate) fn emit_input(
+    b: &mut FunctionBuilder,
+    p: &[Value],
+    spec: &WinoSpec,
+    has_fma: bool,
+    norm: Option<Normalise>,
+) {
+    let (x, v, coef, row0, row1) = (p[0], p[1], p[2], p[3], p[4]);
     let (m, a) = (spec.tile.m(), spec.tile.alpha());
     let bt = spec.tile.bt();
     let (ci4, tw, th) = (spec.ci4(), spec.tw(), spec.th());
@@ -442,7 +512,12 @@ pub(crate) fn emit_input(b: &mut FunctionBuilder, p: &[Value], spec: &WinoSpec, 
                 let xb = b.ins().iadd(xt, cb);
                 let vb = b.ins().iadd(vt, cb);
                 let ts = b.ins().stack_addr(PTR, t_stage, 0);
-                input_tile(b, has_fma, (bt, a), (xb, row_bytes, pos_bytes), ts, (vb, point_bytes));
+                let load = norm.map(|nm| (nm, nm.coefficients(b, coef, cb), splat_zero(b)));
+                let f = |b: &mut FunctionBuilder, x| {
+                    load.map_or(x, |(nm, k, zero)| nm.apply(b, has_fma, x, k, zero))
+                };
+                let on_load: OnLoad = load.is_some().then_some(&f);
+                input_tile(b, has_fma, (bt, a), (xb, row_bytes, pos_bytes, on_load), ts, (vb, point_bytes));
             });
             b.ins().jump(next, &[]);
             // Border: per channel block, the α×α inputs staged on the stack by a small loop
@@ -458,10 +533,8 @@ pub(crate) fn emit_input(b: &mut FunctionBuilder, p: &[Value], spec: &WinoSpec, 
                 let vb = b.ins().iadd(vt, cb);
                 let safe = b.ins().iadd(x, cb);
                 let st = b.ins().stack_addr(PTR, stage, 0);
-                let zero_v = {
-                    let z = b.ins().f32const(0.0);
-                    b.ins().splat(F32X4, z)
-                };
+                let zero_v = splat_zero(b);
+                let k = norm.map(|nm| nm.coefficients(b, coef, cb));
                 let zero = b.ins().iconst(PTR, 0);
                 let end = b.ins().iconst(PTR, (a * a) as i64);
                 counted_loop(b, zero, end, 1, |b, q| {
@@ -479,13 +552,17 @@ pub(crate) fn emit_input(b: &mut FunctionBuilder, p: &[Value], spec: &WinoSpec, 
                     let at = b.ins().iadd(at, co);
                     let addr = b.ins().select(ok, at, safe);
                     let val = b.ins().load(F32X4, flags(), addr, 0);
+                    let val = match (norm, k) {
+                        (Some(nm), Some(k)) => nm.apply(b, has_fma, val, k, zero_v),
+                        _ => val,
+                    };
                     let val = b.ins().select(ok, val, zero_v);
                     let so = b.ins().imul_imm_s(q, 16);
                     let sa = b.ins().iadd(st, so);
                     b.ins().store(flags(), val, sa, 0);
                 });
                 let ts = b.ins().stack_addr(PTR, t_stage, 0);
-                input_tile(b, has_fma, (bt, a), (st, (16 * a) as i64, 16), ts, (vb, point_bytes));
+                input_tile(b, has_fma, (bt, a), (st, (16 * a) as i64, 16, None), ts, (vb, point_bytes));
             });
             b.ins().jump(next, &[]);
             b.switch_to_block(next);
@@ -554,12 +631,16 @@ pub(crate) fn emit_output(
                     let (s1, s2) = (b.declare_var(F32X4), b.declare_var(F32X4));
                     b.def_var(s1, zero_v);
                     b.def_var(s2, zero_v);
-                    (kind, s, s1, s2)
+                    let mask = match kind {
+                        TileSums::WithOperand { mask: Some(nm) } => Some(nm.coefficients(b, shift, cb)),
+                        _ => None,
+                    };
+                    (kind, s, s1, s2, mask)
                 });
                 // Pass 1 (per column j of M): t[i][j] = Σ_q Aᵀ[i][q]·M[q][j], rows i < rv.
                 let m_col = Lines { base: src, line: point_bytes, step: a as i64 * point_bytes };
                 let stage_col = Lines { base: ts, line: 16, step: (16 * a) as i64 };
-                transform_pass(b, has_fma, (at, a, rv), (a, a), m_col, stage_col);
+                transform_pass(b, has_fma, (at, a, rv), (a, a), (m_col, None), stage_col);
                 // Pass 2 (per output row i): y[i][j] = Σ_q Aᵀ[j][q]·t[i][q] (+ bias, epilogue).
                 each_line(b, rv, |b, i| {
                     let to = b.ins().imul_imm_s(i, (16 * a) as i64);
@@ -577,18 +658,27 @@ pub(crate) fn emit_output(
                             val = b.ins().fadd(val, bv);
                         }
                         let off = (j * spec.cso * 4) as i32;
-                        let val = apply_epilogue(b, spec.epilogue, val, zero_v, (mrow, off), has_fma);
+                        let qv = match acc {
+                            Some((TileSums::WithOperand { .. }, ..)) => {
+                                let qa = b.ins().iadd(yrow, q_delta);
+                                Some(b.ins().load(F32X4, flags(), qa, off))
+                            }
+                            _ => None,
+                        };
+                        let val = match (acc, qv) {
+                            (Some((TileSums::WithOperand { mask: Some(_) }, .., Some(k))), Some(qv)) => {
+                                let r = Normalise::pre_activation(b, has_fma, qv, k);
+                                mask_select(b, spec.epilogue, val, r, zero_v)
+                            }
+                            _ => apply_epilogue(b, spec.epilogue, val, zero_v, (mrow, off), has_fma),
+                        };
                         b.ins().store(flags(), val, yrow, off);
-                        if let Some((kind, s, s1, s2)) = acc {
-                            let (first, second) = match kind {
-                                TileSums::Moments => {
+                        if let Some((kind, s, s1, s2, _)) = acc {
+                            let (first, second) = match (kind, qv) {
+                                (TileSums::WithOperand { .. }, Some(qv)) => (val, b.ins().fsub(qv, s)),
+                                _ => {
                                     let d = b.ins().fsub(val, s);
                                     (d, d)
-                                }
-                                TileSums::WithOperand => {
-                                    let qa = b.ins().iadd(yrow, q_delta);
-                                    let qv = b.ins().load(F32X4, flags(), qa, off);
-                                    (val, b.ins().fsub(qv, s))
                                 }
                             };
                             let a1 = b.use_var(s1);
@@ -600,7 +690,7 @@ pub(crate) fn emit_output(
                         }
                     }
                 });
-                if let Some((_, _, s1, s2)) = acc {
+                if let Some((_, _, s1, s2, _)) = acc {
                     let dst = b.ins().iadd(st, cb);
                     let a1 = b.use_var(s1);
                     let a2 = b.use_var(s2);
@@ -692,11 +782,11 @@ pub(crate) fn emit_dy_transform(b: &mut FunctionBuilder, p: &[Value], spec: &Win
                 // and columns j ≥ cv lie beyond the layer's output: known zeros.
                 let dy_col = Lines { base: src, line: (spec.cso * 4) as i64, step: dy_row_bytes };
                 let stage_col = Lines { base: ts, line: 16, step: (16 * m) as i64 };
-                transform_pass(b, has_fma, (&a_mat, m, a), (cv, rv), dy_col, stage_col);
+                transform_pass(b, has_fma, (&a_mat, m, a), (cv, rv), (dy_col, None), stage_col);
                 // Pass 2 (per row i): Ŷ[i][j] = Σ_q A[j][q]·t[i][q] (columns q ≥ cv: zeros).
                 let stage_row = Lines { base: ts, line: (16 * m) as i64, step: 16 };
                 let points = Lines { base: dst, line: a as i64 * point_bytes, step: point_bytes };
-                transform_pass(b, has_fma, (&a_mat, m, a), (a, cv), stage_row, points);
+                transform_pass(b, has_fma, (&a_mat, m, a), (a, cv), (stage_row, None), points);
                 if spec.bias {
                     // A's row 1 is all ones (the interpolation point 1): Ŷ(1, 1) = Σ dY.
                     debug_assert!(a_mat[m..2 * m].iter().all(|&c| c == 1.0));

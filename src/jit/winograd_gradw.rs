@@ -23,8 +23,8 @@
 
 use super::codegen::{Blocking, Codegen, FnHandle, Geometry, GradWFn, GradWSpec};
 use super::layout::Layout;
-use super::winograd::{SlotPool, WinoSpec, task_slots};
-use super::winograd_emit::{DyFn, InputFn, emit_dy_transform, emit_input};
+use super::winograd::{SlotPool, WinoSpec, input_transform, task_slots};
+use super::winograd_emit::{DyFn, InputFn, Normalise, emit_dy_transform};
 use super::winograd_tile::Tile;
 use rayon::prelude::*;
 use std::time::Instant;
@@ -32,15 +32,6 @@ use std::time::Instant;
 /// Tiles per Winograd weight-gradient chunk (`winograd_gradw`): about the direct kernel's
 /// 512 positions per chunk in partial-sum memory (α² points per tile instead of 9 taps).
 pub(crate) const GRADW_CHUNK_TILES: usize = 128;
-
-/// The input transform of the weight gradient: `V` of tile rows `r0..r1` of the forward's
-/// input, read in place (zeros around it generated in) as the forward's input transform reads it.
-/// Cached by spec, as the transforms below: a DnCNN's repeated layers share one set.
-fn input_transform(cg: &mut Codegen, spec: &WinoSpec) -> Result<FnHandle, String> {
-    cg.cached(format!("winograd gradw input {spec:?}"), |cg| {
-        cg.custom(2, |b, p, fma| emit_input(b, p, spec, fma))
-    })
-}
 
 /// The linked kernels: input transform, dy transform, and the products by
 /// sub-chunk size in tiles.
@@ -54,6 +45,8 @@ pub(crate) struct WinoGradW {
     /// Tile rows per chunk (each chunk inside one sample).
     pub chunk_rows: usize,
     input: FnHandle,
+    /// Whether the input transform normalises (a batchnorm's input) as it loads.
+    pub norm: bool,
     dy: FnHandle,
     /// The per-point product for each sub-chunk size (in tiles) that occurs.
     gemm: Vec<(usize, FnHandle)>,
@@ -65,13 +58,14 @@ pub(crate) struct WinoGradW {
 impl WinoGradW {
     /// Generates the kernels of the weight gradient of the correlation `geo` (the forward's, on
     /// its padded input) on `n` samples; with `bias`, the bias gradient too. With `src` (the
-    /// unpadded input's layout and its padding), x is read in place, not a padded copy. Its
-    /// scratch index is the planner's to set.
+    /// unpadded input's layout and its padding), x is read in place, not a padded copy; with
+    /// `norm`, x is the batchnorm's input before the layer, normalised as it is loaded (as the
+    /// forward's input transform did). Its scratch index is the planner's to set.
     pub(crate) fn generate(
         cg: &mut Codegen,
         tile: Tile,
         geo: &Geometry,
-        src: Option<(Layout, [i64; 2])>,
+        (src, norm): (Option<(Layout, [i64; 2])>, Option<Normalise>),
         n: usize,
         bias: bool,
         blocking: Blocking,
@@ -84,11 +78,23 @@ impl WinoGradW {
         let chunk_rows = (GRADW_CHUNK_TILES / spec.tw()).clamp(1, spec.th());
         // A product never spans more than a chunk.
         spec.chunk_rows = spec.chunk_rows.min(chunk_rows);
-        let input = input_transform(cg, &spec)?;
+        // `V` of tile rows `r0..r1` of the forward's input, read as the forward's input
+        // transform reads it. Cached by spec, as the transforms below: a DnCNN's repeated layers
+        // share one set.
+        let input = input_transform(cg, "winograd gradw input", &spec, norm)?;
         let dy = cg.cached(format!("winograd gradw dy {spec:?}"), |cg| {
             cg.custom(3, |b, p, fma| emit_dy_transform(b, p, &spec, fma))
         })?;
-        let mut w = WinoGradW { spec, chunk_rows, input, dy, gemm: vec![], fns: None, scratch: 0 };
+        let mut w = WinoGradW {
+            spec,
+            chunk_rows,
+            input,
+            norm: norm.is_some(),
+            dy,
+            gemm: vec![],
+            fns: None,
+            scratch: 0,
+        };
         // Every sample has the same chunks; the last sub-chunk of a chunk may be shorter.
         let mut sizes: Vec<usize> = (0..w.chunks_per_sample())
             .flat_map(|c| w.sub_chunks(c))
@@ -188,10 +194,20 @@ impl WinoGradW {
     /// then `co4` f32 bias sums) from the forward's input `x` (unpadded when read in place) and
     /// the output gradient `dy`, into `partials` (at least [`Self::partials_len`] floats;
     /// `scratch` at least [`Self::scratch_len`]); returns the seconds it took. The layer's
-    /// generated finish ([`super::gradw_finish`]) sums them and transforms `dU` back.
-    pub(crate) fn run(&self, x: &[f32], dy: &[f32], partials: &mut [f32], scratch: &mut [f32]) -> f64 {
+    /// generated finish ([`super::gradw_finish`]) sums them and transforms `dU` back. `norm`:
+    /// the batchnorm's coefficients, when generated normalising (`x` is then its input).
+    pub(crate) fn run(
+        &self,
+        (x, norm): (&[f32], Option<&[f32]>),
+        dy: &[f32],
+        partials: &mut [f32],
+        scratch: &mut [f32],
+    ) -> f64 {
         let s = &self.spec;
         let Some((input, dyt, gemm)) = &self.fns else { return 0.0 };
+        assert_eq!(norm.is_some(), self.norm, "coefficients exactly when generated normalising");
+        assert!(norm.is_none_or(|c| c.len() >= 4 * s.csx), "coefficients too short");
+        let coef = norm.map_or(0, |c| c.as_ptr() as usize);
         debug_assert!(x.len() >= s.n * s.hp * s.wp * s.csx, "x too short");
         debug_assert!(dy.len() >= s.n * s.ho * s.wo * s.cso, "dy too short");
         debug_assert!(partials.len() >= self.partials_len(), "partials too short");
@@ -218,14 +234,15 @@ impl WinoGradW {
                     // `n_tiles` tiles), whose sizes are constants in them. The input transform
                     // reads the input rows of tile rows r0..r1, only positions inside the
                     // `n × hp × wp` input (asserted above; the others are zeros it never
-                    // loads), and writes this slot's `V`; the dy
+                    // loads) — and, normalising, the `4·csx` coefficients (asserted) — and
+                    // writes this slot's `V`; the dy
                     // transform reads the output rows of those tile rows (inside `dy`) and
                     // writes this slot's `Ŷ` (and adds into the chunk's `co4` bias sums); each product reads point ξ's `n_tiles` tiles of
                     // `V` and `Ŷ` (point strides of at least `n_tiles` tiles) and adds into
                     // point ξ's `ci × co4` floats of this chunk's partial. The slot and the
                     // partial are this task's alone.
                     unsafe {
-                        input(xp as *const f32, vp, r0 as i64, r1 as i64);
+                        input(xp as *const f32, vp, coef as *const f32, r0 as i64, r1 as i64);
                         dyt(dp as *const f32, hp, bp, r0 as i64, r1 as i64);
                         for p in 0..s.points() {
                             f(
