@@ -56,6 +56,7 @@ pub(crate) mod unary;
 pub mod update;
 mod winograd;
 mod winograd_choice;
+mod winograd_combos;
 mod winograd_emit;
 mod winograd_gradw;
 mod winograd_tile;

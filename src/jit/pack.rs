@@ -15,7 +15,7 @@
 use super::codegen::{Codegen, F32X4, FnHandle, PTR, counted_loop, flags};
 use super::linear::{CorrCall, Packing};
 use super::winograd::filter_point_stride;
-use super::winograd_emit::{Consts, lin_comb};
+use super::winograd_combos::{Consts, lin_comb};
 use super::winograd_tile::Tile;
 use cranelift_codegen::ir::{InstBuilder, Value, types};
 use cranelift_frontend::FunctionBuilder;

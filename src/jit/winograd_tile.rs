@@ -149,8 +149,8 @@ impl Tile {
         let m = self.m();
         // Each pass forms one line's combinations per line: α lines of Bᵀ's α rows twice; α
         // lines of Aᵀ's m rows, then m lines of them.
-        let bt = super::winograd_emit::combos_ops(self.bt(), a, a);
-        let at = super::winograd_emit::combos_ops(self.at(), a, m);
+        let bt = super::winograd_combos::combos_ops(self.bt(), a, a);
+        let at = super::winograd_combos::combos_ops(self.at(), a, m);
         let input = 2 * a * bt + 4 * a * a;
         let output = (a + m) * at + a * a + 2 * a * m + 3 * m * m;
         (input, output)
