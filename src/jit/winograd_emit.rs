@@ -5,12 +5,15 @@
 //!   into the chunk's `V[point][tile][ci4]`;
 //! - the output transform `y = act(Aᵀ M A + b)` of the chunk's `M[point][tile][co4]`, stored at
 //!   the tile's m×m output positions (fewer at the bottom and right edges) with the bias and
-//!   the same epilogues as the direct kernel.
+//!   the same epilogues as the direct kernel;
+//! - the output-gradient transform `A dY Aᵀ` of the weight gradient.
 //!
-//! The products between them are the direct correlation kernel as a 1×1 GEMM per point. Each
-//! transform is separable and runs as two loops over the tile's lines through a stack stage
-//! ([`transform_pass`]), forming the rows of its matrix with the ±p pairs shared
-//! ([`CombosPlan`]).
+//! Their variants: the output transform summing a batchnorm's statistics per tile as it stores
+//! ([`TileSums`]), and the input transform normalising a batchnorm's input as it loads it
+//! ([`Normalise`]). The products between them are the direct correlation kernel as a 1×1 GEMM
+//! per point. Each transform is separable and runs as two loops over the tile's lines through a
+//! stack stage ([`transform_pass`]), forming the rows of its matrix with the ±p pairs shared
+//! ([`super::winograd_combos`]).
 
 use super::codegen::{Epilogue, F32X4, PTR, counted_loop, flags, fmadd};
 use super::linear_emit::{apply_epilogue, mask_select};
