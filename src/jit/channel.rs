@@ -4,8 +4,8 @@
 //! - [`ChannelKind::Moments`] — per-channel sums over positions `pos0..pos1`:
 //!   `out[c] = Σ p'`, `out[cs + c] = Σ p'·q'`, with `p' = p − s` when the spec shifts `p` (else
 //!   `p`) and `q' = q − s` (or `p − s` when the spec has no `q`). Batchnorm's statistics are the
-//!   shifted sums of `x` (shift: one sample of each channel, so `E[x'²] − E[x']²` does not
-//!   cancel); its backward sums are `Σ dy` and `Σ dy·(x − mean)`.
+//!   shifted sums of `x` (shift: the running mean, so `E[x'²] − E[x']²` does not cancel); its
+//!   backward sums are `Σ dy` and `Σ dy·(x − mean)`.
 //! - [`ChannelKind::Affine`] — `out = p'·a + q'·c + d` per channel (the `q` term only when the
 //!   spec has one), then an activation: batchnorm's normalisation (training and inference) and
 //!   its input gradient `dx = dy·a + (x − mean)·c + d`; relu and leaky_relu (`a = 1`), add and

@@ -477,13 +477,13 @@ pub(crate) fn plan_linear(
         Some(w) => w.partials_len(),
         None => chunks * f.gradw_spec.partial_len(),
     };
-    let fused_stats = |w: &Option<WinoCall>| {
+    let fused_stats = |w: &Option<WinoCall>, forward: bool| {
         w.as_ref().filter(|w| w.gathers_stats()).map(|w| {
             let s = &w.spec;
-            FusedStats::new(w.sums_len(), s.th() * s.tw(), s.co4)
+            FusedStats::new(w.sums_len(), s.th() * s.tw(), s.co4, forward)
         })
     };
-    let (stats, grad_stats) = (fused_stats(&wino_fwd), fused_stats(&wino_bwd));
+    let (stats, grad_stats) = (fused_stats(&wino_fwd, true), fused_stats(&wino_bwd, false));
     Ok(LinearPlan {
         kind: f.kind,
         a: f.out,

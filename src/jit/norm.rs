@@ -48,11 +48,12 @@ pub(crate) struct FusedStats {
     /// sample): `sums_len` floats once allocated.
     pub sums: Vec<f32>,
     sums_len: usize,
-    /// The shift `s` of those sums, `co4` lanes: the batchnorm's running mean in f32 (set by
-    /// [`FusedStats::set_shift`] before the conv runs). Near the batch mean once training has
-    /// run a while, and — a parameter — the same on every rank and after a resume. (Unused by
-    /// the backward sums, whose shift is the batchnorm's forward mean, [`NormPlan::shift_lanes`].)
+    /// The shift `s` of the forward sums, `co4` lanes: the batchnorm's running mean in f32 (set
+    /// by [`FusedStats::set_shift`] before the conv runs). Near the batch mean once training has
+    /// run a while, and — a parameter — the same on every rank and after a resume. Empty for the
+    /// backward sums, whose shift is the batchnorm's forward mean ([`NormPlan::coef`]).
     pub shift: Vec<f32>,
+    shift_len: usize,
     tiles_per_sample: usize,
     co4: usize,
     /// Whether the last forward pass wrote `sums` (a training pass).
@@ -60,18 +61,20 @@ pub(crate) struct FusedStats {
 }
 
 impl FusedStats {
-    pub(crate) fn new(sums_len: usize, tiles_per_sample: usize, co4: usize) -> FusedStats {
-        FusedStats { sums: vec![], sums_len, shift: vec![], tiles_per_sample, co4, fresh: false }
+    /// `forward`: the statistics (with a shift of their own), else the backward sums.
+    pub(crate) fn new(sums_len: usize, tiles_per_sample: usize, co4: usize, forward: bool) -> FusedStats {
+        let shift_len = if forward { co4 } else { 0 };
+        FusedStats { sums: vec![], sums_len, shift: vec![], shift_len, tiles_per_sample, co4, fresh: false }
     }
 
     /// Floats it holds once allocated.
     pub(crate) fn len(&self) -> usize {
-        self.sums_len + self.co4
+        self.sums_len + self.shift_len
     }
 
     pub(crate) fn allocate(&mut self) {
         self.sums = vec![0.0; self.sums_len];
-        self.shift = vec![0.0; self.co4];
+        self.shift = vec![0.0; self.shift_len];
     }
 
     /// Takes the shift from the running mean of the batchnorm `bn`.
