@@ -131,10 +131,7 @@ impl JitModel {
                     })
                 };
                 let fused = (sums(f.stats_from, false), sums(f.grad_stats_from, true));
-                let by_consumer = f.norm_on_load_by.is_some_and(
-                    |c| matches!(&self.nodes[c.index()].step, Step::Linear(l) if l.norm_load.is_some()),
-                );
-                let _ = writeln!(out, "    {}", p.describe(fused, by_consumer));
+                let _ = writeln!(out, "    {}", p.describe(fused, self.consumer_normalises(node.id)));
             }
             if let Step::Elementwise(p) = &state.step {
                 let _ = writeln!(out, "    {}", p.describe());

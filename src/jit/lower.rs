@@ -226,8 +226,8 @@ pub(crate) fn plan_linear(
                 Epilogue::None => Some(Epilogue::None),
                 _ => None,
             };
-            let all_winograd =
-                fwd_tile.is_some() && gradw_tile.is_some() && bwd_tile.is_some() && s == [1, 1];
+            // (A Winograd forward implies stride 1, so dy is read in place too.)
+            let all_winograd = fwd_tile.is_some() && gradw_tile.is_some() && bwd_tile.is_some();
             norm_load = match (fusion.norm_on_load, bn_act) {
                 (Some(_), Some(act)) if all_winograd => Some(Normalise { cs: x.cs, act }),
                 _ => None,

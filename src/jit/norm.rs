@@ -279,7 +279,7 @@ fn vector(a: &ArrayD<f64>) -> impl Iterator<Item = f64> + '_ {
 
 impl JitModel {
     /// Whether the conv reading batchnorm `bn` normalises its input as it loads it in training.
-    fn consumer_normalises(&self, bn: NodeId) -> bool {
+    pub(crate) fn consumer_normalises(&self, bn: NodeId) -> bool {
         let conv = self.nodes[bn.index()].fusion.norm_on_load_by;
         matches!(conv.map(|c| &self.nodes[c.index()].step), Some(Step::Linear(p)) if p.norm_load.is_some())
     }
